@@ -1,0 +1,227 @@
+//! The proxy's one error type. Each error knows which side failed; this module
+//! is the one place that turns an error into the status the sandbox gets, the
+//! text it reads, and the audit outcome. No message carries a token.
+
+use std::fmt;
+
+use airlock_vault_client::{SwapLocation, TokenError};
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+
+use crate::body::{full, ProxyBody};
+use crate::egress::DialError;
+
+/// Which party a failure belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The sandbox sent something the proxy refuses.
+    Sandbox,
+    /// The upstream could not be reached, verified or understood.
+    Upstream,
+    /// The token vault could not give a token.
+    Vault,
+    /// The proxy itself.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("proxy authentication required: {0}")]
+    ProxyAuth(&'static str),
+    #[error("CONNECT to port {port} is not allowed (allowed ports: {allowed})")]
+    PortNotAllowed { port: u16, allowed: String },
+    #[error("misdirected request: {0}")]
+    Misdirected(String),
+    #[error(
+        "placeholder of binding {binding} may not be sent to {host} (allowed hosts: {allowed})"
+    )]
+    HostNotAllowed {
+        binding: String,
+        host: String,
+        allowed: String,
+    },
+    #[error("placeholder of binding {binding} may not be used in the {location} of a request (allowed: {allowed})")]
+    LocationNotAllowed {
+        binding: String,
+        location: &'static str,
+        allowed: String,
+    },
+    #[error("placeholder of binding {binding} was sent over plain http://; credentials are only swapped on https:// connections")]
+    PlainHttp { binding: String },
+    #[error("request holds a placeholder that no binding of this sandbox knows")]
+    UnknownPlaceholder,
+    #[error("{0}")]
+    Token(TokenError),
+    #[error(
+        "the token of binding {binding} cannot be put in a header (it holds forbidden characters)"
+    )]
+    InvalidToken { binding: String },
+    #[error("egress denied: {0}")]
+    EgressDenied(String),
+    #[error("upstream DNS failure: {0}")]
+    Dns(String),
+    #[error("upstream connection failed: {0}")]
+    Connect(String),
+    #[error("upstream TLS verification failed for {host}: {reason}")]
+    UpstreamTls { host: String, reason: String },
+    #[error("upstream timed out: {0}")]
+    Timeout(String),
+    #[error("upstream error: {0}")]
+    Upstream(String),
+    #[error("internal proxy error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn location_not_allowed(
+        binding: &airlock_vault_client::Binding,
+        location: SwapLocation,
+    ) -> Self {
+        Self::LocationNotAllowed {
+            binding: binding.id.clone(),
+            location: location.as_str(),
+            allowed: binding
+                .swap_in
+                .iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    pub fn side(&self) -> Side {
+        match self {
+            Self::BadRequest(_)
+            | Self::ProxyAuth(_)
+            | Self::PortNotAllowed { .. }
+            | Self::Misdirected(_)
+            | Self::HostNotAllowed { .. }
+            | Self::LocationNotAllowed { .. }
+            | Self::PlainHttp { .. }
+            | Self::UnknownPlaceholder
+            | Self::EgressDenied(_) => Side::Sandbox,
+            Self::Token(TokenError::Unavailable(_) | TokenError::ReconnectNeeded { .. }) => {
+                Side::Vault
+            }
+            Self::Token(_) => Side::Sandbox,
+            Self::InvalidToken { .. } => Side::Vault,
+            Self::Dns(_)
+            | Self::Connect(_)
+            | Self::UpstreamTls { .. }
+            | Self::Timeout(_)
+            | Self::Upstream(_) => Side::Upstream,
+            Self::Internal(_) => Side::Internal,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::ProxyAuth(_) | Self::Token(TokenError::BadCredential) => {
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED
+            }
+            Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            Self::PortNotAllowed { .. }
+            | Self::HostNotAllowed { .. }
+            | Self::LocationNotAllowed { .. }
+            | Self::PlainHttp { .. }
+            | Self::UnknownPlaceholder
+            | Self::EgressDenied(_)
+            | Self::Token(
+                TokenError::UnknownPlaceholder
+                | TokenError::WrongSandbox { .. }
+                | TokenError::Revoked { .. },
+            ) => StatusCode::FORBIDDEN,
+            Self::Token(TokenError::ReconnectNeeded { .. }) => StatusCode::UNAUTHORIZED,
+            Self::Token(TokenError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Dns(_) | Self::Connect(_) | Self::UpstreamTls { .. } | Self::Upstream(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::InvalidToken { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Short machine-readable code: the `x-airlock-error` header, the audit
+    /// outcome and, later, the metric label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::ProxyAuth(_) | Self::Token(TokenError::BadCredential) => "proxy_auth",
+            Self::PortNotAllowed { .. } => "port_not_allowed",
+            Self::Misdirected(_) => "misdirected",
+            Self::HostNotAllowed { .. } => "host_not_allowed",
+            Self::LocationNotAllowed { .. } => "location_not_allowed",
+            Self::PlainHttp { .. } => "plain_http",
+            Self::UnknownPlaceholder | Self::Token(TokenError::UnknownPlaceholder) => {
+                "unknown_placeholder"
+            }
+            Self::Token(TokenError::WrongSandbox { .. }) => "wrong_sandbox",
+            Self::Token(TokenError::Revoked { .. }) => "revoked",
+            Self::Token(TokenError::ReconnectNeeded { .. }) => "reconnect_needed",
+            Self::Token(TokenError::Unavailable(_)) => "vault_unavailable",
+            Self::InvalidToken { .. } => "invalid_token",
+            Self::EgressDenied(_) => "egress_denied",
+            Self::Dns(_) => "upstream_dns",
+            Self::Connect(_) => "upstream_connect",
+            Self::UpstreamTls { .. } => "upstream_tls",
+            Self::Timeout(_) => "upstream_timeout",
+            Self::Upstream(_) => "upstream_error",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The response the sandbox gets: a plain-text body naming what was wrong.
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        let mut builder = Response::builder()
+            .status(self.status())
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header("x-airlock-error", self.code());
+        if self.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            builder = builder.header(header::PROXY_AUTHENTICATE, "Basic realm=\"airlock\"");
+        }
+        builder
+            .body(full(Bytes::from(format!("airlock: {self}\n"))))
+            .expect("static response parts are valid")
+    }
+}
+
+impl From<TokenError> for ProxyError {
+    fn from(err: TokenError) -> Self {
+        match err {
+            TokenError::UnknownPlaceholder => Self::UnknownPlaceholder,
+            other => Self::Token(other),
+        }
+    }
+}
+
+impl From<&DialError> for ProxyError {
+    fn from(err: &DialError) -> Self {
+        let msg = err.to_string();
+        match err {
+            DialError::Denied { .. } | DialError::BadHost { .. } => Self::EgressDenied(msg),
+            DialError::Dns { .. } | DialError::NoAddress { .. } => Self::Dns(msg),
+            DialError::Connect { .. } => Self::Connect(msg),
+            DialError::Timeout { .. } => Self::Timeout(msg),
+        }
+    }
+}
+
+impl From<DialError> for ProxyError {
+    fn from(err: DialError) -> Self {
+        Self::from(&err)
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sandbox => "sandbox",
+            Self::Upstream => "upstream",
+            Self::Vault => "vault",
+            Self::Internal => "internal",
+        })
+    }
+}

@@ -1,0 +1,20 @@
+#![forbid(unsafe_code)]
+//! airlock's intercepting forward proxy.
+//!
+//! A sandbox points `HTTPS_PROXY` here. For hosts with a binding the proxy
+//! terminates TLS with a leaf from [`airlock_certs`], swaps placeholders for
+//! real tokens from a [`airlock_vault_client::TokenSource`], and forwards over
+//! verified TLS; other hosts are tunnelled byte for byte.
+
+pub mod audit;
+pub mod body;
+pub mod egress;
+pub mod error;
+pub mod server;
+pub mod settings;
+pub mod swap;
+pub mod upstream;
+
+pub use error::{ProxyError, Side};
+pub use server::Proxy;
+pub use settings::{InterceptMode, ProxySettings};

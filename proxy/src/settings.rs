@@ -1,0 +1,70 @@
+//! The proxy's typed settings. The `airlock` binary builds them from its TOML
+//! config; nothing here parses strings at request time.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+
+use crate::egress::ResolveOverrides;
+
+/// Which CONNECT hosts get their TLS terminated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterceptMode {
+    /// Only hosts some binding of the sandbox allows; others are tunnelled untouched.
+    #[default]
+    Bound,
+    /// Every host.
+    All,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub intercept: InterceptMode,
+    pub allowed_ports: Vec<u16>,
+    pub allow_private_destinations: bool,
+    /// Trusted for upstream TLS in addition to the system roots.
+    pub upstream_ca: Vec<CertificateDer<'static>>,
+    /// Shared-gateway mode: every request names its sandbox in `Proxy-Authorization`.
+    pub require_auth: bool,
+    pub resolve: ResolveOverrides,
+    /// Adds `Via: 1.1 airlock` upstream. Off by default: it tells the upstream a proxy is there.
+    pub add_via: bool,
+    pub connect_timeout: Duration,
+    /// Time to wait for an upstream's response head.
+    pub response_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    /// Largest request head (request line plus headers) a client may send.
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            intercept: InterceptMode::Bound,
+            allowed_ports: vec![443],
+            allow_private_destinations: false,
+            upstream_ca: Vec::new(),
+            require_auth: false,
+            resolve: ResolveOverrides::default(),
+            add_via: false,
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(120),
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            upstream_idle_timeout: Duration::from_secs(90),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+/// Where the proxy listens; kept apart because the listener is bound before
+/// the proxy is built (so port 0 works and the real port is known).
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}

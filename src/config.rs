@@ -1,0 +1,531 @@
+//! `airlock.toml`: one typed struct, loaded once, validated with every error
+//! reported together (with line numbers where the file has them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airlock_proxy::egress::{OverrideTarget, ResolveOverrides};
+use airlock_proxy::{InterceptMode, ProxySettings};
+use airlock_vault_client::{
+    generate_placeholder, is_valid_placeholder, HostPattern, SecretString, StaticSecret,
+    SwapLocation, DEFAULT_PREFIX,
+};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path} has {} error(s):\n{}", .errors.len(), .errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: String, errors: Vec<String> },
+    #[error("cannot keep generated placeholders in {path}: {source}")]
+    Placeholders {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// CA, generated placeholders, and (with the vault) the SQLite file.
+    pub data_dir: Option<PathBuf>,
+    pub placeholder_prefix: Option<String>,
+    #[serde(default)]
+    pub proxy: ProxySection,
+    /// Operator overrides, first match wins: `"api.github.test" = "127.0.0.1"`.
+    #[serde(default)]
+    pub resolve: IndexMap<String, Spanned<String>>,
+    #[serde(default, rename = "secret")]
+    pub secrets: Vec<Spanned<SecretSection>>,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    pub listen: SocketAddr,
+    /// The proxy URL handed to sandboxes, when it differs from `listen`
+    /// (a sidecar reached as `http://airlock:8080`).
+    pub public_url: Option<String>,
+    pub intercept: InterceptMode,
+    pub allowed_ports: Vec<u16>,
+    pub allow_private_destinations: bool,
+    pub upstream_ca: Vec<PathBuf>,
+    pub require_auth: bool,
+    /// Use this CA instead of the one in the data dir.
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    pub add_via: bool,
+    pub connect_timeout_secs: u64,
+    pub response_timeout_secs: u64,
+    pub tls_handshake_timeout_secs: u64,
+    pub header_read_timeout_secs: u64,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        let d = ProxySettings::default();
+        Self {
+            listen: airlock_proxy::settings::default_listen(),
+            public_url: None,
+            intercept: d.intercept,
+            allowed_ports: d.allowed_ports,
+            allow_private_destinations: d.allow_private_destinations,
+            upstream_ca: Vec::new(),
+            require_auth: d.require_auth,
+            ca_cert: None,
+            ca_key: None,
+            add_via: d.add_via,
+            connect_timeout_secs: d.connect_timeout.as_secs(),
+            response_timeout_secs: d.response_timeout.as_secs(),
+            tls_handshake_timeout_secs: d.tls_handshake_timeout.as_secs(),
+            header_read_timeout_secs: d.header_read_timeout.as_secs(),
+            max_header_bytes: d.max_header_bytes,
+            max_headers: d.max_headers,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSection {
+    pub name: String,
+    pub value: Option<String>,
+    pub value_env: Option<String>,
+    pub value_file: Option<PathBuf>,
+    pub placeholder: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub swap_in: Option<BTreeSet<SwapLocation>>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `airlock=debug`.
+    pub level: Option<String>,
+}
+
+/// A config file read from disk, with what is needed to resolve relative
+/// paths and to point at lines.
+pub struct Loaded {
+    pub config: Config,
+    pub path: Option<PathBuf>,
+    source: String,
+}
+
+impl Loaded {
+    pub fn read(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self {
+                config: Config::default(),
+                path: None,
+                source: String::new(),
+            });
+        };
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&source).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            config,
+            path: Some(path.to_owned()),
+            source,
+        })
+    }
+
+    fn display_path(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "(defaults)".to_owned(), |p| p.display().to_string())
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        self.source[..offset.min(self.source.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    /// Paths in the file are relative to the file's folder.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        match self.path.as_ref().and_then(|c| c.parent()) {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_owned(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        self.config
+            .placeholder_prefix
+            .as_deref()
+            .unwrap_or(DEFAULT_PREFIX)
+    }
+
+    /// Checks everything that can be checked without touching the data dir.
+    /// Returns the proxy settings and the secrets (placeholders still unset
+    /// where the file gives none).
+    pub fn validate(&self) -> Result<Validated, ConfigError> {
+        let mut errors = Vec::new();
+        let c = &self.config;
+        let prefix = self.prefix();
+        if prefix.len() < 4
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            errors.push(format!(
+                "placeholder_prefix {prefix:?} must be at least 4 characters of letters, digits, '-' or '_'"
+            ));
+        }
+        let p = &c.proxy;
+        if p.allowed_ports.is_empty() {
+            errors.push("proxy.allowed_ports is empty: no CONNECT could succeed".into());
+        }
+        if p.ca_cert.is_some() != p.ca_key.is_some() {
+            errors.push("proxy.ca_cert and proxy.ca_key must be given together".into());
+        }
+        if let Some(url) = &p.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(format!(
+                    "proxy.public_url {url:?} must start with http:// or https://"
+                ));
+            }
+        }
+        let mut upstream_ca = Vec::new();
+        for path in &p.upstream_ca {
+            let full = self.resolve_path(path);
+            match read_pem_certs(&full) {
+                Ok(certs) if certs.is_empty() => errors.push(format!(
+                    "proxy.upstream_ca {}: no PEM certificate in the file",
+                    full.display()
+                )),
+                Ok(certs) => upstream_ca.extend(certs),
+                Err(e) => errors.push(format!("proxy.upstream_ca {}: {e}", full.display())),
+            }
+        }
+        let mut overrides = Vec::new();
+        for (pattern, target) in &c.resolve {
+            let line = self.line_of(target.span().start);
+            match target.get_ref().parse::<OverrideTarget>() {
+                Ok(t) => overrides.push((pattern.as_str(), t)),
+                Err(e) => errors.push(format!("line {line}: resolve {pattern:?}: {e}")),
+            }
+        }
+        let resolve = match ResolveOverrides::new(overrides) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(format!("resolve: {e}"));
+                ResolveOverrides::default()
+            }
+        };
+        let mut secrets = Vec::new();
+        let mut names = BTreeSet::new();
+        let mut placeholders = BTreeSet::new();
+        for spanned in &c.secrets {
+            let line = self.line_of(spanned.span().start);
+            let s = spanned.get_ref();
+            let at = format!("line {line}: secret {:?}", s.name);
+            let mut push = |msg: String| errors.push(format!("{at}: {msg}"));
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                || s.name.as_bytes()[0].is_ascii_digit()
+            {
+                push("name must be a valid environment variable name (letters, digits, _)".into());
+            }
+            if !names.insert(s.name.clone()) {
+                push("name is used by another secret".into());
+            }
+            let sources = [
+                s.value.is_some(),
+                s.value_env.is_some(),
+                s.value_file.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
+            let value = if sources != 1 {
+                push("give exactly one of value, value_env, value_file".into());
+                None
+            } else if let Some(v) = &s.value {
+                Some(v.clone())
+            } else if let Some(var) = &s.value_env {
+                match std::env::var(var) {
+                    Ok(v) if !v.is_empty() => Some(v),
+                    _ => {
+                        push(format!("environment variable {var} is not set or empty"));
+                        None
+                    }
+                }
+            } else {
+                let path = self.resolve_path(s.value_file.as_deref().unwrap_or(Path::new("")));
+                match std::fs::read_to_string(&path) {
+                    Ok(v) if !v.trim().is_empty() => {
+                        Some(v.trim_end_matches(['\r', '\n']).to_owned())
+                    }
+                    Ok(_) => {
+                        push(format!("value_file {} is empty", path.display()));
+                        None
+                    }
+                    Err(e) => {
+                        push(format!("value_file {}: {e}", path.display()));
+                        None
+                    }
+                }
+            };
+            if let Some(v) = &value {
+                // Said without the value: only that it is unusable.
+                if v.bytes().any(|b| b.is_ascii_control()) {
+                    push("the value holds control characters (line breaks?) and cannot be sent in a header".into());
+                }
+            }
+            if let Some(placeholder) = &s.placeholder {
+                if !is_valid_placeholder(prefix, placeholder) {
+                    push(format!(
+                        "placeholder must be {prefix:?} followed by at least 22 letters or digits"
+                    ));
+                }
+                if !placeholders.insert(placeholder.clone()) {
+                    push("placeholder is used by another secret".into());
+                }
+            }
+            if s.hosts.is_empty() {
+                push("hosts is empty: the secret could never be sent anywhere".into());
+            }
+            let mut hosts = Vec::new();
+            for h in &s.hosts {
+                match HostPattern::parse(h) {
+                    Ok(p) => hosts.push(p),
+                    Err(e) => push(e.to_string()),
+                }
+            }
+            let swap_in = s.swap_in.clone().unwrap_or_else(SwapLocation::defaults);
+            if swap_in.is_empty() {
+                push("swap_in is empty: the placeholder could never be swapped".into());
+            }
+            if let Some(value) = value {
+                secrets.push(PendingSecret {
+                    name: s.name.clone(),
+                    value: SecretString::from(value),
+                    placeholder: s.placeholder.clone(),
+                    hosts,
+                    swap_in,
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: self.display_path(),
+                errors,
+            });
+        }
+        let settings = ProxySettings {
+            intercept: p.intercept,
+            allowed_ports: p.allowed_ports.clone(),
+            allow_private_destinations: p.allow_private_destinations,
+            upstream_ca,
+            require_auth: p.require_auth,
+            resolve,
+            add_via: p.add_via,
+            connect_timeout: Duration::from_secs(p.connect_timeout_secs.max(1)),
+            response_timeout: Duration::from_secs(p.response_timeout_secs.max(1)),
+            tls_handshake_timeout: Duration::from_secs(p.tls_handshake_timeout_secs.max(1)),
+            header_read_timeout: Duration::from_secs(p.header_read_timeout_secs.max(1)),
+            max_header_bytes: p.max_header_bytes,
+            max_headers: p.max_headers,
+            ..ProxySettings::default()
+        };
+        Ok(Validated { settings, secrets })
+    }
+}
+
+pub struct Validated {
+    pub settings: ProxySettings,
+    pub secrets: Vec<PendingSecret>,
+}
+
+pub struct PendingSecret {
+    pub name: String,
+    pub value: SecretString,
+    pub placeholder: Option<String>,
+    pub hosts: Vec<HostPattern>,
+    pub swap_in: BTreeSet<SwapLocation>,
+}
+
+const PLACEHOLDERS_FILE: &str = "placeholders.json";
+
+/// Gives every secret its placeholder: the configured one, or one generated
+/// earlier and kept in the data dir, or a new one (then kept).
+pub fn assign_placeholders(
+    data_dir: &Path,
+    prefix: &str,
+    pending: Vec<PendingSecret>,
+) -> Result<Vec<StaticSecret>, ConfigError> {
+    let path = data_dir.join(PLACEHOLDERS_FILE);
+    let io_err = |source| ConfigError::Placeholders {
+        path: path.clone(),
+        source,
+    };
+    let mut kept: BTreeMap<String, String> = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(io_err(e)),
+    };
+    let mut changed = false;
+    let secrets = pending
+        .into_iter()
+        .map(|s| {
+            let placeholder = match s.placeholder {
+                Some(p) => p,
+                None => {
+                    let existing = kept
+                        .get(&s.name)
+                        .filter(|p| is_valid_placeholder(prefix, p));
+                    match existing {
+                        Some(p) => p.clone(),
+                        None => {
+                            let p = generate_placeholder(prefix);
+                            kept.insert(s.name.clone(), p.clone());
+                            changed = true;
+                            p
+                        }
+                    }
+                }
+            };
+            StaticSecret {
+                name: s.name,
+                value: s.value,
+                placeholder,
+                hosts: s.hosts,
+                swap_in: s.swap_in,
+            }
+        })
+        .collect();
+    if changed {
+        std::fs::create_dir_all(data_dir).map_err(io_err)?;
+        let text = serde_json::to_string_pretty(&kept).expect("a string map serialises");
+        std::fs::write(&path, text).map_err(io_err)?;
+    }
+    Ok(secrets)
+}
+
+pub fn read_pem_certs(
+    path: &Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Loaded {
+        Loaded {
+            config: toml::from_str(text).unwrap(),
+            path: Some(PathBuf::from("/tmp/airlock-test.toml")),
+            source: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let l = load(
+            r#"
+[resolve]
+"api.github.test" = "not-an-ip"
+
+[[secret]]
+name = "GITHUB_TOKEN"
+value = "x"
+hosts = []
+
+[[secret]]
+name = "1BAD"
+hosts = ["*"]
+placeholder = "miosa-tok-short"
+"#,
+        );
+        let err = l.validate().err().unwrap().to_string();
+        assert!(err.contains("line 3: resolve"), "{err}");
+        assert!(
+            err.contains("line 5: secret \"GITHUB_TOKEN\": hosts is empty"),
+            "{err}"
+        );
+        assert!(
+            err.contains("line 10: secret \"1BAD\": name must be"),
+            "{err}"
+        );
+        assert!(err.contains("exactly one of value"), "{err}");
+        assert!(err.contains("placeholder must be"), "{err}");
+        assert!(err.contains("invalid host pattern"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Config>("[proxy]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn secret_values_never_appear_in_errors() {
+        let l = load(
+            "[[secret]]\nname = \"T\"\nvalue = \"hunter2\\r\\ninjected\"\nhosts = [\"a.test\"]\n",
+        );
+        let err = l.validate().err().unwrap().to_string();
+        assert!(err.contains("control characters"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn generated_placeholders_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let pending = || {
+            vec![PendingSecret {
+                name: "T".into(),
+                value: SecretString::from("v"),
+                placeholder: None,
+                hosts: vec![HostPattern::parse("a.test").unwrap()],
+                swap_in: SwapLocation::defaults(),
+            }]
+        };
+        let first = assign_placeholders(dir.path(), DEFAULT_PREFIX, pending()).unwrap();
+        let second = assign_placeholders(dir.path(), DEFAULT_PREFIX, pending()).unwrap();
+        assert_eq!(first[0].placeholder, second[0].placeholder);
+        assert!(is_valid_placeholder(DEFAULT_PREFIX, &first[0].placeholder));
+    }
+}

@@ -1,0 +1,176 @@
+#![forbid(unsafe_code)]
+//! How airlock's proxy gets tokens.
+//!
+//! The proxy knows only [`TokenSource`]: give it a sandbox and a placeholder,
+//! get back the placeholder's [`Binding`] and the real token. Static secrets
+//! from the config file ([`StaticSecrets`]) and the vault both implement it.
+
+mod hosts;
+mod placeholder;
+mod static_secrets;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+pub use hosts::{normalize_host, HostPattern, HostPatternError};
+pub use placeholder::{
+    generate_placeholder, is_valid_placeholder, DEFAULT_PREFIX,
+    MIN_RANDOM_LEN as PLACEHOLDER_MIN_RANDOM_LEN,
+};
+pub use secrecy::{ExposeSecret, SecretString};
+pub use static_secrets::{StaticSecret, StaticSecrets};
+
+/// Which sandbox a request comes from. Sidecar mode has one fixed sandbox.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SandboxId(Arc<str>);
+
+impl SandboxId {
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn default_sandbox() -> Self {
+        Self::new(Self::DEFAULT)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SandboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for SandboxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where in a request a placeholder may be replaced by its token.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SwapLocation {
+    /// Any request header value, as written.
+    Header,
+    /// The `user:pass` inside `Authorization: Basic …`, after base64 decoding.
+    Basic,
+    /// The URL query string. Opt-in: URLs end up in upstream access logs.
+    Query,
+    /// The request body.
+    Body,
+}
+
+impl SwapLocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Header => "header",
+            Self::Basic => "basic",
+            Self::Query => "query",
+            Self::Body => "body",
+        }
+    }
+
+    pub fn defaults() -> BTreeSet<SwapLocation> {
+        [Self::Header, Self::Basic].into_iter().collect()
+    }
+}
+
+/// What a binding's token is: a fixed secret or an OAuth connection's access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindingKind {
+    Static,
+    OAuth { connection_id: String },
+}
+
+/// What a placeholder stands for: which hosts may receive its token and where
+/// in a request it may be swapped. Holds no secret, so it can be logged.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    /// Stable id for audit lines, e.g. `secret:GITHUB_TOKEN`.
+    pub id: String,
+    /// The sandbox's variable name for this credential.
+    pub name: String,
+    pub sandbox: SandboxId,
+    pub hosts: Vec<HostPattern>,
+    pub swap_in: BTreeSet<SwapLocation>,
+    pub kind: BindingKind,
+}
+
+impl Binding {
+    /// Whether `host` (already normalised) may receive this binding's token.
+    pub fn allows_host(&self, host: &str) -> bool {
+        self.hosts.iter().any(|p| p.matches(host))
+    }
+
+    pub fn allows(&self, location: SwapLocation) -> bool {
+        self.swap_in.contains(&location)
+    }
+
+    pub fn hosts_display(&self) -> String {
+        self.hosts
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A placeholder's binding and its current real token.
+#[derive(Clone)]
+pub struct Resolved {
+    pub binding: Arc<Binding>,
+    pub token: SecretString,
+}
+
+impl fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resolved")
+            .field("binding", &self.binding.id)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Why a placeholder could not be turned into a token. Messages name the
+/// binding, never a token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    #[error("unknown placeholder")]
+    UnknownPlaceholder,
+    #[error("placeholder of binding {binding} belongs to another sandbox")]
+    WrongSandbox { binding: String },
+    #[error("binding {binding} was revoked or disconnected")]
+    Revoked { binding: String },
+    #[error("the account behind binding {binding} must be reconnected")]
+    ReconnectNeeded { binding: String },
+    #[error("token service unavailable: {0}")]
+    Unavailable(String),
+    #[error("proxy credential rejected")]
+    BadCredential,
+}
+
+/// The proxy's view of where tokens come from.
+#[async_trait::async_trait]
+pub trait TokenSource: Send + Sync + 'static {
+    /// The prefix every placeholder starts with (default `miosa-tok-`).
+    fn placeholder_prefix(&self) -> &str;
+
+    /// The binding and current token for `placeholder`, as seen by `sandbox`.
+    async fn resolve(&self, sandbox: &SandboxId, placeholder: &str)
+        -> Result<Resolved, TokenError>;
+
+    /// Whether `sandbox` has any binding for `host`: such hosts are intercepted.
+    async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool;
+
+    /// The sandbox named by a `Proxy-Authorization` credential.
+    async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError>;
+}

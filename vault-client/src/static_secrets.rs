@@ -1,0 +1,158 @@
+//! Static secrets from the config file, served as a [`TokenSource`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use crate::{
+    Binding, BindingKind, HostPattern, Resolved, SandboxId, SwapLocation, TokenError, TokenSource,
+};
+
+/// One configured secret, already validated.
+pub struct StaticSecret {
+    pub name: String,
+    pub value: SecretString,
+    pub placeholder: String,
+    pub hosts: Vec<HostPattern>,
+    pub swap_in: BTreeSet<SwapLocation>,
+}
+
+/// Static secrets of the one sidecar sandbox.
+pub struct StaticSecrets {
+    prefix: String,
+    sandbox: SandboxId,
+    by_placeholder: HashMap<String, Resolved>,
+}
+
+impl StaticSecrets {
+    pub fn new(prefix: impl Into<String>, sandbox: SandboxId, secrets: Vec<StaticSecret>) -> Self {
+        let by_placeholder = secrets
+            .into_iter()
+            .map(|s| {
+                let binding = Binding {
+                    id: format!("secret:{}", s.name),
+                    name: s.name,
+                    sandbox: sandbox.clone(),
+                    hosts: s.hosts,
+                    swap_in: s.swap_in,
+                    kind: BindingKind::Static,
+                };
+                (
+                    s.placeholder,
+                    Resolved {
+                        binding: Arc::new(binding),
+                        token: s.value,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            prefix: prefix.into(),
+            sandbox,
+            by_placeholder,
+        }
+    }
+
+    /// `(variable name, placeholder)` pairs for the sandbox's environment.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        let mut env: Vec<_> = self
+            .by_placeholder
+            .iter()
+            .map(|(placeholder, r)| (r.binding.name.clone(), placeholder.clone()))
+            .collect();
+        env.sort();
+        env
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenSource for StaticSecrets {
+    fn placeholder_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn resolve(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+    ) -> Result<Resolved, TokenError> {
+        let resolved = self
+            .by_placeholder
+            .get(placeholder)
+            .ok_or(TokenError::UnknownPlaceholder)?;
+        if &resolved.binding.sandbox != sandbox {
+            return Err(TokenError::WrongSandbox {
+                binding: resolved.binding.id.clone(),
+            });
+        }
+        Ok(resolved.clone())
+    }
+
+    async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool {
+        sandbox == &self.sandbox
+            && self
+                .by_placeholder
+                .values()
+                .any(|r| r.binding.allows_host(host))
+    }
+
+    async fn authenticate(&self, sandbox_id: &str, _secret: &str) -> Result<SandboxId, TokenError> {
+        // Static secrets serve only the sidecar sandbox, which needs no credential.
+        if sandbox_id == self.sandbox.as_str() {
+            Ok(self.sandbox.clone())
+        } else {
+            Err(TokenError::BadCredential)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate_placeholder;
+
+    fn source() -> (StaticSecrets, String) {
+        let placeholder = generate_placeholder("miosa-tok-");
+        let secret = StaticSecret {
+            name: "GITHUB_TOKEN".into(),
+            value: SecretString::from("ghp_real"),
+            placeholder: placeholder.clone(),
+            hosts: vec![HostPattern::parse("api.github.com").unwrap()],
+            swap_in: SwapLocation::defaults(),
+        };
+        (
+            StaticSecrets::new("miosa-tok-", SandboxId::default_sandbox(), vec![secret]),
+            placeholder,
+        )
+    }
+
+    #[tokio::test]
+    async fn resolves_only_for_its_sandbox() {
+        let (src, placeholder) = source();
+        let ok = src
+            .resolve(&SandboxId::default_sandbox(), &placeholder)
+            .await
+            .unwrap();
+        assert_eq!(ok.binding.id, "secret:GITHUB_TOKEN");
+        assert!(!format!("{ok:?}").contains("ghp_real"));
+        let other = src
+            .resolve(&SandboxId::new("other"), &placeholder)
+            .await
+            .unwrap_err();
+        assert!(matches!(other, TokenError::WrongSandbox { .. }));
+        let unknown = src
+            .resolve(&SandboxId::default_sandbox(), "miosa-tok-nope")
+            .await
+            .unwrap_err();
+        assert!(matches!(unknown, TokenError::UnknownPlaceholder));
+        assert!(
+            src.is_bound_host(&SandboxId::default_sandbox(), "api.github.com")
+                .await
+        );
+        assert!(
+            !src.is_bound_host(&SandboxId::default_sandbox(), "example.com")
+                .await
+        );
+    }
+}

@@ -1,0 +1,2 @@
+#![forbid(unsafe_code)]
+//! The token vault. Built out in the vault issue.
