@@ -294,7 +294,8 @@ fn init_logging(loaded: &Loaded, flag: Option<CliLogFormat>) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -329,7 +330,9 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, print_env: bool) -> Re
         if print_env {
             let env = prepared.environment(&proxy_url(&loaded, local));
             let mut out = std::io::stdout().lock();
+            // A blank line ends the block, so a wrapper can read it and go on.
             let _ = out.write_all(sandbox_env::render(&env, EnvFormat::Sh).as_bytes());
+            let _ = out.write_all(b"\n");
             let _ = out.flush();
         }
         tokio::select! {

@@ -352,7 +352,7 @@ impl LeafCache {
                         reason: e.to_string(),
                     })??;
                 self.minted.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(host = %host, "leaf certificate minted");
+                tracing::info!(host = %host, "leaf certificate minted");
                 Ok(Arc::new(leaf))
             })
             .await

@@ -102,9 +102,8 @@ fn classify_v6(ip: Ipv6Addr) -> AddrClass {
         return classify_v4(embedded_v4(seg[6], seg[7]));
     }
     // NAT64 well-known prefix 64:ff9b::/96 and local-use 64:ff9b:1::/48.
-    if (seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0])
-        || (seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1)
-    {
+    let nat64 = seg[0] == 0x64 && seg[1] == 0xff9b;
+    if nat64 && (seg[2..6] == [0, 0, 0, 0] || seg[2] == 1) {
         return classify_v4(embedded_v4(seg[6], seg[7]));
     }
     // 6to4 2002:AABB:CCDD::/48 embeds an IPv4 address.

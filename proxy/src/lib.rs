@@ -10,6 +10,7 @@ pub mod audit;
 pub mod body;
 pub mod egress;
 pub mod error;
+mod rewind;
 pub mod server;
 pub mod settings;
 pub mod swap;

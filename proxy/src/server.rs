@@ -20,7 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
@@ -28,9 +28,13 @@ use crate::audit::AuditRecord;
 use crate::body::{boxed, empty, Metered, ProxyBody};
 use crate::egress::Dialer;
 use crate::error::ProxyError;
+use crate::rewind::Rewind;
 use crate::settings::{InterceptMode, ProxySettings};
 use crate::swap::{RequestSwap, Scanner};
 use crate::upstream::{client_tls_config, root_store, Upstream};
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// A running proxy's shared state. Cheap to clone.
 #[derive(Clone)]
@@ -284,27 +288,45 @@ impl Proxy {
             ctx.port,
             "",
         );
-        let mut acceptor =
+        // The first byte tells TLS (a handshake record) from a client that
+        // speaks plain HTTP into the tunnel; the latter gets an answer it can read.
+        let mut io = io;
+        let mut first = [0u8; 1];
+        let first_read =
+            tokio::time::timeout(settings.tls_handshake_timeout, io.read_exact(&mut first)).await;
+        if !matches!(first_read, Ok(Ok(_))) {
+            audit.outcome = if first_read.is_err() {
+                "tls_handshake_timeout"
+            } else {
+                "client_closed"
+            };
+            audit.emit(false);
+            return;
+        }
+        if first[0] != TLS_HANDSHAKE_RECORD {
+            let body = format!(
+                "airlock: expected a TLS ClientHello for {} after CONNECT; got something else (plain HTTP?)\n",
+                ctx.host
+            );
+            let head = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nx-airlock-error: bad_request\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = io.write_all(head.as_bytes()).await;
+            let _ = io.write_all(body.as_bytes()).await;
+            let _ = io.shutdown().await;
+            audit.status = 400;
+            audit.outcome = "bad_request";
+            audit.refused = Some("not TLS after CONNECT".into());
+            audit.emit(true);
+            return;
+        }
+        let io = Rewind::new(first.to_vec(), io);
+        let acceptor =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
-        let start = match tokio::time::timeout(settings.tls_handshake_timeout, &mut acceptor).await
-        {
+        let start = match tokio::time::timeout(settings.tls_handshake_timeout, acceptor).await {
             Ok(Ok(start)) => start,
             Ok(Err(error)) => {
-                // Not TLS at all (a client speaking plain HTTP into the tunnel, say):
-                // tell it in words it can read.
-                if let Some(mut io) = acceptor.take_io() {
-                    let body = format!(
-                        "airlock: expected a TLS ClientHello for {} after CONNECT: {error}\n",
-                        ctx.host
-                    );
-                    let head = format!(
-                        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nx-airlock-error: tls_handshake\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = io.write_all(head.as_bytes()).await;
-                    let _ = io.write_all(body.as_bytes()).await;
-                    let _ = io.shutdown().await;
-                }
                 audit.outcome = "tls_handshake_failed";
                 audit.refused = Some(error.to_string());
                 audit.emit(false);
@@ -541,9 +563,11 @@ fn refuse(audit: &mut AuditRecord, err: ProxyError) -> Response<ProxyBody> {
     audit.status = response.status().as_u16();
     audit.outcome = err.code();
     audit.refused = Some(err.to_string());
-    match err.side() {
-        crate::error::Side::Sandbox => tracing::info!(error = %err, "request refused"),
-        side => tracing::warn!(error = %err, %side, "request failed"),
+    // Refusals are the audit line's business; failures of other parties also
+    // warn, so operators see an unreachable upstream or vault.
+    let side = err.side();
+    if side != crate::error::Side::Sandbox {
+        tracing::warn!(error = %err, %side, "request failed");
     }
     audit.emit(true);
     response

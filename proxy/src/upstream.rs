@@ -66,13 +66,12 @@ pub fn root_store(extra: &[CertificateDer<'static>]) -> (RootCertStore, usize) {
 
 pub fn client_tls_config(roots: RootCertStore) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    // ALPN (h2, http/1.1) is set by the connector builder.
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config
+        .with_no_client_auth()
 }
 
 /// Pooled client to upstreams.

@@ -1,0 +1,680 @@
+//! The foundation: interception, header and Basic-auth swap for static
+//! secrets, host binding, tunnelling, egress, and bad input.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use tokio::io::AsyncWriteExt;
+
+use crate::support::clients::{curl, git, python};
+use crate::support::git_server::GitServer;
+use crate::support::tunnel;
+use crate::support::{
+    assert_not_leaked, blocking, real_secret, with_env, Airlock, TestCa, Upstream,
+};
+
+const API: &str = "api.github.test";
+const OTHER: &str = "other.test";
+
+/// `airlock.toml` for tests: the upstream CA as an extra root and resolve
+/// overrides to the test servers (the egress guard stays on).
+fn config(ca: &TestCa, resolve: &[(&str, u16)], proxy_extra: &str, secrets: &str) -> String {
+    let mut out = format!(
+        "[proxy]\nupstream_ca = [{:?}]\n{proxy_extra}\n\n[resolve]\n",
+        ca.cert_pem_path().display().to_string()
+    );
+    for (name, port) in resolve {
+        out.push_str(&format!("{name:?} = \"127.0.0.1:{port}\"\n"));
+    }
+    out.push('\n');
+    out.push_str(secrets);
+    out
+}
+
+fn github_secret(real: &str, hosts: &[&str]) -> String {
+    format!("[[secret]]\nname = \"GITHUB_TOKEN\"\nvalue = {real:?}\nhosts = {hosts:?}\n")
+}
+
+struct World {
+    ca: TestCa,
+    api: Upstream,
+    other: Upstream,
+    airlock: Airlock,
+    real: String,
+    placeholder: String,
+}
+
+async fn world(proxy_extra: &str) -> World {
+    let ca = TestCa::new();
+    let api = Upstream::start(&ca, &[API, "fresh.github.test"]).await;
+    let other = Upstream::start(&ca, &[OTHER]).await;
+    let real = real_secret("found");
+    let cfg = config(
+        &ca,
+        &[
+            (API, api.port()),
+            ("*.github.test", api.port()),
+            (OTHER, other.port()),
+        ],
+        proxy_extra,
+        &github_secret(&real, &[API, "*.github.test"]),
+    );
+    let airlock = Airlock::start(&cfg);
+    let placeholder = airlock.var("GITHUB_TOKEN");
+    World {
+        ca,
+        api,
+        other,
+        airlock,
+        real,
+        placeholder,
+    }
+}
+
+impl World {
+    fn env(&self) -> Vec<(String, String)> {
+        self.airlock.env.clone()
+    }
+
+    /// The proxy still serves a plain, correct request.
+    async fn assert_still_serving(&self) {
+        let env = self.env();
+        let auth = format!("Authorization: Bearer {}", self.placeholder);
+        let out = blocking(move || {
+            curl(
+                &env,
+                &[
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                    &auth,
+                    "https://api.github.test/alive",
+                ],
+            )
+        })
+        .await;
+        assert_eq!(out.stdout, "200", "proxy stopped serving: {}", out.stderr);
+    }
+
+    fn assert_no_leak(&self, outputs: &[&str]) {
+        let logs = self.airlock.logs();
+        let mut all: Vec<&str> = outputs.to_vec();
+        all.push(&logs);
+        assert_not_leaked(&self.real, &all);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_swaps_the_bearer_placeholder_over_http1_and_http2() {
+    let w = world("").await;
+    for (flag, expect_version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let env = w.env();
+        let auth = format!("Authorization: Bearer {}", w.placeholder);
+        let out = blocking(move || {
+            curl(
+                &env,
+                &[
+                    flag,
+                    "-w",
+                    "\n%{http_code} %{http_version}",
+                    "-H",
+                    &auth,
+                    "https://api.github.test/repos",
+                ],
+            )
+        })
+        .await;
+        assert!(out.success(), "curl failed: {}", out.stderr);
+        assert!(
+            out.stdout.ends_with(&format!("200 {expect_version}")),
+            "{}",
+            out.stdout
+        );
+        w.assert_no_leak(&[&out.stdout, &out.stderr]);
+    }
+    let requests = w.api.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {}", w.real).as_str())
+        );
+        assert_eq!(r.sni.as_deref(), Some(API));
+        assert!(r.header("proxy-authorization").is_none());
+        assert!(r.header("via").is_none());
+    }
+    assert_eq!(
+        requests[0].version, "HTTP/2.0",
+        "upstream offers h2, so airlock uses it"
+    );
+    assert!(
+        !w.api.raw_contains(&w.placeholder),
+        "the placeholder reached the upstream"
+    );
+    let logs = w.airlock.wait_for_log("swapped=secret:GITHUB_TOKEN");
+    assert!(logs.contains("airlock::audit"), "{logs}");
+    assert!(logs.contains("path=/repos"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_requests_uses_the_printed_environment() {
+    let w = world("").await;
+    let env = w.env();
+    let script = r#"
+import os, requests
+r = requests.get("https://api.github.test/user?page=2",
+                 headers={"Authorization": "token " + os.environ["GITHUB_TOKEN"], "X-Api-Key": os.environ["GITHUB_TOKEN"]})
+print(r.status_code, r.text.strip())
+"#;
+    let out = blocking(move || python(&env, script)).await;
+    assert!(out.success(), "python failed: {}", out.stderr);
+    assert_eq!(out.stdout.trim(), "200 ok");
+    let r = &w.api.requests()[0];
+    assert_eq!(
+        r.header("authorization"),
+        Some(format!("token {}", w.real).as_str())
+    );
+    assert_eq!(r.header("x-api-key"), Some(w.real.as_str()));
+    assert_eq!(r.path_and_query, "/user?page=2");
+    assert!(!w.api.raw_contains(&w.placeholder));
+    w.assert_no_leak(&[&out.stdout, &out.stderr]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_clones_with_the_placeholder_as_basic_password() {
+    let ca = TestCa::new();
+    let real = real_secret("git");
+    let server = GitServer::start(&ca, &["git.github.test"], &real).await;
+    let cfg = config(
+        &ca,
+        &[("git.github.test", server.port())],
+        "",
+        &github_secret(&real, &["git.github.test"]),
+    );
+    let airlock = Airlock::start(&cfg);
+    let placeholder = airlock.var("GITHUB_TOKEN");
+    let url = format!("https://x-access-token:{placeholder}@git.github.test/repo.git");
+    let env = airlock.env.clone();
+    let work = tempfile::tempdir().unwrap();
+    let cwd = work.path().to_owned();
+    let (ls, clone) = blocking(move || {
+        let ls = git(&env, &["ls-remote", &url], &cwd);
+        let clone = git(&env, &["clone", "-q", &url, "cloned"], &cwd);
+        (ls, clone)
+    })
+    .await;
+    assert!(ls.success(), "git ls-remote failed: {}", ls.stderr);
+    assert!(ls.stdout.contains("refs/heads/main"), "{}", ls.stdout);
+    assert!(clone.success(), "git clone failed: {}", clone.stderr);
+    assert!(work.path().join("cloned/README").exists());
+    let auths = server.authorizations();
+    assert!(!auths.is_empty(), "git never sent credentials");
+    assert!(
+        !server.raw_contains(&placeholder),
+        "the placeholder reached the git server"
+    );
+    let logs = airlock.logs();
+    assert_not_leaked(
+        &real,
+        &[&ls.stdout, &ls.stderr, &clone.stdout, &clone.stderr, &logs],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_mib_streams_both_ways_without_growing_the_proxy() {
+    let w = world("").await;
+    let baseline = w.airlock.memory_kib("VmRSS");
+    let env = w.env();
+    let auth = format!("Authorization: Bearer {}", w.placeholder);
+    let upload = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(upload.path(), vec![b'a'; 50 << 20]).unwrap();
+    let upload_path = upload.path().to_owned();
+    let (down, up) = blocking(move || {
+        let down = curl(
+            &env,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download}",
+                "-H",
+                &auth,
+                "https://api.github.test/download/52428800",
+            ],
+        );
+        let up = curl(
+            &env,
+            &[
+                "--http1.1",
+                "-H",
+                &auth,
+                "-T",
+                upload_path.to_str().unwrap(),
+                "https://api.github.test/upload",
+            ],
+        );
+        (down, up)
+    })
+    .await;
+    assert_eq!(down.stdout, "52428800", "{}", down.stderr);
+    assert!(
+        up.stdout.contains("52428800"),
+        "upload: {} {}",
+        up.stdout,
+        up.stderr
+    );
+    let peak = w.airlock.memory_kib("VmHWM");
+    // Buffering either body whole would add 50 MiB.
+    assert!(
+        peak < baseline + 32 * 1024,
+        "proxy peak RSS {peak} KiB grew too far from {baseline} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholder_for_an_unbound_host_is_refused_and_never_sent() {
+    // Intercepting every host shows the refusal even where no binding exists.
+    let w = world("intercept = \"all\"").await;
+    let env = w.env();
+    let auth = format!("Authorization: Bearer {}", w.placeholder);
+    let out = blocking(move || curl(&env, &["-i", "-H", &auth, "https://other.test/steal"])).await;
+    assert!(out.stdout.contains("HTTP/2 403"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("x-airlock-error: host_not_allowed"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("secret:GITHUB_TOKEN") && out.stdout.contains("other.test"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        w.other.requests().is_empty(),
+        "the unbound upstream saw a request"
+    );
+    let logs = w.airlock.wait_for_log("host_not_allowed");
+    assert!(logs.contains("outcome=\"host_not_allowed\""), "{logs}");
+    w.assert_no_leak(&[&out.stdout, &out.stderr]);
+    w.assert_still_serving().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholder_in_the_url_needs_the_query_location() {
+    let w = world("").await;
+    let env = w.env();
+    let url = format!("https://api.github.test/x?access_token={}", w.placeholder);
+    let out = blocking(move || curl(&env, &["-i", &url])).await;
+    assert!(out.stdout.contains(" 403"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("location_not_allowed"),
+        "{}",
+        out.stdout
+    );
+    assert!(w.api.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbound_hosts_are_tunnelled_with_the_upstream_certificate() {
+    let w = world("").await;
+    // Trusting only the upstream's test CA: verification passes only if the
+    // client sees the upstream's own certificate, not one airlock minted.
+    let env = with_env(
+        &w.env(),
+        &[(
+            "CURL_CA_BUNDLE",
+            &w.ca.cert_pem_path().display().to_string(),
+        )],
+    );
+    let out = blocking(move || {
+        curl(
+            &env,
+            &["-w", " %{http_code}", "https://other.test/tunnelled"],
+        )
+    })
+    .await;
+    assert!(out.success(), "tunnel failed: {}", out.stderr);
+    assert_eq!(out.stdout, "ok\n 200");
+    assert_eq!(w.other.requests()[0].path_and_query, "/tunnelled");
+    let logs = w.airlock.wait_for_log("mode=\"tunnel\"");
+    assert!(logs.contains("mode=\"tunnel\""), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_sni_must_match_the_connect_target() {
+    let w = world("").await;
+    let env = w.env();
+    let auth = format!("Authorization: Bearer {}", w.placeholder);
+    let out = blocking(move || {
+        curl(
+            &env,
+            &[
+                "--http1.1",
+                "-i",
+                "-H",
+                "Host: other.test",
+                "-H",
+                &auth,
+                "https://api.github.test/",
+            ],
+        )
+    })
+    .await;
+    assert!(out.stdout.contains("HTTP/1.1 421"), "{}", out.stdout);
+    assert!(out.stdout.contains("misdirected"), "{}", out.stdout);
+
+    // CONNECT to the bound host, but SNI names another: every request is refused.
+    let tls = tunnel::tls_through_unverified(
+        w.airlock.proxy_addr(),
+        "api.github.test:443",
+        "other.test",
+        &[b"http/1.1"],
+    )
+    .await;
+    let mut sender = tunnel::h1_client(tls).await;
+    let req = http::Request::get("/")
+        .header("host", "api.github.test")
+        .header("authorization", format!("Bearer {}", w.placeholder))
+        .body(Full::default())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 421);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("SNI"), "{body:?}");
+    assert!(w.api.requests().is_empty());
+    assert!(w.other.requests().is_empty());
+    w.assert_no_leak(&[&out.stdout]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_upstream_certificate_gives_502() {
+    let ca = TestCa::new();
+    let bad = Upstream::start_with_config(TestCa::untrusted_server_config(
+        &["bad.test"],
+        &[b"h2", b"http/1.1"],
+    ))
+    .await;
+    let real = real_secret("tls");
+    let cfg = config(
+        &ca,
+        &[("bad.test", bad.port())],
+        "",
+        &github_secret(&real, &["bad.test"]),
+    );
+    let airlock = Airlock::start(&cfg);
+    let env = airlock.env.clone();
+    let auth = format!("Authorization: Bearer {}", airlock.var("GITHUB_TOKEN"));
+    let out = blocking(move || curl(&env, &["-i", "-H", &auth, "https://bad.test/"])).await;
+    assert!(out.stdout.contains(" 502"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("x-airlock-error: upstream_tls"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("TLS verification failed for bad.test"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        bad.requests().is_empty(),
+        "a request went to an unverified upstream"
+    );
+    let logs = airlock.wait_for_log("upstream_tls");
+    assert_not_leaked(&real, &[&out.stdout, &logs]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_and_private_literals_are_named() {
+    let w = world("").await;
+    // A port nobody listens on, reached through an override.
+    let cfg = config(
+        &w.ca,
+        &[("down.test", 9)],
+        "",
+        &github_secret("x-value", &["down.test"]),
+    );
+    let airlock = Airlock::start(&cfg);
+    let env = airlock.env.clone();
+    let out = blocking(move || curl(&env, &["-i", "https://down.test/"])).await;
+    assert!(
+        out.stdout.contains(" 502") && out.stdout.contains("upstream_connect"),
+        "{}",
+        out.stdout
+    );
+
+    // An IP literal is guarded even though a name overrides to it.
+    let no_bypass = [("NO_PROXY", ""), ("no_proxy", "")];
+    let env = with_env(&w.env(), &no_bypass);
+    let out = blocking(move || {
+        curl(
+            &env,
+            &[
+                "-w",
+                "%{http_connect}",
+                "-o",
+                "/dev/null",
+                "https://127.0.0.1/",
+            ],
+        )
+    })
+    .await;
+    assert_eq!(out.stdout, "403", "{}", out.stderr);
+    let env = with_env(&w.env(), &no_bypass);
+    let out = blocking(move || {
+        curl(
+            &env,
+            &[
+                "-w",
+                "%{http_connect}",
+                "-o",
+                "/dev/null",
+                "https://[::ffff:127.0.0.1]/",
+            ],
+        )
+    })
+    .await;
+    assert_eq!(out.stdout, "403", "{}", out.stderr);
+    let logs = w.airlock.wait_for_log("egress_denied");
+    assert!(logs.contains("loopback"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_never_carries_a_placeholder() {
+    let w = world("").await;
+    let env = w.env();
+    let url = format!("http://api.github.test:{}/plain", w.api.port());
+    let auth = format!("Authorization: Bearer {}", w.placeholder);
+    let out = blocking(move || curl(&env, &["-i", "-H", &auth, &url])).await;
+    assert!(out.stdout.starts_with("HTTP/1.1 403"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("plain_http") && out.stdout.contains("secret:GITHUB_TOKEN"),
+        "{}",
+        out.stdout
+    );
+    assert!(w.api.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_trailers_and_expect_continue_pass_through() {
+    let w = world("").await;
+    let env = w.env();
+    let auth = format!("Authorization: Bearer {}", w.placeholder);
+    let out = blocking(move || {
+        curl(
+            &env,
+            &[
+                "--http1.1",
+                "-w",
+                "[%{http_code}]",
+                "-H",
+                &auth,
+                "-I",
+                "https://api.github.test/head",
+                "--next",
+                "-o",
+                "/dev/null",
+                "-w",
+                "[%{http_code}]",
+                "https://api.github.test/status/204",
+                "--next",
+                "-o",
+                "/dev/null",
+                "-w",
+                "[%{http_code}]",
+                "https://api.github.test/status/304",
+                "--next",
+                "-w",
+                "[%{http_code}]",
+                "-H",
+                "Expect: 100-continue",
+                "--data-binary",
+                "hello",
+                "https://api.github.test/upload",
+            ],
+        )
+    })
+    .await;
+    assert!(out.stdout.contains("[200]"), "{}", out.stdout);
+    assert!(out.stdout.contains("[204][304]"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("{\"received\":5}[200]"),
+        "{} {}",
+        out.stdout,
+        out.stderr
+    );
+
+    // Trailers over h2 through the interception.
+    let tls = tunnel::tls_through(
+        w.airlock.proxy_addr(),
+        "api.github.test:443",
+        API,
+        w.airlock.ca_path().as_path(),
+        &[b"h2"],
+    )
+    .await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut sender = tunnel::h2_client(tls).await;
+    let req = http::Request::get("https://api.github.test/trailers")
+        .header("te", "trailers")
+        .body(Full::default())
+        .unwrap();
+    let (status, _, _, trailers) = tunnel::collect(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 200);
+    let trailers = trailers.expect("trailers arrive");
+    assert_eq!(trailers["x-trailer"], "yes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_the_proxy_keeps_serving() {
+    let w = world("").await;
+    let proxy = w.airlock.proxy_addr();
+
+    // Malformed CONNECT target.
+    let (code, head, _) = tunnel::connect(proxy, "no-port-here").await;
+    assert_eq!(code, 400, "{head}");
+    w.assert_still_serving().await;
+
+    // A port that is not allowed.
+    let (code, head, _) = tunnel::connect(proxy, "api.github.test:8443").await;
+    assert_eq!(code, 403, "{head}");
+    assert!(head.contains("x-airlock-error: port_not_allowed"), "{head}");
+
+    // Plain HTTP where a TLS ClientHello belongs.
+    let (code, _, mut s) = tunnel::connect(proxy, "api.github.test:443").await;
+    assert_eq!(code, 200);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: api.github.test\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = tunnel::read_to_close(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("expected a TLS ClientHello"), "{answer}");
+    w.assert_still_serving().await;
+
+    // A client that hangs up halfway through its ClientHello.
+    let (_, _, mut s) = tunnel::connect(proxy, "api.github.test:443").await;
+    s.write_all(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ])
+    .await
+    .unwrap();
+    drop(s);
+    w.assert_still_serving().await;
+
+    // Oversized request head.
+    let env = w.env();
+    let huge = format!("X-Huge: {}", "a".repeat(100 * 1024));
+    let out = blocking(move || {
+        curl(
+            &env,
+            &[
+                "--http1.1",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &huge,
+                "https://api.github.test/",
+            ],
+        )
+    })
+    .await;
+    assert_eq!(out.stdout, "431", "{}", out.stderr);
+    w.assert_still_serving().await;
+
+    // Garbage instead of an HTTP request on the proxy port.
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    s.write_all(b"\x00\x01garbage\r\n\r\n").await.unwrap();
+    let answer = tunnel::read_to_close(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+
+    // A request sent to the proxy as if it were a web server.
+    let env = w.env();
+    let url = format!("http://{proxy}/");
+    let out = blocking(move || curl(&with_env(&env, &[("no_proxy", "*")]), &["-s", &url])).await;
+    assert!(out.stdout.contains("forward proxy"), "{}", out.stdout);
+
+    w.assert_still_serving().await;
+    let mut airlock = w.airlock;
+    assert!(airlock.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_connections_mint_one_certificate() {
+    let w = world("").await;
+    let proxy = w.airlock.proxy_addr();
+    let ca = w.airlock.ca_path();
+    let mut handshakes = tokio::task::JoinSet::new();
+    for _ in 0..24 {
+        let ca = ca.clone();
+        handshakes.spawn(async move {
+            let tls = tunnel::tls_through(
+                proxy,
+                "fresh.github.test:443",
+                "fresh.github.test",
+                &ca,
+                &[b"http/1.1"],
+            )
+            .await;
+            tls.get_ref().1.peer_certificates().map(|c| c[0].clone())
+        });
+    }
+    let mut leaves = Vec::new();
+    while let Some(leaf) = handshakes.join_next().await {
+        leaves.push(leaf.unwrap().expect("a certificate"));
+    }
+    assert!(
+        leaves.windows(2).all(|w| w[0] == w[1]),
+        "every connection got the same leaf"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = w.airlock.logs();
+    let minted = logs
+        .lines()
+        .filter(|l| l.contains("leaf certificate minted") && l.contains("fresh.github.test"))
+        .count();
+    assert_eq!(minted, 1, "{logs}");
+}

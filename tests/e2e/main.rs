@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `airlock` binary between real clients and real
+//! TLS upstreams on loopback.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod foundation;

@@ -1,0 +1,163 @@
+//! Runs the real `airlock` binary as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `airlock up`, killed on drop. Its stderr (the log) goes to a file
+/// the test can read.
+pub struct Airlock {
+    child: Child,
+    /// The environment `airlock up` printed for the sandbox.
+    pub env: Vec<(String, String)>,
+    pub proxy_url: String,
+    pub data_dir: PathBuf,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_airlock")
+}
+
+impl Airlock {
+    /// Starts `airlock up` with `config` (TOML without `[proxy] listen`, which
+    /// is set to an ephemeral loopback port).
+    pub fn start(config: &str) -> Airlock {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, extra_env: &[(&str, &str)]) -> Airlock {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("airlock.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let data_dir = dir.path().join("data");
+        let log_path = dir.path().join("airlock.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = Command::new(binary());
+        cmd.args(["up", "--config"])
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("AIRLOCK_LOG", "info")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("http_proxy")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn airlock");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut env = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.is_empty() {
+                    break;
+                }
+                if let Some(rest) = line.strip_prefix("export ") {
+                    if let Some((k, v)) = rest.split_once('=') {
+                        env.push((k.to_owned(), v.trim_matches('\'').to_owned()));
+                    }
+                }
+            }
+            let _ = tx.send(env);
+        });
+        let env = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(env) if !env.is_empty() => env,
+            _ => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("airlock did not print its environment; log:\n{log}");
+            }
+        };
+        let proxy_url = env
+            .iter()
+            .find(|(k, _)| k == "HTTPS_PROXY")
+            .map(|(_, v)| v.clone())
+            .expect("HTTPS_PROXY in the environment");
+        Airlock {
+            child,
+            env,
+            proxy_url,
+            data_dir,
+            config_path,
+            log_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn var(&self, name: &str) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} not in the sandbox environment"))
+    }
+
+    pub fn proxy_addr(&self) -> std::net::SocketAddr {
+        self.proxy_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("proxy address")
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.data_dir.join("ca.pem")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `needle` (audit lines are written when a
+    /// response body ends, which can be just after the client returns).
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+}
+
+impl Drop for Airlock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

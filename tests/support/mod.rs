@@ -1,0 +1,55 @@
+#![allow(dead_code)] // each test binary uses part of the fixtures
+
+//! Fixtures for end-to-end tests: real servers on 127.0.0.1:0, the real
+//! `airlock` binary, and real clients.
+
+pub mod airlock;
+pub mod clients;
+pub mod git_server;
+pub mod test_ca;
+pub mod tunnel;
+pub mod upstream;
+
+pub use airlock::Airlock;
+pub use test_ca::TestCa;
+pub use upstream::Upstream;
+
+/// Runs a blocking client (curl, git, python) off the runtime's threads, so
+/// the servers of the same test keep answering.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking client panicked")
+}
+
+/// A real-looking secret, distinct per test, that must never leak.
+pub fn real_secret(tag: &str) -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("ghp_REAL{tag}{nanos:09}x{}", std::process::id())
+}
+
+/// Asserts that `secret` appears in none of `texts` (logs, outputs, bodies).
+pub fn assert_not_leaked(secret: &str, texts: &[&str]) {
+    for (i, text) in texts.iter().enumerate() {
+        assert!(
+            !text.contains(secret),
+            "a real secret leaked into text #{i} (length {})",
+            text.len()
+        );
+    }
+}
+
+/// Adds `extra` to an environment, replacing existing keys.
+pub fn with_env(base: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = base
+        .iter()
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .cloned()
+        .collect();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
