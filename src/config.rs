@@ -49,6 +49,87 @@ pub struct Config {
     pub secrets: Vec<Spanned<SecretSection>>,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub vault: VaultSection,
+    /// Custom OAuth2 providers, same fields as the built-in catalog.
+    #[serde(default, rename = "provider")]
+    pub providers: Vec<Spanned<airlock_vault::Provider>>,
+    /// OAuth client registrations.
+    #[serde(default, rename = "app")]
+    pub apps: Vec<Spanned<AppSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultSection {
+    pub listen: SocketAddr,
+    /// Where browsers reach the vault; the OAuth redirect is `{public_url}/oauth/callback`.
+    pub public_url: Option<String>,
+    /// Where `airlock proxy` and the CLI reach the vault (default: public_url).
+    pub url: Option<String>,
+    /// `sqlite://FILE` (default `sqlite://DATA_DIR/airlock.db`) or `postgres://…`.
+    pub database_url: Option<String>,
+    /// Key-encryption key file (created 0600 on first run); AIRLOCK_MASTER_KEY wins over it.
+    pub master_key_file: Option<PathBuf>,
+    /// A command that prints the master key (a secrets manager's CLI).
+    pub master_key_command: Option<String>,
+    /// Older master keys, kept until `airlock vault rotate-key` has re-wrapped everything.
+    pub previous_master_key_files: Vec<PathBuf>,
+    /// Admin API credential file (created on first run); AIRLOCK_ADMIN_TOKEN wins over it.
+    pub admin_token_file: Option<PathBuf>,
+    /// Credential remote proxies use for the service API; AIRLOCK_SERVICE_TOKEN wins over it.
+    pub service_token_file: Option<PathBuf>,
+    /// A catalog file replacing the built-in one.
+    pub catalog_file: Option<PathBuf>,
+    pub refresh_window_secs: u64,
+    pub refresh_fraction: f64,
+    pub refresh_interval_secs: u64,
+    pub refresh_backoff_secs: u64,
+    pub state_ttl_secs: u64,
+}
+
+impl Default for VaultSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            public_url: None,
+            url: None,
+            database_url: None,
+            master_key_file: None,
+            master_key_command: None,
+            previous_master_key_files: Vec::new(),
+            admin_token_file: None,
+            service_token_file: None,
+            catalog_file: None,
+            refresh_window_secs: 300,
+            refresh_fraction: 0.1,
+            refresh_interval_secs: 30,
+            refresh_backoff_secs: 30,
+            state_ttl_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    pub provider: String,
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+}
+
+fn default_tenant() -> String {
+    airlock_vault::DEFAULT_TENANT.into()
+}
+
+fn default_environment() -> String {
+    airlock_vault::DEFAULT_ENVIRONMENT.into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -343,6 +424,106 @@ impl Loaded {
                 });
             }
         }
+        let v = &c.vault;
+        if !(0.0..=1.0).contains(&v.refresh_fraction) {
+            errors.push(format!(
+                "vault.refresh_fraction {} must be between 0 and 1",
+                v.refresh_fraction
+            ));
+        }
+        if let Some(url) = &v.database_url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                errors.push("vault.database_url must start with sqlite:// or postgres://".into());
+            }
+        }
+        for (field, url) in [("vault.public_url", &v.public_url), ("vault.url", &v.url)] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    errors.push(format!(
+                        "{field} {url:?} must start with http:// or https://"
+                    ));
+                }
+            }
+        }
+        let mut providers = Vec::new();
+        for spanned in &c.providers {
+            let line = self.line_of(spanned.span().start);
+            let p = spanned.get_ref();
+            for problem in p.problems() {
+                errors.push(format!("line {line}: provider {:?}: {problem}", p.name));
+            }
+            providers.push(p.clone());
+        }
+        let mut apps = Vec::new();
+        for spanned in &c.apps {
+            let line = self.line_of(spanned.span().start);
+            let a = spanned.get_ref();
+            let at = format!("line {line}: app for provider {:?}", a.provider);
+            let known = airlock_vault::Catalog::built_in()
+                .get(&a.provider)
+                .is_some()
+                || c.providers.iter().any(|p| p.get_ref().name == a.provider);
+            if !known && c.vault.catalog_file.is_none() {
+                errors.push(format!(
+                    "{at}: unknown provider (not in the catalog or [[provider]])"
+                ));
+            }
+            if a.client_id.trim().is_empty() {
+                errors.push(format!("{at}: client_id is empty"));
+            }
+            let sources = [
+                a.client_secret.is_some(),
+                a.client_secret_env.is_some(),
+                a.client_secret_file.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
+            let secret = if sources > 1 {
+                errors.push(format!("{at}: give at most one of client_secret, client_secret_env, client_secret_file"));
+                None
+            } else if let Some(v) = &a.client_secret {
+                Some(v.clone())
+            } else if let Some(var) = &a.client_secret_env {
+                match std::env::var(var) {
+                    Ok(v) if !v.is_empty() => Some(v),
+                    _ => {
+                        errors.push(format!(
+                            "{at}: environment variable {var} is not set or empty"
+                        ));
+                        None
+                    }
+                }
+            } else if let Some(f) = &a.client_secret_file {
+                let path = self.resolve_path(f);
+                match std::fs::read_to_string(&path) {
+                    Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+                    Ok(_) => {
+                        errors.push(format!(
+                            "{at}: client_secret_file {} is empty",
+                            path.display()
+                        ));
+                        None
+                    }
+                    Err(e) => {
+                        errors.push(format!("{at}: client_secret_file {}: {e}", path.display()));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            apps.push(PendingApp {
+                provider: a.provider.clone(),
+                tenant: a.tenant.clone(),
+                environment: a.environment.clone(),
+                client_id: a.client_id.clone(),
+                client_secret: secret.map(SecretString::from),
+            });
+        }
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
                 path: self.display_path(),
@@ -365,13 +546,28 @@ impl Loaded {
             max_headers: p.max_headers,
             ..ProxySettings::default()
         };
-        Ok(Validated { settings, secrets })
+        Ok(Validated {
+            settings,
+            secrets,
+            providers,
+            apps,
+        })
     }
 }
 
 pub struct Validated {
     pub settings: ProxySettings,
     pub secrets: Vec<PendingSecret>,
+    pub providers: Vec<airlock_vault::Provider>,
+    pub apps: Vec<PendingApp>,
+}
+
+pub struct PendingApp {
+    pub provider: String,
+    pub tenant: String,
+    pub environment: String,
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
 }
 
 pub struct PendingSecret {

@@ -1,21 +1,27 @@
 #![forbid(unsafe_code)]
 //! The `airlock` command line.
 
+mod admin;
 mod config;
 mod sandbox_env;
+mod vault_setup;
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use airlock_certs::{CertificateAuthority, LeafCache, CA_BUNDLE_FILE, CA_CERT_FILE};
 use airlock_proxy::{Proxy, ProxySettings};
-use airlock_vault_client::{SandboxId, StaticSecrets};
+use airlock_vault::VaultSettings;
+use airlock_vault_client::{
+    CachedTokenSource, Layered, RemoteVault, SandboxId, StaticSecrets, TokenSource,
+};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Loaded, LogFormat};
+use crate::config::{Loaded, LogFormat, Validated};
 use crate::sandbox_env::EnvFormat;
 
 #[derive(Parser)]
@@ -41,10 +47,12 @@ enum CliLogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy for the sidecar sandbox (CA created on first run) and print its environment.
+    /// Run proxy and vault together (embedded SQLite, CA created on first run) and print the sandbox's environment.
     Up(RunArgs),
-    /// Run the proxy alone.
+    /// Run the proxy alone; tokens come from [[secret]] and, with [vault] url, a remote vault.
     Proxy(RunArgs),
+    /// Run the vault alone, or manage it.
+    Vault(VaultArgs),
     /// Manage airlock's certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -53,19 +61,61 @@ enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// List the OAuth providers the vault knows.
+    #[command(subcommand)]
+    Provider(admin::ProviderCommand),
+    /// Register an OAuth app (client id and secret) for a provider.
+    #[command(subcommand)]
+    App(admin::AppCommand),
+    /// Start connecting an account: prints the URL to open.
+    Connect(admin::ConnectArgs),
+    /// List connected accounts and their status.
+    Connections(admin::AdminArgs),
+    /// Revoke and delete a connection.
+    Disconnect(admin::DisconnectArgs),
+    /// Add a machine account (OAuth client credentials).
+    MachineAccount(admin::MachineAccountArgs),
+    /// Create, list or delete sandboxes.
+    #[command(subcommand)]
+    Sandbox(admin::SandboxCommand),
+    /// Store a static secret in the vault.
+    #[command(subcommand)]
+    Secret(admin::SecretCommand),
+}
+
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    /// Configuration file (TOML).
+    #[arg(long, short, env = "AIRLOCK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the CA, database, keys and kept placeholders live (overrides data_dir).
+    #[arg(long, env = "AIRLOCK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Proxy listen address (overrides [proxy] listen).
+    #[arg(long, env = "AIRLOCK_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Vault listen address (overrides [vault] listen).
+    #[arg(long, env = "AIRLOCK_VAULT_LISTEN")]
+    pub vault_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
-struct RunArgs {
-    /// Configuration file (TOML).
-    #[arg(long, short, env = "AIRLOCK_CONFIG")]
-    config: Option<PathBuf>,
-    /// Where the CA and kept placeholders live (overrides data_dir).
-    #[arg(long, env = "AIRLOCK_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Proxy listen address (overrides [proxy] listen).
-    #[arg(long, env = "AIRLOCK_LISTEN")]
-    listen: Option<SocketAddr>,
+#[command(args_conflicts_with_subcommands = true)]
+struct VaultArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(subcommand)]
+    command: Option<VaultCommand>,
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Re-wrap every data key under the current master key. With the default
+    /// key file, first creates a new master key and keeps the old one until done.
+    RotateKey {
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,7 +161,7 @@ enum ConfigCommand {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub enum CliError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
@@ -131,12 +181,25 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("airlock")
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the runtime: {e}")))
+}
+
 fn run(cli: Cli) -> Result<(), CliError> {
     // One crypto provider for the whole process, chosen explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
-        Command::Up(args) => serve(args, cli.log_format, true),
-        Command::Proxy(args) => serve(args, cli.log_format, false),
+        Command::Up(args) => serve(args, cli.log_format, Mode::Up),
+        Command::Proxy(args) => serve(args, cli.log_format, Mode::Proxy),
+        Command::Vault(VaultArgs { command: None, run }) => serve(run, cli.log_format, Mode::Vault),
+        Command::Vault(VaultArgs {
+            command: Some(VaultCommand::RotateKey { run }),
+            ..
+        }) => rotate_key(run),
         Command::Ca(CaCommand::Init { dir, force }) => {
             let ca = CertificateAuthority::generate("airlock sandbox CA")?;
             ca.write_dir(&dir, force)?;
@@ -157,37 +220,35 @@ fn run(cli: Cli) -> Result<(), CliError> {
             println!("{}", out.display());
             Ok(())
         }
-        Command::Env(args) => {
-            let loaded = Loaded::read(args.run.config.as_deref())?;
-            let prepared = prepare(&loaded, args.run.data_dir)?;
-            if args.sandbox != SandboxId::DEFAULT {
-                return Err(CliError::Other(format!(
-                    "unknown sandbox {:?}: this configuration serves only the sidecar sandbox \"default\"",
-                    args.sandbox
-                )));
-            }
-            let listen = args.run.listen.unwrap_or(loaded.config.proxy.listen);
-            let env = prepared.environment(&proxy_url(&loaded, listen));
-            print!("{}", sandbox_env::render(&env, args.format));
-            Ok(())
-        }
+        Command::Env(args) => print_env(args),
         Command::Config(ConfigCommand::Check { config }) => {
             let loaded = Loaded::read(Some(&config))?;
             let validated = loaded.validate()?;
             println!(
-                "{}: ok ({} secret(s), {} upstream CA certificate(s))",
+                "{}: ok ({} secret(s), {} provider(s), {} app(s), {} upstream CA certificate(s))",
                 config.display(),
                 validated.secrets.len(),
+                validated.providers.len(),
+                validated.apps.len(),
                 validated.settings.upstream_ca.len()
             );
             Ok(())
         }
+        Command::Provider(c) => admin::provider(c),
+        Command::App(c) => admin::app(c),
+        Command::Connect(c) => admin::connect(c),
+        Command::Connections(c) => admin::connections(c),
+        Command::Disconnect(c) => admin::disconnect(c),
+        Command::MachineAccount(c) => admin::machine_account(c),
+        Command::Sandbox(c) => admin::sandbox(c),
+        Command::Secret(c) => admin::secret(c),
     }
 }
 
-/// Everything `up`, `proxy` and `env` share: data dir, CA, CA files, secrets.
+/// Everything the run modes and `env` share: data dir, CA, CA files, secrets.
 struct Prepared {
-    settings: ProxySettings,
+    validated: Validated,
+    data_dir: PathBuf,
     ca: Arc<CertificateAuthority>,
     ca_path: PathBuf,
     bundle_path: PathBuf,
@@ -195,18 +256,33 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn environment(&self, proxy_url: &str) -> Vec<(String, String)> {
-        sandbox_env::build(
-            proxy_url,
-            &self.ca_path,
-            &self.bundle_path,
-            &self.secrets.environment(),
-        )
+    fn settings(&self) -> &ProxySettings {
+        &self.validated.settings
+    }
+
+    /// CA variables and NO_PROXY: what every sandbox gets besides proxy and placeholders.
+    fn base_env(&self) -> Vec<(String, String)> {
+        sandbox_env::build("", &self.ca_path, &self.bundle_path, &[])
+            .into_iter()
+            .filter(|(k, _)| {
+                !k.to_ascii_lowercase().ends_with("_proxy") || k.eq_ignore_ascii_case("no_proxy")
+            })
+            .collect()
+    }
+
+    fn environment(
+        &self,
+        proxy_url: &str,
+        placeholders: &[(String, String)],
+    ) -> Vec<(String, String)> {
+        let mut all = self.secrets.environment();
+        all.extend(placeholders.iter().cloned());
+        sandbox_env::build(proxy_url, &self.ca_path, &self.bundle_path, &all)
     }
 }
 
 fn prepare(loaded: &Loaded, data_dir: Option<PathBuf>) -> Result<Prepared, CliError> {
-    let validated = loaded.validate()?;
+    let mut validated = loaded.validate()?;
     let data_dir = data_dir_for(loaded, data_dir)?;
     let ca = Arc::new(load_ca(loaded, &data_dir)?);
     let ca_path = data_dir.join(CA_CERT_FILE);
@@ -218,14 +294,16 @@ fn prepare(loaded: &Loaded, data_dir: Option<PathBuf>) -> Result<Prepared, CliEr
     let bundle_path = data_dir.join(CA_BUNDLE_FILE);
     airlock_certs::write_bundle(&bundle_path, ca.cert_pem())?;
     let prefix = loaded.prefix().to_owned();
-    let secrets = config::assign_placeholders(&data_dir, &prefix, validated.secrets)?;
+    let pending = std::mem::take(&mut validated.secrets);
+    let secrets = config::assign_placeholders(&data_dir, &prefix, pending)?;
     let secrets = Arc::new(StaticSecrets::new(
         prefix,
         SandboxId::default_sandbox(),
         secrets,
     ));
     Ok(Prepared {
-        settings: validated.settings,
+        validated,
+        data_dir,
         ca,
         ca_path,
         bundle_path,
@@ -268,16 +346,21 @@ fn load_ca(loaded: &Loaded, data_dir: &Path) -> Result<CertificateAuthority, Cli
     })
 }
 
-fn proxy_url(loaded: &Loaded, listen: SocketAddr) -> String {
-    if let Some(url) = &loaded.config.proxy.public_url {
-        return url.trim_end_matches('/').to_owned();
-    }
+/// `http://ADDR`, with an unspecified address shown as loopback.
+pub fn http_url(listen: SocketAddr) -> String {
     let host = match listen.ip() {
         ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     };
     format!("http://{host}:{}", listen.port())
+}
+
+fn proxy_url(loaded: &Loaded, listen: SocketAddr) -> String {
+    match &loaded.config.proxy.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => http_url(listen),
+    }
 }
 
 fn init_logging(loaded: &Loaded, flag: Option<CliLogFormat>) {
@@ -302,33 +385,97 @@ fn init_logging(loaded: &Loaded, flag: Option<CliLogFormat>) {
     }
 }
 
-fn serve(args: RunArgs, log_format: Option<CliLogFormat>, print_env: bool) -> Result<(), CliError> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Up,
+    Proxy,
+    Vault,
+}
+
+fn vault_settings(
+    loaded: &Loaded,
+    prepared: &Prepared,
+    proxy_url: String,
+    vault_listen: SocketAddr,
+) -> VaultSettings {
+    let v = &loaded.config.vault;
+    VaultSettings {
+        public_url: vault_setup::public_url(loaded, vault_listen),
+        proxy_url,
+        placeholder_prefix: loaded.prefix().to_owned(),
+        state_ttl: Duration::from_secs(v.state_ttl_secs.max(30)),
+        refresh_window: Duration::from_secs(v.refresh_window_secs),
+        refresh_fraction: v.refresh_fraction,
+        refresh_backoff: Duration::from_secs(v.refresh_backoff_secs),
+        base_env: prepared.base_env(),
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, CliError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| CliError::Other(format!("cannot listen on {addr} ({what}): {e}")))
+}
+
+fn serve(args: RunArgs, log_format: Option<CliLogFormat>, mode: Mode) -> Result<(), CliError> {
     let loaded = Loaded::read(args.config.as_deref())?;
     init_logging(&loaded, log_format);
-    let prepared = prepare(&loaded, args.data_dir)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("airlock")
-        .build()
-        .map_err(|e| CliError::Other(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(async move {
-        let listen = args.listen.unwrap_or(loaded.config.proxy.listen);
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| CliError::Other(format!("cannot listen on {listen}: {e}")))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| CliError::Other(e.to_string()))?;
-        let leaves = Arc::new(LeafCache::new(prepared.ca.clone(), 10_000));
-        let proxy = Proxy::new(
-            prepared.settings.clone(),
-            prepared.secrets.clone(),
-            leaves,
-            local,
-        );
-        tracing::info!(listen = %local, "proxy listening");
-        if print_env {
-            let env = prepared.environment(&proxy_url(&loaded, local));
+    let prepared = prepare(&loaded, args.data_dir.clone())?;
+    runtime()?.block_on(async move {
+        let proxy_listen = args.listen.unwrap_or(loaded.config.proxy.listen);
+        let vault_listen = args.vault_listen.unwrap_or(loaded.config.vault.listen);
+        let proxy_listener = match mode {
+            Mode::Vault => None,
+            _ => Some(bind(proxy_listen, "proxy").await?),
+        };
+        let vault_listener = match mode {
+            Mode::Proxy => None,
+            _ => Some(bind(vault_listen, "vault").await?),
+        };
+        let proxy_local = proxy_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let vault_local = vault_listener.as_ref().and_then(|l| l.local_addr().ok()).unwrap_or(vault_listen);
+        let public_proxy_url = proxy_url(&loaded, proxy_local.unwrap_or(proxy_listen));
+
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut vault_bindings = Vec::new();
+        let mut tokens: Arc<dyn TokenSource> = prepared.secrets.clone();
+        if let Some(listener) = vault_listener {
+            let settings = vault_settings(&loaded, &prepared, public_proxy_url.clone(), vault_local);
+            let opened = vault_setup::open(&loaded, &prepared.validated, &prepared.data_dir, settings).await?;
+            let vault = opened.vault.clone();
+            vault.spawn_refresher(Duration::from_secs(loaded.config.vault.refresh_interval_secs.max(1)));
+            if mode == Mode::Up {
+                vault_bindings = vault_setup::sidecar_bindings(&vault).await?;
+                tokens = Arc::new(Layered { first: prepared.secrets.clone(), second: vault.clone() });
+            }
+            let state = airlock_vault::api::ApiState::new(vault, &opened.admin_token, &opened.service_token);
+            tracing::info!(listen = %vault_local, public_url = %vault_setup::public_url(&loaded, vault_local), "vault listening");
+            tasks.spawn(async move {
+                airlock_vault::api::serve(listener, state)
+                    .await
+                    .map_err(|e| CliError::Other(format!("vault stopped: {e}")))
+            });
+        } else if mode == Mode::Proxy && loaded.config.vault.url.is_some() {
+            let (roots, _) = airlock_proxy::upstream::root_store(&prepared.settings().upstream_ca);
+            let remote = RemoteVault::new(
+                &vault_setup::api_url(&loaded),
+                vault_setup::service_token(&loaded, &prepared.data_dir)?,
+                airlock_proxy::upstream::client_tls_config(roots),
+                loaded.prefix(),
+            );
+            tokens = Arc::new(Layered { first: prepared.secrets.clone(), second: Arc::new(remote) });
+        }
+        if let (Some(listener), Some(local)) = (proxy_listener, proxy_local) {
+            let leaves = Arc::new(LeafCache::new(prepared.ca.clone(), 10_000));
+            let cached: Arc<dyn TokenSource> = Arc::new(CachedTokenSource::new(tokens));
+            let proxy = Proxy::new(prepared.settings().clone(), cached, leaves, local);
+            tracing::info!(listen = %local, "proxy listening");
+            tasks.spawn(async move {
+                proxy.serve(listener).await.map_err(|e| CliError::Other(format!("proxy stopped: {e}")))
+            });
+        }
+        if mode == Mode::Up {
+            let env = prepared.environment(&public_proxy_url, &vault_bindings);
             let mut out = std::io::stdout().lock();
             // A blank line ends the block, so a wrapper can read it and go on.
             let _ = out.write_all(sandbox_env::render(&env, EnvFormat::Sh).as_bytes());
@@ -336,8 +483,8 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, print_env: bool) -> Re
             let _ = out.flush();
         }
         tokio::select! {
-            result = proxy.serve(listener) => {
-                result.map_err(|e| CliError::Other(format!("proxy stopped: {e}")))
+            Some(result) = tasks.join_next() => {
+                result.map_err(|e| CliError::Other(format!("a server task failed: {e}")))?
             }
             _ = shutdown_signal() => {
                 tracing::info!("shutting down");
@@ -345,6 +492,93 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, print_env: bool) -> Re
             }
         }
     })
+}
+
+fn print_env(args: EnvArgs) -> Result<(), CliError> {
+    let loaded = Loaded::read(args.run.config.as_deref())?;
+    let prepared = prepare(&loaded, args.run.data_dir.clone())?;
+    let listen = args.run.listen.unwrap_or(loaded.config.proxy.listen);
+    let vault_listen = args.run.vault_listen.unwrap_or(loaded.config.vault.listen);
+    let proxy = proxy_url(&loaded, listen);
+    runtime()?.block_on(async {
+        let settings = vault_settings(&loaded, &prepared, proxy.clone(), vault_listen);
+        let opened = vault_setup::open(&loaded, &prepared.validated, &prepared.data_dir, settings).await?;
+        let env = if args.sandbox == SandboxId::DEFAULT {
+            let bindings = vault_setup::sidecar_bindings(&opened.vault).await?;
+            prepared.environment(&proxy, &bindings)
+        } else {
+            let bindings = opened
+                .vault
+                .store()
+                .bindings_of(&args.sandbox)
+                .await
+                .map_err(|e| CliError::Other(e.to_string()))?;
+            if opened.vault.store().sandbox(&args.sandbox).await.map_err(|e| CliError::Other(e.to_string()))?.is_none() {
+                return Err(CliError::Other(format!("unknown sandbox {:?}", args.sandbox)));
+            }
+            eprintln!(
+                "airlock: the proxy secret of sandbox {} was shown once at creation; put it in the proxy URL as ID:SECRET@",
+                args.sandbox
+            );
+            let url = match proxy.split_once("://") {
+                Some((scheme, rest)) => format!("{scheme}://{}@{rest}", args.sandbox),
+                None => proxy.clone(),
+            };
+            let placeholders: Vec<(String, String)> = bindings.into_iter().map(|b| (b.env_name, b.placeholder)).collect();
+            sandbox_env::build(&url, &prepared.ca_path, &prepared.bundle_path, &placeholders)
+        };
+        print!("{}", sandbox_env::render(&env, args.format));
+        Ok(())
+    })
+}
+
+fn rotate_key(args: RunArgs) -> Result<(), CliError> {
+    let loaded = Loaded::read(args.config.as_deref())?;
+    let data_dir = data_dir_for(&loaded, args.data_dir)?;
+    let default_file = std::env::var("AIRLOCK_MASTER_KEY").is_err()
+        && loaded.config.vault.master_key_command.is_none();
+    let key_file = vault_setup::master_key_file(&loaded, &data_dir);
+    // With the key file, make a new key and keep the old one beside it until done.
+    let mut previous = Vec::new();
+    let retired = if default_file && key_file.exists() {
+        let old = airlock_vault::Kek::load_or_create_file(&key_file)
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        let retired = key_file.with_extension(format!("{}.retired", old.id()));
+        std::fs::rename(&key_file, &retired)
+            .map_err(|e| CliError::Other(format!("{}: {e}", key_file.display())))?;
+        airlock_vault::Kek::load_or_create_file(&key_file)
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        previous.push(old);
+        Some(retired)
+    } else {
+        None
+    };
+    runtime()?.block_on(async {
+        let store = airlock_vault::Store::open(&vault_setup::database_url(&loaded, &data_dir))
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        let keyring = vault_setup::keyring(&loaded, &data_dir, previous)?;
+        let vault = airlock_vault::Vault::open(
+            store,
+            keyring,
+            airlock_vault::Catalog::built_in(),
+            reqwest::Client::new(),
+            VaultSettings::default(),
+        )
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+        let n = vault
+            .rotate_keys()
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        println!("re-wrapped {n} sealed value(s) under the current master key");
+        Ok::<_, CliError>(())
+    })?;
+    if let Some(retired) = retired {
+        std::fs::remove_file(&retired)
+            .map_err(|e| CliError::Other(format!("{}: {e}", retired.display())))?;
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

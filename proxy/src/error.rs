@@ -132,7 +132,8 @@ impl ProxyError {
             | Self::Token(
                 TokenError::UnknownPlaceholder
                 | TokenError::WrongSandbox { .. }
-                | TokenError::Revoked { .. },
+                | TokenError::Revoked { .. }
+                | TokenError::NotConnected { .. },
             ) => StatusCode::FORBIDDEN,
             Self::Token(TokenError::ReconnectNeeded { .. }) => StatusCode::UNAUTHORIZED,
             Self::Token(TokenError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -160,6 +161,7 @@ impl ProxyError {
             }
             Self::Token(TokenError::WrongSandbox { .. }) => "wrong_sandbox",
             Self::Token(TokenError::Revoked { .. }) => "revoked",
+            Self::Token(TokenError::NotConnected { .. }) => "not_connected",
             Self::Token(TokenError::ReconnectNeeded { .. }) => "reconnect_needed",
             Self::Token(TokenError::Unavailable(_)) => "vault_unavailable",
             Self::InvalidToken { .. } => "invalid_token",

@@ -41,7 +41,7 @@ impl Airlock {
             .arg(&config_path)
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--vault-listen", "127.0.0.1:0"])
             .env("AIRLOCK_LOG", "info")
             .env_remove("HTTPS_PROXY")
             .env_remove("https_proxy")
@@ -133,6 +133,28 @@ impl Airlock {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The vault's base URL, from its "vault listening" log line.
+    pub fn vault_url(&self) -> String {
+        let logs = self.wait_for_log("vault listening");
+        let line = logs
+            .lines()
+            .find(|l| l.contains("vault listening"))
+            .expect("vault listening line");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .expect("listen= field");
+        format!("http://{addr}")
+    }
+
+    /// The admin API credential airlock created in its data dir.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_owned()
     }
 
     pub fn pid(&self) -> u32 {

@@ -5,19 +5,23 @@
 //! get back the placeholder's [`Binding`] and the real token. Static secrets
 //! from the config file ([`StaticSecrets`]) and the vault both implement it.
 
+mod cache;
 mod hosts;
 mod placeholder;
+mod remote;
 mod static_secrets;
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
+pub use cache::{CachedTokenSource, Layered};
 pub use hosts::{normalize_host, HostPattern, HostPatternError};
 pub use placeholder::{
     generate_placeholder, is_valid_placeholder, DEFAULT_PREFIX,
     MIN_RANDOM_LEN as PLACEHOLDER_MIN_RANDOM_LEN,
 };
+pub use remote::RemoteVault;
 pub use secrecy::{ExposeSecret, SecretString};
 pub use static_secrets::{StaticSecret, StaticSecrets};
 
@@ -129,6 +133,8 @@ impl Binding {
 pub struct Resolved {
     pub binding: Arc<Binding>,
     pub token: SecretString,
+    /// When the token expires (Unix seconds); `None` for tokens that do not.
+    pub expires_at: Option<i64>,
 }
 
 impl fmt::Debug for Resolved {
@@ -152,6 +158,10 @@ pub enum TokenError {
     Revoked { binding: String },
     #[error("the account behind binding {binding} must be reconnected")]
     ReconnectNeeded { binding: String },
+    #[error(
+        "binding {binding} has no connected account visible to this sandbox; connect one first"
+    )]
+    NotConnected { binding: String },
     #[error("token service unavailable: {0}")]
     Unavailable(String),
     #[error("proxy credential rejected")]
@@ -173,4 +183,23 @@ pub trait TokenSource: Send + Sync + 'static {
 
     /// The sandbox named by a `Proxy-Authorization` credential.
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError>;
+
+    /// A fresh token after the upstream refused `failed`. Concurrent callers
+    /// with the same failed token share one refresh; a caller whose token was
+    /// already replaced gets the new one. Static secrets return the same token.
+    async fn refresh(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+        failed: &SecretString,
+    ) -> Result<Resolved, TokenError> {
+        let _ = failed;
+        self.resolve(sandbox, placeholder).await
+    }
+
+    /// Bumped whenever bindings may have been revoked (disconnect, sandbox
+    /// deleted), so caches in front of this source drop what they hold.
+    fn generation(&self) -> u64 {
+        0
+    }
 }

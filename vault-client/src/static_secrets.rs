@@ -43,6 +43,7 @@ impl StaticSecrets {
                     Resolved {
                         binding: Arc::new(binding),
                         token: s.value,
+                        expires_at: None,
                     },
                 )
             })

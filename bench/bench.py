@@ -1,0 +1,1027 @@
+#!/usr/bin/env python3
+"""airlock benchmark driver: airlock beside direct, mitmproxy and Squid, one run.
+
+Started by `bench/run` (which installs the tools and builds airlock). Starts an
+nginx upstream and every peer on loopback, runs the same workloads through
+each, and writes results.json, PNG charts and BENCHMARKS.md.
+
+Usage: bench/run [--smoke] [--reps N] [--duration S] [--size-mib N]
+                 [--idle N] [--peers a,b,c] [--out DIR] [--no-report]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+DOMAIN = "bench.test"
+HOST = DOMAIN
+PLACEHOLDER = "miosa-tok-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+REAL = "real-secret-value-123"
+BODY = b"01234567890123456789"  # 20 bytes
+
+PORTS = {
+    "nginx": 18443,
+    "airlock": 18080,
+    "mitmproxy": 18081,
+    "squid_bump": 13128,
+    "squid_tunnel": 13129,
+}
+UP_PORT = PORTS["nginx"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+PEER_ORDER = ["direct", "airlock", "squid_bump", "mitmproxy", "squid_tunnel"]
+LABELS = {
+    "direct": "direct",
+    "airlock": "airlock",
+    "squid_bump": "Squid bump",
+    "mitmproxy": "mitmproxy",
+    "squid_tunnel": "Squid plain tunnel",
+}
+PROXIES = [p for p in PEER_ORDER if p != "direct"]
+INTERCEPTING = ["airlock", "squid_bump", "mitmproxy"]
+
+FAILURES = []  # airlock correctness failures: make the run exit non-zero
+NOTES = []  # other peers' problems, recorded in the report
+
+
+def log(*a):
+    print(f"[{time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def tool_version(cmd):
+    try:
+        out = subprocess.run(cmd, text=True, capture_output=True, timeout=20)
+        text = (out.stdout + out.stderr).strip().splitlines()
+        return text[0].strip() if text else "?"
+    except Exception as exc:  # noqa: BLE001
+        return f"unavailable ({exc})"
+
+
+# ---------------------------------------------------------------- /proc metrics
+
+
+def proc_tree(pid):
+    """pid and all its descendants."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pid):
+    """utime+stime of the process tree (children reaped count via cutime/cstime)."""
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after ')': state=0, ppid=1, ... utime=11, stime=12, cutime=13, cstime=14
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return total / CLK_TCK
+
+
+def rss_kib(pid):
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE_KIB
+        except OSError:
+            continue
+    return total
+
+
+class RssSampler:
+    """Samples a process tree's RSS every 25 ms; keeps the peak."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_kib(self.pid))
+            self._stop.wait(0.025)
+
+    def __enter__(self):
+        self.peak = rss_kib(self.pid)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def summarize(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def med(stat):
+    return None if stat is None else stat["median"]
+
+
+# ---------------------------------------------------------------- setup
+
+
+def openssl(*args, cwd):
+    run(["openssl", *args], cwd=cwd)
+
+
+def make_ca(dirpath, cn):
+    dirpath.mkdir(parents=True, exist_ok=True)
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca-key.pem", cwd=dirpath)
+    openssl(
+        "req", "-x509", "-new", "-key", "ca-key.pem", "-out", "ca.pem", "-days", "30",
+        "-subj", f"/CN={cn}",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=dirpath,
+    )
+
+
+def make_certs(work):
+    """Bench CA and the nginx leaf (rustls refuses a CA used as a server cert)."""
+    d = work / "pki"
+    make_ca(d, "airlock bench upstream CA")
+    openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "leaf-key.pem", cwd=d)
+    openssl("req", "-new", "-key", "leaf-key.pem", "-out", "leaf.csr", "-subj", f"/CN={DOMAIN}", cwd=d)
+    (d / "leaf.ext").write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName=DNS:{DOMAIN},DNS:*.{DOMAIN}\n"
+    )
+    openssl(
+        "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+        "-CAcreateserial", "-out", "leaf.pem", "-days", "30", "-extfile", "leaf.ext",
+        cwd=d,
+    )
+    return d
+
+
+class Proc:
+    def __init__(self, name, popen, logpath):
+        self.name, self.popen, self.logpath = name, popen, logpath
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def stop(self):
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+
+    def log_tail(self, n=20):
+        try:
+            return "\n".join(Path(self.logpath).read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def spawn(name, cmd, work, env=None, cwd=None, stdout=None):
+    logpath = work / f"{name}.log"
+    logf = open(logpath, "w")
+    popen = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout or logf,
+        stderr=logf,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        start_new_session=True,
+    )
+    return Proc(name, popen, logpath)
+
+
+def wait_port(port, proc=None, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.log_tail()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open in {timeout}s")
+
+
+def start_nginx(work, pki, size):
+    d = work / "nginx"
+    (d / "www").mkdir(parents=True, exist_ok=True)
+    shm = Path("/dev/shm") / f"airlock-bench-{os.getpid()}"
+    (shm / "body").mkdir(parents=True, exist_ok=True)
+    (shm / "upload").mkdir(parents=True, exist_ok=True)
+    big = d / "www" / "big.bin"
+    with open(big, "wb") as f:  # sparse: nginx reads zeros without disk I/O
+        f.truncate(size)
+    conf = d / "nginx.conf"
+    conf.write_text(
+        f"""
+user root;
+worker_processes 1;
+worker_rlimit_nofile 19000;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 18000; }}
+http {{
+  access_log off;
+  client_body_temp_path {shm}/body;
+  keepalive_requests 100000000;
+  keepalive_timeout 600s;
+  server {{
+    listen 127.0.0.1:{UP_PORT} ssl http2;
+    server_name {DOMAIN} *.{DOMAIN};
+    ssl_certificate {pki}/leaf.pem;
+    ssl_certificate_key {pki}/leaf-key.pem;
+    ssl_session_cache shared:SSL:10m;
+    root {d}/www;
+    default_type text/plain;
+    # A failed swap shows up as 403 in every client's status counts.
+    set $swapped 0;
+    if ($http_authorization = "Bearer {REAL}") {{ set $swapped 1; }}
+    if ($swapped = 0) {{ return 403 "swap missing\\n"; }}
+    location = / {{ return 200 "{BODY.decode()}"; }}
+    location = /big {{ try_files /big.bin =404; }}
+    location = /upload {{
+      client_max_body_size 0;
+      dav_methods PUT;
+      alias {shm}/upload/sink;
+    }}
+  }}
+}}
+"""
+    )
+    proc = spawn("nginx", ["nginx", "-c", str(conf)], work)
+    wait_port(UP_PORT, proc)
+    proc.shm = shm
+    return proc
+
+
+def start_airlock(work, pki, binary):
+    d = work / "airlock"
+    d.mkdir(parents=True, exist_ok=True)
+    conf = d / "airlock.toml"
+    conf.write_text(
+        f"""
+[proxy]
+upstream_ca = ["{pki}/ca.pem"]
+allowed_ports = [{UP_PORT}]
+
+[resolve]
+"{DOMAIN}" = "127.0.0.1:{UP_PORT}"
+"*.{DOMAIN}" = "127.0.0.1:{UP_PORT}"
+
+[[secret]]
+name = "API_TOKEN"
+value = "{REAL}"
+placeholder = "{PLACEHOLDER}"
+hosts = ["{DOMAIN}", "*.{DOMAIN}"]
+"""
+    )
+    out = open(d / "stdout.txt", "w")
+    cmd = [
+        str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
+        "--listen", f"127.0.0.1:{PORTS['airlock']}",
+    ]
+    proc = spawn("airlock", cmd, work, env={"AIRLOCK_LOG": "warn"}, stdout=out)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = (d / "stdout.txt").read_text()
+        if "\n\n" in text:
+            break
+        if not proc.alive():
+            raise RuntimeError(f"airlock exited:\n{proc.log_tail()}")
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("airlock did not print its environment")
+    if f"'{PLACEHOLDER}'" not in text:
+        FAILURES.append("airlock's printed environment lacks the configured placeholder")
+    proc.ca = d / "data" / "ca.pem"
+    proc.cmd = cmd
+    wait_port(PORTS["airlock"], proc)
+    return proc
+
+
+def start_mitmproxy(work, pki):
+    d = work / "mitmproxy"
+    d.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        "mitmdump", "-q", "--listen-host", "127.0.0.1", "-p", str(PORTS["mitmproxy"]),
+        "--set", f"confdir={d}",
+        "--set", f"ssl_verify_upstream_trusted_ca={pki}/ca.pem",
+        "--set", "connection_strategy=lazy",
+        "--set", "stream_large_bodies=1m",
+        "-s", str(HERE / "mitm_addon.py"),
+    ]
+    env = {
+        "BENCH_PLACEHOLDER": PLACEHOLDER, "BENCH_REAL": REAL, "BENCH_DOMAIN": DOMAIN,
+        "BENCH_UPSTREAM_HOST": "127.0.0.1", "BENCH_UPSTREAM_PORT": str(UP_PORT),
+    }
+    proc = spawn("mitmproxy", cmd, work, env=env, cwd=d)
+    wait_port(PORTS["mitmproxy"], proc, timeout=90)
+    proc.ca = d / "mitmproxy-ca-cert.pem"
+    proc.cmd = cmd
+    return proc
+
+
+def start_squid(work, pki, bump, fresh_names):
+    name = "squid_bump" if bump else "squid_tunnel"
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    hosts = d / "hosts"
+    hosts.write_text(f"127.0.0.1 {DOMAIN}\n" + "".join(f"127.0.0.1 {n}\n" for n in fresh_names))
+    port = PORTS[name]
+    lines = []
+    if bump:
+        make_ca(d, "squid bench CA")
+        (d / "ca-bundle.pem").write_text((d / "ca.pem").read_text() + (d / "ca-key.pem").read_text())
+        run(["/usr/lib/squid/security_file_certgen", "-c", "-s", str(d / "ssl_db"), "-M", "16MB"])
+        lines += [
+            f"http_port 127.0.0.1:{port} ssl-bump tls-cert={d}/ca-bundle.pem "
+            "generate-host-certificates=on dynamic_cert_mem_cache_size=16MB",
+            f"sslcrtd_program /usr/lib/squid/security_file_certgen -s {d}/ssl_db -M 16MB",
+            "sslcrtd_children 4 startup=1 idle=1",
+            "acl step1 at_step SslBump1",
+            "ssl_bump peek step1",
+            "ssl_bump bump all",
+            f"tls_outgoing_options cafile={pki}/ca.pem",
+            "request_header_access Authorization deny all",
+            f"request_header_replace Authorization Bearer {REAL}",
+        ]
+    else:
+        lines += [f"http_port 127.0.0.1:{port}"]
+    lines += [
+        f"acl bench_port port {UP_PORT}",
+        "acl CONNECT method CONNECT",
+        "http_access deny CONNECT !bench_port",
+        "http_access allow localhost",
+        "http_access deny all",
+        f"hosts_file {hosts}",
+        "cache deny all",
+        "cache_mem 0 MB",
+        "access_log none",
+        "cache_store_log none",
+        f"cache_log {d}/cache.log",
+        f"pid_filename {d}/squid.pid",
+        f"coredump_dir {d}",
+        "workers 1",
+        "max_filedescriptors 19000",
+        "shutdown_lifetime 0 seconds",
+        "pinger_enable off",
+        "read_ahead_gap 1 MB",
+        "client_request_buffer_max_size 1 MB",
+    ]
+    conf = d / "squid.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    run(["chown", "-R", "proxy:proxy", str(d)])
+    cmd = ["squid", "-N", "-f", str(conf)]
+    proc = spawn(name, cmd, work)
+    wait_port(port, proc)
+    proc.ca = (d / "ca.pem") if bump else (pki / "ca.pem")
+    proc.cmd = cmd
+    return proc
+
+
+# ---------------------------------------------------------------- clients
+
+
+class Peer:
+    def __init__(self, name, proc, pki):
+        self.name = name
+        self.label = LABELS[name]
+        self.proc = proc
+        self.port = PORTS.get(name)
+        self.proxy = None if name == "direct" else f"http://127.0.0.1:{self.port}"
+        self.ca = pki / "ca.pem" if proc is None else proc.ca
+        # Direct and the plain tunnel do not swap: their client sends the real
+        # secret, so nginx answers 200 all the same.
+        self.auth = f"Bearer {REAL}" if name in ("direct", "squid_tunnel") else f"Bearer {PLACEHOLDER}"
+        self.ok = True
+
+    @property
+    def pid(self):
+        return None if self.proc is None else self.proc.pid
+
+
+def url(host=HOST, path="/"):
+    return f"https://{host}:{UP_PORT}{path}"
+
+
+def oha_cmd(peer, conns, duration, h2=False, keepalive=True, streams=1):
+    cmd = [
+        "oha", "--no-tui", "--output-format", "json", "-z", f"{duration}s",
+        "-c", str(conns), "-w",
+        "--cacert", str(peer.ca),
+        "-H", f"Authorization: {peer.auth}",
+    ]
+    if h2:
+        cmd += ["--http2", "-p", str(streams)]
+    if not keepalive:
+        cmd += ["--disable-keepalive"]
+    if peer.proxy:
+        cmd += ["-x", peer.proxy]
+    else:
+        cmd += ["--connect-to", f"{HOST}:{UP_PORT}:127.0.0.1:{UP_PORT}"]
+    cmd.append(url())
+    return cmd
+
+
+def run_oha(peer, conns, duration, **kw):
+    cmd = oha_cmd(peer, conns, duration, **kw)
+    cpu0 = cpu_seconds(peer.pid) if peer.pid else None
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, text=True, capture_output=True, timeout=duration * 4 + 60)
+    wall = time.monotonic() - t0
+    cpu = (cpu_seconds(peer.pid) - cpu0) if peer.pid else None
+    if p.returncode != 0:
+        return {"error": f"oha exit {p.returncode}: {p.stderr.strip()[-400:]}", "cmd": cmd}
+    data = json.loads(p.stdout)
+    s = data.get("summary", {})
+    codes = {str(k): v for k, v in (data.get("statusCodeDistribution") or {}).items()}
+    errors = data.get("errorDistribution") or {}
+    total = sum(codes.values())
+    ok = sum(v for k, v in codes.items() if k.startswith("2"))
+    lat = data.get("latencyPercentiles") or {}
+    res = {
+        "rps": s.get("requestsPerSec"),
+        "p50_us": None if lat.get("p50") is None else lat["p50"] * 1e6,
+        "p99_us": None if lat.get("p99") is None else lat["p99"] * 1e6,
+        "responses": total,
+        "ok_2xx": ok,
+        "status": codes,
+        "errors": errors,
+        "proxy_cpu_s": cpu,
+        "wall_s": wall,
+    }
+    if cpu is not None and total:
+        res["cpu_us_per_req"] = cpu / total * 1e6
+    if total == 0 or ok != total or errors:
+        res["failed"] = f"{ok}/{total} 2xx, errors {errors}"
+    return res
+
+
+def curl_base(peer):
+    cmd = ["curl", "-sS", "--http1.1", "--cacert", str(peer.ca), "-H", f"Authorization: {peer.auth}"]
+    if peer.proxy:
+        cmd += ["-x", peer.proxy]
+    else:
+        cmd += ["--resolve", f"{HOST}:{UP_PORT}:127.0.0.1"]
+    return cmd
+
+
+def sanity(peer):
+    cmd = curl_base(peer) + ["-w", "\n%{http_code}", url()]
+    p = subprocess.run(cmd, text=True, capture_output=True, timeout=30)
+    lines = p.stdout.rsplit("\n", 1)
+    ok = p.returncode == 0 and len(lines) == 2 and lines[1] == "200" and lines[0] == BODY.decode()
+    return ok, (p.stdout + p.stderr).strip()[-300:]
+
+
+def transfer(peer, kind, size, upload_file):
+    w = "%{http_code} %{time_total} %{size_download} %{size_upload}"
+    if kind == "download":
+        cmd = curl_base(peer) + ["-o", "/dev/null", "-w", w, url(path="/big")]
+    else:
+        cmd = curl_base(peer) + ["-H", "Expect:", "-T", str(upload_file), "-o", "/dev/null", "-w", w, url(path="/upload")]
+    cpu0 = cpu_seconds(peer.pid) if peer.pid else None
+    rss0 = rss_kib(peer.pid) if peer.pid else None
+    if peer.pid:
+        with RssSampler(peer.pid) as sampler:
+            p = subprocess.run(cmd, text=True, capture_output=True, timeout=600)
+        peak = sampler.peak
+    else:
+        p = subprocess.run(cmd, text=True, capture_output=True, timeout=600)
+        peak = None
+    cpu = (cpu_seconds(peer.pid) - cpu0) if peer.pid else None
+    parts = p.stdout.split()
+    if p.returncode != 0 or len(parts) != 4:
+        return {"failed": f"curl exit {p.returncode}: {p.stderr.strip()[-300:]}", "cmd": cmd}
+    code, secs, down, up = parts[0], float(parts[1]), int(parts[2]), int(parts[3])
+    moved = down if kind == "download" else up
+    res = {
+        "status": code,
+        "seconds": secs,
+        "bytes": moved,
+        "mb_s": moved / secs / 1e6,
+        "proxy_cpu_s": cpu,
+        "rss_before_kib": rss0,
+        "rss_peak_kib": peak,
+        "cmd": cmd,
+    }
+    if cpu is not None:
+        res["cpu_s_per_gb"] = cpu / (moved / 1e9) if moved else None
+    if not code.startswith("2") or moved != size:
+        res["failed"] = f"status {code}, moved {moved} of {size} bytes"
+    return res
+
+
+def first_connection(peer, host):
+    """CONNECT (if proxied) + TLS + one GET with `Connection: close`; wall ms."""
+    ctx = ssl.create_default_context(cafile=str(peer.ca))
+    t0 = time.perf_counter()
+    if peer.proxy:
+        s = socket.create_connection(("127.0.0.1", peer.port), timeout=30)
+        target = f"{host}:{UP_PORT}"
+        s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        if b" 200" not in head.split(b"\r\n", 1)[0]:
+            s.close()
+            return {"failed": f"CONNECT: {head[:80]!r}"}
+    else:
+        s = socket.create_connection(("127.0.0.1", UP_PORT), timeout=30)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        t = ctx.wrap_socket(s, server_hostname=host)
+        t_tls = time.perf_counter()
+        t.sendall(
+            f"GET / HTTP/1.1\r\nHost: {host}:{UP_PORT}\r\nAuthorization: {peer.auth}\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while True:
+            chunk = t.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if data.endswith(BODY):
+                break
+        t1 = time.perf_counter()
+        t.close()
+    except (OSError, ssl.SSLError) as exc:
+        return {"failed": f"{type(exc).__name__}: {exc}"}
+    status = data.split(b" ", 2)[1] if data.startswith(b"HTTP/") else b"?"
+    res = {"ms": (t1 - t0) * 1e3, "handshake_ms": (t_tls - t0) * 1e3, "status": status.decode()}
+    if status != b"200":
+        res["failed"] = f"status {status!r}"
+    return res
+
+
+def idle_test(peer, count, with_request, work):
+    cmd = [
+        sys.executable, str(HERE / "idle_hold.py"),
+        "--proxy-port", str(peer.port), "--host", HOST, "--port", str(UP_PORT),
+        "--cafile", str(peer.ca), "--count", str(count),
+    ]
+    if with_request:
+        cmd += ["--request", "--auth", peer.auth]
+    time.sleep(1.0)
+    rss0 = rss_kib(peer.pid)
+    cpu0 = cpu_seconds(peer.pid)
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    res = {"count": count, "with_request": with_request, "rss_before_kib": rss0}
+    try:
+        line = p.stdout.readline()
+        ready = json.loads(line) if line else {"opened": 0, "failed": count, "errors": {"holder": "died"}}
+        res.update({k: ready.get(k) for k in ("opened", "failed", "seconds", "errors")})
+        res["open_cpu_s"] = cpu_seconds(peer.pid) - cpu0
+        time.sleep(1.0)
+        res["rss_held_kib"] = rss_kib(peer.pid)
+        # Responsiveness while they are held: one keep-alive client, 1 s.
+        probe = run_oha(peer, 1, 1)
+        res["probe"] = {k: probe.get(k) for k in ("rps", "p50_us", "p99_us", "failed", "error")}
+        p.stdin.write("check\n")
+        p.stdin.flush()
+        alive = json.loads(p.stdout.readline())
+        res["alive_after_probe"] = alive.get("alive")
+        res["closed_by_proxy"] = alive.get("closed_by_peer")
+        p.stdin.write("close\n")
+        p.stdin.flush()
+        p.stdout.readline()
+    finally:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    time.sleep(2.0)
+    res["rss_after_close_kib"] = rss_kib(peer.pid)
+    if res.get("opened"):
+        res["kib_per_conn"] = (res["rss_held_kib"] - rss0) / res["opened"]
+    if res.get("failed") or (res.get("opened") or 0) < count:
+        res["incomplete"] = f"{res.get('opened')}/{count} opened; errors {res.get('errors')}"
+    return res
+
+
+# ---------------------------------------------------------------- perf profile
+
+
+def perf_profile(peer, work, duration):
+    if not shutil.which("perf"):
+        return {"skipped": "perf not installed"}
+    data = work / "perf.data"
+    rec = subprocess.Popen(
+        ["perf", "record", "-F", "499", "-g", "-p", str(peer.pid), "-o", str(data), "--", "sleep", str(duration + 1)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(0.5)
+    oha = run_oha(peer, 16, duration)
+    _, err = rec.communicate(timeout=duration + 60)
+    if rec.returncode != 0:
+        return {"skipped": f"perf record failed: {err.strip()[-300:]}"}
+    out = {}
+    for key, sort in (("by_symbol", "symbol"), ("by_dso", "dso")):
+        rep = subprocess.run(
+            ["perf", "report", "-i", str(data), "--no-children", "--stdio", "-g", "none",
+             "--percent-limit", "0.7", "--sort", sort],
+            text=True, capture_output=True,
+        )
+        lines = [ln for ln in rep.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+        out[key] = lines[:40]
+    out["rps_under_perf"] = oha.get("rps")
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+def machine_info():
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1048576:.1f} GiB"
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "kernel": platform.release(),
+        "memory": mem,
+        "os": tool_version(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "nofile_limit": tool_version(["sh", "-c", "ulimit -n"]),
+    }
+
+
+def versions(binary):
+    commit = tool_version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", ".", ":!bench", ":!BENCHMARKS.md"],
+                           text=True, capture_output=True).stdout.strip()
+    return {
+        "airlock": f"{tool_version([str(binary), '--version'])} (commit {commit}{', dirty tree' if dirty else ''})",
+        "rustc": tool_version(["rustc", "--version"]),
+        "oha": tool_version(["oha", "--version"]),
+        "nginx": tool_version(["nginx", "-v"]),
+        "squid": tool_version(["squid", "-v"]) if shutil.which("squid") else "not installed",
+        "mitmproxy": tool_version(["mitmdump", "--version"]) if shutil.which("mitmdump") else "not installed",
+        "curl": tool_version(["curl", "--version"]),
+        "openssl": tool_version(["openssl", "version"]),
+        "python": platform.python_version(),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--airlock", required=True, help="path to the release airlock binary")
+    ap.add_argument("--smoke", action="store_true", help="1 run of ~1 s each, small sizes")
+    ap.add_argument("--reps", type=int)
+    ap.add_argument("--duration", type=float, help="seconds per oha measurement")
+    ap.add_argument("--size-mib", type=int, help="download/upload size")
+    ap.add_argument("--idle", type=int, help="idle connections to hold")
+    ap.add_argument("--peers", help="comma list (default: all installed)")
+    ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/airlock-bench"))
+    ap.add_argument("--out", help="where results.json, charts/ and BENCHMARKS.md go")
+    ap.add_argument("--no-profile", action="store_true")
+    args = ap.parse_args()
+
+    smoke = args.smoke
+    reps = args.reps or (1 if smoke else 5)
+    duration = args.duration or (1 if smoke else 5)
+    size = (args.size_mib or (32 if smoke else 1024)) * 1024 * 1024
+    idle_n = args.idle or (300 if smoke else 10000)
+    conn_levels = [1, 16, 256]
+    if args.out:
+        out_dir = Path(args.out)
+        report_path = out_dir / "BENCHMARKS.md"
+    elif smoke:
+        out_dir = Path(args.work) / "smoke-report"
+        report_path = out_dir / "BENCHMARKS.md"
+    else:
+        out_dir = HERE
+        report_path = REPO / "BENCHMARKS.md"
+
+    work = Path(args.work)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+
+    available = {"direct": True, "airlock": True}
+    available["squid_bump"] = available["squid_tunnel"] = bool(shutil.which("squid")) and Path(
+        "/usr/lib/squid/security_file_certgen").exists()
+    available["mitmproxy"] = bool(shutil.which("mitmdump"))
+    wanted = args.peers.split(",") if args.peers else PEER_ORDER
+    names = [p for p in PEER_ORDER if p in wanted and available.get(p)]
+    for p in wanted:
+        if p in PEER_ORDER and not available.get(p):
+            NOTES.append(f"{LABELS[p]}: not installed, skipped")
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    t_start = time.monotonic()
+    log(f"mode={'smoke' if smoke else 'full'} reps={reps} duration={duration}s size={size >> 20} MiB idle={idle_n} peers={names}")
+
+    pki = make_certs(work)
+    fresh_names = [f"fresh{os.getpid()}x{i}.{DOMAIN}" for i in range(reps * 2 + 4)]
+    upload_file = Path("/dev/shm") / f"airlock-bench-upload-{os.getpid()}.bin"
+    with open(upload_file, "wb") as f:
+        f.truncate(size)
+
+    procs = {}
+    results = {
+        "meta": {
+            "mode": "smoke" if smoke else "full",
+            "started_utc": started.isoformat(timespec="seconds"),
+            "reps": reps, "duration_s": duration, "transfer_bytes": size, "idle_connections": idle_n,
+            "machine": machine_info(), "versions": versions(args.airlock),
+            "peers": [LABELS[n] for n in names], "ports": PORTS,
+        },
+        "commands": {},
+        "rss_kib": {},
+        "workloads": {},
+    }
+    try:
+        procs["nginx"] = start_nginx(work, pki, size)
+        starters = {
+            "airlock": lambda: start_airlock(work, pki, args.airlock),
+            "mitmproxy": lambda: start_mitmproxy(work, pki),
+            "squid_bump": lambda: start_squid(work, pki, True, fresh_names),
+            "squid_tunnel": lambda: start_squid(work, pki, False, fresh_names),
+        }
+        peers = {}
+        for n in names:
+            if n == "direct":
+                peers[n] = Peer(n, None, pki)
+                continue
+            try:
+                procs[n] = starters[n]()
+                peers[n] = Peer(n, procs[n], pki)
+                results["commands"][f"start {LABELS[n]}"] = shlex.join(procs[n].cmd)
+            except Exception as exc:  # noqa: BLE001
+                if n == "airlock":
+                    FAILURES.append(f"airlock did not start: {exc}")
+                    raise
+                NOTES.append(f"{LABELS[n]}: did not start ({exc}); skipped")
+                log(NOTES[-1])
+        time.sleep(1.0)
+        for n, peer in peers.items():
+            if peer.pid:
+                results["rss_kib"].setdefault(n, {})["start"] = rss_kib(peer.pid)
+
+        # The upstream really refuses an unswapped placeholder.
+        probe = Peer("direct", None, pki)
+        probe.auth = f"Bearer {PLACEHOLDER}"
+        ok, detail = sanity(probe)
+        if ok or "403" not in detail:
+            FAILURES.append(f"nginx did not refuse the bare placeholder: {detail}")
+        for n, peer in list(peers.items()):
+            ok, detail = sanity(peer)
+            if not ok:
+                msg = f"{peer.label}: a swapped GET did not reach nginx intact: {detail}"
+                if n == "airlock":
+                    FAILURES.append(msg)
+                else:
+                    NOTES.append(msg + "; skipped")
+                    del peers[n]
+                log(msg)
+        for n, peer in peers.items():
+            if peer.pid:
+                results["rss_kib"][n]["rest"] = rss_kib(peer.pid)
+        order = [n for n in PEER_ORDER if n in peers]
+        results["meta"]["peers"] = [LABELS[n] for n in order]
+
+        def record_rss(stage):
+            for n in order:
+                if peers[n].pid:
+                    results["rss_kib"][n][stage] = rss_kib(peers[n].pid)
+
+        def check(peer, res, what):
+            if res.get("failed") or res.get("error"):
+                msg = f"{peer.label} {what}: {res.get('failed') or res.get('error')}"
+                if peer.name == "airlock":
+                    FAILURES.append(msg)
+                else:
+                    NOTES.append(msg)
+                log("  !", msg)
+
+        # -- 1. keep-alive GETs
+        wl = results["workloads"]
+        for c in conn_levels:
+            key = f"c{c}"
+            wl.setdefault("keepalive", {})[key] = {n: {"runs": []} for n in order}
+            results["commands"][f"keep-alive, {c} conns"] = shlex.join(oha_cmd(peers["airlock"], c, duration))
+            for r in range(reps):
+                for n in order:
+                    res = run_oha(peers[n], c, duration)
+                    check(peers[n], res, f"keep-alive c={c}")
+                    wl["keepalive"][key][n]["runs"].append(res)
+                    log(f"keep-alive c={c} rep {r + 1} {n}: {res.get('rps') or 0:.0f} req/s p50 {res.get('p50_us') or 0:.0f} us")
+        record_rss("keepalive")
+
+        # -- 1b. HTTP/2 client side
+        h2_cases = [("c16", 16, 1), ("c1x16", 1, 16)]
+        for key, c, streams in h2_cases:
+            wl.setdefault("h2", {})[key] = {n: {"runs": []} for n in order}
+            results["commands"][f"HTTP/2, {c} conns x {streams} streams"] = shlex.join(
+                oha_cmd(peers["airlock"], c, duration, h2=True, streams=streams))
+            for r in range(reps):
+                for n in order:
+                    if n == "squid_bump" or (n == "squid_tunnel" and False):
+                        pass
+                    res = run_oha(peers[n], c, duration, h2=True, streams=streams)
+                    if n != "airlock" and (res.get("failed") or res.get("error")):
+                        wl["h2"][key][n]["unsupported"] = res.get("failed") or res.get("error")
+                    else:
+                        check(peers[n], res, f"HTTP/2 {key}")
+                    wl["h2"][key][n]["runs"].append(res)
+                    log(f"h2 {key} rep {r + 1} {n}: {res.get('rps') or 0:.0f} req/s")
+        record_rss("h2")
+
+        # -- 2. new connection per request
+        wl["newconn"] = {n: {"runs": []} for n in order}
+        results["commands"]["new connection per request"] = shlex.join(
+            oha_cmd(peers["airlock"], 8, duration, keepalive=False))
+        for r in range(reps):
+            for n in order:
+                res = run_oha(peers[n], 8, duration, keepalive=False)
+                check(peers[n], res, "new connection per request")
+                wl["newconn"][n]["runs"].append(res)
+                log(f"new-conn rep {r + 1} {n}: {res.get('rps') or 0:.0f} conn/s")
+        record_rss("newconn")
+
+        # -- 2b. first connection to a never-seen host name, then the same name again
+        wl["first_conn"] = {n: {"fresh": [], "again": []} for n in order}
+        for r in range(reps):
+            for n in order:
+                name = fresh_names[r]
+                if n == "squid_tunnel":
+                    name = fresh_names[r]  # tunnels mint nothing: reference only
+                fresh = first_connection(peers[n], name)
+                again = first_connection(peers[n], name)
+                check(peers[n], fresh, "first connection")
+                check(peers[n], again, "second connection")
+                wl["first_conn"][n]["fresh"].append(fresh)
+                wl["first_conn"][n]["again"].append(again)
+                log(f"first-conn rep {r + 1} {n}: fresh {fresh.get('ms', 0):.2f} ms, again {again.get('ms', 0):.2f} ms")
+
+        # -- 3. large download and upload
+        for kind in ("download", "upload"):
+            wl[kind] = {n: {"runs": []} for n in order}
+            results["commands"][kind] = shlex.join(
+                transfer_cmd_preview(peers["airlock"], kind, upload_file))
+            for r in range(reps):
+                for n in order:
+                    res = transfer(peers[n], kind, size, upload_file)
+                    check(peers[n], res, kind)
+                    res.pop("cmd", None)
+                    wl[kind][n]["runs"].append(res)
+                    log(f"{kind} rep {r + 1} {n}: {res.get('mb_s') or 0:.0f} MB/s, proxy CPU {res.get('cpu_s_per_gb') or 0:.2f} s/GB")
+            record_rss(kind)
+
+        # -- 4. idle intercepted connections (one peer at a time)
+        wl["idle"] = {}
+        for n in order:
+            if n == "direct":
+                continue
+            res = idle_test(peers[n], idle_n, False, work)
+            wl["idle"][n] = res
+            log(f"idle {n}: {res.get('opened')}/{idle_n} open, {res.get('kib_per_conn') or 0:.1f} KiB/conn, probe p50 {((res.get('probe') or {}).get('p50_us') or 0):.0f} us")
+            if res.get("incomplete") or (res.get("probe") or {}).get("failed"):
+                check(peers[n], {"failed": res.get("incomplete") or res["probe"]["failed"]}, "idle connections")
+        # airlock and direct-free variant: each idle connection has carried one GET
+        res = idle_test(peers["airlock"], idle_n, True, work)
+        wl["idle_after_request"] = {"airlock": res}
+        log(f"idle+GET airlock: {res.get('opened')}/{idle_n}, {res.get('kib_per_conn') or 0:.1f} KiB/conn")
+        if res.get("incomplete"):
+            check(peers["airlock"], {"failed": res["incomplete"]}, "idle connections after a GET")
+        record_rss("idle")
+
+        # -- profile airlock (after all measurements: perf perturbs timings)
+        if not smoke and not args.no_profile:
+            results["profile"] = perf_profile(peers["airlock"], work, max(duration, 5))
+
+        for n in order:
+            if peers[n].proc is not None and not peers[n].proc.alive():
+                msg = f"{peers[n].label} died during the run:\n{peers[n].proc.log_tail()}"
+                (FAILURES if n == "airlock" else NOTES).append(msg)
+        airlock_log = procs["airlock"].log_tail(30)
+        if airlock_log.strip():
+            results["airlock_log_tail"] = airlock_log
+    except Exception as exc:  # noqa: BLE001
+        FAILURES.append(f"bench driver error: {type(exc).__name__}: {exc}")
+        log(FAILURES[-1])
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for p in procs.values():
+            p.stop()
+        try:
+            upload_file.unlink()
+        except OSError:
+            pass
+        if "nginx" in procs:
+            shutil.rmtree(procs["nginx"].shm, ignore_errors=True)
+
+    results["meta"]["elapsed_s"] = round(time.monotonic() - t_start, 1)
+    results["failures"] = FAILURES
+    results["notes"] = NOTES
+    import report
+
+    report.aggregate(results)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    try:
+        charts = report.charts(results, out_dir / "charts")
+    except Exception as exc:  # noqa: BLE001
+        charts = []
+        NOTES.append(f"charts not drawn: {exc}")
+    report_path.write_text(report.markdown(results, charts, report_path.parent))
+    log(f"wrote {out_dir / 'results.json'} and {report_path} in {results['meta']['elapsed_s']} s")
+    if FAILURES:
+        log("AIRLOCK FAILURES:")
+        for f in FAILURES:
+            log("  -", f)
+        return 1
+    return 0
+
+
+def transfer_cmd_preview(peer, kind, upload_file):
+    w = "%{http_code} %{time_total} %{size_download} %{size_upload}"
+    if kind == "download":
+        return curl_base(peer) + ["-o", "/dev/null", "-w", w, url(path="/big")]
+    return curl_base(peer) + ["-H", "Expect:", "-T", str(upload_file), "-o", "/dev/null", "-w", w, url(path="/upload")]
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    sys.exit(main())

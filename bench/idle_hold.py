@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Opens N intercepted connections through an HTTP proxy and holds them idle.
+
+Each connection: TCP to the proxy, `CONNECT host:port`, a TLS handshake with
+the proxy's minted certificate (verified against --cafile), and, with
+--request, one keep-alive GET whose response is read in full. Then nothing:
+the connection stays open until the driver says so.
+
+Protocol with the driver (stdin/stdout, one JSON object per line):
+  -> {"event": "ready", "opened": N, "failed": F, "seconds": T, "errors": {...}}
+  <- "check"   -> {"event": "alive", "alive": A, "closed_by_peer": C}
+  <- "close"   -> closes everything, {"event": "closed"}, exit 0
+"""
+
+import argparse
+import asyncio
+import collections
+import json
+import ssl
+import sys
+import time
+
+
+async def open_one(args, ctx, sem, errors):
+    async with sem:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(args.proxy_host, args.proxy_port), 30
+            )
+        except Exception as exc:  # noqa: BLE001 - counted, reported
+            errors[f"tcp: {type(exc).__name__}: {exc}"[:120]] += 1
+            return None
+        try:
+            target = f"{args.host}:{args.port}"
+            writer.write(
+                f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode()
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            status = head.split(b" ", 2)[1]
+            if status != b"200":
+                errors[f"CONNECT {status.decode(errors='replace')}"] += 1
+                writer.close()
+                return None
+            await asyncio.wait_for(
+                writer.start_tls(ctx, server_hostname=args.host), 30
+            )
+            if args.request:
+                writer.write(
+                    (
+                        f"GET / HTTP/1.1\r\nHost: {target}\r\n"
+                        f"Authorization: {args.auth}\r\n\r\n"
+                    ).encode()
+                )
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                status = head.split(b" ", 2)[1]
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                if length:
+                    await asyncio.wait_for(reader.readexactly(length), 30)
+                if status != b"200":
+                    errors[f"GET {status.decode(errors='replace')}"] += 1
+                    writer.close()
+                    return None
+            return reader, writer
+        except Exception as exc:  # noqa: BLE001 - counted, reported
+            errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
+            writer.close()
+            return None
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--proxy-host", default="127.0.0.1")
+    p.add_argument("--proxy-port", type=int, required=True)
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--cafile", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--parallel", type=int, default=64)
+    p.add_argument("--request", action="store_true")
+    p.add_argument("--auth", default="")
+    args = p.parse_args()
+
+    ctx = ssl.create_default_context(cafile=args.cafile)
+    ctx.set_alpn_protocols(["http/1.1"])
+    sem = asyncio.Semaphore(args.parallel)
+    errors = collections.Counter()
+    start = time.monotonic()
+    results = await asyncio.gather(
+        *(open_one(args, ctx, sem, errors) for _ in range(args.count))
+    )
+    held = [r for r in results if r is not None]
+    emit(
+        {
+            "event": "ready",
+            "opened": len(held),
+            "failed": args.count - len(held),
+            "seconds": round(time.monotonic() - start, 3),
+            "errors": dict(errors.most_common(5)),
+        }
+    )
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        cmd = line.strip()
+        if cmd == "check":
+            closed = sum(
+                1 for r, w in held if r.at_eof() or w.transport.is_closing()
+            )
+            emit({"event": "alive", "alive": len(held) - closed, "closed_by_peer": closed})
+        elif cmd in ("close", ""):
+            for _, w in held:
+                w.close()
+            await asyncio.sleep(0.2)
+            emit({"event": "closed"})
+            return
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

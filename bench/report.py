@@ -1,0 +1,620 @@
+"""Aggregates the raw runs, draws the charts and writes BENCHMARKS.md."""
+
+import os
+import statistics
+from pathlib import Path
+
+PEER_ORDER = ["direct", "airlock", "squid_bump", "mitmproxy", "squid_tunnel"]
+LABELS = {
+    "direct": "direct",
+    "airlock": "airlock",
+    "squid_bump": "Squid bump",
+    "mitmproxy": "mitmproxy",
+    "squid_tunnel": "Squid plain tunnel",
+}
+COLORS = {
+    "direct": "#7f7f7f",
+    "airlock": "#1f77b4",
+    "squid_bump": "#ff7f0e",
+    "mitmproxy": "#2ca02c",
+    "squid_tunnel": "#c5b0d5",
+}
+HERE = Path(__file__).resolve().parent
+
+
+def summarize(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def med(s):
+    return None if not s else s["median"]
+
+
+def good_runs(runs):
+    return [r for r in runs if not r.get("failed") and not r.get("error")]
+
+
+def agg_runs(entry, fields):
+    runs = entry.get("runs", [])
+    good = good_runs(runs)
+    entry["failed_runs"] = len(runs) - len(good)
+    for f in fields:
+        entry[f] = summarize([r.get(f) for r in good])
+
+
+def aggregate(results):
+    wl = results.get("workloads", {})
+    for group in ("keepalive", "h2"):
+        for key, per_peer in wl.get(group, {}).items():
+            for entry in per_peer.values():
+                agg_runs(entry, ["rps", "p50_us", "p99_us", "cpu_us_per_req"])
+    for entry in wl.get("newconn", {}).values():
+        agg_runs(entry, ["rps", "p50_us", "p99_us", "cpu_us_per_req"])
+    for entry in wl.get("first_conn", {}).values():
+        entry["fresh_ms"] = summarize([r.get("ms") for r in entry.get("fresh", []) if not r.get("failed")])
+        entry["again_ms"] = summarize([r.get("ms") for r in entry.get("again", []) if not r.get("failed")])
+    for kind in ("download", "upload"):
+        for entry in wl.get(kind, {}).values():
+            agg_runs(entry, ["mb_s", "cpu_s_per_gb"])
+            growth = [
+                (r["rss_peak_kib"] - r["rss_before_kib"])
+                for r in good_runs(entry.get("runs", []))
+                if r.get("rss_peak_kib") is not None
+            ]
+            entry["rss_growth_kib_max"] = max(growth) if growth else None
+    results["targets"] = targets(results)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def get(results, *path):
+    cur = results
+    for p in path:
+        if not isinstance(cur, dict) or p not in cur:
+            return None
+        cur = cur[p]
+    return cur
+
+
+def targets(results):
+    wl = results.get("workloads", {})
+    rows = []
+
+    def add(name, target, value, met, shown, note=""):
+        rows.append({"target": name, "goal": target, "value": value, "met": met, "shown": shown, "note": note})
+
+    def ka(peer, key="c16", field="rps"):
+        return med(get(wl, "keepalive", key, peer, field))
+
+    r = ratio(ka("airlock"), ka("squid_bump"))
+    add("Keep-alive, 16 conns vs Squid bump", "≥ 2.3×", r, None if r is None else r >= 2.3, fmt_x(r))
+    r = ratio(ka("airlock"), ka("mitmproxy"))
+    add("Keep-alive, 16 conns vs mitmproxy", "≥ 30×", r, None if r is None else r >= 30, fmt_x(r))
+    p50 = ka("airlock", "c1", "p50_us")
+    d50 = ka("direct", "c1", "p50_us")
+    add("Keep-alive, 1 conn: p50", "≤ 110 µs (direct ~70 µs)", p50, None if p50 is None else p50 <= 110,
+        f"{fmt_us(p50)} (direct {fmt_us(d50)}, +{fmt_us(None if p50 is None or d50 is None else p50 - d50)})")
+    r = ratio(med(get(wl, "newconn", "airlock", "rps")), med(get(wl, "newconn", "squid_bump", "rps")))
+    add("New connection per request vs Squid bump", "≥ 10×", r, None if r is None else r >= 10, fmt_x(r))
+    for kind in ("download", "upload"):
+        a = med(get(wl, kind, "airlock", "mb_s"))
+        r = ratio(a, med(get(wl, kind, "squid_bump", "mb_s")))
+        add(f"{kind.capitalize()} vs Squid bump", "≥ 2.5×", r, None if r is None else r >= 2.5, fmt_x(r),
+            "body swap not built yet: plain streaming")
+        r = ratio(a, med(get(wl, kind, "direct", "mb_s")))
+        add(f"{kind.capitalize()} vs direct", "≥ 0.9×", r, None if r is None else r >= 0.9, fmt_x(r),
+            "body swap not built yet: plain streaming")
+        g = get(wl, kind, "airlock", "rss_growth_kib_max")
+        add(f"{kind.capitalize()}: RSS growth during the transfer", "does not grow with the body (≤ 16 MiB)", g,
+            None if g is None else g <= 16 * 1024, fmt_mib(g))
+    h2 = med(get(wl, "h2", "c16", "airlock", "rps"))
+    h1 = ka("airlock")
+    r = ratio(h2, h1)
+    add("HTTP/2 client side, 16 conns vs HTTP/1.1", "≥ 1× the HTTP/1.1 figure", r, None if r is None else r >= 1.0,
+        f"{fmt_num(h2)} vs {fmt_num(h1)} req/s ({fmt_x(r)})")
+    rest = get(results, "rss_kib", "airlock", "rest")
+    add("RSS idle", "≤ 10 MiB", rest, None if rest is None else rest <= 10 * 1024, fmt_mib(rest))
+    per = get(wl, "idle", "airlock", "kib_per_conn")
+    n = get(wl, "idle", "airlock", "opened")
+    add("RSS per idle intercepted connection", "≤ 24 KiB", per, None if per is None else per <= 24,
+        f"{fmt_num(per, 1)} KiB ({fmt_num(n)} held)")
+    add("Token path: vault cache hit adds no latency", "no measurable latency", None, None, "not yet measurable",
+        "the vault (airlock-vault) is not built: only static [[secret]] values exist")
+    add("Token path: 1 000-way 401 storm", "exactly 1 refresh", None, None, "not yet measurable",
+        "no OAuth refresh path exists yet")
+    add("callgrind: swapper on a 64 MiB body", "instruction count recorded", None, None, "not yet measurable",
+        "no streaming body swapper exists yet (bodies are forwarded as is)")
+    return rows
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt_num(v, digits=0):
+    if v is None:
+        return "–"
+    if digits == 0:
+        return f"{v:,.0f}".replace(",", " ")
+    return f"{v:,.{digits}f}".replace(",", " ")
+
+
+def fmt_us(v):
+    if v is None:
+        return "–"
+    if v >= 1000:
+        return f"{v / 1000:.2f} ms"
+    return f"{v:.0f} µs"
+
+
+def fmt_x(v):
+    if v is None:
+        return "–"
+    return f"{v:.2f}×" if v < 10 else f"{v:.1f}×"
+
+
+def fmt_mib(kib):
+    if kib is None:
+        return "–"
+    return f"{kib / 1024:.1f} MiB"
+
+
+def fmt_stat(s, f=fmt_num):
+    if not s:
+        return "–"
+    if s["n"] == 1:
+        return f(s["median"])
+    return f"{f(s['median'])} ({f(s['min'])}–{f(s['max'])})"
+
+
+def fmt_ms(v):
+    return "–" if v is None else f"{v:.2f}"
+
+
+def peers_of(per_peer):
+    return [p for p in PEER_ORDER if p in per_peer]
+
+
+def ratio_cells(per_peer, field, higher_is_better=True):
+    """airlock vs each comparison peer."""
+    a = med(get(per_peer, "airlock", field))
+    cells = []
+    for p in ("squid_bump", "mitmproxy", "direct"):
+        b = med(get(per_peer, p, field))
+        r = ratio(a, b) if higher_is_better else ratio(b, a)
+        cells.append(fmt_x(r))
+    return cells
+
+
+def status_note(entry):
+    if entry.get("unsupported"):
+        return f"not supported: {entry['unsupported'][:90]}"
+    if entry.get("failed_runs"):
+        bad = [r for r in entry.get("runs", []) if r.get("failed") or r.get("error")]
+        return f"{entry['failed_runs']} failed run(s): {(bad[0].get('failed') or bad[0].get('error'))[:120]}"
+    return ""
+
+
+# ---------------------------------------------------------------- charts
+
+
+def charts(results, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    wl = results.get("workloads", {})
+    made = []
+
+    def bars(ax, groups, per_group, field, ylabel, title, log=False, scale=1.0):
+        """groups: list of (label, per_peer dict)."""
+        peers = [p for p in PEER_ORDER if any(p in g for _, g in groups)]
+        width = 0.8 / max(len(peers), 1)
+        for i, p in enumerate(peers):
+            xs, ys, lo, hi = [], [], [], []
+            for gi, (_, g) in enumerate(groups):
+                s = get(g, p, field)
+                if not s:
+                    continue
+                xs.append(gi + (i - (len(peers) - 1) / 2) * width)
+                ys.append(s["median"] * scale)
+                lo.append((s["median"] - s["min"]) * scale)
+                hi.append((s["max"] - s["median"]) * scale)
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=LABELS[p], color=COLORS[p])
+            for x, y in zip(xs, ys):
+                ax.annotate(f"{y:,.0f}" if y >= 10 else f"{y:.2g}", (x, y), ha="center", va="bottom",
+                            fontsize=6, rotation=90, xytext=(0, 2), textcoords="offset points")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([label for label, _ in groups])
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+
+    foot = "median of {} runs, bars = min–max; {}".format(
+        results["meta"]["reps"], results["meta"]["started_utc"])
+
+    if wl.get("keepalive"):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        groups = [(f"{k[1:]} conn", v) for k, v in wl["keepalive"].items()]
+        bars(axes[0], groups, None, "rps", "requests/s (log)", "Keep-alive HTTPS GET with header swap", log=True)
+        bars(axes[1], groups, None, "p50_us", "p50 latency, µs (log)", "p50 latency", log=True)
+        fig.text(0.01, 0.01, foot, fontsize=7)
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        fig.savefig(out / "keepalive.png", dpi=110)
+        plt.close(fig)
+        made.append("keepalive.png")
+
+    if wl.get("h2"):
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        groups = [("HTTP/1.1, 16 conns", wl.get("keepalive", {}).get("c16", {}))]
+        groups += [("HTTP/2, 16 conns" if k == "c16" else "HTTP/2, 1 conn × 16 streams",
+                    {p: e for p, e in v.items() if not e.get("unsupported")}) for k, v in wl["h2"].items()]
+        bars(ax, groups, None, "rps", "requests/s (log)", "HTTP/2 client side vs HTTP/1.1", log=True)
+        fig.text(0.01, 0.01, foot, fontsize=7)
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        fig.savefig(out / "http2.png", dpi=110)
+        plt.close(fig)
+        made.append("http2.png")
+
+    if wl.get("newconn"):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        bars(axes[0], [("8 concurrent", wl["newconn"])], None, "rps", "connections/s (log)",
+             "New connection per request", log=True)
+        fc = wl.get("first_conn", {})
+        bars(axes[1], [("never-seen host", {p: {"v": e.get("fresh_ms")} for p, e in fc.items()}),
+                       ("same host again", {p: {"v": e.get("again_ms")} for p, e in fc.items()})],
+             None, "v", "ms, CONNECT + TLS + GET", "First connection to a host")
+        fig.text(0.01, 0.01, foot, fontsize=7)
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        fig.savefig(out / "newconn.png", dpi=110)
+        plt.close(fig)
+        made.append("newconn.png")
+
+    if wl.get("download"):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        groups = [(k, wl[k]) for k in ("download", "upload") if k in wl]
+        size = results["meta"]["transfer_bytes"] >> 20
+        bars(axes[0], groups, None, "mb_s", "MB/s", f"{size} MiB transfer")
+        bars(axes[1], [(k, {p: e for p, e in v.items() if p != "direct"}) for k, v in groups], None,
+             "cpu_s_per_gb", "proxy CPU s per GB", "Proxy CPU per GB")
+        fig.text(0.01, 0.01, foot, fontsize=7)
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        fig.savefig(out / "transfer.png", dpi=110)
+        plt.close(fig)
+        made.append("transfer.png")
+
+    rss = results.get("rss_kib", {})
+    if rss:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        stages = ["rest", "keepalive", "h2", "newconn", "download", "upload", "idle"]
+        groups = [(s, {p: {"v": {"median": v[s] / 1024, "min": v[s] / 1024, "max": v[s] / 1024, "n": 1}}
+                       for p, v in rss.items() if s in v}) for s in stages]
+        groups = [g for g in groups if g[1]]
+        bars(axes[0], groups, None, "v", "RSS, MiB (log)", "Proxy RSS at rest and after each workload", log=True)
+        idle = wl.get("idle", {})
+        bars(axes[1], [(f"{results['meta']['idle_connections']} idle", {
+            p: {"v": {"median": e["kib_per_conn"], "min": e["kib_per_conn"], "max": e["kib_per_conn"], "n": 1}}
+            for p, e in idle.items() if e.get("kib_per_conn") is not None})], None, "v", "KiB per connection",
+            "RSS per idle intercepted connection")
+        fig.text(0.01, 0.01, results["meta"]["started_utc"], fontsize=7)
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        fig.savefig(out / "memory.png", dpi=110)
+        plt.close(fig)
+        made.append("memory.png")
+    return made
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def markdown(results, chart_files, report_dir):
+    m = results["meta"]
+    wl = results.get("workloads", {})
+    charts_dir = Path(os.path.relpath(HERE / "charts", report_dir)) if m["mode"] == "full" else Path("charts")
+    L = []
+    w = L.append
+    w("# airlock benchmarks")
+    w("")
+    w("airlock beside the proxies a platform team would pick instead, measured in one run on one machine "
+      "(issue 8). Only ratios from the same run mean anything: absolute numbers move between runs and machines.")
+    w("")
+    w(f"- Run: **{m['mode']}** mode, started {m['started_utc']}, took {m['elapsed_s']:.0f} s; "
+      f"each figure is the median of {m['reps']} run(s) with (min–max); oha runs last {m['duration_s']:g} s each.")
+    w(f"- Command: `bench/run{' --smoke' if m['mode'] == 'smoke' else ''}` (see [bench/README.md](bench/README.md)); "
+      f"raw numbers: [bench/results.json](bench/results.json).")
+    w(f"- Peers in this run: {', '.join(m['peers'])}.")
+    w("")
+    if results.get("failures"):
+        w("> **airlock failed checks in this run:**")
+        for f in results["failures"]:
+            w(f"> - {f.splitlines()[0]}")
+        w("")
+
+    w("## Targets (issue 8) against this run")
+    w("")
+    w("| target | goal | this run | met? | note |")
+    w("|---|---|---|---|---|")
+    for t in results.get("targets", []):
+        met = {True: "**met**", False: "**missed**", None: "n/a"}[t["met"]]
+        w(f"| {t['target']} | {t['goal']} | {t['shown']} | {met} | {t['note']} |")
+    w("")
+    analysis = HERE / "ANALYSIS.md"
+    if m["mode"] == "full" and analysis.exists():
+        w(analysis.read_text().strip())
+        w("")
+
+    w("## Machine and tools")
+    w("")
+    mi = m["machine"]
+    w(f"- {mi['nproc']} cores, {mi['cpu_model']}, {mi['memory']} RAM, kernel {mi['kernel']}, {mi['os']}; "
+      f"open-files limit {mi['nofile_limit']} (a hard limit here: no process may hold more than that many sockets).")
+    for k, v in m["versions"].items():
+        w(f"- {k}: `{v}`")
+    w("- Everything runs on loopback on the same 2 cores: client, proxy and upstream compete for CPU, "
+      "as in the reference figures.")
+    w("")
+
+    w("## Setup")
+    w("")
+    w(f"- **Upstream**: nginx, 1 worker, TLS (leaf for `{'bench.test'}` and `*.bench.test` signed by a bench CA, "
+      "P-256), HTTP/1.1 and h2 (ALPN), 20-byte body at `/`, a sparse file at `/big` for downloads, "
+      "WebDAV `PUT /upload` (body spooled to tmpfs, then renamed) for uploads. It answers **403 unless "
+      "`Authorization: Bearer real-secret-value-123`**, so a missed swap shows up as a non-2xx status; every "
+      "airlock run is checked for 100% 2xx.")
+    w("- **direct**: the client talks to nginx itself and sends the real secret (the floor).")
+    w("- **airlock**: `airlock up` (release build, `AIRLOCK_LOG=warn`), a `[[secret]]` bound to `bench.test` "
+      "and `*.bench.test`, `[resolve]` overrides to nginx, `upstream_ca` = the bench CA. The client sends "
+      "`Authorization: Bearer miosa-tok-AAAA…`.")
+    w("- **Squid bump**: Debian `squid-openssl`, `-N` (no daemon), `workers 1`, `ssl_bump peek step1` / "
+      "`bump all`, `generate-host-certificates=on` with its own P-256 CA, `request_header_access Authorization "
+      "deny all` + `request_header_replace Authorization Bearer …` (Squid cannot replace only the placeholder, "
+      "so it replaces the whole header), `tls_outgoing_options cafile=` the bench CA, `hosts_file` for the names, "
+      "no cache, no access log, `read_ahead_gap 1 MB`. RSS and CPU include its certificate helper.")
+    w("- **mitmproxy**: `mitmdump` with [bench/mitm_addon.py](bench/mitm_addon.py) (swaps the placeholder in "
+      "`requestheaders`, dials nginx for `*.bench.test`), `ssl_verify_upstream_trusted_ca` = the bench CA, "
+      "`stream_large_bodies=1m` (streams big bodies instead of buffering them), `connection_strategy=lazy` "
+      "(needed for the 10 000-connection test: eager mode opens one upstream socket per client and two sockets "
+      "per connection exceed the 20 000 open-file hard limit).")
+    w("- **Squid plain tunnel** (reference only): the same Squid without ssl_bump; the client sends the real "
+      "secret through a byte tunnel.")
+    w("- All peers verify nginx's certificate against the bench CA. Proxy CPU is utime+stime from "
+      "`/proc/PID/stat` (whole process tree) before and after each run; RSS is from `/proc/PID/statm`.")
+    w("")
+    w("Exact command lines (airlock's; the other peers differ only in `-x`/`--cacert`, direct uses "
+      "`--connect-to bench.test:18443:127.0.0.1:18443` and the real secret):")
+    w("")
+    w("```sh")
+    for k, v in results.get("commands", {}).items():
+        w(f"# {k}")
+        w(v)
+    w("```")
+    w("")
+
+    def table_rates(per_peer, unit, extra_latency=True, cpu=True):
+        head = f"| peer | {unit} | "
+        sep = "|---|---|"
+        if extra_latency:
+            head += "p50 | p99 | "
+            sep += "---|---|"
+        if cpu:
+            head += "proxy CPU µs/req | "
+            sep += "---|"
+        head += "airlock is × this | note |"
+        sep += "---|---|"
+        w(head)
+        w(sep)
+        a = med(get(per_peer, "airlock", "rps"))
+        for p in peers_of(per_peer):
+            e = per_peer[p]
+            row = f"| {LABELS[p]} | {fmt_stat(e.get('rps'))} | "
+            if extra_latency:
+                row += f"{fmt_stat(e.get('p50_us'), fmt_us)} | {fmt_stat(e.get('p99_us'), fmt_us)} | "
+            if cpu:
+                row += f"{fmt_stat(e.get('cpu_us_per_req'), lambda v: f'{v:.0f}') if p != 'direct' else '–'} | "
+            r = ratio(a, med(e.get("rps"))) if p != "airlock" else None
+            row += f"{fmt_x(r) if r else ''} | {status_note(e)} |"
+            w(row)
+        w("")
+
+    if wl.get("keepalive"):
+        w("## 1. Keep-alive HTTPS GETs with a header swap")
+        w("")
+        w("`oha -z {d}s -c N` with `Authorization: Bearer <placeholder>`; one TLS connection per client "
+          "connection, reused for every request.".format(d=f"{m['duration_s']:g}"))
+        w("")
+        for key, per_peer in wl["keepalive"].items():
+            c = key[1:]
+            w(f"**{c} connection{'s' if c != '1' else ''}**")
+            w("")
+            table_rates(per_peer, "req/s")
+            a = med(get(per_peer, "airlock", "p50_us"))
+            d = med(get(per_peer, "direct", "p50_us"))
+            if a is not None and d is not None:
+                w(f"airlock adds **{fmt_us(a - d)}** to the p50 over direct at {c} connection(s).")
+                w("")
+        if "keepalive.png" in chart_files:
+            w(f"![keep-alive]({charts_dir / 'keepalive.png'})")
+            w("")
+
+    if wl.get("h2"):
+        w("## HTTP/2 on the client side")
+        w("")
+        w("`oha --http2` works through `-x` (CONNECT, then TLS with ALPN h2 inside the tunnel). "
+          "`-c 16 -p 1` is 16 h2 connections with one stream each (compare with the HTTP/1.1 16-connection row); "
+          "`-c 1 -p 16` multiplexes 16 streams on one connection. Squid does not offer h2 to bumped clients.")
+        w("")
+        for key, per_peer in wl["h2"].items():
+            w("**" + ("16 connections × 1 stream" if key == "c16" else "1 connection × 16 streams") + "**")
+            w("")
+            table_rates(per_peer, "req/s")
+        if "http2.png" in chart_files:
+            w(f"![http2]({charts_dir / 'http2.png'})")
+            w("")
+
+    if wl.get("newconn"):
+        w("## 2. New connection per request")
+        w("")
+        w("`oha --disable-keepalive -c 8`: every request pays CONNECT + the client-side TLS handshake "
+          "(+ the proxy's upstream handshake unless it pools upstream connections).")
+        w("")
+        table_rates(wl["newconn"], "connections/s")
+        fc = wl.get("first_conn", {})
+        if fc:
+            w("**First connection to a never-seen host name** (a fresh `freshN.bench.test` per run: the proxy "
+              "mints a leaf), then a second connection to the same name (cached leaf). Wall time of TCP + "
+              "CONNECT + TLS + one GET + response, from a Python client (its own TLS cost included, same for all).")
+            w("")
+            w("| peer | never-seen host, ms | same host again, ms | note |")
+            w("|---|---|---|---|")
+            for p in peers_of(fc):
+                e = fc[p]
+                note = "tunnel: no leaf to mint" if p == "squid_tunnel" else ("no proxy" if p == "direct" else "")
+                bad = [r for r in e.get("fresh", []) + e.get("again", []) if r.get("failed")]
+                if bad:
+                    note += f" {len(bad)} failed: {bad[0]['failed'][:80]}"
+                w(f"| {LABELS[p]} | {fmt_stat(e.get('fresh_ms'), fmt_ms)} | {fmt_stat(e.get('again_ms'), fmt_ms)} | {note} |")
+            w("")
+        if "newconn.png" in chart_files:
+            w(f"![new connections]({charts_dir / 'newconn.png'})")
+            w("")
+
+    if wl.get("download"):
+        size = m["transfer_bytes"]
+        w(f"## 3. {size >> 20} MiB download and upload")
+        w("")
+        w("curl (`--http1.1`, one transfer at a time) through each peer; MB/s = bytes / curl's `time_total`. "
+          "**airlock has no body swap yet**, so this measures its streaming path, not a body swap. "
+          "RSS growth = peak RSS sampled every 25 ms during the transfer minus RSS before it.")
+        w("")
+        for kind in ("download", "upload"):
+            per_peer = wl.get(kind, {})
+            w(f"**{kind}**")
+            w("")
+            w("| peer | MB/s | proxy CPU s/GB | max RSS growth | airlock is × this | note |")
+            w("|---|---|---|---|---|---|")
+            a = med(get(per_peer, "airlock", "mb_s"))
+            for p in peers_of(per_peer):
+                e = per_peer[p]
+                r = ratio(a, med(e.get("mb_s"))) if p != "airlock" else None
+                cpu = fmt_stat(e.get("cpu_s_per_gb"), lambda v: f"{v:.2f}") if p != "direct" else "–"
+                w(f"| {LABELS[p]} | {fmt_stat(e.get('mb_s'))} | {cpu} | {fmt_mib(e.get('rss_growth_kib_max'))} | "
+                  f"{fmt_x(r) if r else ''} | {status_note(e)} |")
+            w("")
+        if "transfer.png" in chart_files:
+            w(f"![transfers]({charts_dir / 'transfer.png'})")
+            w("")
+
+    if wl.get("idle"):
+        n = m["idle_connections"]
+        w(f"## 4. {n} concurrent idle intercepted connections")
+        w("")
+        w("[bench/idle_hold.py](bench/idle_hold.py) (Python asyncio, 64 handshakes in flight) opens CONNECT + "
+          "a verified TLS handshake with the proxy's minted leaf and then holds each connection without sending "
+          "anything. Per connection = (RSS with all held − RSS just before) / connections held. While they are "
+          "held, a 1-connection keep-alive oha run (1 s) checks the proxy still answers. Measured once per peer.")
+        w("")
+        w("| peer | held | open time | RSS before → held → after close | KiB/conn | probe while held: req/s, p50 | closed by proxy | note |")
+        w("|---|---|---|---|---|---|---|---|")
+        rows = [(p, wl["idle"][p]) for p in PEER_ORDER if p in wl["idle"]]
+        if wl.get("idle_after_request", {}).get("airlock"):
+            rows.insert(1, ("airlock (after one GET each)", wl["idle_after_request"]["airlock"]))
+        for p, e in rows:
+            probe = e.get("probe") or {}
+            note = e.get("incomplete", "") or (probe.get("failed") or probe.get("error") or "")
+            w(f"| {LABELS.get(p, p)} | {fmt_num(e.get('opened'))} | {fmt_num(e.get('seconds'), 1)} s | "
+              f"{fmt_mib(e.get('rss_before_kib'))} → {fmt_mib(e.get('rss_held_kib'))} → {fmt_mib(e.get('rss_after_close_kib'))} | "
+              f"{fmt_num(e.get('kib_per_conn'), 1)} | {fmt_num(probe.get('rps'))}, {fmt_us(probe.get('p50_us'))} | "
+              f"{fmt_num(e.get('closed_by_proxy'))} | {str(note)[:120]} |")
+        w("")
+
+    rss = results.get("rss_kib", {})
+    if rss:
+        w("## 6. Proxy memory and CPU per request")
+        w("")
+        stages = ["start", "rest", "keepalive", "h2", "newconn", "download", "upload", "idle"]
+        w("RSS (MiB) of the proxy process tree: at start, at rest (after one sanity request), and after each "
+          "workload (all peers run side by side, so each saw the same workloads in the same order).")
+        w("")
+        w("| peer | " + " | ".join(stages) + " |")
+        w("|---|" + "---|" * len(stages))
+        for p in PEER_ORDER:
+            if p in rss:
+                w(f"| {LABELS[p]} | " + " | ".join(fmt_mib(rss[p].get(s)).replace(' MiB', '') for s in stages) + " |")
+        w("")
+        w("Proxy CPU per request (µs of utime+stime, median): ")
+        w("")
+        w("| peer | keep-alive 1 conn | keep-alive 16 conns | keep-alive 256 conns | new connection per request |")
+        w("|---|---|---|---|---|")
+        for p in PEER_ORDER:
+            if p == "direct" or p not in rss:
+                continue
+            cells = [med(get(wl, "keepalive", k, p, "cpu_us_per_req")) for k in ("c1", "c16", "c256")]
+            cells.append(med(get(wl, "newconn", p, "cpu_us_per_req")))
+            w(f"| {LABELS[p]} | " + " | ".join("–" if c is None else f"{c:.0f}" for c in cells) + " |")
+        w("")
+        if "memory.png" in chart_files:
+            w(f"![memory]({charts_dir / 'memory.png'})")
+            w("")
+
+    w("## 5. Token path, and callgrind of the body swapper: not yet measurable")
+    w("")
+    w("- **Vault cache hit vs cold cache, and the 1 000-way 401 storm** need the token vault (`airlock-vault`), "
+      "which is a stub in this tree: airlock serves only static `[[secret]]` values, with no cache, no refresh "
+      "and no 401 handling. No numbers are reported rather than invented ones. When the vault lands, add a "
+      "workload with a mock OAuth server on loopback that counts refreshes.")
+    w("- **callgrind instruction counts for the swapper on a 64 MiB body** need the streaming body swapper, "
+      "which is not built: bodies are forwarded byte for byte (the README lists `body` swapping as upcoming). "
+      "The header swap is measured end to end above.")
+    w("")
+
+    prof = results.get("profile")
+    if prof and not prof.get("skipped"):
+        w("## Profile: airlock under keep-alive, 16 connections")
+        w("")
+        w(f"`perf record -F 499 -g -p <airlock>` during a separate 16-connection run "
+          f"({fmt_num(prof.get('rps_under_perf'))} req/s under perf), self time:")
+        w("")
+        w("```")
+        for line in prof.get("by_dso", [])[:12]:
+            w(line)
+        w("")
+        for line in prof.get("by_symbol", [])[:30]:
+            w(line)
+        w("```")
+        w("")
+    elif prof:
+        w(f"Profile skipped: {prof['skipped']}")
+        w("")
+
+    if results.get("notes") or results.get("airlock_log_tail"):
+        w("## Problems seen in this run")
+        w("")
+        for n in results.get("notes", []):
+            w(f"- {n.splitlines()[0][:300]}")
+        if results.get("airlock_log_tail"):
+            w("- airlock's log (warn level) at the end of the run:")
+            w("")
+            w("```")
+            w(results["airlock_log_tail"][-3000:])
+            w("```")
+        w("")
+
+    w("## Reproduce")
+    w("")
+    w("```sh")
+    w("bench/run            # full run: installs peers, builds airlock, ~15-20 min, rewrites this file")
+    w("bench/run --smoke    # ~1 min: 1 short run each, small sizes; exits non-zero if airlock mis-proxies")
+    w("```")
+    w("")
+    return "\n".join(L) + "\n"

@@ -1,0 +1,283 @@
+//! A cache in front of any [`TokenSource`], so the proxy's hot path asks the
+//! vault only when a token is new, due, or was invalidated.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+
+use crate::{Resolved, SandboxId, TokenError, TokenSource};
+
+/// A token is used until this long before it expires.
+const EXPIRY_MARGIN_SECS: i64 = 30;
+/// Upper bound on how long any answer is reused, so revocations reach remote
+/// proxies (which cannot see the vault's generation) quickly.
+const MAX_AGE: Duration = Duration::from_secs(60);
+/// Unknown placeholders are remembered briefly: a sandbox hammering with junk
+/// does not reach the vault for each request.
+const NEGATIVE_AGE: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct Entry {
+    result: Result<Resolved, TokenError>,
+    valid_until: Instant,
+    generation: u64,
+}
+
+pub struct CachedTokenSource {
+    inner: Arc<dyn TokenSource>,
+    tokens: moka::future::Cache<(SandboxId, String), Entry>,
+    hosts: moka::future::Cache<(SandboxId, String), (bool, u64)>,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl CachedTokenSource {
+    pub fn new(inner: Arc<dyn TokenSource>) -> Self {
+        Self {
+            inner,
+            tokens: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(MAX_AGE)
+                .build(),
+            hosts: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+        }
+    }
+
+    fn entry(&self, result: Result<Resolved, TokenError>, generation: u64) -> Entry {
+        let now = Instant::now();
+        let valid_until = match &result {
+            Ok(r) => {
+                let left = r
+                    .expires_at
+                    .map(|exp| exp - unix_now() - EXPIRY_MARGIN_SECS)
+                    .map(|s| Duration::from_secs(s.max(0) as u64))
+                    .unwrap_or(MAX_AGE);
+                now + left.min(MAX_AGE)
+            }
+            Err(TokenError::UnknownPlaceholder) => now + NEGATIVE_AGE,
+            // Other failures (reconnect needed, vault down) are asked again next time.
+            Err(_) => now,
+        };
+        Entry {
+            result,
+            valid_until,
+            generation,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenSource for CachedTokenSource {
+    fn placeholder_prefix(&self) -> &str {
+        self.inner.placeholder_prefix()
+    }
+
+    async fn resolve(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+    ) -> Result<Resolved, TokenError> {
+        let key = (sandbox.clone(), placeholder.to_owned());
+        let generation = self.inner.generation();
+        if let Some(entry) = self.tokens.get(&key).await {
+            if entry.generation == generation && entry.valid_until > Instant::now() {
+                return entry.result;
+            }
+            self.tokens.invalidate(&key).await;
+        }
+        // Concurrent misses for one placeholder share one vault call.
+        let entry = self
+            .tokens
+            .get_with_by_ref(&key, async {
+                let result = self.inner.resolve(sandbox, placeholder).await;
+                self.entry(result, generation)
+            })
+            .await;
+        if entry.valid_until <= Instant::now() {
+            self.tokens.invalidate(&key).await;
+        }
+        entry.result
+    }
+
+    async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool {
+        let key = (sandbox.clone(), host.to_owned());
+        let generation = self.inner.generation();
+        if let Some((bound, gen)) = self.hosts.get(&key).await {
+            if gen == generation {
+                return bound;
+            }
+        }
+        let bound = self.inner.is_bound_host(sandbox, host).await;
+        self.hosts.insert(key, (bound, generation)).await;
+        bound
+    }
+
+    async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
+        self.inner.authenticate(sandbox_id, secret).await
+    }
+
+    async fn refresh(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+        failed: &SecretString,
+    ) -> Result<Resolved, TokenError> {
+        let result = self.inner.refresh(sandbox, placeholder, failed).await;
+        let key = (sandbox.clone(), placeholder.to_owned());
+        let entry = self.entry(result.clone(), self.inner.generation());
+        self.tokens.insert(key, entry).await;
+        result
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+}
+
+/// Config-file secrets first, then another source (the vault).
+pub struct Layered {
+    pub first: Arc<dyn TokenSource>,
+    pub second: Arc<dyn TokenSource>,
+}
+
+#[async_trait::async_trait]
+impl TokenSource for Layered {
+    fn placeholder_prefix(&self) -> &str {
+        self.first.placeholder_prefix()
+    }
+
+    async fn resolve(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+    ) -> Result<Resolved, TokenError> {
+        match self.first.resolve(sandbox, placeholder).await {
+            Err(TokenError::UnknownPlaceholder) => self.second.resolve(sandbox, placeholder).await,
+            other => other,
+        }
+    }
+
+    async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool {
+        self.first.is_bound_host(sandbox, host).await
+            || self.second.is_bound_host(sandbox, host).await
+    }
+
+    async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
+        self.second.authenticate(sandbox_id, secret).await
+    }
+
+    async fn refresh(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+        failed: &SecretString,
+    ) -> Result<Resolved, TokenError> {
+        match self.first.refresh(sandbox, placeholder, failed).await {
+            Err(TokenError::UnknownPlaceholder) => {
+                self.second.refresh(sandbox, placeholder, failed).await
+            }
+            other => other,
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.first
+            .generation()
+            .wrapping_add(self.second.generation())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Binding, BindingKind, SwapLocation};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    struct Counting {
+        calls: AtomicUsize,
+        generation: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl TokenSource for Counting {
+        fn placeholder_prefix(&self) -> &str {
+            "miosa-tok-"
+        }
+        async fn resolve(
+            &self,
+            sandbox: &SandboxId,
+            placeholder: &str,
+        ) -> Result<Resolved, TokenError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if placeholder == "unknown" {
+                return Err(TokenError::UnknownPlaceholder);
+            }
+            Ok(Resolved {
+                binding: Arc::new(Binding {
+                    id: "provider:x".into(),
+                    name: "X".into(),
+                    sandbox: sandbox.clone(),
+                    hosts: vec![],
+                    swap_in: SwapLocation::defaults(),
+                    kind: BindingKind::OAuth {
+                        connection_id: "c".into(),
+                    },
+                }),
+                token: SecretString::from("t"),
+                expires_at: Some(unix_now() + 3600),
+            })
+        }
+        async fn is_bound_host(&self, _: &SandboxId, _: &str) -> bool {
+            true
+        }
+        async fn authenticate(&self, _: &str, _: &str) -> Result<SandboxId, TokenError> {
+            Err(TokenError::BadCredential)
+        }
+        fn generation(&self) -> u64 {
+            self.generation.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn hits_coalesce_and_generation_invalidates() {
+        let inner = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            generation: AtomicU64::new(1),
+        });
+        let cache = Arc::new(CachedTokenSource::new(inner.clone()));
+        let sandbox = SandboxId::default_sandbox();
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let cache = cache.clone();
+                let sandbox = sandbox.clone();
+                tokio::spawn(async move { cache.resolve(&sandbox, "p").await.is_ok() })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        cache.resolve(&sandbox, "p").await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        cache.resolve(&sandbox, "p").await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+        assert!(cache.resolve(&sandbox, "unknown").await.is_err());
+        assert!(cache.resolve(&sandbox, "unknown").await.is_err());
+        assert_eq!(
+            inner.calls.load(Ordering::SeqCst),
+            3,
+            "unknown placeholders are cached briefly"
+        );
+    }
+}

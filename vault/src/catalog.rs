@@ -1,0 +1,276 @@
+//! Providers as data: the built-in catalog (`catalog.toml`, compiled in) plus
+//! custom providers from the config file or the admin API.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use airlock_vault_client::{HostPattern, SwapLocation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::VaultError;
+
+const BUILT_IN: &str = include_str!("catalog.toml");
+
+/// How the provider wants the client authenticated at its token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// `client_secret_basic`
+    #[default]
+    Basic,
+    /// `client_secret_post`
+    Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub authorize_url: Option<String>,
+    pub token_url: String,
+    #[serde(default)]
+    pub revoke_url: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub hosts: Vec<String>,
+    #[serde(default = "default_inject")]
+    pub inject: String,
+    pub env: String,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    #[serde(default)]
+    pub authorize_params: BTreeMap<String, String>,
+    #[serde(default = "SwapLocation::defaults")]
+    pub swap_in: BTreeSet<SwapLocation>,
+}
+
+fn default_inject() -> String {
+    "bearer".into()
+}
+
+impl Provider {
+    pub fn label(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Every problem with the definition, in words an operator can act on.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            out.push(format!(
+                "provider name {:?} must be lower-case letters, digits, '-' or '_'",
+                self.name
+            ));
+        }
+        for (field, url) in [
+            ("authorize_url", self.authorize_url.as_deref()),
+            ("token_url", Some(self.token_url.as_str())),
+            ("revoke_url", self.revoke_url.as_deref()),
+        ] {
+            if let Some(url) = url {
+                match url::Url::parse(url) {
+                    Ok(u)
+                        if u.scheme() == "https"
+                            || (u.scheme() == "http" && is_loopback_url(&u)) => {}
+                    Ok(_) => out.push(format!(
+                        "{field} {url:?} must be https:// (http:// only on loopback)"
+                    )),
+                    Err(e) => out.push(format!("{field} {url:?} is not a URL: {e}")),
+                }
+            }
+        }
+        if self.hosts.is_empty() {
+            out.push("hosts is empty: the token could never be sent anywhere".into());
+        }
+        for h in &self.hosts {
+            if let Err(e) = HostPattern::parse(h) {
+                out.push(e.to_string());
+            }
+        }
+        if let Err(e) = parse_inject(&self.inject) {
+            out.push(e);
+        }
+        if self.env.is_empty()
+            || !self
+                .env
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            || self.env.as_bytes()[0].is_ascii_digit()
+        {
+            out.push(format!(
+                "env {:?} must be an upper-case environment variable name",
+                self.env
+            ));
+        }
+        out
+    }
+
+    pub fn validate(&self) -> Result<(), VaultError> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(VaultError::Invalid(format!(
+                "provider {:?}: {}",
+                self.name,
+                problems.join("; ")
+            )))
+        }
+    }
+
+    pub fn host_patterns(&self) -> Vec<HostPattern> {
+        self.hosts
+            .iter()
+            .filter_map(|h| HostPattern::parse(h).ok())
+            .collect()
+    }
+}
+
+fn is_loopback_url(u: &url::Url) -> bool {
+    matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
+}
+
+/// How a sandbox presents the token; the proxy swaps it in place either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inject {
+    Bearer,
+    Token,
+    Basic { user: String },
+    Header { name: String },
+}
+
+pub fn parse_inject(s: &str) -> Result<Inject, String> {
+    match s {
+        "bearer" => Ok(Inject::Bearer),
+        "token" => Ok(Inject::Token),
+        _ => {
+            if let Some(user) = s.strip_prefix("basic:").filter(|u| !u.is_empty()) {
+                Ok(Inject::Basic {
+                    user: user.to_owned(),
+                })
+            } else if let Some(name) = s.strip_prefix("header:").filter(|n| !n.is_empty()) {
+                Ok(Inject::Header {
+                    name: name.to_owned(),
+                })
+            } else {
+                Err(format!(
+                    "inject {s:?} must be bearer, token, basic:USER or header:NAME"
+                ))
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CatalogFile {
+    provider: Vec<Provider>,
+}
+
+/// The providers the vault knows, by name.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    providers: BTreeMap<String, Provider>,
+}
+
+impl Catalog {
+    pub fn built_in() -> Self {
+        Self::from_toml(BUILT_IN).expect("the built-in catalog is valid")
+    }
+
+    /// A catalog file in the built-in one's format; every provider is validated.
+    pub fn from_toml(text: &str) -> Result<Self, VaultError> {
+        let file: CatalogFile =
+            toml::from_str(text).map_err(|e| VaultError::Invalid(e.to_string()))?;
+        let mut catalog = Self {
+            providers: BTreeMap::new(),
+        };
+        for p in file.provider {
+            catalog.upsert(p)?;
+        }
+        Ok(catalog)
+    }
+
+    /// Adds or replaces a provider (config or API): same fields as the catalog.
+    pub fn upsert(&mut self, provider: Provider) -> Result<(), VaultError> {
+        provider.validate()?;
+        self.providers.insert(provider.name.clone(), provider);
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Provider> {
+        self.providers.get(name)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Provider> {
+        self.providers.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_catalog_is_valid_and_complete() {
+        let catalog = Catalog::built_in();
+        for name in [
+            "github",
+            "google",
+            "slack",
+            "linear",
+            "notion",
+            "stripe",
+            "hubspot",
+            "microsoft",
+        ] {
+            let p = catalog
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            assert!(p.problems().is_empty(), "{name}: {:?}", p.problems());
+        }
+    }
+
+    #[test]
+    fn bad_definitions_list_every_problem() {
+        let p = Provider {
+            name: "Bad Name".into(),
+            display_name: None,
+            authorize_url: Some("ftp://x".into()),
+            token_url: "not a url".into(),
+            revoke_url: None,
+            scopes: vec![],
+            hosts: vec![],
+            inject: "cookie".into(),
+            env: "lower".into(),
+            client_auth: ClientAuth::Basic,
+            authorize_params: BTreeMap::new(),
+            swap_in: SwapLocation::defaults(),
+        };
+        let problems = p.problems();
+        assert_eq!(problems.len(), 6, "{problems:?}");
+    }
+
+    #[test]
+    fn inject_forms() {
+        assert_eq!(
+            parse_inject("basic:x-access-token"),
+            Ok(Inject::Basic {
+                user: "x-access-token".into()
+            })
+        );
+        assert_eq!(
+            parse_inject("header:X-Api-Key"),
+            Ok(Inject::Header {
+                name: "X-Api-Key".into()
+            })
+        );
+        assert!(parse_inject("basic:").is_err());
+    }
+}
