@@ -38,6 +38,7 @@ BODY = b"01234567890123456789"  # 20 bytes
 
 PORTS = {
     "nginx": 18443,
+    "nginx_h1": 18444,
     "airlock": 18080,
     "mitmproxy": 18081,
     "squid_bump": 13128,
@@ -291,6 +292,8 @@ http {{
   keepalive_timeout 600s;
   server {{
     listen 127.0.0.1:{UP_PORT} ssl http2;
+    # The same server without h2 (ALPN offers http/1.1 only): see start_airlock.
+    listen 127.0.0.1:{PORTS["nginx_h1"]} ssl;
     server_name {DOMAIN} *.{DOMAIN};
     ssl_certificate {pki}/leaf.pem;
     ssl_certificate_key {pki}/leaf-key.pem;
@@ -318,9 +321,18 @@ http {{
     return proc
 
 
-def start_airlock(work, pki, binary):
+H2_HOST = f"h2.{DOMAIN}"
+
+
+def start_airlock(work, pki, binary, upstream_h2):
+    """airlock's upstream for bench.test is nginx's h1-only listener unless
+    upstream_h2: airlock forwards an HTTP/1.1 client's Host header next to
+    :authority on an h2 upstream, which nginx 1.22 refuses with 400 ("client
+    sent duplicate host header"). h2.bench.test always goes to the h2 listener,
+    for the interop check and the HTTP/2 client-side row."""
     d = work / "airlock"
     d.mkdir(parents=True, exist_ok=True)
+    main_port = UP_PORT if upstream_h2 else PORTS["nginx_h1"]
     conf = d / "airlock.toml"
     conf.write_text(
         f"""
@@ -329,8 +341,9 @@ upstream_ca = ["{pki}/ca.pem"]
 allowed_ports = [{UP_PORT}]
 
 [resolve]
-"{DOMAIN}" = "127.0.0.1:{UP_PORT}"
-"*.{DOMAIN}" = "127.0.0.1:{UP_PORT}"
+"{H2_HOST}" = "127.0.0.1:{UP_PORT}"
+"{DOMAIN}" = "127.0.0.1:{main_port}"
+"*.{DOMAIN}" = "127.0.0.1:{main_port}"
 
 [[secret]]
 name = "API_TOKEN"
@@ -394,9 +407,10 @@ def start_squid(work, pki, bump, fresh_names):
     port = PORTS[name]
     lines = []
     if bump:
-        make_ca(d, "squid bench CA")
-        (d / "ca-bundle.pem").write_text((d / "ca.pem").read_text() + (d / "ca-key.pem").read_text())
-        run(["/usr/lib/squid/security_file_certgen", "-c", "-s", str(d / "ssl_db"), "-M", "16MB"])
+        if not (d / "ca-bundle.pem").exists():  # a restart keeps its CA and cert db
+            make_ca(d, "squid bench CA")
+            (d / "ca-bundle.pem").write_text((d / "ca.pem").read_text() + (d / "ca-key.pem").read_text())
+            run(["/usr/lib/squid/security_file_certgen", "-c", "-s", str(d / "ssl_db"), "-M", "16MB"])
         lines += [
             f"http_port 127.0.0.1:{port} ssl-bump tls-cert={d}/ca-bundle.pem "
             "generate-host-certificates=on dynamic_cert_mem_cache_size=16MB",
@@ -447,9 +461,10 @@ def start_squid(work, pki, bump, fresh_names):
 
 
 class Peer:
-    def __init__(self, name, proc, pki):
+    def __init__(self, name, proc, pki, host=HOST, label=None):
         self.name = name
-        self.label = LABELS[name]
+        self.label = label or LABELS[name]
+        self.host = host
         self.proc = proc
         self.port = PORTS.get(name)
         self.proxy = None if name == "direct" else f"http://127.0.0.1:{self.port}"
@@ -480,10 +495,12 @@ def oha_cmd(peer, conns, duration, h2=False, keepalive=True, streams=1):
     if not keepalive:
         cmd += ["--disable-keepalive"]
     if peer.proxy:
-        cmd += ["-x", peer.proxy]
+        # oha resolves the URL's host before starting unless told not to; the
+        # proxy resolves it (CONNECT carries the name).
+        cmd += ["--no-pre-lookup", "-x", peer.proxy]
     else:
-        cmd += ["--connect-to", f"{HOST}:{UP_PORT}:127.0.0.1:{UP_PORT}"]
-    cmd.append(url())
+        cmd += ["--connect-to", f"{peer.host}:{UP_PORT}:127.0.0.1:{UP_PORT}"]
+    cmd.append(url(peer.host))
     return cmd
 
 
@@ -526,12 +543,13 @@ def curl_base(peer):
     if peer.proxy:
         cmd += ["-x", peer.proxy]
     else:
-        cmd += ["--resolve", f"{HOST}:{UP_PORT}:127.0.0.1"]
+        cmd += ["--resolve", f"{peer.host}:{UP_PORT}:127.0.0.1"]
     return cmd
 
 
-def sanity(peer):
-    cmd = curl_base(peer) + ["-w", "\n%{http_code}", url()]
+def sanity(peer, http="--http1.1"):
+    cmd = curl_base(peer) + ["-w", "\n%{http_code}", url(peer.host)]
+    cmd[cmd.index("--http1.1")] = http
     p = subprocess.run(cmd, text=True, capture_output=True, timeout=30)
     lines = p.stdout.rsplit("\n", 1)
     ok = p.returncode == 0 and len(lines) == 2 and lines[1] == "200" and lines[0] == BODY.decode()
@@ -541,9 +559,10 @@ def sanity(peer):
 def transfer(peer, kind, size, upload_file):
     w = "%{http_code} %{time_total} %{size_download} %{size_upload}"
     if kind == "download":
-        cmd = curl_base(peer) + ["-o", "/dev/null", "-w", w, url(path="/big")]
+        cmd = curl_base(peer) + ["-o", "/dev/null", "-w", w, url(peer.host, "/big")]
     else:
-        cmd = curl_base(peer) + ["-H", "Expect:", "-T", str(upload_file), "-o", "/dev/null", "-w", w, url(path="/upload")]
+        cmd = curl_base(peer) + ["-H", "Expect:", "-T", str(upload_file), "-o", "/dev/null", "-w", w,
+                                 url(peer.host, "/upload")]
     cpu0 = cpu_seconds(peer.pid) if peer.pid else None
     rss0 = rss_kib(peer.pid) if peer.pid else None
     if peer.pid:
@@ -753,6 +772,8 @@ def main():
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/airlock-bench"))
     ap.add_argument("--out", help="where results.json, charts/ and BENCHMARKS.md go")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h1",
+                    help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
     args = ap.parse_args()
 
     smoke = args.smoke
@@ -812,7 +833,7 @@ def main():
     try:
         procs["nginx"] = start_nginx(work, pki, size)
         starters = {
-            "airlock": lambda: start_airlock(work, pki, args.airlock),
+            "airlock": lambda: start_airlock(work, pki, args.airlock, args.airlock_upstream == "h2"),
             "mitmproxy": lambda: start_mitmproxy(work, pki),
             "squid_bump": lambda: start_squid(work, pki, True, fresh_names),
             "squid_tunnel": lambda: start_squid(work, pki, False, fresh_names),
@@ -853,6 +874,22 @@ def main():
                     NOTES.append(msg + "; skipped")
                     del peers[n]
                 log(msg)
+        # Interop: airlock in front of an upstream that offers h2 (nginx 1.22).
+        interop = {}
+        if "airlock" in peers:
+            h2up = Peer("airlock", procs["airlock"], pki, host=H2_HOST, label="airlock, h2 upstream")
+            for client in ("--http1.1", "--http2"):
+                ok, detail = sanity(h2up, client)
+                status = detail.rsplit("\n", 1)[-1]
+                interop[client] = {"ok": ok, "status": status, "detail": detail[-200:]}
+                if not ok:
+                    FAILURES.append(
+                        f"airlock → nginx offering h2, {client[2:]} client: status {status} instead of 200 "
+                        "(nginx: 'client sent duplicate host header')" if status == "400" else
+                        f"airlock → nginx offering h2, {client[2:]} client: {detail[-200:]}")
+                    log(FAILURES[-1])
+        results["interop_h2_upstream"] = interop
+        results["meta"]["airlock_upstream"] = args.airlock_upstream
         for n, peer in peers.items():
             if peer.pid:
                 results["rss_kib"][n]["rest"] = rss_kib(peer.pid)
@@ -889,19 +926,23 @@ def main():
 
         # -- 1b. HTTP/2 client side
         h2_cases = [("c16", 16, 1), ("c1x16", 1, 16)]
+        h2_peers = dict(peers)
+        h2_order = list(order)
+        if interop.get("--http2", {}).get("ok") and args.airlock_upstream == "h1":
+            h2_peers["airlock_h2up"] = Peer("airlock", procs["airlock"], pki, host=H2_HOST,
+                                            label="airlock, h2 upstream")
+            h2_order.insert(h2_order.index("airlock") + 1, "airlock_h2up")
         for key, c, streams in h2_cases:
-            wl.setdefault("h2", {})[key] = {n: {"runs": []} for n in order}
+            wl.setdefault("h2", {})[key] = {n: {"runs": []} for n in h2_order}
             results["commands"][f"HTTP/2, {c} conns x {streams} streams"] = shlex.join(
                 oha_cmd(peers["airlock"], c, duration, h2=True, streams=streams))
             for r in range(reps):
-                for n in order:
-                    if n == "squid_bump" or (n == "squid_tunnel" and False):
-                        pass
-                    res = run_oha(peers[n], c, duration, h2=True, streams=streams)
-                    if n != "airlock" and (res.get("failed") or res.get("error")):
+                for n in h2_order:
+                    res = run_oha(h2_peers[n], c, duration, h2=True, streams=streams)
+                    if n.startswith("squid") and (res.get("failed") or res.get("error")):
                         wl["h2"][key][n]["unsupported"] = res.get("failed") or res.get("error")
                     else:
-                        check(peers[n], res, f"HTTP/2 {key}")
+                        check(h2_peers[n], res, f"HTTP/2 {key}")
                     wl["h2"][key][n]["runs"].append(res)
                     log(f"h2 {key} rep {r + 1} {n}: {res.get('rps') or 0:.0f} req/s")
         record_rss("h2")
@@ -947,23 +988,33 @@ def main():
                     log(f"{kind} rep {r + 1} {n}: {res.get('mb_s') or 0:.0f} MB/s, proxy CPU {res.get('cpu_s_per_gb') or 0:.2f} s/GB")
             record_rss(kind)
 
-        # -- 4. idle intercepted connections (one peer at a time)
+        # -- 4. idle intercepted connections (one peer at a time, each on a
+        # fresh process: a used heap would absorb the new connections)
+        def restart(n):
+            procs[n].stop()
+            procs[n] = starters[n]()
+            peers[n].proc = procs[n]
+            ok, detail = sanity(peers[n])  # warm: one intercepted request
+            if not ok:
+                raise RuntimeError(f"{peers[n].label} after restart: {detail}")
+
         wl["idle"] = {}
         for n in order:
             if n == "direct":
                 continue
+            restart(n)
             res = idle_test(peers[n], idle_n, False, work)
             wl["idle"][n] = res
             log(f"idle {n}: {res.get('opened')}/{idle_n} open, {res.get('kib_per_conn') or 0:.1f} KiB/conn, probe p50 {((res.get('probe') or {}).get('p50_us') or 0):.0f} us")
             if res.get("incomplete") or (res.get("probe") or {}).get("failed"):
                 check(peers[n], {"failed": res.get("incomplete") or res["probe"]["failed"]}, "idle connections")
         # airlock and direct-free variant: each idle connection has carried one GET
+        restart("airlock")
         res = idle_test(peers["airlock"], idle_n, True, work)
         wl["idle_after_request"] = {"airlock": res}
         log(f"idle+GET airlock: {res.get('opened')}/{idle_n}, {res.get('kib_per_conn') or 0:.1f} KiB/conn")
         if res.get("incomplete"):
             check(peers["airlock"], {"failed": res["incomplete"]}, "idle connections after a GET")
-        record_rss("idle")
 
         # -- profile airlock (after all measurements: perf perturbs timings)
         if not smoke and not args.no_profile:
@@ -1018,8 +1069,8 @@ def main():
 def transfer_cmd_preview(peer, kind, upload_file):
     w = "%{http_code} %{time_total} %{size_download} %{size_upload}"
     if kind == "download":
-        return curl_base(peer) + ["-o", "/dev/null", "-w", w, url(path="/big")]
-    return curl_base(peer) + ["-H", "Expect:", "-T", str(upload_file), "-o", "/dev/null", "-w", w, url(path="/upload")]
+        return curl_base(peer) + ["-o", "/dev/null", "-w", w, url(peer.host, "/big")]
+    return curl_base(peer) + ["-H", "Expect:", "-T", str(upload_file), "-o", "/dev/null", "-w", w, url(peer.host, "/upload")]
 
 
 if __name__ == "__main__":

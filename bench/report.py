@@ -1,13 +1,15 @@
 """Aggregates the raw runs, draws the charts and writes BENCHMARKS.md."""
 
+import math
 import os
 import statistics
 from pathlib import Path
 
-PEER_ORDER = ["direct", "airlock", "squid_bump", "mitmproxy", "squid_tunnel"]
+PEER_ORDER = ["direct", "airlock", "airlock_h2up", "squid_bump", "mitmproxy", "squid_tunnel"]
 LABELS = {
     "direct": "direct",
     "airlock": "airlock",
+    "airlock_h2up": "airlock, h2 upstream",
     "squid_bump": "Squid bump",
     "mitmproxy": "mitmproxy",
     "squid_tunnel": "Squid plain tunnel",
@@ -15,6 +17,7 @@ LABELS = {
 COLORS = {
     "direct": "#7f7f7f",
     "airlock": "#1f77b4",
+    "airlock_h2up": "#aec7e8",
     "squid_bump": "#ff7f0e",
     "mitmproxy": "#2ca02c",
     "squid_tunnel": "#c5b0d5",
@@ -209,6 +212,7 @@ def charts(results, out):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     out.mkdir(parents=True, exist_ok=True)
     wl = results.get("workloads", {})
@@ -238,6 +242,10 @@ def charts(results, out):
         ax.set_title(title)
         if log:
             ax.set_yscale("log")
+            lows = [s["median"] * scale for _, g in groups for p in peers if get(g, p, field)]
+            if lows and min(lows) > 0:
+                ax.set_ylim(bottom=10 ** math.floor(math.log10(min(lows))))
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
 
@@ -297,7 +305,7 @@ def charts(results, out):
     rss = results.get("rss_kib", {})
     if rss:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        stages = ["rest", "keepalive", "h2", "newconn", "download", "upload", "idle"]
+        stages = ["rest", "keepalive", "h2", "newconn", "download", "upload"]
         groups = [(s, {p: {"v": {"median": v[s] / 1024, "min": v[s] / 1024, "max": v[s] / 1024, "n": 1}}
                        for p, v in rss.items() if s in v}) for s in stages]
         groups = [g for g in groups if g[1]]
@@ -542,9 +550,10 @@ def markdown(results, chart_files, report_dir):
     if rss:
         w("## 6. Proxy memory and CPU per request")
         w("")
-        stages = ["start", "rest", "keepalive", "h2", "newconn", "download", "upload", "idle"]
+        stages = ["start", "rest", "keepalive", "h2", "newconn", "download", "upload"]
         w("RSS (MiB) of the proxy process tree: at start, at rest (after one sanity request), and after each "
-          "workload (all peers run side by side, so each saw the same workloads in the same order).")
+          "workload (all peers run side by side, so each saw the same workloads in the same order). The idle "
+          "test runs on a fresh process per peer: see its table for RSS with the connections held.")
         w("")
         w("| peer | " + " | ".join(stages) + " |")
         w("|---|" + "---|" * len(stages))

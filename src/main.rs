@@ -403,7 +403,7 @@ fn vault_settings(
         public_url: vault_setup::public_url(loaded, vault_listen),
         proxy_url,
         placeholder_prefix: loaded.prefix().to_owned(),
-        state_ttl: Duration::from_secs(v.state_ttl_secs.max(30)),
+        state_ttl: Duration::from_secs(v.state_ttl_secs.max(1)),
         refresh_window: Duration::from_secs(v.refresh_window_secs),
         refresh_fraction: v.refresh_fraction,
         refresh_backoff: Duration::from_secs(v.refresh_backoff_secs),

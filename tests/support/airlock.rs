@@ -15,6 +15,7 @@ pub struct Airlock {
     pub data_dir: PathBuf,
     pub config_path: PathBuf,
     log_path: PathBuf,
+    admin_token_env: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -30,10 +31,23 @@ impl Airlock {
     }
 
     pub fn start_with_env(config: &str, extra_env: &[(&str, &str)]) -> Airlock {
+        Self::start_full(config, extra_env, None)
+    }
+
+    /// Starts airlock on an existing data dir (a restart keeps CA, database and keys).
+    pub fn restart_in(config: &str, data_dir: &Path) -> Airlock {
+        Self::start_full(config, &[], Some(data_dir.to_owned()))
+    }
+
+    pub fn start_full(
+        config: &str,
+        extra_env: &[(&str, &str)],
+        data_dir: Option<PathBuf>,
+    ) -> Airlock {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("airlock.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let data_dir = dir.path().join("data");
+        let data_dir = data_dir.unwrap_or_else(|| dir.path().join("data"));
         let log_path = dir.path().join("airlock.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut cmd = Command::new(binary());
@@ -91,6 +105,10 @@ impl Airlock {
             data_dir,
             config_path,
             log_path,
+            admin_token_env: extra_env
+                .iter()
+                .find(|(k, _)| *k == "AIRLOCK_ADMIN_TOKEN")
+                .map(|(_, v)| v.to_string()),
             _dir: dir,
         }
     }
@@ -131,6 +149,12 @@ impl Airlock {
         }
     }
 
+    /// Stops the process (SIGKILL) and waits for it; the data dir stays.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -151,6 +175,9 @@ impl Airlock {
 
     /// The admin API credential airlock created in its data dir.
     pub fn admin_token(&self) -> String {
+        if let Some(token) = &self.admin_token_env {
+            return token.clone();
+        }
         std::fs::read_to_string(self.data_dir.join("admin.token"))
             .expect("admin.token")
             .trim()

@@ -826,7 +826,7 @@ impl Vault {
                 secret_hash: sha256_hex(&generate_placeholder("")),
                 created_at: now(),
             };
-            self.store.insert_sandbox(&row, &[]).await?;
+            self.store.ensure_sandbox_row(&row).await?;
         }
         let existing = self.store.bindings_of(id).await?;
         let mut missing = Vec::new();

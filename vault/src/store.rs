@@ -84,9 +84,9 @@ CREATE TABLE bindings (
     sandbox_id TEXT NOT NULL,
     env_name TEXT NOT NULL,
     target_kind TEXT NOT NULL,
-    target TEXT NOT NULL
+    target TEXT NOT NULL,
+    UNIQUE (sandbox_id, env_name)
 );
-CREATE INDEX bindings_by_sandbox ON bindings (sandbox_id);
 CREATE TABLE secrets (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -541,8 +541,9 @@ impl Store {
         ))
         .bind(tenant)
         .bind(provider)
-        .bind(user.unwrap_or("\u{0}"))
-        .bind(workspace.unwrap_or("\u{0}"))
+        // NULL never equals anything: a sandbox without a user sees no user connection.
+        .bind(user)
+        .bind(workspace)
         .fetch_all(&self.pool)
         .await?;
         let rank = |kind: &str| match kind {
@@ -765,11 +766,30 @@ impl Store {
         Ok(())
     }
 
+    /// Creates the sandbox row unless it exists (replicas may race at start).
+    pub async fn ensure_sandbox_row(&self, s: &SandboxRow) -> Result<(), VaultError> {
+        sqlx::query(
+            "INSERT INTO sandboxes (id, tenant, workspace, user_name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&s.id)
+        .bind(&s.tenant)
+        .bind(&s.workspace)
+        .bind(&s.user_name)
+        .bind(&s.secret_hash)
+        .bind(s.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Adds bindings; one that would reuse a variable name of the sandbox is skipped.
     pub async fn add_bindings(&self, bindings: &[BindingRow]) -> Result<(), VaultError> {
         let mut tx = self.pool.begin().await?;
         for b in bindings {
             sqlx::query(
-                "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (sandbox_id, env_name) DO NOTHING",
             )
             .bind(&b.placeholder)
             .bind(&b.sandbox_id)
@@ -949,5 +969,234 @@ impl SealedCell {
     /// The associated-data kind the value was sealed under.
     pub fn kind(&self) -> String {
         format!("{}.{}", self.table, self.column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Kek, Keyring};
+    use secrecy::SecretString;
+
+    /// A fresh SQLite file, and a fresh PostgreSQL database when the server on
+    /// 127.0.0.1:5432 is reachable (said clearly when it is not).
+    async fn backends() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite_url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let mut out = vec![(
+            sqlite_url.clone(),
+            Store::open(&sqlite_url).await.unwrap(),
+            Some(dir),
+        )];
+        match fresh_postgres().await {
+            Some(url) => out.push((url.clone(), Store::open(&url).await.unwrap(), None)),
+            None => eprintln!(
+                "SKIPPED PostgreSQL store tests: no server at 127.0.0.1:5432 (database test)"
+            ),
+        }
+        out
+    }
+
+    async fn fresh_postgres() -> Option<String> {
+        use sqlx::ConnectOptions;
+        sqlx::any::install_default_drivers();
+        let admin_url = std::env::var("AIRLOCK_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let options: sqlx::any::AnyConnectOptions = admin_url.parse().ok()?;
+        let mut conn = tokio::time::timeout(Duration::from_secs(3), options.connect())
+            .await
+            .ok()?
+            .ok()?;
+        let name = new_id("airlock_test");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .ok()?;
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned())?;
+        Some(format!("{base}/{name}"))
+    }
+
+    #[tokio::test]
+    async fn migrations_are_idempotent_and_data_survives_reopen() {
+        for (url, store, _keep) in backends().await {
+            let ring = Keyring::new(Kek::generate(), vec![]);
+            let sealed = ring.seal(
+                "apps.client_secret",
+                "app_1",
+                &SecretString::from("client-secret-value"),
+            );
+            store
+                .upsert_app(
+                    "app_1",
+                    "default",
+                    "acme",
+                    "default",
+                    "cid",
+                    Some((&sealed, "alue")),
+                )
+                .await
+                .unwrap();
+            drop(store);
+            let reopened = Store::open(&url).await.unwrap();
+            let app = reopened
+                .app("default", "acme", "default")
+                .await
+                .unwrap()
+                .expect("app survives");
+            assert_eq!(app.client_id, "cid");
+            assert_eq!(app.client_secret, Some(sealed), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn states_are_taken_once() {
+        for (url, store, _keep) in backends().await {
+            let ring = Keyring::new(Kek::generate(), vec![]);
+            let row = StateRow {
+                tenant: "t".into(),
+                scope_kind: "tenant".into(),
+                scope_name: String::new(),
+                provider: "acme".into(),
+                scopes: "read".into(),
+                environment: "default".into(),
+                pkce_verifier: ring.seal(
+                    "oauth_states.pkce_verifier",
+                    "h",
+                    &SecretString::from("v"),
+                ),
+                expires_at: now() + 60,
+            };
+            store.insert_state("h", &row).await.unwrap();
+            assert!(store.take_state("h").await.unwrap().is_some(), "{url}");
+            assert!(
+                store.take_state("h").await.unwrap().is_none(),
+                "{url}: a state is single-use"
+            );
+            assert!(store.take_state("other").await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_most_specific_connection_wins() {
+        for (url, store, _keep) in backends().await {
+            let ring = Keyring::new(Kek::generate(), vec![]);
+            for (kind, name) in [
+                ("tenant", ""),
+                ("workspace", "ws"),
+                ("user", "alice"),
+                ("machine", "bot"),
+            ] {
+                let id = store
+                    .upsert_connection(&NewConnection {
+                        tenant: "t",
+                        scope_kind: kind,
+                        scope_name: name,
+                        provider: "acme",
+                        grant_kind: "authorization_code",
+                        scopes: "",
+                        environment: "default",
+                        client_id: None,
+                        token_url: None,
+                    })
+                    .await
+                    .unwrap();
+                let token = ring.seal(
+                    "connections.access_token",
+                    &id,
+                    &SecretString::from(format!("tok-{kind}")),
+                );
+                store
+                    .store_tokens(
+                        &id,
+                        &TokenUpdate {
+                            access_token: token,
+                            refresh_token: None,
+                            expires_at: None,
+                        },
+                    )
+                    .await
+                    .unwrap();
+            }
+            let pick = |ws: Option<&'static str>, user: Option<&'static str>| {
+                let store = store.clone();
+                async move {
+                    store
+                        .visible_connection("t", "acme", ws, user)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .scope_kind
+                }
+            };
+            assert_eq!(pick(Some("ws"), Some("alice")).await, "user", "{url}");
+            assert_eq!(pick(Some("ws"), Some("bob")).await, "workspace");
+            assert_eq!(pick(None, Some("bob")).await, "tenant");
+            assert!(store
+                .visible_connection("other", "acme", None, None)
+                .await
+                .unwrap()
+                .is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn locked_refresh_sees_the_row_written_by_the_previous_holder() {
+        for (url, store, _keep) in backends().await {
+            let ring = std::sync::Arc::new(Keyring::new(Kek::generate(), vec![]));
+            let id = store
+                .upsert_connection(&NewConnection {
+                    tenant: "t",
+                    scope_kind: "tenant",
+                    scope_name: "",
+                    provider: "acme",
+                    grant_kind: "authorization_code",
+                    scopes: "",
+                    environment: "default",
+                    client_id: None,
+                    token_url: None,
+                })
+                .await
+                .unwrap();
+            // Ten holders in turn: each sees the generation the one before wrote.
+            let tasks: Vec<_> = (0..10)
+                .map(|_| {
+                    let store = store.clone();
+                    let ring = ring.clone();
+                    let id = id.clone();
+                    tokio::spawn(async move {
+                        store
+                            .with_connection_locked(&id, |row| {
+                                let ring = ring.clone();
+                                let id = id.clone();
+                                async move {
+                                    let seen = row.expires_at.unwrap_or(0);
+                                    let update = TokenUpdate {
+                                        access_token: ring.seal(
+                                            "connections.access_token",
+                                            &id,
+                                            &SecretString::from("x"),
+                                        ),
+                                        refresh_token: None,
+                                        expires_at: Some(seen + 1),
+                                    };
+                                    Ok((seen, Some(update), None))
+                                }
+                            })
+                            .await
+                            .unwrap()
+                    })
+                })
+                .collect();
+            let mut seen: Vec<i64> = Vec::new();
+            for t in tasks {
+                seen.push(t.await.unwrap());
+            }
+            seen.sort();
+            assert_eq!(
+                seen,
+                (0..10).collect::<Vec<_>>(),
+                "{url}: no two holders saw the same row"
+            );
+        }
     }
 }
