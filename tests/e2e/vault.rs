@@ -66,7 +66,7 @@ async fn world(vault_extra: &str, proxy_extra: &str) -> World {
 }
 
 /// A call to the vault's API with curl: (status, JSON body).
-async fn api(
+pub async fn api(
     airlock: &Airlock,
     method: &str,
     path: &str,
@@ -125,7 +125,7 @@ impl World {
     }
 
     /// Follows an authorization URL to the callback page; returns the page.
-    async fn follow(&self, url: &str) -> String {
+    pub async fn follow(&self, url: &str) -> String {
         let resolve = format!("{AUTH}:{}:127.0.0.1", self.provider.port());
         let ca = self.ca.cert_pem_path().display().to_string();
         let url = url.to_owned();
@@ -567,7 +567,14 @@ async fn admin_api_refuses_bad_input_and_changes_nothing() {
     let w = world("", "").await;
     let before = api(&w.airlock, "GET", "/v1/apps", None, None).await.1;
     // (method, path, body, token, expected status, text the error must hold)
-    type Case<'a> = (&'a str, &'a str, Option<String>, Option<String>, u16, &'a str);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<String>,
+        Option<String>,
+        u16,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
         (
             "GET",

@@ -44,6 +44,17 @@ impl Airlock {
         extra_env: &[(&str, &str)],
         data_dir: Option<PathBuf>,
     ) -> Airlock {
+        Self::start_cmd("up", config, extra_env, data_dir)
+    }
+
+    /// Runs `airlock SUBCOMMAND` (`up`, `proxy` or `vault`). Only `up` prints
+    /// an environment; the others are ready when they log that they listen.
+    pub fn start_cmd(
+        subcommand: &str,
+        config: &str,
+        extra_env: &[(&str, &str)],
+        data_dir: Option<PathBuf>,
+    ) -> Airlock {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("airlock.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -51,7 +62,7 @@ impl Airlock {
         let log_path = dir.path().join("airlock.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut cmd = Command::new(binary());
-        cmd.args(["up", "--config"])
+        cmd.args([subcommand, "--config"])
             .arg(&config_path)
             .arg("--data-dir")
             .arg(&data_dir)
@@ -85,19 +96,30 @@ impl Airlock {
             }
             let _ = tx.send(env);
         });
-        let env = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(env) if !env.is_empty() => env,
+        let printed = if subcommand == "up" {
+            rx.recv_timeout(Duration::from_secs(30))
+        } else {
+            Ok(Vec::new())
+        };
+        let env = match printed {
+            Ok(env) if !env.is_empty() || subcommand != "up" => env,
             _ => {
                 let _ = child.kill();
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 panic!("airlock did not print its environment; log:\n{log}");
             }
         };
-        let proxy_url = env
-            .iter()
-            .find(|(k, _)| k == "HTTPS_PROXY")
-            .map(|(_, v)| v.clone())
-            .expect("HTTPS_PROXY in the environment");
+        let proxy_url = match env.iter().find(|(k, _)| k == "HTTPS_PROXY") {
+            Some((_, v)) => v.clone(),
+            None => wait_for_listen(
+                &log_path,
+                if subcommand == "vault" {
+                    "vault listening"
+                } else {
+                    "proxy listening"
+                },
+            ),
+        };
         Airlock {
             child,
             env,
@@ -201,6 +223,26 @@ impl Airlock {
 
     pub fn log_path(&self) -> &Path {
         &self.log_path
+    }
+}
+
+/// `http://ADDR` from a "… listening listen=ADDR" log line.
+fn wait_for_listen(log_path: &Path, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = std::fs::read_to_string(log_path).unwrap_or_default();
+        if let Some(addr) = logs
+            .lines()
+            .filter(|l| l.contains(what))
+            .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("listen=")))
+        {
+            return format!("http://{addr}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "airlock never logged {what:?}:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

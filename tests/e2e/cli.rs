@@ -1,0 +1,269 @@
+//! The operator's command line against a running airlock, key rotation, and
+//! a proxy that gets its tokens from a remote vault.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::vault::{acme_config, World};
+use crate::support::oauth_provider::OAuthProvider;
+use crate::support::{airlock, Airlock, TestCa};
+
+const CLIENT_SECRET: &str = "cs_REALCLIENTSECRET_0123456789";
+
+/// Runs `airlock ARGS` against `a`'s vault and data dir; returns stdout.
+fn cli(a: &Airlock, args: &[&str], env: &[(&str, &str)]) -> String {
+    let vault_url = a.vault_url();
+    let mut cmd = Command::new(airlock::binary());
+    cmd.args(args)
+        .args([
+            "--config",
+            a.config_path.to_str().unwrap(),
+            "--data-dir",
+            a.data_dir.to_str().unwrap(),
+        ])
+        .args(["--vault-url", &vault_url])
+        .env_remove("AIRLOCK_ADMIN_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run airlock");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "airlock {args:?} failed: {stderr}");
+    assert!(!stdout.contains(CLIENT_SECRET) && !stderr.contains(CLIENT_SECRET));
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_drive_the_vault() {
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(
+        &ca,
+        &["auth.acme.test", "api.acme.test"],
+        "airlock-test-client",
+        CLIENT_SECRET,
+    )
+    .await;
+    let airlock = Airlock::start(&acme_config(&ca, provider.port(), "", ""));
+    let w = World {
+        ca,
+        provider,
+        airlock,
+    };
+    let a = &w.airlock;
+
+    let providers = cli(a, &["provider", "list"], &[]);
+    for name in ["github", "google", "slack", "acme"] {
+        assert!(providers.contains(name), "{providers}");
+    }
+    let saved = cli(
+        a,
+        &[
+            "app",
+            "set",
+            "acme",
+            "--client-id",
+            "airlock-test-client",
+            "--client-secret-env",
+            "ACME_SECRET",
+        ],
+        &[("ACME_SECRET", CLIENT_SECRET)],
+    );
+    assert!(saved.contains("••••6789"), "{saved}");
+    let url = cli(a, &["connect", "acme", "--scope", "user:alice"], &[]);
+    assert!(url.starts_with("https://auth.acme.test:"), "{url}");
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    let page = w.follow(url.trim()).await;
+    assert!(page.contains("Connected"), "{page}");
+    let listed = cli(a, &["connections"], &[]);
+    assert!(
+        listed.contains("acme") && listed.contains("user:alice") && listed.contains("connected"),
+        "{listed}"
+    );
+
+    let stored = cli(
+        a,
+        &[
+            "secret",
+            "add",
+            "LINEAR_KEY",
+            "--value-env",
+            "VALUE",
+            "--host",
+            "api.linear.test",
+        ],
+        &[("VALUE", "lin_REAL_value_1234")],
+    );
+    assert!(stored.contains("LINEAR_KEY"), "{stored}");
+    let created = cli(
+        a,
+        &[
+            "sandbox",
+            "create",
+            "--user",
+            "alice",
+            "--provider",
+            "acme",
+            "--secret",
+            "LINEAR_KEY",
+            "--json",
+        ],
+        &[],
+    );
+    let created: Value = serde_json::from_str(&created).unwrap();
+    assert!(created["env"]["ACME_TOKEN"]
+        .as_str()
+        .unwrap()
+        .starts_with("miosa-tok-"));
+    assert!(created["env"]["LINEAR_KEY"]
+        .as_str()
+        .unwrap()
+        .starts_with("miosa-tok-"));
+    assert!(created["proxy_url"]
+        .as_str()
+        .unwrap()
+        .contains(created["id"].as_str().unwrap()));
+    assert!(!created.to_string().contains("lin_REAL_value_1234"));
+
+    let connections: Value =
+        serde_json::from_str(&cli(a, &["connections", "--json"], &[])).unwrap();
+    let id = connections[0]["id"].as_str().unwrap().to_owned();
+    let gone = cli(a, &["disconnect", &id], &[]);
+    assert!(
+        gone.contains("refresh_token"),
+        "revoked at the provider: {gone}"
+    );
+    assert!(!w.provider.revocations().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_master_key_keeps_every_token_usable() {
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(
+        &ca,
+        &["auth.acme.test", "api.acme.test"],
+        "airlock-test-client",
+        CLIENT_SECRET,
+    )
+    .await;
+    let cfg = acme_config(&ca, provider.port(), "", "");
+    let mut first = Airlock::start(&cfg);
+    let data_dir = first.data_dir.clone();
+    let w = World {
+        ca,
+        provider,
+        airlock: Airlock::restart_in(&cfg, &data_dir),
+    };
+    first.stop();
+    w.connect("tenant").await;
+    let old_key = std::fs::read_to_string(data_dir.join("master.key")).unwrap();
+    let World {
+        ca,
+        provider,
+        mut airlock,
+    } = w;
+    airlock.stop();
+
+    let out = Command::new(airlock::binary())
+        .args([
+            "vault",
+            "rotate-key",
+            "--config",
+            airlock.config_path.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("re-wrapped"), "{said}");
+    let new_key = std::fs::read_to_string(data_dir.join("master.key")).unwrap();
+    assert_ne!(old_key, new_key);
+    assert!(std::fs::read_dir(&data_dir).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("retired")));
+
+    let again = Airlock::restart_in(&cfg, &data_dir);
+    let w = World {
+        ca,
+        provider,
+        airlock: again,
+    };
+    let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+    assert_eq!(status, 200, "{body}");
+    drop(first);
+    drop(airlock);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_alone_gets_tokens_from_a_remote_vault() {
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(
+        &ca,
+        &["auth.acme.test", "api.acme.test"],
+        "airlock-test-client",
+        CLIENT_SECRET,
+    )
+    .await;
+    let env = [
+        ("AIRLOCK_SERVICE_TOKEN", "service-token-remote-proxy-1"),
+        ("AIRLOCK_ADMIN_TOKEN", "admin-token-remote-proxy-01"),
+    ];
+    let cfg = acme_config(&ca, provider.port(), "", "require_auth = true");
+    let vault = Airlock::start_cmd("vault", &cfg, &env, None);
+    let vault_url = vault.proxy_url.clone();
+    let proxy_cfg = acme_config(
+        &ca,
+        provider.port(),
+        &format!("url = {vault_url:?}"),
+        "require_auth = true",
+    );
+    let proxy = Airlock::start_cmd("proxy", &proxy_cfg, &env, None);
+    let w = World {
+        ca,
+        provider,
+        airlock: vault,
+    };
+    w.connect("tenant").await;
+    let (_, created) = super::vault::api(
+        &w.airlock,
+        "POST",
+        "/v1/sandboxes",
+        Some(r#"{"providers":["acme"]}"#.into()),
+        None,
+    )
+    .await;
+    let proxy_with_creds = proxy.proxy_url.replace(
+        "http://",
+        &format!(
+            "http://{}:{}@",
+            created["id"].as_str().unwrap(),
+            created["proxy_secret"].as_str().unwrap()
+        ),
+    );
+    let mut sandbox_env: Vec<(String, String)> = created["env"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    sandbox_env.retain(|(k, _)| !k.to_ascii_lowercase().ends_with("_proxy"));
+    sandbox_env.push(("HTTPS_PROXY".into(), proxy_with_creds.clone()));
+    sandbox_env.push(("https_proxy".into(), proxy_with_creds));
+    // The CA the sandbox trusts is the proxy's.
+    let proxy_ca = proxy.data_dir.join("ca.pem").display().to_string();
+    sandbox_env.retain(|(k, _)| k != "CURL_CA_BUNDLE");
+    sandbox_env.push(("CURL_CA_BUNDLE".into(), proxy_ca));
+    let (status, body) = w.sandbox_get(&sandbox_env, "/api/me").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(w.provider.api_authorizations()[0].starts_with("Bearer acme_at_"));
+    assert!(!proxy.logs().contains(CLIENT_SECRET));
+}
