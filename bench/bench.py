@@ -702,13 +702,19 @@ def perf_profile(peer, work, duration):
     if rec.returncode != 0:
         return {"skipped": f"perf record failed: {err.strip()[-300:]}"}
     out = {}
-    for key, sort in (("by_symbol", "symbol"), ("by_dso", "dso")):
+    views = (
+        ("by_dso", ["--sort", "dso"]),
+        ("by_symbol", ["--sort", "dso,symbol"]),
+        ("airlock_only", ["--sort", "symbol", "--dsos", "airlock"]),
+    )
+    for key, extra in views:
         rep = subprocess.run(
             ["perf", "report", "-i", str(data), "--no-children", "--stdio", "-g", "none",
-             "--percent-limit", "0.7", "--sort", sort],
+             "--percent-limit", "0.5", *extra],
             text=True, capture_output=True,
         )
-        lines = [ln for ln in rep.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+        lines = [re.sub(r"(\s+-)+\s*$", "", ln).rstrip() for ln in rep.stdout.splitlines()
+                 if ln.strip() and not ln.startswith("#")]
         out[key] = lines[:40]
     out["rps_under_perf"] = oha.get("rps")
     return out
@@ -938,6 +944,8 @@ def main():
                 oha_cmd(peers["airlock"], c, duration, h2=True, streams=streams))
             for r in range(reps):
                 for n in h2_order:
+                    if wl["h2"][key][n].get("unsupported"):
+                        continue  # measured once: the peer does not speak h2 to clients
                     res = run_oha(h2_peers[n], c, duration, h2=True, streams=streams)
                     if n.startswith("squid") and (res.get("failed") or res.get("error")):
                         wl["h2"][key][n]["unsupported"] = res.get("failed") or res.get("error")
@@ -1056,7 +1064,7 @@ def main():
     except Exception as exc:  # noqa: BLE001
         charts = []
         NOTES.append(f"charts not drawn: {exc}")
-    report_path.write_text(report.markdown(results, charts, report_path.parent))
+    report_path.write_text(report.markdown(results, charts, report_path.parent, out_dir / "charts"))
     log(f"wrote {out_dir / 'results.json'} and {report_path} in {results['meta']['elapsed_s']} s")
     if FAILURES:
         log("AIRLOCK FAILURES:")

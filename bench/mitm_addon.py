@@ -1,25 +1,35 @@
 """mitmproxy addon for the airlock benchmark: the same job airlock does.
 
-Replaces the placeholder in `Authorization` with the real secret (in the
-`requestheaders` hook, so it also works with streamed bodies) and dials the
-bench upstream for names under BENCH_DOMAIN (the same job as airlock's
-`[resolve]` override, with SNI and certificate checks still on the name).
+- Replaces the placeholder in `Authorization` with the real secret, in the
+  `requestheaders` hook so that it also works when bodies are streamed.
+- Resolves BENCH_DOMAIN and its subdomains to BENCH_UPSTREAM_HOST, the job of
+  airlock's `[resolve]` overrides and Squid's `hosts_file`. This is done at
+  name resolution, not by rewriting the server address in `server_connect`:
+  a rewritten address no longer matches the request's, so mitmproxy would open
+  a new upstream connection for every request and stall after five (its
+  per-address connection limit).
 """
 
 import os
+import socket
 
 PLACEHOLDER = os.environ["BENCH_PLACEHOLDER"]
 REAL = os.environ["BENCH_REAL"]
-UPSTREAM = (os.environ["BENCH_UPSTREAM_HOST"], int(os.environ["BENCH_UPSTREAM_PORT"]))
+UPSTREAM_HOST = os.environ["BENCH_UPSTREAM_HOST"]
 DOMAIN = os.environ["BENCH_DOMAIN"]
 
+_getaddrinfo = socket.getaddrinfo
 
-def server_connect(data):
-    host = data.server.address[0] if data.server.address else ""
-    if host == DOMAIN or host.endswith("." + DOMAIN):
-        if not data.server.sni:
-            data.server.sni = host
-        data.server.address = UPSTREAM
+
+def _bench_getaddrinfo(host, *args, **kwargs):
+    if isinstance(host, bytes):
+        host = host.decode()
+    if isinstance(host, str) and (host == DOMAIN or host.endswith("." + DOMAIN)):
+        host = UPSTREAM_HOST
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _bench_getaddrinfo
 
 
 def requestheaders(flow):

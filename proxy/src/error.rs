@@ -24,7 +24,7 @@ pub enum Side {
     Internal,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -70,6 +70,12 @@ pub enum ProxyError {
     Timeout(String),
     #[error("upstream error: {0}")]
     Upstream(String),
+    #[error("request body too large: {0}")]
+    BodyTooLarge(String),
+    #[error("a placeholder was found in a body that keeps its Content-Length (binary upload); send the credential in a header")]
+    BodyNotSwappable,
+    #[error("the sandbox's request body ended early: {0}")]
+    ClientBody(String),
     #[error("internal proxy error: {0}")]
     Internal(String),
 }
@@ -101,6 +107,9 @@ impl ProxyError {
             | Self::LocationNotAllowed { .. }
             | Self::PlainHttp { .. }
             | Self::UnknownPlaceholder
+            | Self::BodyTooLarge(_)
+            | Self::BodyNotSwappable
+            | Self::ClientBody(_)
             | Self::EgressDenied(_) => Side::Sandbox,
             Self::Token(TokenError::Unavailable(_) | TokenError::ReconnectNeeded { .. }) => {
                 Side::Vault
@@ -118,7 +127,9 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyNotSwappable => StatusCode::FORBIDDEN,
             Self::ProxyAuth(_) | Self::Token(TokenError::BadCredential) => {
                 StatusCode::PROXY_AUTHENTICATION_REQUIRED
             }
@@ -171,6 +182,9 @@ impl ProxyError {
             Self::UpstreamTls { .. } => "upstream_tls",
             Self::Timeout(_) => "upstream_timeout",
             Self::Upstream(_) => "upstream_error",
+            Self::BodyTooLarge(_) => "body_too_large",
+            Self::BodyNotSwappable => "body_not_swappable",
+            Self::ClientBody(_) => "client_body",
             Self::Internal(_) => "internal",
         }
     }

@@ -8,13 +8,18 @@
 
 pub mod audit;
 pub mod body;
+pub mod body_swap;
+pub mod compression;
 pub mod egress;
 pub mod error;
+mod forward;
 mod rewind;
+pub mod scrub;
 pub mod server;
 pub mod settings;
 pub mod swap;
 pub mod upstream;
+mod websocket;
 
 pub use error::{ProxyError, Side};
 pub use server::Proxy;

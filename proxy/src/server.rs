@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use airlock_certs::LeafCache;
 use airlock_vault_client::{normalize_host, SandboxId, TokenSource};
@@ -14,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -25,12 +24,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 use crate::audit::AuditRecord;
-use crate::body::{boxed, empty, Metered, ProxyBody};
+use crate::body::{empty, ProxyBody};
 use crate::egress::Dialer;
 use crate::error::ProxyError;
+use crate::forward::Outgoing;
 use crate::rewind::Rewind;
 use crate::settings::{InterceptMode, ProxySettings};
-use crate::swap::{RequestSwap, Scanner};
+use crate::swap::{Scanner, Swapper};
 use crate::upstream::{client_tls_config, root_store, Upstream};
 
 /// The first byte of every TLS connection: a handshake record.
@@ -48,7 +48,7 @@ struct Inner {
     leaves: Arc<LeafCache>,
     dialer: Arc<Dialer>,
     upstream: Upstream,
-    scanner: Scanner,
+    scanner: Arc<Scanner>,
     /// Cloned per intercepted connection with that host's leaf; clones share
     /// the session cache and ticketer.
     tls_template: rustls::ServerConfig,
@@ -91,7 +91,7 @@ impl Proxy {
             settings.response_timeout,
             settings.upstream_idle_timeout,
         );
-        let scanner = Scanner::new(tokens.placeholder_prefix());
+        let scanner = Arc::new(Scanner::new(tokens.placeholder_prefix()));
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -393,6 +393,7 @@ impl Proxy {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(settings.max_header_bytes as u32)
+            .enable_connect_protocol()
             .adaptive_window(true);
         if let Err(error) = builder
             .serve_connection_with_upgrades(TokioIo::new(tls), service)
@@ -427,41 +428,34 @@ impl Proxy {
         if let Err(err) = check_authority(&req, &ctx.host, ctx.port) {
             return refuse(&mut audit, err);
         }
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .to_owned();
-        let (mut parts, body) = req.into_parts();
-        let mut swap = RequestSwap::new(
-            self.inner.tokens.as_ref(),
-            &self.inner.scanner,
-            &ctx.sandbox,
-            &ctx.host,
+        let swapper = Swapper::new(
+            self.inner.tokens.clone(),
+            self.inner.scanner.clone(),
+            ctx.sandbox.clone(),
+            ctx.host.clone(),
         );
-        let swapped_pq = match swap.swap_path_and_query(&pq).await {
-            Ok(swapped) => swapped,
-            Err(err) => return refuse(&mut audit, err),
-        };
-        strip_hop_by_hop(&mut parts.headers);
-        if let Err(err) = swap.swap_headers(&mut parts.headers).await {
-            return refuse(&mut audit, err);
-        }
-        audit.swapped = swap
-            .swapped_bindings()
-            .iter()
-            .map(|b| b.id.clone())
-            .collect();
         let authority = if ctx.port == 443 {
             ctx.host.clone()
         } else {
             format!("{}:{}", host_for_uri(&ctx.host), ctx.port)
         };
-        let uri = match build_uri("https", &authority, swapped_pq.as_deref().unwrap_or(&pq)) {
-            Ok(uri) => uri,
-            Err(err) => return refuse(&mut audit, err),
+        if crate::websocket::is_upgrade(&req) {
+            return self.websocket(req, authority, swapper, audit).await;
+        }
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        let (parts, body) = req.into_parts();
+        let out = Outgoing {
+            method: parts.method,
+            headers: parts.headers,
+            scheme: "https",
+            authority,
+            path_and_query: pq,
         };
-        self.forward(parts, body, uri, audit).await
+        self.forward(out, body, swapper, audit).await
     }
 
     /// Plain `http://` requests: forwarded, but never with a placeholder in them.
@@ -495,70 +489,44 @@ impl Proxy {
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_owned();
-        let (mut parts, body) = req.into_parts();
-        let mut swap = RequestSwap::new(
-            self.inner.tokens.as_ref(),
-            &self.inner.scanner,
-            &sandbox,
-            &host,
+        let (parts, body) = req.into_parts();
+        let swapper = Swapper::new(
+            self.inner.tokens.clone(),
+            self.inner.scanner.clone(),
+            sandbox,
+            host.clone(),
         )
         .plaintext();
-        if let Err(err) = swap.swap_path_and_query(&pq).await {
-            return refuse(&mut audit, err);
-        }
-        strip_hop_by_hop(&mut parts.headers);
-        if let Err(err) = swap.swap_headers(&mut parts.headers).await {
-            return refuse(&mut audit, err);
-        }
         let authority = if port == 80 {
             host_for_uri(&host)
         } else {
             format!("{}:{port}", host_for_uri(&host))
         };
-        let uri = match build_uri("http", &authority, &pq) {
-            Ok(uri) => uri,
-            Err(err) => return refuse(&mut audit, err),
+        let out = Outgoing {
+            method: parts.method,
+            headers: parts.headers,
+            scheme: "http",
+            authority,
+            path_and_query: pq,
         };
-        self.forward(parts, body, uri, audit).await
+        self.forward(out, body, swapper, audit).await
     }
 
-    /// Sends the (already swapped) request upstream and streams the response back.
-    async fn forward(
-        &self,
-        mut parts: http::request::Parts,
-        body: Incoming,
-        uri: Uri,
-        mut audit: AuditRecord,
-    ) -> Response<ProxyBody> {
-        parts.uri = uri;
-        // The pooled client picks HTTP/2 or HTTP/1.1 per upstream from ALPN.
-        parts.version = Version::HTTP_11;
-        if self.inner.settings.add_via {
-            parts
-                .headers
-                .append(header::VIA, HeaderValue::from_static("1.1 airlock"));
-        }
-        let request_bytes = audit.request_bytes.clone();
-        let body = Metered::new(boxed(body), request_bytes);
-        let request = Request::from_parts(parts, boxed(body));
-        let sent = Instant::now();
-        let response = match self.inner.upstream.send(request).await {
-            Ok(response) => response,
-            Err(err) => return refuse(&mut audit, err),
-        };
-        audit.upstream_time = Some(sent.elapsed());
-        audit.status = response.status().as_u16();
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let response_bytes = audit.response_bytes.clone();
-        let body = Metered::new(boxed(body), response_bytes)
-            .on_drop(move |completed| audit.emit(completed));
-        Response::from_parts(parts, boxed(body))
+    pub(crate) fn settings(&self) -> &ProxySettings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
+    }
+
+    pub(crate) fn tokens(&self) -> &Arc<dyn TokenSource> {
+        &self.inner.tokens
     }
 }
 
 /// Records the refusal, writes the audit line, and builds the sandbox's answer.
-fn refuse(audit: &mut AuditRecord, err: ProxyError) -> Response<ProxyBody> {
+pub(crate) fn refuse(audit: &mut AuditRecord, err: ProxyError) -> Response<ProxyBody> {
     let response = err.to_response();
     audit.status = response.status().as_u16();
     audit.outcome = err.code();
@@ -621,15 +589,6 @@ fn check_authority<B>(req: &Request<B>, host: &str, port: u16) -> Result<(), Pro
         }
     }
     Ok(())
-}
-
-fn build_uri(scheme: &str, authority: &str, pq: &str) -> Result<Uri, ProxyError> {
-    Uri::builder()
-        .scheme(scheme)
-        .authority(authority)
-        .path_and_query(pq)
-        .build()
-        .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URL: {e}")))
 }
 
 fn host_for_uri(host: &str) -> String {

@@ -40,6 +40,13 @@ pub struct ProxySettings {
     /// Largest request head (request line plus headers) a client may send.
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Request bodies up to this size are kept so a request can be replayed
+    /// after a token refresh; larger ones stream and are not replayed.
+    pub replay_buffer_bytes: usize,
+    /// Cap on a compressed request body, and on what it decodes to.
+    pub max_decoded_body: usize,
+    /// Replace real tokens echoed in responses by their placeholders.
+    pub scrub_responses: bool,
 }
 
 impl Default for ProxySettings {
@@ -59,6 +66,9 @@ impl Default for ProxySettings {
             upstream_idle_timeout: Duration::from_secs(90),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            replay_buffer_bytes: 1024 * 1024,
+            max_decoded_body: 32 * 1024 * 1024,
+            scrub_responses: true,
         }
     }
 }

@@ -78,6 +78,8 @@ pub fn client_tls_config(roots: RootCertStore) -> rustls::ClientConfig {
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<DialConnector>, ProxyBody>,
+    /// HTTP/1.1 only: WebSocket upgrades; these connections are not pooled.
+    upgrade_client: Client<HttpsConnector<DialConnector>, ProxyBody>,
     response_timeout: Duration,
 }
 
@@ -88,6 +90,16 @@ impl Upstream {
         response_timeout: Duration,
         idle_timeout: Duration,
     ) -> Self {
+        let upgrade_connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(DialConnector {
+                dialer: dialer.clone(),
+            });
+        let upgrade_client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(upgrade_connector);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -103,19 +115,35 @@ impl Upstream {
             .build(connector);
         Self {
             client,
+            upgrade_client,
             response_timeout,
         }
     }
 
+    /// Sends an HTTP/1.1 upgrade request on a connection of its own.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        Self::send_with(&self.upgrade_client, self.response_timeout, req).await
+    }
+
     /// Sends `req` (absolute URI) and waits for the response head.
     pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
+        Self::send_with(&self.client, self.response_timeout, req).await
+    }
+
+    async fn send_with(
+        client: &Client<HttpsConnector<DialConnector>, ProxyBody>,
+        response_timeout: Duration,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         let host = req.uri().host().unwrap_or_default().to_owned();
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        match tokio::time::timeout(response_timeout, client.request(req)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(err)) => Err(classify_client_error(&host, &err)),
             Err(_) => Err(ProxyError::Timeout(format!(
-                "{host} did not answer within {:?}",
-                self.response_timeout
+                "{host} did not answer within {response_timeout:?}"
             ))),
         }
     }
@@ -127,6 +155,10 @@ fn classify_client_error(host: &str, err: &hyper_util::client::legacy::Error) ->
     while let Some(e) = current {
         if let Some(dial) = e.downcast_ref::<DialError>() {
             return ProxyError::from(dial);
+        }
+        // The request body refused a placeholder while streaming.
+        if let Some(refused) = e.downcast_ref::<ProxyError>() {
+            return refused.clone();
         }
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return ProxyError::UpstreamTls {

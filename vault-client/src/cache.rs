@@ -199,7 +199,7 @@ impl TokenSource for Layered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Binding, BindingKind, SwapLocation};
+    use crate::{Binding, BindingKind, ExpiredSignal, SwapLocation};
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     struct Counting {
@@ -232,6 +232,7 @@ mod tests {
                     kind: BindingKind::OAuth {
                         connection_id: "c".into(),
                     },
+                    expired_on: ExpiredSignal::defaults(),
                 }),
                 token: SecretString::from("t"),
                 expires_at: Some(unix_now() + 3600),

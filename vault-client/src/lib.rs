@@ -95,6 +95,26 @@ pub enum BindingKind {
     OAuth { connection_id: String },
 }
 
+/// An upstream answer that means "this token expired": a status, and for
+/// providers that answer 403 to many things, a text the body must contain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpiredSignal {
+    pub status: u16,
+    #[serde(default)]
+    pub body_contains: Option<String>,
+}
+
+impl ExpiredSignal {
+    /// The default rule: 401.
+    pub fn defaults() -> Vec<ExpiredSignal> {
+        vec![ExpiredSignal {
+            status: 401,
+            body_contains: None,
+        }]
+    }
+}
+
 /// What a placeholder stands for: which hosts may receive its token and where
 /// in a request it may be swapped. Holds no secret, so it can be logged.
 #[derive(Debug, Clone)]
@@ -107,6 +127,8 @@ pub struct Binding {
     pub hosts: Vec<HostPattern>,
     pub swap_in: BTreeSet<SwapLocation>,
     pub kind: BindingKind,
+    /// Answers that trigger a refresh and one replay (OAuth bindings only).
+    pub expired_on: Vec<ExpiredSignal>,
 }
 
 impl Binding {

@@ -123,6 +123,7 @@ impl RemoteVault {
                     },
                     None => BindingKind::Static,
                 },
+                expired_on: serde_json::from_value(b["expired_on"].clone()).unwrap_or_default(),
             }),
             token: SecretString::from(value["token"].as_str().ok_or_else(bad)?.to_owned()),
             expires_at: value["expires_at"].as_i64(),

@@ -37,6 +37,7 @@ impl StaticSecrets {
                     hosts: s.hosts,
                     swap_in: s.swap_in,
                     kind: BindingKind::Static,
+                    expired_on: Vec::new(),
                 };
                 (
                     s.placeholder,

@@ -495,6 +495,7 @@ fn resolved_json(r: airlock_vault_client::Resolved) -> Response {
             "hosts": b.hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
             "swap_in": b.swap_in,
             "connection_id": match &b.kind { BindingKind::OAuth { connection_id } => Some(connection_id.clone()), BindingKind::Static => None },
+            "expired_on": b.expired_on,
         },
         "token": r.token.expose_secret(),
         "expires_at": r.expires_at,

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use airlock_vault_client::{HostPattern, SwapLocation};
+use airlock_vault_client::{ExpiredSignal, HostPattern, SwapLocation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::VaultError;
@@ -44,6 +44,9 @@ pub struct Provider {
     pub authorize_params: BTreeMap<String, String>,
     #[serde(default = "SwapLocation::defaults")]
     pub swap_in: BTreeSet<SwapLocation>,
+    /// Upstream answers that mean the token expired (default: 401).
+    #[serde(default = "ExpiredSignal::defaults")]
+    pub expired_on: Vec<ExpiredSignal>,
 }
 
 fn default_inject() -> String {
@@ -252,6 +255,7 @@ mod tests {
             client_auth: ClientAuth::Basic,
             authorize_params: BTreeMap::new(),
             swap_in: SwapLocation::defaults(),
+            expired_on: ExpiredSignal::defaults(),
         };
         let problems = p.problems();
         assert_eq!(problems.len(), 6, "{problems:?}");
