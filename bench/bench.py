@@ -556,13 +556,24 @@ def sanity(peer, http="--http1.1"):
     return ok, (p.stdout + p.stderr).strip()[-300:]
 
 
+# Chunked uploads for every peer: Squid 5.7 bump drops Content-Length uploads
+# of more than ~50 MB mid-body (curl: "(52) Empty reply from server"; its log
+# shows ERR_CLIENT_GONE while the client is still sending), chunked ones work.
+UPLOAD_FLAGS = ["-H", "Expect:", "-H", "Transfer-Encoding: chunked"]
+
+
+def warm_download(peer):
+    cmd = curl_base(peer) + ["-r", "0-67108863", "-o", "/dev/null", url(peer.host, "/big")]
+    subprocess.run(cmd, capture_output=True, timeout=120)
+
+
 def transfer(peer, kind, size, upload_file):
     w = "%{http_code} %{time_total} %{size_download} %{size_upload}"
     if kind == "download":
         cmd = curl_base(peer) + ["-o", "/dev/null", "-w", w, url(peer.host, "/big")]
     else:
-        cmd = curl_base(peer) + ["-H", "Expect:", "-T", str(upload_file), "-o", "/dev/null", "-w", w,
-                                 url(peer.host, "/upload")]
+        cmd = curl_base(peer) + UPLOAD_FLAGS + ["-T", str(upload_file), "-o", "/dev/null", "-w", w,
+                                                url(peer.host, "/upload")]
     cpu0 = cpu_seconds(peer.pid) if peer.pid else None
     rss0 = rss_kib(peer.pid) if peer.pid else None
     if peer.pid:
@@ -577,7 +588,8 @@ def transfer(peer, kind, size, upload_file):
     if p.returncode != 0 or len(parts) != 4:
         return {"failed": f"curl exit {p.returncode}: {p.stderr.strip()[-300:]}", "cmd": cmd}
     code, secs, down, up = parts[0], float(parts[1]), int(parts[2]), int(parts[3])
-    moved = down if kind == "download" else up
+    # an upload's size_upload counts the chunk framing too
+    moved = down if kind == "download" else (size if up >= size else up)
     res = {
         "status": code,
         "seconds": secs,
@@ -768,7 +780,7 @@ def versions(binary):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--airlock", required=True, help="path to the release airlock binary")
+    ap.add_argument("--airlock", help="path to the release airlock binary (bench/run passes it)")
     ap.add_argument("--smoke", action="store_true", help="1 run of ~1 s each, small sizes")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--duration", type=float, help="seconds per oha measurement")
@@ -778,9 +790,17 @@ def main():
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/airlock-bench"))
     ap.add_argument("--out", help="where results.json, charts/ and BENCHMARKS.md go")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--workloads", default="keepalive,h2,newconn,first,transfer,idle",
+                    help="comma list, for development runs")
     ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h1",
                     help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
+    ap.add_argument("--report-only", metavar="RESULTS_JSON",
+                    help="redraw charts and rewrite the report from an earlier results.json")
     args = ap.parse_args()
+    if args.report_only:
+        return rewrite_report(Path(args.report_only), args)
+    if not args.airlock:
+        ap.error("--airlock is required (bench/run builds it and passes it)")
 
     smoke = args.smoke
     reps = args.reps or (1 if smoke else 5)
@@ -788,6 +808,7 @@ def main():
     size = (args.size_mib or (32 if smoke else 1024)) * 1024 * 1024
     idle_n = args.idle or (300 if smoke else 10000)
     conn_levels = [1, 16, 256]
+    workloads = set(args.workloads.split(","))
     if args.out:
         out_dir = Path(args.out)
         report_path = out_dir / "BENCHMARKS.md"
@@ -916,116 +937,124 @@ def main():
                     NOTES.append(msg)
                 log("  !", msg)
 
-        # -- 1. keep-alive GETs
         wl = results["workloads"]
-        for c in conn_levels:
-            key = f"c{c}"
-            wl.setdefault("keepalive", {})[key] = {n: {"runs": []} for n in order}
-            results["commands"][f"keep-alive, {c} conns"] = shlex.join(oha_cmd(peers["airlock"], c, duration))
+        if "keepalive" in workloads:
+            # -- 1. keep-alive GETs
+            for n in order:
+                run_oha(peers[n], 16, 1)  # untimed warm-up
+            for c in conn_levels:
+                key = f"c{c}"
+                wl.setdefault("keepalive", {})[key] = {n: {"runs": []} for n in order}
+                results["commands"][f"keep-alive, {c} conns"] = shlex.join(oha_cmd(peers["airlock"], c, duration))
+                for r in range(reps):
+                    for n in order:
+                        res = run_oha(peers[n], c, duration)
+                        check(peers[n], res, f"keep-alive c={c}")
+                        wl["keepalive"][key][n]["runs"].append(res)
+                        log(f"keep-alive c={c} rep {r + 1} {n}: {res.get('rps') or 0:.0f} req/s p50 {res.get('p50_us') or 0:.0f} us")
+            record_rss("keepalive")
+
+        if "h2" in workloads:
+            # -- 1b. HTTP/2 client side
+            h2_cases = [("c16", 16, 1), ("c1x16", 1, 16)]
+            h2_peers = dict(peers)
+            h2_order = list(order)
+            if interop.get("--http2", {}).get("ok") and args.airlock_upstream == "h1":
+                h2_peers["airlock_h2up"] = Peer("airlock", procs["airlock"], pki, host=H2_HOST,
+                                                label="airlock, h2 upstream")
+                h2_order.insert(h2_order.index("airlock") + 1, "airlock_h2up")
+            for key, c, streams in h2_cases:
+                wl.setdefault("h2", {})[key] = {n: {"runs": []} for n in h2_order}
+                results["commands"][f"HTTP/2, {c} conns x {streams} streams"] = shlex.join(
+                    oha_cmd(peers["airlock"], c, duration, h2=True, streams=streams))
+                for r in range(reps):
+                    for n in h2_order:
+                        if wl["h2"][key][n].get("unsupported"):
+                            continue  # measured once: the peer does not speak h2 to clients
+                        res = run_oha(h2_peers[n], c, duration, h2=True, streams=streams)
+                        if n.startswith("squid") and (res.get("failed") or res.get("error")):
+                            wl["h2"][key][n]["unsupported"] = res.get("failed") or res.get("error")
+                        else:
+                            check(h2_peers[n], res, f"HTTP/2 {key}")
+                        wl["h2"][key][n]["runs"].append(res)
+                        log(f"h2 {key} rep {r + 1} {n}: {res.get('rps') or 0:.0f} req/s")
+            record_rss("h2")
+
+        if "newconn" in workloads:
+            # -- 2. new connection per request
+            wl["newconn"] = {n: {"runs": []} for n in order}
+            results["commands"]["new connection per request"] = shlex.join(
+                oha_cmd(peers["airlock"], 8, duration, keepalive=False))
             for r in range(reps):
                 for n in order:
-                    res = run_oha(peers[n], c, duration)
-                    check(peers[n], res, f"keep-alive c={c}")
-                    wl["keepalive"][key][n]["runs"].append(res)
-                    log(f"keep-alive c={c} rep {r + 1} {n}: {res.get('rps') or 0:.0f} req/s p50 {res.get('p50_us') or 0:.0f} us")
-        record_rss("keepalive")
+                    res = run_oha(peers[n], 8, duration, keepalive=False)
+                    check(peers[n], res, "new connection per request")
+                    wl["newconn"][n]["runs"].append(res)
+                    log(f"new-conn rep {r + 1} {n}: {res.get('rps') or 0:.0f} conn/s")
+            record_rss("newconn")
 
-        # -- 1b. HTTP/2 client side
-        h2_cases = [("c16", 16, 1), ("c1x16", 1, 16)]
-        h2_peers = dict(peers)
-        h2_order = list(order)
-        if interop.get("--http2", {}).get("ok") and args.airlock_upstream == "h1":
-            h2_peers["airlock_h2up"] = Peer("airlock", procs["airlock"], pki, host=H2_HOST,
-                                            label="airlock, h2 upstream")
-            h2_order.insert(h2_order.index("airlock") + 1, "airlock_h2up")
-        for key, c, streams in h2_cases:
-            wl.setdefault("h2", {})[key] = {n: {"runs": []} for n in h2_order}
-            results["commands"][f"HTTP/2, {c} conns x {streams} streams"] = shlex.join(
-                oha_cmd(peers["airlock"], c, duration, h2=True, streams=streams))
-            for r in range(reps):
-                for n in h2_order:
-                    if wl["h2"][key][n].get("unsupported"):
-                        continue  # measured once: the peer does not speak h2 to clients
-                    res = run_oha(h2_peers[n], c, duration, h2=True, streams=streams)
-                    if n.startswith("squid") and (res.get("failed") or res.get("error")):
-                        wl["h2"][key][n]["unsupported"] = res.get("failed") or res.get("error")
-                    else:
-                        check(h2_peers[n], res, f"HTTP/2 {key}")
-                    wl["h2"][key][n]["runs"].append(res)
-                    log(f"h2 {key} rep {r + 1} {n}: {res.get('rps') or 0:.0f} req/s")
-        record_rss("h2")
-
-        # -- 2. new connection per request
-        wl["newconn"] = {n: {"runs": []} for n in order}
-        results["commands"]["new connection per request"] = shlex.join(
-            oha_cmd(peers["airlock"], 8, duration, keepalive=False))
-        for r in range(reps):
-            for n in order:
-                res = run_oha(peers[n], 8, duration, keepalive=False)
-                check(peers[n], res, "new connection per request")
-                wl["newconn"][n]["runs"].append(res)
-                log(f"new-conn rep {r + 1} {n}: {res.get('rps') or 0:.0f} conn/s")
-        record_rss("newconn")
-
-        # -- 2b. first connection to a never-seen host name, then the same name again
-        wl["first_conn"] = {n: {"fresh": [], "again": []} for n in order}
-        for r in range(reps):
-            for n in order:
-                name = fresh_names[r]
-                if n == "squid_tunnel":
-                    name = fresh_names[r]  # tunnels mint nothing: reference only
-                fresh = first_connection(peers[n], name)
-                again = first_connection(peers[n], name)
-                check(peers[n], fresh, "first connection")
-                check(peers[n], again, "second connection")
-                wl["first_conn"][n]["fresh"].append(fresh)
-                wl["first_conn"][n]["again"].append(again)
-                log(f"first-conn rep {r + 1} {n}: fresh {fresh.get('ms', 0):.2f} ms, again {again.get('ms', 0):.2f} ms")
-
-        # -- 3. large download and upload
-        for kind in ("download", "upload"):
-            wl[kind] = {n: {"runs": []} for n in order}
-            results["commands"][kind] = shlex.join(
-                transfer_cmd_preview(peers["airlock"], kind, upload_file))
+        if "first" in workloads:
+            # -- 2b. first connection to a never-seen host name, then the same name again
+            wl["first_conn"] = {n: {"fresh": [], "again": []} for n in order}
             for r in range(reps):
                 for n in order:
-                    res = transfer(peers[n], kind, size, upload_file)
-                    check(peers[n], res, kind)
-                    res.pop("cmd", None)
-                    wl[kind][n]["runs"].append(res)
-                    log(f"{kind} rep {r + 1} {n}: {res.get('mb_s') or 0:.0f} MB/s, proxy CPU {res.get('cpu_s_per_gb') or 0:.2f} s/GB")
-            record_rss(kind)
+                    name = fresh_names[r]  # (the plain tunnel mints nothing: reference only)
+                    fresh = first_connection(peers[n], name)
+                    again = first_connection(peers[n], name)
+                    check(peers[n], fresh, "first connection")
+                    check(peers[n], again, "second connection")
+                    wl["first_conn"][n]["fresh"].append(fresh)
+                    wl["first_conn"][n]["again"].append(again)
+                    log(f"first-conn rep {r + 1} {n}: fresh {fresh.get('ms', 0):.2f} ms, again {again.get('ms', 0):.2f} ms")
 
-        # -- 4. idle intercepted connections (one peer at a time, each on a
-        # fresh process: a used heap would absorb the new connections)
-        def restart(n):
-            procs[n].stop()
-            procs[n] = starters[n]()
-            peers[n].proc = procs[n]
-            ok, detail = sanity(peers[n])  # warm: one intercepted request
-            if not ok:
-                raise RuntimeError(f"{peers[n].label} after restart: {detail}")
+        if "transfer" in workloads:
+            # -- 3. large download and upload
+            for n in order:
+                warm_download(peers[n])  # untimed: the first transfer after start-up is slow
+            for kind in ("download", "upload"):
+                wl[kind] = {n: {"runs": []} for n in order}
+                results["commands"][kind] = shlex.join(
+                    transfer_cmd_preview(peers["airlock"], kind, upload_file))
+                for r in range(reps):
+                    for n in order:
+                        res = transfer(peers[n], kind, size, upload_file)
+                        check(peers[n], res, kind)
+                        res.pop("cmd", None)
+                        wl[kind][n]["runs"].append(res)
+                        log(f"{kind} rep {r + 1} {n}: {res.get('mb_s') or 0:.0f} MB/s, proxy CPU {res.get('cpu_s_per_gb') or 0:.2f} s/GB")
+                record_rss(kind)
 
-        wl["idle"] = {}
-        for n in order:
-            if n == "direct":
-                continue
-            restart(n)
-            res = idle_test(peers[n], idle_n, False, work)
-            wl["idle"][n] = res
-            log(f"idle {n}: {res.get('opened')}/{idle_n} open, {res.get('kib_per_conn') or 0:.1f} KiB/conn, probe p50 {((res.get('probe') or {}).get('p50_us') or 0):.0f} us")
-            if res.get("incomplete") or (res.get("probe") or {}).get("failed"):
-                check(peers[n], {"failed": res.get("incomplete") or res["probe"]["failed"]}, "idle connections")
-        # airlock and direct-free variant: each idle connection has carried one GET
-        restart("airlock")
-        res = idle_test(peers["airlock"], idle_n, True, work)
-        wl["idle_after_request"] = {"airlock": res}
-        log(f"idle+GET airlock: {res.get('opened')}/{idle_n}, {res.get('kib_per_conn') or 0:.1f} KiB/conn")
-        if res.get("incomplete"):
-            check(peers["airlock"], {"failed": res["incomplete"]}, "idle connections after a GET")
+        if "idle" in workloads:
+            # -- 4. idle intercepted connections (one peer at a time, each on a
+            # fresh process: a used heap would absorb the new connections)
+            def restart(n):
+                procs[n].stop()
+                procs[n] = starters[n]()
+                peers[n].proc = procs[n]
+                ok, detail = sanity(peers[n])  # warm: one intercepted request
+                if not ok:
+                    raise RuntimeError(f"{peers[n].label} after restart: {detail}")
+
+            wl["idle"] = {}
+            for n in order:
+                if n == "direct":
+                    continue
+                restart(n)
+                res = idle_test(peers[n], idle_n, False, work)
+                wl["idle"][n] = res
+                log(f"idle {n}: {res.get('opened')}/{idle_n} open, {res.get('kib_per_conn') or 0:.1f} KiB/conn, probe p50 {((res.get('probe') or {}).get('p50_us') or 0):.0f} us")
+                if res.get("incomplete") or (res.get("probe") or {}).get("failed"):
+                    check(peers[n], {"failed": res.get("incomplete") or res["probe"]["failed"]}, "idle connections")
+            # airlock and direct-free variant: each idle connection has carried one GET
+            restart("airlock")
+            res = idle_test(peers["airlock"], idle_n, True, work)
+            wl["idle_after_request"] = {"airlock": res}
+            log(f"idle+GET airlock: {res.get('opened')}/{idle_n}, {res.get('kib_per_conn') or 0:.1f} KiB/conn")
+            if res.get("incomplete"):
+                check(peers["airlock"], {"failed": res["incomplete"]}, "idle connections after a GET")
 
         # -- profile airlock (after all measurements: perf perturbs timings)
-        if not smoke and not args.no_profile:
+        if not smoke and not args.no_profile and "keepalive" in workloads:
             results["profile"] = perf_profile(peers["airlock"], work, max(duration, 5))
 
         for n in order:
@@ -1074,11 +1103,32 @@ def main():
     return 0
 
 
+def rewrite_report(results_path, args):
+    import report
+
+    results = json.loads(results_path.read_text())
+    report.aggregate(results)
+    out_dir = Path(args.out) if args.out else results_path.parent
+    if args.out:
+        report_path = out_dir / "BENCHMARKS.md"
+    elif results["meta"]["mode"] == "full" and out_dir.resolve() == HERE:
+        report_path = REPO / "BENCHMARKS.md"
+    else:
+        report_path = out_dir / "BENCHMARKS.md"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    charts = report.charts(results, out_dir / "charts")
+    report_path.write_text(report.markdown(results, charts, report_path.parent, out_dir / "charts"))
+    log(f"rewrote {report_path} from {results_path}")
+    return 0
+
+
 def transfer_cmd_preview(peer, kind, upload_file):
     w = "%{http_code} %{time_total} %{size_download} %{size_upload}"
     if kind == "download":
         return curl_base(peer) + ["-o", "/dev/null", "-w", w, url(peer.host, "/big")]
-    return curl_base(peer) + ["-H", "Expect:", "-T", str(upload_file), "-o", "/dev/null", "-w", w, url(peer.host, "/upload")]
+    return curl_base(peer) + UPLOAD_FLAGS + ["-T", str(upload_file), "-o", "/dev/null", "-w", w,
+                                             url(peer.host, "/upload")]
 
 
 if __name__ == "__main__":

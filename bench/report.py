@@ -505,7 +505,9 @@ def markdown(results, chart_files, report_dir, charts_abs):
         size = m["transfer_bytes"]
         w(f"## 3. {size >> 20} MiB download and upload")
         w("")
-        w("curl (`--http1.1`, one transfer at a time) through each peer; MB/s = bytes / curl's `time_total`. "
+        w("curl (`--http1.1`, one transfer at a time; uploads chunked, because Squid bump drops large "
+          "`Content-Length` uploads mid-body, see below) through each peer, after one untimed 64 MiB download "
+          "per peer; MB/s = body bytes / curl's `time_total`. "
           "**airlock has no body swap yet**, so this measures its streaming path, not a body swap. "
           "RSS growth = peak RSS sampled every 25 ms during the transfer minus RSS before it.")
         w("")

@@ -154,6 +154,12 @@ pub struct ProxySection {
     pub header_read_timeout_secs: u64,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Request bodies up to this size are kept for a replay after a token refresh.
+    pub replay_buffer_bytes: usize,
+    /// Cap on compressed request bodies and on what they decode to.
+    pub max_decoded_body_bytes: usize,
+    /// Replace real tokens echoed by upstreams with their placeholders.
+    pub scrub_responses: bool,
 }
 
 impl Default for ProxySection {
@@ -176,6 +182,9 @@ impl Default for ProxySection {
             header_read_timeout_secs: d.header_read_timeout.as_secs(),
             max_header_bytes: d.max_header_bytes,
             max_headers: d.max_headers,
+            replay_buffer_bytes: d.replay_buffer_bytes,
+            max_decoded_body_bytes: d.max_decoded_body,
+            scrub_responses: d.scrub_responses,
         }
     }
 }
@@ -544,6 +553,9 @@ impl Loaded {
             header_read_timeout: Duration::from_secs(p.header_read_timeout_secs.max(1)),
             max_header_bytes: p.max_header_bytes,
             max_headers: p.max_headers,
+            replay_buffer_bytes: p.replay_buffer_bytes,
+            max_decoded_body: p.max_decoded_body_bytes,
+            scrub_responses: p.scrub_responses,
             ..ProxySettings::default()
         };
         Ok(Validated {

@@ -379,7 +379,7 @@ mod tests {
         let p = generate_placeholder("miosa-tok-");
         let body = streaming(
             VecDeque::new(),
-            body_of(vec![format!("{p}").into_bytes()]),
+            body_of(vec![p.clone().into_bytes()]),
             swapper(&p),
             Context::Raw,
             StreamMode::RefuseAny,

@@ -170,7 +170,7 @@ pub fn encode_token(token: &str, spelling: Spelling, context: Context) -> Vec<u8
     match (spelling, context) {
         (Spelling::JsonEscaped, _) | (Spelling::Plain, Context::Json) => {
             let quoted = json();
-            quoted[1..quoted.len() - 1].as_bytes().to_vec()
+            quoted.as_bytes()[1..quoted.len() - 1].to_vec()
         }
         (Spelling::Percent, _) | (Spelling::Plain, Context::Url) => {
             percent_encode(token).into_bytes()

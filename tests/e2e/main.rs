@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bodies;
 mod cli;
 mod foundation;
 mod vault;

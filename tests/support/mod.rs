@@ -15,6 +15,9 @@ pub use airlock::Airlock;
 pub use test_ca::TestCa;
 pub use upstream::Upstream;
 
+/// Node modules for the Node clients (undici), installed by `scripts/test`.
+pub const NODE_MODULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/node_modules");
+
 /// Runs a blocking client (curl, git, python) off the runtime's threads, so
 /// the servers of the same test keep answering.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {

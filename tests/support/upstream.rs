@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -139,6 +141,9 @@ async fn handle(
     sni: Option<String>,
     log: Arc<Mutex<Vec<Recorded>>>,
 ) -> Response<RespBody> {
+    if req.uri().path() == "/ws" {
+        return websocket_echo(req, sni, log);
+    }
     let (parts, mut body) = req.into_parts();
     let mut body_len = 0u64;
     let mut body_sample = Vec::new();
@@ -196,6 +201,31 @@ async fn handle(
             .body(full(json))
             .unwrap();
     }
+    if let Some(n) = path.strip_prefix("/sse/") {
+        let n: u32 = n.parse().unwrap_or(5);
+        // One event every 100 ms, each sent the moment it is made.
+        let events = futures_util::stream::unfold(0u32, move |i| async move {
+            if i == n {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let event = format!("id: {i}\ndata: event {i}\n\n");
+            Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), i + 1))
+        });
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("cache-control", "no-cache")
+            .body(StreamBody::new(events).boxed())
+            .unwrap();
+    }
+    if path == "/echo-body" {
+        return Response::builder()
+            .header("content-type", "text/plain")
+            .body(full(Bytes::from(body_sample_for_echo(&log))))
+            .unwrap();
+    }
     if path == "/echo-headers" {
         let mut map = serde_json::Map::new();
         for (name, value) in &parts.headers {
@@ -210,8 +240,12 @@ async fn handle(
                 }
             }
         }
-        return Response::builder()
-            .header("content-type", "application/json")
+        let mut response = Response::builder().header("content-type", "application/json");
+        // A hostile upstream reflects the credential in a header too.
+        if let Some(auth) = parts.headers.get("authorization") {
+            response = response.header("x-echo-authorization", auth.clone());
+        }
+        return response
             .body(full(serde_json::Value::Object(map).to_string()))
             .unwrap();
     }
@@ -252,6 +286,147 @@ async fn handle(
         .header("x-upstream", "yes")
         .body(full("ok\n"))
         .unwrap()
+}
+
+/// The body of the request just recorded (for `/echo-body`).
+fn body_sample_for_echo(log: &Arc<Mutex<Vec<Recorded>>>) -> Vec<u8> {
+    log.lock()
+        .unwrap()
+        .last()
+        .map(|r| r.body_sample.clone())
+        .unwrap_or_default()
+}
+
+/// `/ws`: a WebSocket echo server (RFC 6455): answers the handshake, then
+/// sends every text or binary message back.
+fn websocket_echo(
+    mut req: Request<Incoming>,
+    sni: Option<String>,
+    log: Arc<Mutex<Vec<Recorded>>>,
+) -> Response<RespBody> {
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| k.as_bytes().to_vec())
+        .unwrap_or_default();
+    log.lock().unwrap().push(Recorded {
+        method: req.method().to_string(),
+        path_and_query: "/ws".into(),
+        version: format!("{:?}", req.version()),
+        authority: req.uri().authority().map(|a| a.to_string()),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body_len: 0,
+        body_sample: Vec::new(),
+        sni,
+    });
+    let mut input = key.clone();
+    input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = STANDARD.encode(ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        &input,
+    ));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut io = TokioIo::new(upgraded);
+        while let Some((opcode, payload)) = read_ws_frame(&mut io).await {
+            if opcode == 0x8 {
+                let _ = write_ws_frame(&mut io, 0x8, &[]).await;
+                return;
+            }
+            if write_ws_frame(&mut io, opcode, &payload).await.is_err() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(empty())
+        .unwrap()
+}
+
+/// Reads one (client, masked) frame: (opcode, unmasked payload). Payloads
+/// over 1 MiB end the connection.
+pub async fn read_ws_frame<R: tokio::io::AsyncRead + Unpin>(io: &mut R) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 2];
+    io.read_exact(&mut head).await.ok()?;
+    let opcode = head[0] & 0x0f;
+    let masked = head[1] & 0x80 != 0;
+    let len = match head[1] & 0x7f {
+        126 => io.read_u16().await.ok()? as u64,
+        127 => io.read_u64().await.ok()?,
+        n => n as u64,
+    };
+    if len > 1 << 20 {
+        return None;
+    }
+    let mut mask = [0u8; 4];
+    if masked {
+        io.read_exact(&mut mask).await.ok()?;
+    }
+    let mut payload = vec![0u8; len as usize];
+    io.read_exact(&mut payload).await.ok()?;
+    if masked {
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+    }
+    Some((opcode, payload))
+}
+
+/// Writes one final frame; `mask` is what clients must do.
+pub async fn write_ws_frame_masked<W: tokio::io::AsyncWrite + Unpin>(
+    io: &mut W,
+    opcode: u8,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut frame = vec![0x80 | opcode];
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n if n <= u16::MAX as usize => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(m) => {
+            frame.extend_from_slice(&m);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
+        }
+        None => frame.extend_from_slice(payload),
+    }
+    io.write_all(&frame).await?;
+    io.flush().await
+}
+
+async fn write_ws_frame<W: tokio::io::AsyncWrite + Unpin>(
+    io: &mut W,
+    opcode: u8,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    write_ws_frame_masked(io, opcode, payload, None).await
 }
 
 fn full(body: impl Into<Bytes>) -> RespBody {
@@ -337,7 +512,7 @@ where
                     async move { Ok::<_, Infallible>(response.await) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
                     .await;
             });
         }
