@@ -523,3 +523,154 @@ async fn bad_bodies_get_clear_errors_and_the_proxy_keeps_serving() {
     assert_eq!(ok.stdout, "ok\n", "{}", ok.stderr);
     assert_not_leaked(&real, &[&outs.0.stdout, &outs.1.stdout, &airlock.logs()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_extended_connect() {
+    let (_ca, api, airlock, real) = body_world().await;
+    let p = airlock.var("API_KEY");
+    let tls = tunnel::tls_through(
+        airlock.proxy_addr(),
+        "api.body.test:443",
+        "api.body.test",
+        airlock.ca_path().as_path(),
+        &[b"h2"],
+    )
+    .await;
+    let mut sender = tunnel::h2_client(tls).await;
+    let mut req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri("https://api.body.test/ws")
+        .header("sec-websocket-version", "13")
+        .header("authorization", format!("Bearer {p}"))
+        .body(http_body_util::Full::default())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = sender
+        .send_request(req)
+        .await
+        .expect("extended CONNECT accepted");
+    assert_eq!(response.status(), 200);
+    let upgraded = hyper::upgrade::on(&mut response)
+        .await
+        .expect("h2 stream upgraded");
+    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+    write_ws_frame_masked(&mut io, 0x1, b"over h2", Some([9, 8, 7, 6]))
+        .await
+        .unwrap();
+    let (opcode, payload) = tokio::time::timeout(Duration::from_secs(5), read_ws_frame(&mut io))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((opcode, payload.as_slice()), (0x1, &b"over h2"[..]));
+    let seen = api
+        .requests()
+        .into_iter()
+        .find(|r| r.path_and_query == "/ws")
+        .unwrap();
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {real}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_rule_can_treat_403_with_a_marker_as_expired() {
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(
+        &ca,
+        &["auth.acme.test", API],
+        "airlock-test-client",
+        "cs_REALCLIENTSECRET_0123456789",
+    )
+    .await;
+    let other = Upstream::start(&ca, &["files.acme.test"]).await;
+    let cfg = acme_config(&ca, provider.port(), "refresh_interval_secs = 3600", "")
+        .replace("hosts = [\"api.acme.test\"]", "hosts = [\"api.acme.test\", \"files.acme.test\"]\nexpired_on = [{ status = 401 }, { status = 403, body_contains = \"status 403\" }]")
+        .replace("[resolve]\n", &format!("[resolve]\n\"files.acme.test\" = \"127.0.0.1:{}\"\n", other.port()));
+    let w = World {
+        ca,
+        provider,
+        airlock: Airlock::start(&cfg),
+    };
+    w.connect("tenant").await;
+    let env = w.airlock.env.clone();
+    let placeholder = w.airlock.var("ACME_TOKEN");
+    let out = blocking(move || {
+        let auth = format!("Authorization: Bearer {placeholder}");
+        (
+            curl(
+                &env,
+                &[
+                    "-s",
+                    "-w",
+                    "%{http_code}",
+                    "-o",
+                    "/dev/null",
+                    "-H",
+                    &auth,
+                    "https://files.acme.test/status/404",
+                ],
+            ),
+            curl(
+                &env,
+                &[
+                    "-s",
+                    "-w",
+                    "%{http_code}",
+                    "-o",
+                    "/dev/null",
+                    "-H",
+                    &auth,
+                    "https://files.acme.test/status/403",
+                ],
+            ),
+        )
+    })
+    .await;
+    assert_eq!(out.0.stdout, "404");
+    assert_eq!(out.1.stdout, "403");
+    assert_eq!(
+        w.provider.refresh_count(),
+        1,
+        "only the 403 with the marker caused a refresh"
+    );
+    assert_eq!(other.requests().len(), 3, "404 once; 403, then its replay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_replay_does_not_disturb_the_proxy() {
+    let w = oauth_world("").await;
+    w.provider.set_token_delay(Duration::from_millis(1500));
+    w.provider.set_expire_all_access_tokens();
+    let env = w.airlock.env.clone();
+    let placeholder = w.airlock.var("ACME_TOKEN");
+    let gone = blocking(move || {
+        let auth = format!("Authorization: Bearer {placeholder}");
+        curl(
+            &env,
+            &[
+                "-s",
+                "--max-time",
+                "0.5",
+                "-H",
+                &auth,
+                "--data",
+                "{}",
+                "https://api.acme.test/api/leave",
+            ],
+        )
+    })
+    .await;
+    assert!(!gone.success(), "the client gave up");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    w.provider.set_token_delay(Duration::ZERO);
+    let (status, body) = w.sandbox_get(&w.airlock.env, "/api/after").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        w.provider.refresh_count(),
+        1,
+        "the refresh finished for the next request"
+    );
+    w.assert_no_secret_in(&[&w.airlock.logs(), &body]);
+}

@@ -678,3 +678,78 @@ async fn concurrent_first_connections_mint_one_certificate() {
         .count();
     assert_eq!(minted, 1, "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_failure_and_upstream_timeout_are_named() {
+    // A listener that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let ca = TestCa::new();
+    let cfg = config(
+        &ca,
+        &[("slow.test", silent_port)],
+        "intercept = \"all\"\nresponse_timeout_secs = 1",
+        &github_secret("x-value-0123", &["slow.test"]),
+    );
+    let airlock = Airlock::start(&cfg);
+    let env = airlock.env.clone();
+    let (slow, dns) = blocking(move || {
+        (
+            curl(&env, &["-i", "https://slow.test/"]),
+            curl(&env, &["-i", "https://no-such-host.invalid/"]),
+        )
+    })
+    .await;
+    assert!(
+        slow.stdout.contains(" 504") && slow.stdout.contains("upstream_timeout"),
+        "{}",
+        slow.stdout
+    );
+    assert!(
+        dns.stdout.contains(" 502") && dns.stdout.contains("upstream_dns"),
+        "{}",
+        dns.stdout
+    );
+    assert!(
+        dns.stdout.contains("no-such-host.invalid"),
+        "{}",
+        dns.stdout
+    );
+    hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_lines_can_be_json() {
+    let ca = TestCa::new();
+    let api = Upstream::start(&ca, &[API]).await;
+    let real = real_secret("json");
+    let cfg = config(&ca, &[(API, api.port())], "", &github_secret(&real, &[API]))
+        + "\n[log]\nformat = \"json\"\n";
+    let airlock = Airlock::start(&cfg);
+    let env = airlock.env.clone();
+    let auth = format!("Authorization: Bearer {}", airlock.var("GITHUB_TOKEN"));
+    blocking(move || {
+        curl(
+            &env,
+            &["-s", "-H", &auth, "https://api.github.test/json?secret=q"],
+        )
+    })
+    .await;
+    let logs = airlock.wait_for_log("\"target\":\"airlock::audit\"");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("\"target\":\"airlock::audit\"") && l.contains("/json"))
+        .expect("an audit line");
+    let audit: serde_json::Value = serde_json::from_str(line).expect("the audit line is JSON");
+    assert_eq!(audit["host"], API);
+    assert_eq!(audit["path"], "/json", "the query is not logged");
+    assert_eq!(audit["status"], 200);
+    assert_eq!(audit["swapped"], "secret:GITHUB_TOKEN");
+    assert_not_leaked(&real, &[&logs]);
+}

@@ -165,7 +165,7 @@ impl World {
         all
     }
 
-    fn assert_no_secret_in(&self, texts: &[&str]) {
+    pub fn assert_no_secret_in(&self, texts: &[&str]) {
         for secret in self.secrets() {
             assert_not_leaked(&secret, texts);
         }
