@@ -287,6 +287,14 @@ error_log {d}/error.log warn;
 events {{ worker_connections 18000; }}
 http {{
   access_log off;
+  # What the upstream thinks of the credential it got. vault-tok-1 (the
+  # vault's first token) is "expired": the 401 storm of the token-path test.
+  map $http_authorization $auth_state {{
+    default bad;
+    "Bearer {REAL}" ok;
+    "Bearer vault-tok-1" expired;
+    "~^Bearer vault-tok-[0-9]+$" ok;
+  }}
   client_body_temp_path {shm}/body;
   keepalive_requests 100000000;
   keepalive_timeout 600s;
@@ -301,9 +309,8 @@ http {{
     root {d}/www;
     default_type text/plain;
     # A failed swap shows up as 403 in every client's status counts.
-    set $swapped 0;
-    if ($http_authorization = "Bearer {REAL}") {{ set $swapped 1; }}
-    if ($swapped = 0) {{ return 403 "swap missing\\n"; }}
+    if ($auth_state = expired) {{ return 401 "token expired\\n"; }}
+    if ($auth_state = bad) {{ return 403 "swap missing\\n"; }}
     location = / {{ return 200 "{BODY.decode()}"; }}
     location = /big {{ try_files /big.bin =404; }}
     location = /upload {{
@@ -350,6 +357,7 @@ name = "API_TOKEN"
 value = "{REAL}"
 placeholder = "{PLACEHOLDER}"
 hosts = ["{DOMAIN}", "*.{DOMAIN}"]
+swap_in = ["header", "basic", "body"]
 """
     )
     out = open(d / "stdout.txt", "w")
@@ -374,6 +382,323 @@ hosts = ["{DOMAIN}", "*.{DOMAIN}"]
     proc.cmd = cmd
     wait_port(PORTS["airlock"], proc)
     return proc
+
+
+# ---------------------------------------------------------------- callgrind of the swapper
+
+
+def callgrind_swapper(work, target_dir, mib=64, every=65536):
+    """Instruction counts of airlock's streaming body swapper and response
+    scrubber on a fixed body (bench/swapcount), minus draining it untouched."""
+    if not shutil.which("valgrind"):
+        return {"skipped": "valgrind not installed"}
+    manifest = HERE / "swapcount" / "Cargo.toml"
+    lock = HERE / "swapcount" / "Cargo.lock"
+    shutil.copy(REPO / "Cargo.lock", lock)  # airlock's versions, so the build reuses its artifacts
+    env = {**os.environ, "CARGO_TARGET_DIR": str(target_dir)}
+    b = subprocess.run(["cargo", "build", "--release", "-q", "--manifest-path", str(manifest)],
+                       env=env, text=True, capture_output=True)
+    if b.returncode != 0:
+        return {"skipped": f"swapcount build failed: {b.stderr.strip()[-600:]}"}
+    binary = Path(target_dir) / "release" / "airlock-swapcount"
+    out = {"body_mib": mib, "placeholder_every": every, "chunk_bytes": 16384,
+           "command": f"valgrind --tool=callgrind {binary} MODE {mib} {every}"}
+    v = subprocess.run([str(binary), "swap", str(mib), str(every)], env={**env, "SWAPCOUNT_VERIFY": "1"},
+                       text=True, capture_output=True, timeout=300)
+    try:
+        out["verify"] = json.loads(v.stdout)
+    except json.JSONDecodeError:
+        out["verify"] = {"error": (v.stdout + v.stderr)[-300:]}
+    expected = (mib << 20) // every - 1
+    if out["verify"].get("tokens_out", -1) < expected:
+        FAILURES.append(f"swapcount: {out['verify']} (want ≥ {expected} tokens swapped)")
+    for mode in ("copy", "swap", "scrub"):
+        cg = work / f"callgrind.{mode}.out"
+        p = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}", str(binary),
+                            mode, str(mib), str(every)], text=True, capture_output=True, timeout=1200)
+        m = re.search(r"Collected : (\d+)", p.stderr)
+        out[mode] = {"ir": int(m.group(1)) if m else None}
+        if m is None:
+            out[mode]["error"] = p.stderr[-300:]
+        log(f"callgrind {mode}: {out[mode].get('ir')} instructions")
+    size = mib << 20
+    for mode in ("swap", "scrub"):
+        if out[mode].get("ir") and out["copy"].get("ir"):
+            net = out[mode]["ir"] - out["copy"]["ir"]
+            out[mode]["net_ir"] = net
+            out[mode]["ir_per_byte"] = net / size
+    return out
+
+
+# ---------------------------------------------------------------- token path (vault)
+
+PORTS_VAULT = {"airlock_vault": 18082, "vault": 18090, "oauth": 18445}
+AUTH_HOST = f"auth.{DOMAIN}"
+API_HOST = f"api.{DOMAIN}"
+OAUTH_CLIENT = ("bench-client", "bench-client-secret-0123456789")
+
+
+class MockOAuth:
+    """A token endpoint on loopback (TLS with the bench leaf): every
+    client_credentials or refresh grant issues vault-tok-N, N = 1, 2, …"""
+
+    def __init__(self, pki):
+        import http.server
+
+        self.lock = threading.Lock()
+        self.grants = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                form = self.rfile.read(length).decode(errors="replace")
+                if self.path.startswith("/token"):
+                    with outer.lock:
+                        outer.grants.append((time.monotonic(), form))
+                        n = len(outer.grants)
+                    body = json.dumps({
+                        "access_token": f"vault-tok-{n}", "token_type": "bearer",
+                        "expires_in": 3600, "scope": "read",
+                    }).encode()
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                else:
+                    body = b"{}"
+                    self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", PORTS_VAULT["oauth"]), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(pki / "leaf.pem", pki / "leaf-key.pem")
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def count(self):
+        with self.lock:
+            return len(self.grants)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_airlock_vault(work, pki, binary, upstream_h2):
+    """airlock with its vault: a provider whose token endpoint is MockOAuth, a
+    machine account (client credentials), and a static secret on the same
+    host for comparison."""
+    d = work / "airlock_vault"
+    d.mkdir(parents=True, exist_ok=True)
+    api_port = UP_PORT if upstream_h2 else PORTS["nginx_h1"]
+    conf = d / "airlock.toml"
+    conf.write_text(
+        f"""
+[proxy]
+upstream_ca = ["{pki}/ca.pem"]
+allowed_ports = [{UP_PORT}]
+
+[resolve]
+"{AUTH_HOST}" = "127.0.0.1:{PORTS_VAULT['oauth']}"
+"{API_HOST}" = "127.0.0.1:{api_port}"
+
+[vault]
+public_url = "http://127.0.0.1:{PORTS_VAULT['vault']}"
+
+[[provider]]
+name = "benchoauth"
+display_name = "Bench OAuth"
+authorize_url = "https://{AUTH_HOST}:{PORTS_VAULT['oauth']}/authorize"
+token_url = "https://{AUTH_HOST}:{PORTS_VAULT['oauth']}/token"
+scopes = ["read"]
+hosts = ["{API_HOST}"]
+inject = "bearer"
+env = "BENCH_OAUTH_TOKEN"
+
+[[app]]
+provider = "benchoauth"
+client_id = "{OAUTH_CLIENT[0]}"
+client_secret = "{OAUTH_CLIENT[1]}"
+
+[[secret]]
+name = "API_TOKEN"
+value = "{REAL}"
+placeholder = "{PLACEHOLDER}"
+hosts = ["{API_HOST}"]
+"""
+    )
+    out = open(d / "stdout.txt", "w")
+    cmd = [
+        str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
+        "--listen", f"127.0.0.1:{PORTS_VAULT['airlock_vault']}",
+        "--vault-listen", f"127.0.0.1:{PORTS_VAULT['vault']}",
+    ]
+    proc = spawn("airlock_vault", cmd, work, env={"AIRLOCK_LOG": "warn"}, stdout=out)
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline:
+        text = (d / "stdout.txt").read_text()
+        if "\n\n" in text:
+            break
+        if not proc.alive():
+            raise RuntimeError(f"airlock (vault) exited:\n{proc.log_tail()}")
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("airlock (vault) did not print its environment")
+    m = re.search(r"BENCH_OAUTH_TOKEN='([^']+)'", text)
+    if not m:
+        raise RuntimeError(f"no BENCH_OAUTH_TOKEN in airlock's environment:\n{text}")
+    proc.vault_placeholder = m.group(1)
+    proc.ca = d / "data" / "ca.pem"
+    proc.cmd = cmd
+    proc.data = d / "data"
+    wait_port(PORTS_VAULT["airlock_vault"], proc)
+    wait_port(PORTS_VAULT["vault"], proc)
+    return proc
+
+
+def vault_api(proc, method, path, body=None):
+    import urllib.request
+
+    token = (proc.data / "admin.token").read_text().strip()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{PORTS_VAULT['vault']}{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def held_gets(peer, host, auth, n=3):
+    """One intercepted connection; the wall time of each of n keep-alive GETs, ms."""
+    ctx = ssl.create_default_context(cafile=str(peer.ca))
+    s = socket.create_connection(("127.0.0.1", peer.port), timeout=30)
+    target = f"{host}:{UP_PORT}"
+    s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(4096)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    t = ctx.wrap_socket(s, server_hostname=host)
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        t.sendall(f"GET / HTTP/1.1\r\nHost: {target}\r\nAuthorization: {auth}\r\n\r\n".encode())
+        data = b""
+        while not (b"\r\n\r\n" in data and data.endswith(BODY)):
+            chunk = t.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        out.append({"ms": (time.perf_counter() - t0) * 1e3, "status": data[9:12].decode()})
+    t.close()
+    return out
+
+
+def token_path(work, pki, binary, upstream_h2, reps, duration, storm_n, results):
+    """Workload 5: vault token (cache hit) vs static secret, a cold cache, and
+    a 401 storm that must cause exactly one refresh."""
+    res = {"storm_n": storm_n}
+    mock = MockOAuth(pki)
+    proc = None
+    try:
+        proc = start_airlock_vault(work, pki, binary, upstream_h2)
+        results["commands"]["start airlock with its vault"] = shlex.join(proc.cmd)
+        status, body = vault_api(proc, "POST", "/v1/machine-accounts", {
+            "name": "bench-bot", "provider": "benchoauth", "client_id": OAUTH_CLIENT[0],
+            "client_secret": OAUTH_CLIENT[1], "scopes": ["read"],
+        })
+        res["machine_account"] = {"status": status, "grants": mock.count()}
+        if status != 201:
+            raise RuntimeError(f"machine account: {status} {body[:200]}")
+        vault_auth = f"Bearer {proc.vault_placeholder}"
+        peer = Peer("airlock", proc, pki, host=API_HOST, label="airlock (vault)")
+        peer.port = PORTS_VAULT["airlock_vault"]
+        peer.proxy = f"http://127.0.0.1:{peer.port}"
+
+        # -- the 401 storm: vault-tok-1 is expired at nginx. Open storm_n
+        # intercepted connections first, then one GET on each at once.
+        before = mock.count()
+        cmd = [
+            sys.executable, str(HERE / "idle_hold.py"), "--proxy-port", str(peer.port),
+            "--host", API_HOST, "--port", str(UP_PORT), "--cafile", str(peer.ca),
+            "--count", str(storm_n), "--auth", vault_auth,
+        ]
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        ready = json.loads(p.stdout.readline())
+        p.stdin.write("fire\n")
+        p.stdin.flush()
+        fired = json.loads(p.stdout.readline())
+        p.stdin.write("close\n")
+        p.stdin.flush()
+        p.stdout.readline()
+        p.wait(30)
+        time.sleep(0.5)
+        res["storm"] = {
+            "opened": ready.get("opened"), "open_errors": ready.get("errors"),
+            "seconds": fired.get("seconds"), "statuses": fired.get("statuses"),
+            "refreshes": mock.count() - before,
+        }
+        ok = fired.get("statuses", {}).get("200", 0)
+        if res["storm"]["refreshes"] != 1 or ok != storm_n:
+            FAILURES.append(
+                f"airlock 401 storm of {storm_n}: {res['storm']['refreshes']} refresh(es) (want 1), "
+                f"statuses {fired.get('statuses')}")
+            log(FAILURES[-1])
+        log(f"401 storm: {ok}/{storm_n} answered 200 in {fired.get('seconds')} s, "
+            f"{res['storm']['refreshes']} refresh(es)")
+
+        # -- cache hit vs static secret: same airlock, same host, keep-alive
+        static = Peer("airlock", proc, pki, host=API_HOST, label="airlock (static secret)")
+        static.port, static.proxy = peer.port, peer.proxy
+        res["throughput"] = {}
+        for c in (1, 16):
+            entry = res["throughput"][f"c{c}"] = {"vault": {"runs": []}, "static": {"runs": []}}
+            for r in range(reps):
+                for name, pr in (("vault", peer), ("static", static)):
+                    pr_auth = vault_auth if name == "vault" else f"Bearer {PLACEHOLDER}"
+                    pr.auth = pr_auth
+                    out = run_oha(pr, c, duration)
+                    if out.get("failed") or out.get("error"):
+                        FAILURES.append(f"airlock token path ({name}, c={c}): {out.get('failed') or out.get('error')}")
+                    entry[name]["runs"].append(out)
+                    log(f"token path c={c} rep {r + 1} {name}: {out.get('rps') or 0:.0f} req/s p50 {out.get('p50_us') or 0:.0f} us")
+        results["commands"]["token path (vault placeholder)"] = shlex.join(oha_cmd(peer, 16, duration))
+
+        # -- cold cache: a fresh process has no cached token; its first request
+        # asks the vault (store read + unseal). Same connection, GET 1 vs GET 2/3.
+        res["cold"] = []
+        for r in range(reps):
+            proc.stop()
+            proc = start_airlock_vault(work, pki, binary, upstream_h2)
+            peer.proc = static.proc = proc
+            gets = held_gets(peer, API_HOST, vault_auth, 3)
+            res["cold"].append(gets)
+            log(f"token path cold: first GET {gets[0]['ms']:.2f} ms, then {gets[1]['ms']:.2f}, {gets[2]['ms']:.2f} ms")
+            if any(g["status"] != "200" for g in gets):
+                FAILURES.append(f"airlock token path cold cache: statuses {[g['status'] for g in gets]}")
+        res["grants_total"] = mock.count()
+    except Exception as exc:  # noqa: BLE001
+        FAILURES.append(f"token path: {type(exc).__name__}: {exc}")
+        log(FAILURES[-1])
+        if proc is not None:
+            res["log_tail"] = proc.log_tail(20)
+    finally:
+        if proc is not None:
+            proc.stop()
+        mock.stop()
+    return res
 
 
 def start_mitmproxy(work, pki):
@@ -559,7 +884,28 @@ def sanity(peer, http="--http1.1"):
 # Chunked uploads for every peer: Squid 5.7 bump drops Content-Length uploads
 # of more than ~50 MB mid-body (curl: "(52) Empty reply from server"; its log
 # shows ERR_CLIENT_GONE while the client is still sending), chunked ones work.
-UPLOAD_FLAGS = ["-H", "Expect:", "-H", "Transfer-Encoding: chunked"]
+UPLOAD_FLAGS = ["-H", "Expect:", "-H", "Transfer-Encoding: chunked", "-H", "Content-Type: text/plain"]
+PLACEHOLDER_EVERY = 64 * 1024  # one placeholder per 64 KiB of upload body
+
+
+def make_upload(path, size):
+    """Text with a placeholder every 64 KiB: airlock swaps each one (body swap on)."""
+    unit = bytearray(b"lorem ipsum dolor sit amet " * (PLACEHOLDER_EVERY // 27 + 1))[:PLACEHOLDER_EVERY]
+    unit[100:100 + len(PLACEHOLDER)] = PLACEHOLDER.encode()
+    block = bytes(unit) * 16  # 1 MiB
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            f.write(block[:left])
+            left -= len(block)
+    return size // PLACEHOLDER_EVERY + (1 if size % PLACEHOLDER_EVERY > 100 else 0)
+
+
+def check_upload_sink(shm, expected):
+    """What nginx stored: every placeholder swapped, none left."""
+    data = (shm / "upload" / "sink").read_bytes()
+    return {"real": data.count(REAL.encode()), "placeholders": data.count(b"miosa-tok-"), "expected": expected,
+            "ok": data.count(REAL.encode()) == expected and b"miosa-tok-" not in data}
 
 
 def warm_download(peer):
@@ -790,10 +1136,11 @@ def main():
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/airlock-bench"))
     ap.add_argument("--out", help="where results.json, charts/ and BENCHMARKS.md go")
     ap.add_argument("--no-profile", action="store_true")
-    ap.add_argument("--workloads", default="keepalive,h2,newconn,first,transfer,idle",
-                    help="comma list, for development runs")
+    ap.add_argument("--workloads", help="comma list of keepalive,h2,newconn,first,transfer,idle,vault,"
+                    "callgrind (default: all; --smoke leaves out callgrind, which builds bench/swapcount)")
     ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h1",
                     help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
+    ap.add_argument("--target-dir", help="cargo target dir (for the swapcount build)")
     ap.add_argument("--report-only", metavar="RESULTS_JSON",
                     help="redraw charts and rewrite the report from an earlier results.json")
     args = ap.parse_args()
@@ -808,7 +1155,8 @@ def main():
     size = (args.size_mib or (32 if smoke else 1024)) * 1024 * 1024
     idle_n = args.idle or (300 if smoke else 10000)
     conn_levels = [1, 16, 256]
-    workloads = set(args.workloads.split(","))
+    all_workloads = "keepalive,h2,newconn,first,transfer,idle,vault,callgrind"
+    workloads = set((args.workloads or (all_workloads.replace(",callgrind", "") if smoke else all_workloads)).split(","))
     if args.out:
         out_dir = Path(args.out)
         report_path = out_dir / "BENCHMARKS.md"
@@ -841,8 +1189,7 @@ def main():
     pki = make_certs(work)
     fresh_names = [f"fresh{os.getpid()}x{i}.{DOMAIN}" for i in range(reps * 2 + 4)]
     upload_file = Path("/dev/shm") / f"airlock-bench-upload-{os.getpid()}.bin"
-    with open(upload_file, "wb") as f:
-        f.truncate(size)
+    placeholders_in_upload = make_upload(upload_file, size)
 
     procs = {}
     results = {
@@ -1018,6 +1365,10 @@ def main():
                 for r in range(reps):
                     for n in order:
                         res = transfer(peers[n], kind, size, upload_file)
+                        if kind == "upload" and n in ("airlock", "mitmproxy") and r == 0 and not res.get("failed"):
+                            res["body_swap_check"] = check_upload_sink(procs["nginx"].shm, placeholders_in_upload)
+                            if not res["body_swap_check"]["ok"]:
+                                res["failed"] = f"body swap: {res['body_swap_check']}"
                         check(peers[n], res, kind)
                         res.pop("cmd", None)
                         wl[kind][n]["runs"].append(res)
@@ -1052,6 +1403,14 @@ def main():
             log(f"idle+GET airlock: {res.get('opened')}/{idle_n}, {res.get('kib_per_conn') or 0:.1f} KiB/conn")
             if res.get("incomplete"):
                 check(peers["airlock"], {"failed": res["incomplete"]}, "idle connections after a GET")
+
+        if "vault" in workloads:
+            # -- 5. token path: vault cache hit, cold cache, 401 storm
+            wl["token_path"] = token_path(work, pki, args.airlock, args.airlock_upstream == "h2",
+                                          reps, duration, 100 if smoke else 1000, results)
+
+        if "callgrind" in workloads:
+            results["callgrind"] = callgrind_swapper(work, args.target_dir or Path(args.airlock).parent.parent)
 
         # -- profile airlock (after all measurements: perf perturbs timings)
         if not smoke and not args.no_profile and "keepalive" in workloads:

@@ -9,6 +9,8 @@ the connection stays open until the driver says so.
 Protocol with the driver (stdin/stdout, one JSON object per line):
   -> {"event": "ready", "opened": N, "failed": F, "seconds": T, "errors": {...}}
   <- "check"   -> {"event": "alive", "alive": A, "closed_by_peer": C}
+  <- "fire"    -> one GET (with --auth) on every held connection at once,
+                  {"event": "fired", "seconds": T, "statuses": {"200": N, ...}}
   <- "close"   -> closes everything, {"event": "closed"}, exit 0
 """
 
@@ -70,6 +72,25 @@ async def open_one(args, ctx, sem, errors):
             return None
 
 
+async def get_once(reader, writer, args):
+    target = f"{args.host}:{args.port}"
+    try:
+        writer.write(
+            f"GET / HTTP/1.1\r\nHost: {target}\r\nAuthorization: {args.auth}\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+        status = head.split(b" ", 2)[1].decode(errors="replace")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        if length:
+            await asyncio.wait_for(reader.readexactly(length), 60)
+        return status
+    except Exception as exc:  # noqa: BLE001 - counted, reported
+        return f"{type(exc).__name__}"
+
+
 def emit(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -115,6 +136,14 @@ async def main():
                 1 for r, w in held if r.at_eof() or w.transport.is_closing()
             )
             emit({"event": "alive", "alive": len(held) - closed, "closed_by_peer": closed})
+        elif cmd == "fire":
+            # One GET on every held connection at once: (a 401 storm when the
+            # token behind --auth has expired upstream).
+            t0 = time.monotonic()
+            statuses = await asyncio.gather(*(get_once(r, w, args) for r, w in held))
+            counts = collections.Counter(statuses)
+            emit({"event": "fired", "seconds": round(time.monotonic() - t0, 4),
+                  "statuses": dict(counts)})
         elif cmd in ("close", ""):
             for _, w in held:
                 w.close()

@@ -1,7 +1,8 @@
 """mitmproxy addon for the airlock benchmark: the same job airlock does.
 
 - Replaces the placeholder in `Authorization` with the real secret, in the
-  `requestheaders` hook so that it also works when bodies are streamed.
+  `requestheaders` hook so that it also works when bodies are streamed, and
+  in request bodies (chunk by chunk when streamed), like airlock's body swap.
 - Resolves BENCH_DOMAIN and its subdomains to BENCH_UPSTREAM_HOST, the job of
   airlock's `[resolve]` overrides and Squid's `hosts_file`. This is done at
   name resolution, not by rewriting the server address in `server_connect`:
@@ -32,7 +33,25 @@ def _bench_getaddrinfo(host, *args, **kwargs):
 socket.getaddrinfo = _bench_getaddrinfo
 
 
+def _swap_chunk(data):
+    # Not chunk-boundary safe (airlock's swapper is): enough to cost the same work.
+    return data.replace(PLACEHOLDER_B, REAL_B)
+
+
+PLACEHOLDER_B = PLACEHOLDER.encode()
+REAL_B = REAL.encode()
+
+
 def requestheaders(flow):
     auth = flow.request.headers.get("authorization")
     if auth and PLACEHOLDER in auth:
         flow.request.headers["authorization"] = auth.replace(PLACEHOLDER, REAL)
+    # Bodies: streamed ones (stream_large_bodies) are swapped chunk by chunk.
+    if flow.request.stream is True:
+        flow.request.stream = _swap_chunk
+
+
+def request(flow):
+    # Small bodies are buffered: swap them whole.
+    if not flow.request.stream and flow.request.raw_content and PLACEHOLDER_B in flow.request.raw_content:
+        flow.request.raw_content = flow.request.raw_content.replace(PLACEHOLDER_B, REAL_B)

@@ -68,6 +68,9 @@ def aggregate(results):
                 if r.get("rss_peak_kib") is not None
             ]
             entry["rss_growth_kib_max"] = max(growth) if growth else None
+    for e in ((wl.get("token_path") or {}).get("throughput") or {}).values():
+        for x in e.values():
+            agg_runs(x, ["rps", "p50_us", "p99_us", "cpu_us_per_req"])
     results["targets"] = targets(results)
 
 
@@ -109,11 +112,11 @@ def targets(results):
     for kind in ("download", "upload"):
         a = med(get(wl, kind, "airlock", "mb_s"))
         r = ratio(a, med(get(wl, kind, "squid_bump", "mb_s")))
-        add(f"{kind.capitalize()} vs Squid bump", "≥ 2.5×", r, None if r is None else r >= 2.5, fmt_x(r),
-            "body swap not built yet: plain streaming")
+        note = ("body swap on: a placeholder every 64 KiB, all swapped" if kind == "upload"
+                else "response scrubbing on (the download direction of the body swap)")
+        add(f"{kind.capitalize()} vs Squid bump", "≥ 2.5×", r, None if r is None else r >= 2.5, fmt_x(r), note)
         r = ratio(a, med(get(wl, kind, "direct", "mb_s")))
-        add(f"{kind.capitalize()} vs direct", "≥ 0.9×", r, None if r is None else r >= 0.9, fmt_x(r),
-            "body swap not built yet: plain streaming")
+        add(f"{kind.capitalize()} vs direct", "≥ 0.9×", r, None if r is None else r >= 0.9, fmt_x(r), note)
         g = get(wl, kind, "airlock", "rss_growth_kib_max")
         add(f"{kind.capitalize()}: RSS growth during the transfer", "does not grow with the body (≤ 16 MiB)", g,
             None if g is None else g <= 16 * 1024, fmt_mib(g))
@@ -132,12 +135,36 @@ def targets(results):
     n = get(wl, "idle_after_request", "airlock", "opened")
     add("RSS per idle intercepted connection (after one GET each)", "≤ 24 KiB", per,
         None if per is None else per <= 24, f"{fmt_num(per, 1)} KiB ({fmt_num(n)} held)")
-    add("Token path: vault cache hit adds no latency", "no measurable latency", None, None, "not yet measurable",
-        "the vault (airlock-vault) is not built: only static [[secret]] values exist")
-    add("Token path: 1 000-way 401 storm", "exactly 1 refresh", None, None, "not yet measurable",
-        "no OAuth refresh path exists yet")
-    add("callgrind: swapper on a 64 MiB body", "instruction count recorded", None, None, "not yet measurable",
-        "no streaming body swapper exists yet (bodies are forwarded as is)")
+    tp = wl.get("token_path") or {}
+    v50 = med(get(tp, "throughput", "c1", "vault", "p50_us"))
+    s50 = med(get(tp, "throughput", "c1", "static", "p50_us"))
+    vr = med(get(tp, "throughput", "c16", "vault", "rps"))
+    sr = med(get(tp, "throughput", "c16", "static", "rps"))
+    if v50 is not None and s50 is not None and vr and sr:
+        met = abs(v50 - s50) <= 0.1 * s50 and vr / sr >= 0.95
+        add("Token path: vault cache hit vs a static secret", "no measurable latency (p50 within 10%, req/s ≥ 0.95×)",
+            v50 - s50, met, f"p50 {fmt_us(v50)} vs {fmt_us(s50)}; 16 conns {fmt_x(vr / sr)} the req/s")
+    else:
+        add("Token path: vault cache hit vs a static secret", "no measurable latency", None, None, "not measured",
+            tp.get("log_tail", "")[:100])
+    st = tp.get("storm") or {}
+    if st:
+        ok = (st.get("statuses") or {}).get("200", 0)
+        n = tp.get("storm_n")
+        met = st.get("refreshes") == 1 and ok == n
+        add(f"Token path: {fmt_num(n)}-way 401 storm", "exactly 1 refresh, all answered", st.get("refreshes"), met,
+            f"{st.get('refreshes')} refresh(es), {fmt_num(ok)}/{fmt_num(n)} answered 200 in {st.get('seconds')} s")
+    else:
+        add("Token path: 1 000-way 401 storm", "exactly 1 refresh", None, None, "not measured")
+    cg = results.get("callgrind") or {}
+    if cg.get("swap", {}).get("ir_per_byte") is not None:
+        add(f"callgrind: swapper on a {cg['body_mib']} MiB body", "instruction count recorded",
+            cg["swap"]["ir_per_byte"], None,
+            f"{cg['swap']['ir_per_byte']:.2f} instr/byte swap, {cg['scrub'].get('ir_per_byte', 0):.2f} scrub",
+            "repeatable: compare across commits")
+    else:
+        add("callgrind: swapper on a 64 MiB body", "instruction count recorded", None, None,
+            "not measured", cg.get("skipped", "")[:120])
     return rows
 
 
@@ -385,9 +412,16 @@ def markdown(results, chart_files, report_dir, charts_abs):
       "`Authorization: Bearer real-secret-value-123`**, so a missed swap shows up as a non-2xx status; every "
       "airlock run is checked for 100% 2xx.")
     w("- **direct**: the client talks to nginx itself and sends the real secret (the floor).")
-    w("- **airlock**: `airlock up` (release build, `AIRLOCK_LOG=warn`), a `[[secret]]` bound to `bench.test` "
-      "and `*.bench.test`, `[resolve]` overrides to nginx, `upstream_ca` = the bench CA. The client sends "
-      "`Authorization: Bearer miosa-tok-AAAA…`.")
+    up = m.get("airlock_upstream", "h1")
+    w("- **airlock**: `airlock up` (release build, `AIRLOCK_LOG=warn`, so audit lines are filtered out), a "
+      "`[[secret]]` bound to `bench.test` and `*.bench.test` with `swap_in = [\"header\", \"basic\", \"body\"]`, "
+      "`[resolve]` overrides to nginx, `upstream_ca` = the bench CA. The client sends "
+      "`Authorization: Bearer miosa-tok-AAAA…`. " + (
+          "**airlock's upstream is nginx's HTTP/1.1-only listener** (port 18444, same server block): against a "
+          "listener that offers h2, airlock forwards an HTTP/1.1 client's `Host` header next to `:authority` and "
+          "nginx 1.22 answers 400 to every request (see *Interop* below). The row *airlock, h2 upstream* in the "
+          "HTTP/2 table uses the h2 listener with h2 clients, which works."
+          if up == "h1" else "airlock's upstream is nginx's h2-capable listener."))
     w("- **Squid bump**: Debian `squid-openssl`, `-N` (no daemon), `workers 1`, `ssl_bump peek step1` / "
       "`bump all`, `generate-host-certificates=on` with its own P-256 CA, `request_header_access Authorization "
       "deny all` + `request_header_replace Authorization Bearer …` (Squid cannot replace only the placeholder, "
@@ -438,6 +472,29 @@ def markdown(results, chart_files, report_dir, charts_abs):
             row += f"{fmt_x(r) if r else ''} | {status_note(e)} |"
             w(row)
         w("")
+
+    interop = results.get("interop_h2_upstream") or {}
+    if interop:
+        w("## Interop: airlock in front of an upstream that offers h2")
+        w("")
+        w("One GET through airlock to `h2.bench.test`, which airlock dials at nginx's h2-capable listener "
+          "(nginx 1.22.1 from Debian 12, ALPN h2 + http/1.1):")
+        w("")
+        w("| client | status | verdict |")
+        w("|---|---|---|")
+        for client, e in interop.items():
+            verdict = "ok" if e.get("ok") else "**fails**"
+            w(f"| curl {client} | {e.get('status')} | {verdict} |")
+        w("")
+        if any(not e.get("ok") for e in interop.values()):
+            w("nginx logs `client sent duplicate host header` for the failing case: airlock's pooled client "
+              "speaks h2 to nginx and sends the HTTP/1.1 client's `Host` header as a regular header beside "
+              "`:authority`; nginx (before 1.25) refuses that with 400. HTTP/2 clients send no `Host`, so "
+              "they pass. Every HTTP/1.1 client (curl --http1.1, Python requests, git, most SDKs) gets 400 "
+              "from such an upstream. Fix: drop `Host` from the forwarded request (the pooled client derives "
+              "`Host` for HTTP/1.1 and `:authority` for h2 from the URI), after checking it matches the "
+              "CONNECT host as airlock already does.")
+            w("")
 
     if wl.get("keepalive"):
         w("## 1. Keep-alive HTTPS GETs with a header swap")
@@ -508,7 +565,11 @@ def markdown(results, chart_files, report_dir, charts_abs):
         w("curl (`--http1.1`, one transfer at a time; uploads chunked, because Squid bump drops large "
           "`Content-Length` uploads mid-body, see below) through each peer, after one untimed 64 MiB download "
           "per peer; MB/s = body bytes / curl's `time_total`. "
-          "**airlock has no body swap yet**, so this measures its streaming path, not a body swap. "
+          "**Body swap on**: the upload is `text/plain` with a placeholder every 64 KiB; airlock "
+          "(`swap_in` includes `body`) swaps each one while it streams (checked: nginx's stored copy holds "
+          "the real secret that many times and no placeholder), and the download passes airlock's response "
+          "scrubber (`scrub_responses`, the default). The mitmproxy addon swaps streamed request bodies chunk "
+          "by chunk; Squid cannot rewrite bodies (that takes an ICAP/eCAP service) and only replaces the header. "
           "RSS growth = peak RSS sampled every 25 ms during the transfer minus RSS before it.")
         w("")
         for kind in ("download", "upload"):
@@ -582,16 +643,77 @@ def markdown(results, chart_files, report_dir, charts_abs):
             w(f"![memory]({charts_dir / 'memory.png'})")
             w("")
 
-    w("## 5. Token path, and callgrind of the body swapper: not yet measurable")
+    tp = wl.get("token_path") or {}
+    w("## 5. Token path (the vault)")
     w("")
-    w("- **Vault cache hit vs cold cache, and the 1 000-way 401 storm** need the token vault (`airlock-vault`), "
-      "which is a stub in this tree: airlock serves only static `[[secret]]` values, with no cache, no refresh "
-      "and no 401 handling. No numbers are reported rather than invented ones. When the vault lands, add a "
-      "workload with a mock OAuth server on loopback that counts refreshes.")
-    w("- **callgrind instruction counts for the swapper on a 64 MiB body** need the streaming body swapper, "
-      "which is not built: bodies are forwarded byte for byte (the README lists `body` swapping as upcoming). "
-      "The header swap is measured end to end above.")
+    if tp.get("throughput") or tp.get("storm"):
+        w("A second airlock (`airlock up` with its vault, SQLite, on loopback) with a provider whose token "
+          "endpoint is a mock OAuth server (TLS, in the driver) and a machine account (client credentials), "
+          "plus a static `[[secret]]` on the same host. nginx answers 401 to `vault-tok-1`, the first token "
+          "the vault gets, and 200 to later ones.")
+        w("")
+        st = tp.get("storm") or {}
+        if st:
+            w(f"**401 storm**: {fmt_num(st.get('opened'))} intercepted connections opened first "
+              f"(CONNECT + TLS), then one GET with the vault placeholder on each at once. Every GET meets "
+              f"the expired token: airlock must refresh once and replay them all.")
+            w("")
+            w("| GETs | answered | refreshes at the provider | time until all answered |")
+            w("|---|---|---|---|")
+            w(f"| {fmt_num(tp.get('storm_n'))} | {st.get('statuses')} | **{st.get('refreshes')}** | {st.get('seconds')} s |")
+            w("")
+        thr = tp.get("throughput") or {}
+        if thr:
+            w("**Cache hit**: keep-alive GETs through the same airlock to the same host, with the vault "
+              "placeholder (token from the proxy's cache) or the static secret's placeholder, interleaved.")
+            w("")
+            w("| connections | credential | req/s | p50 | p99 | proxy CPU µs/req |")
+            w("|---|---|---|---|---|---|")
+            for key, e in thr.items():
+                for name in ("vault", "static"):
+                    x = e.get(name, {})
+                    w(f"| {key[1:]} | {'vault token (cache hit)' if name == 'vault' else 'static secret'} | "
+                      f"{fmt_stat(x.get('rps'))} | {fmt_stat(x.get('p50_us'), fmt_us)} | "
+                      f"{fmt_stat(x.get('p99_us'), fmt_us)} | {fmt_stat(x.get('cpu_us_per_req'), lambda v: f'{v:.0f}')} |")
+            w("")
+        cold = tp.get("cold") or []
+        if cold:
+            firsts = [c[0]["ms"] for c in cold]
+            later = [g["ms"] for c in cold for g in c[1:]]
+            w(f"**Cold cache**: a freshly started airlock (token in the vault's store, nothing cached), one "
+              f"intercepted connection, three GETs in a row: the first asks the vault, the others hit the cache. "
+              f"First GET {fmt_stat(summarize(firsts), fmt_ms)} ms, later GETs {fmt_stat(summarize(later), fmt_ms)} ms "
+              f"({len(cold)} restarts).")
+            w("")
+    else:
+        w("Not measured in this run" + (f": {tp.get('log_tail', '')[:300]}" if tp else "."))
+        w("")
+    cg = results.get("callgrind") or {}
+    w("## callgrind: the body swapper on a fixed body")
     w("")
+    if cg.get("swap", {}).get("ir") is not None:
+        w(f"[bench/swapcount](bench/swapcount/src/main.rs) feeds a {cg['body_mib']} MiB text body in 16 KiB chunks "
+          f"(a placeholder every {cg['placeholder_every'] // 1024} KiB) through airlock's streaming request-body "
+          "swapper (`body_swap::streaming`) and, separately, its response scrubber (`scrub::Scrubber::body`); "
+          "`copy` drains the same body untouched and is subtracted. Instruction counts do not depend on the "
+          "machine's load, so they compare across commits.")
+        w("")
+        w(f"`{cg['command']}`")
+        w("")
+        w("| mode | instructions | minus copy | per byte |")
+        w("|---|---|---|---|")
+        for mode in ("copy", "swap", "scrub"):
+            x = cg.get(mode, {})
+            per = x.get("ir_per_byte")
+            w(f"| {mode} | {fmt_num(x.get('ir'))} | {fmt_num(x.get('net_ir'))} | "
+              f"{'' if per is None else f'{per:.3f}'} |")
+        w("")
+        v = cg.get("verify") or {}
+        w(f"Check (native run): {v.get('tokens_out')} tokens swapped in, {fmt_num(v.get('output_bytes'))} bytes out.")
+        w("")
+    else:
+        w(f"Not measured in this run: {cg.get('skipped', 'not run')}.")
+        w("")
 
     prof = results.get("profile")
     if prof and not prof.get("skipped"):

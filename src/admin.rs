@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
-use crate::config::Loaded;
 use crate::{data_dir_for, runtime, vault_setup, CliError};
+use airlock::config::Loaded;
 
 #[derive(Args, Clone)]
 pub struct AdminArgs {

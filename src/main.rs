@@ -2,9 +2,9 @@
 //! The `airlock` command line.
 
 mod admin;
-mod config;
-mod sandbox_env;
 mod vault_setup;
+
+use airlock::{config, sandbox_env};
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -11,8 +11,8 @@ use airlock_vault::{Catalog, Kek, Keyring, Store, Vault, VaultSettings};
 use airlock_vault_client::{generate_placeholder, normalize_host, SecretString};
 use secrecy::ExposeSecret;
 
-use crate::config::{Loaded, Validated};
 use crate::CliError;
+use airlock::config::{Loaded, Validated};
 
 pub const DEFAULT_SANDBOX: &str = airlock_vault_client::SandboxId::DEFAULT;
 

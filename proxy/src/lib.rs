@@ -13,6 +13,7 @@ pub mod compression;
 pub mod egress;
 pub mod error;
 mod forward;
+pub mod parse;
 mod rewind;
 pub mod scrub;
 pub mod server;

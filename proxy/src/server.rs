@@ -9,8 +9,6 @@ use std::sync::Arc;
 
 use airlock_certs::LeafCache;
 use airlock_vault_client::{normalize_host, SandboxId, TokenSource};
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response};
@@ -28,6 +26,7 @@ use crate::body::{empty, ProxyBody};
 use crate::egress::Dialer;
 use crate::error::ProxyError;
 use crate::forward::Outgoing;
+use crate::parse::{parse_basic, parse_connect_target};
 use crate::rewind::Rewind;
 use crate::settings::{InterceptMode, ProxySettings};
 use crate::swap::{Scanner, Swapper};
@@ -541,23 +540,6 @@ pub(crate) fn refuse(audit: &mut AuditRecord, err: ProxyError) -> Response<Proxy
     response
 }
 
-fn parse_connect_target(target: Option<&Authority>) -> Result<(String, u16), ProxyError> {
-    let authority =
-        target.ok_or_else(|| ProxyError::BadRequest("CONNECT target must be host:port".into()))?;
-    let port = authority
-        .port_u16()
-        .ok_or_else(|| ProxyError::BadRequest(format!("CONNECT target {authority} has no port")))?;
-    if authority.as_str().contains('@') {
-        return Err(ProxyError::BadRequest(
-            "CONNECT target may not contain userinfo".into(),
-        ));
-    }
-    let host = normalize_host(authority.host()).ok_or_else(|| {
-        ProxyError::BadRequest(format!("CONNECT target {authority} is not a valid host"))
-    })?;
-    Ok((host, port))
-}
-
 /// `Host`/`:authority` must name the host and port the connection was opened for.
 fn check_authority<B>(req: &Request<B>, host: &str, port: u16) -> Result<(), ProxyError> {
     let mut named = Vec::with_capacity(2);
@@ -597,17 +579,6 @@ fn host_for_uri(host: &str) -> String {
     } else {
         host.to_owned()
     }
-}
-
-fn parse_basic(value: &[u8]) -> Option<(String, String)> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = String::from_utf8(BASE64.decode(encoded.trim()).ok()?).ok()?;
-    let (user, pass) = decoded.split_once(':')?;
-    Some((user.to_owned(), pass.to_owned()))
 }
 
 /// Removes connection-scoped headers (RFC 9110 §7.6.1), including those the
@@ -692,6 +663,8 @@ impl ResolvesServerCert for NoCert {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine;
 
     #[test]
     fn hop_by_hop_headers_are_removed() {
