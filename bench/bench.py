@@ -387,14 +387,22 @@ swap_in = ["header", "basic", "body"]
 # ---------------------------------------------------------------- callgrind of the swapper
 
 
-def callgrind_swapper(work, target_dir, mib=64, every=65536):
+def callgrind_swapper(work, target_dir, src, mib=64, every=65536):
     """Instruction counts of airlock's streaming body swapper and response
     scrubber on a fixed body (bench/swapcount), minus draining it untouched."""
     if not shutil.which("valgrind"):
         return {"skipped": "valgrind not installed"}
-    manifest = HERE / "swapcount" / "Cargo.toml"
-    lock = HERE / "swapcount" / "Cargo.lock"
-    shutil.copy(REPO / "Cargo.lock", lock)  # airlock's versions, so the build reuses its artifacts
+    # Built in the work dir against the measured source tree, with its lock
+    # file (same versions, so most of airlock's artifacts are reused).
+    d = work / "swapcount"
+    (d / "src").mkdir(parents=True, exist_ok=True)
+    shutil.copy(HERE / "swapcount" / "src" / "main.rs", d / "src" / "main.rs")
+    toml = (HERE / "swapcount" / "Cargo.toml").read_text()
+    toml = toml.replace('path = "../../proxy"', f'path = "{src}/proxy"')
+    toml = toml.replace('path = "../../vault-client"', f'path = "{src}/vault-client"')
+    (d / "Cargo.toml").write_text(toml)
+    shutil.copy(Path(src) / "Cargo.lock", d / "Cargo.lock")
+    manifest = d / "Cargo.toml"
     env = {**os.environ, "CARGO_TARGET_DIR": str(target_dir)}
     b = subprocess.run(["cargo", "build", "--release", "-q", "--manifest-path", str(manifest)],
                        env=env, text=True, capture_output=True)
@@ -1107,12 +1115,11 @@ def machine_info():
     }
 
 
-def versions(binary):
-    commit = tool_version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", ".", ":!bench", ":!BENCHMARKS.md"],
-                           text=True, capture_output=True).stdout.strip()
+def versions(binary, commit):
+    if not commit:
+        commit = tool_version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
     return {
-        "airlock": f"{tool_version([str(binary), '--version'])} (commit {commit}{', dirty tree' if dirty else ''})",
+        "airlock": f"{tool_version([str(binary), '--version'])} (commit {commit})",
         "rustc": tool_version(["rustc", "--version"]),
         "oha": tool_version(["oha", "--version"]),
         "nginx": tool_version(["nginx", "-v"]),
@@ -1141,6 +1148,8 @@ def main():
     ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h1",
                     help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
     ap.add_argument("--target-dir", help="cargo target dir (for the swapcount build)")
+    ap.add_argument("--src", default=str(REPO), help="the airlock source tree the binary was built from")
+    ap.add_argument("--airlock-commit", help="label for the measured commit")
     ap.add_argument("--report-only", metavar="RESULTS_JSON",
                     help="redraw charts and rewrite the report from an earlier results.json")
     args = ap.parse_args()
@@ -1197,7 +1206,7 @@ def main():
             "mode": "smoke" if smoke else "full",
             "started_utc": started.isoformat(timespec="seconds"),
             "reps": reps, "duration_s": duration, "transfer_bytes": size, "idle_connections": idle_n,
-            "machine": machine_info(), "versions": versions(args.airlock),
+            "machine": machine_info(), "versions": versions(args.airlock, args.airlock_commit),
             "peers": [LABELS[n] for n in names], "ports": PORTS,
         },
         "commands": {},
@@ -1410,7 +1419,8 @@ def main():
                                           reps, duration, 100 if smoke else 1000, results)
 
         if "callgrind" in workloads:
-            results["callgrind"] = callgrind_swapper(work, args.target_dir or Path(args.airlock).parent.parent)
+            results["callgrind"] = callgrind_swapper(work, args.target_dir or Path(args.airlock).parent.parent,
+                                                     Path(args.src))
 
         # -- profile airlock (after all measurements: perf perturbs timings)
         if not smoke and not args.no_profile and "keepalive" in workloads:

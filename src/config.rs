@@ -136,6 +136,18 @@ fn default_environment() -> String {
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySection {
     pub listen: SocketAddr,
+    /// Where Prometheus `/metrics`, `/healthz` and `/readyz` are served.
+    pub admin_listen: SocketAddr,
+    /// Serve the admin endpoint at all.
+    pub admin: bool,
+    /// Names never reached (exact or `*.suffix`).
+    pub deny_hosts: Vec<String>,
+    /// When not empty, the only names that may be reached.
+    pub allow_hosts: Vec<String>,
+    /// Addresses never dialled.
+    pub deny_cidrs: Vec<String>,
+    /// Private addresses that may be dialled anyway.
+    pub allow_cidrs: Vec<String>,
     /// The proxy URL handed to sandboxes, when it differs from `listen`
     /// (a sidecar reached as `http://airlock:8080`).
     pub public_url: Option<String>,
@@ -160,6 +172,10 @@ pub struct ProxySection {
     pub max_decoded_body_bytes: usize,
     /// Replace real tokens echoed by upstreams with their placeholders.
     pub scrub_responses: bool,
+    /// CONNECT tunnels one sandbox may hold open at once.
+    pub max_connections_per_sandbox: usize,
+    /// Failed proxy authentications per client address per minute before 429.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for ProxySection {
@@ -167,6 +183,12 @@ impl Default for ProxySection {
         let d = ProxySettings::default();
         Self {
             listen: airlock_proxy::settings::default_listen(),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin: true,
+            deny_hosts: Vec::new(),
+            allow_hosts: Vec::new(),
+            deny_cidrs: Vec::new(),
+            allow_cidrs: Vec::new(),
             public_url: None,
             intercept: d.intercept,
             allowed_ports: d.allowed_ports,
@@ -185,6 +207,8 @@ impl Default for ProxySection {
             replay_buffer_bytes: d.replay_buffer_bytes,
             max_decoded_body_bytes: d.max_decoded_body,
             scrub_responses: d.scrub_responses,
+            max_connections_per_sandbox: d.max_connections_per_sandbox,
+            auth_failures_per_minute: d.auth_failures_per_minute,
         }
     }
 }
@@ -327,6 +351,34 @@ impl Loaded {
             match target.get_ref().parse::<OverrideTarget>() {
                 Ok(t) => overrides.push((pattern.as_str(), t)),
                 Err(e) => errors.push(format!("line {line}: resolve {pattern:?}: {e}")),
+            }
+        }
+        let mut egress = airlock_proxy::egress::EgressLists::default();
+        for (field, list, out) in [
+            ("deny_hosts", &p.deny_hosts, &mut egress.deny_hosts),
+            ("allow_hosts", &p.allow_hosts, &mut egress.allow_hosts),
+        ] {
+            for h in list {
+                match HostPattern::parse(h) {
+                    Ok(pattern) => out.push(pattern),
+                    Err(e) => errors.push(format!("proxy.{field}: {e}")),
+                }
+            }
+        }
+        for (field, list, out) in [
+            ("deny_cidrs", &p.deny_cidrs, &mut egress.deny_cidrs),
+            ("allow_cidrs", &p.allow_cidrs, &mut egress.allow_cidrs),
+        ] {
+            for c in list {
+                match c
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                {
+                    Ok(net) => out.push(net),
+                    Err(_) => errors.push(format!(
+                        "proxy.{field}: {c:?} is not a CIDR (e.g. 10.0.0.0/8) or an address"
+                    )),
+                }
             }
         }
         let resolve = match ResolveOverrides::new(overrides) {
@@ -546,6 +598,7 @@ impl Loaded {
             upstream_ca,
             require_auth: p.require_auth,
             resolve,
+            egress,
             add_via: p.add_via,
             connect_timeout: Duration::from_secs(p.connect_timeout_secs.max(1)),
             response_timeout: Duration::from_secs(p.response_timeout_secs.max(1)),
@@ -556,6 +609,8 @@ impl Loaded {
             replay_buffer_bytes: p.replay_buffer_bytes,
             max_decoded_body: p.max_decoded_body_bytes,
             scrub_responses: p.scrub_responses,
+            max_connections_per_sandbox: p.max_connections_per_sandbox.max(1),
+            auth_failures_per_minute: p.auth_failures_per_minute.max(1),
             ..ProxySettings::default()
         };
         Ok(Validated {

@@ -97,6 +97,9 @@ pub struct RunArgs {
     /// Vault listen address (overrides [vault] listen).
     #[arg(long, env = "AIRLOCK_VAULT_LISTEN")]
     pub vault_listen: Option<SocketAddr>,
+    /// Metrics and health endpoint address (overrides [proxy] admin_listen).
+    #[arg(long, env = "AIRLOCK_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -467,7 +470,28 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, mode: Mode) -> Result<
         }
         if let (Some(listener), Some(local)) = (proxy_listener, proxy_local) {
             let leaves = Arc::new(LeafCache::new(prepared.ca.clone(), 10_000));
-            let cached: Arc<dyn TokenSource> = Arc::new(CachedTokenSource::new(tokens));
+            let cache = Arc::new(CachedTokenSource::new(tokens));
+            if loaded.config.proxy.admin {
+                let admin_addr = args.admin_listen.unwrap_or(loaded.config.proxy.admin_listen);
+                let admin = bind(admin_addr, "metrics").await?;
+                let admin_local = admin.local_addr().map_err(|e| CliError::Other(e.to_string()))?;
+                tracing::info!(listen = %admin_local, "metrics listening");
+                let (leaves, cache) = (leaves.clone(), cache.clone());
+                let sampler: airlock_proxy::metrics::Sampler = Box::new(move || {
+                    let (hits, misses) = cache.stats();
+                    vec![
+                        ("certificates_minted", leaves.minted() as i64),
+                        ("token_cache_hits", hits as i64),
+                        ("token_cache_misses", misses as i64),
+                    ]
+                });
+                tasks.spawn(async move {
+                    airlock_proxy::metrics::serve_admin(admin, sampler)
+                        .await
+                        .map_err(|e| CliError::Other(format!("metrics endpoint stopped: {e}")))
+                });
+            }
+            let cached: Arc<dyn TokenSource> = cache;
             let proxy = Proxy::new(prepared.settings().clone(), cached, leaves, local);
             tracing::info!(listen = %local, "proxy listening");
             tasks.spawn(async move {

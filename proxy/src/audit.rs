@@ -31,6 +31,31 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// The metrics side of the same line: same outcome words.
+    fn count(&self, outcome: &'static str) {
+        let m = crate::metrics::metrics();
+        m.requests
+            .get_or_create(&crate::metrics::RequestLabels {
+                mode: self.mode,
+                outcome,
+            })
+            .inc();
+        m.swaps.inc_by(self.swapped.len() as u64);
+        if self.refused.is_some() {
+            m.refusals
+                .get_or_create(&crate::metrics::ReasonLabel { reason: outcome })
+                .inc();
+        }
+        if outcome.starts_with("refreshed") || outcome == "expired_token_not_refreshed" {
+            m.refreshes
+                .get_or_create(&crate::metrics::ReasonLabel { reason: outcome })
+                .inc();
+        }
+        if let Some(t) = self.upstream_time {
+            m.upstream_latency.observe(t.as_secs_f64());
+        }
+    }
+
     pub fn new(
         sandbox: SandboxId,
         mode: &'static str,
@@ -65,6 +90,7 @@ impl AuditRecord {
         } else {
             "aborted"
         };
+        self.count(outcome);
         tracing::info!(
             target: TARGET,
             sandbox = %self.sandbox,

@@ -208,6 +208,21 @@ pub enum DialError {
     },
     #[error("{host:?} is not a valid host name")]
     BadHost { host: String },
+    #[error("destination {host} is not allowed by the egress policy ({rule})")]
+    Policy { host: String, rule: String },
+}
+
+/// The operator's lists, checked before the default address guard.
+#[derive(Debug, Clone, Default)]
+pub struct EgressLists {
+    /// Names never reached, whatever they resolve to.
+    pub deny_hosts: Vec<HostPattern>,
+    /// When not empty, the only names that may be reached.
+    pub allow_hosts: Vec<HostPattern>,
+    /// Addresses never dialled.
+    pub deny_cidrs: Vec<ipnet::IpNet>,
+    /// Addresses dialled even though private (an internal API, say).
+    pub allow_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// Resolves and connects, only ever to addresses the policy allows.
@@ -218,6 +233,7 @@ pub struct Dialer {
     connect_timeout: Duration,
     /// The proxy's own listen addresses: never a destination (request loops).
     own_addrs: Vec<SocketAddr>,
+    lists: EgressLists,
 }
 
 impl Dialer {
@@ -231,7 +247,29 @@ impl Dialer {
             allow_private,
             connect_timeout,
             own_addrs: Vec::new(),
+            lists: EgressLists::default(),
         }
+    }
+
+    pub fn with_lists(mut self, lists: EgressLists) -> Self {
+        self.lists = lists;
+        self
+    }
+
+    fn check_host(&self, host: &str) -> Result<(), DialError> {
+        let policy = |rule: String| DialError::Policy {
+            host: host.to_owned(),
+            rule,
+        };
+        if let Some(p) = self.lists.deny_hosts.iter().find(|p| p.matches(host)) {
+            return Err(policy(format!("deny_hosts {p}")));
+        }
+        if !self.lists.allow_hosts.is_empty()
+            && !self.lists.allow_hosts.iter().any(|p| p.matches(host))
+        {
+            return Err(policy("not in allow_hosts".into()));
+        }
+        Ok(())
     }
 
     pub fn with_own_addr(mut self, addr: SocketAddr) -> Self {
@@ -244,6 +282,25 @@ impl Dialer {
     }
 
     fn check(&self, host: &str, addr: SocketAddr) -> Result<(), DialError> {
+        if let Some(net) = self
+            .lists
+            .deny_cidrs
+            .iter()
+            .find(|n| n.contains(&addr.ip()))
+        {
+            return Err(DialError::Policy {
+                host: host.to_owned(),
+                rule: format!("deny_cidrs {net}"),
+            });
+        }
+        if self
+            .lists
+            .allow_cidrs
+            .iter()
+            .any(|n| n.contains(&addr.ip()))
+        {
+            return Ok(());
+        }
         let class = classify(addr.ip());
         let is_self = self.own_addrs.iter().any(|own| {
             own.port() == addr.port() && (own.ip() == addr.ip() || own.ip().is_unspecified())
@@ -263,6 +320,7 @@ impl Dialer {
         let host_norm = normalize_host(host).ok_or_else(|| DialError::BadHost {
             host: host.to_owned(),
         })?;
+        self.check_host(&host_norm)?;
         if let Ok(ip) = host_norm.parse::<IpAddr>() {
             let addr = SocketAddr::new(ip, port);
             self.check(&host_norm, addr)?;
@@ -400,6 +458,38 @@ mod tests {
             .with_own_addr(own);
         assert!(dialer.resolve("127.0.0.1", 8080).await.is_err());
         assert!(dialer.resolve("127.0.0.1", 8081).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn operator_lists_come_first() {
+        let lists = EgressLists {
+            deny_hosts: vec![HostPattern::parse("*.blocked.test").unwrap()],
+            allow_hosts: vec![],
+            deny_cidrs: vec!["203.0.113.0/24".parse().unwrap()],
+            allow_cidrs: vec!["127.0.0.0/8".parse().unwrap()],
+        };
+        let dialer = Dialer::new(ResolveOverrides::default(), false, Duration::from_secs(1))
+            .with_lists(lists);
+        assert!(matches!(
+            dialer.resolve("x.blocked.test", 443).await,
+            Err(DialError::Policy { .. })
+        ));
+        assert!(matches!(
+            dialer.resolve("203.0.113.9", 443).await,
+            Err(DialError::Policy { .. })
+        ));
+        assert!(
+            dialer.resolve("127.0.0.1", 443).await.is_ok(),
+            "allow_cidrs opens a private range"
+        );
+        let only = EgressLists {
+            allow_hosts: vec![HostPattern::parse("api.good.test").unwrap()],
+            ..Default::default()
+        };
+        let dialer =
+            Dialer::new(ResolveOverrides::default(), true, Duration::from_secs(1)).with_lists(only);
+        let err = dialer.resolve("127.0.0.1", 443).await.unwrap_err();
+        assert!(err.to_string().contains("allow_hosts"), "{err}");
     }
 
     #[test]

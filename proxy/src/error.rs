@@ -70,6 +70,10 @@ pub enum ProxyError {
     Timeout(String),
     #[error("upstream error: {0}")]
     Upstream(String),
+    #[error("too many failed proxy authentications from this address; retry in {retry_after} s")]
+    TooManyAuthFailures { retry_after: u64 },
+    #[error("sandbox {sandbox} already has {limit} connections open")]
+    TooManyConnections { sandbox: String, limit: usize },
     #[error("request body too large: {0}")]
     BodyTooLarge(String),
     #[error("a placeholder was found in a body that keeps its Content-Length (binary upload); send the credential in a header")]
@@ -108,6 +112,8 @@ impl ProxyError {
             | Self::PlainHttp { .. }
             | Self::UnknownPlaceholder
             | Self::BodyTooLarge(_)
+            | Self::TooManyAuthFailures { .. }
+            | Self::TooManyConnections { .. }
             | Self::BodyNotSwappable
             | Self::ClientBody(_)
             | Self::EgressDenied(_) => Side::Sandbox,
@@ -129,6 +135,9 @@ impl ProxyError {
         match self {
             Self::BadRequest(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyAuthFailures { .. } | Self::TooManyConnections { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::BodyNotSwappable => StatusCode::FORBIDDEN,
             Self::ProxyAuth(_) | Self::Token(TokenError::BadCredential) => {
                 StatusCode::PROXY_AUTHENTICATION_REQUIRED
@@ -183,6 +192,8 @@ impl ProxyError {
             Self::Timeout(_) => "upstream_timeout",
             Self::Upstream(_) => "upstream_error",
             Self::BodyTooLarge(_) => "body_too_large",
+            Self::TooManyAuthFailures { .. } => "auth_rate_limited",
+            Self::TooManyConnections { .. } => "too_many_connections",
             Self::BodyNotSwappable => "body_not_swappable",
             Self::ClientBody(_) => "client_body",
             Self::Internal(_) => "internal",
@@ -197,6 +208,9 @@ impl ProxyError {
             .header("x-airlock-error", self.code());
         if self.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
             builder = builder.header(header::PROXY_AUTHENTICATE, "Basic realm=\"airlock\"");
+        }
+        if let Self::TooManyAuthFailures { retry_after } = self {
+            builder = builder.header(header::RETRY_AFTER, *retry_after);
         }
         builder
             .body(full(Bytes::from(format!("airlock: {self}\n"))))
@@ -217,7 +231,9 @@ impl From<&DialError> for ProxyError {
     fn from(err: &DialError) -> Self {
         let msg = err.to_string();
         match err {
-            DialError::Denied { .. } | DialError::BadHost { .. } => Self::EgressDenied(msg),
+            DialError::Denied { .. } | DialError::BadHost { .. } | DialError::Policy { .. } => {
+                Self::EgressDenied(msg)
+            }
             DialError::Dns { .. } | DialError::NoAddress { .. } => Self::Dns(msg),
             DialError::Connect { .. } => Self::Connect(msg),
             DialError::Timeout { .. } => Self::Timeout(msg),

@@ -13,6 +13,8 @@ pub mod compression;
 pub mod egress;
 pub mod error;
 mod forward;
+pub mod limits;
+pub mod metrics;
 pub mod parse;
 mod rewind;
 pub mod scrub;

@@ -3,7 +3,7 @@
 //! plain `http://` requests, and swaps placeholders on the way out.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -51,6 +51,8 @@ struct Inner {
     /// Cloned per intercepted connection with that host's leaf; clones share
     /// the session cache and ticketer.
     tls_template: rustls::ServerConfig,
+    auth_failures: crate::limits::AuthFailures,
+    connections: crate::limits::ConnectionSlots,
 }
 
 /// What an intercepted connection was opened for.
@@ -76,7 +78,8 @@ impl Proxy {
                 settings.allow_private_destinations,
                 settings.connect_timeout,
             )
-            .with_own_addr(local_addr),
+            .with_own_addr(local_addr)
+            .with_lists(settings.egress.clone()),
         );
         let (roots, system_roots) = root_store(&settings.upstream_ca);
         tracing::debug!(
@@ -91,6 +94,7 @@ impl Proxy {
             settings.upstream_idle_timeout,
         );
         let scanner = Arc::new(Scanner::new(tokens.placeholder_prefix()));
+        let settings_auth_limit = settings.auth_failures_per_minute;
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -100,6 +104,8 @@ impl Proxy {
                 upstream,
                 scanner,
                 tls_template: interception_tls_template(),
+                auth_failures: crate::limits::AuthFailures::new(settings_auth_limit),
+                connections: crate::limits::ConnectionSlots::default(),
             }),
         }
     }
@@ -118,17 +124,18 @@ impl Proxy {
             };
             let proxy = self.clone();
             let span = tracing::debug_span!("conn", %peer);
-            tokio::spawn(proxy.serve_client(stream).instrument(span));
+            tokio::spawn(proxy.serve_client(stream, peer.ip()).instrument(span));
         }
     }
 
-    async fn serve_client(self, stream: TcpStream) {
+    async fn serve_client(self, stream: TcpStream, peer: IpAddr) {
+        let _open = crate::metrics::ConnectionGuard::open();
         let _ = stream.set_nodelay(true);
         let settings = &self.inner.settings;
         let proxy = self.clone();
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle_outer(req).await) }
+            async move { Ok::<_, Infallible>(proxy.handle_outer(req, peer).await) }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -142,14 +149,15 @@ impl Proxy {
             .with_upgrades()
             .await
         {
+            count_connection_error(&error);
             tracing::debug!(%error, "client connection ended with an error");
         }
     }
 
     /// A request on the plain listener: CONNECT, an absolute `http://` URL,
     /// or a mistake.
-    async fn handle_outer(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
-        let sandbox = match self.authenticate(req.headers()).await {
+    async fn handle_outer(&self, mut req: Request<Incoming>, peer: IpAddr) -> Response<ProxyBody> {
+        let sandbox = match self.authenticate(req.headers(), peer).await {
             Ok(sandbox) => sandbox,
             Err(err) => {
                 let mut audit = AuditRecord::new(
@@ -182,10 +190,28 @@ impl Proxy {
         }
     }
 
-    async fn authenticate(&self, headers: &HeaderMap) -> Result<SandboxId, ProxyError> {
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> Result<SandboxId, ProxyError> {
         if !self.inner.settings.require_auth {
             return Ok(SandboxId::default_sandbox());
         }
+        // Guessing proxy secrets is slowed down per client address.
+        if let Some(wait) = self.inner.auth_failures.blocked(peer) {
+            return Err(ProxyError::TooManyAuthFailures {
+                retry_after: wait.as_secs().max(1),
+            });
+        }
+        let result = self.check_credentials(headers).await;
+        if result.is_err() {
+            self.inner.auth_failures.record(peer);
+        }
+        result
+    }
+
+    async fn check_credentials(&self, headers: &HeaderMap) -> Result<SandboxId, ProxyError> {
         let value = headers
             .get(header::PROXY_AUTHORIZATION)
             .ok_or(ProxyError::ProxyAuth(
@@ -229,6 +255,19 @@ impl Proxy {
                 .join(", ");
             return refuse(&mut audit, ProxyError::PortNotAllowed { port, allowed });
         }
+        let Some(slot) = self
+            .inner
+            .connections
+            .acquire(&sandbox, settings.max_connections_per_sandbox)
+        else {
+            return refuse(
+                &mut audit,
+                ProxyError::TooManyConnections {
+                    sandbox: sandbox.to_string(),
+                    limit: settings.max_connections_per_sandbox,
+                },
+            );
+        };
         let intercept = settings.intercept == InterceptMode::All
             || self.inner.tokens.is_bound_host(&sandbox, &host).await;
         if intercept {
@@ -242,6 +281,7 @@ impl Proxy {
             let span = tracing::debug_span!("intercept", host = %ctx.host, port = ctx.port, sandbox = %ctx.sandbox);
             tokio::spawn(
                 async move {
+                    let _slot = slot;
                     match hyper::upgrade::on(req).await {
                         Ok(upgraded) => proxy.intercept(TokioIo::new(upgraded), ctx).await,
                         Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
@@ -260,6 +300,7 @@ impl Proxy {
         audit.mode = "tunnel";
         audit.status = 200;
         tokio::spawn(async move {
+            let _slot = slot;
             let Ok(upgraded) = hyper::upgrade::on(req).await else {
                 return;
             };
@@ -398,6 +439,9 @@ impl Proxy {
             .serve_connection_with_upgrades(TokioIo::new(tls), service)
             .await
         {
+            if let Some(e) = error.downcast_ref::<hyper::Error>() {
+                count_connection_error(e);
+            }
             tracing::debug!(%error, "intercepted connection ended with an error");
         }
     }
@@ -579,6 +623,26 @@ fn host_for_uri(host: &str) -> String {
     } else {
         host.to_owned()
     }
+}
+
+/// Limits hyper enforces itself (head size, header-read timeout) show up
+/// here; count them so an operator can see them.
+fn count_connection_error(error: &hyper::Error) {
+    let reason = if error.is_parse_too_large() {
+        "header_too_large"
+    } else if error.is_timeout() {
+        "header_read_timeout"
+    } else if error.is_parse() {
+        "malformed_request"
+    } else if error.is_incomplete_message() {
+        "client_went_away"
+    } else {
+        return;
+    };
+    crate::metrics::metrics()
+        .connection_errors
+        .get_or_create(&crate::metrics::ReasonLabel { reason })
+        .inc();
 }
 
 /// Removes connection-scoped headers (RFC 9110 §7.6.1), including those the

@@ -29,6 +29,7 @@ pub struct ProxySettings {
     /// Shared-gateway mode: every request names its sandbox in `Proxy-Authorization`.
     pub require_auth: bool,
     pub resolve: ResolveOverrides,
+    pub egress: crate::egress::EgressLists,
     /// Adds `Via: 1.1 airlock` upstream. Off by default: it tells the upstream a proxy is there.
     pub add_via: bool,
     pub connect_timeout: Duration,
@@ -47,6 +48,10 @@ pub struct ProxySettings {
     pub max_decoded_body: usize,
     /// Replace real tokens echoed in responses by their placeholders.
     pub scrub_responses: bool,
+    /// CONNECT tunnels a sandbox may hold open at once.
+    pub max_connections_per_sandbox: usize,
+    /// Failed proxy authentications per client address per minute before 429.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for ProxySettings {
@@ -58,6 +63,7 @@ impl Default for ProxySettings {
             upstream_ca: Vec::new(),
             require_auth: false,
             resolve: ResolveOverrides::default(),
+            egress: crate::egress::EgressLists::default(),
             add_via: false,
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(120),
@@ -69,6 +75,8 @@ impl Default for ProxySettings {
             replay_buffer_bytes: 1024 * 1024,
             max_decoded_body: 32 * 1024 * 1024,
             scrub_responses: true,
+            max_connections_per_sandbox: 1024,
+            auth_failures_per_minute: 20,
         }
     }
 }

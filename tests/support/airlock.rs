@@ -66,7 +66,14 @@ impl Airlock {
             .arg(&config_path)
             .arg("--data-dir")
             .arg(&data_dir)
-            .args(["--listen", "127.0.0.1:0", "--vault-listen", "127.0.0.1:0"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--vault-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
             .env("AIRLOCK_LOG", "info")
             .env_remove("HTTPS_PROXY")
             .env_remove("https_proxy")
@@ -193,6 +200,11 @@ impl Airlock {
             .find_map(|w| w.strip_prefix("listen="))
             .expect("listen= field");
         format!("http://{addr}")
+    }
+
+    /// The metrics endpoint's base URL, from its "metrics listening" log line.
+    pub fn metrics_url(&self) -> String {
+        wait_for_listen(&self.log_path, "metrics listening")
     }
 
     /// The admin API credential airlock created in its data dir.

@@ -26,6 +26,8 @@ struct Entry {
 
 pub struct CachedTokenSource {
     inner: Arc<dyn TokenSource>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
     tokens: moka::future::Cache<(SandboxId, String), Entry>,
     hosts: moka::future::Cache<(SandboxId, String), (bool, u64)>,
 }
@@ -41,6 +43,8 @@ impl CachedTokenSource {
     pub fn new(inner: Arc<dyn TokenSource>) -> Self {
         Self {
             inner,
+            hits: Default::default(),
+            misses: Default::default(),
             tokens: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(MAX_AGE)
@@ -50,6 +54,12 @@ impl CachedTokenSource {
                 .time_to_live(Duration::from_secs(30))
                 .build(),
         }
+    }
+
+    /// (answers from the cache, lookups that went to the source).
+    pub fn stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
     }
 
     fn entry(&self, result: Result<Resolved, TokenError>, generation: u64) -> Entry {
@@ -90,10 +100,13 @@ impl TokenSource for CachedTokenSource {
         let generation = self.inner.generation();
         if let Some(entry) = self.tokens.get(&key).await {
             if entry.generation == generation && entry.valid_until > Instant::now() {
+                self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return entry.result;
             }
             self.tokens.invalidate(&key).await;
         }
+        self.misses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Concurrent misses for one placeholder share one vault call.
         let entry = self
             .tokens

@@ -1,0 +1,133 @@
+//! `Scanner::scan`: what it finds is well formed and complete, and what it
+//! holds back from a stream is exactly what a later chunk could still change.
+//!
+//! Input: [prefix choice] [cut: u16 LE] [bytes...]; the bytes are scanned
+//! whole and as `head` (before the cut) with `head ++ ext` as its stream
+//! continuation.
+#![no_main]
+
+use airlock_fuzz::{
+    naive_placeholders, spellings, Input, RefSpelling, MAX_RANDOM, MIN_RANDOM, PREFIXES,
+};
+use airlock_proxy::swap::{Found, Scanner, Spelling};
+use libfuzzer_sys::fuzz_target;
+
+/// Found ranges are in bounds (end <= `limit`), ordered, non-overlapping, each
+/// a spelling of the prefix then a maximal (or capped) base62 run.
+fn check_found(prefix: &str, hay: &[u8], found: &[Found], limit: usize) {
+    let spells = spellings(prefix);
+    let mut prev_end = 0;
+    for f in found {
+        let r = f.range.clone();
+        assert!(prev_end <= r.start, "overlapping or unordered: {found:?}");
+        assert!(r.start < r.end && r.end <= limit, "{r:?} out of 0..{limit}");
+        prev_end = r.end;
+        let matching: Vec<_> = spells
+            .iter()
+            .filter(|(s, _)| hay[r.start..r.end].starts_with(s))
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "{r:?} does not start with exactly one spelling of {prefix:?}"
+        );
+        let (s, spelling) = matching[0];
+        let expected = match spelling {
+            RefSpelling::Plain => Spelling::Plain,
+            RefSpelling::Json => Spelling::JsonEscaped,
+            RefSpelling::Percent => Spelling::Percent,
+        };
+        assert_eq!(f.spelling, expected);
+        let body = &hay[r.start + s.len()..r.end];
+        assert!(body.iter().all(u8::is_ascii_alphanumeric), "{r:?}");
+        assert!(
+            (MIN_RANDOM..=MAX_RANDOM + 1).contains(&body.len()),
+            "run of {} in {r:?}",
+            body.len()
+        );
+        if body.len() <= MAX_RANDOM {
+            assert!(
+                !hay.get(r.end).is_some_and(u8::is_ascii_alphanumeric),
+                "{r:?} cuts a base62 run short"
+            );
+        }
+        assert_eq!(
+            f.placeholder.as_bytes(),
+            [prefix.as_bytes(), body].concat(),
+            "placeholder text of {r:?}"
+        );
+    }
+}
+
+/// Every placeholder-shaped string that starts before `limit` lies in a found range.
+fn check_complete(prefix: &str, hay: &[u8], found: &[Found], limit: usize) {
+    for n in naive_placeholders(prefix, hay) {
+        if n.start >= limit {
+            continue;
+        }
+        assert!(
+            found.iter().any(|f| f.range.contains(&n.start)),
+            "placeholder-shaped text at {}..{} ({:?}) was not found; found {found:?} in {:?}",
+            n.start,
+            n.body_start + n.run,
+            n.spelling,
+            String::from_utf8_lossy(hay),
+        );
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input::new(data);
+    let prefix = PREFIXES[usize::from(input.byte()) % PREFIXES.len()];
+    let cut = usize::from(input.u16());
+    let all = input.rest();
+    let cut = cut % (all.len() + 1);
+    let head = &all[..cut];
+    let scanner = Scanner::new(prefix);
+    assert_eq!(scanner.prefix(), prefix);
+
+    for hay in [all, head] {
+        let (found, hold) = scanner.scan(hay, true);
+        assert_eq!(hold, hay.len(), "a complete buffer holds nothing back");
+        check_found(prefix, hay, &found, hay.len());
+        check_complete(prefix, hay, &found, hay.len());
+        assert_eq!(scanner.contains(hay), !found.is_empty());
+    }
+
+    // A stream that may go on with `all[cut..]`.
+    let (found, hold) = scanner.scan(head, false);
+    assert!(hold <= head.len(), "hold {hold} past {}", head.len());
+    check_found(prefix, head, &found, hold);
+    check_complete(prefix, head, &found, hold);
+
+    // What is held back could still become a placeholder: a proper beginning
+    // of a prefix spelling, or a spelling and a base62 run reaching the end.
+    let tail = &head[hold..];
+    if !tail.is_empty() {
+        let plausible = spellings(prefix).iter().any(|(s, _)| {
+            (tail.len() < s.len() && s.starts_with(tail))
+                || (tail.starts_with(s)
+                    && tail.len() - s.len() <= MAX_RANDOM
+                    && tail[s.len()..].iter().all(u8::is_ascii_alphanumeric))
+        });
+        assert!(
+            plausible,
+            "held back {:?}, which can never become a placeholder",
+            String::from_utf8_lossy(tail)
+        );
+    }
+
+    // Emitting head[..hold] with its finds, then scanning on from `hold`,
+    // finds exactly what one scan of the whole stream finds.
+    let (whole, _) = scanner.scan(all, true);
+    let (after, _) = scanner.scan(&all[hold..], true);
+    let stepped: Vec<Found> = found
+        .iter()
+        .cloned()
+        .chain(after.into_iter().map(|f| Found {
+            range: f.range.start + hold..f.range.end + hold,
+            ..f
+        }))
+        .collect();
+    assert_eq!(whole, stepped, "stream step at {hold} differs from one scan");
+});

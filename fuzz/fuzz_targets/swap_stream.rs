@@ -1,0 +1,149 @@
+//! Streaming body swap: for any body and any chunking, the stream gives
+//! exactly what a whole-buffer `swap_bytes` gives (both Ok with the same
+//! bytes, or both the same error), what it gives is the reference swap, and
+//! nothing placeholder-shaped is ever left in a body that was let through.
+//!
+//! Input: [flags] [n] [n chunk lengths] [body...]
+//!   flags bits 0-1: context (0 raw, 1 JSON, 2 URL/form, 3 raw)
+//!         bit 2: StreamMode::RefuseAny instead of Swap
+//!         bit 3: end the body with trailers
+//!         bits 4-5: prefix (see PREFIXES)
+//!         bit 6: one-byte chunks (chunk lengths ignored)
+//!         bit 7: the first half of the chunks are the already-read prefix
+#![no_main]
+
+use std::collections::VecDeque;
+
+use airlock_fuzz::{
+    block_on, leaks_a_token, naive_placeholders, reference_swap, swapper, Input, RefContext,
+    PREFIXES,
+};
+use airlock_proxy::body::{BoxError, ProxyBody};
+use airlock_proxy::body_swap::{streaming, StreamMode};
+use airlock_proxy::swap::{Context, Scanner};
+use airlock_proxy::ProxyError;
+use airlock_vault_client::SwapLocation;
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use libfuzzer_sys::fuzz_target;
+
+fn body_of(chunks: Vec<Bytes>, trailers: Option<HeaderMap>) -> ProxyBody {
+    let frames = chunks
+        .into_iter()
+        .map(Frame::data)
+        .chain(trailers.map(Frame::trailers))
+        .map(Ok::<_, BoxError>);
+    StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input::new(data);
+    let flags = input.byte();
+    let (context, ref_context) = match flags & 3 {
+        1 => (Context::Json, RefContext::Json),
+        2 => (Context::Url, RefContext::Url),
+        _ => (Context::Raw, RefContext::Raw),
+    };
+    let mode = if flags & 4 != 0 {
+        StreamMode::RefuseAny
+    } else {
+        StreamMode::Swap
+    };
+    let with_trailers = flags & 8 != 0;
+    let prefix = PREFIXES[usize::from(flags >> 4) & 3];
+    let one_byte_chunks = flags & 64 != 0;
+    let split_prefix = flags & 128 != 0;
+    let n = usize::from(input.byte() % 33);
+    let lengths: Vec<usize> = input.take(n).iter().map(|&b| usize::from(b)).collect();
+    let body = input.rest();
+
+    let mut chunks = Vec::new();
+    if one_byte_chunks {
+        chunks.extend(body.iter().map(|b| Bytes::copy_from_slice(&[*b])));
+    } else {
+        // Zero-length chunks are kept: empty DATA frames happen.
+        let mut at = 0;
+        for len in lengths {
+            let end = (at + len).min(body.len());
+            chunks.push(Bytes::copy_from_slice(&body[at..end]));
+            at = end;
+        }
+        chunks.push(Bytes::copy_from_slice(&body[at..]));
+    }
+    let already_read: VecDeque<Bytes> = if split_prefix {
+        chunks.drain(..chunks.len() / 2).collect()
+    } else {
+        VecDeque::new()
+    };
+    let trailers = with_trailers.then(|| {
+        let mut t = HeaderMap::new();
+        t.insert("x-checksum", "fuzz".parse().unwrap());
+        t
+    });
+
+    let whole: Result<Vec<u8>, String> = block_on(async {
+        match mode {
+            StreamMode::Swap => swapper(prefix)
+                .swap_bytes(body, SwapLocation::Body, context)
+                .await
+                .map(|out| out.unwrap_or_else(|| body.to_vec()))
+                .map_err(|e| e.to_string()),
+            StreamMode::RefuseAny => {
+                if Scanner::new(prefix).contains(body) {
+                    Err(ProxyError::BodyNotSwappable.to_string())
+                } else {
+                    Ok(body.to_vec())
+                }
+            }
+        }
+    });
+
+    let streamed = block_on(async {
+        streaming(
+            already_read,
+            body_of(chunks, trailers.clone()),
+            swapper(prefix),
+            context,
+            mode,
+        )
+        .collect()
+        .await
+    });
+    let (streamed, got_trailers) = match streamed {
+        Ok(c) => {
+            let t = c.trailers().cloned();
+            (Ok(c.to_bytes().to_vec()), t)
+        }
+        Err(e) => (Err(e.to_string()), None),
+    };
+
+    assert_eq!(
+        streamed.as_ref().map(|b| String::from_utf8_lossy(b)),
+        whole.as_ref().map(|b| String::from_utf8_lossy(b)),
+        "streamed swap differs from whole-buffer swap"
+    );
+
+    match &streamed {
+        Ok(out) => {
+            let expected = match mode {
+                StreamMode::Swap => reference_swap(prefix, body, ref_context),
+                StreamMode::RefuseAny => body.to_vec(),
+            };
+            assert_eq!(
+                String::from_utf8_lossy(out),
+                String::from_utf8_lossy(&expected),
+                "swap differs from the reference"
+            );
+            let left = naive_placeholders(prefix, out);
+            assert!(
+                left.is_empty(),
+                "a body that still holds a placeholder was let through: {left:?} in {:?}",
+                String::from_utf8_lossy(out)
+            );
+            assert_eq!(got_trailers, trailers, "trailers lost or changed");
+        }
+        Err(e) => assert!(!leaks_a_token(e.as_bytes()), "error shows a token: {e}"),
+    }
+});

@@ -1,0 +1,215 @@
+//! Prometheus metrics and the admin endpoint (`/metrics`, `/healthz`,
+//! `/readyz`). Every request's audit line also counts here, so the audit
+//! outcome and the metric label are the same word.
+
+use std::convert::Infallible;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::body::{full, ProxyBody};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub mode: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub swaps: Counter,
+    pub refusals: Family<ReasonLabel, Counter>,
+    pub refreshes: Family<ReasonLabel, Counter>,
+    pub connection_errors: Family<ReasonLabel, Counter>,
+    pub upstream_latency: Histogram,
+    pub open_connections: Gauge,
+    pub certificates_minted: Gauge,
+    pub token_cache_hits: Gauge,
+    pub token_cache_misses: Gauge,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("airlock");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests and tunnels by mode and outcome",
+            requests.clone(),
+        );
+        let swaps = Counter::default();
+        registry.register(
+            "placeholder_swaps",
+            "Requests in which placeholders were swapped for tokens (per binding)",
+            swaps.clone(),
+        );
+        let refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "refusals",
+            "Requests refused or failed, by reason",
+            refusals.clone(),
+        );
+        let refreshes = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "token_refreshes",
+            "Refreshes after an expired-token answer, by result",
+            refreshes.clone(),
+        );
+        let connection_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connection_errors",
+            "Client connections ended by a limit or a protocol error, by reason",
+            connection_errors.clone(),
+        );
+        let upstream_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "upstream_latency_seconds",
+            "Time to the upstream's response head",
+            upstream_latency.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            open_connections.clone(),
+        );
+        let certificates_minted = Gauge::default();
+        registry.register(
+            "certificates_minted",
+            "Leaf certificates minted since start",
+            certificates_minted.clone(),
+        );
+        let token_cache_hits = Gauge::default();
+        registry.register(
+            "token_cache_hits",
+            "Token lookups answered by the cache",
+            token_cache_hits.clone(),
+        );
+        let token_cache_misses = Gauge::default();
+        registry.register(
+            "token_cache_misses",
+            "Token lookups that went to the token source",
+            token_cache_misses.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            swaps,
+            refusals,
+            refreshes,
+            connection_errors,
+            upstream_latency,
+            open_connections,
+            certificates_minted,
+            token_cache_hits,
+            token_cache_misses,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Counts an open client connection until dropped.
+pub struct ConnectionGuard;
+
+impl ConnectionGuard {
+    pub fn open() -> Self {
+        metrics().open_connections.inc();
+        Self
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        metrics().open_connections.dec();
+    }
+}
+
+/// Values read from elsewhere at scrape time.
+pub type Sampler = Box<dyn Fn() -> Vec<(&'static str, i64)> + Send + Sync>;
+
+fn apply_samples(sampler: &Sampler) {
+    for (name, value) in sampler() {
+        let gauge = match name {
+            "certificates_minted" => &metrics().certificates_minted,
+            "token_cache_hits" => &metrics().token_cache_hits,
+            "token_cache_misses" => &metrics().token_cache_misses,
+            _ => continue,
+        };
+        gauge.set(value);
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the listener fails.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    sampler: Sampler,
+) -> std::io::Result<()> {
+    let sampler = std::sync::Arc::new(sampler);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let sampler = sampler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let sampler = sampler.clone();
+                async move { Ok::<_, Infallible>(admin_response(&req, &sampler)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn admin_response(req: &Request<Incoming>, sampler: &Sampler) -> Response<ProxyBody> {
+    let (status, content_type, body) = match req.uri().path() {
+        "/metrics" => {
+            apply_samples(sampler);
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics().render(),
+            )
+        }
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /healthz, /readyz\n".to_owned(),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(full(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
