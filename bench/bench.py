@@ -548,7 +548,7 @@ hosts = ["{API_HOST}"]
         "--listen", f"127.0.0.1:{PORTS_VAULT['airlock_vault']}",
         "--vault-listen", f"127.0.0.1:{PORTS_VAULT['vault']}",
     ]
-    proc = spawn("airlock_vault", cmd, work, env={"AIRLOCK_LOG": "warn"}, stdout=out)
+    proc = spawn("airlock_vault", cmd, work, env={"AIRLOCK_LOG": os.environ.get("BENCH_VAULT_LOG", "warn")}, stdout=out)
     deadline = time.monotonic() + 60
     text = ""
     while time.monotonic() < deadline:
@@ -899,7 +899,8 @@ PLACEHOLDER_EVERY = 64 * 1024  # one placeholder per 64 KiB of upload body
 def make_upload(path, size):
     """Text with a placeholder every 64 KiB: airlock swaps each one (body swap on)."""
     unit = bytearray(b"lorem ipsum dolor sit amet " * (PLACEHOLDER_EVERY // 27 + 1))[:PLACEHOLDER_EVERY]
-    unit[100:100 + len(PLACEHOLDER)] = PLACEHOLDER.encode()
+    token = b" " + PLACEHOLDER.encode() + b" "  # delimited: base62 after it would extend the placeholder
+    unit[100:100 + len(token)] = token
     block = bytes(unit) * 16  # 1 MiB
     with open(path, "wb") as f:
         left = size

@@ -46,12 +46,10 @@ def requestheaders(flow):
     auth = flow.request.headers.get("authorization")
     if auth and PLACEHOLDER in auth:
         flow.request.headers["authorization"] = auth.replace(PLACEHOLDER, REAL)
-    # Bodies: streamed ones (stream_large_bodies) are swapped chunk by chunk.
-    if flow.request.stream is True:
+    # Bodies stream through the swap chunk by chunk. (Left to mitmproxy, a
+    # chunked upload is buffered until it passes stream_large_bodies and then
+    # streamed untouched: no hook sees it again.)
+    has_body = "chunked" in flow.request.headers.get("transfer-encoding", "").lower() or (
+        flow.request.headers.get("content-length", "0") not in ("", "0"))
+    if has_body:
         flow.request.stream = _swap_chunk
-
-
-def request(flow):
-    # Small bodies are buffered: swap them whole.
-    if not flow.request.stream and flow.request.raw_content and PLACEHOLDER_B in flow.request.raw_content:
-        flow.request.raw_content = flow.request.raw_content.replace(PLACEHOLDER_B, REAL_B)

@@ -17,7 +17,7 @@ use airlock_certs::{CertificateAuthority, LeafCache, CA_BUNDLE_FILE, CA_CERT_FIL
 use airlock_proxy::{Proxy, ProxySettings};
 use airlock_vault::VaultSettings;
 use airlock_vault_client::{
-    CachedTokenSource, Layered, RemoteVault, SandboxId, StaticSecrets, TokenSource,
+    CachedTokenSource, Layered, RemoteVault, SandboxId, StaticSecrets, Swappable, TokenSource,
 };
 use clap::{Args, Parser, Subcommand};
 
@@ -441,7 +441,9 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, mode: Mode) -> Result<
 
         let mut tasks = tokio::task::JoinSet::new();
         let mut vault_bindings = Vec::new();
-        let mut tokens: Arc<dyn TokenSource> = prepared.secrets.clone();
+        // Config-file secrets can be reloaded on SIGHUP.
+        let static_secrets = Arc::new(Swappable::new(prepared.secrets.clone()));
+        let mut tokens: Arc<dyn TokenSource> = static_secrets.clone();
         if let Some(listener) = vault_listener {
             let settings = vault_settings(&loaded, &prepared, public_proxy_url.clone(), vault_local);
             let opened = vault_setup::open(&loaded, &prepared.validated, &prepared.data_dir, settings).await?;
@@ -449,7 +451,7 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, mode: Mode) -> Result<
             vault.spawn_refresher(Duration::from_secs(loaded.config.vault.refresh_interval_secs.max(1)));
             if mode == Mode::Up {
                 vault_bindings = vault_setup::sidecar_bindings(&vault).await?;
-                tokens = Arc::new(Layered { first: prepared.secrets.clone(), second: vault.clone() });
+                tokens = Arc::new(Layered { first: static_secrets.clone(), second: vault.clone() });
             }
             let state = airlock_vault::api::ApiState::new(vault, &opened.admin_token, &opened.service_token);
             tracing::info!(listen = %vault_local, public_url = %vault_setup::public_url(&loaded, vault_local), "vault listening");
@@ -466,7 +468,7 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, mode: Mode) -> Result<
                 airlock_proxy::upstream::client_tls_config(roots),
                 loaded.prefix(),
             );
-            tokens = Arc::new(Layered { first: prepared.secrets.clone(), second: Arc::new(remote) });
+            tokens = Arc::new(Layered { first: static_secrets.clone(), second: Arc::new(remote) });
         }
         if let (Some(listener), Some(local)) = (proxy_listener, proxy_local) {
             let leaves = Arc::new(LeafCache::new(prepared.ca.clone(), 10_000));
@@ -506,6 +508,7 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, mode: Mode) -> Result<
             let _ = out.write_all(b"\n");
             let _ = out.flush();
         }
+        spawn_reloader(args.config.clone(), prepared.data_dir.clone(), static_secrets);
         tokio::select! {
             Some(result) = tasks.join_next() => {
                 result.map_err(|e| CliError::Other(format!("a server task failed: {e}")))?
@@ -603,6 +606,40 @@ fn rotate_key(args: RunArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::Other(format!("{}: {e}", retired.display())))?;
     }
     Ok(())
+}
+
+/// On SIGHUP, re-reads the config file's secrets and bindings and swaps them
+/// in; open connections keep going. A config with errors changes nothing.
+fn spawn_reloader(config: Option<PathBuf>, data_dir: PathBuf, secrets: Arc<Swappable>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let reloaded = Loaded::read(config.as_deref()).and_then(|loaded| {
+                let validated = loaded.validate()?;
+                let prefix = loaded.prefix().to_owned();
+                let list = config::assign_placeholders(&data_dir, &prefix, validated.secrets)?;
+                Ok((
+                    list.len(),
+                    StaticSecrets::new(prefix, SandboxId::default_sandbox(), list),
+                ))
+            });
+            match reloaded {
+                Ok((n, fresh)) => {
+                    secrets.replace(Arc::new(fresh));
+                    tracing::info!(secrets = n, "configuration reloaded");
+                }
+                Err(error) => {
+                    tracing::error!(%error, "configuration not reloaded; keeping the running one")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (config, data_dir, secrets);
 }
 
 async fn shutdown_signal() {

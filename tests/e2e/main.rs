@@ -6,6 +6,8 @@ mod support;
 
 mod bodies;
 mod cli;
+mod containment;
+mod examples;
 mod foundation;
 mod vault;
 mod vault_postgres;

@@ -47,6 +47,11 @@ impl Airlock {
         Self::start_cmd("up", config, extra_env, data_dir)
     }
 
+    /// `airlock up` with the proxy on `listen` (e.g. a veth address).
+    pub fn start_listening(config: &str, listen: &str) -> Airlock {
+        Self::start_args("up", config, &[], None, listen)
+    }
+
     /// Runs `airlock SUBCOMMAND` (`up`, `proxy` or `vault`). Only `up` prints
     /// an environment; the others are ready when they log that they listen.
     pub fn start_cmd(
@@ -54,6 +59,16 @@ impl Airlock {
         config: &str,
         extra_env: &[(&str, &str)],
         data_dir: Option<PathBuf>,
+    ) -> Airlock {
+        Self::start_args(subcommand, config, extra_env, data_dir, "127.0.0.1:0")
+    }
+
+    fn start_args(
+        subcommand: &str,
+        config: &str,
+        extra_env: &[(&str, &str)],
+        data_dir: Option<PathBuf>,
+        listen: &str,
     ) -> Airlock {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("airlock.toml");
@@ -68,7 +83,7 @@ impl Airlock {
             .arg(&data_dir)
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--vault-listen",
                 "127.0.0.1:0",
                 "--admin-listen",

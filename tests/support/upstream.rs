@@ -220,6 +220,20 @@ async fn handle(
             .body(StreamBody::new(events).boxed())
             .unwrap();
     }
+    if path == "/redirect" {
+        // `/redirect?to=URL`: a hostile or careless upstream sending the client elsewhere.
+        let to = parts
+            .uri
+            .query()
+            .and_then(|q| q.strip_prefix("to="))
+            .unwrap_or("/")
+            .to_owned();
+        return Response::builder()
+            .status(StatusCode::FOUND)
+            .header("location", to)
+            .body(full("redirecting\n"))
+            .unwrap();
+    }
     if path == "/echo-body" {
         return Response::builder()
             .header("content-type", "text/plain")

