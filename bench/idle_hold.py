@@ -53,14 +53,7 @@ async def open_one(args, ctx, sem, errors):
                         f"Authorization: {args.auth}\r\n\r\n"
                     ).encode()
                 )
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
-                status = head.split(b" ", 2)[1]
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                if length:
-                    await asyncio.wait_for(reader.readexactly(length), 30)
+                status = (await read_response(reader)).encode()
                 if status != b"200":
                     errors[f"GET {status.decode(errors='replace')}"] += 1
                     writer.close()
@@ -72,20 +65,34 @@ async def open_one(args, ctx, sem, errors):
             return None
 
 
+async def read_response(reader):
+    """Reads one response (Content-Length or chunked); returns its status."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+    status = head.split(b" ", 2)[1].decode(errors="replace")
+    lower = head.lower()
+    length = 0
+    for line in lower.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    if length:
+        await asyncio.wait_for(reader.readexactly(length), 60)
+    elif b"transfer-encoding: chunked" in lower:
+        while True:
+            size_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 60)
+            size = int(size_line.split(b";")[0].strip(), 16)
+            await asyncio.wait_for(reader.readexactly(size + 2), 60)
+            if size == 0:
+                break
+    return status
+
+
 async def get_once(reader, writer, args):
     target = f"{args.host}:{args.port}"
     try:
         writer.write(
             f"GET / HTTP/1.1\r\nHost: {target}\r\nAuthorization: {args.auth}\r\n\r\n".encode()
         )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
-        status = head.split(b" ", 2)[1].decode(errors="replace")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        if length:
-            await asyncio.wait_for(reader.readexactly(length), 60)
+        status = await read_response(reader)
         return status
     except Exception as exc:  # noqa: BLE001 - counted, reported
         return f"{type(exc).__name__}"

@@ -402,6 +402,9 @@ def markdown(results, chart_files, report_dir, charts_abs):
         w(f"- {k}: `{v}`")
     w("- Everything runs on loopback on the same 2 cores: client, proxy and upstream compete for CPU, "
       "as in the reference figures.")
+    if m.get("loadavg_start"):
+        w(f"- Load average (1/5/15 min) at the start {' / '.join(m['loadavg_start'])}, at the end "
+          f"{' / '.join(m.get('loadavg_end', ['?']))}: anything else running on the machine shows up as noise.")
     w("")
 
     w("## Setup")

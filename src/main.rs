@@ -453,7 +453,16 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, mode: Mode) -> Result<
                 vault_bindings = vault_setup::sidecar_bindings(&vault).await?;
                 tokens = Arc::new(Layered { first: static_secrets.clone(), second: vault.clone() });
             }
-            let state = airlock_vault::api::ApiState::new(vault, &opened.admin_token, &opened.service_token);
+            let mut state = airlock_vault::api::ApiState::new(vault, &opened.admin_token, &opened.service_token);
+            if mode == Mode::Up {
+                // The console shows what the in-process proxy did.
+                state = state.with_recent_requests(Arc::new(|| {
+                    airlock_proxy::audit::recent()
+                        .into_iter()
+                        .filter_map(|r| serde_json::to_value(r).ok())
+                        .collect()
+                }));
+            }
             tracing::info!(listen = %vault_local, public_url = %vault_setup::public_url(&loaded, vault_local), "vault listening");
             tasks.spawn(async move {
                 airlock_vault::api::serve(listener, state)

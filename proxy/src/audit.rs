@@ -10,6 +10,34 @@ use airlock_vault_client::SandboxId;
 /// Where audit lines go; select it with a tracing filter or a JSON formatter.
 pub const TARGET: &str = "airlock::audit";
 
+/// How many recent requests the console can show.
+const RECENT_CAPACITY: usize = 200;
+
+/// A finished request as the console shows it: never a value.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecentRequest {
+    pub at: u64,
+    pub sandbox: String,
+    pub mode: &'static str,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub status: u16,
+    pub outcome: &'static str,
+    pub swapped: Vec<String>,
+}
+
+static RECENT: std::sync::Mutex<std::collections::VecDeque<RecentRequest>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// The most recent requests, newest first.
+pub fn recent() -> Vec<RecentRequest> {
+    RECENT
+        .lock()
+        .map(|r| r.iter().rev().cloned().collect())
+        .unwrap_or_default()
+}
+
 #[derive(Debug)]
 pub struct AuditRecord {
     pub sandbox: SandboxId,
@@ -31,6 +59,29 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    fn remember(&self, outcome: &'static str) {
+        let entry = RecentRequest {
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            sandbox: self.sandbox.to_string(),
+            mode: self.mode,
+            method: self.method.clone(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            status: self.status,
+            outcome,
+            swapped: self.swapped.clone(),
+        };
+        if let Ok(mut recent) = RECENT.lock() {
+            if recent.len() == RECENT_CAPACITY {
+                recent.pop_front();
+            }
+            recent.push_back(entry);
+        }
+    }
+
     /// The metrics side of the same line: same outcome words.
     fn count(&self, outcome: &'static str) {
         let m = crate::metrics::metrics();
@@ -91,6 +142,7 @@ impl AuditRecord {
             "aborted"
         };
         self.count(outcome);
+        self.remember(outcome);
         tracing::info!(
             target: TARGET,
             sandbox = %self.sandbox,

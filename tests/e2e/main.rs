@@ -6,6 +6,7 @@ mod support;
 
 mod bodies;
 mod cli;
+mod console;
 mod containment;
 mod examples;
 mod foundation;

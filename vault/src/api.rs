@@ -28,6 +28,7 @@ pub struct ApiState {
     pub vault: Arc<Vault>,
     admin_hash: Arc<str>,
     service_hash: Arc<str>,
+    pub(crate) console: Arc<crate::console::Console>,
 }
 
 impl ApiState {
@@ -40,7 +41,18 @@ impl ApiState {
             vault,
             admin_hash: sha256_hex(admin_token.expose_secret()).into(),
             service_hash: sha256_hex(service_token.expose_secret()).into(),
+            console: Arc::new(crate::console::Console::default()),
         }
+    }
+
+    /// Lets the console show the in-process proxy's recent requests.
+    pub fn with_recent_requests(mut self, recent: crate::console::RecentRequests) -> Self {
+        self.console = Arc::new(crate::console::Console::new(Some(recent)));
+        self
+    }
+
+    pub(crate) fn is_admin(&self, token: &str) -> bool {
+        matches_hash(Some(token), &self.admin_hash)
     }
 }
 
@@ -73,9 +85,19 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             require_service,
         ));
+    use crate::console;
     Router::new()
         .merge(admin)
         .merge(service)
+        .route("/", get(console::dashboard))
+        .route("/console/login", post(console::login))
+        .route("/console/logout", post(console::logout))
+        .route("/console/connect/{provider}", get(console::connect))
+        .route("/console/disconnect/{id}", post(console::disconnect))
+        .route("/console/apps", post(console::save_app))
+        .route("/console/secrets", post(console::add_secret))
+        .route("/console/app.js", get(console::app_js))
+        .route("/console/style.css", get(console::style_css))
         .route("/oauth/callback", get(oauth_callback))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -407,49 +429,45 @@ async fn oauth_callback(State(s): State<ApiState>, Query(q): Query<Callback>) ->
             q.error.as_deref(),
         )
         .await;
-    match result {
-        Ok(conn) => Html(page(
-            "Connected",
-            &format!(
-                "Your {} account is connected. You can close this window.",
-                escape(&conn.provider)
+    let (status, html) = match result {
+        Ok(conn) => (
+            StatusCode::OK,
+            page(
+                "Connected",
+                &format!(
+                    "Your {} account is connected. You can close this window.",
+                    escape(&conn.provider)
+                ),
+                true,
             ),
-            true,
-        ))
-        .into_response(),
+        ),
         Err(e) => {
             tracing::info!(error = %e, "OAuth callback refused");
             (
                 e.status(),
-                Html(page("Not connected", &escape(&e.to_string()), false)),
+                page("Not connected", &escape(&e.to_string()), false),
             )
-                .into_response()
         }
-    }
+    };
+    let mut response = (status, Html(html)).into_response();
+    crate::console::secure(response.headers_mut());
+    response
 }
 
+/// The callback page. A popup opened by the console tells its opener and
+/// closes itself (in `app.js`: the CSP allows no inline script).
 fn page(title: &str, message: &str, ok: bool) -> String {
-    // A popup opened by the console tells its opener and closes itself.
-    let script = if ok {
-        "<script>if (window.opener) { window.opener.postMessage('airlock:connected', '*'); window.close(); }</script>"
-    } else {
-        ""
-    };
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title} · airlock</title>\
-         <style>body{{font-family:system-ui,sans-serif;margin:4rem auto;max-width:32rem;color:#1b1f24}}\
-         h1{{font-size:1.4rem}}.ok{{color:#1a7f37}}.err{{color:#cf222e}}</style></head>\
-         <body><h1 class=\"{}\">{title}</h1><p>{message}</p>{script}</body></html>",
+         <link rel=\"stylesheet\" href=\"/console/style.css\"></head>\
+         <body data-callback=\"{}\"><main><section class=\"card narrow\"><h1 class=\"{}\">{title}</h1><p>{message}</p></section></main>\
+         <script src=\"/console/app.js\"></script></body></html>",
+        if ok { "connected" } else { "failed" },
         if ok { "ok" } else { "err" }
     )
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::console::escape;
 
 // ---- service API (proxy ↔ vault) --------------------------------------------
 

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod console;
 pub mod crypto;
 pub mod error;
 pub mod oauth;
