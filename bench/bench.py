@@ -875,6 +875,7 @@ def run_oha(peer, conns, duration, **kw):
     ok = sum(v for k, v in codes.items() if k.startswith("2"))
     lat = data.get("latencyPercentiles") or {}
     res = {
+        "load1": float(open("/proc/loadavg").read().split()[0]),
         "rps": s.get("requestsPerSec"),
         "p50_us": None if lat.get("p50") is None else lat["p50"] * 1e6,
         "p99_us": None if lat.get("p99") is None else lat["p99"] * 1e6,

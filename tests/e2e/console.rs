@@ -22,7 +22,7 @@ fn browser_present() -> bool {
     chromium && playwright
 }
 
-async fn run_phase(w: &World, phase: &str, shots: &PathBuf) -> String {
+async fn run_phase(w: &World, phase: &str, shots: &std::path::Path) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/console.test.mjs");
     let env = vec![
         (

@@ -171,9 +171,11 @@ pub struct CsrfForm {
 
 /// Checks the session and the form's CSRF token (and, when sent, that the
 /// request comes from this origin).
-fn authorized_post(state: &ApiState, headers: &HeaderMap, csrf: &str) -> Result<(), Response> {
+fn authorized_post(state: &ApiState, headers: &HeaderMap, csrf: &str) -> Result<(), Box<Response>> {
     let Some(expected) = session(state, headers) else {
-        return Err(login_page(Some("Your session ended; sign in again.")));
+        return Err(Box::new(login_page(Some(
+            "Your session ended; sign in again.",
+        ))));
     };
     let same_origin = headers
         .get(header::ORIGIN)
@@ -186,7 +188,11 @@ fn authorized_post(state: &ApiState, headers: &HeaderMap, csrf: &str) -> Result<
             origin.ends_with(&format!("://{host}"))
         });
     if !same_origin || csrf.len() != expected.len() || csrf != expected {
-        return Err(page(StatusCode::FORBIDDEN, "Refused", "<section class=\"card\"><p class=\"err\">The form's CSRF token is missing or wrong.</p></section>".into()));
+        return Err(Box::new(page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "<section class=\"card\"><p class=\"err\">The form's CSRF token is missing or wrong.</p></section>".into(),
+        )));
     }
     Ok(())
 }
@@ -197,7 +203,7 @@ pub async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = authorized_post(&state, &headers, &form.csrf) {
-        return r;
+        return *r;
     }
     if let Some(id) = cookie(&headers) {
         state.console.sessions.remove(&sha256_hex(&id));
@@ -397,7 +403,7 @@ pub async fn disconnect(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(r) = authorized_post(&state, &headers, &form.csrf) {
-        return r;
+        return *r;
     }
     match state.vault.disconnect(&id).await {
         Ok(_) => Redirect::to("/").into_response(),
@@ -427,7 +433,7 @@ pub async fn save_app(
     Form(form): Form<AppForm>,
 ) -> Response {
     if let Err(r) = authorized_post(&state, &headers, &form.csrf) {
-        return r;
+        return *r;
     }
     let secret = (!form.client_secret.is_empty()).then(|| SecretString::from(form.client_secret));
     match state
@@ -467,7 +473,7 @@ pub async fn add_secret(
     Form(form): Form<SecretForm>,
 ) -> Response {
     if let Err(r) = authorized_post(&state, &headers, &form.csrf) {
-        return r;
+        return *r;
     }
     let hosts = form
         .hosts
