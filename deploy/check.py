@@ -687,6 +687,9 @@ def check_systemd(airlock_bin):
         problems.append(f"ExecStart {start} is not `airlock up … --data-dir …`")
     elif start[start.index("--data-dir") + 1] != f"/var/lib/{keys.get('StateDirectory')}":
         problems.append("--data-dir is not the StateDirectory")
+    sysusers = (DEPLOY / "systemd" / "airlock.sysusers").read_text()
+    if keys.get("User") and not re.search(rf"^u\s+{re.escape(keys['User'])}\s", sysusers, re.M):
+        problems.append(f"User={keys['User']} is not created by airlock.sysusers")
     R.check("systemd unit: hardening and ExecStart", problems, keys.get("ExecStart", ""))
     if have("systemd-analyze"):
         with tempfile.TemporaryDirectory() as tmp:

@@ -81,6 +81,10 @@ enum Command {
     /// Store a static secret in the vault.
     #[command(subcommand)]
     Secret(admin::SecretCommand),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff): `airlock man > airlock.1`.
+    Man,
 }
 
 #[derive(Args, Clone)]
@@ -245,6 +249,23 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::MachineAccount(c) => admin::machine_account(c),
         Command::Sandbox(c) => admin::sandbox(c),
         Command::Secret(c) => admin::secret(c),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "airlock", &mut script);
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = std::io::stdout().write_all(&script);
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .map_err(|e| CliError::Other(format!("cannot render the manual page: {e}")))?;
+            let _ = std::io::stdout().write_all(&page);
+            Ok(())
+        }
     }
 }
 

@@ -267,3 +267,45 @@ async fn a_proxy_alone_gets_tokens_from_a_remote_vault() {
     assert!(w.provider.api_authorizations()[0].starts_with("Bearer acme_at_"));
     assert!(!proxy.logs().contains(CLIENT_SECRET));
 }
+
+#[test]
+fn version_help_completions_and_man_page() {
+    let run = |args: &[&str]| {
+        let out = Command::new(airlock::binary()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "airlock {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(run(&["--version"]).starts_with("airlock "));
+    let help = run(&["--help"]);
+    for cmd in [
+        "up", "proxy", "vault", "ca", "env", "connect", "sandbox", "config",
+    ] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    assert!(run(&["completions", "bash"]).contains("_airlock"));
+    assert!(run(&["man"]).contains(".TH airlock"));
+}
+
+#[test]
+fn config_check_reports_every_error_with_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[proxy]\nallowed_ports = []\n\n[[secret]]\nname = \"X\"\nvalue = \"super-secret-value\\n\"\nhosts = []\n").unwrap();
+    let out = Command::new(airlock::binary())
+        .args(["config", "check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("allowed_ports is empty"), "{err}");
+    assert!(
+        err.contains("line 4: secret \"X\": hosts is empty"),
+        "{err}"
+    );
+    assert!(err.contains("control characters"), "{err}");
+    assert!(!err.contains("super-secret-value"), "{err}");
+}
