@@ -331,7 +331,7 @@ http {{
 H2_HOST = f"h2.{DOMAIN}"
 
 
-def start_airlock(work, pki, binary, upstream_h2):
+def start_airlock(work, pki, binary, upstream_h2, swap_in=("header", "basic", "body")):
     """airlock's upstream for bench.test is nginx's h1-only listener unless
     upstream_h2: airlock forwards an HTTP/1.1 client's Host header next to
     :authority on an h2 upstream, which nginx 1.22 refuses with 400 ("client
@@ -357,7 +357,7 @@ name = "API_TOKEN"
 value = "{REAL}"
 placeholder = "{PLACEHOLDER}"
 hosts = ["{DOMAIN}", "*.{DOMAIN}"]
-swap_in = ["header", "basic", "body"]
+swap_in = {json.dumps(swap_in)}
 """
     )
     out = open(d / "stdout.txt", "w")
@@ -1164,6 +1164,8 @@ def main():
     ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h1",
                     help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
     ap.add_argument("--target-dir", help="cargo target dir (for the swapcount build)")
+    ap.add_argument("--swap-in", default="header,basic,body",
+                    help="airlock's swap_in for the bench secret (older builds know no 'body')")
     ap.add_argument("--src", default=str(REPO), help="the airlock source tree the binary was built from")
     ap.add_argument("--airlock-commit", help="label for the measured commit")
     ap.add_argument("--report-only", metavar="RESULTS_JSON",
@@ -1234,7 +1236,8 @@ def main():
     try:
         procs["nginx"] = start_nginx(work, pki, size)
         starters = {
-            "airlock": lambda: start_airlock(work, pki, args.airlock, args.airlock_upstream == "h2"),
+            "airlock": lambda: start_airlock(work, pki, args.airlock, args.airlock_upstream == "h2",
+                                             args.swap_in.split(",")),
             "mitmproxy": lambda: start_mitmproxy(work, pki),
             "squid_bump": lambda: start_squid(work, pki, True, fresh_names),
             "squid_tunnel": lambda: start_squid(work, pki, False, fresh_names),

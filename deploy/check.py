@@ -531,6 +531,14 @@ def check_k8s():
             problems.append(f"sandbox {var} is not ca.pem in the airlock-ca volume")
     if not ca_mount.get("readOnly"):
         problems.append("the sandbox mounts the CA volume writable")
+    lock = " ".join(container(spec, "egress-lock").get("args", []))
+    uid_rule = re.search(r"--uid-owner (\d+)", lock)
+    sidecar_uid = (sidecar.get("securityContext") or {}).get("runAsUser")
+    sandbox_uid = (sandbox.get("securityContext") or {}).get("runAsUser")
+    if not uid_rule or str(sidecar_uid) != uid_rule.group(1):
+        problems.append(f"egress-lock lets uid {uid_rule and uid_rule.group(1)} out, the sidecar runs as {sidecar_uid}")
+    if sandbox_uid is None or sandbox_uid in (0, sidecar_uid):
+        problems.append(f"the sandbox runs as uid {sandbox_uid}: it must be another, fixed, non-root uid")
     if spec.get("automountServiceAccountToken") is not False:
         problems.append("the pod mounts a service account token")
     if spec.get("shareProcessNamespace"):
@@ -1150,6 +1158,83 @@ def run_systemd(airlock_bin):
         box.close()
 
 
+@runs("run: egress-lock in a network namespace: the sandbox's uid reaches loopback only")
+def run_egress_lock(_airlock_bin):
+    """The pod's network namespace is a fresh netns, the world outside it a
+    second one joined by a veth pair, both made here and removed after."""
+    docs = k8s_docs()
+    spec = pod_spec(find(docs, "Pod", "sandbox"))
+    script = container(spec, "egress-lock")["args"][0]
+    sidecar_uid = container(spec, "airlock")["securityContext"]["runAsUser"]
+    sandbox_uid = container(spec, "sandbox")["securityContext"]["runAsUser"]
+    tag = f"alck{os.getpid() % 100000}"
+    pod, world = f"{tag}-pod", f"{tag}-world"
+    pod_ip, world_ip = "10.213.77.1", "10.213.77.2"
+
+    def ip(*args, check=True):
+        p = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"ip {' '.join(args)}: {p.stderr.strip()}")
+        return p
+
+    listeners = []
+    try:
+        ip("netns", "add", pod)
+        ip("netns", "add", world)
+        ip("link", "add", f"{tag}a", "type", "veth", "peer", "name", f"{tag}b")
+        ip("link", "set", f"{tag}a", "netns", pod)
+        ip("link", "set", f"{tag}b", "netns", world)
+        for ns, dev, addr in ((pod, f"{tag}a", pod_ip), (world, f"{tag}b", world_ip)):
+            ip("netns", "exec", ns, "ip", "addr", "add", f"{addr}/30", "dev", dev)
+            ip("netns", "exec", ns, "ip", "link", "set", dev, "up")
+            ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        serve = "import socket,sys\ns=socket.create_server((sys.argv[1],int(sys.argv[2])))\nwhile True: s.accept()[0].close()"
+        for ns, addr in ((world, world_ip), (pod, "127.0.0.1")):
+            listeners.append(
+                subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", serve, addr, "8443"])
+            )
+        locked = subprocess.run(
+            ["ip", "netns", "exec", pod, "sh", "-c", script], capture_output=True, text=True, timeout=30
+        )
+        if locked.returncode != 0:
+            raise RuntimeError(f"the egress-lock script failed: {locked.stderr.strip()}")
+        time.sleep(0.3)
+        probe = "import socket,sys\ntry:\n socket.create_connection((sys.argv[1],8443),timeout=3).close(); print('open')\nexcept OSError as e: print(type(e).__name__)"
+
+        def connect(uid, addr):
+            p = subprocess.run(
+                ["ip", "netns", "exec", pod, "setpriv", f"--reuid={uid}", f"--regid={uid}",
+                 "--clear-groups", "python3", "-c", probe, addr],
+                capture_output=True, text=True, timeout=30,
+            )
+            return p.stdout.strip() or p.stderr.strip()
+
+        got = {
+            "sidecar out": connect(sidecar_uid, world_ip),
+            "sandbox out": connect(sandbox_uid, world_ip),
+            "sandbox loopback": connect(sandbox_uid, "127.0.0.1"),
+        }
+        want = {"sidecar out": "open", "sandbox out": "ConnectionRefusedError", "sandbox loopback": "open"}
+        if got != want:
+            raise RuntimeError(f"expected {want}, got {got}")
+        return f"uid {sidecar_uid} out: open; uid {sandbox_uid} out: refused, to loopback: open"
+    finally:
+        for p in listeners:
+            p.kill()
+            p.wait()
+        ip("netns", "del", pod, check=False)
+        ip("netns", "del", world, check=False)
+
+
+def egress_lock_runnable():
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    for tool in ("ip", "iptables", "ip6tables", "setpriv"):
+        if not have(tool):
+            return f"{tool} not installed (apt-get install iptables iproute2)"
+    return None
+
+
 # --- shell ------------------------------------------------------------------
 
 
@@ -1188,6 +1273,11 @@ def main():
         run_compose(airlock_bin)
         run_k8s(airlock_bin)
         run_systemd(airlock_bin)
+        why_not = egress_lock_runnable()
+        if why_not:
+            R.skip("run: egress-lock in a network namespace", why_not)
+        else:
+            run_egress_lock(airlock_bin)
 
     total = R.passed + len(R.failed)
     if R.failed:

@@ -59,7 +59,7 @@ pub struct Config {
     pub apps: Vec<Spanned<AppSection>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VaultSection {
     pub listen: SocketAddr,
@@ -132,7 +132,7 @@ fn default_environment() -> String {
     airlock_vault::DEFAULT_ENVIRONMENT.into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxySection {
     pub listen: SocketAddr,
@@ -226,7 +226,7 @@ pub struct SecretSection {
     pub swap_in: Option<BTreeSet<SwapLocation>>,
 }
 
-#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Deserialize, serde::Serialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -234,7 +234,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
     #[serde(default)]
@@ -254,8 +254,15 @@ pub struct Loaded {
 impl Loaded {
     pub fn read(path: Option<&Path>) -> Result<Self, ConfigError> {
         let Some(path) = path else {
+            let mut config = Config::default();
+            apply_env_overrides(&mut config, std::env::vars()).map_err(|errors| {
+                ConfigError::Invalid {
+                    path: "(defaults)".into(),
+                    errors,
+                }
+            })?;
             return Ok(Self {
-                config: Config::default(),
+                config,
                 path: None,
                 source: String::new(),
             });
@@ -264,9 +271,15 @@ impl Loaded {
             path: path.to_owned(),
             source,
         })?;
-        let config: Config = toml::from_str(&source).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(&source).map_err(|e| ConfigError::Parse {
             path: path.display().to_string(),
             message: e.to_string(),
+        })?;
+        apply_env_overrides(&mut config, std::env::vars()).map_err(|errors| {
+            ConfigError::Invalid {
+                path: path.display().to_string(),
+                errors,
+            }
         })?;
         Ok(Self {
             config,
@@ -622,6 +635,73 @@ impl Loaded {
     }
 }
 
+/// Prefix of environment variables that override single config keys:
+/// `AIRLOCK__PROXY__ALLOWED_PORTS="[443, 8443]"`, `AIRLOCK__VAULT__PUBLIC_URL=https://…`,
+/// `AIRLOCK__DATA_DIR=/var/lib/airlock`. Values are read as TOML, else as text.
+pub const ENV_OVERRIDE_PREFIX: &str = "AIRLOCK__";
+
+fn env_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+fn override_section<T>(section: &mut T, key: &str, value: toml::Value) -> Result<(), String>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut table = toml::Table::try_from(&*section).map_err(|e| e.to_string())?;
+    table.insert(key.to_owned(), value);
+    *section = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_owned())?;
+    Ok(())
+}
+
+/// Applies `AIRLOCK__…` overrides; every bad one is reported.
+pub fn apply_env_overrides(
+    config: &mut Config,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), Vec<String>> {
+    let mut errors = Vec::new();
+    for (name, text) in vars {
+        let Some(path) = name.strip_prefix(ENV_OVERRIDE_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        let value = env_value(&text);
+        let result = match path.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["proxy", key] => override_section(&mut config.proxy, key, value),
+            ["vault", key] => override_section(&mut config.vault, key, value),
+            ["log", key] => override_section(&mut config.log, key, value),
+            ["data_dir"] => {
+                config.data_dir = Some(PathBuf::from(text.clone()));
+                Ok(())
+            }
+            ["placeholder_prefix"] => {
+                config.placeholder_prefix = Some(text.clone());
+                Ok(())
+            }
+            _ => Err("not a setting that can be overridden (use AIRLOCK__SECTION__KEY for [proxy], [vault], [log])".into()),
+        };
+        // The message names the variable, never its value (it may be a secret).
+        if let Err(e) = result {
+            let e = if text.is_empty() {
+                e
+            } else {
+                e.replace(&text, "…")
+            };
+            errors.push(format!("environment variable {name}: {e}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 pub struct Validated {
     pub settings: ProxySettings,
     pub secrets: Vec<PendingSecret>,
@@ -756,6 +836,42 @@ placeholder = "miosa-tok-short"
         assert!(err.contains("exactly one of value"), "{err}");
         assert!(err.contains("placeholder must be"), "{err}");
         assert!(err.contains("invalid host pattern"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_single_keys() {
+        let mut c = Config::default();
+        let vars = [
+            ("AIRLOCK__PROXY__ALLOWED_PORTS", "[443, 8443]"),
+            ("AIRLOCK__PROXY__INTERCEPT", "all"),
+            ("AIRLOCK__VAULT__PUBLIC_URL", "https://vault.example"),
+            ("AIRLOCK__DATA_DIR", "/var/lib/airlock"),
+            ("UNRELATED", "x"),
+        ];
+        apply_env_overrides(
+            &mut c,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap();
+        assert_eq!(c.proxy.allowed_ports, vec![443, 8443]);
+        assert_eq!(c.proxy.intercept, InterceptMode::All);
+        assert_eq!(c.vault.public_url.as_deref(), Some("https://vault.example"));
+        assert_eq!(c.data_dir, Some(PathBuf::from("/var/lib/airlock")));
+        let bad = [
+            ("AIRLOCK__PROXY__NOPE", "1"),
+            ("AIRLOCK__PROXY__ALLOWED_PORTS", "secretish"),
+            ("AIRLOCK__SECRET__X", "y"),
+        ];
+        let errors = apply_env_overrides(
+            &mut c,
+            bad.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors.iter().all(|e| !e.contains("secretish")),
+            "{errors:?}"
+        );
     }
 
     #[test]

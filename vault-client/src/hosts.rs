@@ -57,12 +57,17 @@ impl fmt::Display for HostPattern {
     }
 }
 
-/// Lower-cases, drops one trailing dot and brackets around IPv6 literals, and
-/// rejects anything that is not a plain host name or IP literal (userinfo,
-/// ports, paths, spaces, empty labels). Non-ASCII names are refused rather
-/// than guessed at.
+/// Lower-cases, drops one trailing dot and brackets around IPv6 literals,
+/// turns internationalised names into their punycode (`bücher.example` →
+/// `xn--bcher-kva.example`, what clients put in SNI and DNS), and rejects
+/// anything that is not a plain host name or IP literal (userinfo, ports,
+/// paths, spaces, empty labels).
 pub fn normalize_host(host: &str) -> Option<String> {
     let host = host.strip_suffix('.').unwrap_or(host);
+    if !host.is_ascii() {
+        let ascii = idna::domain_to_ascii_strict(host).ok()?;
+        return normalize_host(&ascii).filter(|h| h.is_ascii());
+    }
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return inner
             .parse::<std::net::Ipv6Addr>()
@@ -113,7 +118,7 @@ mod tests {
             "host:443",
             "a b",
             "ex..com",
-            "häst.se",
+            "ex\u{202e}.com",
         ] {
             assert!(
                 HostPattern::parse(bad).is_err(),
@@ -131,5 +136,11 @@ mod tests {
         assert_eq!(normalize_host("[::1]").as_deref(), Some("::1"));
         assert_eq!(normalize_host("127.0.0.1").as_deref(), Some("127.0.0.1"));
         assert_eq!(normalize_host("a/b"), None);
+        assert_eq!(
+            normalize_host("Bücher.example").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+        let idn = HostPattern::parse("*.bücher.example").unwrap();
+        assert!(idn.matches("api.xn--bcher-kva.example"));
     }
 }
