@@ -555,9 +555,17 @@ def check_k8s():
         problems.append(f"sidecar [vault] url {vault_url} is not the vault Service")
     if "service-token" not in secret_data(vault_secret) or "service-token" not in secret_data(sidecar_secret):
         problems.append("service-token missing from a Secret")
-    db = toml_value(secret_data(vault_secret)["airlock.toml"], "vault", "database_url") or ""
+    dep = find(docs, "Deployment", "airlock-vault", "airlock")
+    venv = env_list(container(pod_spec(dep), "vault"))
+    ref = (venv.get("AIRLOCK__VAULT__DATABASE_URL", {}).get("valueFrom") or {}).get("secretKeyRef")
+    vault_cm = find(docs, "ConfigMap", "airlock-vault", "airlock")
+    db = toml_value(vault_cm["data"]["airlock.toml"], "vault", "database_url") or ""
+    if ref:
+        db = secret_data(find(docs, "Secret", ref["name"], "airlock")).get(ref["key"], "")
     if not db.startswith("postgres://") or "airlock-postgres" not in db:
         problems.append("the vault's database_url is not the airlock-postgres Service")
+    if dep["spec"].get("replicas", 1) > 1 and not db.startswith("postgres"):
+        problems.append("several vault replicas without a shared database")
     R.check("k8s vault: sidecars reach it, it reaches PostgreSQL", problems, vault_url)
 
     if have("kubeconform"):
@@ -750,8 +758,13 @@ def check_configs(airlock_bin, docs):
             cm["data"]["airlock.toml"],
             files={"/run/secrets/airlock/github-token": "ghp_deploy_check\n"},
         )
-        vs = find(docs, "Secret", "airlock-vault")
-        config_check(airlock_bin, "deploy/k8s/vault.yaml airlock.toml", secret_data(vs)["airlock.toml"])
+        vs = secret_data(find(docs, "Secret", "airlock-vault"))
+        config_check(
+            airlock_bin,
+            "deploy/k8s/vault.yaml airlock.toml with AIRLOCK__VAULT__DATABASE_URL",
+            find(docs, "ConfigMap", "airlock-vault")["data"]["airlock.toml"],
+            env={"AIRLOCK__VAULT__DATABASE_URL": vs["database-url"]},
+        )
 
 
 # --- plain processes --------------------------------------------------------
@@ -1054,11 +1067,11 @@ def run_k8s(airlock_bin):
         dep = find(docs, "Deployment", "airlock-vault")
         vspec = pod_spec(dep)
         vc = container(vspec, "vault")
-        vsecret = secret_data(find(docs, "Secret", "airlock-vault"))
-        db_url = os.environ.get("DEPLOY_CHECK_DATABASE_URL") or f"sqlite://{vbox.dir}/vault.db?mode=rwc"
-        cfg = re.sub(r'database_url = "[^"]*"', f'database_url = "{db_url}"', vsecret["airlock.toml"])
+        values["database-url"] = (
+            os.environ.get("DEPLOY_CHECK_DATABASE_URL") or f"sqlite://{vbox.dir}/vault.db?mode=rwc"
+        )
         cfg_path = vbox.dir / "vault.toml"
-        cfg_path.write_text(cfg)
+        cfg_path.write_text(find(docs, "ConfigMap", "airlock-vault")["data"]["airlock.toml"])
         mount = next(m for m in vc["volumeMounts"] if m["name"] == "config")["mountPath"]
         vbox.map_path(f"{mount}/airlock.toml", cfg_path)
         vbox.map_path("/var/lib/airlock")
@@ -1071,6 +1084,8 @@ def run_k8s(airlock_bin):
         vport = vbox.port("8090")
         for probe in ("livenessProbe", "readinessProbe"):
             wait_http(vault, f"http://127.0.0.1:{vport}{vc[probe]['httpGet']['path']}")
+        if not os.environ.get("DEPLOY_CHECK_DATABASE_URL") and not (vbox.dir / "vault.db").exists():
+            raise RuntimeError("the vault did not open the database its environment names")
 
         # The sandbox pod: init containers in order, then the sidecar.
         pod = find(docs, "Pod", "sandbox")

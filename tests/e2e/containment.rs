@@ -447,6 +447,16 @@ async fn config_reload_on_sighup_keeps_connections_and_swaps_the_new_secret() {
         )
     };
     let airlock = Airlock::start(&cfg("first-real-value-1"));
+    // One request at a time on one keep-alive connection: read each answer whole.
+    async fn send(
+        conn: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+        req: http::Request<http_body_util::Full<bytes::Bytes>>,
+    ) -> u16 {
+        conn.ready().await.expect("connection ready");
+        let (status, _, _, _) =
+            tunnel::collect(conn.send_request(req).await.expect("answer")).await;
+        status.as_u16()
+    }
     let tls = tunnel::tls_through(
         airlock.proxy_addr(),
         &format!("{BOUND}:443"),
@@ -463,7 +473,7 @@ async fn config_reload_on_sighup_keeps_connections_and_swaps_the_new_secret() {
             .body(http_body_util::Full::default())
             .unwrap()
     };
-    assert_eq!(conn.send_request(get()).await.unwrap().status(), 200);
+    assert_eq!(send(&mut conn, get()).await, 200);
     std::fs::write(&airlock.config_path, cfg("second-real-value-2")).unwrap();
     let status = std::process::Command::new("kill")
         .args(["-HUP", &airlock.pid().to_string()])
@@ -472,7 +482,7 @@ async fn config_reload_on_sighup_keeps_connections_and_swaps_the_new_secret() {
     assert!(status.success());
     airlock.wait_for_log("configuration reloaded");
     // The same connection, now with the new secret.
-    assert_eq!(conn.send_request(get()).await.unwrap().status(), 200);
+    assert_eq!(send(&mut conn, get()).await, 200);
     let seen: Vec<String> = bound
         .requests()
         .iter()
@@ -492,7 +502,7 @@ async fn config_reload_on_sighup_keeps_connections_and_swaps_the_new_secret() {
         .status()
         .unwrap();
     airlock.wait_for_log("not reloaded");
-    assert_eq!(conn.send_request(get()).await.unwrap().status(), 200);
+    assert_eq!(send(&mut conn, get()).await, 200);
 }
 
 /// A network namespace whose only way out is the proxy: the honest
