@@ -446,6 +446,7 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, mode: Mode) -> Result<
     init_logging(&loaded, log_format);
     let prepared = prepare(&loaded, args.data_dir.clone())?;
     runtime()?.block_on(async move {
+        let shutdown = shutdown_signal();
         let proxy_listen = args.listen.unwrap_or(loaded.config.proxy.listen);
         let vault_listen = args.vault_listen.unwrap_or(loaded.config.vault.listen);
         let proxy_listener = match mode {
@@ -543,7 +544,7 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, mode: Mode) -> Result<
             Some(result) = tasks.join_next() => {
                 result.map_err(|e| CliError::Other(format!("a server task failed: {e}")))?
             }
-            _ = shutdown_signal() => {
+            _ = shutdown => {
                 tracing::info!("shutting down");
                 Ok(())
             }
@@ -672,18 +673,26 @@ fn spawn_reloader(config: Option<PathBuf>, data_dir: PathBuf, secrets: Arc<Swapp
     let _ = (config, data_dir, secrets);
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is
+/// called, so call it before the listeners open: a signal that arrives right
+/// after start is then a clean shutdown, not a kill.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
