@@ -15,12 +15,12 @@
 use std::collections::VecDeque;
 
 use airlock_fuzz::{
-    block_on, leaks_a_token, naive_placeholders, reference_swap, swapper, Input, RefContext,
-    PREFIXES,
+    block_on, has_nested_prefix, ignoring, leaks_a_token, naive_placeholders, reference_swap,
+    scanner, swapper, Input, RefContext, PREFIXES,
 };
 use airlock_proxy::body::{BoxError, ProxyBody};
 use airlock_proxy::body_swap::{streaming, StreamMode};
-use airlock_proxy::swap::{Context, Scanner};
+use airlock_proxy::swap::Context;
 use airlock_proxy::ProxyError;
 use airlock_vault_client::SwapLocation;
 use bytes::Bytes;
@@ -58,6 +58,9 @@ fuzz_target!(|data: &[u8]| {
     let n = usize::from(input.byte() % 33);
     let lengths: Vec<usize> = input.take(n).iter().map(|&b| usize::from(b)).collect();
     let body = input.rest();
+    if ignoring("nested-prefix") && has_nested_prefix(prefix, body) {
+        return;
+    }
 
     let mut chunks = Vec::new();
     if one_byte_chunks {
@@ -91,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
                 .map(|out| out.unwrap_or_else(|| body.to_vec()))
                 .map_err(|e| e.to_string()),
             StreamMode::RefuseAny => {
-                if Scanner::new(prefix).contains(body) {
+                if scanner(prefix).contains(body) {
                     Err(ProxyError::BodyNotSwappable.to_string())
                 } else {
                     Ok(body.to_vec())

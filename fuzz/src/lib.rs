@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use airlock_proxy::swap::{Scanner, Swapper};
 use airlock_vault_client::{
@@ -48,6 +48,30 @@ pub fn placeholder(prefix: &str, random: &str) -> String {
 
 /// The three secrets above, for `prefix`.
 pub fn secrets(prefix: &str) -> Arc<StaticSecrets> {
+    fixture(prefix).0.clone()
+}
+
+/// A scanner for `prefix`, built once per prefix of [`PREFIXES`].
+pub fn scanner(prefix: &str) -> Arc<Scanner> {
+    fixture(prefix).1.clone()
+}
+
+fn fixture(prefix: &str) -> &'static (Arc<StaticSecrets>, Arc<Scanner>) {
+    static FIXTURES: OnceLock<Vec<(Arc<StaticSecrets>, Arc<Scanner>)>> = OnceLock::new();
+    let all = FIXTURES.get_or_init(|| {
+        PREFIXES
+            .iter()
+            .map(|p| (build_secrets(p), Arc::new(Scanner::new(p))))
+            .collect()
+    });
+    let i = PREFIXES
+        .iter()
+        .position(|p| *p == prefix)
+        .expect("a prefix of PREFIXES");
+    &all[i]
+}
+
+fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
     let host = |h: &str| vec![HostPattern::parse(h).expect("fixture host")];
     let all = [
         SwapLocation::Header,
@@ -84,14 +108,57 @@ pub fn secrets(prefix: &str) -> Arc<StaticSecrets> {
     ))
 }
 
-/// A swapper for a request to [`HOST`] over the fixture secrets.
+/// A fresh swapper for a request to [`HOST`] over the fixture secrets.
 pub fn swapper(prefix: &str) -> Swapper {
     Swapper::new(
         secrets(prefix),
-        Arc::new(Scanner::new(prefix)),
+        scanner(prefix),
         SandboxId::default_sandbox(),
         HOST.into(),
     )
+}
+
+/// Known findings that `AIRLOCK_FUZZ_IGNORE` (comma-separated) lets a local
+/// run step over, to look for other bugs while a known one is unfixed. CI
+/// never sets it.
+pub fn ignoring(finding: &str) -> bool {
+    static IGNORED: OnceLock<Vec<String>> = OnceLock::new();
+    IGNORED
+        .get_or_init(|| {
+            std::env::var("AIRLOCK_FUZZ_IGNORE")
+                .unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .iter()
+        .any(|f| f == finding)
+}
+
+/// Finding `nested-prefix` (fuzz/artifacts-found/scanner/nested-prefix): a
+/// prefix spelling that starts inside an earlier prefix spelling or the
+/// base62 run right after it. True when `data` has one.
+pub fn has_nested_prefix(prefix: &str, data: &[u8]) -> bool {
+    let spells = spellings(prefix);
+    let starts: Vec<(usize, usize)> = (0..data.len())
+        .flat_map(|i| {
+            spells
+                .iter()
+                .filter(move |(s, _)| data[i..].starts_with(s))
+                .map(move |(s, _)| {
+                    let body = i + s.len();
+                    let run = data[body..]
+                        .iter()
+                        .take_while(|b| b.is_ascii_alphanumeric())
+                        .count();
+                    (i, body + run)
+                })
+        })
+        .collect();
+    starts
+        .iter()
+        .any(|&(a, end)| starts.iter().any(|&(b, _)| a < b && b < end))
 }
 
 /// How a placeholder's dashes may be written.

@@ -418,24 +418,13 @@ fn with_trailers(data: Bytes, trailers: Option<HeaderMap>) -> ProxyBody {
 /// What must not come back: each token this request carried, raw and in the
 /// spellings the swap may have written, mapped to its placeholder.
 fn scrubber_for(swapper: &Swapper) -> Option<Arc<Scrubber>> {
-    let mut pairs = Vec::new();
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for (placeholder, resolved) in swapper.swapped() {
         let token = resolved.token.expose_secret();
-        for (spelling, context) in [
-            (Spelling::Plain, Context::Raw),
-            (Spelling::Plain, Context::Json),
-            (Spelling::Plain, Context::Url),
-        ] {
-            let written = encode_token(token, spelling, context);
-            let shown = match context {
-                Context::Raw => placeholder.as_bytes().to_vec(),
-                _ => encode_token(placeholder, spelling, context),
-            };
-            if !pairs
-                .iter()
-                .any(|(t, _): &(Vec<u8>, Vec<u8>)| t == &written)
-            {
-                pairs.push((written, shown));
+        for context in [Context::Raw, Context::Json, Context::Url] {
+            let written = encode_token(token, Spelling::Plain, context);
+            if !pairs.iter().any(|(t, _)| t == &written) {
+                pairs.push((written, encode_token(placeholder, Spelling::Plain, context)));
             }
         }
     }

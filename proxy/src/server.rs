@@ -364,19 +364,9 @@ impl Proxy {
         let io = Rewind::new(first.to_vec(), io);
         let acceptor =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
-        let start = match tokio::time::timeout(settings.tls_handshake_timeout, acceptor).await {
-            Ok(Ok(start)) => start,
-            Ok(Err(error)) => {
-                audit.outcome = "tls_handshake_failed";
-                audit.refused = Some(error.to_string());
-                audit.emit(false);
-                return;
-            }
-            Err(_) => {
-                audit.outcome = "tls_handshake_timeout";
-                audit.emit(false);
-                return;
-            }
+        let step = tokio::time::timeout(settings.tls_handshake_timeout, acceptor).await;
+        let Some(start) = handshake_step(&mut audit, step) else {
+            return;
         };
         if let Some(sni) = start.client_hello().server_name() {
             if normalize_host(sni).as_deref() != Some(ctx.host.as_str()) {
@@ -394,25 +384,14 @@ impl Proxy {
         };
         let mut config = self.inner.tls_template.clone();
         config.cert_resolver = Arc::new(FixedCert(leaf));
-        let tls = match tokio::time::timeout(
+        // A failure here usually means the client distrusts our CA or hung up.
+        let step = tokio::time::timeout(
             settings.tls_handshake_timeout,
             start.into_stream(Arc::new(config)),
         )
-        .await
-        {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(error)) => {
-                // Usually the client distrusts our CA or hung up mid-handshake.
-                audit.outcome = "tls_handshake_failed";
-                audit.refused = Some(error.to_string());
-                audit.emit(false);
-                return;
-            }
-            Err(_) => {
-                audit.outcome = "tls_handshake_timeout";
-                audit.emit(false);
-                return;
-            }
+        .await;
+        let Some(tls) = handshake_step(&mut audit, step) else {
+            return;
         };
         let ctx = Arc::new(ctx);
         let proxy = self.clone();
@@ -622,6 +601,28 @@ fn host_for_uri(host: &str) -> String {
         format!("[{host}]")
     } else {
         host.to_owned()
+    }
+}
+
+/// The value of a timed TLS handshake step, or `None` once the audit line
+/// says why it failed.
+fn handshake_step<T>(
+    audit: &mut AuditRecord,
+    step: Result<std::io::Result<T>, tokio::time::error::Elapsed>,
+) -> Option<T> {
+    match step {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(error)) => {
+            audit.outcome = "tls_handshake_failed";
+            audit.refused = Some(error.to_string());
+            audit.emit(false);
+            None
+        }
+        Err(_) => {
+            audit.outcome = "tls_handshake_timeout";
+            audit.emit(false);
+            None
+        }
     }
 }
 

@@ -385,14 +385,7 @@ pub async fn connect(
         .await
     {
         Ok(started) => Redirect::to(&started.authorization_url).into_response(),
-        Err(e) => page(
-            e.status(),
-            "Not connected",
-            format!(
-                "<section class=\"card\"><p class=\"err\">{}</p></section>",
-                escape(&e.to_string())
-            ),
-        ),
+        Err(e) => error_page("Not connected", &e),
     }
 }
 
@@ -407,14 +400,7 @@ pub async fn disconnect(
     }
     match state.vault.disconnect(&id).await {
         Ok(_) => Redirect::to("/").into_response(),
-        Err(e) => page(
-            e.status(),
-            "Error",
-            format!(
-                "<section class=\"card\"><p class=\"err\">{}</p></section>",
-                escape(&e.to_string())
-            ),
-        ),
+        Err(e) => error_page("Error", &e),
     }
 }
 
@@ -448,14 +434,7 @@ pub async fn save_app(
         .await
     {
         Ok(_) => Redirect::to("/").into_response(),
-        Err(e) => page(
-            e.status(),
-            "Not saved",
-            format!(
-                "<section class=\"card\"><p class=\"err\">{}</p></section>",
-                escape(&e.to_string())
-            ),
-        ),
+        Err(e) => error_page("Not saved", &e),
     }
 }
 
@@ -487,15 +466,20 @@ pub async fn add_secret(
         .await
     {
         Ok(_) => Redirect::to("/").into_response(),
-        Err(e) => page(
-            e.status(),
-            "Not saved",
-            format!(
-                "<section class=\"card\"><p class=\"err\">{}</p></section>",
-                escape(&e.to_string())
-            ),
-        ),
+        Err(e) => error_page("Not saved", &e),
     }
+}
+
+/// An error page naming what went wrong (vault errors never carry secrets).
+fn error_page(title: &str, e: &crate::VaultError) -> Response {
+    page(
+        e.status(),
+        title,
+        format!(
+            "<section class=\"card\"><p class=\"err\">{}</p></section>",
+            escape(&e.to_string())
+        ),
+    )
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -566,19 +566,7 @@ impl Store {
     }
 
     pub async fn store_tokens(&self, id: &str, update: &TokenUpdate) -> Result<(), VaultError> {
-        let now = now();
-        sqlx::query(
-            "UPDATE connections SET access_token = $1, refresh_token = COALESCE($2, refresh_token), expires_at = $3, \
-             obtained_at = $4, status = 'connected', last_error = NULL, updated_at = $4 WHERE id = $5",
-        )
-        .bind(update.access_token.encode())
-        .bind(update.refresh_token.as_ref().map(Sealed::encode))
-        .bind(update.expires_at)
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        write_tokens(&self.pool, id, update).await
     }
 
     pub async fn set_status(
@@ -587,16 +575,7 @@ impl Store {
         status: &str,
         error: Option<&str>,
     ) -> Result<(), VaultError> {
-        sqlx::query(
-            "UPDATE connections SET status = $1, last_error = $2, updated_at = $3 WHERE id = $4",
-        )
-        .bind(status)
-        .bind(error)
-        .bind(now())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        write_status(&self.pool, id, status, error).await
     }
 
     pub async fn delete_connection(&self, id: &str) -> Result<bool, VaultError> {
@@ -654,28 +633,11 @@ impl Store {
         let row = row.ok_or_else(|| VaultError::NotFound(format!("connection {id}")))?;
         let row = connection_from(&row)?;
         let (value, update, status) = f(row).await?;
-        let now = now();
         if let Some(update) = update {
-            sqlx::query(
-                "UPDATE connections SET access_token = $1, refresh_token = COALESCE($2, refresh_token), expires_at = $3, \
-                 obtained_at = $4, status = 'connected', last_error = NULL, updated_at = $4 WHERE id = $5",
-            )
-            .bind(update.access_token.encode())
-            .bind(update.refresh_token.as_ref().map(Sealed::encode))
-            .bind(update.expires_at)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            write_tokens(&mut *tx, id, &update).await?;
         }
         if let Some((status, error)) = status {
-            sqlx::query("UPDATE connections SET status = $1, last_error = $2, updated_at = $3 WHERE id = $4")
-                .bind(status)
-                .bind(error)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            write_status(&mut *tx, id, &status, error.as_deref()).await?;
         }
         tx.commit().await?;
         Ok(value)
@@ -750,18 +712,7 @@ impl Store {
         .bind(s.created_at)
         .execute(&mut *tx)
         .await?;
-        for b in bindings {
-            sqlx::query(
-                "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&b.placeholder)
-            .bind(&b.sandbox_id)
-            .bind(&b.env_name)
-            .bind(&b.target_kind)
-            .bind(&b.target)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_bindings(&mut tx, bindings, false).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -786,19 +737,7 @@ impl Store {
     /// Adds bindings; one that would reuse a variable name of the sandbox is skipped.
     pub async fn add_bindings(&self, bindings: &[BindingRow]) -> Result<(), VaultError> {
         let mut tx = self.pool.begin().await?;
-        for b in bindings {
-            sqlx::query(
-                "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (sandbox_id, env_name) DO NOTHING",
-            )
-            .bind(&b.placeholder)
-            .bind(&b.sandbox_id)
-            .bind(&b.env_name)
-            .bind(&b.target_kind)
-            .bind(&b.target)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_bindings(&mut tx, bindings, true).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -942,6 +881,71 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// Writes a grant's tokens and marks the connection connected.
+async fn write_tokens<'e, E>(executor: E, id: &str, update: &TokenUpdate) -> Result<(), VaultError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "UPDATE connections SET access_token = $1, refresh_token = COALESCE($2, refresh_token), expires_at = $3, \
+         obtained_at = $4, status = 'connected', last_error = NULL, updated_at = $4 WHERE id = $5",
+    )
+    .bind(update.access_token.encode())
+    .bind(update.refresh_token.as_ref().map(Sealed::encode))
+    .bind(update.expires_at)
+    .bind(now())
+    .bind(id)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+async fn write_status<'e, E>(
+    executor: E,
+    id: &str,
+    status: &str,
+    error: Option<&str>,
+) -> Result<(), VaultError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "UPDATE connections SET status = $1, last_error = $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(status)
+    .bind(error)
+    .bind(now())
+    .bind(id)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Inserts bindings; with `skip_taken`, one reusing a sandbox's variable name is skipped.
+async fn insert_bindings(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    bindings: &[BindingRow],
+    skip_taken: bool,
+) -> Result<(), VaultError> {
+    let sql = if skip_taken {
+        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (sandbox_id, env_name) DO NOTHING"
+    } else {
+        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target) VALUES ($1, $2, $3, $4, $5)"
+    };
+    for b in bindings {
+        sqlx::query(sql)
+            .bind(&b.placeholder)
+            .bind(&b.sandbox_id)
+            .bind(&b.env_name)
+            .bind(&b.target_kind)
+            .bind(&b.target)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Tables and columns that hold sealed values, for key rotation.
