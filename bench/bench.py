@@ -1164,6 +1164,7 @@ def main():
     ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h1",
                     help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
     ap.add_argument("--target-dir", help="cargo target dir (for the swapcount build)")
+    ap.add_argument("--conns", default="1,16,256", help="keep-alive connection counts")
     ap.add_argument("--swap-in", default="header,basic,body",
                     help="airlock's swap_in for the bench secret (older builds know no 'body')")
     ap.add_argument("--src", default=str(REPO), help="the airlock source tree the binary was built from")
@@ -1181,7 +1182,7 @@ def main():
     duration = args.duration or (1 if smoke else 5)
     size = (args.size_mib or (32 if smoke else 1024)) * 1024 * 1024
     idle_n = args.idle or (200 if smoke else 10000)
-    conn_levels = [1, 16, 256]
+    conn_levels = [int(c) for c in args.conns.split(",")]
     all_workloads = "keepalive,h2,newconn,first,transfer,idle,vault,callgrind"
     workloads = set((args.workloads or (all_workloads.replace(",callgrind", "") if smoke else all_workloads)).split(","))
     if args.out:

@@ -388,6 +388,9 @@ fn proxy_url(loaded: &Loaded, listen: SocketAddr) -> String {
 }
 
 fn init_logging(loaded: &Loaded, flag: Option<CliLogFormat>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let format = match flag {
         Some(CliLogFormat::Json) => LogFormat::Json,
         Some(CliLogFormat::Text) => LogFormat::Text,
@@ -399,13 +402,58 @@ fn init_logging(loaded: &Loaded, flag: Option<CliLogFormat>) {
         .unwrap_or_else(|| "info".to_owned());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        .with_ansi(ansi);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otel")]
+    let registry = registry.with(otel::layer());
+    registry.init();
+}
+
+/// OpenTelemetry trace export, built with `--features otel` and switched on
+/// by `OTEL_EXPORTER_OTLP_ENDPOINT` (OTLP over HTTP).
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    use tracing_subscriber::registry::LookupSpan;
+
+    pub fn layer<S>(
+    ) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty())?;
+        let http = reqwest::Client::builder().no_proxy().build().ok()?;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(http)
+            .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+            .build()
+            .map_err(|e| eprintln!("airlock: OpenTelemetry export disabled: {e}"))
+            .ok()?;
+        let provider = opentelemetry_sdk::trace::TracerProvider::builder()
+            .with_batch_exporter(exporter, opentelemetry_sdk::runtime::Tokio)
+            .with_resource(opentelemetry_sdk::Resource::new(vec![
+                opentelemetry::KeyValue::new("service.name", "airlock"),
+            ]))
+            .build();
+        let tracer = provider.tracer("airlock");
+        opentelemetry::global::set_tracer_provider(provider);
+        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+    }
+
+    /// Sends what is still buffered.
+    pub fn shutdown() {
+        opentelemetry::global::shutdown_tracer_provider();
     }
 }
 
@@ -443,9 +491,14 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, C
 
 fn serve(args: RunArgs, log_format: Option<CliLogFormat>, mode: Mode) -> Result<(), CliError> {
     let loaded = Loaded::read(args.config.as_deref())?;
-    init_logging(&loaded, log_format);
+    let runtime = runtime()?;
+    {
+        // Trace exporters start tasks on the runtime.
+        let _entered = runtime.enter();
+        init_logging(&loaded, log_format);
+    }
     let prepared = prepare(&loaded, args.data_dir.clone())?;
-    runtime()?.block_on(async move {
+    let result = runtime.block_on(async move {
         let shutdown = shutdown_signal();
         let proxy_listen = args.listen.unwrap_or(loaded.config.proxy.listen);
         let vault_listen = args.vault_listen.unwrap_or(loaded.config.vault.listen);
@@ -549,7 +602,10 @@ fn serve(args: RunArgs, log_format: Option<CliLogFormat>, mode: Mode) -> Result<
                 Ok(())
             }
         }
-    })
+    });
+    #[cfg(feature = "otel")]
+    otel::shutdown();
+    result
 }
 
 fn print_env(args: EnvArgs) -> Result<(), CliError> {

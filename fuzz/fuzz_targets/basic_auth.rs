@@ -122,6 +122,11 @@ fuzz_target!(|data: &[u8]| {
                     String::from_utf8_lossy(rest)
                 );
             } else {
+                assert_ne!(
+                    out,
+                    value,
+                    "the credential holds the placeholder but was let through unswapped"
+                );
                 assert!(out.is_sensitive(), "swapped value must not be indexed");
                 let b64 = out
                     .as_bytes()

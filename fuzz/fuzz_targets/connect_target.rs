@@ -88,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(p.matches(&host), "pattern {raw:?} does not match {host:?}");
     }
     if is_ip {
-        for name in ["api.test", "*.test", "localhost"] {
+        for name in ["api.test", "*.example.test", "localhost"] {
             assert!(!HostPattern::parse(name).unwrap().matches(&host));
         }
     }

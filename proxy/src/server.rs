@@ -395,10 +395,19 @@ impl Proxy {
         };
         let ctx = Arc::new(ctx);
         let proxy = self.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let ctx = ctx.clone();
+            // One span per request; the path without its query (it can hold secrets).
+            let span = tracing::info_span!(
+                "request",
+                sandbox = %ctx.sandbox,
+                method = %req.method(),
+                host = %ctx.host,
+                path = %req.uri().path(),
+            );
             async move { Ok::<_, Infallible>(proxy.handle_intercepted(req, &ctx).await) }
+                .instrument(span)
         });
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder

@@ -10,5 +10,7 @@ mod console;
 mod containment;
 mod examples;
 mod foundation;
+#[cfg(feature = "otel")]
+mod otel;
 mod vault;
 mod vault_postgres;
