@@ -13,7 +13,9 @@ use crate::support::{assert_not_leaked, blocking, real_secret, Airlock, TestCa, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_to_an_otlp_collector() {
     // A collector that records every export it receives.
-    let received: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    // (path, body) of every export.
+    type Exports = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let received: Exports = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let collector = format!("http://{}", listener.local_addr().unwrap());
     let log = received.clone();
