@@ -129,6 +129,19 @@ def rss_kib(pid):
     return total
 
 
+def rss_split(pid):
+    """Private (anonymous) vs file-backed (binary, libraries) RSS of the main process."""
+    out = {}
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(("RssAnon", "RssFile", "RssShmem")):
+                k, v = line.split(":", 1)
+                out[k] = int(v.split()[0])
+    except OSError:
+        pass
+    return out
+
+
 class RssSampler:
     """Samples a process tree's RSS every 25 ms; keeps the peak."""
 
@@ -1198,6 +1211,14 @@ def main():
     work = Path(args.work)
     if work.exists():
         shutil.rmtree(work)
+    for stale in Path("/dev/shm").glob("airlock-bench-*"):
+        # left by a run that was killed: its pid is the suffix
+        pid = stale.name.rsplit("-", 1)[-1].split(".")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
     work.mkdir(parents=True)
 
     available = {"direct": True, "airlock": True}
@@ -1298,6 +1319,7 @@ def main():
         for n, peer in peers.items():
             if peer.pid:
                 results["rss_kib"][n]["rest"] = rss_kib(peer.pid)
+                results.setdefault("rss_split_rest_kib", {})[n] = rss_split(peer.pid)
         order = [n for n in PEER_ORDER if n in peers]
         results["meta"]["peers"] = [LABELS[n] for n in order]
 

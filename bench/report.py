@@ -126,7 +126,11 @@ def targets(results):
     add("HTTP/2 client side, 16 conns vs HTTP/1.1", "≥ 1× the HTTP/1.1 figure", r, None if r is None else r >= 1.0,
         f"{fmt_num(h2)} vs {fmt_num(h1)} req/s ({fmt_x(r)})")
     rest = get(results, "rss_kib", "airlock", "rest")
-    add("RSS idle", "≤ 10 MiB", rest, None if rest is None else rest <= 10 * 1024, fmt_mib(rest))
+    split = get(results, "rss_split_rest_kib", "airlock") or {}
+    add("RSS idle", "≤ 10 MiB", rest, None if rest is None else rest <= 10 * 1024, fmt_mib(rest),
+        "`airlock up`: proxy and vault in one process" + (
+            f"; private {fmt_mib(split.get('RssAnon'))}, file-backed {fmt_mib(split.get('RssFile'))}"
+            if split else ""))
     per = get(wl, "idle", "airlock", "kib_per_conn")
     n = get(wl, "idle", "airlock", "opened")
     add("RSS per idle intercepted connection (TLS handshake done, no request yet)", "≤ 24 KiB", per,
@@ -273,12 +277,14 @@ def charts(results, out):
         ax.set_title(title)
         if log:
             ax.set_yscale("log")
-            lows = [s["median"] * scale for _, g in groups for p in peers if get(g, p, field)]
+            lows = [get(g, p, field)["median"] * scale for _, g in groups for p in peers
+                    if get(g, p, field) and get(g, p, field)["median"] > 0]
             if lows and min(lows) > 0:
                 ax.set_ylim(bottom=10 ** math.floor(math.log10(min(lows))))
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best", framealpha=0.8)
 
     foot = "median of {} runs, bars = min–max; {}".format(
         results["meta"]["reps"], results["meta"]["started_utc"])
@@ -616,36 +622,6 @@ def markdown(results, chart_files, report_dir, charts_abs):
               f"{fmt_num(e.get('closed_by_proxy'))} | {str(note)[:120]} |")
         w("")
 
-    rss = results.get("rss_kib", {})
-    if rss:
-        w("## 6. Proxy memory and CPU per request")
-        w("")
-        stages = ["start", "rest", "keepalive", "h2", "newconn", "download", "upload"]
-        w("RSS (MiB) of the proxy process tree: at start, at rest (after one sanity request), and after each "
-          "workload (all peers run side by side, so each saw the same workloads in the same order). The idle "
-          "test runs on a fresh process per peer: see its table for RSS with the connections held.")
-        w("")
-        w("| peer | " + " | ".join(stages) + " |")
-        w("|---|" + "---|" * len(stages))
-        for p in PEER_ORDER:
-            if p in rss:
-                w(f"| {LABELS[p]} | " + " | ".join(fmt_mib(rss[p].get(s)).replace(' MiB', '') for s in stages) + " |")
-        w("")
-        w("Proxy CPU per request (µs of utime+stime, median): ")
-        w("")
-        w("| peer | keep-alive 1 conn | keep-alive 16 conns | keep-alive 256 conns | new connection per request |")
-        w("|---|---|---|---|---|")
-        for p in PEER_ORDER:
-            if p == "direct" or p not in rss:
-                continue
-            cells = [med(get(wl, "keepalive", k, p, "cpu_us_per_req")) for k in ("c1", "c16", "c256")]
-            cells.append(med(get(wl, "newconn", p, "cpu_us_per_req")))
-            w(f"| {LABELS[p]} | " + " | ".join("–" if c is None else f"{c:.0f}" for c in cells) + " |")
-        w("")
-        if "memory.png" in chart_files:
-            w(f"![memory]({charts_dir / 'memory.png'})")
-            w("")
-
     tp = wl.get("token_path") or {}
     w("## 5. Token path (the vault)")
     w("")
@@ -718,6 +694,36 @@ def markdown(results, chart_files, report_dir, charts_abs):
         w(f"Not measured in this run: {cg.get('skipped', 'not run')}.")
         w("")
 
+    rss = results.get("rss_kib", {})
+    if rss:
+        w("## 6. Proxy memory and CPU per request")
+        w("")
+        stages = ["start", "rest", "keepalive", "h2", "newconn", "download", "upload"]
+        w("RSS (MiB) of the proxy process tree: at start, at rest (after one sanity request), and after each "
+          "workload (all peers run side by side, so each saw the same workloads in the same order). The idle "
+          "test runs on a fresh process per peer: see its table for RSS with the connections held.")
+        w("")
+        w("| peer | " + " | ".join(stages) + " |")
+        w("|---|" + "---|" * len(stages))
+        for p in PEER_ORDER:
+            if p in rss:
+                w(f"| {LABELS[p]} | " + " | ".join(fmt_mib(rss[p].get(s)).replace(' MiB', '') for s in stages) + " |")
+        w("")
+        w("Proxy CPU per request (µs of utime+stime, median): ")
+        w("")
+        w("| peer | keep-alive 1 conn | keep-alive 16 conns | keep-alive 256 conns | new connection per request |")
+        w("|---|---|---|---|---|")
+        for p in PEER_ORDER:
+            if p == "direct" or p not in rss:
+                continue
+            cells = [med(get(wl, "keepalive", k, p, "cpu_us_per_req")) for k in ("c1", "c16", "c256")]
+            cells.append(med(get(wl, "newconn", p, "cpu_us_per_req")))
+            w(f"| {LABELS[p]} | " + " | ".join("–" if c is None else f"{c:.0f}" for c in cells) + " |")
+        w("")
+        if "memory.png" in chart_files:
+            w(f"![memory]({charts_dir / 'memory.png'})")
+            w("")
+
     prof = results.get("profile")
     if prof and not prof.get("skipped"):
         w("## Profile: airlock under keep-alive, 16 connections")
@@ -757,8 +763,10 @@ def markdown(results, chart_files, report_dir, charts_abs):
     w("## Reproduce")
     w("")
     w("```sh")
-    w("bench/run            # full run: installs peers, builds airlock, ~15-20 min, rewrites this file")
-    w("bench/run --smoke    # ~1 min: 1 short run each, small sizes; exits non-zero if airlock mis-proxies")
+    w("bench/run            # full run: installs peers, builds airlock, ~25 min, rewrites this file")
+    w("bench/run --smoke    # ~1.5 min: 1 short run each, small sizes; exits non-zero if airlock mis-proxies")
+    w("BENCH_SRC=/path/to/exported/tree bench/run   # measure another source tree (e.g. `git archive` of a commit)")
+    w("python3 bench/bench.py --report-only bench/results.json   # redraw charts and rewrite this file")
     w("```")
     w("")
     return "\n".join(L) + "\n"

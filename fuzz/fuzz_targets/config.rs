@@ -191,6 +191,9 @@ fuzz_target!(|data: &[u8]| {
     let Some(err) = run(layout, text, &FIRST) else {
         return;
     };
+    if std::env::var_os("AIRLOCK_FUZZ_PRINT").is_some() {
+        eprintln!("--- error:\n{err}");
+    }
     if FIRST.all().iter().any(|m| err.contains(m)) {
         // Same input, other secrets: a leak shows the other secrets too.
         let err2 = run(layout, text, &SECOND).expect("same input, same outcome");

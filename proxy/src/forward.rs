@@ -22,6 +22,8 @@ use crate::swap::{encode_token, Context, Spelling, Swapper};
 
 /// How much of an expired-token answer is read to look for a body marker.
 const MARKER_READ_LIMIT: usize = 64 * 1024;
+/// Answers up to this size are scrubbed whole (keeping their length).
+const SCRUB_WHOLE_LIMIT: usize = 64 * 1024;
 
 /// The request as the sandbox sent it (placeholders intact), so it can be
 /// swapped again with a refreshed token.
@@ -131,6 +133,10 @@ impl Proxy {
             .await?
             .unwrap_or_else(|| out.path_and_query.clone());
         let mut headers = out.headers.clone();
+        // `Host` was checked against the CONNECT target; the client derives it
+        // (HTTP/1.1) or `:authority` (HTTP/2) from the URI. Sending both makes
+        // HTTP/2 servers such as nginx refuse the request.
+        headers.remove(header::HOST);
         swapper.swap_headers(&mut headers).await?;
         let context = body_swap::context_of(&headers);
         let body = match std::mem::replace(body, BodyPlan::Spent) {
@@ -267,7 +273,7 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         let mut body = body;
         if scrubbing {
-            if let Some(scrubber) = scrubber_for(&swapper) {
+            if let Some(scrubber) = self.scrubber_for(&swapper) {
                 scrubber.headers(&mut parts.headers);
                 body = match self.scrub_body(&mut parts.headers, body, scrubber).await {
                     Ok(b) => b,
@@ -374,6 +380,27 @@ impl Proxy {
             }
         };
         let Some(encoding) = encoding else {
+            // A small answer is scrubbed whole and keeps a Content-Length.
+            let small = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .is_some_and(|len| len <= SCRUB_WHOLE_LIMIT);
+            if small {
+                return match body_swap::collect_up_to(body, SCRUB_WHOLE_LIMIT).await {
+                    Ok(Collected::Whole(data, trailers)) => {
+                        let clean = scrubber.whole(&data);
+                        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(clean.len()));
+                        Ok(with_trailers(clean, trailers))
+                    }
+                    Ok(Collected::Partial { read, rest }) => {
+                        headers.remove(header::CONTENT_LENGTH);
+                        Ok(scrubber.body(body_swap::streaming_passthrough(read, rest)))
+                    }
+                    Err(e) => Err(ProxyError::Upstream(format!(
+                        "reading the upstream's answer: {e}"
+                    ))),
+                };
+            }
             headers.remove(header::CONTENT_LENGTH);
             return Ok(scrubber.body(body));
         };
@@ -415,19 +442,40 @@ fn with_trailers(data: Bytes, trailers: Option<HeaderMap>) -> ProxyBody {
     }
 }
 
-/// What must not come back: each token this request carried, raw and in the
-/// spellings the swap may have written, mapped to its placeholder.
-fn scrubber_for(swapper: &Swapper) -> Option<Arc<Scrubber>> {
-    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for (placeholder, resolved) in swapper.swapped() {
-        let token = resolved.token.expose_secret();
-        for context in [Context::Raw, Context::Json, Context::Url] {
-            let written = encode_token(token, Spelling::Plain, context);
-            if !pairs.iter().any(|(t, _)| t == &written) {
-                pairs.push((written, encode_token(placeholder, Spelling::Plain, context)));
+impl Proxy {
+    /// What must not come back: each token this request carried, raw and in
+    /// the spellings the swap may have written (JSON-escaped, percent-encoded),
+    /// and each swapped Basic credential, mapped to what the sandbox sent.
+    /// Built once per set of tokens and kept: building the automaton per
+    /// request cost as much as the rest of the request.
+    fn scrubber_for(&self, swapper: &Swapper) -> Option<Arc<Scrubber>> {
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (placeholder, resolved) in swapper.swapped() {
+            let token = resolved.token.expose_secret();
+            for context in [Context::Raw, Context::Json, Context::Url] {
+                let written = encode_token(token, Spelling::Plain, context);
+                if !pairs.iter().any(|(t, _)| t == &written) {
+                    pairs.push((written, encode_token(placeholder, Spelling::Plain, context)));
+                }
             }
         }
+        pairs.extend(swapper.basic_pairs());
+        if pairs.is_empty() {
+            return None;
+        }
+        let mut key = ring::digest::Context::new(&ring::digest::SHA256);
+        for (from, to) in &pairs {
+            key.update(&(from.len() as u64).to_le_bytes());
+            key.update(from);
+            key.update(&(to.len() as u64).to_le_bytes());
+            key.update(to);
+        }
+        let key: [u8; 32] = key
+            .finish()
+            .as_ref()
+            .try_into()
+            .expect("SHA-256 is 32 bytes");
+        self.scrubbers()
+            .get_with(key, || Scrubber::new(pairs).map(Arc::new))
     }
-    pairs.extend(swapper.basic_pairs());
-    Scrubber::new(pairs).map(Arc::new)
 }

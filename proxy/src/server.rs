@@ -53,6 +53,8 @@ struct Inner {
     tls_template: rustls::ServerConfig,
     auth_failures: crate::limits::AuthFailures,
     connections: crate::limits::ConnectionSlots,
+    /// Response scrubbers by the digest of the tokens they look for.
+    scrubbers: moka::sync::Cache<[u8; 32], Option<Arc<crate::scrub::Scrubber>>>,
 }
 
 /// What an intercepted connection was opened for.
@@ -106,6 +108,10 @@ impl Proxy {
                 tls_template: interception_tls_template(),
                 auth_failures: crate::limits::AuthFailures::new(settings_auth_limit),
                 connections: crate::limits::ConnectionSlots::default(),
+                scrubbers: moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_idle(std::time::Duration::from_secs(3600))
+                    .build(),
             }),
         }
     }
@@ -549,6 +555,12 @@ impl Proxy {
 
     pub(crate) fn upstream(&self) -> &Upstream {
         &self.inner.upstream
+    }
+
+    pub(crate) fn scrubbers(
+        &self,
+    ) -> &moka::sync::Cache<[u8; 32], Option<Arc<crate::scrub::Scrubber>>> {
+        &self.inner.scrubbers
     }
 
     pub(crate) fn tokens(&self) -> &Arc<dyn TokenSource> {

@@ -60,6 +60,9 @@ pub struct Found {
 /// Finds placeholder-shaped strings in any spelling.
 pub struct Scanner {
     patterns: AhoCorasick,
+    /// The prefix in each spelling, in pattern order.
+    pattern_bytes: Vec<Vec<u8>>,
+    longest_pattern: usize,
     spellings: Vec<Spelling>,
     prefix: String,
 }
@@ -84,6 +87,8 @@ impl Scanner {
                 .match_kind(MatchKind::LeftmostFirst)
                 .build(&patterns)
                 .expect("prefix patterns build"),
+            longest_pattern: patterns.iter().map(String::len).max().unwrap_or(0),
+            pattern_bytes: patterns.into_iter().map(String::into_bytes).collect(),
             spellings,
             prefix: prefix.to_owned(),
         }
@@ -135,28 +140,19 @@ impl Scanner {
         (found, hold_from)
     }
 
-    /// Length of the longest suffix of `tail` that begins some spelling of the prefix.
+    /// Length of the longest suffix of `tail` that begins some spelling of
+    /// the prefix. Only positions holding the prefix's first byte can start
+    /// one, so those are the only ones tried.
     fn partial_prefix_len(&self, tail: &[u8]) -> usize {
-        let longest = self
-            .patterns
-            .max_pattern_len()
-            .saturating_sub(1)
-            .min(tail.len());
-        (1..=longest)
-            .rev()
-            .find(|&k| {
-                let suffix = &tail[tail.len() - k..];
-                self.pattern_bytes().any(|p| p.starts_with(suffix))
-            })
-            .unwrap_or(0)
-    }
-
-    fn pattern_bytes(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
-        let dash_forms: [&str; 5] = ["-", "\\u002d", "\\u002D", "%2D", "%2d"];
-        dash_forms
-            .into_iter()
-            .take(self.spellings.len())
-            .map(|d| self.prefix.replace('-', d).into_bytes())
+        let window = self.longest_pattern.saturating_sub(1).min(tail.len());
+        let start = tail.len() - window;
+        let Some(&first) = self.pattern_bytes[0].first() else {
+            return 0;
+        };
+        memchr::memchr_iter(first, &tail[start..])
+            .map(|i| &tail[start + i..])
+            .find(|suffix| self.pattern_bytes.iter().any(|p| p.starts_with(suffix)))
+            .map_or(0, <[u8]>::len)
     }
 
     pub fn contains(&self, haystack: &[u8]) -> bool {

@@ -57,6 +57,8 @@ impl Proxy {
             Err(err) => return refuse(&mut audit, err),
         };
         strip_hop_by_hop(&mut headers);
+        // The client derives `Host` from the URI.
+        headers.remove(header::HOST);
         if let Err(err) = swapper.swap_headers(&mut headers).await {
             return refuse(&mut audit, err);
         }

@@ -149,6 +149,11 @@ async fn curl_swaps_the_bearer_placeholder_over_http1_and_http2() {
         requests[0].version, "HTTP/2.0",
         "upstream offers h2, so airlock uses it"
     );
+    for r in &requests {
+        // An HTTP/1.1 client's Host becomes :authority, not a second Host (nginx refuses both).
+        assert!(r.header("host").is_none(), "{:?}", r.headers);
+        assert_eq!(r.authority.as_deref(), Some(API));
+    }
     assert!(
         !w.api.raw_contains(&w.placeholder),
         "the placeholder reached the upstream"
