@@ -1174,7 +1174,7 @@ def main():
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--workloads", help="comma list of keepalive,h2,newconn,first,transfer,idle,vault,"
                     "callgrind (default: all; --smoke leaves out callgrind, which builds bench/swapcount)")
-    ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h1",
+    ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h2",
                     help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
     ap.add_argument("--target-dir", help="cargo target dir (for the swapcount build)")
     ap.add_argument("--conns", default="1,16,256", help="keep-alive connection counts")
