@@ -377,6 +377,8 @@ swap_in = {json.dumps(swap_in)}
     cmd = [
         str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
         "--listen", f"127.0.0.1:{PORTS['airlock']}",
+        # Ephemeral vault and metrics ports: several airlocks run side by side.
+        "--vault-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
     ]
     proc = spawn("airlock", cmd, work, env={"AIRLOCK_LOG": "warn"}, stdout=out)
     deadline = time.monotonic() + 30
@@ -560,6 +562,7 @@ hosts = ["{API_HOST}"]
         str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
         "--listen", f"127.0.0.1:{PORTS_VAULT['airlock_vault']}",
         "--vault-listen", f"127.0.0.1:{PORTS_VAULT['vault']}",
+        "--admin-listen", "127.0.0.1:0",
     ]
     proc = spawn("airlock_vault", cmd, work, env={"AIRLOCK_LOG": os.environ.get("BENCH_VAULT_LOG", "warn")}, stdout=out)
     deadline = time.monotonic() + 60

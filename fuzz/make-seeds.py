@@ -198,6 +198,8 @@ client_secret_file = "secret.txt"
     )
     seed("bad-prefix-and-provider", 2, 'placeholder_prefix = "a b"\n[[provider]]\nname = ""\ntoken_url = "ftp://x"\nhosts = []\ninject = "weird"\nenv = "1"\n')
     seed("toml-syntax-error", 0, '\n[[secret]\nname = "x\n')
+    seed("inline-secret", 3, '[proxy]\nallowed_ports = [443, 8443]\n[[secret]]\nname = "B"\nvalue = "v"\nhosts = ["b.test"]\n')
+    seed("value-line-ends", 4, '   # the value line, continued\nswap_in = ["header"]\n')
 
 
 if __name__ == "__main__":

@@ -123,8 +123,7 @@ fuzz_target!(|data: &[u8]| {
                 );
             } else {
                 assert_ne!(
-                    out,
-                    value,
+                    out, value,
                     "the credential holds the placeholder but was let through unswapped"
                 );
                 assert!(out.is_sensitive(), "swapped value must not be indexed");

@@ -7,7 +7,11 @@
 //! is the authority's; case and a trailing dot of the request do not change
 //! the result; and host patterns normalise the same way (a pattern written
 //! as the request's host matches the parsed host, an IP-literal target never
-//! matches a name pattern).
+//! matches a name pattern). The same bytes as text go through
+//! `normalize_host` directly (non-ASCII names included, which `http`
+//! refuses in an authority but host patterns and `Host` headers can hold):
+//! its result is ASCII, lower-case, idempotent, without empty or over-long
+//! labels, and matched by the pattern written the same way.
 #![no_main]
 
 use std::net::{IpAddr, Ipv6Addr};
@@ -17,8 +21,50 @@ use airlock_vault_client::{normalize_host, HostPattern};
 use http::uri::Authority;
 use libfuzzer_sys::fuzz_target;
 
+/// `normalize_host` on any text (host patterns in the config, `Host`
+/// headers, SNI, including non-ASCII names that go through IDNA).
+fn check_normalize(text: &str) {
+    let Some(host) = normalize_host(text) else {
+        return;
+    };
+    assert!(!host.is_empty() && host.is_ascii(), "{text:?} → {host:?}");
+    assert_eq!(host, host.to_ascii_lowercase(), "{text:?} → {host:?}");
+    assert!(!host.ends_with('.'), "{text:?} → {host:?}");
+    assert_eq!(
+        normalize_host(&host).as_deref(),
+        Some(host.as_str()),
+        "not idempotent: {text:?} → {host:?}"
+    );
+    if host.parse::<IpAddr>().is_err() {
+        assert!(host.len() <= 253, "{text:?} → over-long {host:?}");
+        assert!(
+            host.split('.').all(|l| !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')),
+            "{text:?} → bad label in {host:?}"
+        );
+    }
+    if text.is_ascii() {
+        // One trailing dot is dropped, no more (an empty label is refused).
+        assert!(!text.ends_with(".."), "{text:?} accepted as {host:?}");
+        assert_eq!(
+            normalize_host(&text.to_ascii_uppercase()).as_deref(),
+            Some(host.as_str()),
+            "case changes {text:?}"
+        );
+    }
+    if !text.contains('*') {
+        let p = HostPattern::parse(text).expect("a normalisable host is a valid pattern");
+        assert!(p.matches(&host), "pattern {text:?} does not match {host:?}");
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     assert!(parse_connect_target(None).is_err());
+    if let Ok(text) = std::str::from_utf8(data) {
+        check_normalize(text);
+    }
     let Ok(authority) = Authority::try_from(data) else {
         return;
     };
@@ -35,7 +81,10 @@ fuzz_target!(|data: &[u8]| {
         !host.contains(['@', '[', ']', '/', '?', '#', ' ', '%', '\\']),
         "{host:?} from {authority}"
     );
-    assert!(!authority.as_str().contains('@'), "userinfo accepted: {authority}");
+    assert!(
+        !authority.as_str().contains('@'),
+        "userinfo accepted: {authority}"
+    );
     if host.contains(':') {
         assert!(
             host.parse::<Ipv6Addr>().is_ok(),

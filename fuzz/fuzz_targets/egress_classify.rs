@@ -14,12 +14,20 @@ use airlock_vault_client::normalize_host;
 use libfuzzer_sys::fuzz_target;
 
 fn v4_in(ip: Ipv4Addr, net: [u8; 4], bits: u32) -> bool {
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
     u32::from(ip) & mask == u32::from(Ipv4Addr::from(net)) & mask
 }
 
 fn v6_in(ip: Ipv6Addr, net: Ipv6Addr, bits: u32) -> bool {
-    let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u128::MAX << (128 - bits)
+    };
     u128::from(ip) & mask == u128::from(net) & mask
 }
 
@@ -83,7 +91,10 @@ fn check_v6(ip: Ipv6Addr) {
         assert_eq!(class, classify(IpAddr::V4(v4)), "NAT64 {ip} vs {v4}");
     }
     if class == AddrClass::Public {
-        assert!(!v6_special(ip), "{ip} is special-purpose but classified public");
+        assert!(
+            !v6_special(ip),
+            "{ip} is special-purpose but classified public"
+        );
         // Forms that carry an IPv4 address are public only when it is.
         let seg = ip.segments();
         if v6_in(ip, v6("::"), 96) || v6_in(ip, v6("64:ff9b:1::"), 48) {
@@ -112,7 +123,10 @@ fuzz_target!(|data: &[u8]| {
     let v4 = Ipv4Addr::from(b4);
     let c4 = classify(IpAddr::V4(v4));
     if c4 == AddrClass::Public {
-        assert!(!v4_special(v4), "{v4} is special-purpose but classified public");
+        assert!(
+            !v4_special(v4),
+            "{v4} is special-purpose but classified public"
+        );
     } else {
         assert_ne!(c4.as_str(), "", "every class has a name");
     }
@@ -147,7 +161,11 @@ fuzz_target!(|data: &[u8]| {
             0,
             b16[15].into(),
         );
-        assert_ne!(classify(IpAddr::V6(six_to_four)), AddrClass::Public, "{six_to_four}");
+        assert_ne!(
+            classify(IpAddr::V6(six_to_four)),
+            AddrClass::Public,
+            "{six_to_four}"
+        );
     }
 
     check_v6(Ipv6Addr::from(b16));

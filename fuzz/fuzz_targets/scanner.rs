@@ -133,5 +133,8 @@ fuzz_target!(|data: &[u8]| {
             ..f
         }))
         .collect();
-    assert_eq!(whole, stepped, "stream step at {hold} differs from one scan");
+    assert_eq!(
+        whole, stepped,
+        "stream step at {hold} differs from one scan"
+    );
 });
