@@ -273,7 +273,7 @@ impl Loaded {
         })?;
         let mut config: Config = toml::from_str(&source).map_err(|e| ConfigError::Parse {
             path: path.display().to_string(),
-            message: e.to_string(),
+            message: parse_error_message(&source, &e),
         })?;
         apply_env_overrides(&mut config, std::env::vars()).map_err(|errors| {
             ConfigError::Invalid {
@@ -635,6 +635,20 @@ impl Loaded {
     }
 }
 
+/// Where and what, without the snippet of the file toml's own message quotes:
+/// that line could hold a secret value.
+fn parse_error_message(source: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &source[..span.start.min(source.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
 /// Prefix of environment variables that override single config keys:
 /// `AIRLOCK__PROXY__ALLOWED_PORTS="[443, 8443]"`, `AIRLOCK__VAULT__PUBLIC_URL=https://…`,
 /// `AIRLOCK__DATA_DIR=/var/lib/airlock`. Values are read as TOML, else as text.
@@ -872,6 +886,21 @@ placeholder = "miosa-tok-short"
             errors.iter().all(|e| !e.contains("secretish")),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_the_file() {
+        // Found by the `config` fuzz target: toml's message quotes the line.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[[secret]]\nname = \"T\"\nvalue = \"hunter2-secret\" oops\n",
+        )
+        .unwrap();
+        let err = Loaded::read(Some(&path)).err().unwrap().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(!err.contains("hunter2-secret"), "{err}");
     }
 
     #[test]

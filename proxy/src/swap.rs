@@ -130,8 +130,12 @@ impl Scanner {
                     ),
                     spelling: self.spellings[m.pattern().as_usize()],
                 });
+                at = body_start + run;
+            } else {
+                // Too short to be a placeholder; another prefix may start inside
+                // it (`miosa-tok-miosa-tok-…`), so look again right after this one.
+                at = start + 1;
             }
-            at = body_start + run;
         }
         if !complete && hold_from == haystack.len() {
             hold_from =
@@ -470,6 +474,19 @@ mod tests {
         assert_eq!(found[1].spelling, Spelling::JsonEscaped);
         assert_eq!(found[2].spelling, Spelling::Percent);
         assert!(!scanner.contains(b"miosa-tok-"));
+    }
+
+    #[test]
+    fn a_prefix_inside_a_false_start_is_still_found() {
+        // Found by the `scanner` fuzz target.
+        let scanner = Scanner::new("miosa-tok-");
+        let text = b"\0\0\0miosa-tok-miosa-tok-AbCdEfGhIjKlMnOpQrStUv ";
+        let (found, _) = scanner.scan(text, true);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].placeholder, "miosa-tok-AbCdEfGhIjKlMnOpQrStUv");
+        let (found, hold) = scanner.scan(&text[..text.len() - 1], false);
+        assert!(found.is_empty());
+        assert_eq!(hold, 13, "the inner placeholder may still be growing");
     }
 
     #[test]
