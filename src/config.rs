@@ -669,8 +669,23 @@ where
     table.insert(key.to_owned(), value);
     *section = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| e.message().to_owned())?;
+        .map_err(|e: toml::de::Error| describe_rejected_value(e.message()))?;
     Ok(())
+}
+
+/// serde quotes the value it refused (`invalid type: string "…"`), and an
+/// override's value may be a secret: keep only what was expected. Messages
+/// about unknown keys name keys only and stay as they are.
+fn describe_rejected_value(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        return message.to_owned();
+    }
+    match message.split_once("expected ") {
+        Some((_, expected)) => {
+            format!("the value has the wrong type or form (expected {expected})")
+        }
+        None => "the value is not accepted for this key".to_owned(),
+    }
 }
 
 /// Applies `AIRLOCK__…` overrides; every bad one is reported.
@@ -701,11 +716,6 @@ pub fn apply_env_overrides(
         };
         // The message names the variable, never its value (it may be a secret).
         if let Err(e) = result {
-            let e = if text.is_empty() {
-                e
-            } else {
-                e.replace(&text, "…")
-            };
             errors.push(format!("environment variable {name}: {e}"));
         }
     }
@@ -874,6 +884,7 @@ placeholder = "miosa-tok-short"
         let bad = [
             ("AIRLOCK__PROXY__NOPE", "1"),
             ("AIRLOCK__PROXY__ALLOWED_PORTS", "secretish"),
+            ("AIRLOCK__LOG__FORMAT", "'literal-secretish'"),
             ("AIRLOCK__SECRET__X", "y"),
         ];
         let errors = apply_env_overrides(
@@ -881,7 +892,7 @@ placeholder = "miosa-tok-short"
             bad.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
         .unwrap_err();
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 4, "{errors:?}");
         assert!(
             errors.iter().all(|e| !e.contains("secretish")),
             "{errors:?}"
