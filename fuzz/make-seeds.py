@@ -199,6 +199,9 @@ client_secret_file = "secret.txt"
     seed("bad-prefix-and-provider", 2, 'placeholder_prefix = "a b"\n[[provider]]\nname = ""\ntoken_url = "ftp://x"\nhosts = []\ninject = "weird"\nenv = "1"\n')
     seed("toml-syntax-error", 0, '\n[[secret]\nname = "x\n')
     seed("inline-secret", 3, '[proxy]\nallowed_ports = [443, 8443]\n[[secret]]\nname = "B"\nvalue = "v"\nhosts = ["b.test"]\n')
+    seed("override-bare", 2, "PROXY__MAX_HEADERS\n")
+    seed("override-array", 2 + 5 * 4, "PROXY__ALLOWED_PORTS\n")
+    seed("override-quoted", 2 + 5 * 1, "VAULT__DATABASE_URL\n")
     seed("value-line-ends", 4, '   # the value line, continued\nswap_in = ["header"]\n')
 
 

@@ -11,6 +11,10 @@
 //!   layout % 5 == 4: the marker secret's `value = "…"` is the last line and
 //!                    the fuzz text continues that line (a typo next to a secret)
 //!
+//! The fuzz text's first line, after `AIRLOCK__`, also names an environment
+//! override (`apply_env_overrides`) whose value is a marker written as TOML
+//! in one of eight ways chosen by `layout / 5 % 8`.
+//!
 //! Properties: nothing panics; no error message ever holds a secret's
 //! text: a `value`/`client_secret` of the fixed prefix, the contents of a
 //! `value_file`/`client_secret_file`, or a `value_env`/`client_secret_env`
@@ -29,7 +33,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use airlock::config::{Config, Loaded};
+use airlock::config::{apply_env_overrides, Config, Loaded, ENV_OVERRIDE_PREFIX};
 use airlock_fuzz::ignoring;
 use airlock_vault_client::{is_valid_placeholder, ExposeSecret};
 use libfuzzer_sys::fuzz_target;
@@ -206,6 +210,46 @@ fn run(layout: u8, text: &str, m: &Markers) -> Option<String> {
     None
 }
 
+/// `AIRLOCK__SECTION__KEY` overrides: the variable's name is `AIRLOCK__` +
+/// the fuzz text's first line, its value a marker written as TOML in one of
+/// eight ways (bare, quoted, literal, multi-line, in an array or a table…).
+/// Errors name the variable, never its value, in whatever form.
+fn check_env_overrides(layout: u8, text: &str) {
+    let first = text.lines().next().unwrap_or("").trim();
+    let name = format!("{ENV_OVERRIDE_PREFIX}{first}");
+    let wrap = |m: &str| match (layout / 5) % 8 {
+        0 => m.to_owned(),
+        1 => format!("\"{m}\""),
+        2 => format!("'{m}'"),
+        3 => format!("\"\"\"{m}\"\"\""),
+        4 => format!("[\"{m}\"]"),
+        5 => format!("{{ k = \"{m}\" }}"),
+        6 => format!("\"{m}\\n\""),
+        _ => format!("'''{m}'''"),
+    };
+    let run = |m: &str| {
+        let mut config = Config::default();
+        apply_env_overrides(&mut config, [(name.clone(), wrap(m))].into_iter())
+            .err()
+            .map(|errors| errors.join("\n"))
+    };
+    let (a, b) = ("OVERRIDEmarkerAAAAAAAAAAAA", "OVERRIDEmarkerBBBBBBBBBBBB");
+    let Some(err) = run(a) else {
+        return;
+    };
+    if std::env::var_os("AIRLOCK_FUZZ_PRINT").is_some() {
+        eprintln!("--- override error:\n{err}");
+    }
+    if err.contains(a) && !ignoring("env-override") {
+        let err2 = run(b).expect("same input, same outcome");
+        assert!(
+            !err2.contains(b),
+            "an override error shows the variable's value ({}):\n{err}",
+            wrap(a)
+        );
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&layout, text)) = data.split_first() else {
         return;
@@ -213,6 +257,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(text) else {
         return;
     };
+    check_env_overrides(layout, text);
     let Some(err) = run(layout, text, &FIRST) else {
         return;
     };

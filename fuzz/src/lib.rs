@@ -226,6 +226,18 @@ pub fn naive_placeholders(prefix: &str, data: &[u8]) -> Vec<RefFind> {
     out
 }
 
+/// The first placeholder-shaped string in `data` that is not exactly one of
+/// `allowed` (random parts) in some spelling, if any: text that must have
+/// been refused, since airlock may only let a request through when every
+/// placeholder in it was swapped.
+pub fn unexpected_placeholder(prefix: &str, data: &[u8], allowed: &[&str]) -> Option<RefFind> {
+    naive_placeholders(prefix, data).into_iter().find(|n| {
+        !allowed
+            .iter()
+            .any(|r| n.run == r.len() && data[n.body_start..].starts_with(r.as_bytes()))
+    })
+}
+
 /// `token` JSON-string-escaped (without the quotes), written from RFC 8259.
 pub fn json_escape(token: &str) -> Vec<u8> {
     let mut out = String::new();
