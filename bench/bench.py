@@ -344,21 +344,35 @@ http {{
 H2_HOST = f"h2.{DOMAIN}"
 
 
-def start_airlock(work, pki, binary, upstream_h2, swap_in=("header", "basic", "body")):
+def start_airlock(work, pki, binary, upstream_h2, swap_in=("header", "basic", "body"),
+                  name="airlock", scrub=True, tokens=1):
     """airlock's upstream for bench.test is nginx's h1-only listener unless
     upstream_h2: airlock forwards an HTTP/1.1 client's Host header next to
     :authority on an h2 upstream, which nginx 1.22 refuses with 400 ("client
     sent duplicate host header"). h2.bench.test always goes to the h2 listener,
     for the interop check and the HTTP/2 client-side row."""
-    d = work / "airlock"
+    d = work / name
     d.mkdir(parents=True, exist_ok=True)
     main_port = UP_PORT if upstream_h2 else PORTS["nginx_h1"]
+    # More bindings for the same sandbox: the response firewall guards every
+    # token the sandbox could obtain, so its pattern set grows with them.
+    more = "".join(
+        f"""
+[[secret]]
+name = "OTHER_TOKEN_{i}"
+value = "other-secret-{i:04d}-{'x' * 24}"
+placeholder = "miosa-tok-{i:04d}{'B' * 28}"
+hosts = ["other{i}.{DOMAIN}"]
+"""
+        for i in range(1, tokens)
+    )
     conf = d / "airlock.toml"
     conf.write_text(
         f"""
 [proxy]
 upstream_ca = ["{pki}/ca.pem"]
 allowed_ports = [{UP_PORT}]
+scrub_responses = {"true" if scrub else "false"}
 
 [resolve]
 "{H2_HOST}" = "127.0.0.1:{UP_PORT}"
@@ -371,16 +385,16 @@ value = "{REAL}"
 placeholder = "{PLACEHOLDER}"
 hosts = ["{DOMAIN}", "*.{DOMAIN}"]
 swap_in = {json.dumps(swap_in)}
-"""
+{more}"""
     )
     out = open(d / "stdout.txt", "w")
     cmd = [
         str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
-        "--listen", f"127.0.0.1:{PORTS['airlock']}",
+        "--listen", f"127.0.0.1:{PORTS[name]}",
         # Ephemeral vault and metrics ports: several airlocks run side by side.
         "--vault-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
     ]
-    proc = spawn("airlock", cmd, work, env={"AIRLOCK_LOG": "warn"}, stdout=out)
+    proc = spawn(name, cmd, work, env={"AIRLOCK_LOG": "warn"}, stdout=out)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         text = (d / "stdout.txt").read_text()
@@ -395,8 +409,64 @@ swap_in = {json.dumps(swap_in)}
         FAILURES.append("airlock's printed environment lacks the configured placeholder")
     proc.ca = d / "data" / "ca.pem"
     proc.cmd = cmd
-    wait_port(PORTS["airlock"], proc)
+    wait_port(PORTS[name], proc)
     return proc
+
+
+# ---------------------------------------------------------------- the response firewall's cost
+
+# name: (response firewall on, tokens the sandbox holds)
+FIREWALL_VARIANTS = {
+    "fw_off": (False, 1),
+    "fw_1": (True, 1),
+    "fw_10": (True, 10),
+    "fw_100": (True, 100),
+}
+for _i, _n in enumerate(FIREWALL_VARIANTS):
+    PORTS[_n] = 18100 + _i
+    on, n = FIREWALL_VARIANTS[_n]
+    LABELS[_n] = f"airlock, firewall {'on' if on else 'off'}, {n} token{'s' if n > 1 else ''}"
+
+
+def firewall_cost(work, pki, binary, upstream_h2, reps, duration, size):
+    """The same airlock build four times: response firewall off, and on with
+    1, 10 and 100 tokens to guard. Keep-alive GETs (1 and 16 connections) and
+    a large download, round-robin, so the firewall's cost is read side by side."""
+    procs, peers = {}, {}
+    out = {"variants": {}, "commands": {}}
+    try:
+        for name, (on, tokens) in FIREWALL_VARIANTS.items():
+            procs[name] = start_airlock(work, pki, binary, upstream_h2, name=name, scrub=on, tokens=tokens)
+            peers[name] = Peer(name, procs[name], pki)
+            ok, detail = sanity(peers[name])
+            if not ok:
+                FAILURES.append(f"{LABELS[name]}: a swapped GET did not reach nginx intact: {detail}")
+                return out
+            out["variants"][name] = {"firewall": on, "tokens": tokens, "keepalive_c1": {"runs": []},
+                                     "keepalive_c16": {"runs": []}, "download": {"runs": []}}
+            warm_download(peers[name])
+            run_oha(peers[name], 16, 1)  # untimed warm-up
+        out["commands"]["keep-alive"] = shlex.join(oha_cmd(peers["fw_1"], 1, duration))
+        out["commands"]["download"] = shlex.join(transfer_cmd_preview(peers["fw_1"], "download", None))
+        for r in range(reps):
+            for name, peer in peers.items():
+                v = out["variants"][name]
+                for conns in (1, 16):
+                    res = run_oha(peer, conns, duration)
+                    v[f"keepalive_c{conns}"]["runs"].append(res)
+                    if res.get("failed") or res.get("error"):
+                        FAILURES.append(f"{peer.label} keep-alive c={conns}: {res.get('failed') or res.get('error')}")
+                res = transfer(peer, "download", size, None)
+                res.pop("cmd", None)
+                v["download"]["runs"].append(res)
+                if res.get("failed"):
+                    FAILURES.append(f"{peer.label} download: {res['failed']}")
+                log(f"firewall rep {r + 1} {name}: {v['keepalive_c1']['runs'][-1].get('rps') or 0:.0f} req/s (1 conn), "
+                    f"{v['keepalive_c16']['runs'][-1].get('rps') or 0:.0f} req/s (16), {res.get('mb_s') or 0:.0f} MB/s")
+    finally:
+        for p in procs.values():
+            p.stop()
+    return out
 
 
 # ---------------------------------------------------------------- callgrind of the swapper
@@ -1175,7 +1245,7 @@ def main():
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/airlock-bench"))
     ap.add_argument("--out", help="where results.json, charts/ and BENCHMARKS.md go")
     ap.add_argument("--no-profile", action="store_true")
-    ap.add_argument("--workloads", help="comma list of keepalive,h2,newconn,first,transfer,idle,vault,"
+    ap.add_argument("--workloads", help="comma list of keepalive,h2,newconn,first,transfer,idle,vault,firewall,"
                     "callgrind (default: all; --smoke leaves out callgrind, which builds bench/swapcount)")
     ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h2",
                     help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
@@ -1199,7 +1269,7 @@ def main():
     size = (args.size_mib or (32 if smoke else 1024)) * 1024 * 1024
     idle_n = args.idle or (200 if smoke else 10000)
     conn_levels = [int(c) for c in args.conns.split(",")]
-    all_workloads = "keepalive,h2,newconn,first,transfer,idle,vault,callgrind"
+    all_workloads = "keepalive,h2,newconn,first,transfer,idle,vault,firewall,callgrind"
     workloads = set((args.workloads or (all_workloads.replace(",callgrind", "") if smoke else all_workloads)).split(","))
     if args.out:
         out_dir = Path(args.out)
@@ -1464,6 +1534,11 @@ def main():
             # -- 5. token path: vault cache hit, cold cache, 401 storm
             wl["token_path"] = token_path(work, pki, args.airlock, args.airlock_upstream == "h2",
                                           reps, duration, 100 if smoke else 1000, results)
+
+        if "firewall" in workloads:
+            # -- 6. the response firewall's cost: off, and on with 1, 10, 100 tokens
+            wl["firewall"] = firewall_cost(work, pki, args.airlock, args.airlock_upstream == "h2",
+                                           reps, duration, size)
 
         if "callgrind" in workloads:
             results["callgrind"] = callgrind_swapper(work, args.target_dir or Path(args.airlock).parent.parent,

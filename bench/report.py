@@ -71,6 +71,10 @@ def aggregate(results):
     for e in ((wl.get("token_path") or {}).get("throughput") or {}).values():
         for x in e.values():
             agg_runs(x, ["rps", "p50_us", "p99_us", "cpu_us_per_req"])
+    for v in ((wl.get("firewall") or {}).get("variants") or {}).values():
+        for key in ("keepalive_c1", "keepalive_c16"):
+            agg_runs(v[key], ["rps", "p50_us", "cpu_us_per_req"])
+        agg_runs(v["download"], ["mb_s", "cpu_s_per_gb"])
     results["targets"] = targets(results)
 
 
@@ -363,6 +367,42 @@ def charts(results, out):
 # ---------------------------------------------------------------- markdown
 
 
+def firewall_section(fw, w):
+    """Side by side: the response firewall off, and on with 1, 10 and 100 tokens."""
+    w("## 6. The response firewall's cost")
+    w("")
+    variants = fw.get("variants") or {}
+    if not variants:
+        w("Not measured in this run.")
+        w("")
+        return
+    w("The same build started four times, each with its own listener: `scrub_responses = false`, and the "
+      "firewall on while the sandbox holds 1, 10 and 100 tokens (every token is guarded in every spelling: "
+      "raw, JSON, percent, base64/base64url at each alignment, hex). Keep-alive GETs with the placeholder, "
+      "and the large download, interleaved round-robin. Ratios are against the firewall off.")
+    w("")
+    off = variants.get("fw_off") or {}
+    w("| variant | keep-alive 1 conn: req/s | p50 | CPU µs/req | keep-alive 16 conns: req/s | CPU µs/req "
+      "| download MB/s | CPU s/GB |")
+    w("|---|---|---|---|---|---|---|---|")
+    for name, v in variants.items():
+        label = f"firewall {'on' if v['firewall'] else 'off'}, {v['tokens']} token{'s' if v['tokens'] > 1 else ''}"
+
+        def cell(key, field, f=fmt_num):
+            x = v[key].get(field)
+            base = med((off.get(key) or {}).get(field))
+            text = fmt_stat(x, f)
+            if name != "fw_off" and med(x) and base:
+                text += f" ({fmt_x(med(x) / base)})"
+            return text
+
+        w(f"| {label} | {cell('keepalive_c1', 'rps')} | {cell('keepalive_c1', 'p50_us', fmt_us)} | "
+          f"{cell('keepalive_c1', 'cpu_us_per_req')} | {cell('keepalive_c16', 'rps')} | "
+          f"{cell('keepalive_c16', 'cpu_us_per_req')} | {cell('download', 'mb_s')} | "
+          f"{cell('download', 'cpu_s_per_gb', lambda x: f'{x:.2f}')} |")
+    w("")
+
+
 def markdown(results, chart_files, report_dir, charts_abs):
     m = results["meta"]
     wl = results.get("workloads", {})
@@ -377,7 +417,7 @@ def markdown(results, chart_files, report_dir, charts_abs):
     w(f"- Run: **{m['mode']}** mode, started {m['started_utc']}, took {m['elapsed_s']:.0f} s; "
       f"each figure is the median of {m['reps']} run(s) with (min–max); oha runs last {m['duration_s']:g} s each.")
     w(f"- Command: `bench/run{' --smoke' if m['mode'] == 'smoke' else ''}` (see [bench/README.md](bench/README.md)); "
-      f"raw numbers: [bench/results.json](bench/results.json).")
+      f"raw numbers: `bench/results.json`, written by the run beside this file (generated, not kept in git).")
     w(f"- Peers in this run: {', '.join(m['peers'])}.")
     w("")
     if results.get("failures"):
@@ -667,13 +707,14 @@ def markdown(results, chart_files, report_dir, charts_abs):
     else:
         w("Not measured in this run" + (f": {tp.get('log_tail', '')[:300]}" if tp else "."))
         w("")
+    firewall_section(wl.get("firewall") or {}, w)
     cg = results.get("callgrind") or {}
     w("## callgrind: the body swapper on a fixed body")
     w("")
     if cg.get("swap", {}).get("ir") is not None:
         w(f"[bench/swapcount](bench/swapcount/src/main.rs) feeds a {cg['body_mib']} MiB text body in 16 KiB chunks "
           f"(a placeholder every {cg['placeholder_every'] // 1024} KiB) through airlock's streaming request-body "
-          "swapper (`body_swap::streaming`) and, separately, its response scrubber (`scrub::Scrubber::body`); "
+          "swapper (`body_swap::streaming`) and, separately, its response firewall (`firewall::Firewall::body`); "
           "`copy` drains the same body untouched and is subtracted. Instruction counts do not depend on the "
           "machine's load, so they compare across commits.")
         w("")

@@ -1123,7 +1123,8 @@ def run_k8s(airlock_bin):
                 raise RuntimeError(f"{probe} asks port {probe_port}, not the metrics endpoint {admin}")
             wait_http(proc, f"http://127.0.0.1:{pbox.port(probe_port)}{get['path']}")
         # The proxy serves, and its egress guard refuses a private destination.
-        status, headers, _ = http_status_via_proxy(pbox.port(port), "http://127.0.0.1:9/")
+        # (Port 80: an allowed port, so the refusal is the guard's, not the port list's.)
+        status, headers, _ = http_status_via_proxy(pbox.port(port), "http://127.0.0.1:80/")
         if status != 403 or headers.get("x-airlock-error") != "egress_denied":
             raise RuntimeError(f"proxy answered {status} {headers.get('x-airlock-error')} for a loopback target")
         stop(proc)

@@ -32,6 +32,36 @@ const ADDING_CA_VARS: [&str; 2] = ["NODE_EXTRA_CA_CERTS", "DENO_CERT"];
 
 pub const NO_PROXY: &str = "localhost,127.0.0.1,::1";
 
+const PROXY_VARS: [&str; 6] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// A variable [`build`] sets itself: a credential may not use its name.
+pub fn is_reserved(name: &str) -> bool {
+    PROXY_VARS
+        .iter()
+        .chain(&REPLACING_CA_VARS)
+        .chain(&ADDING_CA_VARS)
+        .any(|v| v.eq_ignore_ascii_case(name))
+}
+
+/// Names that occur more than once in `vars`, each once, in order.
+pub fn duplicate_names(vars: &[(String, String)]) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut dups = Vec::new();
+    for (k, _) in vars {
+        if !seen.insert(k.as_str()) && !dups.contains(k) {
+            dups.push(k.clone());
+        }
+    }
+    dups
+}
+
 pub fn build(
     proxy_url: &str,
     ca_pem: &Path,
@@ -51,7 +81,13 @@ pub fn build(
     for var in ADDING_CA_VARS {
         env.push((var.to_owned(), ca_pem.display().to_string()));
     }
-    env.extend(placeholders.iter().cloned());
+    // One value per name, whatever callers pass: the first wins (callers
+    // refuse collisions before this; see `duplicate_names`).
+    for (k, v) in placeholders {
+        if !env.iter().any(|(e, _)| e == k) {
+            env.push((k.clone(), v.clone()));
+        }
+    }
     env
 }
 
@@ -111,6 +147,21 @@ mod tests {
             .contains("  - name: GITHUB_TOKEN\n    value: \"miosa-tok-x\"\n"));
         let json: serde_json::Value = serde_json::from_str(&render(&env, EnvFormat::Json)).unwrap();
         assert_eq!(json["PIP_CERT"], "/d/ca-bundle.pem");
+    }
+
+    #[test]
+    fn one_value_per_name() {
+        let placeholders = [
+            ("GITHUB_TOKEN".to_owned(), "miosa-tok-a".to_owned()),
+            ("GITHUB_TOKEN".to_owned(), "miosa-tok-b".to_owned()),
+            ("HTTPS_PROXY".to_owned(), "http://evil".to_owned()),
+        ];
+        assert_eq!(duplicate_names(&placeholders), vec!["GITHUB_TOKEN"]);
+        let env = build("http://p", Path::new("/c"), Path::new("/b"), &placeholders);
+        assert!(duplicate_names(&env).is_empty());
+        assert!(env.contains(&("GITHUB_TOKEN".into(), "miosa-tok-a".into())));
+        assert!(env.contains(&("HTTPS_PROXY".into(), "http://p".into())));
+        assert!(is_reserved("ssl_cert_file") && !is_reserved("GITHUB_TOKEN"));
     }
 
     #[test]

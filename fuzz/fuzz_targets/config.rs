@@ -1,5 +1,5 @@
 //! The config loader: `toml::from_str::<Config>`, `Loaded::read` and
-//! `Loaded::validate` on fuzz text.
+//! `Loaded::parse` on fuzz text.
 //!
 //! Input: [layout] [TOML text...]
 //!   layout % 5 == 0: a `[[app]]` with `client_secret` and a `[[secret]]` with
@@ -18,7 +18,7 @@
 //! Properties: nothing panics; no error message ever holds a secret's
 //! text: a `value`/`client_secret` of the fixed prefix, the contents of a
 //! `value_file`/`client_secret_file`, or a `value_env`/`client_secret_env`
-//! variable's value; and a config that validates keeps its promises
+//! variable's value; and a config that parses keeps its promises
 //! (ports to CONNECT to, every secret sendable somewhere and swappable
 //! somewhere, valid unique names and placeholders, values fit for headers).
 //!
@@ -142,7 +142,7 @@ fn neutralise(config: &mut Config) {
     }
 }
 
-/// Loads and validates; the error text if any.
+/// Loads and parses; the error text if any.
 fn run(layout: u8, text: &str, m: &Markers) -> Option<String> {
     let dir = dir();
     std::fs::write(dir.join("secret.txt"), format!("{}\n", m.file)).unwrap();
@@ -163,18 +163,18 @@ fn run(layout: u8, text: &str, m: &Markers) -> Option<String> {
     };
     assert!(parsed.is_ok(), "Loaded::read accepted what toml refuses");
     neutralise(&mut loaded.config);
-    let validated = match loaded.validate() {
-        Ok(v) => v,
+    let parsed = match loaded.parse() {
+        Ok(p) => p,
         Err(e) => return Some(e.to_string()),
     };
 
-    // What a config that validates promises.
-    assert!(!validated.settings.allowed_ports.is_empty());
+    // What a config that parses promises.
+    assert!(!parsed.proxy.settings.allowed_ports.is_empty());
     let prefix = loaded.prefix();
     assert!(prefix.len() >= 4);
     let mut names = BTreeSet::new();
     let mut placeholders = BTreeSet::new();
-    for s in &validated.secrets {
+    for s in &parsed.secrets {
         assert!(names.insert(s.name.clone()), "duplicate name {}", s.name);
         assert!(
             !s.name.is_empty()

@@ -89,6 +89,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 placeholder: placeholder(prefix, RANDOM_OK),
                 hosts: host(HOST),
                 swap_in: all.into_iter().collect(),
+                on_foreign_body: Default::default(),
             },
             StaticSecret {
                 name: "OTHER_HOST".into(),
@@ -96,6 +97,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 placeholder: placeholder(prefix, RANDOM_OTHER_HOST),
                 hosts: host("other.test"),
                 swap_in: all.into_iter().collect(),
+                on_foreign_body: Default::default(),
             },
             StaticSecret {
                 name: "HEADER_ONLY".into(),
@@ -103,6 +105,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 placeholder: placeholder(prefix, RANDOM_HEADER_ONLY),
                 hosts: host(HOST),
                 swap_in: [SwapLocation::Header].into_iter().collect(),
+                on_foreign_body: Default::default(),
             },
         ],
     ))

@@ -1,5 +1,7 @@
-//! The audit log: one structured line per request (or tunnel), emitted once at
-//! its end. Lines carry binding ids and outcomes, never values.
+//! The per-request record and the closing step's writer: one structured line
+//! per request (or tunnel), emitted once at its end, with the metric and the
+//! recent-requests entry made from the same values. Lines carry binding ids
+//! and outcomes, never values.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,109 +9,143 @@ use std::time::{Duration, Instant};
 
 use airlock_vault_client::SandboxId;
 
+use crate::error::ProxyError;
+use crate::metrics::{ReasonLabel, RequestLabels};
+use crate::telemetry::{RecentRequest, Telemetry};
+
 /// Where audit lines go; select it with a tracing filter or a JSON formatter.
 pub const TARGET: &str = "airlock::audit";
 
-/// How many recent requests the console can show.
-const RECENT_CAPACITY: usize = 200;
-
-/// A finished request as the console shows it: never a value.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RecentRequest {
-    pub at: u64,
-    pub sandbox: String,
-    pub mode: &'static str,
-    pub method: String,
-    pub host: String,
-    pub path: String,
-    pub status: u16,
-    pub outcome: &'static str,
-    pub swapped: Vec<String>,
+/// What a record is about: the kind of request, or where it was refused
+/// before that was known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Intercept,
+    Tunnel,
+    /// Plain `http://`.
+    Http,
+    Websocket,
+    /// A CONNECT refused before it became a tunnel or an interception.
+    Connect,
+    /// Refused at proxy authentication.
+    Auth,
+    /// Refused at `max_connections`.
+    Limit,
 }
 
-static RECENT: std::sync::Mutex<std::collections::VecDeque<RecentRequest>> =
-    std::sync::Mutex::new(std::collections::VecDeque::new());
-
-/// The most recent requests, newest first.
-pub fn recent() -> Vec<RecentRequest> {
-    RECENT
-        .lock()
-        .map(|r| r.iter().rev().cloned().collect())
-        .unwrap_or_default()
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Intercept => "intercept",
+            Self::Tunnel => "tunnel",
+            Self::Http => "http",
+            Self::Websocket => "websocket",
+            Self::Connect => "connect",
+            Self::Auth => "auth",
+            Self::Limit => "limit",
+        }
+    }
 }
 
+/// How a request ended. [`Outcome::as_str`] is the word on the audit line,
+/// in the console feed and in the metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The client or upstream went away before the response body ended.
+    Aborted,
+    /// Refused or failed: the `x-airlock-error` code of a [`ProxyError`].
+    Refused(&'static str),
+    /// An expired-token answer, a refresh, and the request sent again.
+    RefreshedReplayed,
+    /// Refreshed, but the body was not kept: the sandbox gets the 401.
+    RefreshedNotReplayed,
+    /// An expired-token answer whose token the vault did not change.
+    ExpiredTokenNotRefreshed,
+    WebsocketRefusedUpstream,
+    WebsocketUpgradeFailed,
+    TlsHandshakeFailed,
+    TlsHandshakeTimeout,
+    /// The client hung up before its TLS handshake began.
+    ClientClosed,
+    MintFailed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Aborted => "aborted",
+            Self::Refused(code) => code,
+            Self::RefreshedReplayed => "refreshed_replayed",
+            Self::RefreshedNotReplayed => "refreshed_not_replayed",
+            Self::ExpiredTokenNotRefreshed => "expired_token_not_refreshed",
+            Self::WebsocketRefusedUpstream => "websocket_refused_upstream",
+            Self::WebsocketUpgradeFailed => "websocket_upgrade_failed",
+            Self::TlsHandshakeFailed => "tls_handshake_failed",
+            Self::TlsHandshakeTimeout => "tls_handshake_timeout",
+            Self::ClientClosed => "client_closed",
+            Self::MintFailed => "mint_failed",
+        }
+    }
+
+    /// An expired-token answer led to a refresh attempt.
+    pub fn is_refresh(self) -> bool {
+        matches!(
+            self,
+            Self::RefreshedReplayed | Self::RefreshedNotReplayed | Self::ExpiredTokenNotRefreshed
+        )
+    }
+}
+
+impl From<&ProxyError> for Outcome {
+    fn from(err: &ProxyError) -> Self {
+        Self::Refused(err.code())
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What one request did, filled in by the stages it passes and written once.
 #[derive(Debug)]
 pub struct AuditRecord {
     pub sandbox: SandboxId,
-    /// `intercept`, `tunnel` or `http`.
-    pub mode: &'static str,
+    pub mode: Mode,
     pub method: String,
     pub host: String,
     pub port: u16,
     /// Path only: the query can hold secrets of its own.
     pub path: String,
     pub status: u16,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub swapped: Vec<String>,
+    /// Placeholders passed through a body as text (bound elsewhere).
+    pub inert: crate::swap::InertMarks,
     pub refused: Option<String>,
     pub upstream_time: Option<Duration>,
     pub started: Instant,
     pub request_bytes: Arc<AtomicU64>,
     pub response_bytes: Arc<AtomicU64>,
+    telemetry: Telemetry,
+    /// The span the request was made in: it gets the status and outcome too.
+    span: tracing::Span,
 }
 
 impl AuditRecord {
-    fn remember(&self, outcome: &'static str) {
-        let entry = RecentRequest {
-            at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            sandbox: self.sandbox.to_string(),
-            mode: self.mode,
-            method: self.method.clone(),
-            host: self.host.clone(),
-            path: self.path.clone(),
-            status: self.status,
-            outcome,
-            swapped: self.swapped.clone(),
-        };
-        if let Ok(mut recent) = RECENT.lock() {
-            if recent.len() == RECENT_CAPACITY {
-                recent.pop_front();
-            }
-            recent.push_back(entry);
-        }
-    }
-
-    /// The metrics side of the same line: same outcome words.
-    fn count(&self, outcome: &'static str) {
-        let m = crate::metrics::metrics();
-        m.requests
-            .get_or_create(&crate::metrics::RequestLabels {
-                mode: self.mode,
-                outcome,
-            })
-            .inc();
-        m.swaps.inc_by(self.swapped.len() as u64);
-        if self.refused.is_some() {
-            m.refusals
-                .get_or_create(&crate::metrics::ReasonLabel { reason: outcome })
-                .inc();
-        }
-        if outcome.starts_with("refreshed") || outcome == "expired_token_not_refreshed" {
-            m.refreshes
-                .get_or_create(&crate::metrics::ReasonLabel { reason: outcome })
-                .inc();
-        }
-        if let Some(t) = self.upstream_time {
-            m.upstream_latency.observe(t.as_secs_f64());
-        }
-    }
-
     pub fn new(
+        telemetry: &Telemetry,
         sandbox: SandboxId,
-        mode: &'static str,
+        mode: Mode,
         method: &str,
         host: &str,
         port: u16,
@@ -123,37 +159,51 @@ impl AuditRecord {
             port,
             path: path.to_owned(),
             status: 0,
-            outcome: "ok",
+            outcome: Outcome::Ok,
             swapped: Vec::new(),
+            inert: Default::default(),
             refused: None,
             upstream_time: None,
             started: Instant::now(),
             request_bytes: Arc::default(),
             response_bytes: Arc::default(),
+            telemetry: telemetry.clone(),
+            span: tracing::Span::current(),
         }
     }
 
-    /// Writes the line. `completed` is false when the client or upstream went
-    /// away before the response body ended.
-    pub fn emit(&self, completed: bool) {
-        let outcome = if completed || self.outcome != "ok" {
+    /// The outcome as written: a request that ended early without another
+    /// outcome was aborted.
+    pub fn final_outcome(&self, completed: bool) -> Outcome {
+        if completed || self.outcome != Outcome::Ok {
             self.outcome
         } else {
-            "aborted"
-        };
+            Outcome::Aborted
+        }
+    }
+
+    /// Writes the line, counts the metrics, feeds the console and completes
+    /// the request's span: once per request, from this record. `completed`
+    /// is false when the client or upstream went away before the response
+    /// body ended.
+    pub fn emit(&self, completed: bool) {
+        let outcome = self.final_outcome(completed);
         self.count(outcome);
         self.remember(outcome);
+        self.span.record("status", self.status);
+        self.span.record("outcome", outcome.as_str());
         tracing::info!(
             target: TARGET,
             sandbox = %self.sandbox,
-            mode = self.mode,
+            mode = self.mode.as_str(),
             method = %self.method,
             host = %self.host,
             port = self.port,
             path = %self.path,
             status = self.status,
-            outcome,
+            outcome = outcome.as_str(),
             swapped = %self.swapped.join(","),
+            inert = %self.inert.lock().map(|m| m.join(",")).unwrap_or_default(),
             refused = self.refused.as_deref().unwrap_or(""),
             upstream_ms = self.upstream_time.map(|d| d.as_secs_f64() * 1e3),
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
@@ -161,5 +211,149 @@ impl AuditRecord {
             response_bytes = self.response_bytes.load(Ordering::Relaxed),
             "request"
         );
+    }
+
+    /// The metrics side of the same line: same outcome words.
+    fn count(&self, outcome: Outcome) {
+        let m = &self.telemetry.metrics;
+        let word = outcome.as_str();
+        m.requests
+            .get_or_create(&RequestLabels {
+                mode: self.mode.as_str(),
+                outcome: word,
+            })
+            .inc();
+        m.swaps.inc_by(self.swapped.len() as u64);
+        if self.refused.is_some() {
+            m.refusals
+                .get_or_create(&ReasonLabel { reason: word })
+                .inc();
+        }
+        if outcome.is_refresh() {
+            m.refreshes
+                .get_or_create(&ReasonLabel { reason: word })
+                .inc();
+        }
+        if let Some(t) = self.upstream_time {
+            m.upstream_latency.observe(t.as_secs_f64());
+        }
+    }
+
+    fn remember(&self, outcome: Outcome) {
+        self.telemetry.recent.push(RecentRequest {
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            sandbox: self.sandbox.to_string(),
+            mode: self.mode.as_str(),
+            method: self.method.clone(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            status: self.status,
+            outcome: outcome.as_str(),
+            swapped: self.swapped.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(telemetry: &Telemetry) -> AuditRecord {
+        AuditRecord::new(
+            telemetry,
+            SandboxId::new("sbx"),
+            Mode::Intercept,
+            "GET",
+            "api.test",
+            443,
+            "/x",
+        )
+    }
+
+    #[test]
+    fn outcome_words_stay_what_the_audit_log_always_said() {
+        let words = [
+            (Outcome::Ok, "ok"),
+            (Outcome::Aborted, "aborted"),
+            (Outcome::RefreshedReplayed, "refreshed_replayed"),
+            (Outcome::RefreshedNotReplayed, "refreshed_not_replayed"),
+            (
+                Outcome::ExpiredTokenNotRefreshed,
+                "expired_token_not_refreshed",
+            ),
+            (
+                Outcome::WebsocketRefusedUpstream,
+                "websocket_refused_upstream",
+            ),
+            (Outcome::WebsocketUpgradeFailed, "websocket_upgrade_failed"),
+            (Outcome::TlsHandshakeFailed, "tls_handshake_failed"),
+            (Outcome::TlsHandshakeTimeout, "tls_handshake_timeout"),
+            (Outcome::ClientClosed, "client_closed"),
+            (Outcome::MintFailed, "mint_failed"),
+            (
+                Outcome::from(&ProxyError::UnknownPlaceholder),
+                "unknown_placeholder",
+            ),
+        ];
+        for (outcome, word) in words {
+            assert_eq!(outcome.as_str(), word);
+            assert_eq!(serde_json::to_value(outcome).unwrap(), word);
+        }
+    }
+
+    #[test]
+    fn mode_words_stay_too() {
+        let words = [
+            (Mode::Intercept, "intercept"),
+            (Mode::Tunnel, "tunnel"),
+            (Mode::Http, "http"),
+            (Mode::Websocket, "websocket"),
+            (Mode::Connect, "connect"),
+            (Mode::Auth, "auth"),
+            (Mode::Limit, "limit"),
+        ];
+        for (mode, word) in words {
+            assert_eq!(mode.as_str(), word);
+        }
+    }
+
+    #[test]
+    fn an_unfinished_ok_request_is_aborted_and_other_outcomes_stay() {
+        let telemetry = Telemetry::default();
+        let mut audit = record(&telemetry);
+        assert_eq!(audit.final_outcome(true), Outcome::Ok);
+        assert_eq!(audit.final_outcome(false), Outcome::Aborted);
+        audit.outcome = Outcome::RefreshedReplayed;
+        assert_eq!(audit.final_outcome(false), Outcome::RefreshedReplayed);
+    }
+
+    #[test]
+    fn one_emit_writes_the_feed_and_the_metrics_once() {
+        let telemetry = Telemetry::default();
+        let mut audit = record(&telemetry);
+        audit.status = 200;
+        audit.outcome = Outcome::RefreshedReplayed;
+        audit.swapped = vec!["github".into()];
+        audit.emit(true);
+        let recent = telemetry.recent.newest_first();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].outcome, "refreshed_replayed");
+        let text = telemetry.metrics.render();
+        assert!(
+            text.contains(
+                "airlock_requests_total{mode=\"intercept\",outcome=\"refreshed_replayed\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("airlock_token_refreshes_total{reason=\"refreshed_replayed\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("airlock_placeholder_swaps_total 1"), "{text}");
+        // Another proxy's telemetry saw nothing.
+        assert!(Telemetry::default().recent.newest_first().is_empty());
     }
 }

@@ -7,6 +7,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap};
 
 use crate::error::ProxyError;
+use crate::limits::{Budget, Reservation};
+
+/// Bytes read from a decoder at a time.
+const fn chunk_len() -> usize {
+    64 * 1024
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -50,6 +56,30 @@ pub fn encoding_of(headers: &HeaderMap) -> Result<Option<Encoding>, ProxyError> 
 
 /// Decodes at most `cap` bytes; more is a 413, corrupt input a 400.
 pub fn decode(encoding: Encoding, data: &[u8], cap: usize) -> Result<Vec<u8>, ProxyError> {
+    decode_inner(encoding, data, cap, None)
+}
+
+/// As [`decode`], with the memory it allocates taken from `budget` into
+/// `held` as it grows; a spent budget is a 503.
+pub fn decode_budgeted(
+    encoding: Encoding,
+    data: &[u8],
+    cap: usize,
+    budget: &Budget,
+    held: &mut Reservation,
+) -> Result<Vec<u8>, ProxyError> {
+    decode_inner(encoding, data, cap, Some((budget, held)))
+}
+
+/// Seconds a client is asked to wait when the decompression budget is spent.
+const BUDGET_RETRY_AFTER: u64 = 1;
+
+fn decode_inner(
+    encoding: Encoding,
+    data: &[u8],
+    cap: usize,
+    mut budget: Option<(&Budget, &mut Reservation)>,
+) -> Result<Vec<u8>, ProxyError> {
     let reader: Box<dyn Read + '_> = match encoding {
         Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
         Encoding::Deflate => Box::new(DeflateReader::new(data)),
@@ -59,13 +89,51 @@ pub fn decode(encoding: Encoding, data: &[u8], cap: usize) -> Result<Vec<u8>, Pr
                 .map_err(|e| ProxyError::BadRequest(format!("invalid zstd request body: {e}")))?,
         ),
     };
-    let mut out = Vec::with_capacity(data.len().saturating_mul(3).min(cap));
-    let read = reader
-        .take(cap as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| {
-            ProxyError::BadRequest(format!("invalid {} request body: {e}", encoding.as_str()))
-        })?;
+    let invalid = |e: std::io::Error| {
+        ProxyError::BadRequest(format!("invalid {} request body: {e}", encoding.as_str()))
+    };
+    let mut reader = reader.take(cap as u64 + 1);
+    let mut out: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; chunk_len()];
+    // Capacity grows geometrically and each growth is taken from the budget
+    // first, so what the budget counts is what is allocated.
+    let mut grow_to = |out: &mut Vec<u8>, needed: usize| -> Result<(), ProxyError> {
+        let mut target = out
+            .capacity()
+            .saturating_mul(2)
+            .min(cap + chunk_len())
+            .max(needed);
+        if let Some((budget, held)) = budget.as_mut() {
+            // Doubling first; near the limit, one chunk at a time, so a body
+            // that fits the budget is not refused for the doubling's slack.
+            let step = needed.saturating_add(chunk_len()).min(target);
+            if !budget.grow(held, target - out.capacity()) {
+                target = step;
+                if !budget.grow(held, target - out.capacity()) {
+                    return Err(ProxyError::DecompressionBudget {
+                        budget: budget.limit(),
+                        retry_after: BUDGET_RETRY_AFTER,
+                    });
+                }
+            }
+        }
+        out.reserve_exact(target - out.len());
+        Ok(())
+    };
+    grow_to(&mut out, data.len().saturating_mul(3).min(cap).max(1))?;
+    let read = loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break out.len(),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(invalid(e)),
+        };
+        let needed = out.len() + n;
+        if needed > out.capacity() {
+            grow_to(&mut out, needed)?;
+        }
+        out.extend_from_slice(&chunk[..n]);
+    };
     if read > cap {
         return Err(ProxyError::BodyTooLarge(format!(
             "the {} request body decodes to more than {cap} bytes",
@@ -143,6 +211,36 @@ mod tests {
             let packed = encode(enc, &data).unwrap();
             assert_eq!(decode(enc, &packed, 1 << 20).unwrap(), data, "{enc:?}");
         }
+    }
+
+    #[test]
+    fn decoding_takes_its_memory_from_the_shared_budget() {
+        let zeros = vec![0u8; 4 << 20];
+        let bomb = encode(Encoding::Gzip, &zeros).unwrap();
+        let budget = Budget::new(6 << 20);
+        let mut first = budget.reservation();
+        let decoded = decode_budgeted(Encoding::Gzip, &bomb, 8 << 20, &budget, &mut first).unwrap();
+        assert_eq!(decoded, zeros);
+        assert!(
+            first.bytes() >= decoded.capacity(),
+            "what is allocated is counted"
+        );
+        assert!(first.bytes() <= 6 << 20);
+        // A second one while the first is held: over the budget, a 503.
+        let mut second = budget.reservation();
+        let err =
+            decode_budgeted(Encoding::Gzip, &bomb, 8 << 20, &budget, &mut second).unwrap_err();
+        assert!(
+            matches!(err, ProxyError::DecompressionBudget { .. }),
+            "{err}"
+        );
+        assert_eq!(err.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        drop(second);
+        drop(first);
+        drop(decoded);
+        assert_eq!(budget.used(), 0, "everything is given back");
+        let mut again = budget.reservation();
+        assert!(decode_budgeted(Encoding::Gzip, &bomb, 8 << 20, &budget, &mut again).is_ok());
     }
 
     #[test]

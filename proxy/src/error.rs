@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use airlock_vault_client::{SwapLocation, TokenError};
+use airlock_vault_client::{ErrorCode, SwapLocation, TokenError};
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 
@@ -28,9 +28,14 @@ pub enum Side {
 pub enum ProxyError {
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A client that speaks plain HTTP into a tunnel meant for TLS.
+    #[error(
+        "expected a TLS ClientHello for {host} after CONNECT; got something else (plain HTTP?)"
+    )]
+    NotTls { host: String },
     #[error("proxy authentication required: {0}")]
     ProxyAuth(&'static str),
-    #[error("CONNECT to port {port} is not allowed (allowed ports: {allowed})")]
+    #[error("port {port} is not allowed (allowed ports: {allowed})")]
     PortNotAllowed { port: u16, allowed: String },
     #[error("misdirected request: {0}")]
     Misdirected(String),
@@ -74,6 +79,12 @@ pub enum ProxyError {
     TooManyAuthFailures { retry_after: u64 },
     #[error("sandbox {sandbox} already has {limit} connections open")]
     TooManyConnections { sandbox: String, limit: usize },
+    #[error("the proxy already holds {limit} connections; retry in {retry_after} s")]
+    ProxyBusy { limit: usize, retry_after: u64 },
+    #[error("compressed request bodies being decoded already use the proxy's {budget}-byte budget; retry in {retry_after} s")]
+    DecompressionBudget { budget: usize, retry_after: u64 },
+    #[error("the request body sent nothing for {} s", .after.as_secs())]
+    BodyReadTimeout { after: std::time::Duration },
     #[error("request body too large: {0}")]
     BodyTooLarge(String),
     #[error("a placeholder was found in a body that keeps its Content-Length (binary upload); send the credential in a header")]
@@ -104,6 +115,7 @@ impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
             Self::BadRequest(_)
+            | Self::NotTls { .. }
             | Self::ProxyAuth(_)
             | Self::PortNotAllowed { .. }
             | Self::Misdirected(_)
@@ -114,6 +126,9 @@ impl ProxyError {
             | Self::BodyTooLarge(_)
             | Self::TooManyAuthFailures { .. }
             | Self::TooManyConnections { .. }
+            | Self::ProxyBusy { .. }
+            | Self::DecompressionBudget { .. }
+            | Self::BodyReadTimeout { .. }
             | Self::BodyNotSwappable
             | Self::ClientBody(_)
             | Self::EgressDenied(_) => Side::Sandbox,
@@ -133,8 +148,14 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::NotTls { .. } | Self::ClientBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::ProxyBusy { .. } | Self::DecompressionBudget { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::TooManyAuthFailures { .. } | Self::TooManyConnections { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -169,20 +190,22 @@ impl ProxyError {
     /// outcome and, later, the metric label.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest(_) => "bad_request",
+            Self::BadRequest(_) | Self::NotTls { .. } => "bad_request",
             Self::ProxyAuth(_) | Self::Token(TokenError::BadCredential) => "proxy_auth",
             Self::PortNotAllowed { .. } => "port_not_allowed",
             Self::Misdirected(_) => "misdirected",
             Self::HostNotAllowed { .. } => "host_not_allowed",
             Self::LocationNotAllowed { .. } => "location_not_allowed",
             Self::PlainHttp { .. } => "plain_http",
-            Self::UnknownPlaceholder | Self::Token(TokenError::UnknownPlaceholder) => {
-                "unknown_placeholder"
-            }
-            Self::Token(TokenError::WrongSandbox { .. }) => "wrong_sandbox",
-            Self::Token(TokenError::Revoked { .. }) => "revoked",
-            Self::Token(TokenError::NotConnected { .. }) => "not_connected",
-            Self::Token(TokenError::ReconnectNeeded { .. }) => "reconnect_needed",
+            Self::UnknownPlaceholder => ErrorCode::UnknownPlaceholder.as_str(),
+            // The vault's codes, as the vault sent them.
+            Self::Token(
+                e @ (TokenError::UnknownPlaceholder
+                | TokenError::WrongSandbox { .. }
+                | TokenError::Revoked { .. }
+                | TokenError::NotConnected { .. }
+                | TokenError::ReconnectNeeded { .. }),
+            ) => e.code().as_str(),
             Self::Token(TokenError::Unavailable(_)) => "vault_unavailable",
             Self::InvalidToken { .. } => "invalid_token",
             Self::EgressDenied(_) => "egress_denied",
@@ -194,6 +217,9 @@ impl ProxyError {
             Self::BodyTooLarge(_) => "body_too_large",
             Self::TooManyAuthFailures { .. } => "auth_rate_limited",
             Self::TooManyConnections { .. } => "too_many_connections",
+            Self::ProxyBusy { .. } => "proxy_busy",
+            Self::DecompressionBudget { .. } => "decompression_budget",
+            Self::BodyReadTimeout { .. } => "body_read_timeout",
             Self::BodyNotSwappable => "body_not_swappable",
             Self::ClientBody(_) => "client_body",
             Self::Internal(_) => "internal",
@@ -209,12 +235,49 @@ impl ProxyError {
         if self.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
             builder = builder.header(header::PROXY_AUTHENTICATE, "Basic realm=\"airlock\"");
         }
-        if let Self::TooManyAuthFailures { retry_after } = self {
+        if let Self::TooManyAuthFailures { retry_after }
+        | Self::ProxyBusy { retry_after, .. }
+        | Self::DecompressionBudget { retry_after, .. } = self
+        {
             builder = builder.header(header::RETRY_AFTER, *retry_after);
         }
+        if matches!(
+            self,
+            Self::BodyReadTimeout { .. } | Self::ProxyBusy { .. } | Self::NotTls { .. }
+        ) {
+            // The connection is closed: its body was not read, or it is one too many.
+            builder = builder.header(header::CONNECTION, "close");
+        }
         builder
-            .body(full(Bytes::from(format!("airlock: {self}\n"))))
+            .body(full(Bytes::from(self.body_text())))
             .expect("static response parts are valid")
+    }
+
+    fn body_text(&self) -> String {
+        format!("airlock: {self}\n")
+    }
+
+    /// The same answer as [`Self::to_response`], as HTTP/1.1 bytes, for a
+    /// stream no HTTP server runs on (plain HTTP where TLS was expected).
+    pub fn to_http1_bytes(&self) -> Vec<u8> {
+        let response = self.to_response();
+        let body = self.body_text();
+        let status = response.status();
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .into_bytes();
+        for (name, value) in response.headers() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        out.extend_from_slice(body.as_bytes());
+        out
     }
 }
 
@@ -231,9 +294,10 @@ impl From<&DialError> for ProxyError {
     fn from(err: &DialError) -> Self {
         let msg = err.to_string();
         match err {
-            DialError::Denied { .. } | DialError::BadHost { .. } | DialError::Policy { .. } => {
-                Self::EgressDenied(msg)
-            }
+            DialError::Denied { .. }
+            | DialError::BadHost { .. }
+            | DialError::Policy { .. }
+            | DialError::OwnListener { .. } => Self::EgressDenied(msg),
             DialError::Dns { .. } | DialError::NoAddress { .. } => Self::Dns(msg),
             DialError::Connect { .. } => Self::Connect(msg),
             DialError::Timeout { .. } => Self::Timeout(msg),

@@ -5,25 +5,79 @@
 //! terminates TLS with a leaf from [`airlock_certs`], swaps placeholders for
 //! real tokens from a [`airlock_vault_client::TokenSource`], and forwards over
 //! verified TLS; other hosts are tunnelled byte for byte.
+//!
+//! A connection flows one way, each module calling only those below it:
+//! [`Proxy`] → `listen` (accept, caps, identity) → `connect` (target, egress
+//! decision) → `tunnel` or `intercept` (TLS, per-connection service), and
+//! `plain` for `http://` → `pipeline` (swap, send, refresh-and-replay,
+//! [`screen`], close) → the leaves (`swap`, `upstream`, `firewall`, …).
 
 pub mod audit;
 pub mod body;
 pub mod body_swap;
 pub mod compression;
+mod connect;
 pub mod egress;
 pub mod error;
-mod forward;
+pub mod firewall;
+pub mod headers;
+mod http_server;
+mod intercept;
+pub mod ledger;
 pub mod limits;
+mod listen;
 pub mod metrics;
 pub mod parse;
+mod pipeline;
+mod plain;
 mod rewind;
-pub mod scrub;
-pub mod server;
+pub mod screen;
 pub mod settings;
+mod shared;
 pub mod swap;
+pub mod telemetry;
+#[cfg(test)]
+mod testing;
+mod tls;
+mod tunnel;
 pub mod upstream;
-mod websocket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use airlock_certs::LeafCache;
+use airlock_vault_client::TokenSource;
+use tokio::net::TcpListener;
 
 pub use error::{ProxyError, Side};
-pub use server::Proxy;
 pub use settings::{InterceptMode, ProxySettings};
+pub use telemetry::Telemetry;
+
+/// A running proxy's shared state. Cheap to clone.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<shared::Shared>,
+}
+
+impl Proxy {
+    /// `local_addr` is the bound listener's address: the proxy never dials
+    /// itself. Finished requests are reported to `telemetry`.
+    pub fn new(
+        settings: ProxySettings,
+        tokens: Arc<dyn TokenSource>,
+        leaves: Arc<LeafCache>,
+        local_addr: SocketAddr,
+        telemetry: Telemetry,
+    ) -> Self {
+        Self {
+            shared: Arc::new(shared::Shared::new(
+                settings, tokens, leaves, local_addr, telemetry,
+            )),
+        }
+    }
+
+    /// Accepts connections until the listener fails.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        listen::serve(self.shared, listener).await
+    }
+}

@@ -1,13 +1,22 @@
-//! Per-client and per-sandbox limits: failed proxy authentication is slowed
-//! down, and a sandbox cannot hold more than so many connections open.
+//! Limits: failed proxy authentication is slowed down, a sandbox and the
+//! whole proxy hold at most so many connections open, and decoded request
+//! bodies share one process-wide budget.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use airlock_vault_client::SandboxId;
+use bytes::Bytes;
 use dashmap::DashMap;
+use http_body::{Frame, SizeHint};
+
+use crate::body::{BoxError, ProxyBody};
+use crate::error::ProxyError;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
@@ -65,12 +74,189 @@ impl Drop for Slot {
 impl ConnectionSlots {
     pub fn acquire(&self, sandbox: &SandboxId, limit: usize) -> Option<Slot> {
         let counter = self.open.entry(sandbox.clone()).or_default().clone();
-        let previous = counter.fetch_add(1, Ordering::AcqRel);
-        if previous >= limit {
-            counter.fetch_sub(1, Ordering::AcqRel);
-            return None;
+        take_slot(counter, limit)
+    }
+}
+
+fn take_slot(counter: Arc<AtomicUsize>, limit: usize) -> Option<Slot> {
+    let previous = counter.fetch_add(1, Ordering::AcqRel);
+    if previous >= limit {
+        counter.fetch_sub(1, Ordering::AcqRel);
+        return None;
+    }
+    Some(Slot(counter))
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux); `None`
+/// when unknown or unlimited.
+pub fn open_files_limit() -> Option<u64> {
+    parse_open_files_limit(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Client connections that fit in `open_files`: each may hold an upstream
+/// connection too, and listeners, logs and the vault need a few.
+pub fn connections_that_fit(open_files: u64) -> usize {
+    (open_files.saturating_sub(64) / 2).max(1) as usize
+}
+
+/// Every client connection the proxy holds, whatever the sandbox.
+#[derive(Default)]
+pub struct GlobalSlots {
+    open: Arc<AtomicUsize>,
+}
+
+impl GlobalSlots {
+    pub fn acquire(&self, limit: usize) -> Option<Slot> {
+        take_slot(self.open.clone(), limit)
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes of decoded request bodies held at once, process-wide: a cap per
+/// request alone lets a dozen small bombs take gigabytes together.
+#[derive(Clone)]
+pub struct Budget {
+    limit: usize,
+    used: Arc<AtomicUsize>,
+}
+
+/// Bytes taken from a [`Budget`], given back when dropped.
+pub struct Reservation {
+    used: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            used: Arc::default(),
         }
-        Some(Slot(counter))
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// An empty reservation, grown as a body decodes.
+    pub fn reservation(&self) -> Reservation {
+        Reservation {
+            used: self.used.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds `more` bytes to `r`, or leaves it as it was when the budget is spent.
+    pub fn grow(&self, r: &mut Reservation, more: usize) -> bool {
+        debug_assert!(Arc::ptr_eq(&self.used, &r.used));
+        let mut current = self.used.load(Ordering::Relaxed);
+        loop {
+            let Some(next) = current.checked_add(more).filter(|n| *n <= self.limit) else {
+                return false;
+            };
+            match self.used.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    r.bytes += more;
+                    return true;
+                }
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
+impl Reservation {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A request body that fails with [`ProxyError::BodyReadTimeout`] when the
+/// client sends nothing for `after`. Time spent while nobody asks for the
+/// next frame (the upstream is slow to read) does not count.
+pub struct IdleTimeout {
+    inner: ProxyBody,
+    after: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
+}
+
+impl IdleTimeout {
+    pub fn new(inner: ProxyBody, after: Duration) -> Self {
+        Self {
+            inner,
+            after,
+            sleep: Box::pin(tokio::time::sleep(after)),
+            waiting: false,
+        }
+    }
+}
+
+impl http_body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    let deadline = tokio::time::Instant::now() + this.after;
+                    this.sleep.as_mut().reset(deadline);
+                }
+                match this.sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(Box::new(ProxyError::BodyReadTimeout {
+                            after: this.after,
+                        }))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -88,6 +274,126 @@ mod tests {
         }
         assert!(f.blocked(ip).is_some());
         assert!(f.blocked("10.0.0.2".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_budget_is_shared_and_given_back() {
+        let budget = Budget::new(100);
+        let mut a = budget.reservation();
+        let mut b = budget.reservation();
+        assert!(budget.grow(&mut a, 60));
+        assert!(!budget.grow(&mut b, 41), "over the shared limit");
+        assert_eq!(b.bytes(), 0, "a refused growth takes nothing");
+        assert!(budget.grow(&mut b, 40));
+        assert_eq!(budget.used(), 100);
+        assert!(!budget.grow(&mut a, 1));
+        drop(a);
+        assert_eq!(budget.used(), 40);
+        assert!(budget.grow(&mut b, 60));
+        drop(b);
+        assert_eq!(budget.used(), 0);
+        assert!(!budget.grow(&mut budget.reservation(), usize::MAX));
+    }
+
+    #[test]
+    fn the_budget_holds_under_concurrent_growth() {
+        let budget = Budget::new(1000);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let budget = budget.clone();
+                std::thread::spawn(move || {
+                    let mut r = budget.reservation();
+                    let mut granted = 0;
+                    for _ in 0..1000 {
+                        if budget.grow(&mut r, 7) {
+                            granted += 7;
+                        }
+                        assert!(budget.used() <= 1000);
+                    }
+                    (granted, r)
+                })
+            })
+            .collect();
+        let held: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let total: usize = held.iter().map(|(g, _)| g).sum();
+        assert_eq!(total, budget.used());
+        assert!(total <= 1000 && total > 1000 - 7 * 8, "{total}");
+        drop(held);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_sending_times_out() {
+        use http_body_util::BodyExt;
+        let (mut tx, rx) = futures_channel_body();
+        let mut body = IdleTimeout::new(rx, Duration::from_millis(200));
+        tx.send(Bytes::from_static(b"a")).await;
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "a"
+        );
+        // Time while nobody polls the body does not count.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tx.send(Bytes::from_static(b"b")).await;
+        assert_eq!(
+            body.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "b"
+        );
+        let started = tokio::time::Instant::now();
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        let err = err.downcast::<ProxyError>().unwrap();
+        assert!(matches!(*err, ProxyError::BodyReadTimeout { .. }), "{err}");
+        assert_eq!(err.status(), http::StatusCode::REQUEST_TIMEOUT);
+        drop(tx);
+    }
+
+    /// A body fed by hand: data sent on `tx` arrives as frames.
+    fn futures_channel_body() -> (Feeder, ProxyBody) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
+        });
+        (
+            Feeder(tx),
+            crate::body::boxed(http_body_util::StreamBody::new(stream)),
+        )
+    }
+
+    struct Feeder(tokio::sync::mpsc::Sender<Bytes>);
+
+    impl Feeder {
+        async fn send(&mut self, b: Bytes) {
+            self.0.send(b).await.unwrap();
+        }
+    }
+
+    #[test]
+    fn the_open_files_limit_is_read() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             96362                96362                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files_limit(limits), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_files_limit(unlimited), None);
+        assert_eq!(connections_that_fit(1024), 480);
+        assert_eq!(connections_that_fit(10), 1);
+        if cfg!(target_os = "linux") {
+            assert!(open_files_limit().is_some());
+        }
+    }
+
+    #[test]
+    fn global_slots_cap_every_connection() {
+        let g = GlobalSlots::default();
+        let a = g.acquire(1).unwrap();
+        assert!(g.acquire(1).is_none());
+        assert_eq!(g.open(), 1);
+        drop(a);
+        assert!(g.acquire(1).is_some());
     }
 
     #[test]

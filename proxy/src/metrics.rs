@@ -1,9 +1,10 @@
 //! Prometheus metrics and the admin endpoint (`/metrics`, `/healthz`,
 //! `/readyz`). Every request's audit line also counts here, so the audit
-//! outcome and the metric label are the same word.
+//! outcome and the metric label are the same word. One [`Metrics`] is made
+//! by whoever assembles the process and handed to the proxy and the endpoint.
 
 use std::convert::Infallible;
-use std::sync::LazyLock;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -35,6 +36,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub swaps: Counter,
     pub refusals: Family<ReasonLabel, Counter>,
+    pub inert_placeholders: Counter,
     pub refreshes: Family<ReasonLabel, Counter>,
     pub connection_errors: Family<ReasonLabel, Counter>,
     pub upstream_latency: Histogram,
@@ -42,17 +44,17 @@ pub struct Metrics {
     pub certificates_minted: Gauge,
     pub token_cache_hits: Gauge,
     pub token_cache_misses: Gauge,
+    pub vault_refreshes: Family<ReasonLabel, Gauge>,
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
-/// The process's metrics.
-pub fn metrics() -> &'static Metrics {
-    &METRICS
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("airlock");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -65,6 +67,12 @@ impl Metrics {
             "placeholder_swaps",
             "Requests in which placeholders were swapped for tokens (per binding)",
             swaps.clone(),
+        );
+        let inert_placeholders = Counter::default();
+        registry.register(
+            "inert_placeholders",
+            "Placeholders passed through a body as text: bound to another host or not this sandbox's",
+            inert_placeholders.clone(),
         );
         let refusals = Family::<ReasonLabel, Counter>::default();
         registry.register(
@@ -108,6 +116,12 @@ impl Metrics {
             "Token lookups answered by the cache",
             token_cache_hits.clone(),
         );
+        let vault_refreshes = Family::<ReasonLabel, Gauge>::default();
+        registry.register(
+            "vault_refreshes",
+            "The in-process vault's refresh outcomes (granted, refused_by_budget, failed, backed_off, probes, salvaged)",
+            vault_refreshes.clone(),
+        );
         let token_cache_misses = Gauge::default();
         registry.register(
             "token_cache_misses",
@@ -119,6 +133,7 @@ impl Metrics {
             requests,
             swaps,
             refusals,
+            inert_placeholders,
             refreshes,
             connection_errors,
             upstream_latency,
@@ -126,6 +141,7 @@ impl Metrics {
             certificates_minted,
             token_cache_hits,
             token_cache_misses,
+            vault_refreshes,
         }
     }
 
@@ -138,30 +154,37 @@ impl Metrics {
 }
 
 /// Counts an open client connection until dropped.
-pub struct ConnectionGuard;
+pub struct ConnectionGuard(Gauge);
 
 impl ConnectionGuard {
-    pub fn open() -> Self {
-        metrics().open_connections.inc();
-        Self
+    pub fn open(metrics: &Metrics) -> Self {
+        metrics.open_connections.inc();
+        Self(metrics.open_connections.clone())
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        metrics().open_connections.dec();
+        self.0.dec();
     }
 }
 
 /// Values read from elsewhere at scrape time.
 pub type Sampler = Box<dyn Fn() -> Vec<(&'static str, i64)> + Send + Sync>;
 
-fn apply_samples(sampler: &Sampler) {
+fn apply_samples(metrics: &Metrics, sampler: &Sampler) {
     for (name, value) in sampler() {
+        if let Some(outcome) = name.strip_prefix("vault_refresh:") {
+            metrics
+                .vault_refreshes
+                .get_or_create(&ReasonLabel { reason: outcome })
+                .set(value);
+            continue;
+        }
         let gauge = match name {
-            "certificates_minted" => &metrics().certificates_minted,
-            "token_cache_hits" => &metrics().token_cache_hits,
-            "token_cache_misses" => &metrics().token_cache_misses,
+            "certificates_minted" => &metrics.certificates_minted,
+            "token_cache_hits" => &metrics.token_cache_hits,
+            "token_cache_misses" => &metrics.token_cache_misses,
             _ => continue,
         };
         gauge.set(value);
@@ -171,16 +194,19 @@ fn apply_samples(sampler: &Sampler) {
 /// Serves `/metrics`, `/healthz` and `/readyz` until the listener fails.
 pub async fn serve_admin(
     listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
     sampler: Sampler,
 ) -> std::io::Result<()> {
-    let sampler = std::sync::Arc::new(sampler);
+    let sampler = Arc::new(sampler);
     loop {
         let (stream, _) = listener.accept().await?;
         let sampler = sampler.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let sampler = sampler.clone();
-                async move { Ok::<_, Infallible>(admin_response(&req, &sampler)) }
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(admin_response(&req, &metrics, &sampler)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -189,14 +215,18 @@ pub async fn serve_admin(
     }
 }
 
-fn admin_response(req: &Request<Incoming>, sampler: &Sampler) -> Response<ProxyBody> {
+fn admin_response(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    sampler: &Sampler,
+) -> Response<ProxyBody> {
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => {
-            apply_samples(sampler);
+            apply_samples(metrics, sampler);
             (
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                metrics().render(),
+                metrics.render(),
             )
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),

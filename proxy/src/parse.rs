@@ -37,3 +37,47 @@ pub fn parse_basic(value: &[u8]) -> Option<(String, String)> {
     let (user, pass) = decoded.split_once(':')?;
     Some((user.to_owned(), pass.to_owned()))
 }
+
+/// `host` as it goes in a URI's authority: IPv6 literals in brackets.
+pub fn host_for_uri(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_targets() {
+        let a: Authority = "Example.com:443".parse().unwrap();
+        assert_eq!(
+            parse_connect_target(Some(&a)).unwrap(),
+            ("example.com".into(), 443)
+        );
+        let a: Authority = "example.com".parse().unwrap();
+        assert!(parse_connect_target(None).is_err());
+        assert!(parse_connect_target(Some(&a)).is_err());
+        let a: Authority = "[::1]:443".parse().unwrap();
+        assert_eq!(parse_connect_target(Some(&a)).unwrap(), ("::1".into(), 443));
+    }
+
+    #[test]
+    fn basic_credentials() {
+        let v = format!("Basic {}", BASE64.encode("sbx:secret"));
+        assert_eq!(
+            parse_basic(v.as_bytes()),
+            Some(("sbx".into(), "secret".into()))
+        );
+        assert_eq!(parse_basic(b"Bearer x"), None);
+    }
+
+    #[test]
+    fn ipv6_hosts_get_brackets_in_uris() {
+        assert_eq!(host_for_uri("::1"), "[::1]");
+        assert_eq!(host_for_uri("api.test"), "api.test");
+    }
+}

@@ -12,16 +12,19 @@ use crate::egress::ResolveOverrides;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InterceptMode {
-    /// Only hosts some binding of the sandbox allows; others are tunnelled untouched.
-    #[default]
+    /// Only hosts some binding of the sandbox allows; others are tunnelled
+    /// untouched (their destination is still judged before the `200`).
     Bound,
-    /// Every host.
+    /// Every host except `passthrough_hosts`: every request is seen and audited.
+    #[default]
     All,
 }
 
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub intercept: InterceptMode,
+    /// Tunnelled untouched in every mode (clients that pin certificates).
+    pub passthrough_hosts: Vec<airlock_vault_client::HostPattern>,
     pub allowed_ports: Vec<u16>,
     pub allow_private_destinations: bool,
     /// Trusted for upstream TLS in addition to the system roots.
@@ -48,8 +51,17 @@ pub struct ProxySettings {
     pub max_decoded_body: usize,
     /// Replace real tokens echoed in responses by their placeholders.
     pub scrub_responses: bool,
-    /// CONNECT tunnels a sandbox may hold open at once.
+    /// Client connections (tunnels, intercepted and plain-HTTP) a sandbox may hold open at once.
     pub max_connections_per_sandbox: usize,
+    /// Client connections the whole proxy holds open at once; more get `503`.
+    pub max_connections: usize,
+    /// A request body that sends nothing for this long is abandoned (`408`, connection closed).
+    pub body_read_timeout: Duration,
+    /// Sum of decoded compressed request bodies held at once, process-wide; more get `503`.
+    pub decompression_budget: usize,
+    /// airlock's other listeners (vault, metrics): never a destination, not
+    /// even through a `[resolve]` override.
+    pub own_addrs: Vec<SocketAddr>,
     /// Failed proxy authentications per client address per minute before 429.
     pub auth_failures_per_minute: u32,
 }
@@ -57,8 +69,9 @@ pub struct ProxySettings {
 impl Default for ProxySettings {
     fn default() -> Self {
         Self {
-            intercept: InterceptMode::Bound,
-            allowed_ports: vec![443],
+            intercept: InterceptMode::All,
+            passthrough_hosts: Vec::new(),
+            allowed_ports: vec![80, 443],
             allow_private_destinations: false,
             upstream_ca: Vec::new(),
             require_auth: false,
@@ -76,6 +89,10 @@ impl Default for ProxySettings {
             max_decoded_body: 32 * 1024 * 1024,
             scrub_responses: true,
             max_connections_per_sandbox: 1024,
+            max_connections: 4096,
+            body_read_timeout: Duration::from_secs(30),
+            decompression_budget: 128 * 1024 * 1024,
+            own_addrs: Vec::new(),
             auth_failures_per_minute: 20,
         }
     }

@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, Uri};
@@ -24,10 +24,13 @@ use crate::error::ProxyError;
 #[derive(Clone)]
 pub struct DialConnector {
     dialer: Arc<Dialer>,
+    /// Keep reading after the peer closed mid-request (not for WebSockets,
+    /// whose relay must see the close at once).
+    sink_after_close: bool,
 }
 
 impl tower_service::Service<Uri> for DialConnector {
-    type Response = TokioIo<tokio::net::TcpStream>;
+    type Response = TokioIo<EarlyAnswerTcp>;
     type Error = DialError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
 
@@ -37,14 +40,144 @@ impl tower_service::Service<Uri> for DialConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let dialer = self.dialer.clone();
+        let sink = if self.sink_after_close {
+            SINK_AFTER_CLOSE_BYTES
+        } else {
+            0
+        };
         Box::pin(async move {
             let host = uri.host().unwrap_or_default().to_owned();
             let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
                 Some("http") => 80,
                 _ => 443,
             });
-            dialer.dial(&host, port).await.map(TokioIo::new)
+            let tcp = dialer.dial(&host, port).await?;
+            Ok(TokioIo::new(EarlyAnswerTcp::new(tcp, sink)))
         })
+    }
+}
+
+/// Bytes still "written" (dropped) after the peer closed, so hyper gets to
+/// read an answer already sent. Past this, the write error comes back.
+const SINK_AFTER_CLOSE_BYTES: u64 = 1024 * 1024;
+
+/// An upstream TCP connection that, once the peer has closed it (EPIPE,
+/// ECONNRESET on write), drops further writes for a while instead of failing.
+/// An upstream that answers before reading an upload and closes leaves its
+/// answer in our receive buffer; hyper's HTTP/1.1 client stops at the first
+/// body write error and would never read it. Reads go on as before: the
+/// answer, then EOF, which ends the connection.
+pub struct EarlyAnswerTcp {
+    inner: tokio::net::TcpStream,
+    sink_limit: u64,
+    closed: Option<(std::io::ErrorKind, u64)>,
+}
+
+impl EarlyAnswerTcp {
+    /// `sink_limit`: how many bytes to drop after the close (0: none).
+    pub fn new(inner: tokio::net::TcpStream, sink_limit: u64) -> Self {
+        Self {
+            inner,
+            sink_limit,
+            closed: None,
+        }
+    }
+
+    /// `Some(result)` when the write is settled by the peer having closed.
+    fn settle(
+        &mut self,
+        result: &std::io::Result<usize>,
+        len: usize,
+    ) -> Option<std::io::Result<usize>> {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+        if let Err(e) = result {
+            if matches!(e.kind(), BrokenPipe | ConnectionReset) && self.closed.is_none() {
+                self.closed = Some((e.kind(), 0));
+            }
+        }
+        let (kind, sunk) = self.closed.as_mut()?;
+        if *sunk >= self.sink_limit {
+            return Some(Err((*kind).into()));
+        }
+        *sunk += len as u64;
+        Some(Ok(len))
+    }
+}
+
+impl EarlyAnswerTcp {
+    /// A write after the close: dropped, but only once there is something to
+    /// read, so hyper reads the answer before the sink runs out.
+    fn poll_sink(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<std::io::Result<usize>> {
+        let Some((kind, sunk)) = self.closed else {
+            return Poll::Ready(Ok(0));
+        };
+        if sunk >= self.sink_limit {
+            return Poll::Ready(Err(kind.into()));
+        }
+        ready!(self.inner.poll_read_ready(cx))?;
+        self.closed = Some((kind, sunk + len as u64));
+        Poll::Ready(Ok(len))
+    }
+}
+
+impl tokio::io::AsyncRead for EarlyAnswerTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for EarlyAnswerTcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.closed.is_some() {
+            return self.poll_sink(cx, buf.len());
+        }
+        let result = ready!(Pin::new(&mut self.inner).poll_write(cx, buf));
+        Poll::Ready(self.settle(&result, buf.len()).unwrap_or(result))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if self.closed.is_some() {
+            return self.poll_sink(cx, len);
+        }
+        let result = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs));
+        Poll::Ready(self.settle(&result, len).unwrap_or(result))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.closed.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.closed.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for EarlyAnswerTcp {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.inner.connected()
     }
 }
 
@@ -96,6 +229,7 @@ impl Upstream {
             .enable_http1()
             .wrap_connector(DialConnector {
                 dialer: dialer.clone(),
+                sink_after_close: false,
             });
         let upgrade_client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
@@ -105,7 +239,10 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(DialConnector { dialer });
+            .wrap_connector(DialConnector {
+                dialer,
+                sink_after_close: true,
+            });
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -191,4 +328,90 @@ fn error_chain(err: &dyn StdError) -> String {
         source = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod early_answer_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A peer that reads a little, answers, and closes with our upload
+    /// unread (the kernel then resets the connection).
+    async fn answering_peer() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut peer, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 16];
+            peer.read_exact(&mut head).await.unwrap();
+            peer.write_all(b"HTTP/1.1 401 early\r\n\r\n").await.unwrap();
+            drop(peer);
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn an_answer_sent_before_a_close_can_still_be_read_after_write_errors() {
+        let (addr, peer) = answering_peer().await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut io = EarlyAnswerTcp::new(tcp, SINK_AFTER_CLOSE_BYTES);
+        // More than the peer reads: it closes with some unread.
+        io.write_all(&[b'h'; 32]).await.unwrap();
+        peer.await.unwrap();
+        let chunk = vec![b'u'; 64 * 1024];
+        // Writes stop failing once the peer is gone, until the sink's bound.
+        let mut written = 0u64;
+        let mut error = None;
+        for _ in 0..1000 {
+            match io.write(&chunk).await {
+                Ok(n) => written += n as u64,
+                Err(e) => {
+                    error = Some(e.kind());
+                    break;
+                }
+            }
+        }
+        assert!(io.closed.is_some(), "the peer's close was noticed");
+        assert!(
+            matches!(
+                error,
+                Some(std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+            ),
+            "{error:?} after {written} bytes"
+        );
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        for _ in 0..100 {
+            let read = tokio::time::timeout(Duration::from_secs(10), io.read(&mut buf));
+            match read.await {
+                Ok(Ok(0) | Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert_eq!(&answer[..], b"HTTP/1.1 401 early\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn other_write_errors_are_not_hidden() {
+        let mut io = EarlyAnswerTcp::new(
+            tokio::net::TcpStream::connect(answering_peer().await.0)
+                .await
+                .unwrap(),
+            SINK_AFTER_CLOSE_BYTES,
+        );
+        let err = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert!(io.settle(&Err(err), 10).is_none());
+        assert!(io.closed.is_none());
+    }
+
+    #[tokio::test]
+    async fn without_a_sink_the_close_comes_back_at_once() {
+        let tcp = tokio::net::TcpStream::connect(answering_peer().await.0)
+            .await
+            .unwrap();
+        let mut io = EarlyAnswerTcp::new(tcp, 0);
+        let err = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let settled = io.settle(&Err(err), 10).expect("settled");
+        assert_eq!(settled.unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    }
 }

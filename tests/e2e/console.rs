@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::vault::{acme_config, World};
 use crate::support::clients::{curl, node};
 use crate::support::oauth_provider::OAuthProvider;
-use crate::support::{blocking, Airlock, TestCa, NODE_MODULES};
+use crate::support::{blocking, skip, Airlock, TestCa, NODE_MODULES};
 
 fn browser_present() -> bool {
     let chromium = std::path::Path::new("/usr/bin/chromium").exists();
@@ -17,7 +17,7 @@ fn browser_present() -> bool {
         .join("playwright-core")
         .exists();
     if !(chromium && playwright) {
-        eprintln!("SKIPPED: the console browser test needs /usr/bin/chromium and playwright-core (scripts/test installs both)");
+        skip("the console browser test needs /usr/bin/chromium and playwright-core (scripts/test installs both)");
     }
     chromium && playwright
 }

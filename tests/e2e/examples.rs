@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use crate::support::clients::{self, Output};
 use crate::support::git_server::GitServer;
 use crate::support::{
-    assert_not_leaked, blocking, real_secret, with_env, Airlock, TestCa, Upstream, NODE_MODULES,
+    assert_not_leaked, blocking, real_secret, skip, with_env, Airlock, TestCa, Upstream,
+    NODE_MODULES,
 };
 
 const GITHUB: &str = "api.github.test";
@@ -273,7 +274,7 @@ async fn git_example_clones_and_pushes_with_the_placeholder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gh_example_calls_the_api_with_the_real_token() {
     if !have("gh", &["--version"]) {
-        eprintln!("skipped: the GitHub CLI `gh` is not installed (apt-get install gh)");
+        skip("the GitHub CLI `gh` is not installed (apt-get install gh)");
         return;
     }
     let w = world().await;
@@ -314,9 +315,7 @@ async fn python_requests_example_sends_the_real_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_httpx_example_sends_the_real_token() {
     if !have("python3", &["-c", "import httpx"]) {
-        eprintln!(
-            "skipped: the Python module httpx is not installed (python3 -m pip install httpx)"
-        );
+        skip("the Python module httpx is not installed (scripts/test installs it in target/test-venv)");
         return;
     }
     let w = world().await;

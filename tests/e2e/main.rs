@@ -6,11 +6,24 @@ mod support;
 
 mod bodies;
 mod cli;
+mod config_collisions;
 mod console;
 mod containment;
+mod early;
+mod egress;
+mod evidence;
 mod examples;
+mod failures;
+mod firewall;
 mod foundation;
+mod netns;
+mod oidc;
+mod oidc_accounts;
 #[cfg(feature = "otel")]
 mod otel;
+mod replay;
 mod vault;
+mod vault_admin;
+mod vault_errors;
 mod vault_postgres;
+mod vault_refresh;

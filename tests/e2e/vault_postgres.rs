@@ -7,19 +7,11 @@ use std::time::Duration;
 
 use crate::support::clients::python;
 use crate::support::oauth_provider::OAuthProvider;
-use crate::support::{blocking, Airlock, TestCa};
+use crate::support::{blocking, skip, Airlock, TestCa};
 
-/// A fresh database on the local PostgreSQL, or `None` (skip) when unreachable.
-fn fresh_database() -> Option<String> {
-    let name = format!(
-        "airlock_e2e_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
-    let out = std::process::Command::new("psql")
+/// `psql` on the local server's `test` database, running `sql`.
+fn psql(sql: &str) -> std::io::Result<std::process::Output> {
+    std::process::Command::new("psql")
         .args([
             "-h",
             "127.0.0.1",
@@ -30,20 +22,64 @@ fn fresh_database() -> Option<String> {
             "-v",
             "ON_ERROR_STOP=1",
             "-c",
-            &format!("CREATE DATABASE {name}"),
+            sql,
         ])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => Some(format!("postgres://postgres@127.0.0.1:5432/{name}")),
-        Ok(o) => {
-            eprintln!(
-                "SKIPPED: PostgreSQL at 127.0.0.1:5432 refused CREATE DATABASE: {}",
+        .output()
+}
+
+/// A database made for one test, dropped when the test ends (pass or fail).
+struct TestDatabase {
+    name: String,
+}
+
+impl TestDatabase {
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // FORCE: a replica killed a moment ago may still hold a connection.
+        match psql(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )) {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "could not drop test database {}: {}",
+                self.name,
                 String::from_utf8_lossy(&o.stderr)
-            );
+            ),
+            Err(e) => eprintln!("could not drop test database {}: {e}", self.name),
+        }
+    }
+}
+
+/// A fresh database on the local PostgreSQL, or `None` (skip; a failure
+/// under `CI=true`) when unreachable.
+fn fresh_database() -> Option<TestDatabase> {
+    let name = format!(
+        "airlock_e2e_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    match psql(&format!("CREATE DATABASE {name}")) {
+        Ok(o) if o.status.success() => Some(TestDatabase { name }),
+        Ok(o) => {
+            skip(&format!(
+                "PostgreSQL at 127.0.0.1:5432 refused CREATE DATABASE: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
             None
         }
         Err(e) => {
-            eprintln!("SKIPPED: psql is not available ({e}); PostgreSQL tests need it");
+            skip(&format!(
+                "psql is not available ({e}); PostgreSQL tests need it"
+            ));
             None
         }
     }
@@ -53,7 +89,10 @@ const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccdde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_one_refresh_and_survive_restarts() {
-    let Some(db) = fresh_database() else { return };
+    let Some(database) = fresh_database() else {
+        return;
+    };
+    let db = database.url();
     let ca = TestCa::new();
     let provider = OAuthProvider::start(
         &ca,
@@ -85,6 +124,10 @@ async fn replicas_share_one_refresh_and_survive_restarts() {
         provider,
         airlock: a,
     };
+    // Longer-lived than a background pass (3600 s): a new replica's first
+    // pass must find nothing due, so every refresh counted is the test's.
+    w.provider
+        .set_access_token_lifetime(Duration::from_secs(4 * 3600));
     w.connect("tenant").await;
     let old = w.provider.issued_access_tokens()[0].clone();
 

@@ -63,12 +63,39 @@ impl Airlock {
         Self::start_args(subcommand, config, extra_env, data_dir, "127.0.0.1:0")
     }
 
+    /// `airlock up` with its proxy, vault and metrics listeners on given addresses.
+    pub fn start_on(config: &str, listen: &str, vault_listen: &str, admin_listen: &str) -> Airlock {
+        Self::start_addrs(
+            "up",
+            config,
+            &[],
+            None,
+            [listen, vault_listen, admin_listen],
+        )
+    }
+
     fn start_args(
         subcommand: &str,
         config: &str,
         extra_env: &[(&str, &str)],
         data_dir: Option<PathBuf>,
         listen: &str,
+    ) -> Airlock {
+        Self::start_addrs(
+            subcommand,
+            config,
+            extra_env,
+            data_dir,
+            [listen, "127.0.0.1:0", "127.0.0.1:0"],
+        )
+    }
+
+    fn start_addrs(
+        subcommand: &str,
+        config: &str,
+        extra_env: &[(&str, &str)],
+        data_dir: Option<PathBuf>,
+        [listen, vault_listen, admin_listen]: [&str; 3],
     ) -> Airlock {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("airlock.toml");
@@ -85,9 +112,9 @@ impl Airlock {
                 "--listen",
                 listen,
                 "--vault-listen",
-                "127.0.0.1:0",
+                vault_listen,
                 "--admin-listen",
-                "127.0.0.1:0",
+                admin_listen,
             ])
             .env("AIRLOCK_LOG", "info")
             .env_remove("HTTPS_PROXY")

@@ -7,6 +7,7 @@ pub mod airlock;
 pub mod clients;
 pub mod git_server;
 pub mod oauth_provider;
+pub mod oidc;
 pub mod test_ca;
 pub mod tunnel;
 pub mod upstream;
@@ -17,6 +18,19 @@ pub use upstream::Upstream;
 
 /// Node modules for the Node clients (undici), installed by `scripts/test`.
 pub const NODE_MODULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/node_modules");
+
+/// Whether this run is CI (`CI=true`), where a test must not skip.
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
+}
+
+/// A test that cannot run here because `why` (a tool is missing): prints
+/// `SKIPPED: why` and returns, so the caller returns early; under `CI=true`
+/// it fails instead, so a missing tool never passes as green.
+pub fn skip(why: &str) {
+    assert!(!in_ci(), "CI=true and this test cannot run: {why}");
+    eprintln!("SKIPPED: {why}");
+}
 
 /// Runs a blocking client (curl, git, python) off the runtime's threads, so
 /// the servers of the same test keep answering.

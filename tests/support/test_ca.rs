@@ -57,6 +57,13 @@ impl TestCa {
         server_config_signed_by(&self.cert, &self.key, names, alpn)
     }
 
+    /// A fresh leaf for `names` signed by this CA, as PEM (certificate, PKCS#8
+    /// key), for servers outside this process.
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let (leaf, key) = leaf_signed_by(&self.cert, &self.key, names);
+        (leaf.pem(), key.serialize_pem())
+    }
+
     /// A server config whose leaf chains to a CA that nobody trusts.
     pub fn untrusted_server_config(names: &[&str], alpn: &[&[u8]]) -> Arc<ServerConfig> {
         let (cert, key) = generate_ca("untrusted throwaway CA");
@@ -102,12 +109,11 @@ fn generate_ca(common_name: &str) -> (Certificate, KeyPair) {
     (cert, key)
 }
 
-fn server_config_signed_by(
+fn leaf_signed_by(
     ca_cert: &Certificate,
     ca_key: &KeyPair,
     names: &[&str],
-    alpn: &[&[u8]],
-) -> Arc<ServerConfig> {
+) -> (Certificate, KeyPair) {
     assert!(!names.is_empty(), "a leaf needs at least one name");
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("generate leaf key");
     // `CertificateParams::new` turns IP literals into IP SANs and the rest into DNS SANs.
@@ -125,7 +131,16 @@ fn server_config_signed_by(
     let leaf = params
         .signed_by(&key, ca_cert, ca_key)
         .expect("sign leaf with CA");
+    (leaf, key)
+}
 
+fn server_config_signed_by(
+    ca_cert: &Certificate,
+    ca_key: &KeyPair,
+    names: &[&str],
+    alpn: &[&[u8]],
+) -> Arc<ServerConfig> {
+    let (leaf, key) = leaf_signed_by(ca_cert, ca_key, names);
     let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()
         .expect("default protocol versions")

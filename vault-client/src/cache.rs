@@ -134,6 +134,11 @@ impl TokenSource for CachedTokenSource {
         bound
     }
 
+    async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
+        // Asked only for bodies too large to keep: not worth a cache.
+        self.inner.may_swap_body(sandbox, host).await
+    }
+
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
         self.inner.authenticate(sandbox_id, secret).await
     }
@@ -149,6 +154,10 @@ impl TokenSource for CachedTokenSource {
         let entry = self.entry(result.clone(), self.inner.generation());
         self.tokens.insert(key, entry).await;
         result
+    }
+
+    async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<crate::Guarded>, TokenError> {
+        self.inner.guarded(sandbox).await
     }
 
     fn generation(&self) -> u64 {
@@ -203,6 +212,10 @@ impl TokenSource for Swappable {
         self.get().is_bound_host(sandbox, host).await
     }
 
+    async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
+        self.get().may_swap_body(sandbox, host).await
+    }
+
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
         self.get().authenticate(sandbox_id, secret).await
     }
@@ -214,6 +227,10 @@ impl TokenSource for Swappable {
         failed: &SecretString,
     ) -> Result<Resolved, TokenError> {
         self.get().refresh(sandbox, placeholder, failed).await
+    }
+
+    async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<crate::Guarded>, TokenError> {
+        self.get().guarded(sandbox).await
     }
 
     fn generation(&self) -> u64 {
@@ -251,6 +268,11 @@ impl TokenSource for Layered {
             || self.second.is_bound_host(sandbox, host).await
     }
 
+    async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
+        self.first.may_swap_body(sandbox, host).await
+            || self.second.may_swap_body(sandbox, host).await
+    }
+
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
         self.second.authenticate(sandbox_id, secret).await
     }
@@ -267,6 +289,12 @@ impl TokenSource for Layered {
             }
             other => other,
         }
+    }
+
+    async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<crate::Guarded>, TokenError> {
+        let mut all = self.first.guarded(sandbox).await?;
+        all.extend(self.second.guarded(sandbox).await?);
+        Ok(all)
     }
 
     fn generation(&self) -> u64 {
@@ -313,12 +341,17 @@ mod tests {
                         connection_id: "c".into(),
                     },
                     expired_on: ExpiredSignal::defaults(),
+                    inject: Some(crate::Injection::Bearer),
+                    on_foreign_body: Default::default(),
                 }),
                 token: SecretString::from("t"),
                 expires_at: Some(unix_now() + 3600),
             })
         }
         async fn is_bound_host(&self, _: &SandboxId, _: &str) -> bool {
+            true
+        }
+        async fn may_swap_body(&self, _: &SandboxId, _: &str) -> bool {
             true
         }
         async fn authenticate(&self, _: &str, _: &str) -> Result<SandboxId, TokenError> {

@@ -6,6 +6,7 @@
 //! from the config file ([`StaticSecrets`]) and the vault both implement it.
 
 mod cache;
+pub mod contract;
 mod hosts;
 mod placeholder;
 mod remote;
@@ -16,6 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use cache::{CachedTokenSource, Layered, Swappable};
+pub use contract::{ConnectionStatus, ErrorCode};
 pub use hosts::{normalize_host, HostPattern, HostPatternError};
 pub use placeholder::{
     generate_placeholder, is_valid_placeholder, DEFAULT_PREFIX,
@@ -115,6 +117,108 @@ impl ExpiredSignal {
     }
 }
 
+/// Where a provider's token goes in a request: the "injection slot". Only an
+/// answer to a request whose token sat there can mean that token expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injection {
+    /// `Authorization: Bearer TOKEN`
+    Bearer,
+    /// `Authorization: token TOKEN` (GitHub's older form)
+    Token,
+    /// `Authorization: Basic base64(USER:TOKEN)`
+    Basic { user: String },
+    /// `NAME: TOKEN`
+    Header { name: String },
+}
+
+/// An `inject` value that is none of the known forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("inject {0:?} must be bearer, token, basic:USER or header:NAME")]
+pub struct InjectionParseError(pub String);
+
+impl Injection {
+    pub fn parse(s: &str) -> Result<Self, InjectionParseError> {
+        match s {
+            "bearer" => Ok(Self::Bearer),
+            "token" => Ok(Self::Token),
+            _ => {
+                if let Some(user) = s.strip_prefix("basic:").filter(|u| !u.is_empty()) {
+                    Ok(Self::Basic {
+                        user: user.to_owned(),
+                    })
+                } else if let Some(name) =
+                    s.strip_prefix("header:").filter(|n| http_header_name_ok(n))
+                {
+                    Ok(Self::Header {
+                        name: name.to_ascii_lowercase(),
+                    })
+                } else {
+                    Err(InjectionParseError(s.to_owned()))
+                }
+            }
+        }
+    }
+
+    /// The lower-case header name the token travels in.
+    pub fn header_name(&self) -> &str {
+        match self {
+            Self::Bearer | Self::Token | Self::Basic { .. } => "authorization",
+            Self::Header { name } => name,
+        }
+    }
+}
+
+impl fmt::Display for Injection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bearer => f.write_str("bearer"),
+            Self::Token => f.write_str("token"),
+            Self::Basic { user } => write!(f, "basic:{user}"),
+            Self::Header { name } => write!(f, "header:{name}"),
+        }
+    }
+}
+
+fn http_header_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// What to do with a placeholder found in a request *body* bound for a host
+/// outside its binding (an LLM transcript quoting `$GITHUB_TOKEN`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ForeignBody {
+    /// Forward it unchanged: off its binding a placeholder is worthless text.
+    #[default]
+    Pass,
+    /// Refuse the request.
+    Refuse,
+}
+
+/// A token the sandbox could obtain, and the placeholder it must see instead.
+/// The response firewall guards every one of them.
+#[derive(Clone)]
+pub struct Guarded {
+    pub placeholder: String,
+    pub token: SecretString,
+    /// Unix seconds; `None` for tokens that do not expire.
+    pub expires_at: Option<i64>,
+}
+
+impl fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guarded")
+            .field("placeholder", &self.placeholder)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
 /// What a placeholder stands for: which hosts may receive its token and where
 /// in a request it may be swapped. Holds no secret, so it can be logged.
 #[derive(Debug, Clone)]
@@ -129,6 +233,10 @@ pub struct Binding {
     pub kind: BindingKind,
     /// Answers that trigger a refresh and one replay (OAuth bindings only).
     pub expired_on: Vec<ExpiredSignal>,
+    /// Where the provider expects the token; `None` for static secrets.
+    pub inject: Option<Injection>,
+    /// A placeholder of this binding in a body to another host.
+    pub on_foreign_body: ForeignBody,
 }
 
 impl Binding {
@@ -203,6 +311,14 @@ pub trait TokenSource: Send + Sync + 'static {
     /// Whether `sandbox` has any binding for `host`: such hosts are intercepted.
     async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool;
 
+    /// Whether some binding of `sandbox` that allows `host` may swap in
+    /// request bodies. When none may, a large body is streamed untouched and
+    /// keeps its framing. Sources that cannot tell answer `true` (the body is
+    /// then re-framed, since a swap may change its length).
+    /// No default: a wrapper that forgot to pass it on would re-frame every
+    /// large body (the merge that added the ledger did exactly that).
+    async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool;
+
     /// The sandbox named by a `Proxy-Authorization` credential.
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError>;
 
@@ -217,6 +333,14 @@ pub trait TokenSource: Send + Sync + 'static {
     ) -> Result<Resolved, TokenError> {
         let _ = failed;
         self.resolve(sandbox, placeholder).await
+    }
+
+    /// Every token `sandbox` could obtain through its bindings right now
+    /// (current tokens, and previous ones the source still knows of), so the
+    /// response firewall can guard them even on requests that carry none.
+    async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<Guarded>, TokenError> {
+        let _ = sandbox;
+        Ok(Vec::new())
     }
 
     /// Bumped whenever bindings may have been revoked (disconnect, sandbox

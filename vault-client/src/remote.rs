@@ -2,7 +2,6 @@
 //! from its vault (`airlock proxy`). Uses hyper, not reqwest: this is the
 //! proxy's data path.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,11 +11,14 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::{
-    Binding, BindingKind, HostPattern, Resolved, SandboxId, SwapLocation, TokenError, TokenSource,
+use crate::contract::{
+    paths, AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest, ErrorAnswer,
+    GuardedAnswer, GuardedRequest, ResolveRequest, ResolvedAnswer,
 };
+use crate::{Guarded, Resolved, SandboxId, TokenError, TokenSource};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_RESPONSE: usize = 256 * 1024;
@@ -49,9 +51,15 @@ impl RemoteVault {
         }
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<(StatusCode, Value), TokenError> {
+    /// POSTs `body` and reads the answer: `Ok` for a 2xx, the vault's refusal otherwise.
+    async fn call<Req: Serialize, Answer: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Req,
+    ) -> Result<Answer, TokenError> {
         let unavailable =
             |what: String| TokenError::Unavailable(format!("vault {}: {what}", self.base));
+        let body = serde_json::to_vec(body).map_err(|e| unavailable(e.to_string()))?;
         let request = Request::builder()
             .method(Method::POST)
             .uri(format!("{}{path}", self.base))
@@ -60,7 +68,7 @@ impl RemoteVault {
                 "authorization",
                 format!("Bearer {}", self.service_token.expose_secret()),
             )
-            .body(Full::new(Bytes::from(body.to_string())))
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| unavailable(e.to_string()))?;
         let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
             .await
@@ -72,62 +80,26 @@ impl RemoteVault {
             .await
             .map_err(|e| unavailable(e.to_string()))?
             .to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if status == StatusCode::UNAUTHORIZED && value.get("code").is_none() {
-            return Err(unavailable("the service token was refused".into()));
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|_| TokenError::Unavailable("vault answer is missing fields".into()));
         }
-        Ok((status, value))
-    }
-
-    fn error_from(value: &Value) -> TokenError {
-        let binding = value["binding"].as_str().unwrap_or("?").to_owned();
-        match value["code"].as_str() {
-            Some("unknown_placeholder") => TokenError::UnknownPlaceholder,
-            Some("wrong_sandbox") => TokenError::WrongSandbox { binding },
-            Some("revoked") => TokenError::Revoked { binding },
-            Some("reconnect_needed") => TokenError::ReconnectNeeded { binding },
-            Some("not_connected") => TokenError::NotConnected { binding },
-            Some("bad_credential") => TokenError::BadCredential,
-            _ => TokenError::Unavailable(
-                value["error"]
-                    .as_str()
-                    .unwrap_or("unexpected vault answer")
-                    .to_owned(),
-            ),
+        match serde_json::from_slice::<ErrorAnswer>(&bytes) {
+            Ok(answer) if answer.code.is_some() => Err(answer.into_token_error()),
+            _ if status == StatusCode::UNAUTHORIZED => {
+                Err(unavailable("the service token was refused".into()))
+            }
+            Ok(answer) => Err(answer.into_token_error()),
+            Err(_) => Err(TokenError::Unavailable("unexpected vault answer".into())),
         }
     }
 
-    fn resolved_from(sandbox: &SandboxId, value: &Value) -> Result<Resolved, TokenError> {
-        let b = &value["binding"];
-        let bad = || TokenError::Unavailable("vault answer is missing fields".into());
-        let hosts = b["hosts"]
-            .as_array()
-            .ok_or_else(bad)?
-            .iter()
-            .filter_map(|h| HostPattern::parse(h.as_str()?).ok())
-            .collect();
-        let swap_in = serde_json::from_value::<Vec<SwapLocation>>(b["swap_in"].clone())
-            .map_err(|_| bad())?
-            .into_iter()
-            .collect();
-        Ok(Resolved {
-            binding: Arc::new(Binding {
-                id: b["id"].as_str().ok_or_else(bad)?.to_owned(),
-                name: b["name"].as_str().unwrap_or_default().to_owned(),
-                sandbox: sandbox.clone(),
-                hosts,
-                swap_in,
-                kind: match b["connection_id"].as_str() {
-                    Some(id) => BindingKind::OAuth {
-                        connection_id: id.to_owned(),
-                    },
-                    None => BindingKind::Static,
-                },
-                expired_on: serde_json::from_value(b["expired_on"].clone()).unwrap_or_default(),
-            }),
-            token: SecretString::from(value["token"].as_str().ok_or_else(bad)?.to_owned()),
-            expires_at: value["expires_at"].as_i64(),
-        })
+    async fn bound_host(&self, sandbox: &SandboxId, host: &str) -> Option<BoundHostAnswer> {
+        let request = BoundHostRequest {
+            host: host.to_owned(),
+            sandbox: sandbox.as_str().to_owned(),
+        };
+        self.call(paths::BOUND_HOST, &request).await.ok()
     }
 }
 
@@ -142,46 +114,43 @@ impl TokenSource for RemoteVault {
         sandbox: &SandboxId,
         placeholder: &str,
     ) -> Result<Resolved, TokenError> {
-        let (status, value) = self
-            .post(
-                "/v1/service/resolve",
-                json!({ "sandbox": sandbox.as_str(), "placeholder": placeholder }),
-            )
-            .await?;
-        if status.is_success() {
-            Self::resolved_from(sandbox, &value)
-        } else {
-            Err(Self::error_from(&value))
-        }
+        let request = ResolveRequest {
+            failed_token: None,
+            placeholder: placeholder.to_owned(),
+            sandbox: sandbox.as_str().to_owned(),
+        };
+        let answer: ResolvedAnswer = self.call(paths::RESOLVE, &request).await?;
+        Ok(answer.into_resolved(sandbox))
     }
 
     async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool {
-        match self
-            .post(
-                "/v1/service/bound-host",
-                json!({ "sandbox": sandbox.as_str(), "host": host }),
-            )
+        self.bound_host(sandbox, host)
             .await
-        {
-            Ok((status, value)) if status.is_success() => value["bound"].as_bool().unwrap_or(false),
-            _ => false,
-        }
+            .is_some_and(|a| a.bound)
+    }
+
+    async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<Guarded>, TokenError> {
+        let request = GuardedRequest {
+            sandbox: sandbox.as_str().to_owned(),
+        };
+        let answer: GuardedAnswer = self.call(paths::GUARDED, &request).await?;
+        Ok(answer.guarded.into_iter().map(Guarded::from).collect())
+    }
+
+    async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
+        // When the vault cannot say, assume a swap may happen.
+        self.bound_host(sandbox, host)
+            .await
+            .is_none_or(|a| a.body_swap)
     }
 
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
-        let (status, value) = self
-            .post(
-                "/v1/service/authenticate",
-                json!({ "sandbox": sandbox_id, "secret": secret }),
-            )
-            .await?;
-        if status.is_success() {
-            Ok(SandboxId::new(
-                value["sandbox"].as_str().unwrap_or(sandbox_id),
-            ))
-        } else {
-            Err(Self::error_from(&value))
-        }
+        let request = AuthenticateRequest {
+            sandbox: sandbox_id.to_owned(),
+            secret: SecretString::from(secret.to_owned()),
+        };
+        let answer: AuthenticateAnswer = self.call(paths::AUTHENTICATE, &request).await?;
+        Ok(SandboxId::new(answer.sandbox))
     }
 
     async fn refresh(
@@ -190,16 +159,215 @@ impl TokenSource for RemoteVault {
         placeholder: &str,
         failed: &SecretString,
     ) -> Result<Resolved, TokenError> {
-        let (status, value) = self
-            .post(
-                "/v1/service/refresh",
-                json!({ "sandbox": sandbox.as_str(), "placeholder": placeholder, "failed_token": failed.expose_secret() }),
+        let request = ResolveRequest {
+            failed_token: Some(failed.clone()),
+            placeholder: placeholder.to_owned(),
+            sandbox: sandbox.as_str().to_owned(),
+        };
+        let answer: ResolvedAnswer = self.call(paths::REFRESH, &request).await?;
+        Ok(answer.into_resolved(sandbox))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a small in-process server that answers like the vault, so
+    //! what the client sends and how it reads each answer are pinned here.
+
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// What the server saw: path, authorization header, body.
+    type Seen = Arc<Mutex<Vec<(String, String, Value)>>>;
+
+    /// Serves `answer(path)` (status, body text) for every request.
+    async fn server(answer: fn(&str) -> (u16, String)) -> (String, Seen) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        log.lock().unwrap().push((path.clone(), auth, body));
+                        let (status, text) = answer(&path);
+                        Ok::<_, hyper::Error>(
+                            Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(text)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (base, seen)
+    }
+
+    fn client(base: &str) -> RemoteVault {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        RemoteVault::new(
+            base,
+            SecretString::from("svc-token".to_owned()),
+            tls,
+            crate::DEFAULT_PREFIX,
+        )
+    }
+
+    fn resolved_body() -> String {
+        json!({
+            "binding": {
+                "connection_id": "conn_1",
+                "expired_on": [{ "status": 401, "body_contains": null }],
+                "hosts": ["api.github.com", "not a host pattern"],
+                "id": "provider:github",
+                "inject": "bearer",
+                "name": "GITHUB_TOKEN",
+                "on_foreign_body": "refuse",
+                "sandbox": "sb",
+                "swap_in": ["header"],
+            },
+            "expires_at": 99,
+            "token": "real-token",
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn resolve_and_refresh_send_the_contract_and_read_the_binding() {
+        let (base, seen) = server(|_| (200, resolved_body())).await;
+        let vault = client(&base);
+        let sb = SandboxId::new("sb");
+        let r = vault.resolve(&sb, "miosa-tok-abc").await.unwrap();
+        assert_eq!(r.token.expose_secret(), "real-token");
+        assert_eq!(r.expires_at, Some(99));
+        assert_eq!(r.binding.id, "provider:github");
+        assert_eq!(
+            r.binding.kind,
+            crate::BindingKind::OAuth {
+                connection_id: "conn_1".into()
+            }
+        );
+        assert_eq!(
+            r.binding.hosts.len(),
+            1,
+            "an unreadable pattern is left out"
+        );
+        assert_eq!(r.binding.on_foreign_body, crate::ForeignBody::Refuse);
+        assert_eq!(r.binding.inject, Some(crate::Injection::Bearer));
+        vault
+            .refresh(&sb, "miosa-tok-abc", &SecretString::from("old".to_owned()))
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[0],
+            (
+                "/v1/service/resolve".to_owned(),
+                "Bearer svc-token".to_owned(),
+                json!({ "placeholder": "miosa-tok-abc", "sandbox": "sb" })
             )
-            .await?;
-        if status.is_success() {
-            Self::resolved_from(sandbox, &value)
-        } else {
-            Err(Self::error_from(&value))
-        }
+        );
+        assert_eq!(seen[1].0, "/v1/service/refresh");
+        assert_eq!(
+            seen[1].2,
+            json!({ "failed_token": "old", "placeholder": "miosa-tok-abc", "sandbox": "sb" })
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_become_token_errors_by_code() {
+        let (base, _) = server(|path| match path {
+            "/v1/service/resolve" => (
+                409,
+                r#"{"binding":"provider:github","code":"reconnect_needed","error":"x"}"#.into(),
+            ),
+            "/v1/service/authenticate" => (
+                401,
+                r#"{"binding":null,"code":"bad_credential","error":"proxy credential rejected"}"#
+                    .into(),
+            ),
+            "/v1/service/guarded" => (503, r#"{"error":"database down"}"#.into()),
+            _ => (500, "not json".into()),
+        })
+        .await;
+        let vault = client(&base);
+        let sb = SandboxId::new("sb");
+        let err = vault.resolve(&sb, "p").await.unwrap_err();
+        assert!(
+            matches!(&err, TokenError::ReconnectNeeded { binding } if binding == "provider:github"),
+            "{err:?}"
+        );
+        let err = vault.authenticate("sb", "secret").await.unwrap_err();
+        assert!(matches!(err, TokenError::BadCredential), "{err:?}");
+        let err = vault.guarded(&sb).await.unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Unavailable(m) if m == "database down"),
+            "{err:?}"
+        );
+        let err = vault
+            .refresh(&sb, "p", &SecretString::from("t".to_owned()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Unavailable(m) if m == "unexpected vault answer"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_service_token_is_told_apart_from_a_refused_credential() {
+        let (base, _) = server(|_| (401, r#"{"error":"unauthorized: …"}"#.into())).await;
+        let err = client(&base)
+            .resolve(&SandboxId::new("sb"), "p")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, TokenError::Unavailable(m) if m.ends_with("the service token was refused")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bound_host_answers_and_their_defaults() {
+        let (base, _) = server(|_| (200, r#"{"bound":true}"#.into())).await;
+        let vault = client(&base);
+        let sb = SandboxId::new("sb");
+        assert!(vault.is_bound_host(&sb, "api.github.com").await);
+        assert!(
+            vault.may_swap_body(&sb, "api.github.com").await,
+            "an older vault that does not say: a swap may happen"
+        );
+        let (base, _) = server(|_| (503, "{}".into())).await;
+        let vault = client(&base);
+        assert!(!vault.is_bound_host(&sb, "api.github.com").await);
+        assert!(vault.may_swap_body(&sb, "api.github.com").await);
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use crate::{
-    Binding, BindingKind, HostPattern, Resolved, SandboxId, SwapLocation, TokenError, TokenSource,
+    Binding, BindingKind, ForeignBody, Guarded, HostPattern, Resolved, SandboxId, SwapLocation,
+    TokenError, TokenSource,
 };
 
 /// One configured secret, already validated.
@@ -16,6 +17,7 @@ pub struct StaticSecret {
     pub placeholder: String,
     pub hosts: Vec<HostPattern>,
     pub swap_in: BTreeSet<SwapLocation>,
+    pub on_foreign_body: ForeignBody,
 }
 
 /// Static secrets of the one sidecar sandbox.
@@ -38,6 +40,8 @@ impl StaticSecrets {
                     swap_in: s.swap_in,
                     kind: BindingKind::Static,
                     expired_on: Vec::new(),
+                    inject: None,
+                    on_foreign_body: s.on_foreign_body,
                 };
                 (
                     s.placeholder,
@@ -99,6 +103,29 @@ impl TokenSource for StaticSecrets {
                 .any(|r| r.binding.allows_host(host))
     }
 
+    async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<Guarded>, TokenError> {
+        if sandbox != &self.sandbox {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .by_placeholder
+            .iter()
+            .map(|(placeholder, r)| Guarded {
+                placeholder: placeholder.clone(),
+                token: r.token.clone(),
+                expires_at: None,
+            })
+            .collect())
+    }
+
+    async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
+        sandbox == &self.sandbox
+            && self
+                .by_placeholder
+                .values()
+                .any(|r| r.binding.allows_host(host) && r.binding.allows(SwapLocation::Body))
+    }
+
     async fn authenticate(&self, sandbox_id: &str, _secret: &str) -> Result<SandboxId, TokenError> {
         // Static secrets serve only the sidecar sandbox, which needs no credential.
         if sandbox_id == self.sandbox.as_str() {
@@ -122,6 +149,7 @@ mod tests {
             placeholder: placeholder.clone(),
             hosts: vec![HostPattern::parse("api.github.com").unwrap()],
             swap_in: SwapLocation::defaults(),
+            on_foreign_body: Default::default(),
         };
         (
             StaticSecrets::new("miosa-tok-", SandboxId::default_sandbox(), vec![secret]),
@@ -154,6 +182,33 @@ mod tests {
         );
         assert!(
             !src.is_bound_host(&SandboxId::default_sandbox(), "example.com")
+                .await
+        );
+    }
+
+    #[tokio::test]
+    async fn body_swap_is_known_per_host() {
+        let (src, _) = source();
+        let sbx = SandboxId::default_sandbox();
+        assert!(
+            !src.may_swap_body(&sbx, "api.github.com").await,
+            "header and basic only"
+        );
+        let secret = StaticSecret {
+            name: "LLM_KEY".into(),
+            value: SecretString::from("sk_real"),
+            placeholder: generate_placeholder("miosa-tok-"),
+            hosts: vec![HostPattern::parse("api.llm.test").unwrap()],
+            swap_in: [SwapLocation::Header, SwapLocation::Body]
+                .into_iter()
+                .collect(),
+            on_foreign_body: Default::default(),
+        };
+        let src = StaticSecrets::new("miosa-tok-", sbx.clone(), vec![secret]);
+        assert!(src.may_swap_body(&sbx, "api.llm.test").await);
+        assert!(!src.may_swap_body(&sbx, "api.github.com").await);
+        assert!(
+            !src.may_swap_body(&SandboxId::new("other"), "api.llm.test")
                 .await
         );
     }

@@ -47,6 +47,11 @@ pub struct Provider {
     /// Upstream answers that mean the token expired (default: 401).
     #[serde(default = "ExpiredSignal::defaults")]
     pub expired_on: Vec<ExpiredSignal>,
+    /// An endpoint on one of `hosts` that answers 2xx for a live token
+    /// (userinfo, `/user`): asked before a connection without a refresh
+    /// token is marked `reconnect_needed` after an upstream 401.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_url: Option<String>,
 }
 
 fn default_inject() -> String {
@@ -76,6 +81,7 @@ impl Provider {
             ("authorize_url", self.authorize_url.as_deref()),
             ("token_url", Some(self.token_url.as_str())),
             ("revoke_url", self.revoke_url.as_deref()),
+            ("probe_url", self.probe_url.as_deref()),
         ] {
             if let Some(url) = url {
                 match url::Url::parse(url) {
@@ -95,6 +101,19 @@ impl Provider {
         for h in &self.hosts {
             if let Err(e) = HostPattern::parse(h) {
                 out.push(e.to_string());
+            }
+        }
+        // The probe carries the token: only to a host the token is bound to.
+        if let Some(host) = self
+            .probe_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_owned))
+        {
+            if !self.host_patterns().iter().any(|p| p.matches(&host)) {
+                out.push(format!(
+                    "probe_url host {host:?} is not one of hosts: the token may not be sent there"
+                ));
             }
         }
         if let Err(e) = parse_inject(&self.inject) {
@@ -141,34 +160,10 @@ fn is_loopback_url(u: &url::Url) -> bool {
 }
 
 /// How a sandbox presents the token; the proxy swaps it in place either way.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inject {
-    Bearer,
-    Token,
-    Basic { user: String },
-    Header { name: String },
-}
+pub use airlock_vault_client::Injection as Inject;
 
 pub fn parse_inject(s: &str) -> Result<Inject, String> {
-    match s {
-        "bearer" => Ok(Inject::Bearer),
-        "token" => Ok(Inject::Token),
-        _ => {
-            if let Some(user) = s.strip_prefix("basic:").filter(|u| !u.is_empty()) {
-                Ok(Inject::Basic {
-                    user: user.to_owned(),
-                })
-            } else if let Some(name) = s.strip_prefix("header:").filter(|n| !n.is_empty()) {
-                Ok(Inject::Header {
-                    name: name.to_owned(),
-                })
-            } else {
-                Err(format!(
-                    "inject {s:?} must be bearer, token, basic:USER or header:NAME"
-                ))
-            }
-        }
-    }
+    Inject::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Deserialize)]
@@ -256,9 +251,21 @@ mod tests {
             authorize_params: BTreeMap::new(),
             swap_in: SwapLocation::defaults(),
             expired_on: ExpiredSignal::defaults(),
+            probe_url: Some("https://elsewhere.example/user".into()),
         };
         let problems = p.problems();
-        assert_eq!(problems.len(), 6, "{problems:?}");
+        assert_eq!(problems.len(), 7, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("probe_url host")));
+    }
+
+    #[test]
+    fn probe_url_must_be_on_a_bound_host() {
+        let mut p = Catalog::built_in().get("github").unwrap().clone();
+        assert_eq!(p.probe_url.as_deref(), Some("https://api.github.com/user"));
+        p.probe_url = Some("https://api.github.com.evil.example/user".into());
+        assert_eq!(p.problems().len(), 1, "{:?}", p.problems());
+        p.probe_url = Some("http://api.github.com/user".into());
+        assert!(p.problems()[0].contains("https"), "{:?}", p.problems());
     }
 
     #[test]
@@ -272,7 +279,7 @@ mod tests {
         assert_eq!(
             parse_inject("header:X-Api-Key"),
             Ok(Inject::Header {
-                name: "X-Api-Key".into()
+                name: "x-api-key".into()
             })
         );
         assert!(parse_inject("basic:").is_err());

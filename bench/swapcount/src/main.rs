@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use airlock_proxy::body::{BoxError, ProxyBody};
 use airlock_proxy::body_swap::{streaming, StreamMode};
-use airlock_proxy::scrub::Scrubber;
+use airlock_proxy::firewall::{Firewall, Guarded};
 use airlock_proxy::swap::{Context, Scanner, Swapper};
 use airlock_vault_client::{
     HostPattern, SandboxId, SecretString, StaticSecret, StaticSecrets, SwapLocation, TokenSource,
@@ -66,6 +66,7 @@ async fn main() {
             placeholder: PLACEHOLDER.into(),
             hosts: vec![HostPattern::parse("bench.test").unwrap()],
             swap_in: BTreeSet::from([SwapLocation::Header, SwapLocation::Body]),
+            on_foreign_body: Default::default(),
         }],
     );
     let tokens: Arc<dyn TokenSource> = Arc::new(secrets);
@@ -76,9 +77,13 @@ async fn main() {
             streaming(VecDeque::new(), as_body(chunks), swapper, Context::Raw, StreamMode::Swap)
         }
         "scrub" => {
-            let scrubber = Scrubber::new(vec![(REAL.as_bytes().to_vec(), PLACEHOLDER.as_bytes().to_vec())])
-                .expect("one pair");
-            Arc::new(scrubber).body(as_body(chunks))
+            // The response firewall, as every intercepted answer meets it.
+            let firewall = Firewall::new([Guarded {
+                token: SecretString::from(REAL.to_owned()),
+                placeholder: PLACEHOLDER.to_owned(),
+            }])
+            .expect("one token");
+            Arc::new(firewall).body(as_body(chunks))
         }
         _ => as_body(chunks),
     };

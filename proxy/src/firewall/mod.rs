@@ -1,0 +1,417 @@
+//! The response firewall: every byte an intercepted upstream sends toward the
+//! sandbox is meant to pass through one [`Firewall`], which replaces each
+//! spelling of each guarded token by its placeholder written the same way.
+//!
+//! # What is guaranteed
+//!
+//! For every guarded token, none of these spellings survives in the output of
+//! [`Firewall::scrub`], [`Firewall::body`], [`Firewall::scrub_headers`],
+//! [`Firewall::scrub_reason`] or a [`WsScrubber`], whatever the chunking or
+//! WebSocket fragmentation of the input:
+//!
+//! - raw;
+//! - JSON-escaped, in the habits of common encoders (`\/`, `\u00XX` for
+//!   `"`/`\`/controls/`<>&'+`, `\uXXXX` for non-ASCII, either hex case);
+//! - percent-encoded (RFC 3986 unreserved kept, or letters and digits only,
+//!   or `encodeURIComponent`/Java/Python habits; `%20` or `+`; either hex case);
+//! - base64 and base64url at each of the 3 alignments (so inside the base64 of
+//!   `user:token` or of any surrounding bytes), padded or not;
+//! - hex, lower and upper case.
+//!
+//! Matching is leftmost-longest over all spellings of all tokens in one
+//! Aho-Corasick pass; each match is replaced by the placeholder in the same
+//! spelling (same JSON/percent habit, same base64 alphabet and alignment, same
+//! hex case). Streaming output is byte for byte the whole-buffer output
+//! ([`Firewall::scrub`] of the concatenated input; property-tested). Streams
+//! hold back only the longest tail that is a proper prefix of some spelling
+//! (less than the longest spelling), so a chunk whose tail cannot begin a
+//! token (an SSE event ending in `\n\n`) is sent at once, uncopied.
+//!
+//! WebSocket messages are scrubbed as one stream each across their fragments;
+//! the firewall may re-fragment a message (allowed without extensions, RFC
+//! 6455 §5.4), possibly inside a UTF-8 character of a text message. Control
+//! frames are scrubbed whole and kept within 125 bytes.
+//!
+//! # Known limits
+//!
+//! - Encoded spellings shorter than [`patterns::MIN_ENCODED_LEN`] bytes are
+//!   not matched (false positives); the raw token always is.
+//! - In base64, the character that straddles the token's edge and the data
+//!   around it is kept: up to 4 bits of the token's first and last byte remain.
+//!   The replacement is the placeholder's base64 at the same alignment; the
+//!   result may not decode cleanly, which is accepted.
+//! - A fragment of a token (truncated, or cut by a few characters at either
+//!   end) is not matched: only whole spellings are.
+//! - Header names (lower-cased by `http`) are compared without case, and only
+//!   against the raw, JSON, percent and hex spellings, not base64.
+//! - Mixed habits inside one spelling (some characters percent-encoded, others
+//!   not, outside the listed encoder habits), layered encodings (percent of
+//!   base64, base64 of JSON), case changes (outside header names), compression the firewall did not decode, and
+//!   arbitrary transforms (reversal, encryption, splitting across fields) are
+//!   out of scope: an upstream that wants to leak a token deliberately can.
+//! - A WebSocket frame using an extension (RSV bits, e.g. permessage-deflate)
+//!   cannot be read and is refused with [`FirewallError::WsExtension`].
+
+pub mod patterns;
+mod stream;
+mod websocket;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use aho_corasick::automaton::Automaton;
+use aho_corasick::nfa::contiguous;
+use aho_corasick::{AhoCorasick, Anchored, Match, MatchKind};
+use bytes::BytesMut;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+
+pub use patterns::Spelling;
+pub use stream::{FirewallBody, Holdback};
+pub use websocket::{WsScrubber, WsViolation};
+
+/// One secret the sandbox must never see, and what it sees instead.
+pub struct Guarded {
+    pub token: SecretString,
+    pub placeholder: String,
+}
+
+impl fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guarded")
+            .field("placeholder", &self.placeholder)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("a WebSocket frame has RSV bits {rsv:#05b} set (an extension such as permessage-deflate); airlock cannot scrub it")]
+    WsExtension { rsv: u8 },
+    #[error("a WebSocket frame uses reserved opcode {0:#x}")]
+    WsReservedOpcode(u8),
+    #[error("WebSocket protocol violation: {0}")]
+    WsProtocol(#[source] WsViolation),
+}
+
+/// Up to this many spellings, the search gets its own (DFA) automaton; above,
+/// it shares the walker's NFA, which is what `AhoCorasick` would pick anyway.
+const SMALL_SET: usize = 100;
+
+/// Immutable, built once per token set and shared in an `Arc`.
+pub struct Firewall {
+    /// Leftmost-longest search over every spelling, for small sets.
+    small: Option<AhoCorasick>,
+    /// Anchored walks (does a tail begin some spelling?), and the search for large sets.
+    walker: contiguous::NFA,
+    /// Lower-cased non-base64 spellings, for header names (`http` lower-cases them).
+    names: AhoCorasick,
+    name_replacements: Vec<Box<[u8]>>,
+    /// Bytes that begin some spelling: most tail positions are rejected here.
+    first_bytes: [bool; 256],
+    replacements: Vec<Box<[u8]>>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    spellings: Vec<Spelling>,
+    longest: usize,
+    tokens: usize,
+}
+
+impl fmt::Debug for Firewall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Firewall")
+            .field("tokens", &self.tokens)
+            .field("patterns", &self.replacements.len())
+            .field("longest", &self.longest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Firewall {
+    /// `None` when there is nothing to guard (no non-empty token).
+    pub fn new(guarded: impl IntoIterator<Item = Guarded>) -> Option<Firewall> {
+        let mut seen = std::collections::HashSet::new();
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        let mut replacements = Vec::new();
+        let mut spellings = Vec::new();
+        let mut tokens = 0;
+        for g in guarded {
+            let token = g.token.expose_secret();
+            if token.is_empty() {
+                continue;
+            }
+            tokens += 1;
+            for (spelling, from, to) in patterns::spellings(token, &g.placeholder) {
+                // The first writer of a pattern keeps it: raw spellings come first.
+                if seen.insert(from.clone()) {
+                    needles.push(from);
+                    replacements.push(to.into_boxed_slice());
+                    spellings.push(spelling);
+                }
+            }
+        }
+        if needles.is_empty() {
+            return None;
+        }
+        let small = (needles.len() <= SMALL_SET).then(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&needles)
+                .expect("token patterns build")
+        });
+        let walker = contiguous::NFA::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&needles)
+            .expect("token patterns build");
+        // Base64 is left out of names: lower-casing it is not a spelling.
+        let mut name_seen = std::collections::HashSet::new();
+        let mut name_needles = Vec::new();
+        let mut name_replacements = Vec::new();
+        for ((needle, to), spelling) in needles.iter().zip(&replacements).zip(&spellings) {
+            let lower = needle.to_ascii_lowercase();
+            if !matches!(spelling, Spelling::Base64 { .. }) && name_seen.insert(lower.clone()) {
+                name_needles.push(lower);
+                name_replacements.push(to.clone());
+            }
+        }
+        let names = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&name_needles)
+            .expect("token patterns build");
+        let mut first_bytes = [false; 256];
+        for n in &needles {
+            first_bytes[usize::from(n[0])] = true;
+        }
+        let longest = needles.iter().map(Vec::len).max().unwrap_or(1);
+        Some(Firewall {
+            small,
+            walker,
+            names,
+            name_replacements,
+            first_bytes,
+            replacements,
+            spellings,
+            longest,
+            tokens,
+        })
+    }
+
+    /// Number of distinct spellings searched for.
+    pub fn pattern_count(&self) -> usize {
+        self.replacements.len()
+    }
+
+    /// Number of tokens guarded.
+    pub fn token_count(&self) -> usize {
+        self.tokens
+    }
+
+    /// Length of the longest spelling: a stream holds back less than this.
+    pub fn longest_pattern(&self) -> usize {
+        self.longest
+    }
+
+    /// Heap bytes held by the automata.
+    pub fn memory_usage(&self) -> usize {
+        self.small.as_ref().map_or(0, AhoCorasick::memory_usage)
+            + self.walker.memory_usage()
+            + self.names.memory_usage()
+    }
+
+    /// Whether `data` holds any spelling of any token.
+    pub fn contains(&self, data: &[u8]) -> bool {
+        self.find_iter(data).next().is_some()
+    }
+
+    /// Leftmost-longest, non-overlapping matches.
+    fn find_iter<'h>(&'h self, data: &'h [u8]) -> Matches<'h> {
+        match &self.small {
+            Some(ac) => Matches::Small(ac.find_iter(data)),
+            None => Matches::Large(
+                self.walker
+                    .try_find_iter(aho_corasick::Input::new(data))
+                    .expect("unanchored searches are supported"),
+            ),
+        }
+    }
+
+    /// Scrubs a whole buffer; borrows when nothing matched.
+    pub fn scrub<'a>(&self, data: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut matches = self.find_iter(data).peekable();
+        if matches.peek().is_none() {
+            return Cow::Borrowed(data);
+        }
+        let mut out = Vec::with_capacity(data.len() + 64);
+        let mut at = 0;
+        for m in matches {
+            out.extend_from_slice(&data[at..m.start()]);
+            out.extend_from_slice(&self.replacements[m.pattern()]);
+            at = m.end();
+        }
+        out.extend_from_slice(&data[at..]);
+        Cow::Owned(out)
+    }
+
+    /// [`scrub`](Self::scrub) for an owned buffer: the same `Bytes` back
+    /// (no copy) when nothing matched.
+    pub fn scrub_bytes(&self, data: bytes::Bytes) -> bytes::Bytes {
+        match self.scrub(&data) {
+            Cow::Owned(clean) => clean.into(),
+            Cow::Borrowed(_) => data,
+        }
+    }
+
+    /// The HTTP/1.1 reason phrase. Placeholders hold no CR or LF, so the
+    /// result is a valid reason phrase when the input was.
+    pub fn scrub_reason<'a>(&self, reason: &'a [u8]) -> Cow<'a, [u8]> {
+        self.scrub(reason)
+    }
+
+    /// Scrubs header values and names (trailers too). A name carrying a
+    /// token is renamed to carry the placeholder instead, or dropped with its
+    /// values when no clean name can be written; a value that cannot be
+    /// written after scrubbing is emptied.
+    pub fn scrub_headers(&self, headers: &mut HeaderMap) {
+        let dirty_name = headers.keys().any(|n| self.names.is_match(n.as_str()));
+        if !dirty_name {
+            for value in headers.values_mut() {
+                if let Cow::Owned(clean) = self.scrub(value.as_bytes()) {
+                    *value = header_value(&clean, value.is_sensitive())
+                        .unwrap_or_else(|| HeaderValue::from_static(""));
+                }
+            }
+            return;
+        }
+        let old = std::mem::take(headers);
+        let mut name: Option<HeaderName> = None;
+        for (next, value) in old {
+            if let Some(next) = next {
+                name = self.scrub_name(next);
+            }
+            let Some(name) = &name else { continue };
+            let value = match self.scrub(value.as_bytes()) {
+                Cow::Borrowed(_) => value,
+                Cow::Owned(clean) => header_value(&clean, value.is_sensitive())
+                    .unwrap_or_else(|| HeaderValue::from_static("")),
+            };
+            headers.append(name.clone(), value);
+        }
+    }
+
+    /// The name itself when clean, renamed when it carries a token, `None`
+    /// (drop the header) when no clean name can be written.
+    fn scrub_name(&self, name: HeaderName) -> Option<HeaderName> {
+        let bytes = name.as_str().as_bytes();
+        let mut matches = self.names.find_iter(bytes).peekable();
+        if matches.peek().is_none() {
+            return Some(name);
+        }
+        let mut out = Vec::with_capacity(bytes.len() + 32);
+        let mut at = 0;
+        for m in matches {
+            out.extend_from_slice(&bytes[at..m.start()]);
+            out.extend_from_slice(&self.name_replacements[m.pattern()]);
+            at = m.end();
+        }
+        out.extend_from_slice(&bytes[at..]);
+        out.make_ascii_lowercase();
+        let renamed = HeaderName::from_bytes(&out).ok()?;
+        // A rename that still matches (a placeholder spelling a token) is dropped.
+        (!self.names.is_match(renamed.as_str())).then_some(renamed)
+    }
+
+    /// Matches to replace in `data` (appended to `matches`) and the length of
+    /// the prefix whose output is settled. Unless `complete`, what follows may
+    /// still begin or lengthen a match, so the first position whose tail is a
+    /// proper prefix of a spelling, and everything after it, stay unsettled.
+    /// The settled prefix scrubs exactly as the whole stream would.
+    pub(crate) fn settle(&self, data: &[u8], complete: bool, matches: &mut Vec<Match>) -> usize {
+        if complete {
+            matches.extend(self.find_iter(data));
+            return data.len();
+        }
+        // Invariant: `open` is the first open position at or after the last match end.
+        let mut open = self.first_open(data, 0);
+        for m in self.find_iter(data) {
+            if m.start() >= open {
+                // A spelling beginning at or before `open`'s start might still
+                // complete and would win (leftmost, then longest).
+                break;
+            }
+            matches.push(m);
+            if m.end() > open {
+                open = self.first_open(data, m.end());
+            }
+        }
+        open
+    }
+
+    /// First position `i >= from` such that `data[i..]` is a proper prefix of
+    /// some spelling (so more data could make a match start there), or
+    /// `data.len()`. Only the last `longest - 1` positions can be one.
+    fn first_open(&self, data: &[u8], from: usize) -> usize {
+        let len = data.len();
+        let start = from.max(len.saturating_sub(self.longest - 1));
+        (start..len)
+            .find(|&i| self.first_bytes[usize::from(data[i])] && self.is_open(&data[i..]))
+            .unwrap_or(len)
+    }
+
+    /// Walks the anchored automaton over `tail`: alive at the end means some
+    /// spelling begins with `tail`; a complete spelling that nothing longer
+    /// extends is settled, not open.
+    fn is_open(&self, tail: &[u8]) -> bool {
+        let nfa = &self.walker;
+        let Ok(mut sid) = nfa.start_state(Anchored::Yes) else {
+            return true;
+        };
+        for &b in tail {
+            sid = nfa.next_state(Anchored::Yes, sid, b);
+            if nfa.is_dead(sid) {
+                return false;
+            }
+        }
+        !nfa.is_match(sid)
+            || (0..=255u8).any(|b| !nfa.is_dead(nfa.next_state(Anchored::Yes, sid, b)))
+    }
+
+    /// Appends `data` with `matches` replaced to `out`.
+    pub(crate) fn write_scrubbed(&self, data: &[u8], matches: &[Match], out: &mut BytesMut) {
+        let mut at = 0;
+        for m in matches {
+            out.extend_from_slice(&data[at..m.start()]);
+            out.extend_from_slice(&self.replacements[m.pattern()]);
+            at = m.end();
+        }
+        out.extend_from_slice(&data[at..]);
+    }
+
+    #[cfg(test)]
+    fn spelling_of(&self, m: &Match) -> Spelling {
+        self.spellings[m.pattern()]
+    }
+}
+
+enum Matches<'h> {
+    Small(aho_corasick::FindIter<'h, 'h>),
+    Large(aho_corasick::automaton::FindIter<'h, 'h, contiguous::NFA>),
+}
+
+impl Iterator for Matches<'_> {
+    type Item = Match;
+
+    fn next(&mut self) -> Option<Match> {
+        match self {
+            Matches::Small(it) => it.next(),
+            Matches::Large(it) => it.next(),
+        }
+    }
+}
+
+fn header_value(bytes: &[u8], sensitive: bool) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_bytes(bytes).ok()?;
+    v.set_sensitive(sensitive);
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests;

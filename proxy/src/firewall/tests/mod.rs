@@ -1,0 +1,468 @@
+use std::sync::Arc;
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use proptest::prelude::*;
+
+use super::patterns::{self, Base64Tail, Spelling};
+use super::websocket::test_frames::{decode, encode};
+use super::*;
+use crate::body::{BoxError, ProxyBody};
+
+mod body;
+mod properties;
+mod websocket;
+
+const TOKEN: &str = "ghp_SeCrEt+To/Ken=0123456789abc";
+const PLACEHOLDER: &str = "miosa-tok-AbCdEfGhIjKlMnOpQrStUv";
+
+fn firewall(pairs: &[(&str, &str)]) -> Firewall {
+    Firewall::new(pairs.iter().map(|(t, p)| Guarded {
+        token: SecretString::from(*t),
+        placeholder: (*p).to_owned(),
+    }))
+    .expect("tokens to guard")
+}
+
+fn one() -> Firewall {
+    firewall(&[(TOKEN, PLACEHOLDER)])
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(hay, needle).is_some()
+}
+
+/// Every spelling, searched for without the firewall's automaton.
+fn leaks(out: &[u8], tokens: &[&str]) -> Option<String> {
+    for token in tokens {
+        for (spelling, from, _) in patterns::spellings(token, "x") {
+            if find(out, &from) {
+                return Some(format!("{spelling:?}"));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn nothing_to_guard_is_none() {
+    assert!(Firewall::new([]).is_none());
+    assert!(Firewall::new([Guarded {
+        token: SecretString::from(""),
+        placeholder: "p".into()
+    }])
+    .is_none());
+}
+
+#[test]
+fn each_spelling_is_found_and_replaced_by_the_placeholder_spelled_alike() {
+    let fw = one();
+    let all = patterns::spellings(TOKEN, PLACEHOLDER);
+    let kinds = |f: fn(&Spelling) -> bool| all.iter().filter(|(s, _, _)| f(s)).count();
+    assert!(kinds(|s| matches!(s, Spelling::Json(_))) >= 3);
+    assert!(kinds(|s| matches!(s, Spelling::Percent(_))) >= 4);
+    assert_eq!(kinds(|s| matches!(s, Spelling::Hex { .. })), 2);
+    // Both alphabets differ for this token, each at 3 alignments.
+    for want in 0..3 {
+        assert!(all.iter().any(|(s, _, _)| matches!(s,
+            Spelling::Base64 { tail: Base64Tail::Middle, align, .. } if *align == want)));
+    }
+    assert!(kinds(|s| matches!(s, Spelling::Base64 { .. })) >= 6);
+    for (spelling, from, to) in &all {
+        let mut data = b"before \"".to_vec();
+        data.extend_from_slice(from);
+        data.extend_from_slice(b"\" after");
+        let out = fw.scrub(&data);
+        let mut want = b"before \"".to_vec();
+        want.extend_from_slice(to);
+        want.extend_from_slice(b"\" after");
+        assert_eq!(out.as_ref(), &want[..], "{spelling:?}");
+        let m = fw.find_iter(&data).next().unwrap();
+        assert_eq!(fw.spelling_of(&m), *spelling);
+        assert!(!fw.contains(&out), "{spelling:?}");
+    }
+}
+
+#[test]
+fn real_encoders_are_caught() {
+    let fw = one();
+    let json = serde_json::to_string(&serde_json::json!({ "t": TOKEN })).unwrap();
+    let php = json.replace('/', "\\/");
+    let hex_lower: String = TOKEN.bytes().map(|b| format!("{b:02x}")).collect();
+    let hex_upper = hex_lower.to_uppercase();
+    let pct = |upper: bool| -> String {
+        TOKEN
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else if upper {
+                    format!("%{b:02X}")
+                } else {
+                    format!("%{b:02x}")
+                }
+            })
+            .collect()
+    };
+    let mut cases = vec![
+        json,
+        php,
+        hex_lower,
+        hex_upper,
+        pct(true),
+        pct(false),
+        format!("Basic {}", STANDARD.encode(format!("user:{TOKEN}"))),
+        format!("Basic {}", STANDARD.encode(format!("{TOKEN}:"))),
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("x-access-token:{TOKEN}"))
+        ),
+    ];
+    for pre in ["", "a", "ab", "abc", "{\"token\":\""] {
+        for post in ["", "\"", "\"}", "xyz"] {
+            let data = format!("{pre}{TOKEN}{post}");
+            for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+                cases.push(engine.encode(&data));
+            }
+        }
+    }
+    for case in cases {
+        let out = fw.scrub(case.as_bytes());
+        assert!(matches!(out, Cow::Owned(_)), "not found in {case}");
+        assert_eq!(leaks(&out, &[TOKEN]), None, "in {case}");
+    }
+}
+
+#[test]
+fn basic_of_user_token_decodes_to_the_placeholder_when_bits_line_up() {
+    // `g` and `m` share their high bits, so the straddling character survives intact.
+    let fw = firewall(&[("ghp_0123456789abcdefghij", "miosa-tok-ABCDEFGHIJKLMNOP")]);
+    for user in ["u", "us", "use", "user"] {
+        let sent = STANDARD.encode(format!("{user}:ghp_0123456789abcdefghij"));
+        let out = fw.scrub(sent.as_bytes()).into_owned();
+        let decoded = STANDARD.decode(&out).unwrap();
+        assert_eq!(
+            decoded,
+            format!("{user}:miosa-tok-ABCDEFGHIJKLMNOP").into_bytes()
+        );
+    }
+}
+
+#[test]
+fn leftmost_longest_prefers_the_padded_tail() {
+    let fw = one();
+    // 1 + 31 bytes: one `=` of padding; the token sits at alignment 1.
+    let enc = STANDARD.encode(format!("u{TOKEN}"));
+    assert!(enc.ends_with('=') && !enc.ends_with("=="));
+    let (_, from, to) = patterns::spellings(TOKEN, PLACEHOLDER)
+        .into_iter()
+        .find(|(s, _, _)| {
+            *s == Spelling::Base64 {
+                url: false,
+                align: 1,
+                tail: Base64Tail::Padded,
+            }
+        })
+        .unwrap();
+    assert!(enc.as_bytes().ends_with(&from));
+    let out = fw.scrub(enc.as_bytes()).into_owned();
+    assert!(out.ends_with(&to));
+    // The placeholder ends on a 3-byte boundary here: no `=` is left over.
+    assert!(!out.ends_with(b"="));
+    // `g` and `m` share their high nibble: it decodes to the placeholder.
+    assert_eq!(STANDARD.decode(&out).unwrap()[1..], *PLACEHOLDER.as_bytes());
+}
+
+#[test]
+fn first_open_agrees_with_a_naive_reading() {
+    let fw = firewall(&[
+        ("abcdefgh", "P1"),
+        ("abcdefghijkl", "P2"),
+        ("bcdzzzzz", "P3"),
+    ]);
+    let pats: Vec<Vec<u8>> = ["abcdefgh", "abcdefghijkl", "bcdzzzzz"]
+        .iter()
+        .flat_map(|t| patterns::spellings(t, "P"))
+        .map(|(_, f, _)| f)
+        .collect();
+    let naive = |data: &[u8]| {
+        (0..data.len())
+            .find(|&i| {
+                let s = &data[i..];
+                pats.iter().any(|p| p.len() > s.len() && p.starts_with(s))
+            })
+            .unwrap_or(data.len())
+    };
+    for data in [
+        &b"xxabcdefgh"[..],
+        b"xxabcdefghijkl",
+        b"xxabcdefghij",
+        b"xxab",
+        b"xxbcd",
+        b"abcdefghijk",
+        b"zzzz\n\n",
+        b"",
+    ] {
+        assert_eq!(fw.first_open(data, 0), naive(data), "{data:?}");
+    }
+}
+
+#[test]
+fn settled_tail_is_exactly_the_open_prefix() {
+    let fw = firewall(&[("abcdefgh", "P1"), ("abcdefghijkl", "P2")]);
+    let mut hold = Holdback::new();
+    // A complete short token may still grow into the long one: held.
+    assert_eq!(
+        &hold.push(&fw, Bytes::from_static(b"x abcdefgh"))[..],
+        b"x "
+    );
+    assert_eq!(hold.held_len(), 8);
+    assert_eq!(&hold.push(&fw, Bytes::from_static(b"ijkl "))[..], b"P2 ");
+    assert_eq!(hold.held_len(), 0);
+    assert_eq!(&hold.push(&fw, Bytes::from_static(b"abcdefgh"))[..], b"");
+    assert_eq!(&hold.push(&fw, Bytes::from_static(b"i!"))[..], b"P1i!");
+    assert_eq!(&hold.push(&fw, Bytes::from_static(b"abc"))[..], b"");
+    assert_eq!(&hold.finish(&fw)[..], b"abc");
+}
+
+#[test]
+fn an_innocent_tail_is_not_held_and_is_not_copied() {
+    let fw = one();
+    let mut hold = Holdback::new();
+    let event = Bytes::from_static(b"event: delta\ndata: {\"text\":\"hello\"}\n\n");
+    let out = hold.push(&fw, event.clone());
+    assert_eq!(out, event);
+    assert_eq!(out.as_ptr(), event.as_ptr(), "forwarded without a copy");
+    assert_eq!(hold.held_len(), 0);
+    // A tail that may begin the token is held; only it.
+    let out = hold.push(&fw, Bytes::from_static(b"data: ghp_SeC"));
+    assert_eq!(&out[..], b"data: ");
+    assert_eq!(hold.held_len(), "ghp_SeC".len());
+    let out = hold.push(&fw, Bytes::from_static(b"rEt+To/Ken=0123456789abc\n\n"));
+    assert_eq!(out, Bytes::from(format!("{PLACEHOLDER}\n\n")));
+}
+
+#[test]
+fn headers_values_names_and_sensitivity() {
+    let fw = one();
+    let fw2 = firewall(&[
+        (TOKEN, PLACEHOLDER),
+        ("Ghp_MiXeD_0123456789", "miosa-tok-Name1234"),
+    ]);
+    let mut h = HeaderMap::new();
+    h.insert(
+        "x-echo",
+        HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+    );
+    h.append("x-echo", HeaderValue::from_static("innocent"));
+    let mut s = HeaderValue::from_str(TOKEN).unwrap();
+    s.set_sensitive(true);
+    h.insert("x-secret", s);
+    h.insert("content-type", HeaderValue::from_static("text/plain"));
+    fw.scrub_headers(&mut h);
+    assert_eq!(h["x-echo"], format!("Bearer {PLACEHOLDER}").as_str());
+    assert_eq!(h.get_all("x-echo").iter().count(), 2);
+    assert!(h["x-secret"].is_sensitive());
+    assert_eq!(h["x-secret"], PLACEHOLDER);
+
+    // A name carries the token (lower-cased by `http`): renamed, values kept.
+    let mut h = HeaderMap::new();
+    h.insert(
+        HeaderName::from_bytes(b"x-Ghp_MiXeD_0123456789").unwrap(),
+        HeaderValue::from_static("1"),
+    );
+    h.append(
+        HeaderName::from_bytes(b"x-ghp_mixed_0123456789").unwrap(),
+        HeaderValue::from_static("2"),
+    );
+    h.insert("x-other", HeaderValue::from_str(TOKEN).unwrap());
+    fw2.scrub_headers(&mut h);
+    let names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+    assert_eq!(names, ["x-miosa-tok-name1234", "x-other"]);
+    assert_eq!(h.get_all("x-miosa-tok-name1234").iter().count(), 2);
+    assert_eq!(h["x-other"], PLACEHOLDER);
+    for k in h.keys() {
+        assert!(!fw2.names.is_match(k.as_str()));
+    }
+}
+
+#[test]
+fn a_header_whose_name_would_still_hold_a_token_is_dropped() {
+    // The placeholder itself spells the other token: renaming cannot clean it.
+    let fw = firewall(&[("aaaaaaaaaa", "bbbbbbbbbb"), ("bbbbbbbbbb", "cccccccccc")]);
+    let mut h = HeaderMap::new();
+    h.insert("x-aaaaaaaaaa", HeaderValue::from_static("v"));
+    h.insert("x-keep", HeaderValue::from_static("v"));
+    fw.scrub_headers(&mut h);
+    assert!(h.keys().all(|k| !k.as_str().contains("aaaaaaaaaa")));
+}
+
+#[test]
+fn scrub_bytes_keeps_a_clean_buffer() {
+    let fw = one();
+    let clean = Bytes::from_static(b"nothing here");
+    assert_eq!(fw.scrub_bytes(clean.clone()).as_ptr(), clean.as_ptr());
+    let dirty = Bytes::from(format!("[{TOKEN}]"));
+    assert_eq!(
+        fw.scrub_bytes(dirty),
+        Bytes::from(format!("[{PLACEHOLDER}]"))
+    );
+}
+
+#[test]
+fn reason_phrase() {
+    let fw = one();
+    let r = format!("Bad token {TOKEN}");
+    assert_eq!(
+        fw.scrub_reason(r.as_bytes()).as_ref(),
+        format!("Bad token {PLACEHOLDER}").as_bytes()
+    );
+    assert!(matches!(fw.scrub_reason(b"OK"), Cow::Borrowed(_)));
+}
+
+#[test]
+fn debug_output_names_no_token() {
+    let fw = one();
+    let shown = format!("{fw:?}");
+    assert!(!shown.contains("SeCrEt"));
+    let g = Guarded {
+        token: SecretString::from(TOKEN),
+        placeholder: PLACEHOLDER.into(),
+    };
+    assert!(!format!("{g:?}").contains("SeCrEt"));
+}
+
+fn thousand() -> (Vec<String>, Vec<String>, Firewall) {
+    let tokens: Vec<String> = (0..1000)
+        .map(|i| format!("ghp_{i:04}x{}", "Zq9+/".repeat(7)))
+        .collect();
+    let placeholders: Vec<String> = (0..1000)
+        .map(|i| format!("miosa-tok-{i:04}{}", "Pp".repeat(10)))
+        .collect();
+    let fw = Firewall::new(tokens.iter().zip(&placeholders).map(|(t, p)| Guarded {
+        token: SecretString::from(t.as_str()),
+        placeholder: p.clone(),
+    }))
+    .unwrap();
+    (tokens, placeholders, fw)
+}
+
+#[test]
+fn a_thousand_tokens_build_and_scrub() {
+    let (tokens, placeholders, fw) = thousand();
+    assert_eq!(fw.token_count(), 1000);
+    assert!(fw.pattern_count() > 10_000, "{}", fw.pattern_count());
+    let mut body = Vec::new();
+    for i in [0usize, 1, 500, 998, 999] {
+        let t = &tokens[i];
+        body.extend_from_slice(format!("raw {t} ").as_bytes());
+        body.extend_from_slice(STANDARD.encode(format!("u:{t}")).as_bytes());
+        body.push(b' ');
+        body.extend_from_slice(
+            t.bytes()
+                .map(|b| format!("{b:02X}"))
+                .collect::<String>()
+                .as_bytes(),
+        );
+        body.extend_from_slice(b"\n");
+    }
+    let whole = fw.scrub(&body).into_owned();
+    let refs: Vec<&str> = [0usize, 1, 500, 998, 999]
+        .iter()
+        .map(|&i| tokens[i].as_str())
+        .collect();
+    assert_eq!(leaks(&whole, &refs), None);
+    assert!(find(
+        &whole,
+        format!("raw {} ", placeholders[500]).as_bytes()
+    ));
+    // Streamed in 7-byte chunks, it matches.
+    let mut hold = Holdback::new();
+    let mut streamed = Vec::new();
+    for c in body.chunks(7) {
+        streamed.extend_from_slice(&hold.push(&fw, Bytes::copy_from_slice(c)));
+        assert!(hold.held_len() < fw.longest_pattern());
+    }
+    streamed.extend_from_slice(&hold.finish(&fw));
+    assert_eq!(streamed, whole);
+    eprintln!(
+        "1000 tokens: {} patterns, automata {} KiB",
+        fw.pattern_count(),
+        fw.memory_usage() / 1024
+    );
+}
+
+#[test]
+#[ignore]
+fn memory_breakdown() {
+    let (_, _, fw) = thousand();
+    eprintln!(
+        "small {:?} KiB, names {} KiB, walker {} KiB",
+        fw.small.as_ref().map(|s| s.memory_usage() / 1024),
+        fw.names.memory_usage() / 1024,
+        fw.walker.memory_usage() / 1024
+    );
+}
+
+#[test]
+fn firewall_is_send_and_sync() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Firewall>();
+    fn sendable<T: Send + 'static>() {}
+    sendable::<WsScrubber>();
+    sendable::<FirewallBody>();
+}
+
+/// Prints costs; asserts nothing about time. `cargo test --release -p
+/// airlock-proxy --lib firewall::tests::measure -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure() {
+    use std::time::Instant;
+    let mut text = Vec::new();
+    let mut i = 0u64;
+    while text.len() < 8 << 20 {
+        text.extend_from_slice(
+            format!("data: {{\"id\":{i},\"delta\":\"The quick brown fox {i:x} jumps\"}}\n\n")
+                .as_bytes(),
+        );
+        i += 1;
+    }
+    let one = Arc::new(one());
+    let started = Instant::now();
+    let (_, _, big) = thousand();
+    let build = started.elapsed();
+    let big = Arc::new(big);
+    eprintln!(
+        "build 1000 tokens: {build:?}, {} KiB",
+        big.memory_usage() / 1024
+    );
+    for (name, fw) in [("1 token", &one), ("1000 tokens", &big)] {
+        let t = Instant::now();
+        let out = fw.scrub(&text);
+        assert!(matches!(out, Cow::Borrowed(_)));
+        let whole = t.elapsed();
+        let t = Instant::now();
+        let mut hold = Holdback::new();
+        let mut n = 0;
+        let src = Bytes::from(text.clone());
+        for at in (0..src.len()).step_by(16 * 1024) {
+            n += hold
+                .push(fw, src.slice(at..(at + 16 * 1024).min(src.len())))
+                .len();
+        }
+        n += hold.finish(fw).len();
+        assert_eq!(n, text.len());
+        let streamed = t.elapsed();
+        let mbps = |d: std::time::Duration| text.len() as f64 / d.as_secs_f64() / 1e6;
+        eprintln!(
+            "{name}: whole {:.0} MB/s, streamed 16 KiB chunks {:.0} MB/s",
+            mbps(whole),
+            mbps(streamed)
+        );
+    }
+}

@@ -1,0 +1,244 @@
+//! Property tests: streams and frames against the whole-buffer reference.
+
+use super::*;
+
+const PT_TOKENS: [&str; 3] = [
+    "ghp_Ab1+Cd2/Ef3=Gh4_Ij5.Kl6-Mn7",
+    "sk-proj-QRSTUVWXYZ0123456789",
+    "ya29.a0Af\"H\\/tok\u{e9}n",
+];
+const PT_PLACEHOLDERS: [&str; 3] = [
+    "miosa-tok-PLACEHOLDERone0000000",
+    "miosa-tok-two",
+    "miosa-tok-THREE3333333333333333333333333",
+];
+
+/// The three tokens alone (a small set: its own DFA), or among 150 decoys
+/// (a large set: the search shares the walker's NFA). Built once.
+fn pt_firewall(large: bool) -> Arc<Firewall> {
+    static SMALL: std::sync::OnceLock<Arc<Firewall>> = std::sync::OnceLock::new();
+    static LARGE: std::sync::OnceLock<Arc<Firewall>> = std::sync::OnceLock::new();
+    let build = |decoys: usize| {
+        let mut pairs: Vec<(String, String)> = (0..3)
+            .map(|i| (PT_TOKENS[i].to_owned(), PT_PLACEHOLDERS[i].to_owned()))
+            .collect();
+        pairs.extend((0..decoys).map(|i| {
+            (
+                format!("decoy_{i:03}_QwErTyUiOp"),
+                format!("miosa-tok-decoy{i:03}"),
+            )
+        }));
+        let fw = Firewall::new(pairs.into_iter().map(|(t, p)| Guarded {
+            token: SecretString::from(t),
+            placeholder: p,
+        }))
+        .unwrap();
+        assert_eq!(fw.small.is_none(), decoys > 0);
+        Arc::new(fw)
+    };
+    if large {
+        LARGE.get_or_init(|| build(150)).clone()
+    } else {
+        SMALL.get_or_init(|| build(0)).clone()
+    }
+}
+
+/// One insertion: a token in some spelling, or a mere prefix of one.
+#[derive(Debug, Clone)]
+struct Insert {
+    pos: usize,
+    token: usize,
+    kind: u8,
+    pick: usize,
+    pre: Vec<u8>,
+    post: Vec<u8>,
+}
+
+fn insert_strategy(max_pos: usize) -> impl Strategy<Value = Insert> {
+    (
+        0..max_pos,
+        0usize..3,
+        0u8..8,
+        any::<usize>(),
+        proptest::collection::vec(any::<u8>(), 0..4),
+        proptest::collection::vec(any::<u8>(), 0..4),
+    )
+        .prop_map(|(pos, token, kind, pick, pre, post)| Insert {
+            pos,
+            token,
+            kind,
+            pick,
+            pre,
+            post,
+        })
+}
+
+fn spelled(ins: &Insert) -> Vec<u8> {
+    let token = PT_TOKENS[ins.token];
+    let all = patterns::spellings(token, "x");
+    let around = |t: &str| {
+        let mut v = ins.pre.clone();
+        v.extend_from_slice(t.as_bytes());
+        v.extend_from_slice(&ins.post);
+        v
+    };
+    match ins.kind {
+        0 => token.as_bytes().to_vec(),
+        1 => {
+            let j = serde_json::to_string(token).unwrap();
+            j.into_bytes()
+        }
+        2 => STANDARD.encode(around(token)).into_bytes(),
+        3 => URL_SAFE_NO_PAD.encode(around(token)).into_bytes(),
+        4 => token
+            .bytes()
+            .flat_map(|b| format!("{b:02x}").into_bytes())
+            .collect(),
+        5 => {
+            // A prefix of some spelling: must not be replaced, may be held.
+            let p = &all[ins.pick % all.len()].1;
+            p[..ins.pick % p.len()].to_vec()
+        }
+        _ => all[ins.pick % all.len()].1.clone(),
+    }
+}
+
+fn build_body(filler: &[u8], inserts: &[Insert]) -> Vec<u8> {
+    let mut body = filler.to_vec();
+    let mut sorted = inserts.to_vec();
+    sorted.sort_by_key(|b| std::cmp::Reverse(b.pos));
+    for ins in &sorted {
+        let at = ins.pos.min(body.len());
+        body.splice(at..at, spelled(ins));
+    }
+    body
+}
+
+fn split(data: &[u8], cuts: &[usize], bytewise: bool) -> Vec<Vec<u8>> {
+    if bytewise {
+        return data.iter().map(|b| vec![*b]).collect();
+    }
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+    cuts.push(0);
+    cuts.push(data.len());
+    cuts.sort_unstable();
+    cuts.windows(2).map(|w| data[w[0]..w[1]].to_vec()).collect()
+}
+
+fn filler() -> impl Strategy<Value = Vec<u8>> {
+    // Bytes that often begin spellings, so partial matches are common.
+    let byte = prop_oneof![
+        any::<u8>(),
+        Just(b'g'),
+        Just(b'Z'),
+        Just(b'6'),
+        Just(b'\n'),
+        Just(b'%'),
+        Just(b'\\'),
+    ];
+    proptest::collection::vec(byte, 0..300)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn streamed_body_equals_whole_scrub_and_leaks_nothing(
+        filler in filler(),
+        inserts in proptest::collection::vec(insert_strategy(300), 0..6),
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        bytewise in any::<bool>(),
+        large in any::<bool>(),
+    ) {
+        let fw = pt_firewall(large);
+        let body = build_body(&filler, &inserts);
+        let whole = fw.scrub(&body).into_owned();
+        prop_assert_eq!(leaks(&whole, &PT_TOKENS), None);
+        prop_assert!(!fw.contains(&whole));
+
+        let mut hold = Holdback::new();
+        let mut streamed = Vec::new();
+        for chunk in split(&body, &cuts, bytewise) {
+            streamed.extend_from_slice(&hold.push(&fw, Bytes::from(chunk)));
+            prop_assert!(hold.held_len() < fw.longest_pattern());
+        }
+        streamed.extend_from_slice(&hold.finish(&fw));
+        prop_assert_eq!(&streamed, &whole);
+
+        // And through the Body wrapper.
+        let frames = split(&body, &cuts, bytewise)
+            .into_iter()
+            .map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from(c))));
+        let inner = StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let out = rt.block_on(fw.clone().body(inner).collect()).unwrap().to_bytes();
+        prop_assert_eq!(&out[..], &whole[..]);
+    }
+
+    #[test]
+    fn websocket_messages_equal_whole_scrub_whatever_the_framing(
+        messages in proptest::collection::vec(
+            (any::<bool>(), filler(), proptest::collection::vec(insert_strategy(300), 0..4),
+             proptest::collection::vec(0usize..400, 0..5)),
+            1..4),
+        pings in proptest::collection::vec((0usize..20, 0usize..3), 0..3),
+        masked in any::<bool>(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        bytewise in any::<bool>(),
+        large in any::<bool>(),
+    ) {
+        let fw = pt_firewall(large);
+        let mask = masked.then_some([0x12, 0x34, 0x56, 0x78]);
+        let mut wire = Vec::new();
+        let mut expected: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut frame_no = 0usize;
+        for (text, filler, inserts, frag_cuts) in &messages {
+            let payload = build_body(filler, inserts);
+            let opcode = if *text { 1 } else { 2 };
+            let pieces = split(&payload, frag_cuts, false);
+            for (i, piece) in pieces.iter().enumerate() {
+                let fin = i + 1 == pieces.len();
+                wire.extend(encode(fin, if i == 0 { opcode } else { 0 }, mask, piece));
+                frame_no += 1;
+                if fin {
+                    expected.push((opcode, fw.scrub(&payload).into_owned()));
+                }
+                for (at, token) in &pings {
+                    if *at == frame_no {
+                        let p = format!("ping {}", PT_TOKENS[*token]).into_bytes();
+                        wire.extend(encode(true, 9, mask, &p));
+                        expected.push((9, fw.scrub(&p).into_owned()));
+                    }
+                }
+            }
+        }
+        let mut scrubber = fw.clone().websocket_server_to_client();
+        let mut out = BytesMut::new();
+        for chunk in split(&wire, &cuts, bytewise) {
+            scrubber.push(&chunk, &mut out).unwrap();
+        }
+        prop_assert_eq!(scrubber.buffered(), 0);
+        let mut got: Vec<(u8, Vec<u8>)> = Vec::new();
+        let mut current: Option<(u8, Vec<u8>)> = None;
+        for (fin, opcode, was_masked, _, payload) in decode(&out) {
+            prop_assert_eq!(was_masked, masked);
+            if opcode >= 8 {
+                got.push((opcode, payload));
+                continue;
+            }
+            match (&mut current, opcode) {
+                (None, 1 | 2) => current = Some((opcode, payload)),
+                (Some((_, buf)), 0) => buf.extend_from_slice(&payload),
+                _ => prop_assert!(false, "bad framing: opcode {} ", opcode),
+            }
+            if fin {
+                got.push(current.take().unwrap());
+            }
+        }
+        prop_assert!(current.is_none());
+        prop_assert_eq!(&got, &expected);
+        for (_, payload) in &got {
+            prop_assert_eq!(leaks(payload, &PT_TOKENS), None);
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! An intercepted CONNECT: the sandbox's TLS is terminated with a leaf for
+//! the CONNECT host, and HTTP/1.1 or HTTP/2 is served inside it by the
+//! per-connection [`service`].
+
+mod service;
+
+pub(crate) use service::InterceptCtx;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use airlock_vault_client::normalize_host;
+use http::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument;
+
+use crate::audit::{AuditRecord, Mode, Outcome};
+use crate::error::ProxyError;
+use crate::rewind::Rewind;
+use crate::shared::Shared;
+use crate::tls::{FixedCert, HANDSHAKE_RECORD};
+
+/// Terminates the sandbox's TLS with a leaf for the CONNECT host and serves
+/// HTTP/1.1 or HTTP/2 inside it.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    mut ctx: InterceptCtx,
+) {
+    let settings = &shared.settings;
+    let mut audit = shared.audit(
+        ctx.sandbox.clone(),
+        Mode::Intercept,
+        "-",
+        &ctx.host,
+        ctx.port,
+        "",
+    );
+    // The first byte tells TLS (a handshake record) from a client that
+    // speaks plain HTTP into the tunnel; the latter gets an answer it can read.
+    let mut io = io;
+    let mut first = [0u8; 1];
+    let first_read =
+        tokio::time::timeout(settings.tls_handshake_timeout, io.read_exact(&mut first)).await;
+    if !matches!(first_read, Ok(Ok(_))) {
+        audit.outcome = if first_read.is_err() {
+            Outcome::TlsHandshakeTimeout
+        } else {
+            Outcome::ClientClosed
+        };
+        audit.emit(false);
+        return;
+    }
+    if first[0] != HANDSHAKE_RECORD {
+        let err = ProxyError::NotTls {
+            host: ctx.host.clone(),
+        };
+        let _ = io.write_all(&err.to_http1_bytes()).await;
+        let _ = io.shutdown().await;
+        audit.status = err.status().as_u16();
+        audit.outcome = Outcome::from(&err);
+        audit.refused = Some("not TLS after CONNECT".into());
+        audit.emit(true);
+        return;
+    }
+    let io = Rewind::new(first.to_vec(), io);
+    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let step = tokio::time::timeout(settings.tls_handshake_timeout, acceptor).await;
+    let Some(start) = handshake_step(&mut audit, step) else {
+        return;
+    };
+    if let Some(sni) = start.client_hello().server_name() {
+        if normalize_host(sni).as_deref() != Some(ctx.host.as_str()) {
+            ctx.sni_mismatch = Some(sni.to_owned());
+        }
+    }
+    let leaf = match shared.leaves.get(&ctx.host).await {
+        Ok(leaf) => leaf,
+        Err(error) => {
+            tracing::warn!(%error, "could not mint a leaf certificate");
+            audit.outcome = Outcome::MintFailed;
+            audit.emit(false);
+            return;
+        }
+    };
+    let mut config = shared.tls_template.clone();
+    config.cert_resolver = Arc::new(FixedCert(leaf));
+    // A failure here usually means the client distrusts our CA or hung up.
+    let step = tokio::time::timeout(
+        settings.tls_handshake_timeout,
+        start.into_stream(Arc::new(config)),
+    )
+    .await;
+    let Some(tls) = handshake_step(&mut audit, step) else {
+        return;
+    };
+    let ctx = Arc::new(ctx);
+    let for_service = shared.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let shared = for_service.clone();
+        let ctx = ctx.clone();
+        // One span per request; the path without its query (it can hold secrets).
+        let span = tracing::info_span!(
+            "request",
+            sandbox = %ctx.sandbox,
+            method = %req.method(),
+            host = %ctx.host,
+            path = %req.uri().path(),
+            status = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        async move {
+            Ok::<_, Infallible>(
+                service::handle(&shared, req, &ctx)
+                    .await
+                    .into_response(),
+            )
+        }
+        .instrument(span)
+    });
+    if let Err(error) = crate::http_server::auto(settings)
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
+        if let Some(e) = error.downcast_ref::<hyper::Error>() {
+            crate::http_server::count_connection_error(&shared.telemetry.metrics, e);
+        }
+        tracing::debug!(%error, "intercepted connection ended with an error");
+    }
+}
+
+/// The value of a timed TLS handshake step, or `None` once the audit line
+/// says why it failed.
+fn handshake_step<T>(
+    audit: &mut AuditRecord,
+    step: Result<std::io::Result<T>, tokio::time::error::Elapsed>,
+) -> Option<T> {
+    match step {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(error)) => {
+            audit.outcome = Outcome::TlsHandshakeFailed;
+            audit.refused = Some(error.to_string());
+            audit.emit(false);
+            None
+        }
+        Err(_) => {
+            audit.outcome = Outcome::TlsHandshakeTimeout;
+            audit.emit(false);
+            None
+        }
+    }
+}

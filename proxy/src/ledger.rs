@@ -1,0 +1,368 @@
+//! Which real tokens each sandbox could obtain, so the response firewall can
+//! guard all of them on every response, not only those the current request
+//! carried: the sandbox's bindings' current tokens (asked of the token
+//! source), plus every token this proxy swapped or got from a refresh, kept
+//! until it expires. An upstream that stored a token from an earlier request,
+//! or an old token after a refresh, still cannot hand it to the sandbox.
+//!
+//! The ledger wraps the proxy's [`TokenSource`], so every token that passes
+//! through a resolve or refresh is recorded before it can be sent anywhere.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use airlock_vault_client::{
+    ExposeSecret, Guarded, Resolved, SandboxId, SecretString, TokenError, TokenSource,
+};
+use dashmap::DashMap;
+
+use crate::firewall::{self, Firewall};
+
+/// How long the source's list is trusted before it is asked again (in the
+/// background; requests keep the firewall they have meanwhile).
+const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// A previous token whose expiry is unknown is guarded this long after it was
+/// last seen.
+const KEEP_UNKNOWN_EXPIRY: i64 = 24 * 3600;
+
+pub struct TokenLedger {
+    inner: Arc<dyn TokenSource>,
+    sandboxes: DashMap<SandboxId, Arc<SandboxLedger>>,
+}
+
+#[derive(Default)]
+struct SandboxLedger {
+    state: RwLock<LedgerState>,
+    /// One load from the source at a time.
+    loading: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct LedgerState {
+    /// By SHA-256 of the token: the token itself is only in `Entry`.
+    entries: HashMap<[u8; 32], Entry>,
+    firewall: Option<Arc<Firewall>>,
+    /// When the source's list was last read, and at which generation.
+    loaded: Option<(Instant, u64)>,
+}
+
+struct Entry {
+    placeholder: String,
+    token: SecretString,
+    /// Unix seconds after which the token is no longer guarded; `None` while
+    /// the source lists it as current with no expiry.
+    keep_until: Option<i64>,
+}
+
+fn fingerprint(token: &SecretString) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, token.expose_secret().as_bytes())
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl LedgerState {
+    /// Adds or updates; true when the set of guarded tokens changed.
+    fn record(&mut self, placeholder: &str, token: &SecretString, expires_at: Option<i64>) -> bool {
+        if token.expose_secret().is_empty() {
+            return false;
+        }
+        let key = fingerprint(token);
+        match self.entries.get_mut(&key) {
+            Some(entry) => {
+                entry.keep_until = match (entry.keep_until, expires_at) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+                false
+            }
+            None => {
+                self.entries.insert(
+                    key,
+                    Entry {
+                        placeholder: placeholder.to_owned(),
+                        token: token.clone(),
+                        keep_until: expires_at,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    fn rebuild(&mut self) {
+        let now = unix_now();
+        self.entries
+            .retain(|_, e| e.keep_until.is_none_or(|until| until >= now));
+        self.firewall = Firewall::new(self.entries.values().map(|e| firewall::Guarded {
+            token: e.token.clone(),
+            placeholder: e.placeholder.clone(),
+        }))
+        .map(Arc::new);
+    }
+
+    /// A fresh list from the source: entries it no longer lists become
+    /// previous tokens, guarded until they expire.
+    fn merge_current(&mut self, current: &[Guarded]) -> bool {
+        let listed: std::collections::HashSet<[u8; 32]> =
+            current.iter().map(|g| fingerprint(&g.token)).collect();
+        let now = unix_now();
+        for (key, entry) in self.entries.iter_mut() {
+            if !listed.contains(key) && entry.keep_until.is_none() {
+                entry.keep_until = Some(now + KEEP_UNKNOWN_EXPIRY);
+            }
+        }
+        let mut changed = false;
+        for g in current {
+            changed |= self.record(&g.placeholder, &g.token, g.expires_at);
+        }
+        changed
+    }
+}
+
+impl TokenLedger {
+    pub fn new(inner: Arc<dyn TokenSource>) -> Self {
+        Self {
+            inner,
+            sandboxes: DashMap::new(),
+        }
+    }
+
+    fn ledger(&self, sandbox: &SandboxId) -> Arc<SandboxLedger> {
+        if let Some(l) = self.sandboxes.get(sandbox) {
+            return l.clone();
+        }
+        self.sandboxes.entry(sandbox.clone()).or_default().clone()
+    }
+
+    /// Records a token the proxy is about to use for `sandbox`.
+    pub fn record(&self, sandbox: &SandboxId, placeholder: &str, resolved: &Resolved) {
+        let ledger = self.ledger(sandbox);
+        let mut state = ledger.state.write().expect("ledger lock");
+        // A token that expires is still guarded a while after: clocks differ.
+        let keep = resolved.expires_at.map(|e| e + 300);
+        if state.record(placeholder, &resolved.token, keep) {
+            state.rebuild();
+        }
+    }
+
+    /// The firewall for everything `sandbox` could obtain; `None` when it
+    /// has no token at all. The first call per sandbox asks the source and
+    /// waits; later calls reload in the background.
+    pub async fn firewall(self: &Arc<Self>, sandbox: &SandboxId) -> Option<Arc<Firewall>> {
+        let ledger = self.ledger(sandbox);
+        let generation = self.inner.generation();
+        let fresh = |state: &LedgerState| {
+            state
+                .loaded
+                .is_some_and(|(at, g)| g == generation && at.elapsed() < RELOAD_EVERY)
+        };
+        {
+            let state = ledger.state.read().expect("ledger lock");
+            if fresh(&state) {
+                return state.firewall.clone();
+            }
+            if state.loaded.is_some() {
+                let this = self.clone();
+                let sandbox = sandbox.clone();
+                let current = state.firewall.clone();
+                drop(state);
+                tokio::spawn(async move { this.load(&sandbox, false).await });
+                return current;
+            }
+        }
+        self.load(sandbox, true).await;
+        let state = ledger.state.read().expect("ledger lock");
+        state.firewall.clone()
+    }
+
+    /// Reads the source's list. With `wait`, a load already under way is
+    /// waited for (its result is what the caller needs).
+    async fn load(&self, sandbox: &SandboxId, wait: bool) {
+        let ledger = self.ledger(sandbox);
+        let Ok(_loading) = ledger.loading.try_lock() else {
+            if wait {
+                let _ = ledger.loading.lock().await;
+            }
+            return;
+        };
+        let generation = self.inner.generation();
+        let listed = self.inner.guarded(sandbox).await;
+        let mut state = ledger.state.write().expect("ledger lock");
+        match listed {
+            Ok(current) => {
+                state.merge_current(&current);
+                state.loaded = Some((Instant::now(), generation));
+            }
+            Err(error) => {
+                // Keep guarding what is known; ask again on the next request.
+                tracing::warn!(%sandbox, %error, "could not list the sandbox's tokens for the response firewall");
+                if state.loaded.is_none() {
+                    state.loaded = Some((Instant::now() - RELOAD_EVERY, generation));
+                }
+            }
+        }
+        state.rebuild();
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenSource for TokenLedger {
+    fn placeholder_prefix(&self) -> &str {
+        self.inner.placeholder_prefix()
+    }
+
+    async fn resolve(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+    ) -> Result<Resolved, TokenError> {
+        let resolved = self.inner.resolve(sandbox, placeholder).await?;
+        self.record(sandbox, placeholder, &resolved);
+        Ok(resolved)
+    }
+
+    async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool {
+        self.inner.is_bound_host(sandbox, host).await
+    }
+
+    async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
+        self.inner.may_swap_body(sandbox, host).await
+    }
+
+    async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
+        self.inner.authenticate(sandbox_id, secret).await
+    }
+
+    async fn refresh(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+        failed: &SecretString,
+    ) -> Result<Resolved, TokenError> {
+        let resolved = self.inner.refresh(sandbox, placeholder, failed).await?;
+        self.record(sandbox, placeholder, &resolved);
+        Ok(resolved)
+    }
+
+    async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<Guarded>, TokenError> {
+        self.inner.guarded(sandbox).await
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_vault_client::{Binding, BindingKind};
+    use std::sync::Mutex;
+
+    /// A source whose current token can be changed, like a refreshed connection.
+    struct Rotating {
+        current: Mutex<String>,
+        listed: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Rotating {
+        fn resolved(&self, sandbox: &SandboxId) -> Resolved {
+            Resolved {
+                binding: Arc::new(Binding {
+                    id: "provider:acme".into(),
+                    name: "ACME_TOKEN".into(),
+                    sandbox: sandbox.clone(),
+                    hosts: vec![],
+                    swap_in: Default::default(),
+                    kind: BindingKind::OAuth {
+                        connection_id: "c1".into(),
+                    },
+                    expired_on: vec![],
+                    inject: None,
+                    on_foreign_body: Default::default(),
+                }),
+                token: SecretString::from(self.current.lock().unwrap().clone()),
+                expires_at: Some(unix_now() + 3600),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl TokenSource for Rotating {
+        fn placeholder_prefix(&self) -> &str {
+            "miosa-tok-"
+        }
+        async fn resolve(&self, sandbox: &SandboxId, _: &str) -> Result<Resolved, TokenError> {
+            Ok(self.resolved(sandbox))
+        }
+        async fn is_bound_host(&self, _: &SandboxId, _: &str) -> bool {
+            true
+        }
+        async fn may_swap_body(&self, _: &SandboxId, host: &str) -> bool {
+            host == "bodies.test"
+        }
+        async fn authenticate(&self, _: &str, _: &str) -> Result<SandboxId, TokenError> {
+            Err(TokenError::BadCredential)
+        }
+        async fn guarded(&self, _: &SandboxId) -> Result<Vec<Guarded>, TokenError> {
+            self.listed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(vec![Guarded {
+                placeholder: "miosa-tok-PH".into(),
+                token: SecretString::from(self.current.lock().unwrap().clone()),
+                expires_at: Some(unix_now() + 3600),
+            }])
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_what_the_source_says_about_body_swaps() {
+        let source = Arc::new(Rotating {
+            current: Mutex::new("tok_0123456789abcdef".into()),
+            listed: Default::default(),
+        });
+        let ledger = TokenLedger::new(source);
+        let sandbox = SandboxId::default_sandbox();
+        // Large bodies keep their Content-Length only when this says no.
+        assert!(!ledger.may_swap_body(&sandbox, "api.test").await);
+        assert!(ledger.may_swap_body(&sandbox, "bodies.test").await);
+    }
+
+    #[tokio::test]
+    async fn guards_listed_tokens_and_previous_ones_after_a_refresh() {
+        let source = Arc::new(Rotating {
+            current: Mutex::new("tok_OLD_0123456789abcdef".into()),
+            listed: Default::default(),
+        });
+        let ledger = Arc::new(TokenLedger::new(source.clone()));
+        let sandbox = SandboxId::default_sandbox();
+        // Nothing was ever resolved: the source's list alone is guarded.
+        let fw = ledger.firewall(&sandbox).await.expect("a firewall");
+        assert_eq!(
+            fw.scrub(b"echo tok_OLD_0123456789abcdef").as_ref(),
+            b"echo miosa-tok-PH"
+        );
+        // A refresh hands out a new token: both are guarded now.
+        *source.current.lock().unwrap() = "tok_NEW_0123456789abcdef".into();
+        ledger
+            .refresh(&sandbox, "miosa-tok-PH", &SecretString::from("x"))
+            .await
+            .unwrap();
+        let fw = ledger.firewall(&sandbox).await.expect("a firewall");
+        let out = fw.scrub(b"tok_OLD_0123456789abcdef tok_NEW_0123456789abcdef");
+        assert_eq!(out.as_ref(), b"miosa-tok-PH miosa-tok-PH");
+        // The list was read once: later calls use the cache.
+        assert_eq!(source.listed.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another sandbox has its own (here: the source lists the same).
+        assert!(ledger.firewall(&SandboxId::new("other")).await.is_some());
+    }
+}

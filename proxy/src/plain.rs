@@ -1,0 +1,65 @@
+//! Plain `http://` requests in absolute form: forwarded through the same
+//! request pipeline, but never with a placeholder in them (the swapper
+//! refuses every one it finds).
+
+use airlock_vault_client::{normalize_host, SandboxId};
+use http::Request;
+use hyper::body::Incoming;
+
+use crate::audit::Mode;
+use crate::error::ProxyError;
+use crate::parse::host_for_uri;
+use crate::pipeline::close::refuse;
+use crate::pipeline::{forward, Outgoing};
+use crate::screen::ToSandbox;
+use crate::shared::Shared;
+
+pub(crate) async fn handle(
+    shared: &Shared,
+    req: Request<Incoming>,
+    sandbox: SandboxId,
+) -> ToSandbox {
+    let host = req
+        .uri()
+        .host()
+        .and_then(normalize_host)
+        .unwrap_or_default();
+    let port = req.uri().port_u16().unwrap_or(80);
+    let mut audit = shared.audit(
+        sandbox.clone(),
+        Mode::Http,
+        req.method().as_str(),
+        &host,
+        port,
+        req.uri().path(),
+    );
+    if host.is_empty() {
+        return refuse(
+            &mut audit,
+            ProxyError::BadRequest("request URL has no valid host".into()),
+        );
+    }
+    if let Err(err) = shared.check_port(port) {
+        return refuse(&mut audit, err);
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let (parts, body) = req.into_parts();
+    let swapper = shared.swapper(sandbox, host.clone()).plaintext();
+    let authority = if port == 80 {
+        host_for_uri(&host)
+    } else {
+        format!("{}:{port}", host_for_uri(&host))
+    };
+    let out = Outgoing {
+        method: parts.method,
+        headers: parts.headers,
+        scheme: "http",
+        authority,
+        path_and_query: pq,
+    };
+    forward(shared, out, body, swapper, audit).await
+}

@@ -1,0 +1,142 @@
+//! What every stage of a running proxy reads: settings, the token source (in
+//! its ledger), the dialler, the upstream client, limits and telemetry. Built
+//! once by [`crate::Proxy::new`]; the stages get it by reference and never
+//! reach back into the stage that called them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use airlock_certs::LeafCache;
+use airlock_vault_client::{SandboxId, TokenSource};
+
+use crate::audit::{AuditRecord, Mode};
+use crate::egress::Dialer;
+use crate::error::ProxyError;
+use crate::ledger::TokenLedger;
+use crate::limits::{AuthFailures, Budget, ConnectionSlots, GlobalSlots};
+use crate::settings::ProxySettings;
+use crate::swap::{Scanner, Swapper};
+use crate::telemetry::Telemetry;
+use crate::upstream::{client_tls_config, root_store, Upstream};
+
+pub(crate) struct Shared {
+    pub settings: ProxySettings,
+    /// The token source wrapped in the ledger, as swappers see it.
+    pub tokens: Arc<dyn TokenSource>,
+    pub ledger: Arc<TokenLedger>,
+    pub leaves: Arc<LeafCache>,
+    pub dialer: Arc<Dialer>,
+    pub upstream: Upstream,
+    pub scanner: Arc<Scanner>,
+    /// Cloned per intercepted connection with that host's leaf; clones share
+    /// the session cache and ticketer.
+    pub tls_template: rustls::ServerConfig,
+    pub auth_failures: AuthFailures,
+    pub connections: ConnectionSlots,
+    /// Every client connection, whatever its sandbox.
+    pub all_connections: GlobalSlots,
+    /// Connections over `max_connections` still being told so.
+    pub busy_connections: GlobalSlots,
+    pub decompression: Budget,
+    pub telemetry: Telemetry,
+}
+
+impl Shared {
+    /// `local_addr` is the bound listener's address: the proxy never dials itself.
+    pub fn new(
+        mut settings: ProxySettings,
+        tokens: Arc<dyn TokenSource>,
+        leaves: Arc<LeafCache>,
+        local_addr: SocketAddr,
+        telemetry: Telemetry,
+    ) -> Self {
+        // Past the fd limit, accept fails for everyone; the cap answers 503 first.
+        if let Some(fit) =
+            crate::limits::open_files_limit().map(crate::limits::connections_that_fit)
+        {
+            if settings.max_connections > fit {
+                tracing::warn!(
+                    configured = settings.max_connections,
+                    effective = fit,
+                    "max_connections lowered to fit the open-files limit (raise it with ulimit -n or LimitNOFILE)"
+                );
+                settings.max_connections = fit;
+            }
+        }
+        let dialer = Arc::new(
+            Dialer::new(
+                settings.resolve.clone(),
+                settings.allow_private_destinations,
+                settings.connect_timeout,
+            )
+            .with_own_addr(local_addr)
+            .with_own_addrs(settings.own_addrs.iter().copied())
+            .with_lists(settings.egress.clone()),
+        );
+        let (roots, system_roots) = root_store(&settings.upstream_ca);
+        tracing::debug!(
+            system_roots,
+            extra_roots = settings.upstream_ca.len(),
+            "upstream trust loaded"
+        );
+        let upstream = Upstream::new(
+            dialer.clone(),
+            client_tls_config(roots),
+            settings.response_timeout,
+            settings.upstream_idle_timeout,
+        );
+        let scanner = Arc::new(Scanner::new(tokens.placeholder_prefix()));
+        let ledger = Arc::new(TokenLedger::new(tokens));
+        Self {
+            auth_failures: AuthFailures::new(settings.auth_failures_per_minute),
+            decompression: Budget::new(settings.decompression_budget),
+            settings,
+            tokens: ledger.clone(),
+            ledger,
+            leaves,
+            dialer,
+            upstream,
+            scanner,
+            tls_template: crate::tls::interception_template(),
+            connections: ConnectionSlots::default(),
+            all_connections: GlobalSlots::default(),
+            busy_connections: GlobalSlots::default(),
+            telemetry,
+        }
+    }
+
+    /// A new request's record, reporting to this proxy's telemetry.
+    pub fn audit(
+        &self,
+        sandbox: SandboxId,
+        mode: Mode,
+        method: &str,
+        host: &str,
+        port: u16,
+        path: &str,
+    ) -> AuditRecord {
+        AuditRecord::new(&self.telemetry, sandbox, mode, method, host, port, path)
+    }
+
+    /// The swapper for one request of `sandbox` to `host`.
+    pub fn swapper(&self, sandbox: SandboxId, host: String) -> Swapper {
+        Swapper::new(self.tokens.clone(), self.scanner.clone(), sandbox, host)
+            .counting_inert(self.telemetry.metrics.inert_placeholders.clone())
+    }
+
+    /// `allowed_ports` applies to CONNECT and plain `http://` alike.
+    pub fn check_port(&self, port: u16) -> Result<(), ProxyError> {
+        let allowed = &self.settings.allowed_ports;
+        if allowed.contains(&port) {
+            return Ok(());
+        }
+        Err(ProxyError::PortNotAllowed {
+            port,
+            allowed: allowed
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+}

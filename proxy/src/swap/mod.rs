@@ -1,0 +1,434 @@
+//! Finding placeholders in a request and swapping them for real tokens.
+//!
+//! A placeholder is the configured prefix followed by a run of at least
+//! [`PLACEHOLDER_MIN_RANDOM_LEN`] base62 characters. Its dashes may also be
+//! written JSON-escaped (`\u002d`) or percent-encoded (`%2D`); the token put in
+//! its place is encoded the same way. Every placeholder found is resolved and
+//! checked against its binding (sandbox, host, location) before anything is
+//! swapped: one refused placeholder refuses the whole request, so a request
+//! that still holds a placeholder is never forwarded.
+
+use std::sync::Arc;
+
+use airlock_vault_client::{
+    Binding, ExposeSecret, ForeignBody, Injection, Resolved, SandboxId, SecretString, SwapLocation,
+    TokenError, TokenSource,
+};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::HeaderMap;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::error::ProxyError;
+
+mod scanner;
+#[cfg(test)]
+mod tests;
+
+pub use scanner::{encode_token, Context, Found, Scanner, Spelling, MAX_RANDOM_LEN};
+
+/// Where in a request a placeholder was swapped: the evidence a later
+/// "expired" answer is judged by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapSite {
+    pub placeholder: String,
+    pub location: SwapLocation,
+    /// The header it sat in, for header and Basic swaps.
+    pub header: Option<HeaderName>,
+}
+
+/// Placeholders left in a body as inert text (bound elsewhere, or not this
+/// sandbox's): binding ids for the audit line. Shared with the body's fork,
+/// which finds them while the body streams.
+pub type InertMarks = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// What to do with one placeholder found in a body.
+enum BodyAction {
+    Swap,
+    /// Leave it as it is: worthless text off its binding.
+    Inert,
+}
+
+/// Swaps the placeholders of one request headed to `host`. Owned, so a
+/// streaming body can carry it.
+pub struct Swapper {
+    tokens: Arc<dyn TokenSource>,
+    scanner: Arc<Scanner>,
+    sandbox: SandboxId,
+    host: String,
+    /// Plain-text requests may not carry placeholders at all.
+    plaintext: bool,
+    resolved: Vec<(String, Resolved)>,
+    /// Basic credentials swapped: (as sent upstream, as the sandbox wrote it),
+    /// so an echo of the encoded credential can be scrubbed too.
+    basic: Vec<(Vec<u8>, Vec<u8>)>,
+    sites: Vec<SwapSite>,
+    /// The header being swapped, so sites can name it.
+    current_header: Option<HeaderName>,
+    inert: InertMarks,
+    /// `airlock_inert_placeholders`, when a proxy counts them.
+    inert_counter: Option<Counter>,
+}
+
+impl Swapper {
+    pub fn new(
+        tokens: Arc<dyn TokenSource>,
+        scanner: Arc<Scanner>,
+        sandbox: SandboxId,
+        host: String,
+    ) -> Self {
+        Self {
+            tokens,
+            scanner,
+            sandbox,
+            host,
+            plaintext: false,
+            resolved: Vec::new(),
+            basic: Vec::new(),
+            sites: Vec::new(),
+            current_header: None,
+            inert: InertMarks::default(),
+            inert_counter: None,
+        }
+    }
+
+    /// Counts every inert placeholder on `counter` too.
+    pub fn counting_inert(mut self, counter: Counter) -> Self {
+        self.inert_counter = Some(counter);
+        self
+    }
+
+    /// For plain `http://` requests: every placeholder found is refused.
+    pub fn plaintext(mut self) -> Self {
+        self.plaintext = true;
+        self
+    }
+
+    pub fn scanner(&self) -> &Scanner {
+        &self.scanner
+    }
+
+    /// A swapper for the body that shares what this one resolved.
+    pub fn fork(&self) -> Self {
+        Self {
+            tokens: self.tokens.clone(),
+            scanner: self.scanner.clone(),
+            sandbox: self.sandbox.clone(),
+            host: self.host.clone(),
+            plaintext: self.plaintext,
+            resolved: self.resolved.clone(),
+            basic: Vec::new(),
+            sites: Vec::new(),
+            current_header: None,
+            inert: self.inert.clone(),
+            inert_counter: self.inert_counter.clone(),
+        }
+    }
+
+    pub fn basic_pairs(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+        self.basic.iter().cloned()
+    }
+
+    /// Binding ids of placeholders passed through a body as inert text.
+    pub fn inert_marks(&self) -> InertMarks {
+        self.inert.clone()
+    }
+
+    /// (placeholder, binding, token) for everything swapped so far.
+    pub fn swapped(&self) -> impl Iterator<Item = (&str, &Resolved)> {
+        self.resolved.iter().map(|(p, r)| (p.as_str(), r))
+    }
+
+    /// Bindings whose tokens this request carries, each once.
+    pub fn swapped_bindings(&self) -> Vec<Arc<Binding>> {
+        let mut out: Vec<Arc<Binding>> = Vec::new();
+        for (_, r) in &self.resolved {
+            if !out.iter().any(|b| b.id == r.binding.id) {
+                out.push(r.binding.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether `placeholder`'s token sat where its provider expects it (the
+    /// header its `inject` names, or inside Basic for `basic:USER`). Only
+    /// then can an answer say anything about that token. A binding that does
+    /// not say where its token goes counts any header or Basic swap.
+    pub fn in_injection_slot(&self, placeholder: &str, inject: Option<&Injection>) -> bool {
+        self.sites
+            .iter()
+            .filter(|s| s.placeholder == placeholder)
+            .any(|site| match inject {
+                None => matches!(site.location, SwapLocation::Header | SwapLocation::Basic),
+                Some(Injection::Basic { .. }) => site.location == SwapLocation::Basic,
+                Some(i @ (Injection::Bearer | Injection::Token | Injection::Header { .. })) => {
+                    site.location == SwapLocation::Header
+                        && site
+                            .header
+                            .as_ref()
+                            .is_some_and(|h| h.as_str() == i.header_name())
+                }
+            })
+    }
+
+    /// Uses `fresh` for `placeholder` from now on (after a refresh).
+    pub fn replace_token(&mut self, placeholder: &str, fresh: Resolved) {
+        if let Some(entry) = self.resolved.iter_mut().find(|(p, _)| p == placeholder) {
+            entry.1 = fresh;
+        }
+    }
+
+    /// The placeholder's binding and token, asked of the source once per request.
+    async fn lookup(&mut self, placeholder: &str) -> Result<usize, TokenError> {
+        if let Some(i) = self.resolved.iter().position(|(p, _)| p == placeholder) {
+            return Ok(i);
+        }
+        let resolved = self.tokens.resolve(&self.sandbox, placeholder).await?;
+        self.resolved.push((placeholder.to_owned(), resolved));
+        Ok(self.resolved.len() - 1)
+    }
+
+    async fn resolve(
+        &mut self,
+        placeholder: &str,
+        location: SwapLocation,
+    ) -> Result<&SecretString, ProxyError> {
+        let index = self.lookup(placeholder).await?;
+        let binding = &self.resolved[index].1.binding;
+        if self.plaintext {
+            return Err(ProxyError::PlainHttp {
+                binding: binding.id.clone(),
+            });
+        }
+        if !binding.allows_host(&self.host) {
+            return Err(ProxyError::HostNotAllowed {
+                binding: binding.id.clone(),
+                host: self.host.clone(),
+                allowed: binding.hosts_display(),
+            });
+        }
+        if !binding.allows(location) {
+            return Err(ProxyError::location_not_allowed(binding, location));
+        }
+        let site = SwapSite {
+            placeholder: placeholder.to_owned(),
+            location,
+            header: self.current_header.clone(),
+        };
+        if !self.sites.contains(&site) {
+            self.sites.push(site);
+        }
+        Ok(&self.resolved[index].1.token)
+    }
+
+    /// A placeholder in a body is swapped when its binding allows this host
+    /// and bodies; bound elsewhere (or not this sandbox's at all) it is inert
+    /// text, passed on with an audit mark unless its binding says `refuse`.
+    /// Plain `http://` refuses every placeholder.
+    async fn body_action(&mut self, placeholder: &str) -> Result<BodyAction, ProxyError> {
+        if self.plaintext {
+            let binding = match self.lookup(placeholder).await {
+                Ok(i) => self.resolved[i].1.binding.id.clone(),
+                Err(_) => "unknown".to_owned(),
+            };
+            return Err(ProxyError::PlainHttp { binding });
+        }
+        let index = match self.lookup(placeholder).await {
+            Ok(i) => i,
+            Err(TokenError::UnknownPlaceholder) => {
+                self.mark_inert("unknown");
+                return Ok(BodyAction::Inert);
+            }
+            Err(TokenError::WrongSandbox { binding } | TokenError::Revoked { binding }) => {
+                self.mark_inert(&binding);
+                return Ok(BodyAction::Inert);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let binding = self.resolved[index].1.binding.clone();
+        if !binding.allows_host(&self.host) {
+            if binding.on_foreign_body == ForeignBody::Refuse {
+                return Err(ProxyError::HostNotAllowed {
+                    binding: binding.id.clone(),
+                    host: self.host.clone(),
+                    allowed: binding.hosts_display(),
+                });
+            }
+            // Only this request's swap list holds what was really swapped.
+            self.resolved.remove(index);
+            self.mark_inert(&binding.id);
+            return Ok(BodyAction::Inert);
+        }
+        if !binding.allows(SwapLocation::Body) {
+            return Err(ProxyError::location_not_allowed(
+                &binding,
+                SwapLocation::Body,
+            ));
+        }
+        Ok(BodyAction::Swap)
+    }
+
+    fn mark_inert(&self, binding: &str) {
+        if let Ok(mut marks) = self.inert.lock() {
+            if !marks.iter().any(|m| m == binding) {
+                marks.push(binding.to_owned());
+            }
+        }
+        if let Some(counter) = &self.inert_counter {
+            counter.inc();
+        }
+    }
+
+    /// Whether any of `found` would be swapped into a body (the others are
+    /// inert): a body that must keep its length cannot take those.
+    pub async fn body_needs_swap(&mut self, found: &[Found]) -> Result<bool, ProxyError> {
+        for f in found {
+            if matches!(self.body_action(&f.placeholder).await?, BodyAction::Swap) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Swaps the given finds in `input`.
+    pub async fn apply(
+        &mut self,
+        input: &[u8],
+        found: &[Found],
+        location: SwapLocation,
+        context: Context,
+    ) -> Result<Vec<u8>, ProxyError> {
+        let mut out = Vec::with_capacity(input.len() + 64 * found.len());
+        let mut last = 0;
+        for f in found {
+            if location == SwapLocation::Body
+                && matches!(self.body_action(&f.placeholder).await?, BodyAction::Inert)
+            {
+                continue;
+            }
+            // Only bodies and URLs carry escaped spellings; a header holding
+            // one is still refused unless it may carry the token.
+            let token = self.resolve(&f.placeholder, location).await?;
+            out.extend_from_slice(&input[last..f.range.start]);
+            out.extend_from_slice(&encode_token(token.expose_secret(), f.spelling, context));
+            last = f.range.end;
+        }
+        out.extend_from_slice(&input[last..]);
+        Ok(out)
+    }
+
+    /// `input` with every placeholder replaced, or `None` when it holds none.
+    pub async fn swap_bytes(
+        &mut self,
+        input: &[u8],
+        location: SwapLocation,
+        context: Context,
+    ) -> Result<Option<Vec<u8>>, ProxyError> {
+        let (found, _) = self.scanner.scan(input, true);
+        if found.is_empty() {
+            return Ok(None);
+        }
+        self.apply(input, &found, location, context).await.map(Some)
+    }
+
+    /// Swaps in every header value, and inside `Authorization: Basic`.
+    pub async fn swap_headers(&mut self, headers: &mut HeaderMap) -> Result<(), ProxyError> {
+        let mut replacements = Vec::new();
+        for name in headers.keys() {
+            // A header name is a credential position too, but never a place
+            // a token can be written: checked like a value, then refused.
+            let (found, _) = self.scanner.scan(name.as_str().as_bytes(), true);
+            if let Some(f) = found.first() {
+                self.current_header = None;
+                self.resolve(&f.placeholder, SwapLocation::Header).await?;
+                return Err(ProxyError::BadRequest(
+                    "a placeholder in a header name cannot be swapped; put it in the header's value"
+                        .into(),
+                ));
+            }
+        }
+        for (name, value) in headers.iter() {
+            self.current_header = Some(name.clone());
+            let mut swapped = self
+                .swap_bytes(value.as_bytes(), SwapLocation::Header, Context::Raw)
+                .await?;
+            if name == AUTHORIZATION {
+                let current = swapped.as_deref().unwrap_or(value.as_bytes());
+                if let Some(basic) = self.swap_basic(current).await? {
+                    swapped = Some(basic);
+                }
+            }
+            if let Some(bytes) = swapped {
+                replacements.push((name.clone(), value.clone(), bytes));
+            }
+        }
+        self.current_header = None;
+        for (name, old, bytes) in replacements {
+            let mut value =
+                HeaderValue::from_bytes(&bytes).map_err(|_| ProxyError::InvalidToken {
+                    binding: self
+                        .swapped_bindings()
+                        .iter()
+                        .map(|b| b.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                })?;
+            // HPACK must never index a header that carries a credential.
+            value.set_sensitive(true);
+            // Replace exactly the value that was swapped; repeated headers keep their order.
+            let all: Vec<HeaderValue> = headers
+                .get_all(&name)
+                .iter()
+                .map(|v| if v == old { value.clone() } else { v.clone() })
+                .collect();
+            headers.remove(&name);
+            for v in all {
+                headers.append(name.clone(), v);
+            }
+        }
+        Ok(())
+    }
+
+    /// The `Basic` credential with placeholders swapped in its decoded `user:pass`.
+    async fn swap_basic(&mut self, value: &[u8]) -> Result<Option<Vec<u8>>, ProxyError> {
+        let Some(encoded) = strip_scheme(value, b"basic") else {
+            return Ok(None);
+        };
+        let Ok(decoded) = BASE64.decode(encoded.trim_ascii()) else {
+            return Ok(None);
+        };
+        let Some(swapped) = self
+            .swap_bytes(&decoded, SwapLocation::Basic, Context::Raw)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let sent = BASE64.encode(swapped);
+        self.basic
+            .push((sent.clone().into_bytes(), encoded.trim_ascii().to_vec()));
+        let mut out = b"Basic ".to_vec();
+        out.extend_from_slice(sent.as_bytes());
+        Ok(Some(out))
+    }
+
+    /// Swaps in the URL's path and query (`query` location), percent-encoding tokens.
+    pub async fn swap_path_and_query(&mut self, pq: &str) -> Result<Option<String>, ProxyError> {
+        Ok(self
+            .swap_bytes(pq.as_bytes(), SwapLocation::Query, Context::Url)
+            .await?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+    }
+}
+
+fn strip_scheme<'v>(value: &'v [u8], scheme: &[u8]) -> Option<&'v [u8]> {
+    let value = value.trim_ascii_start();
+    if value.len() > scheme.len()
+        && value[..scheme.len()].eq_ignore_ascii_case(scheme)
+        && value[scheme.len()] == b' '
+    {
+        Some(&value[scheme.len() + 1..])
+    } else {
+        None
+    }
+}

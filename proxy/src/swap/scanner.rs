@@ -1,0 +1,176 @@
+//! The placeholder scanner: finds the prefix in its spellings and the
+//! base62 run after it, without knowing any placeholder, and writes a token
+//! the way the placeholder it replaces was written.
+
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use airlock_vault_client::PLACEHOLDER_MIN_RANDOM_LEN;
+
+/// Longest base62 run a placeholder may have; longer runs are refused whole
+/// (and bound how much a stream holds back).
+pub const MAX_RANDOM_LEN: usize = 128;
+
+/// How a placeholder's dashes were written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    Plain,
+    /// `\u002d`: inside a JSON string.
+    JsonEscaped,
+    /// `%2D`: in a URL or a form body.
+    Percent,
+}
+
+/// Where the bytes being scanned sit, which decides how a token is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// Header values, Basic credentials, opaque bodies: the token as is.
+    Raw,
+    /// JSON text: the token JSON-escaped.
+    Json,
+    /// URL or `application/x-www-form-urlencoded`: the token percent-encoded.
+    Url,
+}
+
+/// One placeholder found in a buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub range: Range<usize>,
+    /// The placeholder as generated (dashes plain).
+    pub placeholder: String,
+    pub spelling: Spelling,
+}
+
+/// Finds placeholder-shaped strings in any spelling.
+pub struct Scanner {
+    patterns: AhoCorasick,
+    /// The prefix in each spelling, in pattern order.
+    pattern_bytes: Vec<Vec<u8>>,
+    longest_pattern: usize,
+    spellings: Vec<Spelling>,
+    prefix: String,
+}
+
+impl Scanner {
+    pub fn new(prefix: &str) -> Self {
+        let mut patterns = vec![prefix.to_owned()];
+        let mut spellings = vec![Spelling::Plain];
+        if prefix.contains('-') {
+            for (dash, spelling) in [
+                ("\\u002d", Spelling::JsonEscaped),
+                ("\\u002D", Spelling::JsonEscaped),
+                ("%2D", Spelling::Percent),
+                ("%2d", Spelling::Percent),
+            ] {
+                patterns.push(prefix.replace('-', dash));
+                spellings.push(spelling);
+            }
+        }
+        Self {
+            patterns: AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(&patterns)
+                .expect("prefix patterns build"),
+            longest_pattern: patterns.iter().map(String::len).max().unwrap_or(0),
+            pattern_bytes: patterns.into_iter().map(String::into_bytes).collect(),
+            spellings,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Every placeholder in `haystack`. With `complete == false` (a stream
+    /// that may go on), a run that reaches the end is left out, and the
+    /// second value is where the bytes that might still become a placeholder
+    /// start.
+    pub fn scan(&self, haystack: &[u8], complete: bool) -> (Vec<Found>, usize) {
+        let mut found = Vec::new();
+        let mut hold_from = haystack.len();
+        let mut at = 0;
+        while let Some(m) = self.patterns.find(&haystack[at..]) {
+            let start = at + m.start();
+            let body_start = at + m.end();
+            let run = haystack[body_start..]
+                .iter()
+                .take(MAX_RANDOM_LEN + 1)
+                .take_while(|b| b.is_ascii_alphanumeric())
+                .count();
+            let reaches_end = body_start + run == haystack.len();
+            if reaches_end && !complete && run <= MAX_RANDOM_LEN {
+                hold_from = start;
+                break;
+            }
+            if run >= PLACEHOLDER_MIN_RANDOM_LEN {
+                found.push(Found {
+                    range: start..body_start + run,
+                    placeholder: format!(
+                        "{}{}",
+                        self.prefix,
+                        std::str::from_utf8(&haystack[body_start..body_start + run])
+                            .unwrap_or_default()
+                    ),
+                    spelling: self.spellings[m.pattern().as_usize()],
+                });
+                at = body_start + run;
+            } else {
+                // Too short to be a placeholder; another prefix may start inside
+                // it (`miosa-tok-miosa-tok-…`), so look again right after this one.
+                at = start + 1;
+            }
+        }
+        if !complete && hold_from == haystack.len() {
+            hold_from =
+                haystack.len() - self.partial_prefix_len(&haystack[at.min(haystack.len())..]);
+        }
+        (found, hold_from)
+    }
+
+    /// Length of the longest suffix of `tail` that begins some spelling of
+    /// the prefix. Only positions holding the prefix's first byte can start
+    /// one, so those are the only ones tried.
+    fn partial_prefix_len(&self, tail: &[u8]) -> usize {
+        let window = self.longest_pattern.saturating_sub(1).min(tail.len());
+        let start = tail.len() - window;
+        let Some(&first) = self.pattern_bytes[0].first() else {
+            return 0;
+        };
+        memchr::memchr_iter(first, &tail[start..])
+            .map(|i| &tail[start + i..])
+            .find(|suffix| self.pattern_bytes.iter().any(|p| p.starts_with(suffix)))
+            .map_or(0, <[u8]>::len)
+    }
+
+    pub fn contains(&self, haystack: &[u8]) -> bool {
+        !self.scan(haystack, true).0.is_empty()
+    }
+}
+
+/// Writes `token` for the place a placeholder was found.
+pub fn encode_token(token: &str, spelling: Spelling, context: Context) -> Vec<u8> {
+    let json = || serde_json::to_string(token).expect("strings serialise");
+    match (spelling, context) {
+        (Spelling::JsonEscaped, _) | (Spelling::Plain, Context::Json) => {
+            let quoted = json();
+            quoted.as_bytes()[1..quoted.len() - 1].to_vec()
+        }
+        (Spelling::Percent, _) | (Spelling::Plain, Context::Url) => {
+            percent_encode(token).into_bytes()
+        }
+        (Spelling::Plain, Context::Raw) => token.as_bytes().to_vec(),
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

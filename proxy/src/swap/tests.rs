@@ -1,0 +1,255 @@
+use super::*;
+use airlock_vault_client::{generate_placeholder, HostPattern, StaticSecret, StaticSecrets};
+
+const REAL: &str = "ghp_REALSECRETVALUE123";
+
+fn setup(swap_in: &[SwapLocation]) -> (Arc<StaticSecrets>, String) {
+    let placeholder = generate_placeholder("miosa-tok-");
+    let secrets = StaticSecrets::new(
+        "miosa-tok-",
+        SandboxId::default_sandbox(),
+        vec![StaticSecret {
+            name: "GITHUB_TOKEN".into(),
+            value: SecretString::from(REAL),
+            placeholder: placeholder.clone(),
+            hosts: vec![HostPattern::parse("api.github.com").unwrap()],
+            swap_in: swap_in.iter().copied().collect(),
+            on_foreign_body: Default::default(),
+        }],
+    );
+    (Arc::new(secrets), placeholder)
+}
+
+fn swapper(src: Arc<StaticSecrets>, host: &str) -> Swapper {
+    Swapper::new(
+        src,
+        Arc::new(Scanner::new("miosa-tok-")),
+        SandboxId::default_sandbox(),
+        host.into(),
+    )
+}
+
+#[test]
+fn scanner_finds_whole_placeholders_in_every_spelling() {
+    let scanner = Scanner::new("miosa-tok-");
+    let p = generate_placeholder("miosa-tok-");
+    let random = &p["miosa-tok-".len()..];
+    let text =
+        format!("a miosa-tok-short {p}, miosa\\u002dtok\\u002d{random} miosa%2Dtok%2D{random}");
+    let (found, hold) = scanner.scan(text.as_bytes(), true);
+    assert_eq!(hold, text.len());
+    assert_eq!(found.len(), 3);
+    assert!(found.iter().all(|f| f.placeholder == p));
+    assert_eq!(found[1].spelling, Spelling::JsonEscaped);
+    assert_eq!(found[2].spelling, Spelling::Percent);
+    assert!(!scanner.contains(b"miosa-tok-"));
+}
+
+#[test]
+fn a_prefix_inside_a_false_start_is_still_found() {
+    // Found by the `scanner` fuzz target.
+    let scanner = Scanner::new("miosa-tok-");
+    let text = b"\0\0\0miosa-tok-miosa-tok-AbCdEfGhIjKlMnOpQrStUv ";
+    let (found, _) = scanner.scan(text, true);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].placeholder, "miosa-tok-AbCdEfGhIjKlMnOpQrStUv");
+    let (found, hold) = scanner.scan(&text[..text.len() - 1], false);
+    assert!(found.is_empty());
+    assert_eq!(hold, 13, "the inner placeholder may still be growing");
+}
+
+#[test]
+fn streams_hold_back_only_what_could_become_a_placeholder() {
+    let scanner = Scanner::new("miosa-tok-");
+    assert_eq!(scanner.scan(b"hello world", false).1, 11);
+    assert_eq!(scanner.scan(b"hello mio", false).1, 6);
+    assert_eq!(scanner.scan(b"hello miosa%2", false).1, 6);
+    assert_eq!(scanner.scan(b"x miosa-tok-abc", false).1, 2);
+    assert_eq!(scanner.scan(b"x miosa-tok-abc ", false).1, 16);
+    assert_eq!(
+        scanner.scan(b"data: event\n\n", false).1,
+        13,
+        "SSE events are never held"
+    );
+}
+
+#[test]
+fn tokens_are_written_for_their_context() {
+    assert_eq!(
+        encode_token("a+b/c", Spelling::Plain, Context::Url),
+        b"a%2Bb%2Fc"
+    );
+    assert_eq!(
+        encode_token("a\"b", Spelling::Plain, Context::Json),
+        b"a\\\"b"
+    );
+    assert_eq!(
+        encode_token("a+b", Spelling::Percent, Context::Raw),
+        b"a%2Bb"
+    );
+    assert_eq!(encode_token("a+b", Spelling::Plain, Context::Raw), b"a+b");
+}
+
+#[tokio::test]
+async fn swaps_bearer_and_basic() {
+    let (src, p) = setup(&[SwapLocation::Header, SwapLocation::Basic]);
+    let mut swap = swapper(src, "api.github.com");
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, format!("Bearer {p}").parse().unwrap());
+    headers.append("x-other", "plain".parse().unwrap());
+    swap.swap_headers(&mut headers).await.unwrap();
+    assert_eq!(headers[AUTHORIZATION], format!("Bearer {REAL}").as_str());
+    assert!(headers[AUTHORIZATION].is_sensitive());
+
+    let mut headers = HeaderMap::new();
+    let basic = BASE64.encode(format!("x-access-token:{p}"));
+    headers.insert(AUTHORIZATION, format!("basic {basic}").parse().unwrap());
+    swap.swap_headers(&mut headers).await.unwrap();
+    let expected = format!("Basic {}", BASE64.encode(format!("x-access-token:{REAL}")));
+    assert_eq!(headers[AUTHORIZATION], expected.as_str());
+    assert_eq!(swap.swapped_bindings().len(), 1);
+}
+
+#[tokio::test]
+async fn refuses_other_hosts_locations_and_plaintext() {
+    let (src, p) = setup(&[SwapLocation::Header]);
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, format!("Bearer {p}").parse().unwrap());
+
+    let mut swap = swapper(src.clone(), "evil.test");
+    let err = swap.swap_headers(&mut headers.clone()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("secret:GITHUB_TOKEN") && msg.contains("evil.test"),
+        "{msg}"
+    );
+    assert!(!msg.contains(REAL));
+
+    let mut swap = swapper(src.clone(), "api.github.com");
+    let err = swap
+        .swap_path_and_query(&format!("/x?token={p}"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProxyError::LocationNotAllowed { .. }),
+        "{err}"
+    );
+
+    let mut basic = HeaderMap::new();
+    let encoded = BASE64.encode(format!("u:{p}"));
+    basic.insert(AUTHORIZATION, format!("Basic {encoded}").parse().unwrap());
+    let err = swap.swap_headers(&mut basic).await.unwrap_err();
+    assert!(
+        matches!(err, ProxyError::LocationNotAllowed { .. }),
+        "{err}"
+    );
+
+    let mut swap = swapper(src.clone(), "api.github.com").plaintext();
+    let err = swap.swap_headers(&mut headers.clone()).await.unwrap_err();
+    assert!(matches!(err, ProxyError::PlainHttp { .. }), "{err}");
+
+    let unknown = generate_placeholder("miosa-tok-");
+    let mut h = HeaderMap::new();
+    h.insert("x-token", unknown.parse().unwrap());
+    let mut swap = swapper(src, "api.github.com");
+    assert!(matches!(
+        swap.swap_headers(&mut h).await.unwrap_err(),
+        ProxyError::UnknownPlaceholder
+    ));
+}
+
+#[tokio::test]
+async fn token_with_line_break_is_refused_not_injected() {
+    let placeholder = generate_placeholder("miosa-tok-");
+    let src = Arc::new(StaticSecrets::new(
+        "miosa-tok-",
+        SandboxId::default_sandbox(),
+        vec![StaticSecret {
+            name: "EVIL".into(),
+            value: SecretString::from("abc\r\nX-Injected: 1"),
+            placeholder: placeholder.clone(),
+            hosts: vec![HostPattern::parse("api.github.com").unwrap()],
+            swap_in: SwapLocation::defaults(),
+            on_foreign_body: Default::default(),
+        }],
+    ));
+    let mut swap = swapper(src, "api.github.com");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        AUTHORIZATION,
+        format!("Bearer {placeholder}").parse().unwrap(),
+    );
+    let err = swap.swap_headers(&mut headers).await.unwrap_err();
+    assert!(matches!(err, ProxyError::InvalidToken { .. }));
+    assert!(!err.to_string().contains("Injected"));
+}
+
+#[tokio::test]
+async fn a_placeholder_in_a_header_name_is_refused() {
+    let (src, p) = setup(&[SwapLocation::Header]);
+    let mut s = swapper(src, "api.github.com");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        HeaderName::from_bytes(format!("x-{p}").to_ascii_lowercase().as_bytes()).unwrap(),
+        HeaderValue::from_static("1"),
+    );
+    // Header names are lower-cased on the wire; the base62 run changes, so
+    // the name holds an unknown placeholder: still refused, never forwarded.
+    let err = s.swap_headers(&mut headers).await.unwrap_err();
+    assert_eq!(err.code(), "unknown_placeholder", "{err}");
+}
+
+#[tokio::test]
+async fn only_a_token_in_its_injection_slot_counts_as_evidence() {
+    let (src, p) = setup(&[SwapLocation::Header, SwapLocation::Basic]);
+    let mut s = swapper(src, "api.github.com");
+    let mut headers = HeaderMap::new();
+    headers.insert("x-anything", HeaderValue::from_str(&p).unwrap());
+    s.swap_headers(&mut headers).await.unwrap();
+    assert!(!s.in_injection_slot(&p, Some(&Injection::Bearer)));
+    assert!(s.in_injection_slot(
+        &p,
+        Some(&Injection::Header {
+            name: "x-anything".into()
+        })
+    ));
+    assert!(s.in_injection_slot(&p, None));
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {p}")).unwrap(),
+    );
+    s.swap_headers(&mut headers).await.unwrap();
+    assert!(s.in_injection_slot(&p, Some(&Injection::Bearer)));
+    assert!(!s.in_injection_slot(&p, Some(&Injection::Basic { user: "x".into() })));
+}
+
+#[tokio::test]
+async fn bodies_to_other_hosts_keep_placeholders_as_inert_text() {
+    let (src, p) = setup(&[SwapLocation::Header, SwapLocation::Body]);
+    let mut s = swapper(src.clone(), "api.openai.test");
+    let body = format!("the tool printed {p} earlier");
+    let out = s
+        .swap_bytes(body.as_bytes(), SwapLocation::Body, Context::Raw)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out, body.as_bytes());
+    assert!(s.swapped_bindings().is_empty(), "nothing was swapped");
+    assert_eq!(
+        *s.inert_marks().lock().unwrap(),
+        vec!["secret:GITHUB_TOKEN"]
+    );
+    // A header to the same host is a credential position: refused.
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, HeaderValue::from_str(&p).unwrap());
+    let err = s.swap_headers(&mut headers).await.unwrap_err();
+    assert_eq!(err.code(), "host_not_allowed");
+    // Plain http refuses a placeholder in a body too.
+    let mut plain = swapper(src, "api.openai.test").plaintext();
+    let err = plain
+        .swap_bytes(body.as_bytes(), SwapLocation::Body, Context::Raw)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "plain_http");
+}

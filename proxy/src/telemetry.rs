@@ -1,0 +1,100 @@
+//! Where finished requests are reported: the Prometheus [`Metrics`] and the
+//! recent-requests feed the console shows. Made once by whoever assembles the
+//! process and handed in, so tests and several proxies in one process each
+//! see their own.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use crate::metrics::Metrics;
+
+/// How many recent requests the console can show.
+const RECENT_CAPACITY: usize = 200;
+
+/// A finished request as the console shows it: never a value.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecentRequest {
+    pub at: u64,
+    pub sandbox: String,
+    pub mode: &'static str,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub status: u16,
+    /// [`crate::audit::Outcome::as_str`]: the audit line's word.
+    pub outcome: &'static str,
+    pub swapped: Vec<String>,
+}
+
+/// The last [`RECENT_CAPACITY`] finished requests. Cheap to clone; clones
+/// share the feed.
+#[derive(Clone, Default)]
+pub struct RecentRequests(Arc<Mutex<VecDeque<RecentRequest>>>);
+
+impl RecentRequests {
+    pub fn push(&self, entry: RecentRequest) {
+        let mut recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_CAPACITY {
+            recent.pop_front();
+        }
+        recent.push_back(entry);
+    }
+
+    /// The most recent requests, newest first.
+    pub fn newest_first(&self) -> Vec<RecentRequest> {
+        let recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().rev().cloned().collect()
+    }
+}
+
+/// The handles a proxy reports to. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    pub metrics: Arc<Metrics>,
+    pub recent: RecentRequests,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Telemetry")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str) -> RecentRequest {
+        RecentRequest {
+            at: 0,
+            sandbox: "s".into(),
+            mode: "intercept",
+            method: "GET".into(),
+            host: "h".into(),
+            path: path.into(),
+            status: 200,
+            outcome: "ok",
+            swapped: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_feed_keeps_the_newest_entries_newest_first() {
+        let recent = RecentRequests::default();
+        for i in 0..RECENT_CAPACITY + 5 {
+            recent.push(entry(&format!("/{i}")));
+        }
+        let seen = recent.newest_first();
+        assert_eq!(seen.len(), RECENT_CAPACITY);
+        assert_eq!(seen[0].path, format!("/{}", RECENT_CAPACITY + 4));
+        assert_eq!(seen.last().unwrap().path, "/5");
+    }
+
+    #[test]
+    fn two_feeds_do_not_share_entries() {
+        let (a, b) = (RecentRequests::default(), RecentRequests::default());
+        a.push(entry("/a"));
+        assert!(b.newest_first().is_empty());
+        assert_eq!(a.clone().newest_first().len(), 1);
+    }
+}

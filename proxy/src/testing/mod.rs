@@ -1,0 +1,201 @@
+//! Test seam: a scripted [`TokenSource`] whose bindings, tokens and refresh
+//! answers a test sets, and which records every refresh it was asked for;
+//! and [`in_process`], a whole proxy in this process over a loopback TLS
+//! upstream.
+
+pub(crate) mod in_process;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::shared::Shared;
+
+use airlock_vault_client::{
+    generate_placeholder, Binding, BindingKind, ExpiredSignal, ExposeSecret, ForeignBody, Guarded,
+    HostPattern, Injection, Resolved, SandboxId, SecretString, SwapLocation, TokenError,
+    TokenSource,
+};
+
+pub(crate) const PREFIX: &str = "miosa-tok-";
+
+/// A proxy's shared state over `tokens`, never listening: for stages that
+/// take [`Shared`] but no socket.
+pub(crate) fn shared(
+    tokens: Arc<dyn TokenSource>,
+    configure: impl FnOnce(&mut crate::ProxySettings),
+) -> Shared {
+    let mut settings = crate::ProxySettings::default();
+    configure(&mut settings);
+    let ca = airlock_certs::CertificateAuthority::generate("test airlock CA").unwrap();
+    let leaves = Arc::new(airlock_certs::LeafCache::new(Arc::new(ca), 10));
+    Shared::new(
+        settings,
+        tokens,
+        leaves,
+        "127.0.0.1:9".parse().unwrap(),
+        crate::Telemetry::default(),
+    )
+}
+
+#[derive(Default)]
+pub(crate) struct MockTokens {
+    entries: Mutex<HashMap<String, Resolved>>,
+    /// What the next refresh of a placeholder answers; absent: the same token.
+    refresh_to: Mutex<HashMap<String, Result<String, TokenError>>>,
+    /// (placeholder, the failed token it was asked with).
+    refreshes: Mutex<Vec<(String, String)>>,
+}
+
+impl MockTokens {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// An OAuth connection injected as `Authorization: Bearer`, 401 meaning expired.
+    pub fn oauth(&self, name: &str, host: &str, token: &str) -> String {
+        self.add(name, host, token, |b| {
+            b.kind = BindingKind::OAuth {
+                connection_id: format!("conn-{name}"),
+            };
+            b.inject = Some(Injection::Bearer);
+            b.expired_on = ExpiredSignal::defaults();
+        })
+    }
+
+    /// A static secret (never refreshed).
+    pub fn secret(&self, name: &str, host: &str, token: &str) -> String {
+        self.add(name, host, token, |_| {})
+    }
+
+    /// Adds a binding `configure` may change; returns its placeholder.
+    pub fn add(
+        &self,
+        name: &str,
+        host: &str,
+        token: &str,
+        configure: impl FnOnce(&mut Binding),
+    ) -> String {
+        let placeholder = generate_placeholder(PREFIX);
+        let mut binding = Binding {
+            id: format!("secret:{name}"),
+            name: name.into(),
+            sandbox: SandboxId::default_sandbox(),
+            hosts: vec![HostPattern::parse(host).expect("a valid host pattern")],
+            swap_in: SwapLocation::defaults(),
+            kind: BindingKind::Static,
+            expired_on: Vec::new(),
+            inject: None,
+            on_foreign_body: ForeignBody::Pass,
+        };
+        configure(&mut binding);
+        let resolved = Resolved {
+            binding: Arc::new(binding),
+            token: SecretString::from(token),
+            expires_at: None,
+        };
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(placeholder.clone(), resolved);
+        placeholder
+    }
+
+    /// The next refresh of `placeholder` answers this.
+    pub fn on_refresh(&self, placeholder: &str, answer: Result<&str, TokenError>) {
+        self.refresh_to
+            .lock()
+            .unwrap()
+            .insert(placeholder.into(), answer.map(str::to_owned));
+    }
+
+    /// Every refresh asked for: (placeholder, failed token).
+    pub fn refreshes(&self) -> Vec<(String, String)> {
+        self.refreshes.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenSource for MockTokens {
+    fn placeholder_prefix(&self) -> &str {
+        PREFIX
+    }
+
+    async fn resolve(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+    ) -> Result<Resolved, TokenError> {
+        let entries = self.entries.lock().unwrap();
+        let resolved = entries
+            .get(placeholder)
+            .ok_or(TokenError::UnknownPlaceholder)?;
+        if &resolved.binding.sandbox != sandbox {
+            return Err(TokenError::WrongSandbox {
+                binding: resolved.binding.id.clone(),
+            });
+        }
+        Ok(resolved.clone())
+    }
+
+    async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool {
+        let entries = self.entries.lock().unwrap();
+        entries
+            .values()
+            .any(|r| &r.binding.sandbox == sandbox && r.binding.allows_host(host))
+    }
+
+    async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
+        let entries = self.entries.lock().unwrap();
+        entries.values().any(|r| {
+            &r.binding.sandbox == sandbox
+                && r.binding.allows_host(host)
+                && r.binding.allows(SwapLocation::Body)
+        })
+    }
+
+    async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
+        if secret == "proxy-secret" {
+            Ok(SandboxId::new(sandbox_id))
+        } else {
+            Err(TokenError::BadCredential)
+        }
+    }
+
+    async fn refresh(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+        failed: &SecretString,
+    ) -> Result<Resolved, TokenError> {
+        self.refreshes
+            .lock()
+            .unwrap()
+            .push((placeholder.into(), failed.expose_secret().to_owned()));
+        let answer = self.refresh_to.lock().unwrap().remove(placeholder);
+        match answer {
+            None => self.resolve(sandbox, placeholder).await,
+            Some(Err(err)) => Err(err),
+            Some(Ok(token)) => {
+                let mut entries = self.entries.lock().unwrap();
+                let entry = entries
+                    .get_mut(placeholder)
+                    .ok_or(TokenError::UnknownPlaceholder)?;
+                entry.token = SecretString::from(token);
+                Ok(entry.clone())
+            }
+        }
+    }
+
+    async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<Guarded>, TokenError> {
+        let entries = self.entries.lock().unwrap();
+        Ok(entries
+            .iter()
+            .filter(|(_, r)| &r.binding.sandbox == sandbox)
+            .map(|(p, r)| Guarded {
+                placeholder: p.clone(),
+                token: r.token.clone(),
+                expires_at: None,
+            })
+            .collect())
+    }
+}

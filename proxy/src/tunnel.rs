@@ -1,0 +1,52 @@
+//! A CONNECT that is not intercepted: the upstream is dialled before the
+//! `200` (so a refusal or failure is the CONNECT answer, not a dropped
+//! connection), then bytes are copied both ways untouched.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::audit::{AuditRecord, Mode};
+use crate::body::empty;
+use crate::limits::Slot;
+use crate::pipeline::close::refuse;
+use crate::screen::ToSandbox;
+use crate::shared::Shared;
+
+/// Dials one of `addrs` (already judged by the egress policy) and, once the
+/// sandbox has its `200`, relays until either side closes. The audit line
+/// is written when the tunnel ends.
+pub(crate) async fn open(
+    shared: &Shared,
+    req: Request<Incoming>,
+    host: &str,
+    addrs: Vec<SocketAddr>,
+    slot: Slot,
+    mut audit: AuditRecord,
+) -> ToSandbox {
+    let upstream = match shared.dialer.dial_checked(host, &addrs).await {
+        Ok(stream) => stream,
+        Err(err) => return refuse(&mut audit, err.into()),
+    };
+    audit.mode = Mode::Tunnel;
+    audit.status = 200;
+    tokio::spawn(async move {
+        let _slot = slot;
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let mut client = TokioIo::new(upgraded);
+        let mut upstream = upstream;
+        let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        if let Ok((up, down)) = result {
+            audit.request_bytes.store(up, Ordering::Relaxed);
+            audit.response_bytes.store(down, Ordering::Relaxed);
+        }
+        audit.emit(result.is_ok());
+    });
+    // airlock's own answer; what flows after it is the tunnel's.
+    ToSandbox::local(Response::new(empty()))
+}

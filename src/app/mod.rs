@@ -1,0 +1,348 @@
+//! Assembly: proxy, vault, metrics endpoint and reload, wired from a parsed
+//! config. `serve` runs `airlock up`, `airlock proxy` and `airlock vault`.
+
+pub mod logging;
+mod metrics;
+pub mod outbound;
+mod prepare;
+mod signals;
+pub mod vault;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use airlock_certs::LeafCache;
+use airlock_proxy::Proxy;
+use airlock_vault::Vault;
+use airlock_vault_client::{CachedTokenSource, Layered, RemoteVault, Swappable, TokenSource};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use prepare::{data_dir, load_ca, Prepared};
+
+use crate::config::{Effective, Flags, Loaded};
+use crate::error::Listener;
+use crate::sandbox_env::{self, EnvFormat};
+use crate::Error;
+
+/// Which servers run in this process.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Proxy and vault; prints the sidecar sandbox's environment.
+    Up,
+    /// The proxy alone; tokens from `[[secret]]` and a remote vault.
+    Proxy,
+    /// The vault alone.
+    Vault,
+}
+
+impl Mode {
+    fn runs_proxy(self) -> bool {
+        self != Self::Vault
+    }
+
+    fn runs_vault(self) -> bool {
+        self != Self::Proxy
+    }
+}
+
+/// A run mode's inputs: the config file and the command line's overrides.
+pub struct RunOptions {
+    pub config: Option<PathBuf>,
+    pub flags: Flags,
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("airlock")
+        .build()
+        .map_err(Error::Runtime)
+}
+
+/// Runs `mode` until a server stops or a shutdown signal arrives.
+pub fn serve(options: RunOptions, mode: Mode) -> Result<(), Error> {
+    let loaded = Loaded::read(options.config.as_deref())?;
+    let effective = loaded.effective(&options.flags);
+    let runtime = runtime()?;
+    {
+        let _entered = runtime.enter();
+        logging::init(&effective);
+    }
+    let prepared = Prepared::new(&loaded, &effective)?;
+    let app = App {
+        mode,
+        config_path: options.config,
+        loaded,
+        effective,
+        prepared,
+        telemetry: airlock_proxy::Telemetry::default(),
+    };
+    let result = runtime.block_on(app.run());
+    logging::shutdown();
+    result
+}
+
+struct App {
+    mode: Mode,
+    config_path: Option<PathBuf>,
+    loaded: Loaded,
+    effective: Effective,
+    prepared: Prepared,
+    /// The proxy's metrics and recent requests, read by the console and `/metrics`.
+    telemetry: airlock_proxy::Telemetry,
+}
+
+/// The listeners a mode opens, bound before anything is served so port 0
+/// works and the real addresses are known.
+struct Listeners {
+    proxy: Option<(TcpListener, SocketAddr)>,
+    vault: Option<TcpListener>,
+    /// The vault's bound address, or the configured one without a listener.
+    vault_addr: SocketAddr,
+}
+
+/// The vault running in this process.
+struct LocalVault {
+    vault: Arc<Vault>,
+    /// The sidecar sandbox's vault placeholders (`up` only).
+    bindings: Vec<(String, String)>,
+}
+
+type Tasks = JoinSet<Result<(), Error>>;
+
+impl App {
+    async fn run(self) -> Result<(), Error> {
+        let shutdown = signals::shutdown();
+        let listeners = self.listen().await?;
+        let proxy_addr = listeners
+            .proxy
+            .as_ref()
+            .map_or(self.effective.proxy_listen, |(_, addr)| *addr);
+        let proxy_url = self.loaded.config.proxy.url(proxy_addr);
+        let mut tasks = Tasks::new();
+        // Config-file secrets can be reloaded on SIGHUP.
+        let static_secrets = Arc::new(Swappable::new(self.prepared.secrets.clone()));
+        let vault = match listeners.vault {
+            Some(listener) => Some(
+                self.start_vault(listener, listeners.vault_addr, &proxy_url, &mut tasks)
+                    .await?,
+            ),
+            None => None,
+        };
+        let tokens = self.token_source(&static_secrets, vault.as_ref())?;
+        if let Some((listener, addr)) = listeners.proxy {
+            let vault = vault.as_ref().map(|v| v.vault.clone());
+            self.start_proxy(
+                listener,
+                addr,
+                listeners.vault_addr,
+                tokens,
+                vault,
+                &mut tasks,
+            )
+            .await?;
+        }
+        if self.mode == Mode::Up {
+            let bindings = vault.map(|v| v.bindings).unwrap_or_default();
+            self.print_sandbox_env(&proxy_url, &bindings);
+        }
+        signals::spawn_reloader(
+            self.config_path.clone(),
+            self.prepared.data_dir.clone(),
+            static_secrets,
+        );
+        wait(tasks, shutdown).await
+    }
+
+    async fn listen(&self) -> Result<Listeners, Error> {
+        let e = &self.effective;
+        let proxy = if self.mode.runs_proxy() {
+            let listener = bind(e.proxy_listen, Listener::Proxy).await?;
+            let addr = listener.local_addr().map_err(Error::LocalAddr)?;
+            Some((listener, addr))
+        } else {
+            None
+        };
+        let vault = if self.mode.runs_vault() {
+            Some(bind(e.vault_listen, Listener::Vault).await?)
+        } else {
+            None
+        };
+        let vault_addr = vault
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .unwrap_or(e.vault_listen);
+        Ok(Listeners {
+            proxy,
+            vault,
+            vault_addr,
+        })
+    }
+
+    async fn start_vault(
+        &self,
+        listener: TcpListener,
+        addr: SocketAddr,
+        proxy_url: &str,
+        tasks: &mut Tasks,
+    ) -> Result<LocalVault, Error> {
+        let (loaded, prepared) = (&self.loaded, &self.prepared);
+        let settings = vault::settings(loaded, proxy_url.to_owned(), addr, prepared.base_env());
+        let files = loaded.vault_files(&prepared.data_dir);
+        let opened = vault::open(loaded, &prepared.parsed, &files, settings).await?;
+        let vault = opened.vault.clone();
+        vault.spawn_refresher(loaded.config.vault.refresh_interval());
+        // Passes as often as the shortest retry wait; each connection keeps its own back-off.
+        vault.spawn_revoker(loaded.config.vault.settings().revoke_retry_base);
+        let mut bindings = Vec::new();
+        let mut state = airlock_vault::api::ApiState::new(
+            vault.clone(),
+            &opened.admin_token,
+            &opened.service_token,
+        );
+        if self.mode == Mode::Up {
+            bindings = vault::sidecar_bindings(&vault, &prepared.secret_names()).await?;
+            // The console shows what the in-process proxy did.
+            let recent = self.telemetry.recent.clone();
+            state = state.with_recent_requests(Arc::new(move || {
+                recent
+                    .newest_first()
+                    .into_iter()
+                    .filter_map(|r| serde_json::to_value(r).ok())
+                    .collect()
+            }));
+        }
+        tracing::info!(target: crate::LOG_TARGET, listen = %addr, public_url = %loaded.config.vault.public_url(addr), "vault listening");
+        tasks.spawn(async move {
+            airlock_vault::api::serve(listener, state)
+                .await
+                .map_err(|source| Error::Stopped {
+                    listener: Listener::Vault,
+                    source,
+                })
+        });
+        Ok(LocalVault { vault, bindings })
+    }
+
+    /// Where the proxy's tokens come from: the config file's secrets, then
+    /// the in-process vault (`up`) or a remote one (`proxy` with `[vault] url`).
+    fn token_source(
+        &self,
+        static_secrets: &Arc<Swappable>,
+        vault: Option<&LocalVault>,
+    ) -> Result<Arc<dyn TokenSource>, Error> {
+        let first = static_secrets.clone();
+        Ok(match (self.mode, vault) {
+            (Mode::Up, Some(local)) => Arc::new(Layered {
+                first,
+                second: local.vault.clone(),
+            }),
+            (Mode::Proxy, None) if self.loaded.config.vault.url.is_some() => {
+                let files = self.loaded.vault_files(&self.prepared.data_dir);
+                let remote = RemoteVault::new(
+                    &self.loaded.config.vault.api_url(),
+                    vault::service_token(&files)?,
+                    outbound::tls_config(&self.prepared.parsed.proxy.outbound.extra_roots),
+                    self.loaded.prefix(),
+                );
+                Arc::new(Layered {
+                    first,
+                    second: Arc::new(remote),
+                })
+            }
+            _ => first,
+        })
+    }
+
+    async fn start_proxy(
+        &self,
+        listener: TcpListener,
+        addr: SocketAddr,
+        vault_addr: SocketAddr,
+        tokens: Arc<dyn TokenSource>,
+        vault: Option<Arc<Vault>>,
+        tasks: &mut Tasks,
+    ) -> Result<(), Error> {
+        let leaves = Arc::new(LeafCache::new(self.prepared.ca.clone(), 10_000));
+        let cache = Arc::new(CachedTokenSource::new(tokens));
+        let mut settings = self.prepared.parsed.proxy.settings.clone();
+        // The proxy never dials airlock's own listeners, even through an override.
+        settings
+            .own_addrs
+            .extend([vault_addr, self.loaded.config.vault.listen()]);
+        if self.loaded.config.proxy.admin() {
+            let sampler = metrics::sampler(leaves.clone(), cache.clone(), vault);
+            let admin_addr = self.start_metrics(sampler, tasks).await?;
+            settings.own_addrs.push(admin_addr);
+        }
+        let proxy = Proxy::new(settings, cache, leaves, addr, self.telemetry.clone());
+        tracing::info!(target: crate::LOG_TARGET, listen = %addr, "proxy listening");
+        tasks.spawn(async move {
+            proxy
+                .serve(listener)
+                .await
+                .map_err(|source| Error::Stopped {
+                    listener: Listener::Proxy,
+                    source,
+                })
+        });
+        Ok(())
+    }
+
+    /// `/metrics`, `/healthz`, `/readyz`; returns the bound address.
+    async fn start_metrics(
+        &self,
+        sampler: airlock_proxy::metrics::Sampler,
+        tasks: &mut Tasks,
+    ) -> Result<SocketAddr, Error> {
+        let listener = bind(self.effective.admin_listen, Listener::Metrics).await?;
+        let addr = listener.local_addr().map_err(Error::LocalAddr)?;
+        tracing::info!(target: crate::LOG_TARGET, listen = %addr, "metrics listening");
+        let metrics = self.telemetry.metrics.clone();
+        tasks.spawn(async move {
+            airlock_proxy::metrics::serve_admin(listener, metrics, sampler)
+                .await
+                .map_err(|source| Error::Stopped {
+                    listener: Listener::Metrics,
+                    source,
+                })
+        });
+        Ok(addr)
+    }
+
+    fn print_sandbox_env(&self, proxy_url: &str, bindings: &[(String, String)]) {
+        let env = self.prepared.environment(proxy_url, bindings);
+        let mut out = std::io::stdout().lock();
+        // A blank line ends the block, so a wrapper can read it and go on.
+        let _ = out.write_all(sandbox_env::render(&env, EnvFormat::Sh).as_bytes());
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    }
+}
+
+async fn bind(addr: SocketAddr, listener: Listener) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr,
+            listener,
+            source,
+        })
+}
+
+/// The first server to stop ends the run, as does a shutdown signal.
+async fn wait(
+    mut tasks: Tasks,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    tokio::select! {
+        Some(result) = tasks.join_next() => result.map_err(Error::Task)?,
+        _ = shutdown => {
+            tracing::info!(target: crate::LOG_TARGET, "shutting down");
+            Ok(())
+        }
+    }
+}

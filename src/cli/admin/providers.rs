@@ -1,0 +1,95 @@
+//! `airlock provider` and `airlock app`: the catalog and OAuth client registrations.
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::{rows, secret_from_env, AdminArgs, Api};
+use crate::Error;
+
+#[derive(Subcommand)]
+pub enum ProviderCommand {
+    /// List providers: the built-in catalog plus custom ones.
+    List(AdminArgs),
+}
+
+#[derive(Subcommand)]
+pub enum AppCommand {
+    /// Register or update the OAuth client of PROVIDER.
+    Set {
+        provider: String,
+        #[arg(long)]
+        client_id: String,
+        /// Name of an environment variable holding the client secret.
+        #[arg(long)]
+        client_secret_env: Option<String>,
+        #[arg(long, default_value = airlock_vault::DEFAULT_TENANT)]
+        tenant: String,
+        #[arg(long, default_value = airlock_vault::DEFAULT_ENVIRONMENT)]
+        environment: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List OAuth apps (secrets shown as ••••last4).
+    List(AdminArgs),
+}
+
+pub fn provider(c: ProviderCommand) -> Result<(), Error> {
+    let ProviderCommand::List(args) = c;
+    let api = Api::new(&args)?;
+    let value = api.call(reqwest::Method::GET, "/v1/providers", None)?;
+    api.print(&value, |v| {
+        rows(v, |p| {
+            format!(
+                "{:<12} {:<16} hosts: {}",
+                p["name"].as_str().unwrap_or(""),
+                p["env"].as_str().unwrap_or(""),
+                p["hosts"]
+            )
+        })
+    });
+    Ok(())
+}
+
+pub fn app(c: AppCommand) -> Result<(), Error> {
+    match c {
+        AppCommand::Set {
+            provider,
+            client_id,
+            client_secret_env,
+            tenant,
+            environment,
+            admin,
+        } => {
+            let api = Api::new(&admin)?;
+            let mut body = json!({ "provider": provider, "client_id": client_id, "tenant": tenant, "environment": environment });
+            if let Some(var) = client_secret_env {
+                body["client_secret"] = json!(secret_from_env(&var)?);
+            }
+            let value = api.call(reqwest::Method::PUT, "/v1/apps", Some(body))?;
+            api.print(&value, |v| {
+                format!(
+                    "app for {} saved (client secret {})\n",
+                    v["provider"].as_str().unwrap_or(""),
+                    v["client_secret"].as_str().unwrap_or("not set")
+                )
+            });
+        }
+        AppCommand::List(admin) => {
+            let api = Api::new(&admin)?;
+            let value = api.call(reqwest::Method::GET, "/v1/apps", None)?;
+            api.print(&value, |v| {
+                rows(v, |a| {
+                    format!(
+                        "{}/{} [{}] client_id={} secret={}",
+                        a["tenant"].as_str().unwrap_or(""),
+                        a["provider"].as_str().unwrap_or(""),
+                        a["environment"].as_str().unwrap_or(""),
+                        a["client_id"].as_str().unwrap_or(""),
+                        a["client_secret"].as_str().unwrap_or("-")
+                    )
+                })
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! `airlock sandbox`: create, list, delete.
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::{rows, AdminArgs, Api};
+use crate::Error;
+
+#[derive(Subcommand)]
+pub enum SandboxCommand {
+    /// Create a sandbox: prints its id, proxy URL and environment.
+    Create {
+        #[arg(long, default_value = airlock_vault::DEFAULT_TENANT)]
+        tenant: String,
+        #[arg(long)]
+        workspace: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// A provider the sandbox may use (repeat).
+        #[arg(long = "provider")]
+        providers: Vec<String>,
+        /// A static secret the sandbox may use (repeat).
+        #[arg(long = "secret")]
+        secrets: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    List(AdminArgs),
+    /// Delete a sandbox: its placeholders stop working.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+pub fn sandbox(c: SandboxCommand) -> Result<(), Error> {
+    match c {
+        SandboxCommand::Create {
+            tenant,
+            workspace,
+            user,
+            providers,
+            secrets,
+            admin,
+        } => {
+            let api = Api::new(&admin)?;
+            let body = json!({ "tenant": tenant, "workspace": workspace, "user": user, "providers": providers, "secrets": secrets });
+            let value = api.call(reqwest::Method::POST, "/v1/sandboxes", Some(body))?;
+            api.print(&value, |v| {
+                let mut out = format!("# sandbox {}\n", v["id"].as_str().unwrap_or(""));
+                if let Some(env) = v["env"].as_object() {
+                    for (k, val) in env {
+                        out.push_str(&format!(
+                            "export {k}='{}'\n",
+                            val.as_str().unwrap_or("").replace('\'', "'\\''")
+                        ));
+                    }
+                }
+                out
+            });
+        }
+        SandboxCommand::List(admin) => {
+            let api = Api::new(&admin)?;
+            let value = api.call(reqwest::Method::GET, "/v1/sandboxes", None)?;
+            api.print(&value, |v| {
+                rows(v, |s| {
+                    format!(
+                        "{} tenant={} bindings={}",
+                        s["id"].as_str().unwrap_or(""),
+                        s["tenant"].as_str().unwrap_or(""),
+                        s["bindings"]
+                    )
+                })
+            });
+        }
+        SandboxCommand::Delete { id, admin } => {
+            let api = Api::new(&admin)?;
+            let value = api.call(
+                reqwest::Method::DELETE,
+                &format!("/v1/sandboxes/{id}"),
+                None,
+            )?;
+            api.print(&value, |_| format!("deleted sandbox {id}\n"));
+        }
+    }
+    Ok(())
+}

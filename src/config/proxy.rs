@@ -1,0 +1,318 @@
+//! `[proxy]` and `[resolve]` become `ProxyConfig`: the proxy's own
+//! `ProxySettings` (defaults from `ProxySettings::default()`, the one source)
+//! plus what the binary needs around it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use airlock_proxy::egress::{EgressLists, OverrideTarget, ResolveOverrides};
+use airlock_proxy::ProxySettings;
+use airlock_vault_client::HostPattern;
+use rustls_pki_types::CertificateDer;
+
+use super::file::ProxySection;
+use super::Loaded;
+
+/// Where the metrics endpoint listens unless `admin_listen` says otherwise.
+pub fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+/// The proxy part of a parsed config.
+pub struct ProxyConfig {
+    pub settings: ProxySettings,
+    /// `[resolve]` and `upstream_ca` again, for airlock's other clients.
+    pub outbound: Outbound,
+}
+
+/// What airlock's own HTTP clients (the vault's, to OAuth providers; a
+/// remote vault's) take from `[resolve]` and `upstream_ca`, as plain values.
+#[derive(Debug, Clone, Default)]
+pub struct Outbound {
+    /// First match wins.
+    pub resolve: Vec<ResolveEntry>,
+    /// Trusted besides the system roots.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolveEntry {
+    pub host: HostPattern,
+    pub ip: std::net::IpAddr,
+    /// `None`: the port the client asked for.
+    pub port: Option<u16>,
+}
+
+impl ProxySection {
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(airlock_proxy::settings::default_listen)
+    }
+
+    pub fn admin_listen(&self) -> SocketAddr {
+        self.admin_listen.unwrap_or_else(default_admin_listen)
+    }
+
+    pub fn admin(&self) -> bool {
+        self.admin.unwrap_or(true)
+    }
+
+    /// The proxy URL sandboxes get: `public_url`, else the listen address.
+    pub fn url(&self, listen: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => super::http_url(listen),
+        }
+    }
+}
+
+impl Loaded {
+    /// `[proxy]` and `[resolve]`; problems go to `errors`, each once.
+    pub(super) fn proxy_config(&self, errors: &mut Vec<String>) -> ProxyConfig {
+        let p = &self.config.proxy;
+        let mut settings = ProxySettings::default();
+        apply_scalars(p, &mut settings);
+        if settings.allowed_ports.is_empty() {
+            errors.push("proxy.allowed_ports is empty: no request could succeed".into());
+        }
+        if p.ca_cert.is_some() != p.ca_key.is_some() {
+            errors.push("proxy.ca_cert and proxy.ca_key must be given together".into());
+        }
+        if let Some(url) = &p.public_url {
+            if !is_http_url(url) {
+                errors.push(format!(
+                    "proxy.public_url {url:?} must start with http:// or https://"
+                ));
+            }
+        }
+        settings.upstream_ca = self.upstream_ca(errors);
+        let resolve = self.resolve_overrides(errors);
+        settings.passthrough_hosts =
+            host_patterns("passthrough_hosts", &p.passthrough_hosts, errors);
+        if settings.decompression_budget < settings.max_decoded_body {
+            errors.push(format!(
+                "proxy.decompression_budget_bytes ({}) is smaller than proxy.max_decoded_body_bytes ({}): no compressed body of the allowed size could be decoded",
+                settings.decompression_budget, settings.max_decoded_body
+            ));
+        }
+        settings.egress = EgressLists {
+            deny_hosts: host_patterns("deny_hosts", &p.deny_hosts, errors),
+            allow_hosts: host_patterns("allow_hosts", &p.allow_hosts, errors),
+            deny_cidrs: networks("deny_cidrs", &p.deny_cidrs, errors),
+            allow_cidrs: networks("allow_cidrs", &p.allow_cidrs, errors),
+        };
+        settings.resolve =
+            match ResolveOverrides::new(resolve.iter().map(|(p, t)| (p.as_str(), *t))) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(format!("resolve: {e}"));
+                    ResolveOverrides::default()
+                }
+            };
+        let outbound = Outbound {
+            resolve: resolve
+                .iter()
+                .filter_map(|(pattern, target)| {
+                    Some(ResolveEntry {
+                        host: HostPattern::parse(pattern).ok()?,
+                        ip: target.ip,
+                        port: target.port,
+                    })
+                })
+                .collect(),
+            extra_roots: settings.upstream_ca.clone(),
+        };
+        ProxyConfig { settings, outbound }
+    }
+
+    fn upstream_ca(&self, errors: &mut Vec<String>) -> Vec<CertificateDer<'static>> {
+        let mut certs = Vec::new();
+        for path in &self.config.proxy.upstream_ca {
+            let full = self.resolve_path(path);
+            match read_pem_certs(&full) {
+                Ok(found) if found.is_empty() => errors.push(format!(
+                    "proxy.upstream_ca {}: no PEM certificate in the file",
+                    full.display()
+                )),
+                Ok(found) => certs.extend(found),
+                Err(e) => errors.push(format!("proxy.upstream_ca {}: {e}", full.display())),
+            }
+        }
+        certs
+    }
+
+    fn resolve_overrides(&self, errors: &mut Vec<String>) -> Vec<(String, OverrideTarget)> {
+        let mut overrides = Vec::new();
+        for (pattern, target) in &self.config.resolve {
+            let line = self.line_of(target.span().start);
+            match target.get_ref().parse::<OverrideTarget>() {
+                Ok(t) => overrides.push((pattern.clone(), t)),
+                Err(e) => errors.push(format!("line {line}: resolve {pattern:?}: {e}")),
+            }
+        }
+        overrides
+    }
+}
+
+/// Keys that are a `ProxySettings` field as they are, or in seconds. A zero
+/// where zero would mean "never" or "none" counts as one.
+fn apply_scalars(p: &ProxySection, s: &mut ProxySettings) {
+    fn set<T: Clone>(field: &mut T, value: &Option<T>) {
+        if let Some(v) = value {
+            *field = v.clone();
+        }
+    }
+    fn secs(field: &mut Duration, value: Option<u64>) {
+        if let Some(v) = value {
+            *field = Duration::from_secs(v.max(1));
+        }
+    }
+    fn at_least_one<T: Copy + Ord + From<u8>>(field: &mut T, value: Option<T>) {
+        if let Some(v) = value {
+            *field = v.max(T::from(1));
+        }
+    }
+    set(&mut s.intercept, &p.intercept);
+    set(&mut s.allowed_ports, &p.allowed_ports);
+    set(
+        &mut s.allow_private_destinations,
+        &p.allow_private_destinations,
+    );
+    set(&mut s.require_auth, &p.require_auth);
+    set(&mut s.add_via, &p.add_via);
+    secs(&mut s.connect_timeout, p.connect_timeout_secs);
+    secs(&mut s.response_timeout, p.response_timeout_secs);
+    secs(&mut s.tls_handshake_timeout, p.tls_handshake_timeout_secs);
+    secs(&mut s.header_read_timeout, p.header_read_timeout_secs);
+    secs(&mut s.body_read_timeout, p.body_read_timeout_secs);
+    set(&mut s.max_header_bytes, &p.max_header_bytes);
+    set(&mut s.max_headers, &p.max_headers);
+    set(&mut s.replay_buffer_bytes, &p.replay_buffer_bytes);
+    set(&mut s.max_decoded_body, &p.max_decoded_body_bytes);
+    set(&mut s.scrub_responses, &p.scrub_responses);
+    set(&mut s.decompression_budget, &p.decompression_budget_bytes);
+    at_least_one(
+        &mut s.max_connections_per_sandbox,
+        p.max_connections_per_sandbox,
+    );
+    at_least_one(&mut s.max_connections, p.max_connections);
+    at_least_one(&mut s.auth_failures_per_minute, p.auth_failures_per_minute);
+}
+
+fn host_patterns(field: &str, list: &[String], errors: &mut Vec<String>) -> Vec<HostPattern> {
+    let mut patterns = Vec::new();
+    for h in list {
+        match HostPattern::parse(h) {
+            Ok(pattern) => patterns.push(pattern),
+            Err(e) => errors.push(format!("proxy.{field}: {e}")),
+        }
+    }
+    patterns
+}
+
+fn networks(field: &str, list: &[String], errors: &mut Vec<String>) -> Vec<ipnet::IpNet> {
+    let mut nets = Vec::new();
+    for c in list {
+        match c
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(net) => nets.push(net),
+            Err(_) => errors.push(format!(
+                "proxy.{field}: {c:?} is not a CIDR (e.g. 10.0.0.0/8) or an address"
+            )),
+        }
+    }
+    nets
+}
+
+pub(super) fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+pub fn read_pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(certs)
+}
+
+/// The CA files `[proxy]` names, both or neither, relative to the config file.
+pub fn ca_files(loaded: &Loaded) -> Option<(PathBuf, PathBuf)> {
+    let p = &loaded.config.proxy;
+    match (&p.ca_cert, &p.ca_key) {
+        (Some(cert), Some(key)) => Some((loaded.resolve_path(cert), loaded.resolve_path(key))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::load;
+    use super::*;
+    use airlock_proxy::InterceptMode;
+
+    #[test]
+    fn left_out_keys_keep_the_proxy_defaults() {
+        let mut errors = Vec::new();
+        let c = load("").proxy_config(&mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let d = ProxySettings::default();
+        assert_eq!(c.settings.allowed_ports, d.allowed_ports);
+        assert_eq!(c.settings.connect_timeout, d.connect_timeout);
+        assert_eq!(c.settings.max_connections, d.max_connections);
+        assert_eq!(c.settings.scrub_responses, d.scrub_responses);
+    }
+
+    #[test]
+    fn intercept_defaults_to_all_and_limits_are_read() {
+        let l = load(
+            "[proxy]\npassthrough_hosts = [\"pinned.example\", \"*.pinned.test\"]\nmax_connections = 10\nbody_read_timeout_secs = 0\ndecompression_budget_bytes = 67108864\nmax_connections_per_sandbox = 0\n",
+        );
+        let mut errors = Vec::new();
+        let s = l.proxy_config(&mut errors).settings;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s.intercept, InterceptMode::All);
+        assert_eq!(s.passthrough_hosts.len(), 2);
+        assert!(s.passthrough_hosts[1].matches("a.pinned.test"));
+        assert_eq!(s.max_connections, 10);
+        assert_eq!(s.max_connections_per_sandbox, 1);
+        assert_eq!(s.body_read_timeout, Duration::from_secs(1));
+        assert_eq!(s.decompression_budget, 64 << 20);
+        assert_eq!(s.allowed_ports, vec![80, 443]);
+    }
+
+    #[test]
+    fn each_bad_key_is_one_error() {
+        let l = load(
+            "[proxy]\nallowed_ports = []\nca_cert = \"ca.pem\"\npublic_url = \"airlock:8080\"\npassthrough_hosts = [\"*\"]\nmax_decoded_body_bytes = 100\ndecompression_budget_bytes = 99\ndeny_cidrs = [\"10.0.0.0/99\"]\nallow_hosts = [\"\"]\n\n[resolve]\n\"api.test\" = \"not-an-ip\"\n",
+        );
+        let mut errors = Vec::new();
+        l.proxy_config(&mut errors);
+        let all = errors.join("\n");
+        for expected in [
+            "proxy.allowed_ports is empty",
+            "proxy.ca_cert and proxy.ca_key must be given together",
+            "proxy.public_url \"airlock:8080\" must start with http:// or https://",
+            "proxy.passthrough_hosts",
+            "decompression_budget_bytes (99)",
+            "proxy.deny_cidrs: \"10.0.0.0/99\" is not a CIDR",
+            "proxy.allow_hosts",
+            "line 12: resolve \"api.test\"",
+        ] {
+            assert!(all.contains(expected), "{expected}: {all}");
+        }
+        assert_eq!(errors.len(), 8, "{all}");
+    }
+
+    #[test]
+    fn the_proxy_url_is_public_url_or_the_listen_address() {
+        let l = load("[proxy]\npublic_url = \"http://airlock:8080/\"\n");
+        let any = SocketAddr::from(([0, 0, 0, 0], 1));
+        assert_eq!(l.config.proxy.url(any), "http://airlock:8080");
+        assert_eq!(load("").config.proxy.url(any), "http://127.0.0.1:1");
+    }
+}

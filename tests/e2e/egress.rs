@@ -1,0 +1,564 @@
+//! Egress decisions and limits: a forbidden destination is refused as the
+//! answer to CONNECT (never a `200`), `[resolve]` overrides never lead back
+//! into airlock, and floods (silent bodies, idle connections, gzip bombs)
+//! leave the proxy serving with bounded memory and file descriptors.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::support::clients::curl;
+use crate::support::{blocking, real_secret, tunnel, with_env, Airlock, TestCa, Upstream};
+
+const API: &str = "api.egress.test";
+
+/// `airlock.toml` with the test CA trusted, `API` resolved to `upstream`,
+/// and a secret bound to `API` with the default swap locations.
+fn config(ca: &TestCa, upstream: &Upstream, proxy_extra: &str, resolve_extra: &str) -> String {
+    format!(
+        "[proxy]\nupstream_ca = [{:?}]\n{proxy_extra}\n\n[resolve]\n\"{API}\" = \"127.0.0.1:{}\"\n{resolve_extra}\n\n\
+         [[secret]]\nname = \"API_TOKEN\"\nvalue = {:?}\nhosts = [\"{API}\"]\n",
+        ca.cert_pem_path().display().to_string(),
+        upstream.port(),
+        real_secret("egress"),
+    )
+}
+
+/// The proxy still answers a correct request.
+async fn assert_serving(airlock: &Airlock) {
+    let env = airlock.env.clone();
+    let out = blocking(move || {
+        curl(
+            &env,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("https://{API}/alive"),
+            ],
+        )
+    })
+    .await;
+    assert_eq!(
+        out.stdout, "200",
+        "the proxy stopped serving: {}",
+        out.stderr
+    );
+}
+
+fn open_fds(airlock: &Airlock) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", airlock.pid()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A name from /etc/hosts (other than `localhost`) whose address is private
+/// or loopback: a DNS answer, not a literal, that must be refused.
+fn private_name_from_hosts_file() -> Option<String> {
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts.lines().find_map(|line| {
+        let line = line.split('#').next()?;
+        let mut words = line.split_whitespace();
+        let ip: std::net::IpAddr = words.next()?.parse().ok()?;
+        let private = match ip {
+            std::net::IpAddr::V4(v4) => v4.is_loopback() || v4.is_private(),
+            std::net::IpAddr::V6(v6) => v6.is_loopback(),
+        };
+        if !private {
+            return None;
+        }
+        words
+            .find(|name| {
+                !name.contains("localhost")
+                    && name.contains(|c: char| c.is_ascii_alphabetic())
+                    && name.parse::<std::net::IpAddr>().is_err()
+            })
+            .map(str::to_owned)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_a_forbidden_destination_is_refused_before_200_in_every_spelling() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    // No `intercept` key: the default (`all`) is what is tested.
+    let airlock = Airlock::start(&config(
+        &ca,
+        &upstream,
+        "deny_hosts = [\"*.denied.test\"]",
+        "",
+    ));
+    let proxy = airlock.proxy_addr();
+    let mut targets = vec![
+        "127.0.0.1",
+        "2130706433",
+        "0x7f000001",
+        "0x7f.0.0.1",
+        "0177.0.0.1",
+        "0177.0.0.01",
+        "127.1",
+        "0.0.0.0",
+        "0",
+        "[::1]",
+        "[::]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "[::ffff:a9fe:a9fe]",
+        "[64:ff9b::7f00:1]",
+        "169.254.169.254",
+        "2852039166",
+        "169.254.43518",
+        "[fd00:ec2::254]",
+        "10.1",
+        "192.168.0.1",
+        "100.64.0.1",
+        "localhost",
+        "LOCALHOST.",
+        "db.localhost",
+        "1.2.3.4.5",
+        "x.denied.test",
+    ];
+    let from_hosts_file = private_name_from_hosts_file();
+    if let Some(name) = &from_hosts_file {
+        targets.push(name.as_str());
+    }
+    for target in &targets {
+        let (code, head, _) = tunnel::connect(proxy, &format!("{target}:443")).await;
+        assert_eq!(code, 403, "CONNECT {target} was not refused: {head}");
+        assert!(
+            head.contains("x-airlock-error: egress_denied"),
+            "{target}: {head}"
+        );
+    }
+    // A port outside allowed_ports, on an allowed host.
+    let (code, head, _) = tunnel::connect(proxy, &format!("{API}:8443")).await;
+    assert_eq!(code, 403, "{head}");
+    assert!(head.contains("port_not_allowed"), "{head}");
+
+    // Real clients see the refusal as the CONNECT answer (curl normalises
+    // some spellings itself; airlock's own reading is covered above).
+    let env = with_env(&airlock.env, &[("NO_PROXY", ""), ("no_proxy", "")]);
+    let outs = blocking(move || {
+        [
+            "https://2130706433/",
+            "https://[::1]/",
+            "https://localhost/",
+        ]
+        .iter()
+        .map(|url| curl(&env, &["-o", "/dev/null", "-w", "%{http_connect}", url]))
+        .collect::<Vec<_>>()
+    })
+    .await;
+    for out in &outs {
+        assert_eq!(out.stdout, "403", "{}", out.stderr);
+    }
+    let logs = airlock.wait_for_log("x.denied.test");
+    let refusals = logs
+        .lines()
+        .filter(|l| {
+            l.contains("airlock::audit")
+                && l.contains("mode=\"connect\"")
+                && l.contains("outcome=\"egress_denied\"")
+        })
+        .count();
+    assert!(
+        refusals >= targets.len() + outs.len(),
+        "{refusals} audit lines for {} refusals:\n{logs}",
+        targets.len() + outs.len()
+    );
+    assert!(
+        logs.contains("cloud metadata") && logs.contains("loopback"),
+        "{logs}"
+    );
+    assert!(logs.contains("deny_hosts"), "{logs}");
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing was meant to reach the upstream"
+    );
+    assert_serving(&airlock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_is_intercepted_by_default() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API, "unbound.egress.test"]).await;
+    let airlock = Airlock::start(&config(
+        &ca,
+        &upstream,
+        "",
+        &format!(
+            "\"unbound.egress.test\" = \"127.0.0.1:{}\"",
+            upstream.port()
+        ),
+    ));
+    // Trusting airlock's CA only: the unbound host shows airlock's leaf.
+    let env = airlock.env.clone();
+    let out = blocking(move || {
+        curl(
+            &env,
+            &["-w", " %{http_code}", "https://unbound.egress.test/seen"],
+        )
+    })
+    .await;
+    assert_eq!(out.stdout, "ok\n 200", "{}", out.stderr);
+    let logs = airlock.wait_for_log("/seen");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("mode=\"intercept\"") && l.contains("path=/seen")),
+        "every request is audited: {logs}"
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_never_lead_back_into_airlock_and_ports_bind_plain_http() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    let (p, v, m) = (free_port(), free_port(), free_port());
+    let resolve = format!(
+        "\"proxy.own.test\" = \"127.0.0.1:{p}\"\n\"vault.own.test\" = \"127.0.0.1:{v}\"\n\
+         \"metrics.own.test\" = \"127.0.0.1:{m}\"\n\"bare.own.test\" = \"127.0.0.1\"\n\
+         \"any.own.test\" = \"0.0.0.0:{v}\"\n\"mapped.own.test\" = \"[::ffff:127.0.0.1]:{m}\"\n\
+         \"plain.egress.test\" = \"127.0.0.1:{}\"\n",
+        upstream.port()
+    );
+    let cfg = config(
+        &ca,
+        &upstream,
+        &format!("allowed_ports = [80, 443, {v}, {m}]"),
+        &resolve,
+    );
+    let airlock = Airlock::start_on(
+        &cfg,
+        &format!("127.0.0.1:{p}"),
+        &format!("127.0.0.1:{v}"),
+        &format!("127.0.0.1:{m}"),
+    );
+    // The vault and metrics really listen there: a direct request works.
+    let direct = blocking(move || {
+        curl(
+            &[],
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://127.0.0.1:{m}/healthz"),
+            ],
+        )
+    })
+    .await;
+    assert_eq!(direct.stdout, "200", "{}", direct.stderr);
+
+    let env = airlock.env.clone();
+    let outs = blocking(move || {
+        let connect = |url: &str| curl(&env, &["-i", "-w", "\n[%{http_connect}]", url]);
+        let plain = |url: &str| curl(&env, &["-i", url]);
+        vec![
+            ("https proxy", connect("https://proxy.own.test/")),
+            ("https vault", connect("https://vault.own.test/")),
+            ("https metrics", connect("https://metrics.own.test/")),
+            ("https 0.0.0.0", connect("https://any.own.test/")),
+            ("https mapped", connect("https://mapped.own.test/")),
+            (
+                "http vault",
+                plain("http://vault.own.test/v1/service/resolve"),
+            ),
+            (
+                "http bare vault port",
+                plain(&format!("http://bare.own.test:{v}/healthz")),
+            ),
+            (
+                "http bare metrics port",
+                plain(&format!("http://bare.own.test:{m}/metrics")),
+            ),
+            ("http 0.0.0.0", plain("http://any.own.test/healthz")),
+        ]
+    })
+    .await;
+    for (what, out) in &outs {
+        assert!(
+            out.stdout.contains(" 403") || out.stdout.contains("[403]"),
+            "{what}: {} {}",
+            out.stdout,
+            out.stderr
+        );
+        assert!(
+            out.stdout.contains("egress_denied"),
+            "{what}: {}",
+            out.stdout
+        );
+    }
+    // Plain http:// bodies are readable: they say why.
+    assert!(
+        outs[5].1.stdout.contains("own listeners"),
+        "{}",
+        outs[5].1.stdout
+    );
+
+    // allowed_ports binds plain http:// too: the upstream's own port is not allowed.
+    let env = airlock.env.clone();
+    let port = upstream.port();
+    let not_allowed =
+        blocking(move || curl(&env, &["-i", &format!("http://plain.egress.test:{port}/x")])).await;
+    assert!(
+        not_allowed.stdout.starts_with("HTTP/1.1 403"),
+        "{}",
+        not_allowed.stdout
+    );
+    assert!(
+        not_allowed
+            .stdout
+            .contains("x-airlock-error: port_not_allowed"),
+        "{}",
+        not_allowed.stdout
+    );
+    assert!(upstream.requests().is_empty());
+
+    // A private override target that is not airlock is still dialled.
+    assert_serving(&airlock).await;
+    let logs = airlock.logs();
+    assert!(logs.contains("own listeners"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_announced_and_never_sent_do_not_exhaust_file_descriptors() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    let airlock = Airlock::start(&config(&ca, &upstream, "body_read_timeout_secs = 1", ""));
+    let proxy = airlock.proxy_addr();
+    let before = open_fds(&airlock);
+    const TOTAL: usize = 2000;
+    const WAVE: usize = 250;
+    let mut timed_out = 0;
+    let mut other = Vec::new();
+    for _ in 0..TOTAL / WAVE {
+        let mut wave = tokio::task::JoinSet::new();
+        for _ in 0..WAVE {
+            wave.spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+                s.write_all(
+                    format!(
+                        "POST http://{API}/upload HTTP/1.1\r\nHost: {API}\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\nonly-this"
+                    )
+                    .as_bytes(),
+                )
+                .await
+                .unwrap();
+                // The proxy answers and closes; read_to_close is bounded (10 s).
+                tunnel::read_to_close(&mut s).await
+            });
+        }
+        while let Some(answer) = wave.join_next().await {
+            let answer = answer.unwrap();
+            if answer.starts_with("HTTP/1.1 408") && answer.contains("body_read_timeout") {
+                timed_out += 1;
+            } else if other.len() < 3 {
+                other.push(answer);
+            }
+        }
+    }
+    assert_eq!(timed_out, TOTAL, "other answers: {other:?}");
+    assert!(upstream.requests().is_empty(), "no half body was forwarded");
+    assert_serving(&airlock).await;
+    // Every one of those connections was closed: the fd count is back near
+    // where it started (a few pooled upstream connections aside).
+    let mut after = open_fds(&airlock);
+    for _ in 0..50 {
+        if after <= before + 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = open_fds(&airlock);
+    }
+    assert!(after <= before + 20, "{after} fds open, {before} before");
+    eprintln!("{TOTAL} silent bodies: fds {before} before, {after} after");
+    let logs = airlock.logs();
+    assert!(!logs.contains("Too many open files"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_max_connections_get_503_with_retry_after() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    let airlock = Airlock::start(&config(&ca, &upstream, "max_connections = 20", ""));
+    let proxy = airlock.proxy_addr();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(tokio::net::TcpStream::connect(proxy).await.unwrap());
+    }
+    // Let the proxy accept all of them before the one too many arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    extra
+        .write_all(format!("GET http://{API}/x HTTP/1.1\r\nHost: {API}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = tunnel::read_to_close(&mut extra).await.to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("x-airlock-error: proxy_busy"), "{answer}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_serving(&airlock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_gzip_bombs_share_one_decompression_budget() {
+    // An upstream that accepts and never answers: each request holds its
+    // decoded body until response_timeout, so the bombs overlap.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    let mib = 1024 * 1024;
+    let cfg = config(
+        &ca,
+        &upstream,
+        &format!(
+            "response_timeout_secs = 3\nmax_decoded_body_bytes = {}\ndecompression_budget_bytes = {}",
+            32 * mib,
+            48 * mib
+        ),
+        &format!("\"slow.egress.test\" = \"127.0.0.1:{silent_port}\""),
+    );
+    let airlock = Airlock::start(&cfg);
+    assert_serving(&airlock).await;
+    let baseline = airlock.memory_kib("VmRSS");
+    // 31 MiB of zeros: about 31 KiB gzipped, each under the per-request cap.
+    let bomb = tempfile::NamedTempFile::new().unwrap();
+    {
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(bomb.path()).unwrap(),
+            flate2::Compression::best(),
+        );
+        let zeros = vec![0u8; mib];
+        for _ in 0..31 {
+            std::io::Write::write_all(&mut enc, &zeros).unwrap();
+        }
+        enc.finish().unwrap();
+    }
+    assert!(std::fs::metadata(bomb.path()).unwrap().len() < 64 * 1024);
+    let data = format!("@{}", bomb.path().display());
+    let mut bombs = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let env = airlock.env.clone();
+        let data = data.clone();
+        bombs.spawn_blocking(move || {
+            curl(
+                &env,
+                &[
+                    "-i",
+                    "-H",
+                    "content-type: application/json",
+                    "-H",
+                    "content-encoding: gzip",
+                    "--data-binary",
+                    &data,
+                    "https://slow.egress.test/bomb",
+                ],
+            )
+        });
+    }
+    let mut refused = 0;
+    while let Some(out) = bombs.join_next().await {
+        let out = out.unwrap();
+        let head = out.stdout.to_ascii_lowercase();
+        if head.contains(" 503") {
+            assert!(
+                head.contains("x-airlock-error: decompression_budget"),
+                "{head}"
+            );
+            assert!(head.contains("retry-after: 1"), "{head}");
+            refused += 1;
+        } else {
+            // Decoded within the budget, then the silent upstream timed out.
+            assert!(head.contains(" 504"), "{} {}", out.stdout, out.stderr);
+        }
+    }
+    assert!(refused >= 1, "no bomb was refused");
+    let peak = airlock.memory_kib("VmHWM");
+    eprintln!("{refused}/16 bombs refused; RSS baseline {baseline} KiB, peak {peak} KiB");
+    // Unbounded, 16 decoded bombs take about 500 MiB; the budget is 48 MiB.
+    assert!(
+        peak < baseline + 200 * 1024,
+        "peak RSS {peak} KiB, baseline {baseline} KiB"
+    );
+    assert_serving(&airlock).await;
+    hold.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_json_upload_whose_binding_cannot_swap_bodies_keeps_its_content_length() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    let airlock = Airlock::start(&config(&ca, &upstream, "", ""));
+    let placeholder = airlock.var("API_TOKEN");
+    // 3 MiB of JSON (over the 1 MiB replay buffer), placeholder in a header.
+    let len = 3 * 1024 * 1024;
+    let mut json = String::from("{\"items\":[");
+    while json.len() < len - 64 {
+        json.push_str("\"abcdefghijklmnopqrstuvwxyz\",");
+    }
+    json.push_str("\"end\"]}");
+    let json = json.clone() + &" ".repeat(len - json.len());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &json).unwrap();
+    let data = format!("@{}", file.path().display());
+    for version in ["--http1.1", "--http2"] {
+        let env = airlock.env.clone();
+        let auth = format!("Authorization: Bearer {placeholder}");
+        let data = data.clone();
+        let out = blocking(move || {
+            curl(
+                &env,
+                &[
+                    version,
+                    "-H",
+                    &auth,
+                    "-H",
+                    "content-type: application/json",
+                    "--data-binary",
+                    &data,
+                    &format!("https://{API}/upload"),
+                ],
+            )
+        })
+        .await;
+        assert_eq!(
+            out.stdout,
+            format!("{{\"received\":{len}}}"),
+            "{version}: {}",
+            out.stderr
+        );
+    }
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(r.body_len, len as u64);
+        assert_eq!(
+            r.header("content-length"),
+            Some(len.to_string().as_str()),
+            "{:?}",
+            r.headers
+        );
+        assert!(r.header("transfer-encoding").is_none(), "{:?}", r.headers);
+        assert!(r
+            .header("authorization")
+            .is_some_and(|a| !a.contains(&placeholder)));
+    }
+}

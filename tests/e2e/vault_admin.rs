@@ -1,0 +1,204 @@
+//! The vault's admin API, machine accounts and restarts, against the fake provider.
+
+use super::vault::*;
+use crate::support::oauth_provider::OAuthProvider;
+use crate::support::{Airlock, TestCa};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_survive_a_restart() {
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(&ca, &[AUTH, API], CLIENT_ID, CLIENT_SECRET).await;
+    let cfg = acme_config(&ca, provider.port(), "", "");
+    let mut first = Airlock::start(&cfg);
+    let w = World {
+        ca,
+        provider,
+        airlock: Airlock::restart_in(&cfg, &first.data_dir),
+    };
+    first.stop();
+    w.connect("tenant").await;
+    let placeholder = w.airlock.var("ACME_TOKEN");
+    let data_dir = w.airlock.data_dir.clone();
+    let World {
+        ca,
+        provider,
+        mut airlock,
+    } = w;
+    airlock.stop();
+    let again = Airlock::restart_in(&cfg, &data_dir);
+    assert_eq!(
+        again.var("ACME_TOKEN"),
+        placeholder,
+        "the sandbox keeps its placeholder"
+    );
+    let w = World {
+        ca,
+        provider,
+        airlock: again,
+    };
+    let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        w.provider.authorize_count(),
+        1,
+        "no new authorization was needed"
+    );
+    drop(first);
+    drop(airlock);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_account_uses_client_credentials() {
+    let w = world("", "").await;
+    let body = format!(
+        r#"{{"name":"ci-bot","provider":"acme","client_id":"{CLIENT_ID}","client_secret":"{CLIENT_SECRET}","scopes":["read"]}}"#
+    );
+    let (status, created) = api(&w.airlock, "POST", "/v1/machine-accounts", Some(body), None).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["kind"], "client_credentials");
+    assert_eq!(w.provider.token_requests("client_credentials"), 1);
+    let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+    assert_eq!(status, 200, "{body}");
+    // A wrong secret is refused and stores nothing.
+    let bad = format!(
+        r#"{{"name":"bad","provider":"acme","client_id":"{CLIENT_ID}","client_secret":"wrong-secret"}}"#
+    );
+    let (status, answer) = api(&w.airlock, "POST", "/v1/machine-accounts", Some(bad), None).await;
+    assert_eq!(status, 502, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused the client credentials of app"),
+        "{answer}"
+    );
+    let (_, conns) = api(&w.airlock, "GET", "/v1/connections", None, None).await;
+    assert_eq!(conns.as_array().unwrap().len(), 1);
+    w.assert_no_secret_in(&[&answer.to_string(), &conns.to_string(), &w.airlock.logs()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_refuses_bad_input_and_changes_nothing() {
+    let w = world("", "").await;
+    let before = api(&w.airlock, "GET", "/v1/apps", None, None).await.1;
+    // (method, path, body, token, expected status, text the error must hold)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<String>,
+        Option<String>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "GET",
+            "/v1/apps",
+            None,
+            Some("wrong-token".into()),
+            401,
+            "admin token",
+        ),
+        (
+            "PUT",
+            "/v1/apps",
+            Some(r#"{"provider":"acme"}"#.into()),
+            None,
+            422,
+            "client_id",
+        ),
+        (
+            "PUT",
+            "/v1/apps",
+            Some(r#"{"provider":"nope","client_id":"x"}"#.into()),
+            None,
+            404,
+            "nope",
+        ),
+        ("PUT", "/v1/apps", Some("{not json".into()), None, 400, ""),
+        (
+            "POST",
+            "/v1/connections",
+            Some(r#"{"provider":"acme","scope":"galaxy"}"#.into()),
+            None,
+            400,
+            "scope",
+        ),
+        (
+            "POST",
+            "/v1/providers",
+            Some(r#"{"name":"evil","token_url":"ftp://x","hosts":[],"env":"E"}"#.into()),
+            None,
+            400,
+            "token_url",
+        ),
+        (
+            "POST",
+            "/v1/secrets",
+            Some(r#"{"name":"X","value":"v","hosts":["*"]}"#.into()),
+            None,
+            400,
+            "host",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes",
+            Some(r#"{"providers":["nope"]}"#.into()),
+            None,
+            404,
+            "nope",
+        ),
+        (
+            "PUT",
+            "/v1/apps",
+            Some(format!(
+                r#"{{"provider":"acme","client_id":"{}"}}"#,
+                "x".repeat(100_000)
+            )),
+            None,
+            413,
+            "larger than",
+        ),
+        (
+            "DELETE",
+            "/v1/connections/conn_missing",
+            None,
+            None,
+            404,
+            "not found",
+        ),
+    ];
+    for (method, path, body, token, status, needle) in cases {
+        let (got, answer) = api(&w.airlock, method, path, body, token).await;
+        assert_eq!(got, status, "{method} {path}: {answer}");
+        assert!(
+            answer.to_string().contains(needle),
+            "{method} {path}: {answer}"
+        );
+    }
+    assert_eq!(
+        api(&w.airlock, "GET", "/v1/apps", None, None).await.1,
+        before,
+        "nothing changed"
+    );
+    let (_, providers) = api(&w.airlock, "GET", "/v1/providers", None, None).await;
+    assert!(!providers.to_string().contains("evil"));
+    let (_, secrets) = api(&w.airlock, "GET", "/v1/secrets", None, None).await;
+    assert_eq!(secrets, serde_json::json!([]));
+    let (_, sandboxes) = api(&w.airlock, "GET", "/v1/sandboxes", None, None).await;
+    assert_eq!(
+        sandboxes.as_array().unwrap().len(),
+        1,
+        "only the sidecar sandbox"
+    );
+    // The service API takes the service credential, not the admin one.
+    let (status, _) = api(
+        &w.airlock,
+        "POST",
+        "/v1/service/resolve",
+        Some(r#"{"sandbox":"default","placeholder":"x"}"#.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+}

@@ -1,0 +1,508 @@
+//! The proxy ↔ vault wire contract: the bodies of the vault's service API
+//! (`POST /v1/service/*`), the error codes both ends speak, and the
+//! connection status both ends name. The vault answers with these types
+//! (`vault/src/api.rs`), [`RemoteVault`](crate::RemoteVault) reads them.
+//!
+//! Fields are declared in alphabetical order: that is the order the vault
+//! wrote them in before this contract was typed, and outside clients may
+//! compare bytes.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{
+    Binding, BindingKind, ExpiredSignal, ForeignBody, Guarded, HostPattern, Injection, Resolved,
+    SandboxId, SwapLocation, TokenError,
+};
+
+/// Service API paths.
+pub mod paths {
+    pub const RESOLVE: &str = "/v1/service/resolve";
+    pub const REFRESH: &str = "/v1/service/refresh";
+    pub const GUARDED: &str = "/v1/service/guarded";
+    pub const AUTHENTICATE: &str = "/v1/service/authenticate";
+    pub const BOUND_HOST: &str = "/v1/service/bound-host";
+}
+
+/// Why the vault could not give a token: the `code` of a service API error
+/// body, and the `x-airlock-error` value the proxy sends for the same cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    UnknownPlaceholder,
+    WrongSandbox,
+    Revoked,
+    ReconnectNeeded,
+    NotConnected,
+    Unavailable,
+    BadCredential,
+}
+
+impl ErrorCode {
+    const ALL: [Self; 7] = [
+        Self::UnknownPlaceholder,
+        Self::WrongSandbox,
+        Self::Revoked,
+        Self::ReconnectNeeded,
+        Self::NotConnected,
+        Self::Unavailable,
+        Self::BadCredential,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownPlaceholder => "unknown_placeholder",
+            Self::WrongSandbox => "wrong_sandbox",
+            Self::Revoked => "revoked",
+            Self::ReconnectNeeded => "reconnect_needed",
+            Self::NotConnected => "not_connected",
+            Self::Unavailable => "unavailable",
+            Self::BadCredential => "bad_credential",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TokenError {
+    /// The code this error travels under.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownPlaceholder => ErrorCode::UnknownPlaceholder,
+            Self::WrongSandbox { .. } => ErrorCode::WrongSandbox,
+            Self::Revoked { .. } => ErrorCode::Revoked,
+            Self::ReconnectNeeded { .. } => ErrorCode::ReconnectNeeded,
+            Self::NotConnected { .. } => ErrorCode::NotConnected,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::BadCredential => ErrorCode::BadCredential,
+        }
+    }
+
+    /// The binding the error is about, when it names one.
+    pub fn binding(&self) -> Option<&str> {
+        match self {
+            Self::WrongSandbox { binding }
+            | Self::Revoked { binding }
+            | Self::ReconnectNeeded { binding }
+            | Self::NotConnected { binding } => Some(binding),
+            Self::UnknownPlaceholder | Self::Unavailable(_) | Self::BadCredential => None,
+        }
+    }
+}
+
+/// Where a connection stands. Stored and sent as its snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    /// Created, its first grant not stored yet.
+    Pending,
+    Connected,
+    /// The provider refused the grant: a user must connect again.
+    ReconnectNeeded,
+    /// Disconnected, but revoking its tokens at the provider failed: never
+    /// handed out again, revocation retried in the background, then deleted.
+    RevokePending,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Connected => "connected",
+            Self::ReconnectNeeded => "reconnect_needed",
+            Self::RevokePending => "revoke_pending",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Connected,
+            Self::ReconnectNeeded,
+            Self::RevokePending,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// A stored status this version does not know (written by a newer one) reads
+/// as pending: such a connection is never handed out.
+impl From<String> for ConnectionStatus {
+    fn from(s: String) -> Self {
+        Self::parse(&s).unwrap_or(Self::Pending)
+    }
+}
+
+impl fmt::Display for ConnectionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(secret.expose_secret())
+}
+
+fn expose_opt<S: Serializer>(secret: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => s.serialize_some(secret.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
+/// `POST /v1/service/resolve` and `/v1/service/refresh`.
+#[derive(Serialize, Deserialize)]
+pub struct ResolveRequest {
+    /// Refresh only: the token the upstream refused.
+    #[serde(
+        default,
+        serialize_with = "expose_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub failed_token: Option<SecretString>,
+    pub placeholder: String,
+    pub sandbox: String,
+}
+
+/// A binding as the service API sends it: everything but the token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireBinding {
+    /// Set for OAuth bindings, absent (null) for static secrets.
+    #[serde(default)]
+    pub connection_id: Option<String>,
+    #[serde(default, deserialize_with = "or_default")]
+    pub expired_on: Vec<ExpiredSignal>,
+    pub hosts: Vec<String>,
+    pub id: String,
+    #[serde(default)]
+    pub inject: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "or_default")]
+    pub on_foreign_body: ForeignBody,
+    #[serde(default)]
+    pub sandbox: String,
+    pub swap_in: BTreeSet<SwapLocation>,
+}
+
+/// A value this proxy cannot read (a newer vault's) reads as the default.
+fn or_default<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).unwrap_or_default())
+}
+
+/// The answer to resolve and refresh.
+#[derive(Serialize, Deserialize)]
+pub struct ResolvedAnswer {
+    pub binding: WireBinding,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    #[serde(serialize_with = "expose")]
+    pub token: SecretString,
+}
+
+impl From<&Resolved> for ResolvedAnswer {
+    fn from(r: &Resolved) -> Self {
+        let b = &r.binding;
+        Self {
+            binding: WireBinding {
+                connection_id: match &b.kind {
+                    BindingKind::OAuth { connection_id } => Some(connection_id.clone()),
+                    BindingKind::Static => None,
+                },
+                expired_on: b.expired_on.clone(),
+                hosts: b.hosts.iter().map(|h| h.to_string()).collect(),
+                id: b.id.clone(),
+                inject: b.inject.as_ref().map(|i| i.to_string()),
+                name: b.name.clone(),
+                on_foreign_body: b.on_foreign_body,
+                sandbox: b.sandbox.as_str().to_owned(),
+                swap_in: b.swap_in.clone(),
+            },
+            expires_at: r.expires_at,
+            token: r.token.clone(),
+        }
+    }
+}
+
+impl ResolvedAnswer {
+    /// The binding as `sandbox` sees it. Host patterns and an `inject` form
+    /// this proxy does not understand are left out rather than refused.
+    pub fn into_resolved(self, sandbox: &SandboxId) -> Resolved {
+        let b = self.binding;
+        Resolved {
+            binding: Arc::new(Binding {
+                id: b.id,
+                name: b.name,
+                sandbox: sandbox.clone(),
+                hosts: b
+                    .hosts
+                    .iter()
+                    .filter_map(|h| HostPattern::parse(h).ok())
+                    .collect(),
+                swap_in: b.swap_in,
+                kind: match b.connection_id {
+                    Some(connection_id) => BindingKind::OAuth { connection_id },
+                    None => BindingKind::Static,
+                },
+                expired_on: b.expired_on,
+                inject: b.inject.as_deref().and_then(|s| Injection::parse(s).ok()),
+                on_foreign_body: b.on_foreign_body,
+            }),
+            token: self.token,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+/// `POST /v1/service/guarded`.
+#[derive(Serialize, Deserialize)]
+pub struct GuardedRequest {
+    pub sandbox: String,
+}
+
+/// One token the response firewall must guard.
+#[derive(Serialize, Deserialize)]
+pub struct GuardedToken {
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    pub placeholder: String,
+    #[serde(serialize_with = "expose")]
+    pub token: SecretString,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct GuardedAnswer {
+    #[serde(default)]
+    pub guarded: Vec<GuardedToken>,
+}
+
+impl From<&Guarded> for GuardedToken {
+    fn from(g: &Guarded) -> Self {
+        Self {
+            expires_at: g.expires_at,
+            placeholder: g.placeholder.clone(),
+            token: g.token.clone(),
+        }
+    }
+}
+
+impl From<GuardedToken> for Guarded {
+    fn from(g: GuardedToken) -> Self {
+        Self {
+            placeholder: g.placeholder,
+            token: g.token,
+            expires_at: g.expires_at,
+        }
+    }
+}
+
+/// `POST /v1/service/authenticate`: a `Proxy-Authorization` credential.
+#[derive(Serialize, Deserialize)]
+pub struct AuthenticateRequest {
+    pub sandbox: String,
+    #[serde(serialize_with = "expose")]
+    pub secret: SecretString,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AuthenticateAnswer {
+    pub sandbox: String,
+}
+
+/// `POST /v1/service/bound-host`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BoundHostRequest {
+    pub host: String,
+    pub sandbox: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BoundHostAnswer {
+    /// An older vault does not say: assume a swap may happen.
+    #[serde(default = "yes")]
+    pub body_swap: bool,
+    #[serde(default)]
+    pub bound: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A refusal of the service API. Errors that are not about a token (bad
+/// JSON, a refused service token) carry only `error`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    #[serde(default)]
+    pub binding: Option<String>,
+    /// Absent in errors that are not about a token; a code this proxy does
+    /// not know reads as absent.
+    #[serde(default, deserialize_with = "known_code")]
+    pub code: Option<ErrorCode>,
+    pub error: String,
+}
+
+fn known_code<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ErrorCode>, D::Error> {
+    let code: Option<String> = Option::deserialize(d)?;
+    Ok(code.as_deref().and_then(ErrorCode::parse))
+}
+
+impl From<&TokenError> for ErrorAnswer {
+    fn from(e: &TokenError) -> Self {
+        Self {
+            binding: e.binding().map(str::to_owned),
+            code: Some(e.code()),
+            error: e.to_string(),
+        }
+    }
+}
+
+impl ErrorAnswer {
+    /// The error the proxy acts on; anything without a known code means the
+    /// vault could not answer.
+    pub fn into_token_error(self) -> TokenError {
+        let binding = || self.binding.clone().unwrap_or_else(|| "?".to_owned());
+        match self.code {
+            Some(ErrorCode::UnknownPlaceholder) => TokenError::UnknownPlaceholder,
+            Some(ErrorCode::WrongSandbox) => TokenError::WrongSandbox { binding: binding() },
+            Some(ErrorCode::Revoked) => TokenError::Revoked { binding: binding() },
+            Some(ErrorCode::ReconnectNeeded) => TokenError::ReconnectNeeded { binding: binding() },
+            Some(ErrorCode::NotConnected) => TokenError::NotConnected { binding: binding() },
+            Some(ErrorCode::BadCredential) => TokenError::BadCredential,
+            Some(ErrorCode::Unavailable) | None => TokenError::Unavailable(self.error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_their_names() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::parse("vault_unavailable"), None);
+        let status: ConnectionStatus = serde_json::from_str("\"reconnect_needed\"").unwrap();
+        assert_eq!(status, ConnectionStatus::ReconnectNeeded);
+        assert_eq!(
+            ConnectionStatus::parse("revoke_pending"),
+            Some(ConnectionStatus::RevokePending)
+        );
+    }
+
+    #[test]
+    fn token_errors_cross_the_wire_unchanged() {
+        let errors = [
+            TokenError::UnknownPlaceholder,
+            TokenError::WrongSandbox {
+                binding: "b1".into(),
+            },
+            TokenError::Revoked {
+                binding: "b2".into(),
+            },
+            TokenError::ReconnectNeeded {
+                binding: "b3".into(),
+            },
+            TokenError::NotConnected {
+                binding: "b4".into(),
+            },
+            TokenError::BadCredential,
+        ];
+        for e in errors {
+            let json = serde_json::to_string(&ErrorAnswer::from(&e)).unwrap();
+            let back: ErrorAnswer = serde_json::from_str(&json).unwrap();
+            let back = back.into_token_error();
+            assert_eq!(back.code(), e.code(), "{json}");
+            assert_eq!(back.to_string(), e.to_string(), "{json}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_keep_their_shape_and_unknown_codes_mean_unavailable() {
+        let e = TokenError::Revoked {
+            binding: "conn:x".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&ErrorAnswer::from(&e)).unwrap(),
+            r#"{"binding":"conn:x","code":"revoked","error":"binding conn:x was revoked or disconnected"}"#
+        );
+        let unknown: ErrorAnswer =
+            serde_json::from_str(r#"{"error":"later vault","code":"new_code"}"#).unwrap();
+        assert!(
+            matches!(unknown.into_token_error(), TokenError::Unavailable(m) if m == "later vault")
+        );
+    }
+
+    #[test]
+    fn resolved_answers_keep_the_field_names_and_order() {
+        let resolved = Resolved {
+            binding: Arc::new(Binding {
+                id: "conn:c1".into(),
+                name: "GITHUB_TOKEN".into(),
+                sandbox: SandboxId::new("sb"),
+                hosts: vec![HostPattern::parse("api.github.com").unwrap()],
+                swap_in: SwapLocation::defaults(),
+                kind: BindingKind::OAuth {
+                    connection_id: "c1".into(),
+                },
+                expired_on: ExpiredSignal::defaults(),
+                inject: Some(Injection::Bearer),
+                on_foreign_body: ForeignBody::Pass,
+            }),
+            token: SecretString::from("tok".to_owned()),
+            expires_at: Some(5),
+        };
+        let json = serde_json::to_string(&ResolvedAnswer::from(&resolved)).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"binding":{"connection_id":"c1","expired_on":[{"status":401,"body_contains":null}],"#,
+                r#""hosts":["api.github.com"],"id":"conn:c1","inject":"bearer","name":"GITHUB_TOKEN","#,
+                r#""on_foreign_body":"pass","sandbox":"sb","swap_in":["header","basic"]},"#,
+                r#""expires_at":5,"token":"tok"}"#
+            )
+        );
+        let back: ResolvedAnswer = serde_json::from_str(&json).unwrap();
+        let back = back.into_resolved(&SandboxId::new("sb"));
+        assert_eq!(back.binding.kind, resolved.binding.kind);
+        assert_eq!(back.binding.inject, Some(Injection::Bearer));
+        assert_eq!(back.token.expose_secret(), "tok");
+        assert!(back.binding.allows_host("api.github.com"));
+    }
+
+    #[test]
+    fn requests_skip_an_absent_failed_token_and_bound_host_defaults_to_swapping() {
+        let r = ResolveRequest {
+            failed_token: None,
+            placeholder: "p".into(),
+            sandbox: "s".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"placeholder":"p","sandbox":"s"}"#
+        );
+        let old: BoundHostAnswer = serde_json::from_str(r#"{"bound":true}"#).unwrap();
+        assert!(old.bound && old.body_swap);
+    }
+}

@@ -1,0 +1,278 @@
+//! The admin API (admin credential). No answer carries a token, a refresh
+//! token or a client secret.
+
+use airlock_vault_client::{SecretString, SwapLocation};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::errors::{self, ApiError, ApiJson};
+use super::state::{require_admin, ApiState};
+use crate::{NewSandbox, Provider, Scope, DEFAULT_ENVIRONMENT, DEFAULT_TENANT};
+
+pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
+    match state.vault.store().apps().await {
+        Ok(_) => "ready\n".into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unavailable: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn list_providers(State(s): State<ApiState>) -> Json<Vec<Provider>> {
+    Json(s.vault.providers())
+}
+
+async fn add_provider(
+    State(s): State<ApiState>,
+    ApiJson(p): ApiJson<Provider>,
+) -> Result<Response, ApiError> {
+    let name = p.name.clone();
+    s.vault.add_provider(p).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "name": name }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetApp {
+    #[serde(default = "tenant")]
+    tenant: String,
+    provider: String,
+    #[serde(default = "environment")]
+    environment: String,
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<SecretString>,
+}
+
+fn tenant() -> String {
+    DEFAULT_TENANT.into()
+}
+
+fn environment() -> String {
+    DEFAULT_ENVIRONMENT.into()
+}
+
+async fn list_apps(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(s.vault.apps().await?)))
+}
+
+async fn set_app(
+    State(s): State<ApiState>,
+    ApiJson(a): ApiJson<SetApp>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let view = s
+        .vault
+        .set_app(
+            &a.tenant,
+            &a.provider,
+            &a.environment,
+            &a.client_id,
+            a.client_secret,
+        )
+        .await?;
+    Ok(Json(json!(view)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartConnection {
+    provider: String,
+    #[serde(default = "tenant")]
+    tenant: String,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default = "environment")]
+    environment: String,
+}
+
+async fn start_connection(
+    State(s): State<ApiState>,
+    ApiJson(c): ApiJson<StartConnection>,
+) -> Result<Response, ApiError> {
+    let scope = Scope::parse(c.scope.as_deref().unwrap_or("tenant"))?;
+    let started = s
+        .vault
+        .start_connect(&c.tenant, &scope, &c.provider, c.scopes, &c.environment)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(started))).into_response())
+}
+
+async fn list_connections(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(s.vault.connections().await?)))
+}
+
+async fn get_connection(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(s.vault.connection(&id).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectQuery {
+    /// Delete even when the provider cannot confirm revocation.
+    #[serde(default)]
+    force: bool,
+}
+
+/// 200 once deleted; when revocation failed, the failure's status (502, 504…)
+/// with `status: "revoke_pending"` and the reasons.
+async fn delete_connection(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<DisconnectQuery>,
+) -> Result<Response, ApiError> {
+    let done = s.vault.disconnect(&id, q.force).await?;
+    let mut body = json!(done);
+    if done.status == crate::DisconnectStatus::Deleted {
+        // Kept for older clients.
+        body["deleted"] = json!(done.id);
+        return Ok(Json(body).into_response());
+    }
+    let status = done
+        .failure
+        .as_ref()
+        .map_or(StatusCode::BAD_GATEWAY, |e| errors::status(e));
+    // A refusal that is not the provider's fault is still a failed upstream step.
+    let status = if status.is_server_error() {
+        status
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    body["error"] = json!(format!(
+        "revocation at the provider failed: {}. Connection {} is now revoke_pending: sandboxes can no longer use it, \
+         and revocation is retried in the background until the provider confirms it. \
+         To delete it now anyway (its tokens may stay live at the provider): airlock disconnect --force {}",
+        done.revoke_errors.join("; "),
+        done.id,
+        done.id
+    ));
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MachineAccount {
+    #[serde(default = "tenant")]
+    tenant: String,
+    name: String,
+    provider: String,
+    client_id: String,
+    client_secret: SecretString,
+    #[serde(default)]
+    token_url: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+async fn add_machine_account(
+    State(s): State<ApiState>,
+    ApiJson(m): ApiJson<MachineAccount>,
+) -> Result<Response, ApiError> {
+    let view = s
+        .vault
+        .add_machine_account(
+            &m.tenant,
+            &m.name,
+            &m.provider,
+            &m.client_id,
+            m.client_secret,
+            m.token_url.as_deref(),
+            m.scopes,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(view))).into_response())
+}
+
+async fn list_sandboxes(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(s.vault.sandboxes().await?)))
+}
+
+async fn create_sandbox(
+    State(s): State<ApiState>,
+    ApiJson(n): ApiJson<NewSandbox>,
+) -> Result<Response, ApiError> {
+    let created = s.vault.create_sandbox(n).await?;
+    let env: serde_json::Map<String, serde_json::Value> = created
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": created.id,
+            "proxy_secret": created.proxy_secret,
+            "proxy_url": created.proxy_url,
+            "env": env,
+        })),
+    )
+        .into_response())
+}
+
+async fn delete_sandbox(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.vault.delete_sandbox(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddSecret {
+    #[serde(default = "tenant")]
+    tenant: String,
+    name: String,
+    value: SecretString,
+    hosts: Vec<String>,
+    #[serde(default)]
+    swap_in: Option<Vec<SwapLocation>>,
+}
+
+async fn list_secrets(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(s.vault.secrets().await?)))
+}
+
+async fn add_secret(
+    State(s): State<ApiState>,
+    ApiJson(a): ApiJson<AddSecret>,
+) -> Result<Response, ApiError> {
+    let view = s
+        .vault
+        .add_secret(&a.tenant, &a.name, a.value, a.hosts, a.swap_in)
+        .await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
+    Router::new()
+        .route("/v1/providers", get(list_providers).post(add_provider))
+        .route("/v1/apps", get(list_apps).put(set_app).post(set_app))
+        .route(
+            "/v1/connections",
+            get(list_connections).post(start_connection),
+        )
+        .route(
+            "/v1/connections/{id}",
+            get(get_connection).delete(delete_connection),
+        )
+        .route("/v1/machine-accounts", post(add_machine_account))
+        .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
+        .route("/v1/sandboxes/{id}", delete(delete_sandbox))
+        .route("/v1/secrets", get(list_secrets).post(add_secret))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin,
+        ))
+}

@@ -1,0 +1,76 @@
+//! The OAuth redirect target: finishes a connect and shows the result.
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+
+use super::errors;
+use super::html::{escape, secure};
+use super::state::ApiState;
+
+#[derive(Deserialize)]
+pub(super) struct Callback {
+    state: Option<String>,
+    code: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+pub(super) async fn oauth_callback(
+    State(s): State<ApiState>,
+    Query(q): Query<Callback>,
+) -> Response {
+    let result = s
+        .vault
+        .finish_connect(
+            q.state.as_deref().unwrap_or(""),
+            q.code.as_deref(),
+            q.error.as_deref(),
+            q.error_description.as_deref(),
+        )
+        .await;
+    let (status, html) = match result {
+        Ok(conn) => {
+            let warnings: String = conn
+                .warnings
+                .iter()
+                .map(|w| format!("</p><p class=\"warning\">Warning: {}", escape(w)))
+                .collect();
+            (
+                StatusCode::OK,
+                page(
+                    "Connected",
+                    &format!(
+                        "Your {} account is connected. You can close this window.{warnings}",
+                        escape(&conn.provider)
+                    ),
+                    true,
+                ),
+            )
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "OAuth callback refused");
+            (
+                errors::status(&e),
+                page("Not connected", &escape(&e.to_string()), false),
+            )
+        }
+    };
+    let mut response = (status, Html(html)).into_response();
+    secure(response.headers_mut());
+    response
+}
+
+/// The callback page. A popup opened by the console tells its opener and
+/// closes itself (in `app.js`: the CSP allows no inline script).
+fn page(title: &str, message: &str, ok: bool) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title} · airlock</title>\
+         <link rel=\"stylesheet\" href=\"/console/style.css\"></head>\
+         <body data-callback=\"{}\"><main><section class=\"card narrow\"><h1 class=\"{}\">{title}</h1><p>{message}</p></section></main>\
+         <script src=\"/console/app.js\"></script></body></html>",
+        if ok { "connected" } else { "failed" },
+        if ok { "ok" } else { "err" }
+    )
+}

@@ -1,0 +1,104 @@
+//! The service API the proxy uses (service credential); its bodies are the
+//! typed contract in `airlock_vault_client::contract`.
+
+use airlock_vault_client::contract::paths;
+use airlock_vault_client::contract::{
+    AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest, GuardedAnswer,
+    GuardedRequest, GuardedToken, ResolveRequest, ResolvedAnswer,
+};
+use airlock_vault_client::{Resolved, SandboxId, TokenError, TokenSource};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use secrecy::ExposeSecret;
+
+use super::errors::{token_error, ApiError, ApiJson};
+use super::state::{require_service, ApiState};
+use crate::error::VaultError;
+
+fn resolved(result: Result<Resolved, TokenError>) -> Response {
+    match result {
+        Ok(r) => Json(ResolvedAnswer::from(&r)).into_response(),
+        Err(e) => token_error(e),
+    }
+}
+
+async fn service_resolve(
+    State(s): State<ApiState>,
+    ApiJson(r): ApiJson<ResolveRequest>,
+) -> Response {
+    resolved(
+        s.vault
+            .resolve(&SandboxId::new(r.sandbox), &r.placeholder)
+            .await,
+    )
+}
+
+async fn service_refresh(
+    State(s): State<ApiState>,
+    ApiJson(r): ApiJson<ResolveRequest>,
+) -> Response {
+    let Some(failed) = r.failed_token else {
+        return ApiError(VaultError::Invalid("failed_token is required".into())).into_response();
+    };
+    resolved(
+        s.vault
+            .refresh(&SandboxId::new(r.sandbox), &r.placeholder, &failed)
+            .await,
+    )
+}
+
+/// Every token the sandbox could obtain, for the remote proxy's response firewall.
+async fn service_guarded(
+    State(s): State<ApiState>,
+    ApiJson(r): ApiJson<GuardedRequest>,
+) -> Response {
+    match s.vault.guarded(&SandboxId::new(r.sandbox)).await {
+        Ok(list) => Json(GuardedAnswer {
+            guarded: list.iter().map(GuardedToken::from).collect(),
+        })
+        .into_response(),
+        Err(e) => token_error(e),
+    }
+}
+
+async fn service_authenticate(
+    State(s): State<ApiState>,
+    ApiJson(r): ApiJson<AuthenticateRequest>,
+) -> Response {
+    match s
+        .vault
+        .authenticate(&r.sandbox, r.secret.expose_secret())
+        .await
+    {
+        Ok(id) => Json(AuthenticateAnswer {
+            sandbox: id.as_str().to_owned(),
+        })
+        .into_response(),
+        Err(e) => token_error(e),
+    }
+}
+
+async fn service_bound_host(
+    State(s): State<ApiState>,
+    ApiJson(r): ApiJson<BoundHostRequest>,
+) -> Response {
+    let sandbox = SandboxId::new(r.sandbox);
+    let bound = s.vault.is_bound_host(&sandbox, &r.host).await;
+    let body_swap = bound && s.vault.may_swap_body(&sandbox, &r.host).await;
+    Json(BoundHostAnswer { body_swap, bound }).into_response()
+}
+
+pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
+    Router::new()
+        .route(paths::RESOLVE, post(service_resolve))
+        .route(paths::REFRESH, post(service_refresh))
+        .route(paths::GUARDED, post(service_guarded))
+        .route(paths::AUTHENTICATE, post(service_authenticate))
+        .route(paths::BOUND_HOST, post(service_bound_host))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_service,
+        ))
+}

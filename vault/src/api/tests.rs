@@ -1,0 +1,299 @@
+//! The API in-process on loopback: credentials, the error shape, body
+//! limits, and the service contract as the remote proxy's client reads it.
+
+use std::sync::Arc;
+
+use airlock_vault_client::{
+    ExposeSecret, RemoteVault, SandboxId, SecretString, TokenError, TokenSource,
+};
+use serde_json::{json, Value};
+
+use super::{serve, ApiState};
+use crate::crypto::{Kek, Keyring};
+use crate::{Catalog, NewSandbox, Store, Vault, VaultSettings};
+
+const ADMIN: &str = "admin-token-for-tests";
+const SERVICE: &str = "service-token-for-tests";
+const SECRET_VALUE: &str = "ghp_real_secret_value_123456";
+
+struct Api {
+    base: String,
+    vault: Arc<Vault>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    async fn start() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let vault = Vault::open(
+            store,
+            Keyring::new(Kek::generate(), vec![]),
+            Catalog::built_in(),
+            reqwest::Client::new(),
+            VaultSettings::default(),
+        )
+        .await
+        .unwrap();
+        let state = ApiState::new(
+            vault.clone(),
+            &SecretString::from(ADMIN.to_owned()),
+            &SecretString::from(SERVICE.to_owned()),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, state));
+        Self {
+            base,
+            vault,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// A sandbox `sb` bound to a static secret for `api.github.com`; its placeholder.
+    async fn sandbox_with_secret(&self) -> String {
+        self.vault
+            .add_secret(
+                "default",
+                "GITHUB_TOKEN",
+                SecretString::from(SECRET_VALUE.to_owned()),
+                vec!["api.github.com".into()],
+                None,
+            )
+            .await
+            .unwrap();
+        let created = self
+            .vault
+            .create_sandbox(NewSandbox {
+                tenant: "default".into(),
+                workspace: None,
+                user: None,
+                providers: vec![],
+                secrets: vec!["GITHUB_TOKEN".into()],
+                id: Some("sb".into()),
+            })
+            .await
+            .unwrap();
+        created
+            .env
+            .iter()
+            .find(|(k, _)| k == "GITHUB_TOKEN")
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    fn remote(&self, service_token: &str) -> RemoteVault {
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        RemoteVault::new(
+            &self.base,
+            SecretString::from(service_token.to_owned()),
+            tls,
+            airlock_vault_client::DEFAULT_PREFIX,
+        )
+    }
+}
+
+#[tokio::test]
+async fn each_api_takes_only_its_own_credential() {
+    let api = Api::start().await;
+    let list = |token: Option<&'static str>| {
+        let mut r = api.http.get(format!("{}/v1/secrets", api.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    for token in [None, Some(SERVICE), Some("wrong")] {
+        let response = list(token).await.unwrap();
+        assert_eq!(response.status(), 401, "{token:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({ "error": "unauthorized: send the admin token as Authorization: Bearer …" })
+        );
+    }
+    assert_eq!(list(Some(ADMIN)).await.unwrap().status(), 200);
+
+    let resolve = json!({ "sandbox": "sb", "placeholder": "x" });
+    for token in [None, Some(ADMIN)] {
+        let (status, body) = api
+            .post("/v1/service/resolve", token, resolve.clone())
+            .await;
+        assert_eq!(status, 401, "{token:?}");
+        assert_eq!(
+            body,
+            json!({ "error": "unauthorized: send the service token as Authorization: Bearer …" })
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_bad_bodies_and_large_bodies_answer_in_the_error_shape() {
+    let api = Api::start().await;
+    let response = api
+        .http
+        .get(format!("{}/v1/nothing-here", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({ "error": "route not found" })
+    );
+
+    // A missing field: 422, naming the field.
+    let (status, body) = api
+        .post(
+            "/v1/service/resolve",
+            Some(SERVICE),
+            json!({ "sandbox": "sb" }),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("placeholder"), "{error}");
+    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+
+    let big = "x".repeat(70 * 1024);
+    let (status, body) = api
+        .post(
+            "/v1/service/resolve",
+            Some(SERVICE),
+            json!({ "sandbox": "sb", "placeholder": big }),
+        )
+        .await;
+    assert_eq!(status, 413);
+    assert_eq!(
+        body,
+        json!({ "error": "request body is larger than 65536 bytes" })
+    );
+
+    // Refresh needs the refused token.
+    let (status, body) = api
+        .post(
+            "/v1/service/refresh",
+            Some(SERVICE),
+            json!({ "sandbox": "sb", "placeholder": "p" }),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({ "error": "invalid request: failed_token is required" })
+    );
+}
+
+#[tokio::test]
+async fn the_service_api_resolves_and_refuses_with_codes() {
+    let api = Api::start().await;
+    let placeholder = api.sandbox_with_secret().await;
+
+    let (status, body) = api
+        .post(
+            "/v1/service/resolve",
+            Some(SERVICE),
+            json!({ "sandbox": "sb", "placeholder": placeholder }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token"], SECRET_VALUE);
+    assert_eq!(body["binding"]["id"], "secret:GITHUB_TOKEN");
+    assert_eq!(body["binding"]["hosts"], json!(["api.github.com"]));
+    assert_eq!(body["binding"]["connection_id"], Value::Null);
+
+    let (status, body) = api
+        .post(
+            "/v1/service/resolve",
+            Some(SERVICE),
+            json!({ "sandbox": "sb", "placeholder": "miosa-tok-nothing-like-it-0000000000" }),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], "unknown_placeholder");
+    assert_eq!(body["binding"], Value::Null);
+
+    let (status, body) = api
+        .post(
+            "/v1/service/resolve",
+            Some(SERVICE),
+            json!({ "sandbox": "other", "placeholder": placeholder }),
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(body["code"], "wrong_sandbox");
+    assert_eq!(body["binding"], "secret:GITHUB_TOKEN");
+
+    let (status, body) = api
+        .post(
+            "/v1/service/bound-host",
+            Some(SERVICE),
+            json!({ "sandbox": "sb", "host": "api.github.com" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({ "body_swap": false, "bound": true }));
+}
+
+#[tokio::test]
+async fn the_remote_client_reads_what_the_vault_writes() {
+    let api = Api::start().await;
+    let placeholder = api.sandbox_with_secret().await;
+    let remote = api.remote(SERVICE);
+    let sb = SandboxId::new("sb");
+
+    let resolved = remote.resolve(&sb, &placeholder).await.unwrap();
+    assert_eq!(resolved.token.expose_secret(), SECRET_VALUE);
+    assert_eq!(resolved.binding.id, "secret:GITHUB_TOKEN");
+    assert!(resolved.binding.allows_host("api.github.com"));
+    let refreshed = remote
+        .refresh(&sb, &placeholder, &resolved.token)
+        .await
+        .unwrap();
+    assert_eq!(refreshed.token.expose_secret(), SECRET_VALUE);
+
+    assert!(remote.is_bound_host(&sb, "api.github.com").await);
+    assert!(!remote.is_bound_host(&sb, "example.com").await);
+    assert!(!remote.may_swap_body(&sb, "api.github.com").await);
+
+    let guarded = remote.guarded(&sb).await.unwrap();
+    assert_eq!(guarded.len(), 1);
+    assert_eq!(guarded[0].placeholder, placeholder);
+
+    let err = remote
+        .resolve(&SandboxId::new("other"), &placeholder)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TokenError::WrongSandbox { binding } if binding == "secret:GITHUB_TOKEN"),
+        "{err:?}"
+    );
+    let err = remote
+        .authenticate("sb", "not-the-secret")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TokenError::BadCredential), "{err:?}");
+
+    let refused = api.remote("not-the-service-token");
+    let err = refused.resolve(&sb, &placeholder).await.unwrap_err();
+    assert!(
+        matches!(&err, TokenError::Unavailable(m) if m.ends_with("the service token was refused")),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,222 @@
+//! The vault's database: SQLite by default (one file), PostgreSQL when several
+//! vault replicas serve one fleet. One SQL dialect serves both through sqlx's
+//! `Any` driver (`$N` parameters work in SQLite too). No transaction is held
+//! across a network call: a refresh takes a lease on the connection's row
+//! (one short statement), calls the provider, and writes the result with a
+//! compare-and-set on the lease and the row's `token_version`.
+
+//!
+//! One module per table (or family of tables); every one adds an `impl Store`
+//! block. Migrations are SQL files below `migrations/`, applied in order once
+//! each; they mean the same in both databases, so there is one set.
+
+/// Reads a TEXT column as a type that parses from it (`FromStr`).
+macro_rules! text_column {
+    ($t:ty) => {
+        impl sqlx::Type<sqlx::Any> for $t {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <String as sqlx::Type<sqlx::Any>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+                <String as sqlx::Type<sqlx::Any>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $t {
+            fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Any>>::decode(value)?;
+                Ok(text.parse::<$t>()?)
+            }
+        }
+    };
+}
+pub(crate) use text_column;
+
+/// A fieldless enum stored as text: `as_str`, `Display`, `FromStr` and the
+/// column impls, all from one variant ↔ text table.
+macro_rules! text_enum {
+    ($t:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = crate::error::VaultError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(crate::error::VaultError::Store(format!(
+                        concat!("unknown ", $what, " {:?}"),
+                        s
+                    ))),
+                }
+            }
+        }
+
+        crate::store::text_column!($t);
+    };
+}
+pub(crate) use text_enum;
+
+mod apps;
+mod connections;
+mod leases;
+mod rotation;
+mod sandboxes;
+mod secrets;
+mod states;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+
+pub use airlock_vault_client::ConnectionStatus;
+pub use apps::{AppRow, ProviderRow};
+pub use connections::{ConnectionRow, GrantKind, NewConnection, ScopeKind, TokenUpdate};
+pub use leases::LeaseEnd;
+pub use rotation::SealedCell;
+pub use sandboxes::{BindingRow, BindingTarget, SandboxRow};
+pub use secrets::SecretRow;
+pub use states::StateRow;
+
+use crate::crypto::Sealed;
+use crate::error::VaultError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Schema migrations, applied in order once each.
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_refresh_leases.sql"),
+    include_str!("migrations/0003_previous_tokens.sql"),
+];
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A random id with a readable prefix: `conn_3kq…`.
+pub fn new_id(prefix: &str) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::rngs::OsRng;
+    let tail: String = (0..20)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{prefix}_{tail}")
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating when needed) the database and applies migrations.
+    pub async fn open(url: &str) -> Result<Self, VaultError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(VaultError::Config(format!(
+                "database_url must start with sqlite:// or postgres:// (got {:?})",
+                url.split(':').next().unwrap_or_default()
+            )));
+        };
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(15));
+        if backend == Backend::Sqlite {
+            // One writer at a time anyway; WAL lets readers go on meanwhile.
+            options = options.max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=15000; PRAGMA foreign_keys=ON;")
+                        .await?;
+                    Ok(())
+                })
+            });
+        } else {
+            options = options.max_connections(16);
+        }
+        let pool = options
+            .connect(url)
+            .await
+            .map_err(|e| VaultError::Store(format!("cannot open the database: {e}")))?;
+        let store = Self { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<(), VaultError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS airlock_schema (version BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+        if self.backend == Backend::Postgres {
+            // Replicas starting together migrate one at a time.
+            sqlx::query("LOCK TABLE airlock_schema IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM airlock_schema")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("v")?;
+        let current = current.unwrap_or(0) as usize;
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+            for statement in migration
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                sqlx::query(statement).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO airlock_schema (version) VALUES ($1)")
+                .bind((i + 1) as i64)
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(version = i + 1, "applied vault schema migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Sealed {
+    type Err = VaultError;
+
+    fn from_str(text: &str) -> Result<Self, VaultError> {
+        Sealed::decode(text)
+    }
+}
+
+// Sealed columns read as `Sealed`; a value that is not one fails the read.
+text_column!(Sealed);

@@ -1,0 +1,162 @@
+//! Sandboxes and their bindings (placeholder → provider or secret).
+
+use super::Store;
+use crate::error::VaultError;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SandboxRow {
+    pub id: String,
+    pub tenant: String,
+    pub workspace: Option<String>,
+    pub user_name: Option<String>,
+    pub secret_hash: String,
+    pub created_at: i64,
+}
+
+/// What a binding stands for; its `target` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingTarget {
+    /// A provider: the sandbox's visible connection to it.
+    Provider,
+    /// A static secret of the vault.
+    Secret,
+}
+
+super::text_enum!(BindingTarget, "binding target", {
+    Provider => "provider",
+    Secret => "secret",
+});
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BindingRow {
+    pub placeholder: String,
+    pub sandbox_id: String,
+    pub env_name: String,
+    pub target_kind: BindingTarget,
+    pub target: String,
+}
+
+impl Store {
+    // ---- sandboxes and bindings -------------------------------------------
+
+    pub async fn insert_sandbox(
+        &self,
+        s: &SandboxRow,
+        bindings: &[BindingRow],
+    ) -> Result<(), VaultError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO sandboxes (id, tenant, workspace, user_name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&s.id)
+        .bind(&s.tenant)
+        .bind(&s.workspace)
+        .bind(&s.user_name)
+        .bind(&s.secret_hash)
+        .bind(s.created_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_bindings(&mut tx, bindings, false).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Creates the sandbox row unless it exists (replicas may race at start).
+    pub async fn ensure_sandbox_row(&self, s: &SandboxRow) -> Result<(), VaultError> {
+        sqlx::query(
+            "INSERT INTO sandboxes (id, tenant, workspace, user_name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&s.id)
+        .bind(&s.tenant)
+        .bind(&s.workspace)
+        .bind(&s.user_name)
+        .bind(&s.secret_hash)
+        .bind(s.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Adds bindings; one that would reuse a variable name of the sandbox is skipped.
+    pub async fn add_bindings(&self, bindings: &[BindingRow]) -> Result<(), VaultError> {
+        let mut tx = self.pool.begin().await?;
+        insert_bindings(&mut tx, bindings, true).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn sandbox(&self, id: &str) -> Result<Option<SandboxRow>, VaultError> {
+        Ok(
+            sqlx::query_as::<_, SandboxRow>("SELECT * FROM sandboxes WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn sandboxes(&self) -> Result<Vec<SandboxRow>, VaultError> {
+        Ok(
+            sqlx::query_as::<_, SandboxRow>("SELECT * FROM sandboxes ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn delete_sandbox(&self, id: &str) -> Result<bool, VaultError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM bindings WHERE sandbox_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM sandboxes WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn binding(&self, placeholder: &str) -> Result<Option<BindingRow>, VaultError> {
+        Ok(
+            sqlx::query_as::<_, BindingRow>("SELECT * FROM bindings WHERE placeholder = $1")
+                .bind(placeholder)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn bindings_of(&self, sandbox_id: &str) -> Result<Vec<BindingRow>, VaultError> {
+        Ok(sqlx::query_as::<_, BindingRow>(
+            "SELECT * FROM bindings WHERE sandbox_id = $1 ORDER BY env_name",
+        )
+        .bind(sandbox_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+/// Inserts bindings; with `skip_taken`, one reusing a sandbox's variable name is skipped.
+async fn insert_bindings(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    bindings: &[BindingRow],
+    skip_taken: bool,
+) -> Result<(), VaultError> {
+    let sql = if skip_taken {
+        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (sandbox_id, env_name) DO NOTHING"
+    } else {
+        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target) VALUES ($1, $2, $3, $4, $5)"
+    };
+    for b in bindings {
+        sqlx::query(sql)
+            .bind(&b.placeholder)
+            .bind(&b.sandbox_id)
+            .bind(&b.env_name)
+            .bind(b.target_kind.as_str())
+            .bind(&b.target)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Static secrets kept in the vault, with the hosts that may receive them.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{now, Store};
+use crate::crypto::Sealed;
+use crate::error::VaultError;
+
+#[derive(Debug, Clone)]
+pub struct SecretRow {
+    pub id: String,
+    pub tenant: String,
+    pub name: String,
+    pub value: Sealed,
+    pub hosts: Vec<String>,
+    pub swap_in: Vec<String>,
+}
+
+fn secret_from(row: &AnyRow) -> Result<SecretRow, VaultError> {
+    let hosts: String = row.try_get("hosts")?;
+    let swap_in: String = row.try_get("swap_in")?;
+    Ok(SecretRow {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        value: row.try_get("value")?,
+        hosts: serde_json::from_str(&hosts).unwrap_or_default(),
+        swap_in: serde_json::from_str(&swap_in).unwrap_or_default(),
+    })
+}
+
+impl Store {
+    // ---- static secrets ----------------------------------------------------
+
+    pub async fn upsert_secret(
+        &self,
+        id: &str,
+        tenant: &str,
+        name: &str,
+        value: &Sealed,
+        hosts: &[String],
+        swap_in: &[String],
+    ) -> Result<(), VaultError> {
+        sqlx::query(
+            "INSERT INTO secrets (id, tenant, name, value, hosts, swap_in, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value, hosts = excluded.hosts, swap_in = excluded.swap_in",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(name)
+        .bind(value.encode())
+        .bind(serde_json::to_string(hosts).expect("strings serialise"))
+        .bind(serde_json::to_string(swap_in).expect("strings serialise"))
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn secret(&self, tenant: &str, name: &str) -> Result<Option<SecretRow>, VaultError> {
+        sqlx::query("SELECT * FROM secrets WHERE tenant = $1 AND name = $2")
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| secret_from(&r))
+            .transpose()
+    }
+
+    pub async fn secrets(&self) -> Result<Vec<SecretRow>, VaultError> {
+        sqlx::query("SELECT * FROM secrets ORDER BY tenant, name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(secret_from)
+            .collect()
+    }
+}

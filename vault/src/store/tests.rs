@@ -1,0 +1,397 @@
+use super::*;
+use crate::crypto::{Kek, Keyring};
+use secrecy::{ExposeSecret, SecretString};
+
+/// A fresh SQLite file, and a fresh PostgreSQL database when the server on
+/// 127.0.0.1:5432 is reachable (said clearly when it is not).
+async fn backends() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let mut out = vec![(
+        sqlite_url.clone(),
+        Store::open(&sqlite_url).await.unwrap(),
+        Some(dir),
+    )];
+    match fresh_postgres().await {
+        Some(url) => out.push((url.clone(), Store::open(&url).await.unwrap(), None)),
+        None => {
+            eprintln!("SKIPPED PostgreSQL store tests: no server at 127.0.0.1:5432 (database test)")
+        }
+    }
+    out
+}
+
+/// A fresh database on the local PostgreSQL, if one answers.
+pub(crate) async fn fresh_postgres() -> Option<String> {
+    use sqlx::ConnectOptions;
+    sqlx::any::install_default_drivers();
+    let admin_url = std::env::var("AIRLOCK_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let options: sqlx::any::AnyConnectOptions = admin_url.parse().ok()?;
+    let mut conn = tokio::time::timeout(Duration::from_secs(3), options.connect())
+        .await
+        .ok()?
+        .ok()?;
+    let name = new_id("airlock_test");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .ok()?;
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b.to_owned())?;
+    Some(format!("{base}/{name}"))
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_data_survives_reopen() {
+    for (url, store, _keep) in backends().await {
+        let ring = Keyring::new(Kek::generate(), vec![]);
+        let sealed = ring.seal(
+            "apps.client_secret",
+            "app_1",
+            &SecretString::from("client-secret-value"),
+        );
+        store
+            .upsert_app(
+                "app_1",
+                "default",
+                "acme",
+                "default",
+                "cid",
+                Some((&sealed, "alue")),
+            )
+            .await
+            .unwrap();
+        drop(store);
+        let reopened = Store::open(&url).await.unwrap();
+        let app = reopened
+            .app("default", "acme", "default")
+            .await
+            .unwrap()
+            .expect("app survives");
+        assert_eq!(app.client_id, "cid");
+        assert_eq!(app.client_secret, Some(sealed), "{url}");
+    }
+}
+
+#[tokio::test]
+async fn states_are_taken_once() {
+    for (url, store, _keep) in backends().await {
+        let ring = Keyring::new(Kek::generate(), vec![]);
+        let row = StateRow {
+            tenant: "t".into(),
+            scope_kind: ScopeKind::Tenant,
+            scope_name: String::new(),
+            provider: "acme".into(),
+            scopes: "read".into(),
+            environment: "default".into(),
+            pkce_verifier: ring.seal("oauth_states.pkce_verifier", "h", &SecretString::from("v")),
+            expires_at: now() + 60,
+        };
+        store.insert_state("h", &row).await.unwrap();
+        assert!(store.take_state("h").await.unwrap().is_some(), "{url}");
+        assert!(
+            store.take_state("h").await.unwrap().is_none(),
+            "{url}: a state is single-use"
+        );
+        assert!(store.take_state("other").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn the_most_specific_connection_wins() {
+    for (url, store, _keep) in backends().await {
+        let ring = Keyring::new(Kek::generate(), vec![]);
+        for (kind, name) in [
+            (ScopeKind::Tenant, ""),
+            (ScopeKind::Workspace, "ws"),
+            (ScopeKind::User, "alice"),
+            (ScopeKind::Machine, "bot"),
+        ] {
+            let id = store
+                .upsert_connection(&NewConnection {
+                    tenant: "t",
+                    scope_kind: kind,
+                    scope_name: name,
+                    provider: "acme",
+                    grant_kind: GrantKind::AuthorizationCode,
+                    scopes: "",
+                    environment: "default",
+                    client_id: None,
+                    token_url: None,
+                })
+                .await
+                .unwrap();
+            let token = ring.seal(
+                "connections.access_token",
+                &id,
+                &SecretString::from(format!("tok-{kind}")),
+            );
+            store
+                .store_tokens(
+                    &id,
+                    &TokenUpdate {
+                        access_token: token,
+                        refresh_token: None,
+                        expires_at: None,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let pick = |ws: Option<&'static str>, user: Option<&'static str>| {
+            let store = store.clone();
+            async move {
+                store
+                    .visible_connection("t", "acme", ws, user)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .scope_kind
+            }
+        };
+        assert_eq!(
+            pick(Some("ws"), Some("alice")).await,
+            ScopeKind::User,
+            "{url}"
+        );
+        assert_eq!(pick(Some("ws"), Some("bob")).await, ScopeKind::Workspace);
+        assert_eq!(pick(None, Some("bob")).await, ScopeKind::Tenant);
+        assert!(store
+            .visible_connection("other", "acme", None, None)
+            .await
+            .unwrap()
+            .is_none());
+    }
+}
+
+async fn connection_with_token(store: &Store, ring: &Keyring, provider: &str) -> String {
+    let id = store
+        .upsert_connection(&NewConnection {
+            tenant: "t",
+            scope_kind: ScopeKind::Tenant,
+            scope_name: "",
+            provider,
+            grant_kind: GrantKind::AuthorizationCode,
+            scopes: "",
+            environment: "default",
+            client_id: None,
+            token_url: None,
+        })
+        .await
+        .unwrap();
+    let update = TokenUpdate {
+        access_token: ring.seal("connections.access_token", &id, &SecretString::from("a0")),
+        refresh_token: Some(ring.seal("connections.refresh_token", &id, &SecretString::from("r0"))),
+        expires_at: Some(now() + 60),
+    };
+    store.store_tokens(&id, &update).await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn a_revoke_pending_connection_is_never_handed_out_or_brought_back() {
+    for (url, store, _keep) in backends().await {
+        let ring = Keyring::new(Kek::generate(), vec![]);
+        let new = NewConnection {
+            tenant: "t",
+            scope_kind: ScopeKind::Tenant,
+            scope_name: "",
+            provider: "acme",
+            grant_kind: GrantKind::AuthorizationCode,
+            scopes: "",
+            environment: "default",
+            client_id: None,
+            token_url: None,
+        };
+        let id = store.upsert_connection(&new).await.unwrap();
+        let update = |v: &str| TokenUpdate {
+            access_token: ring.seal(
+                "connections.access_token",
+                &id,
+                &SecretString::from(v.to_owned()),
+            ),
+            refresh_token: None,
+            expires_at: None,
+        };
+        store.store_tokens(&id, &update("a1")).await.unwrap();
+        assert!(store
+            .visible_connection("t", "acme", None, None)
+            .await
+            .unwrap()
+            .is_some());
+        store.mark_revoke_pending(&id, "HTTP 500").await.unwrap();
+        let row = store.connection(&id).await.unwrap().unwrap();
+        assert_eq!(row.status, ConnectionStatus::RevokePending, "{url}");
+        assert!(store
+            .visible_connection("t", "acme", None, None)
+            .await
+            .unwrap()
+            .is_none());
+        // A refresh finishing late, or a refused one, does not revive it.
+        store.store_tokens(&id, &update("a2")).await.unwrap();
+        store
+            .set_status(&id, ConnectionStatus::ReconnectNeeded, Some("x"))
+            .await
+            .unwrap();
+        let row = store.connection(&id).await.unwrap().unwrap();
+        assert_eq!(row.status, ConnectionStatus::RevokePending);
+        // Connecting the same account again waits for the revocation.
+        assert!(matches!(
+            store.upsert_connection(&new).await,
+            Err(VaultError::Conflict(_))
+        ));
+        assert_eq!(store.revoke_pending().await.unwrap().len(), 1);
+        store.clear_token(&id, false).await.unwrap();
+        assert!(store
+            .connection(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .access_token
+            .is_none());
+        assert!(store.delete_revoked(&id).await.unwrap());
+        assert!(store.connection(&id).await.unwrap().is_none());
+        assert!(store.upsert_connection(&new).await.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn one_lease_holder_at_a_time_and_no_transaction_held() {
+    for (url, store, _keep) in backends().await {
+        let ring = Keyring::new(Kek::generate(), vec![]);
+        let id = connection_with_token(&store, &ring, "acme").await;
+        let version = store.connection(&id).await.unwrap().unwrap().token_version;
+        // Twenty callers race for the lease: exactly one gets it.
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let (store, id) = (store.clone(), id.clone());
+                tokio::spawn(async move {
+                    store
+                        .take_lease(&id, &format!("owner{i}"), now() + 60, version)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            won += usize::from(t.await.unwrap());
+        }
+        assert_eq!(won, 1, "{url}");
+        let row = store.connection(&id).await.unwrap().unwrap();
+        let owner = row.lease_owner.clone().unwrap();
+        assert!(row.leased(now()));
+        // While it is held, other writers are not blocked (no open transaction).
+        let other = connection_with_token(&store, &ring, "other").await;
+        let other_row = store.connection(&other).await.unwrap().unwrap();
+        assert_ne!(other_row.id, id);
+        store
+            .set_status(&other, ConnectionStatus::Connected, None)
+            .await
+            .unwrap();
+        // Keep an answer, then end with new tokens: one compare-and-set.
+        let answer = ring.seal(
+            "connections.pending_grant",
+            &id,
+            &SecretString::from("200 1 e30="),
+        );
+        assert!(store.keep_answer(&id, &owner, &answer).await.unwrap());
+        assert!(!store.keep_answer(&id, "intruder", &answer).await.unwrap());
+        let pending = store.connection(&id).await.unwrap().unwrap();
+        assert_eq!(pending.pending_grant, Some(answer), "{url}");
+        let update = TokenUpdate {
+            access_token: ring.seal("connections.access_token", &id, &SecretString::from("a1")),
+            refresh_token: None,
+            expires_at: Some(now() + 120),
+        };
+        assert!(
+            !store
+                .finish_lease(&id, "intruder", version, &LeaseEnd::Tokens(update))
+                .await
+                .unwrap(),
+            "{url}: only the holder writes"
+        );
+        let update = TokenUpdate {
+            access_token: ring.seal("connections.access_token", &id, &SecretString::from("a1")),
+            refresh_token: None,
+            expires_at: Some(now() + 120),
+        };
+        assert!(store
+            .finish_lease(&id, &owner, version, &LeaseEnd::Tokens(update))
+            .await
+            .unwrap());
+        let row = store.connection(&id).await.unwrap().unwrap();
+        assert_eq!(row.token_version, version + 1);
+        assert!(
+            row.lease_owner.is_none() && row.pending_grant.is_none(),
+            "{url}"
+        );
+        assert!(row.refreshed_at.is_some());
+        assert!(
+            row.refresh_token.is_some(),
+            "{url}: a grant without one keeps the old"
+        );
+        let opened = ring
+            .open(
+                "connections.access_token",
+                &id,
+                row.access_token.as_ref().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(opened.expose_secret(), "a1");
+    }
+}
+
+#[tokio::test]
+async fn a_reconnect_during_a_refresh_wins_and_dead_leases_run_out() {
+    for (url, store, _keep) in backends().await {
+        let ring = Keyring::new(Kek::generate(), vec![]);
+        let id = connection_with_token(&store, &ring, "acme").await;
+        let version = store.connection(&id).await.unwrap().unwrap().token_version;
+        assert!(store
+            .take_lease(&id, "slow", now() + 60, version)
+            .await
+            .unwrap());
+        // Reconnect: same tenant, scope and provider.
+        connection_with_token(&store, &ring, "acme").await;
+        let status = LeaseEnd::Status {
+            status: ConnectionStatus::ReconnectNeeded,
+            reason: Some("invalid_grant".into()),
+        };
+        assert!(
+            !store
+                .finish_lease(&id, "slow", version, &status)
+                .await
+                .unwrap(),
+            "{url}: the refresh result of the old grant is dropped"
+        );
+        let row = store.connection(&id).await.unwrap().unwrap();
+        assert_eq!(row.status, ConnectionStatus::Connected);
+        assert!(row.lease_owner.is_none(), "a reconnect clears the lease");
+        // A holder that died: its lease runs out and can be taken over.
+        let version = row.token_version;
+        assert!(store
+            .take_lease(&id, "dead", now() - 1, version)
+            .await
+            .unwrap());
+        assert!(store
+            .take_lease(&id, "next", now() + 60, version)
+            .await
+            .unwrap());
+        assert!(!store
+            .take_lease(&id, "third", now() + 60, version)
+            .await
+            .unwrap());
+        // Stale leases are dropped at start: all of them, or the expired ones.
+        assert_eq!(store.release_stale_leases(false).await.unwrap(), 0, "{url}");
+        assert_eq!(store.release_stale_leases(true).await.unwrap(), 1, "{url}");
+        assert!(store
+            .take_lease(&id, "after-restart", now() + 60, version)
+            .await
+            .unwrap());
+        assert!(store
+            .finish_lease(&id, "after-restart", version, &LeaseEnd::Release)
+            .await
+            .unwrap());
+    }
+}

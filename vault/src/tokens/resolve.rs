@@ -1,0 +1,300 @@
+//! Resolution: placeholder → binding → the visible connection or secret →
+//! its current token; the vault as a [`TokenSource`].
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use airlock_vault_client::{
+    Binding, BindingKind, Guarded, HostPattern, Resolved, SandboxId, SwapLocation, TokenError,
+    TokenSource,
+};
+use secrecy::SecretString;
+
+use super::{Failure, Reason};
+use crate::error::VaultError;
+use crate::store::{now, BindingTarget};
+use crate::{sha256_hex, Vault};
+
+impl Vault {
+    pub(super) async fn resolve_inner(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+        failed: Option<&SecretString>,
+    ) -> Result<Resolved, TokenError> {
+        let unavailable = |e: VaultError| TokenError::Unavailable(e.to_string());
+        let binding = self
+            .store
+            .binding(placeholder)
+            .await
+            .map_err(unavailable)?
+            .ok_or(TokenError::UnknownPlaceholder)?;
+        let binding_id = format!("{}:{}", binding.target_kind, binding.target);
+        if binding.sandbox_id != sandbox.as_str() {
+            return Err(TokenError::WrongSandbox {
+                binding: binding_id,
+            });
+        }
+        let owner = self
+            .store
+            .sandbox(&binding.sandbox_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| TokenError::Revoked {
+                binding: binding_id.clone(),
+            })?;
+        match binding.target_kind {
+            BindingTarget::Secret => {
+                let secret = self
+                    .store
+                    .secret(&owner.tenant, &binding.target)
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(|| TokenError::Revoked {
+                        binding: binding_id.clone(),
+                    })?;
+                let token = self
+                    .keyring
+                    .open("secrets.value", &secret.id, &secret.value)
+                    .map_err(unavailable)?;
+                let swap_in = secret
+                    .swap_in
+                    .iter()
+                    .filter_map(|s| {
+                        serde_json::from_value::<SwapLocation>(serde_json::Value::String(s.clone()))
+                            .ok()
+                    })
+                    .collect();
+                Ok(Resolved {
+                    binding: Arc::new(Binding {
+                        id: binding_id,
+                        name: binding.env_name,
+                        sandbox: sandbox.clone(),
+                        hosts: secret
+                            .hosts
+                            .iter()
+                            .filter_map(|h| HostPattern::parse(h).ok())
+                            .collect(),
+                        swap_in,
+                        kind: BindingKind::Static,
+                        expired_on: Vec::new(),
+                        inject: None,
+                        on_foreign_body: Default::default(),
+                    }),
+                    token,
+                    expires_at: None,
+                })
+            }
+            BindingTarget::Provider => {
+                let provider = self
+                    .provider(&binding.target)
+                    .map_err(|_| TokenError::Revoked {
+                        binding: binding_id.clone(),
+                    })?;
+                let connection = self
+                    .store
+                    .visible_connection(
+                        &owner.tenant,
+                        &binding.target,
+                        owner.workspace.as_deref(),
+                        owner.user_name.as_deref(),
+                    )
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(|| TokenError::NotConnected {
+                        binding: binding_id.clone(),
+                    })?;
+                let connection_id = connection.id.clone();
+                let result = match failed {
+                    Some(failed) => self
+                        .refresh_connection(&connection_id, Reason::Failed(failed))
+                        .await
+                        .map(|f| (f.token, f.expires_at)),
+                    None => self.current_token(connection).await,
+                };
+                let (token, expires_at) = result.map_err(|f| match f {
+                    Failure::Reconnect => TokenError::ReconnectNeeded {
+                        binding: binding_id.clone(),
+                    },
+                    Failure::Unavailable(why) => {
+                        TokenError::Unavailable(format!("{binding_id}: {why}"))
+                    }
+                })?;
+                Ok(Resolved {
+                    binding: Arc::new(Binding {
+                        id: binding_id,
+                        name: binding.env_name,
+                        sandbox: sandbox.clone(),
+                        hosts: provider.host_patterns(),
+                        swap_in: provider.swap_in.clone(),
+                        kind: BindingKind::OAuth { connection_id },
+                        expired_on: provider.expired_on.clone(),
+                        inject: crate::catalog::parse_inject(&provider.inject).ok(),
+                        on_foreign_body: Default::default(),
+                    }),
+                    token,
+                    expires_at,
+                })
+            }
+        }
+    }
+
+    /// The current token of each of the sandbox's bindings, and the one a
+    /// refresh replaced until it expires, for the response firewall (a proxy
+    /// of the fleet that never saw the old token must still catch its echo).
+    /// Bindings that cannot give a token now are skipped: the sandbox cannot
+    /// obtain those either.
+    pub async fn guarded_tokens(&self, sandbox: &SandboxId) -> Result<Vec<Guarded>, VaultError> {
+        let mut out = Vec::new();
+        for b in self.store.bindings_of(sandbox.as_str()).await? {
+            let Ok(resolved) = self.resolve_inner(sandbox, &b.placeholder, None).await else {
+                continue;
+            };
+            if let BindingKind::OAuth { connection_id } = &resolved.binding.kind {
+                if let Some(previous) = self.previous_token(connection_id).await? {
+                    out.push(Guarded {
+                        placeholder: b.placeholder.clone(),
+                        token: previous.0,
+                        expires_at: previous.1,
+                    });
+                }
+            }
+            out.push(Guarded {
+                placeholder: b.placeholder,
+                token: resolved.token,
+                expires_at: resolved.expires_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The access token the connection's last write replaced, while it may
+    /// still work: until its expiry, or a day when it had none.
+    async fn previous_token(
+        &self,
+        connection_id: &str,
+    ) -> Result<Option<(SecretString, Option<i64>)>, VaultError> {
+        const UNKNOWN_EXPIRY_KEPT: i64 = 24 * 3600;
+        let Some(row) = self.store.connection(connection_id).await? else {
+            return Ok(None);
+        };
+        let Some(sealed) = row.previous_access_token.as_ref() else {
+            return Ok(None);
+        };
+        let live = match row.previous_expires_at {
+            Some(exp) => exp > now(),
+            None => row.updated_at + UNKNOWN_EXPIRY_KEPT > now(),
+        };
+        if !live {
+            return Ok(None);
+        }
+        Ok(self
+            .keyring
+            .open("connections.access_token", &row.id, sealed)
+            .ok()
+            .map(|token| (token, row.previous_expires_at)))
+    }
+
+    /// Every host pattern the sandbox's bindings allow.
+    pub async fn sandbox_hosts(&self, sandbox: &str) -> Result<Vec<HostPattern>, VaultError> {
+        self.sandbox_hosts_where(sandbox, false).await
+    }
+
+    /// Host patterns of the sandbox's bindings; with `body_only`, only of
+    /// those that may swap in request bodies.
+    pub(super) async fn sandbox_hosts_where(
+        &self,
+        sandbox: &str,
+        body_only: bool,
+    ) -> Result<Vec<HostPattern>, VaultError> {
+        let Some(owner) = self.store.sandbox(sandbox).await? else {
+            return Ok(Vec::new());
+        };
+        let mut hosts = Vec::new();
+        for b in self.store.bindings_of(sandbox).await? {
+            if b.target_kind == BindingTarget::Secret {
+                if let Some(s) = self.store.secret(&owner.tenant, &b.target).await? {
+                    if !body_only || s.swap_in.iter().any(|l| l == SwapLocation::Body.as_str()) {
+                        hosts.extend(s.hosts.iter().filter_map(|h| HostPattern::parse(h).ok()));
+                    }
+                }
+            } else if let Ok(p) = self.provider(&b.target) {
+                if !body_only || p.swap_in.contains(&SwapLocation::Body) {
+                    hosts.extend(p.host_patterns());
+                }
+            }
+        }
+        Ok(hosts)
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenSource for Vault {
+    fn placeholder_prefix(&self) -> &str {
+        &self.settings.placeholder_prefix
+    }
+
+    async fn resolve(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+    ) -> Result<Resolved, TokenError> {
+        self.resolve_inner(sandbox, placeholder, None).await
+    }
+
+    async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool {
+        self.sandbox_hosts(sandbox.as_str())
+            .await
+            .map(|hosts| hosts.iter().any(|p| p.matches(host)))
+            .unwrap_or(false)
+    }
+
+    async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
+        // Unknown (store failing): say yes, the body is then re-framed as before.
+        self.sandbox_hosts_where(sandbox.as_str(), true)
+            .await
+            .map(|hosts| hosts.iter().any(|p| p.matches(host)))
+            .unwrap_or(true)
+    }
+
+    async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
+        let row = self
+            .store
+            .sandbox(sandbox_id)
+            .await
+            .map_err(|e| TokenError::Unavailable(e.to_string()))?
+            .ok_or(TokenError::BadCredential)?;
+        // Both sides are hashes of equal length; compare without early exit.
+        let given = sha256_hex(secret);
+        let equal = given.len() == row.secret_hash.len()
+            && given
+                .bytes()
+                .zip(row.secret_hash.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if equal {
+            Ok(SandboxId::new(row.id))
+        } else {
+            Err(TokenError::BadCredential)
+        }
+    }
+
+    async fn refresh(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+        failed: &SecretString,
+    ) -> Result<Resolved, TokenError> {
+        self.resolve_inner(sandbox, placeholder, Some(failed)).await
+    }
+
+    async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<Guarded>, TokenError> {
+        self.guarded_tokens(sandbox)
+            .await
+            .map_err(|e| TokenError::Unavailable(e.to_string()))
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+}
