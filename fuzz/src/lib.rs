@@ -241,6 +241,16 @@ pub fn unexpected_placeholder(prefix: &str, data: &[u8], allowed: &[&str]) -> Op
     })
 }
 
+/// The first placeholder in `data` that is exactly one of `refused` (random
+/// parts) in some spelling, if any.
+pub fn refused_placeholder(prefix: &str, data: &[u8], refused: &[&str]) -> Option<RefFind> {
+    naive_placeholders(prefix, data).into_iter().find(|n| {
+        refused
+            .iter()
+            .any(|r| n.run == r.len() && data[n.body_start..].starts_with(r.as_bytes()))
+    })
+}
+
 /// `token` JSON-string-escaped (without the quotes), written from RFC 8259.
 pub fn json_escape(token: &str) -> Vec<u8> {
     let mut out = String::new();

@@ -302,6 +302,10 @@ impl Swapper {
         let mut out = Vec::with_capacity(input.len() + 64 * found.len());
         let mut last = 0;
         for f in found {
+            // Overlaps a find already swapped (the longer reading wins).
+            if f.range.start < last {
+                continue;
+            }
             if location == SwapLocation::Body
                 && matches!(self.body_action(&f.placeholder).await?, BodyAction::Inert)
             {

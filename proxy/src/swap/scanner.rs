@@ -100,7 +100,11 @@ impl Scanner {
                 .count();
             let reaches_end = body_start + run == haystack.len();
             if reaches_end && !complete && run <= MAX_RANDOM_LEN {
+                // A find whose run this one starts inside is held with it.
                 hold_from = start;
+                while found.last().is_some_and(|f: &Found| f.range.end > start) {
+                    hold_from = found.pop().map_or(start, |f| f.range.start);
+                }
                 break;
             }
             if run >= PLACEHOLDER_MIN_RANDOM_LEN {
@@ -114,12 +118,13 @@ impl Scanner {
                     ),
                     spelling: self.spellings[m.pattern().as_usize()],
                 });
-                at = body_start + run;
-            } else {
-                // Too short to be a placeholder; another prefix may start inside
-                // it (`miosa-tok-miosa-tok-…`), so look again right after this one.
-                at = start + 1;
             }
+            // Another prefix may start inside this one's run (`miosa-tok-miosa-tok-…`,
+            // or a run ending in `…miosa-tok-…`: two placeholders written
+            // back to back), so look again right after this one's start: a
+            // placeholder hidden there is found too, and the swapper decides
+            // which of two overlapping finds applies.
+            at = start + 1;
         }
         if !complete && hold_from == haystack.len() {
             hold_from =

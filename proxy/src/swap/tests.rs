@@ -253,3 +253,29 @@ async fn bodies_to_other_hosts_keep_placeholders_as_inert_text() {
         .unwrap_err();
     assert_eq!(err.code(), "plain_http");
 }
+
+#[tokio::test]
+async fn a_placeholder_written_right_after_another_is_still_swapped() {
+    // Found by the `swap_stream` fuzz target: `miosa-tok-<A>miosa-tok-<B>`
+    // reads first as one unknown placeholder whose run ends in `miosa`; the
+    // second, starting inside that run, must not reach the upstream unswapped.
+    let (src, p) = setup(&[SwapLocation::Body]);
+    let random = &p["miosa-tok-".len()..];
+    let body = format!("x miosa-tok-{random}{p}");
+    let (found, _) = Scanner::new("miosa-tok-").scan(body.as_bytes(), true);
+    assert_eq!(found.len(), 2, "both readings are found");
+    let out = swapper(src.clone(), "api.github.com")
+        .swap_bytes(body.as_bytes(), SwapLocation::Body, Context::Raw)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("x miosa-tok-{random}{REAL}")
+    );
+    // Streamed, a run still growing at the end holds the find it starts inside.
+    let cut = body.len() - 1;
+    let (found, hold) = Scanner::new("miosa-tok-").scan(&body.as_bytes()[..cut], false);
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(hold, 2);
+}
