@@ -13,16 +13,20 @@ use airlock_fuzz::{
 use airlock_proxy::swap::{Found, Spelling};
 use libfuzzer_sys::fuzz_target;
 
-/// Found ranges are in bounds (end <= `limit`), ordered, non-overlapping, each
-/// a spelling of the prefix then a maximal (or capped) base62 run.
+/// Found ranges are in bounds (end <= `limit`) and ordered by start, each a
+/// spelling of the prefix then a maximal (or capped) base62 run. Two overlap
+/// only when the later starts inside the earlier's run (two placeholders
+/// written back to back read first as one).
 fn check_found(prefix: &str, hay: &[u8], found: &[Found], limit: usize) {
     let spells = spellings(prefix);
-    let mut prev_end = 0;
+    let mut prev_run_start = 0;
     for f in found {
         let r = f.range.clone();
-        assert!(prev_end <= r.start, "overlapping or unordered: {found:?}");
+        assert!(
+            r.start >= prev_run_start,
+            "unordered, or starting inside a prefix: {found:?}"
+        );
         assert!(r.start < r.end && r.end <= limit, "{r:?} out of 0..{limit}");
-        prev_end = r.end;
         let matching: Vec<_> = spells
             .iter()
             .filter(|(s, _)| hay[r.start..r.end].starts_with(s))
@@ -39,6 +43,7 @@ fn check_found(prefix: &str, hay: &[u8], found: &[Found], limit: usize) {
             RefSpelling::Percent => Spelling::Percent,
         };
         assert_eq!(f.spelling, expected);
+        prev_run_start = r.start + s.len();
         let body = &hay[r.start + s.len()..r.end];
         assert!(body.iter().all(u8::is_ascii_alphanumeric), "{r:?}");
         assert!(
@@ -77,6 +82,26 @@ fn check_complete(prefix: &str, hay: &[u8], found: &[Found], limit: usize) {
     }
 }
 
+/// Whether more bytes could still change what `tail` holds: a proper
+/// beginning of a prefix spelling, a spelling and a base62 run reaching the
+/// end, or a spelling whose run holds the start of such a tail.
+fn may_grow(prefix: &str, tail: &[u8]) -> bool {
+    spellings(prefix).iter().any(|(s, _)| {
+        if tail.len() < s.len() {
+            return s.starts_with(tail);
+        }
+        if !tail.starts_with(s) {
+            return false;
+        }
+        let run = tail[s.len()..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
+        (s.len() + run == tail.len() && run <= MAX_RANDOM)
+            || (0..run).any(|i| may_grow(prefix, &tail[s.len() + i..]))
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let prefix = PREFIXES[usize::from(input.byte()) % PREFIXES.len()];
@@ -108,14 +133,8 @@ fuzz_target!(|data: &[u8]| {
     // of a prefix spelling, or a spelling and a base62 run reaching the end.
     let tail = &head[hold..];
     if !tail.is_empty() {
-        let plausible = spellings(prefix).iter().any(|(s, _)| {
-            (tail.len() < s.len() && s.starts_with(tail))
-                || (tail.starts_with(s)
-                    && tail.len() - s.len() <= MAX_RANDOM
-                    && tail[s.len()..].iter().all(u8::is_ascii_alphanumeric))
-        });
         assert!(
-            plausible,
+            may_grow(prefix, tail),
             "held back {:?}, which can never become a placeholder",
             String::from_utf8_lossy(tail)
         );

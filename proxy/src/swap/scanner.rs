@@ -100,11 +100,7 @@ impl Scanner {
                 .count();
             let reaches_end = body_start + run == haystack.len();
             if reaches_end && !complete && run <= MAX_RANDOM_LEN {
-                // A find whose run this one starts inside is held with it.
                 hold_from = start;
-                while found.last().is_some_and(|f: &Found| f.range.end > start) {
-                    hold_from = found.pop().map_or(start, |f| f.range.start);
-                }
                 break;
             }
             if run >= PLACEHOLDER_MIN_RANDOM_LEN {
@@ -129,6 +125,14 @@ impl Scanner {
         if !complete && hold_from == haystack.len() {
             hold_from =
                 haystack.len() - self.partial_prefix_len(&haystack[at.min(haystack.len())..]);
+        }
+        // What is held may start inside a find's run: that find is held too.
+        while let Some(f) = found.last() {
+            if f.range.end <= hold_from {
+                break;
+            }
+            hold_from = hold_from.min(f.range.start);
+            found.pop();
         }
         (found, hold_from)
     }
