@@ -18,8 +18,10 @@
 //!   `user:token` or of any surrounding bytes), padded or not;
 //! - hex, lower and upper case.
 //!
-//! Matching is leftmost-longest over all spellings of all tokens in one
-//! Aho-Corasick pass; each match is replaced by the placeholder in the same
+//! Matching is leftmost-longest over all spellings of all tokens, as one
+//! Aho-Corasick pass would find them; when every spelling is at least 15
+//! bytes, a gram probe every few bytes ([`prefilter`]) decides where the
+//! automaton runs, so the cost per byte does not grow with the token count; each match is replaced by the placeholder in the same
 //! spelling (same JSON/percent habit, same base64 alphabet and alignment, same
 //! hex case). Streaming output is byte for byte the whole-buffer output
 //! ([`Firewall::scrub`] of the concatenated input; property-tested). Streams
@@ -53,6 +55,7 @@
 //!   cannot be read and is refused with [`FirewallError::WsExtension`].
 
 pub mod patterns;
+mod prefilter;
 mod stream;
 mod websocket;
 
@@ -64,6 +67,7 @@ use aho_corasick::nfa::contiguous;
 use aho_corasick::{AhoCorasick, Anchored, Match, MatchKind};
 use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use prefilter::GramFilter;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use patterns::Spelling;
@@ -94,12 +98,15 @@ pub enum FirewallError {
     WsProtocol(#[source] WsViolation),
 }
 
-/// Up to this many spellings, the search gets its own (DFA) automaton; above,
-/// it shares the walker's NFA, which is what `AhoCorasick` would pick anyway.
+/// Without probes (a short token), up to this many spellings get their own
+/// (DFA) automaton; above, the search shares the walker's NFA, which is what
+/// `AhoCorasick` would pick anyway.
 const SMALL_SET: usize = 100;
 
 /// Immutable, built once per token set and shared in an `Arc`.
 pub struct Firewall {
+    /// Where the automaton must look; `None` when some spelling is short.
+    filter: Option<GramFilter>,
     /// Leftmost-longest search over every spelling, for small sets.
     small: Option<AhoCorasick>,
     /// Anchored walks (does a tail begin some spelling?), and the search for large sets.
@@ -152,7 +159,9 @@ impl Firewall {
         if needles.is_empty() {
             return None;
         }
-        let small = (needles.len() <= SMALL_SET).then(|| {
+        let filter = GramFilter::new(needles.iter().map(Vec::as_slice));
+        // Probed, the automaton only reads short windows: the NFA suffices.
+        let small = (filter.is_none() && needles.len() <= SMALL_SET).then(|| {
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
                 .build(&needles)
@@ -183,6 +192,7 @@ impl Firewall {
         }
         let longest = needles.iter().map(Vec::len).max().unwrap_or(1);
         Some(Firewall {
+            filter,
             small,
             walker,
             names,
@@ -212,7 +222,8 @@ impl Firewall {
 
     /// Heap bytes held by the automata.
     pub fn memory_usage(&self) -> usize {
-        self.small.as_ref().map_or(0, AhoCorasick::memory_usage)
+        self.filter.as_ref().map_or(0, GramFilter::memory_usage)
+            + self.small.as_ref().map_or(0, AhoCorasick::memory_usage)
             + self.walker.memory_usage()
             + self.names.memory_usage()
     }
@@ -224,6 +235,21 @@ impl Firewall {
 
     /// Leftmost-longest, non-overlapping matches.
     fn find_iter<'h>(&'h self, data: &'h [u8]) -> Matches<'h> {
+        match &self.filter {
+            Some(filter) => Matches::Probed(Probed {
+                firewall: self,
+                filter,
+                data,
+                next_probe: 0,
+                hit: None,
+                resume: 0,
+            }),
+            None => self.find_iter_unprobed(data),
+        }
+    }
+
+    /// The automaton's own search over all of `data`.
+    fn find_iter_unprobed<'h>(&'h self, data: &'h [u8]) -> Matches<'h> {
         match &self.small {
             Some(ac) => Matches::Small(ac.find_iter(data)),
             None => Matches::Large(
@@ -394,6 +420,7 @@ impl Firewall {
 enum Matches<'h> {
     Small(aho_corasick::FindIter<'h, 'h>),
     Large(aho_corasick::automaton::FindIter<'h, 'h, contiguous::NFA>),
+    Probed(Probed<'h>),
 }
 
 impl Iterator for Matches<'_> {
@@ -403,6 +430,64 @@ impl Iterator for Matches<'_> {
         match self {
             Matches::Small(it) => it.next(),
             Matches::Large(it) => it.next(),
+            Matches::Probed(it) => it.next(),
+        }
+    }
+}
+
+/// The automaton run only around probes the [`GramFilter`] lets through.
+struct Probed<'h> {
+    firewall: &'h Firewall,
+    filter: &'h GramFilter,
+    data: &'h [u8],
+    next_probe: usize,
+    /// A probe that hit, while matches may still start at or before it.
+    hit: Option<usize>,
+    /// Where the last match ended: no match starts before it.
+    resume: usize,
+}
+
+impl Probed<'_> {
+    /// The leftmost-longest match in `data[span]`.
+    fn search(&self, span: std::ops::Range<usize>) -> Option<Match> {
+        let input = aho_corasick::Input::new(self.data).range(span);
+        match &self.firewall.small {
+            Some(ac) => ac.find(input),
+            None => self
+                .firewall
+                .walker
+                .try_find(&input)
+                .expect("unanchored searches are supported"),
+        }
+    }
+}
+
+impl Iterator for Probed<'_> {
+    type Item = Match;
+
+    fn next(&mut self) -> Option<Match> {
+        let stride = self.filter.stride();
+        loop {
+            if let Some(probe) = self.hit {
+                let from = self.resume.max((probe + 1).saturating_sub(stride));
+                if from <= probe {
+                    // A spelling starting at or before the probe ends within `longest` of it.
+                    let end = self.data.len().min(probe + self.firewall.longest);
+                    if let Some(m) = self.search(from..end).filter(|m| m.start() <= probe) {
+                        self.resume = m.end();
+                        return Some(m);
+                    }
+                }
+                self.hit = None;
+            }
+            let probe = self.next_probe;
+            if !GramFilter::can_probe(self.data, probe) {
+                return None;
+            }
+            self.next_probe += stride;
+            if probe >= self.resume && self.filter.hits(self.data, probe) {
+                self.hit = Some(probe);
+            }
         }
     }
 }

@@ -49,6 +49,24 @@ fn leaks(out: &[u8], tokens: &[&str]) -> Option<String> {
 }
 
 #[test]
+fn probes_are_used_only_when_every_spelling_is_long_enough() {
+    assert!(one().filter.is_some());
+    // A 12-byte token: probes 5 bytes apart would cost more than they save.
+    let short = firewall(&[("abcdefghijkl", PLACEHOLDER)]);
+    assert!(short.filter.is_none());
+    assert_eq!(
+        short.scrub(b"x abcdefghijkl y").as_ref(),
+        format!("x {PLACEHOLDER} y").as_bytes()
+    );
+    // Probed, a token at the very start and the very end is still found.
+    let fw = one();
+    let data = format!("{TOKEN}{}{TOKEN}", "z".repeat(1000));
+    let expected = format!("{PLACEHOLDER}{}{PLACEHOLDER}", "z".repeat(1000));
+    assert_eq!(fw.scrub(data.as_bytes()).as_ref(), expected.as_bytes());
+    assert_eq!(fw.scrub(TOKEN.as_bytes()).as_ref(), PLACEHOLDER.as_bytes());
+}
+
+#[test]
 fn nothing_to_guard_is_none() {
     assert!(Firewall::new([]).is_none());
     assert!(Firewall::new([Guarded {
@@ -401,7 +419,8 @@ fn a_thousand_tokens_build_and_scrub() {
 fn memory_breakdown() {
     let (_, _, fw) = thousand();
     eprintln!(
-        "small {:?} KiB, names {} KiB, walker {} KiB",
+        "probes {:?} KiB, small {:?} KiB, names {} KiB, walker {} KiB",
+        fw.filter.as_ref().map(|f| f.memory_usage() / 1024),
         fw.small.as_ref().map(|s| s.memory_usage() / 1024),
         fw.names.memory_usage() / 1024,
         fw.walker.memory_usage() / 1024

@@ -13,12 +13,13 @@ const PT_PLACEHOLDERS: [&str; 3] = [
     "miosa-tok-THREE3333333333333333333333333",
 ];
 
-/// The three tokens alone (a small set: its own DFA), or among 150 decoys
-/// (a large set: the search shares the walker's NFA). Built once.
-fn pt_firewall(large: bool) -> Arc<Firewall> {
-    static SMALL: std::sync::OnceLock<Arc<Firewall>> = std::sync::OnceLock::new();
-    static LARGE: std::sync::OnceLock<Arc<Firewall>> = std::sync::OnceLock::new();
-    let build = |decoys: usize| {
+/// The three tokens alone, or among 150 decoys; with one more token of 10
+/// bytes (`short`), too short for probes, so the automaton searches whole
+/// buffers: its own DFA for the small set, the walker's NFA for the large.
+/// Built once each.
+fn pt_firewall(large: bool, short: bool) -> Arc<Firewall> {
+    static BUILT: std::sync::OnceLock<[Arc<Firewall>; 4]> = std::sync::OnceLock::new();
+    let build = |decoys: usize, short: bool| {
         let mut pairs: Vec<(String, String)> = (0..3)
             .map(|i| (PT_TOKENS[i].to_owned(), PT_PLACEHOLDERS[i].to_owned()))
             .collect();
@@ -28,19 +29,27 @@ fn pt_firewall(large: bool) -> Arc<Firewall> {
                 format!("miosa-tok-decoy{i:03}"),
             )
         }));
+        if short {
+            pairs.push(("tok_short1".to_owned(), "miosa-tok-short".to_owned()));
+        }
         let fw = Firewall::new(pairs.into_iter().map(|(t, p)| Guarded {
             token: SecretString::from(t),
             placeholder: p,
         }))
         .unwrap();
-        assert_eq!(fw.small.is_none(), decoys > 0);
+        assert_eq!(fw.filter.is_none(), short);
+        assert_eq!(fw.small.is_some(), short && decoys == 0);
         Arc::new(fw)
     };
-    if large {
-        LARGE.get_or_init(|| build(150)).clone()
-    } else {
-        SMALL.get_or_init(|| build(0)).clone()
-    }
+    let all = BUILT.get_or_init(|| {
+        [
+            build(0, false),
+            build(150, false),
+            build(0, true),
+            build(150, true),
+        ]
+    });
+    all[usize::from(large) + 2 * usize::from(short)].clone()
 }
 
 /// One insertion: a token in some spelling, or a mere prefix of one.
@@ -142,6 +151,21 @@ fn filler() -> impl Strategy<Value = Vec<u8>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// The probes only decide where the automaton looks: the matches are
+    /// those of the automaton's own search over the whole buffer.
+    #[test]
+    fn probed_search_equals_the_automatons_own(
+        filler in filler(),
+        inserts in proptest::collection::vec(insert_strategy(300), 0..8),
+        large in any::<bool>(),
+    ) {
+        let fw = pt_firewall(large, false);
+        let body = build_body(&filler, &inserts);
+        let probed: Vec<Match> = fw.find_iter(&body).collect();
+        let whole: Vec<Match> = fw.find_iter_unprobed(&body).collect();
+        prop_assert_eq!(probed, whole);
+    }
+
     #[test]
     fn streamed_body_equals_whole_scrub_and_leaks_nothing(
         filler in filler(),
@@ -149,8 +173,9 @@ proptest! {
         cuts in proptest::collection::vec(any::<usize>(), 0..40),
         bytewise in any::<bool>(),
         large in any::<bool>(),
+        short in any::<bool>(),
     ) {
-        let fw = pt_firewall(large);
+        let fw = pt_firewall(large, short);
         let body = build_body(&filler, &inserts);
         let whole = fw.scrub(&body).into_owned();
         prop_assert_eq!(leaks(&whole, &PT_TOKENS), None);
@@ -186,8 +211,9 @@ proptest! {
         cuts in proptest::collection::vec(any::<usize>(), 0..40),
         bytewise in any::<bool>(),
         large in any::<bool>(),
+        short in any::<bool>(),
     ) {
-        let fw = pt_firewall(large);
+        let fw = pt_firewall(large, short);
         let mask = masked.then_some([0x12, 0x34, 0x56, 0x78]);
         let mut wire = Vec::new();
         let mut expected: Vec<(u8, Vec<u8>)> = Vec::new();
