@@ -373,6 +373,9 @@ hosts = ["other{i}.{DOMAIN}"]
 upstream_ca = ["{pki}/ca.pem"]
 allowed_ports = [{UP_PORT}]
 scrub_responses = {"true" if scrub else "false"}
+# The idle workload holds 10 000 connections from one sandbox.
+max_connections_per_sandbox = 20000
+max_connections = 25000
 
 [resolve]
 "{H2_HOST}" = "127.0.0.1:{UP_PORT}"
