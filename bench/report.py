@@ -369,7 +369,7 @@ def charts(results, out):
 
 def firewall_section(fw, w):
     """Side by side: the response firewall off, and on with 1, 10 and 100 tokens."""
-    w("## 6. The response firewall's cost")
+    w("## 7. The response firewall's cost")
     w("")
     variants = fw.get("variants") or {}
     if not variants:
