@@ -320,8 +320,20 @@ impl App {
         let _ = out.write_all(sandbox_env::render(&env, EnvFormat::Sh).as_bytes());
         let _ = out.write_all(b"\n");
         let _ = out.flush();
+        if self.prepared.secret_names().is_empty() && bindings.is_empty() {
+            // On stderr: stdout is the environment block a wrapper reads.
+            eprintln!("{NO_CREDENTIALS_YET}");
+        }
     }
 }
+
+/// What `up` says when the sandbox would get the proxy and the CA but no
+/// credential at all (a first run without a config file).
+const NO_CREDENTIALS_YET: &str = "airlock: the sandbox gets no credentials yet. \
+Give it a static secret (a [[secret]] with name, value_env and hosts in a config file, \
+then `airlock up --config airlock.toml`; README: \"A secret, end to end\"), \
+or connect an OAuth account (`airlock app set PROVIDER …`, then `airlock connect PROVIDER`; \
+README: \"Connecting an OAuth account\"). `airlock env` prints the new placeholders.";
 
 async fn bind(addr: SocketAddr, listener: Listener) -> Result<TcpListener, Error> {
     TcpListener::bind(addr)

@@ -48,7 +48,8 @@ impl Loaded {
         };
         let mut loaded = Self {
             config: Config::default(),
-            path: path.map(Path::to_owned),
+            // Absolute, so paths the file gives relative to itself are too.
+            path: path.map(absolute),
             source,
         };
         apply_env_overrides(&mut config, vars).map_err(|errors| ConfigError::Invalid {
@@ -69,7 +70,10 @@ impl Loaded {
             .data_dir
             .clone()
             .or_else(|| c.data_dir.as_deref().map(|d| self.resolve_path(d)))
-            .or_else(|| default_data_dir(&env));
+            .or_else(|| default_data_dir(&env))
+            // Printed into a sandbox's environment (the CA bundle): a path
+            // relative to where airlock started means nothing there.
+            .map(|d| absolute(&d));
         let log_level = env("AIRLOCK_LOG")
             .map(|v| v.to_string_lossy().into_owned())
             .or_else(|| c.log.level.clone())
@@ -83,6 +87,12 @@ impl Loaded {
             log_level,
         }
     }
+}
+
+/// `path` made absolute against the current directory, without touching the
+/// file system (a data dir may not exist yet).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
 fn default_data_dir(env: &impl Fn(&str) -> Option<PathBuf>) -> Option<PathBuf> {
@@ -150,9 +160,10 @@ mod tests {
             data_dir: Some("rel".into()),
             ..Flags::default()
         };
+        // A relative flag is made absolute: it ends up in `SSL_CERT_FILE` paths.
         assert_eq!(
             loaded.effective_with(&flags, no_env).data_dir,
-            Some(PathBuf::from("rel"))
+            Some(std::env::current_dir().unwrap().join("rel"))
         );
         let defaults = Loaded::read_with(None, vars(&[])).unwrap();
         let home = |name: &str| (name == "HOME").then(|| PathBuf::from("/home/u"));

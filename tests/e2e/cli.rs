@@ -309,3 +309,70 @@ fn config_check_reports_every_error_with_lines() {
     assert!(err.contains("control characters"), "{err}");
     assert!(!err.contains("super-secret-value"), "{err}");
 }
+
+/// A first `airlock up` with no config file, started with a relative data
+/// dir: the environment it prints names the CA by an absolute path (a
+/// sandbox resolves it from another directory), stderr says what to do next,
+/// and the vault's database is its owner's only.
+#[test]
+fn a_first_up_without_config_prints_absolute_paths_and_the_next_step() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(airlock::binary())
+        .current_dir(dir.path())
+        .env_remove("AIRLOCK_CONFIG")
+        .env_remove("AIRLOCK_DATA_DIR")
+        .env("HOME", dir.path())
+        .args(["up", "--data-dir", "data", "--listen", "127.0.0.1:0"])
+        .args([
+            "--vault-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut block = Vec::new();
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(100)
+    {
+        let line = line.unwrap();
+        if line.is_empty() {
+            break;
+        }
+        block.push(line);
+    }
+    child.kill().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    child.wait().unwrap();
+
+    let data = dir.path().canonicalize().unwrap().join("data");
+    let cert = block
+        .iter()
+        .find_map(|l| l.strip_prefix("export SSL_CERT_FILE="))
+        .unwrap_or_else(|| panic!("no SSL_CERT_FILE in {block:?}; stderr: {err}"));
+    let cert = cert.trim_matches('\'');
+    assert!(
+        std::path::Path::new(cert).is_absolute() && cert.starts_with(data.to_str().unwrap()),
+        "{cert} is not under {}",
+        data.display()
+    );
+    assert!(
+        err.contains("the sandbox gets no credentials yet"),
+        "stderr: {err}"
+    );
+    let db = std::fs::metadata(data.join("airlock.db")).unwrap();
+    assert_eq!(db.permissions().mode() & 0o777, 0o600);
+}

@@ -69,29 +69,53 @@ pub fn connect(c: ConnectArgs) -> Result<(), Error> {
 pub fn connections(args: AdminArgs) -> Result<(), Error> {
     let api = Api::new(&args)?;
     let value = api.call(reqwest::Method::GET, "/v1/connections", None)?;
-    api.print(&value, |v| {
-        rows(v, |c| {
-            let mut line = format!(
-                "{} {:<10} {:<18} {:<16} {}",
-                c["id"].as_str().unwrap_or(""),
-                c["provider"].as_str().unwrap_or(""),
-                c["scope"].as_str().unwrap_or(""),
-                c["status"].as_str().unwrap_or(""),
-                c["kind"].as_str().unwrap_or("")
-            );
-            for w in c["warnings"].as_array().into_iter().flatten() {
-                line.push_str(&format!("\n    warning: {}", w.as_str().unwrap_or("")));
-            }
-            if c["status"] == ConnectionStatus::RevokePending.as_str() {
-                line.push_str(&format!(
+    api.print(&value, connection_rows);
+    Ok(())
+}
+
+/// One line per connection (id, provider, owner scope, status, kind, the
+/// granted OAuth scopes, when the token expires), with warnings under it;
+/// a sentence when there is none.
+fn connection_rows(v: &Value) -> String {
+    if v.as_array().is_some_and(Vec::is_empty) {
+        return "no connections yet (start one with `airlock connect PROVIDER`)\n".to_owned();
+    }
+    rows(v, |c| {
+        let scopes: Vec<&str> = c["scopes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let expires = c["expires_at"]
+            .as_i64()
+            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .map_or_else(|| "no expiry".to_owned(), |t| format!("expires {t}"));
+        let mut line = format!(
+            "{} {:<10} {:<18} {:<16} {:<18} {} [{}]",
+            c["id"].as_str().unwrap_or(""),
+            c["provider"].as_str().unwrap_or(""),
+            c["scope"].as_str().unwrap_or(""),
+            c["status"].as_str().unwrap_or(""),
+            c["kind"].as_str().unwrap_or(""),
+            expires,
+            scopes.join(" ")
+        );
+        for w in c["warnings"].as_array().into_iter().flatten() {
+            line.push_str(&format!("\n    warning: {}", w.as_str().unwrap_or("")));
+        }
+        if c["status"] == ConnectionStatus::RevokePending.as_str() {
+            line.push_str(&format!(
                     "\n    revocation at the provider not confirmed yet (retried in the background): {}",
                     c["last_error"].as_str().unwrap_or("")
                 ));
-            }
-            line
-        })
-    });
-    Ok(())
+        }
+        line
+    })
 }
 
 pub fn disconnect(c: DisconnectArgs) -> Result<(), Error> {
@@ -141,10 +165,38 @@ pub fn machine_account(c: MachineAccountArgs) -> Result<(), Error> {
     let value = api.call(reqwest::Method::POST, "/v1/machine-accounts", Some(body))?;
     api.print(&value, |v| {
         format!(
-            "machine account {} connected ({})\n",
+            "machine account {}: {}\n",
             v["id"].as_str().unwrap_or(""),
             v["status"].as_str().unwrap_or("")
         )
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_list_scopes_and_expiry_and_say_when_there_are_none() {
+        assert_eq!(
+            connection_rows(&json!([])),
+            "no connections yet (start one with `airlock connect PROVIDER`)\n"
+        );
+        let out = connection_rows(&json!([{
+            "id": "c1", "provider": "github", "scope": "tenant:default",
+            "status": "connected", "kind": "user",
+            "scopes": ["read:user", "repo"], "expires_at": 1_800_000_000,
+            "warnings": []
+        }, {
+            "id": "c2", "provider": "acme", "scope": "machine:ci",
+            "status": "connected", "kind": "client_credentials",
+            "scopes": [], "expires_at": null, "warnings": []
+        }]));
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(lines[0].contains("expires 2027-01-15T08:00:00Z"), "{out}");
+        assert!(lines[0].ends_with("[read:user repo]"), "{out}");
+        assert!(lines[1].contains("no expiry"), "{out}");
+    }
 }

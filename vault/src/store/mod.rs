@@ -128,6 +128,60 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{tail}")
 }
 
+/// The SQLite file holds sealed tokens: it is created, before SQLite opens
+/// it, readable by its owner only (and tightened when it already exists
+/// wider), and SQLite makes its `-wal` and `-shm` files with the same mode.
+/// A URL that says no `mode` gets `mode=rwc`, so a new database is created
+/// rather than refused with "unable to open database file".
+fn prepare_sqlite_file(url: &str) -> Result<String, VaultError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or_default();
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let in_memory = path.is_empty() || path == ":memory:";
+    let mode = query.split('&').find_map(|p| p.strip_prefix("mode="));
+    let mut url = url.to_owned();
+    if mode.is_none() {
+        url.push(if query.is_empty() && !url.ends_with('?') {
+            '?'
+        } else {
+            '&'
+        });
+        url.push_str("mode=rwc");
+    }
+    // Read-only and in-memory databases are SQLite's to open as they are.
+    if in_memory || mode.is_some_and(|m| m != "rwc") {
+        return Ok(url);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let path = std::path::Path::new(path);
+        let owner_only = || std::fs::Permissions::from_mode(0o600);
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(path, owner_only())
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map(drop),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| {
+            VaultError::Store(format!(
+                "cannot prepare the database file {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(url)
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
@@ -148,6 +202,11 @@ impl Store {
                 url.split(':').next().unwrap_or_default()
             )));
         };
+        let url = if backend == Backend::Sqlite {
+            prepare_sqlite_file(url)?
+        } else {
+            url.to_owned()
+        };
         let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(15));
         if backend == Backend::Sqlite {
             // One writer at a time anyway; WAL lets readers go on meanwhile.
@@ -163,7 +222,7 @@ impl Store {
             options = options.max_connections(16);
         }
         let pool = options
-            .connect(url)
+            .connect(&url)
             .await
             .map_err(|e| VaultError::Store(format!("cannot open the database: {e}")))?;
         let store = Self { pool, backend };

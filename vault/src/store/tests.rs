@@ -395,3 +395,44 @@ async fn a_reconnect_during_a_refresh_wins_and_dead_leases_run_out() {
             .unwrap());
     }
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_sqlite_file_is_created_for_its_owner_only_without_mode_in_the_url() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    // No `?mode=rwc`: SQLite alone would refuse with "unable to open database file".
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    // Opening migrated it: SQLite wrote the schema into the file made above.
+    assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    drop(store);
+
+    // An existing file readable by others is tightened.
+    let wide = dir.path().join("wide.db");
+    std::fs::write(&wide, b"").unwrap();
+    std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o644)).unwrap();
+    Store::open(&format!("sqlite:{}?mode=rwc", wide.display()))
+        .await
+        .unwrap();
+    assert_eq!(mode(&wide), 0o600);
+    for wal in ["wide.db-wal", "wide.db-shm"] {
+        let p = dir.path().join(wal);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{wal}");
+        }
+    }
+
+    // A read-only URL for a missing file is SQLite's to refuse: nothing is created.
+    let missing = dir.path().join("missing.db");
+    assert!(
+        Store::open(&format!("sqlite://{}?mode=ro", missing.display()))
+            .await
+            .is_err()
+    );
+    assert!(!missing.exists());
+}
