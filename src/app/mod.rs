@@ -315,15 +315,16 @@ impl App {
 
     fn print_sandbox_env(&self, proxy_url: &str, bindings: &[(String, String)]) {
         let env = self.prepared.environment(proxy_url, bindings);
+        if self.prepared.secret_names().is_empty() && bindings.is_empty() {
+            // On stderr (stdout is the environment block a wrapper reads),
+            // and before it, so whoever has read the block has this too.
+            eprintln!("{NO_CREDENTIALS_YET}");
+        }
         let mut out = std::io::stdout().lock();
         // A blank line ends the block, so a wrapper can read it and go on.
         let _ = out.write_all(sandbox_env::render(&env, EnvFormat::Sh).as_bytes());
         let _ = out.write_all(b"\n");
         let _ = out.flush();
-        if self.prepared.secret_names().is_empty() && bindings.is_empty() {
-            // On stderr: stdout is the environment block a wrapper reads.
-            eprintln!("{NO_CREDENTIALS_YET}");
-        }
     }
 }
 

@@ -10,8 +10,9 @@ use crate::Error;
 #[derive(Args)]
 pub struct ConnectArgs {
     pub provider: String,
-    /// tenant, workspace:NAME or user:NAME
-    #[arg(long, default_value = "tenant")]
+    /// Whose connection this is: tenant, workspace:NAME or user:NAME (OAuth
+    /// scopes go in --oauth-scope).
+    #[arg(long, visible_alias = "owner", default_value = "tenant", value_parser = owner_scope)]
     pub scope: String,
     #[arg(long, default_value = airlock_vault::DEFAULT_TENANT)]
     pub tenant: String,
@@ -53,6 +54,20 @@ pub struct MachineAccountArgs {
     pub admin: AdminArgs,
 }
 
+/// `--scope` names an owner; a value that is not one is most often an OAuth
+/// scope given to the wrong flag, so the error says where it belongs.
+fn owner_scope(value: &str) -> Result<String, String> {
+    airlock_vault::Scope::parse(value)
+        .map(|_| value.to_owned())
+        .map_err(|_| {
+            format!(
+                "{value:?} is not an owner: --scope says whose connection this is \
+                 (tenant, workspace:NAME or user:NAME); to request the OAuth scope \
+                 {value:?}, use --oauth-scope {value}"
+            )
+        })
+}
+
 pub fn connect(c: ConnectArgs) -> Result<(), Error> {
     let api = Api::new(&c.admin)?;
     let mut body = json!({ "provider": c.provider, "scope": c.scope, "tenant": c.tenant });
@@ -63,6 +78,11 @@ pub fn connect(c: ConnectArgs) -> Result<(), Error> {
     api.print(&value, |v| {
         format!("{}\n", v["authorization_url"].as_str().unwrap_or(""))
     });
+    // stdout stays the URL alone (scripts capture it); the redirect URI the
+    // provider's app settings must list goes beside it.
+    if let (false, Some(redirect)) = (api.json, value["redirect_uri"].as_str()) {
+        eprintln!("airlock: the provider's app must allow the redirect URI {redirect}");
+    }
     Ok(())
 }
 
@@ -176,6 +196,16 @@ pub fn machine_account(c: MachineAccountArgs) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oauth_scope_given_as_owner_says_where_it_belongs() {
+        for ok in ["tenant", "workspace:eng", "user:alice"] {
+            assert_eq!(owner_scope(ok).unwrap(), ok);
+        }
+        let err = owner_scope("repo").unwrap_err();
+        assert!(err.contains("--oauth-scope repo"), "{err}");
+        assert!(owner_scope("read:user").is_err());
+    }
 
     #[test]
     fn connections_list_scopes_and_expiry_and_say_when_there_are_none() {
