@@ -124,6 +124,9 @@ pub struct VaultSection {
     pub refresh_backoff_max_secs: Option<u64>,
     /// After a successful refresh, a 401 with the new token does not refresh again for this long.
     pub refresh_cooldown_secs: Option<u64>,
+    /// Refresh a grant whose tokens are older than this even far from expiry,
+    /// so refresh tokens that lapse when unused stay alive (default 86400; 0 = off).
+    pub keepalive_refresh_secs: Option<u64>,
     pub state_ttl_secs: Option<u64>,
     /// How long one revocation request at a provider may take.
     pub revoke_timeout_secs: Option<u64>,

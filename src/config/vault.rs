@@ -81,6 +81,7 @@ impl VaultSection {
             refresh_backoff: secs(self.refresh_backoff_secs, d.refresh_backoff),
             refresh_backoff_max: secs(self.refresh_backoff_max_secs, d.refresh_backoff_max),
             refresh_cooldown: secs(self.refresh_cooldown_secs, d.refresh_cooldown),
+            keepalive_refresh: secs(self.keepalive_refresh_secs, d.keepalive_refresh),
             revoke_timeout: at_least_one(self.revoke_timeout_secs, d.revoke_timeout),
             revoke_retry_base: at_least_one(self.revoke_retry_secs, d.revoke_retry_base),
             revoke_retry_max: at_least_one(self.revoke_retry_max_secs, d.revoke_retry_max),

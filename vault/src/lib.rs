@@ -67,6 +67,11 @@ pub struct VaultSettings {
     /// After a successful refresh, a 401 with the new token does not refresh
     /// again for this long (a sandbox cannot churn the account).
     pub refresh_cooldown: Duration,
+    /// A refreshable connection whose tokens are older than this is
+    /// refreshed by the background pass even when its access token is far
+    /// from expiry: refresh tokens that lapse when unused stay alive.
+    /// `ZERO` turns it off.
+    pub keepalive_refresh: Duration,
     /// Environment variables (CA paths, NO_PROXY) every sandbox also gets.
     pub base_env: Vec<(String, String)>,
     /// How long one revocation request may take (a disconnect waits for it).
@@ -89,6 +94,7 @@ impl Default for VaultSettings {
             refresh_backoff: Duration::from_secs(30),
             refresh_backoff_max: Duration::from_secs(600),
             refresh_cooldown: Duration::from_secs(60),
+            keepalive_refresh: Duration::from_secs(24 * 3600),
             base_env: Vec::new(),
             revoke_timeout: Duration::from_secs(10),
             revoke_retry_base: Duration::from_secs(30),

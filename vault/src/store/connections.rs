@@ -336,6 +336,29 @@ impl Store {
     }
 
     /// Ids of connected connections whose token expires before `deadline`.
+    /// Connected user grants holding a refresh token whose tokens were
+    /// obtained before `before` (or at an unknown time).
+    pub async fn obtained_before(&self, before: i64) -> Result<Vec<String>, VaultError> {
+        let rows = sqlx::query(
+            "SELECT id FROM connections WHERE status = 'connected' AND grant_kind = 'authorization_code' \
+             AND refresh_token IS NOT NULL AND (obtained_at IS NULL OR obtained_at < $1)",
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn backdate_tokens(&self, id: &str, obtained_at: i64) {
+        sqlx::query("UPDATE connections SET obtained_at = $1 WHERE id = $2")
+            .bind(obtained_at)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .expect("backdate");
+    }
+
     pub async fn expiring(&self, deadline: i64) -> Result<Vec<String>, VaultError> {
         let rows = sqlx::query(
             "SELECT id FROM connections WHERE status = 'connected' AND expires_at IS NOT NULL AND expires_at < $1",

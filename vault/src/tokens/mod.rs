@@ -91,6 +91,9 @@ fn bump(c: &AtomicU64) {
 enum Reason<'a> {
     /// The token is due, or will be within `ahead` seconds (background).
     Due { ahead: i64 },
+    /// The background pass keeps an idle grant alive: tokens obtained
+    /// before this time are refreshed, even far from expiry.
+    KeepAlive { before: i64 },
     /// The proxy saw this token refused upstream.
     Failed(&'a SecretString),
     /// Only read an answer an unfinished refresh kept.

@@ -164,6 +164,13 @@ impl Vault {
                 (Reason::Due { ahead }, Some(token)) if !self.due_within(row, ahead) => {
                     return Ok(serve(token.clone()));
                 }
+                // Re-read under the row: another vault of the fleet may have
+                // refreshed it since the pass listed it.
+                (Reason::KeepAlive { before }, Some(token))
+                    if row.obtained_at.is_some_and(|o| o >= before) =>
+                {
+                    return Ok(serve(token.clone()));
+                }
                 _ => {}
             }
             if row.grant_kind != GrantKind::ClientCredentials && row.refresh_token.is_none() {
@@ -193,7 +200,9 @@ impl Vault {
             // Someone is refreshing. A valid token is served meanwhile, except
             // to a caller whose token was just refused: it waits for the new one.
             return Ok(match (&usable, reason) {
-                (Some(token), Reason::Due { .. } | Reason::Recover) => serve(token.clone()),
+                (Some(token), Reason::Due { .. } | Reason::KeepAlive { .. } | Reason::Recover) => {
+                    serve(token.clone())
+                }
                 (None, Reason::Recover) => {
                     Step::Done(Err(Failure::Unavailable("being refreshed".into())))
                 }
@@ -553,9 +562,31 @@ impl Vault {
             }
         };
         let mut refreshed = 0;
-        for id in ids {
-            if let Ok(fresh) = self.refresh_connection(&id, Reason::Due { ahead }).await {
+        for id in &ids {
+            if let Ok(fresh) = self.refresh_connection(id, Reason::Due { ahead }).await {
                 refreshed += usize::from(fresh.granted);
+            }
+        }
+        let keepalive = self.settings.keepalive_refresh.as_secs() as i64;
+        if keepalive > 0 {
+            let before = now() - keepalive;
+            let idle = match self.store.obtained_before(before).await {
+                Ok(idle) => idle,
+                Err(error) => {
+                    tracing::warn!(%error, "background refresh could not list idle connections");
+                    Vec::new()
+                }
+            };
+            for id in idle.iter().filter(|id| !ids.contains(id)) {
+                let fresh = self
+                    .refresh_connection(id, Reason::KeepAlive { before })
+                    .await;
+                if let Ok(fresh) = fresh {
+                    if fresh.granted {
+                        tracing::info!(connection = %id, "refreshed an idle grant to keep its refresh token alive");
+                    }
+                    refreshed += usize::from(fresh.granted);
+                }
             }
         }
         refreshed

@@ -442,3 +442,78 @@ async fn an_expired_replaced_token_is_no_longer_guarded() {
     let tokens: Vec<&str> = guarded.iter().map(|g| g.token.expose_secret()).collect();
     assert_eq!(tokens, ["at1"], "at0 had expired: nothing can obtain it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_grant_is_refreshed_to_keep_its_refresh_token_alive() {
+    let keepalive = Duration::from_secs(24 * 3600);
+    let (fake, w) = acme_world(VaultSettings {
+        keepalive_refresh: keepalive,
+        ..settings()
+    })
+    .await;
+    // Hour-long tokens, far from expiry: never due.
+    let idle = connection(&w.vault, "acme", true, 3600).await;
+    assert_eq!(w.vault.refresh_due(Duration::from_secs(30)).await, 0);
+    assert_eq!(fake.granted(), 0, "tokens obtained just now are left alone");
+
+    // Obtained more than a day ago: one keep-alive grant, then quiet again.
+    let day_ago = now() - keepalive.as_secs() as i64 - 60;
+    w.vault.store.backdate_tokens(&idle, day_ago).await;
+    assert_eq!(w.vault.refresh_due(Duration::from_secs(30)).await, 1);
+    assert_eq!(fake.granted(), 1);
+    let row = w.vault.store.connection(&idle).await.unwrap().unwrap();
+    assert!(
+        row.obtained_at.unwrap() > day_ago + 60,
+        "the new tokens were stored"
+    );
+    assert_eq!(row.status, ConnectionStatus::Connected);
+    assert_eq!(w.vault.refresh_due(Duration::from_secs(30)).await, 0);
+    assert_eq!(fake.granted(), 1);
+
+    // Without a refresh token there is nothing to keep alive, and nothing is marked.
+    let (_, w2) = acme_world(VaultSettings {
+        keepalive_refresh: keepalive,
+        ..settings()
+    })
+    .await;
+    let plain = connection(&w2.vault, "acme", false, 3600).await;
+    w2.vault.store.backdate_tokens(&plain, day_ago).await;
+    assert_eq!(w2.vault.refresh_due(Duration::from_secs(30)).await, 0);
+    let row = w2.vault.store.connection(&plain).await.unwrap().unwrap();
+    assert_eq!(row.status, ConnectionStatus::Connected);
+
+    // Off: no keep-alive grant however old the tokens.
+    let (fake3, w3) = acme_world(VaultSettings {
+        keepalive_refresh: Duration::ZERO,
+        ..settings()
+    })
+    .await;
+    let old = connection(&w3.vault, "acme", true, 3600).await;
+    w3.vault.store.backdate_tokens(&old, day_ago).await;
+    assert_eq!(w3.vault.refresh_due(Duration::from_secs(30)).await, 0);
+    assert_eq!(fake3.granted(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spawned_refresher_refreshes_with_no_traffic_and_stops_with_the_vault() {
+    let (fake, w) = acme_world(settings()).await;
+    // A 1 s token: due (a tenth of its lifetime left) within a second.
+    let id = connection(&w.vault, "acme", true, 1).await;
+    let task = w.vault.spawn_refresher(Duration::from_millis(50));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fake.granted() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.granted(), 1, "one background grant, no request made");
+    let row = w.vault.store.connection(&id).await.unwrap().unwrap();
+    assert!(
+        row.expires_at.unwrap() > now() + 3000,
+        "the new token was stored"
+    );
+    // The task holds only a weak reference: it ends once the vault is gone.
+    drop(w);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the refresher stopped with its vault")
+        .unwrap();
+}
