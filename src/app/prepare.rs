@@ -7,7 +7,7 @@ use std::sync::Arc;
 use airlock_certs::{CertificateAuthority, CA_BUNDLE_FILE, CA_CERT_FILE};
 use airlock_vault_client::{SandboxId, StaticSecrets};
 
-use crate::config::{self, Effective, Loaded, Parsed};
+use crate::config::{self, AppSecrets, Effective, Loaded, Parsed};
 use crate::{sandbox_env, Error};
 
 pub struct Prepared {
@@ -21,7 +21,17 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn new(loaded: &Loaded, effective: &Effective) -> Result<Self, Error> {
-        let mut parsed = loaded.parse()?;
+        Self::new_with(loaded, effective, AppSecrets::Read)
+    }
+
+    /// [`new`](Self::new); `AppSecrets::Skip` for commands that never use
+    /// an app's client secret (`airlock env`).
+    pub fn new_with(
+        loaded: &Loaded,
+        effective: &Effective,
+        app_secrets: AppSecrets,
+    ) -> Result<Self, Error> {
+        let mut parsed = loaded.parse_with(app_secrets)?;
         let data_dir = data_dir(effective)?;
         let ca = Arc::new(load_ca(loaded, &data_dir)?);
         let ca_path = data_dir.join(CA_CERT_FILE);

@@ -5,7 +5,7 @@ use clap::Args;
 
 use super::run::RunArgs;
 use crate::app::{self, vault, Prepared};
-use crate::config::Loaded;
+use crate::config::{AppSecrets, Loaded};
 use crate::sandbox_env::{self, EnvFormat};
 use crate::Error;
 
@@ -23,7 +23,8 @@ pub struct EnvArgs {
 pub fn env(args: EnvArgs) -> Result<(), Error> {
     let loaded = Loaded::read(args.run.config.as_deref())?;
     let effective = loaded.effective(&args.run.flags(None));
-    let prepared = Prepared::new(&loaded, &effective)?;
+    // Only placeholders are printed: no app's client secret is needed.
+    let prepared = Prepared::new_with(&loaded, &effective, AppSecrets::Skip)?;
     let proxy = loaded.config.proxy.url(effective.proxy_listen);
     let env = app::runtime()?.block_on(async {
         let settings = vault::settings(

@@ -63,6 +63,16 @@ pub struct Loaded {
 
 /// Everything the file says, typed. Placeholders the file does not give
 /// are still to be assigned (`assign_placeholders`, which needs the data dir).
+/// Whether parsing reads `[[app]]` client secrets. `airlock env` prints only
+/// placeholders: it skips them (each app's `client_secret` is then `None`,
+/// which keeps the vault's stored secret), so it needs no secret in its
+/// environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppSecrets {
+    Read,
+    Skip,
+}
+
 pub struct Parsed {
     pub proxy: ProxyConfig,
     pub secrets: Vec<PendingSecret>,
@@ -102,6 +112,11 @@ impl Loaded {
     /// Turns every section into its settings, without touching the data
     /// dir; all problems are reported together.
     pub fn parse(&self) -> Result<Parsed, ConfigError> {
+        self.parse_with(AppSecrets::Read)
+    }
+
+    /// [`parse`](Self::parse), reading `[[app]]` client secrets or not.
+    pub fn parse_with(&self, app_secrets: AppSecrets) -> Result<Parsed, ConfigError> {
         let mut errors = Vec::new();
         let prefix = self.prefix();
         if prefix.len() < 4
@@ -118,7 +133,7 @@ impl Loaded {
         errors.extend(self.variable_collisions());
         self.check_vault(&mut errors);
         let providers = self.providers(&mut errors);
-        let apps = self.pending_apps(&mut errors);
+        let apps = self.pending_apps(&mut errors, app_secrets);
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
                 path: self.display_path(),

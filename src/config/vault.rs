@@ -160,7 +160,11 @@ impl Loaded {
         providers
     }
 
-    pub(super) fn pending_apps(&self, errors: &mut Vec<String>) -> Vec<PendingApp> {
+    pub(super) fn pending_apps(
+        &self,
+        errors: &mut Vec<String>,
+        app_secrets: super::AppSecrets,
+    ) -> Vec<PendingApp> {
         let c = &self.config;
         let mut apps = Vec::new();
         for spanned in &c.apps {
@@ -179,7 +183,7 @@ impl Loaded {
             if a.client_id.trim().is_empty() {
                 errors.push(format!("{at}: client_id is empty"));
             }
-            let client_secret = match self.client_secret(a) {
+            let client_secret = match self.client_secret(a, app_secrets) {
                 Ok(secret) => secret,
                 Err(e) => {
                     errors.push(format!("{at}: {e}"));
@@ -201,6 +205,7 @@ impl Loaded {
     fn client_secret(
         &self,
         a: &AppSection,
+        app_secrets: super::AppSecrets,
     ) -> Result<Option<SecretString>, super::SecretSourceError> {
         let source = SecretSource::at_most_one(
             &CLIENT_SECRET_KEYS,
@@ -208,6 +213,9 @@ impl Loaded {
             a.client_secret_env.as_deref(),
             a.client_secret_file.as_deref(),
         )?;
+        if app_secrets == super::AppSecrets::Skip {
+            return Ok(None);
+        }
         let Some(source) = source.map(|s| s.resolved(|p| self.resolve_path(p))) else {
             return Ok(None);
         };
@@ -286,7 +294,7 @@ mod tests {
             "[[app]]\nprovider = \"github\"\nclient_id = \"id\"\nclient_secret_file = {file:?}\n\n[[app]]\nprovider = \"nope\"\nclient_id = \" \"\nclient_secret = \"a\"\nclient_secret_env = \"B\"\n"
         ));
         let mut errors = Vec::new();
-        let apps = l.pending_apps(&mut errors);
+        let apps = l.pending_apps(&mut errors, crate::config::AppSecrets::Read);
         assert_eq!(
             apps[0].client_secret.as_ref().unwrap().expose_secret(),
             "s3cret"

@@ -376,3 +376,41 @@ fn a_first_up_without_config_prints_absolute_paths_and_the_next_step() {
     let db = std::fs::metadata(data.join("airlock.db")).unwrap();
     assert_eq!(db.permissions().mode() & 0o777, 0o600);
 }
+
+/// `airlock env` prints placeholders only: it must not need the client
+/// secret of an `[[app]]` (which `up` and `config check` do need).
+#[test]
+fn env_needs_no_app_client_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("airlock.toml");
+    std::fs::write(
+        &cfg,
+        "[[app]]\nprovider = \"github\"\nclient_id = \"Iv1.abc\"\nclient_secret_env = \"GH_APP_SECRET_FOR_ENV_TEST\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(airlock::binary())
+            .current_dir(dir.path())
+            .env_remove("GH_APP_SECRET_FOR_ENV_TEST")
+            .env_remove("AIRLOCK_CONFIG")
+            .env_remove("AIRLOCK_DATA_DIR")
+            .env("HOME", dir.path())
+            .args(args)
+            .args(["--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = run(&["env", "--data-dir", "data"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("GITHUB_TOKEN="), "{stdout}");
+    // The commands that use the secret still say it is missing.
+    let check = run(&["config", "check"]);
+    assert!(!check.status.success());
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("GH_APP_SECRET_FOR_ENV_TEST"),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
