@@ -129,12 +129,43 @@ async fn operator_commands_drive_the_vault() {
     let connections: Value =
         serde_json::from_str(&cli(a, &["connections", "--json"], &[])).unwrap();
     let id = connections[0]["id"].as_str().unwrap().to_owned();
+    // The app refreshes and revokes that connection: not deleted under it.
+    let refused = cli_refused(a, &["app", "delete", "acme"]);
+    assert!(
+        refused.contains("still used by 1 connection") && refused.contains(&id),
+        "{refused}"
+    );
+    assert!(cli(a, &["app", "list"], &[]).contains("acme"));
     let gone = cli(a, &["disconnect", &id], &[]);
     assert!(
         gone.contains("refresh_token"),
         "revoked at the provider: {gone}"
     );
     assert!(!w.provider.revocations().is_empty());
+    // Disconnected, the app goes; a second delete says it is not there.
+    let deleted = cli(a, &["app", "delete", "acme"], &[]);
+    assert!(deleted.contains("app for acme deleted"), "{deleted}");
+    assert!(!cli(a, &["app", "list"], &[]).contains("acme"));
+    let again = cli_refused(a, &["app", "delete", "acme"]);
+    assert!(again.contains("not found"), "{again}");
+}
+
+/// Runs a command that must fail; its stderr.
+fn cli_refused(a: &Airlock, args: &[&str]) -> String {
+    let out = Command::new(airlock::binary())
+        .args(args)
+        .args(["--config", a.config_path.to_str().unwrap()])
+        .args(["--data-dir", a.data_dir.to_str().unwrap()])
+        .args(["--vault-url", &a.vault_url()])
+        .env_remove("AIRLOCK_ADMIN_TOKEN")
+        .output()
+        .expect("run airlock");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "airlock {args:?} succeeded: {stderr}"
+    );
+    stderr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

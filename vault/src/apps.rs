@@ -71,6 +71,53 @@ impl Vault {
         Ok(app_view(&app))
     }
 
+    /// Deletes a tenant's app for `provider` in `environment`. Refused while
+    /// a connection refreshes or revokes with it: the tenant's own
+    /// connections, and for the default tenant's app also those of tenants
+    /// without an app of their own (they fall back to it).
+    pub async fn delete_app(
+        &self,
+        tenant: &str,
+        provider: &str,
+        environment: &str,
+    ) -> Result<(), VaultError> {
+        check_name("tenant", tenant)?;
+        check_name("environment", environment)?;
+        let what =
+            format!("app for provider {provider:?} (tenant {tenant}, environment {environment})");
+        if self
+            .store
+            .app(tenant, provider, environment)
+            .await?
+            .is_none()
+        {
+            return Err(VaultError::NotFound(what));
+        }
+        let mut users = Vec::new();
+        for (id, owner) in self.store.app_connections(provider, environment).await? {
+            let uses = owner == tenant
+                || (tenant == DEFAULT_TENANT
+                    && self
+                        .store
+                        .app(&owner, provider, environment)
+                        .await?
+                        .is_none());
+            if uses {
+                users.push(id);
+            }
+        }
+        if !users.is_empty() {
+            return Err(VaultError::Conflict(format!(
+                "the {what} is still used by {} connection(s): {}; disconnect them first (airlock disconnect ID)",
+                users.len(),
+                users.join(", ")
+            )));
+        }
+        self.store.delete_app(tenant, provider, environment).await?;
+        self.bump_generation();
+        Ok(())
+    }
+
     pub async fn apps(&self) -> Result<Vec<AppView>, VaultError> {
         Ok(self.store.apps().await?.iter().map(app_view).collect())
     }

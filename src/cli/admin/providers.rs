@@ -31,6 +31,16 @@ pub enum AppCommand {
     },
     /// List OAuth apps (secrets shown as ••••last4).
     List(AdminArgs),
+    /// Delete the OAuth client of PROVIDER (refused while connections use it).
+    Delete {
+        provider: String,
+        #[arg(long, default_value = airlock_vault::DEFAULT_TENANT)]
+        tenant: String,
+        #[arg(long, default_value = airlock_vault::DEFAULT_ENVIRONMENT)]
+        environment: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 pub fn provider(c: ProviderCommand) -> Result<(), Error> {
@@ -72,6 +82,19 @@ pub fn app(c: AppCommand) -> Result<(), Error> {
                     v["provider"].as_str().unwrap_or(""),
                     v["client_secret"].as_str().unwrap_or("not set")
                 )
+            });
+        }
+        AppCommand::Delete {
+            provider,
+            tenant,
+            environment,
+            admin,
+        } => {
+            let api = Api::new(&admin)?;
+            let path = format!("/v1/apps/{provider}?tenant={tenant}&environment={environment}");
+            let value = api.call(reqwest::Method::DELETE, &path, None)?;
+            api.print(&value, |_| {
+                format!("app for {provider} deleted (tenant {tenant}, environment {environment})\n")
             });
         }
         AppCommand::List(admin) => {

@@ -63,6 +63,28 @@ async fn list_apps(State(s): State<ApiState>) -> Result<Json<serde_json::Value>,
     Ok(Json(json!(s.vault.apps().await?)))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppKey {
+    #[serde(default = "tenant")]
+    tenant: String,
+    #[serde(default = "environment")]
+    environment: String,
+}
+
+async fn delete_app(
+    State(s): State<ApiState>,
+    Path(provider): Path<String>,
+    Query(key): Query<AppKey>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.vault
+        .delete_app(&key.tenant, &provider, &key.environment)
+        .await?;
+    Ok(Json(json!({
+        "deleted": { "provider": provider, "tenant": key.tenant, "environment": key.environment }
+    })))
+}
+
 async fn set_app(
     State(s): State<ApiState>,
     ApiJson(a): ApiJson<SetApp>,
@@ -259,6 +281,7 @@ pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
     Router::new()
         .route("/v1/providers", get(list_providers).post(add_provider))
         .route("/v1/apps", get(list_apps).put(set_app).post(set_app))
+        .route("/v1/apps/{provider}", delete(delete_app))
         .route(
             "/v1/connections",
             get(list_connections).post(start_connection),

@@ -1,5 +1,7 @@
 //! Provider definitions and OAuth apps (one per tenant, provider, environment).
 
+use sqlx::Row;
+
 use super::{now, Store};
 use crate::crypto::Sealed;
 use crate::error::VaultError;
@@ -99,6 +101,44 @@ impl Store {
         .bind(environment)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Whether a row was deleted.
+    pub async fn delete_app(
+        &self,
+        tenant: &str,
+        provider: &str,
+        environment: &str,
+    ) -> Result<bool, VaultError> {
+        let done = sqlx::query(
+            "DELETE FROM apps WHERE tenant = $1 AND provider = $2 AND environment = $3",
+        )
+        .bind(tenant)
+        .bind(provider)
+        .bind(environment)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Connections of `provider` in `environment` that refresh and revoke
+    /// with an app (machine accounts carry their own client): (id, tenant).
+    pub async fn app_connections(
+        &self,
+        provider: &str,
+        environment: &str,
+    ) -> Result<Vec<(String, String)>, VaultError> {
+        let rows = sqlx::query(
+            "SELECT id, tenant FROM connections WHERE provider = $1 AND environment = $2 \
+             AND client_id IS NULL ORDER BY id",
+        )
+        .bind(provider)
+        .bind(environment)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("tenant")?)))
+            .collect()
     }
 
     pub async fn apps(&self) -> Result<Vec<AppRow>, VaultError> {

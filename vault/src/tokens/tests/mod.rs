@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::*;
 use crate::oauth::RawAnswer;
-use crate::store::{now, ConnectionStatus};
+use crate::store::{now, ConnectionStatus, GrantKind, NewConnection, ScopeKind};
 use crate::VaultSettings;
 
 mod fixtures;
@@ -516,4 +516,72 @@ async fn the_spawned_refresher_refreshes_with_no_traffic_and_stops_with_the_vaul
         .await
         .expect("the refresher stopped with its vault")
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_app_is_not_deleted_while_a_connection_falls_back_to_it() {
+    let (_fake, w) = acme_world(settings()).await;
+    let v = &w.vault;
+    // A tenant without an app of its own connects with the default tenant's.
+    connection(v, "acme", true, 3600).await; // sets the default app
+    v.store
+        .upsert_connection(&NewConnection {
+            tenant: "other",
+            scope_kind: ScopeKind::Tenant,
+            scope_name: "",
+            provider: "acme",
+            grant_kind: GrantKind::AuthorizationCode,
+            scopes: "",
+            environment: "default",
+            client_id: None,
+            token_url: None,
+        })
+        .await
+        .unwrap();
+    let of = |tenant: &'static str| async move {
+        v.connections()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.tenant == tenant)
+            .unwrap()
+            .id
+    };
+    // The default tenant's own connection gone, the other tenant's still
+    // refreshes with this app.
+    v.store
+        .delete_connection(&of("default").await)
+        .await
+        .unwrap();
+    let err = v
+        .delete_app("default", "acme", "default")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VaultError::Conflict(_)), "{err}");
+    let other = of("other").await;
+    assert!(err.to_string().contains(&other), "{err}");
+    // With an app of its own, the other tenant no longer needs the default one.
+    v.set_app(
+        "other",
+        "acme",
+        "default",
+        "cid2",
+        Some(SecretString::from("s2")),
+    )
+    .await
+    .unwrap();
+    v.delete_app("default", "acme", "default").await.unwrap();
+    // Its own app is in use by its connection.
+    assert!(matches!(
+        v.delete_app("other", "acme", "default").await.unwrap_err(),
+        VaultError::Conflict(_)
+    ));
+    v.store.delete_connection(&other).await.unwrap();
+    v.delete_app("other", "acme", "default").await.unwrap();
+    assert!(v.apps().await.unwrap().is_empty());
+    let err = v
+        .delete_app("default", "acme", "default")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, VaultError::NotFound(_)), "{err}");
 }
