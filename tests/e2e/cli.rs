@@ -125,6 +125,14 @@ async fn operator_commands_drive_the_vault() {
         .unwrap()
         .contains(created["id"].as_str().unwrap()));
     assert!(!created.to_string().contains("lin_REAL_value_1234"));
+    // The sandbox holds a placeholder for the secret: not deleted under it.
+    let sandbox_id = created["id"].as_str().unwrap().to_owned();
+    let refused = cli_refused(a, &["secret", "delete", "LINEAR_KEY"]);
+    assert!(
+        refused.contains("still bound to 1 sandbox") && refused.contains(&sandbox_id),
+        "{refused}"
+    );
+    assert!(cli(a, &["secret", "list"], &[]).contains("LINEAR_KEY"));
 
     let connections: Value =
         serde_json::from_str(&cli(a, &["connections", "--json"], &[])).unwrap();
@@ -148,6 +156,12 @@ async fn operator_commands_drive_the_vault() {
     assert!(!cli(a, &["app", "list"], &[]).contains("acme"));
     let again = cli_refused(a, &["app", "delete", "acme"]);
     assert!(again.contains("not found"), "{again}");
+    // The sandbox gone, so can the secret be.
+    cli(a, &["sandbox", "delete", &sandbox_id], &[]);
+    let deleted = cli(a, &["secret", "delete", "LINEAR_KEY"], &[]);
+    assert!(deleted.contains("secret LINEAR_KEY deleted"), "{deleted}");
+    assert!(!cli(a, &["secret", "list"], &[]).contains("LINEAR_KEY"));
+    assert!(cli_refused(a, &["secret", "delete", "LINEAR_KEY"]).contains("not found"));
 }
 
 /// Runs a command that must fail; its stderr.

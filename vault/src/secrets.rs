@@ -1,6 +1,6 @@
 //! Static secrets kept in the vault.
 
-use airlock_vault_client::{HostPattern, SecretString, SwapLocation};
+use airlock_vault_client::{HostPattern, SandboxId, SecretString, SwapLocation};
 use secrecy::ExposeSecret;
 
 use crate::error::VaultError;
@@ -58,6 +58,36 @@ impl Vault {
         Ok(
             serde_json::json!({ "tenant": tenant, "name": name, "hosts": hosts, "swap_in": swap_in }),
         )
+    }
+
+    /// Deletes a tenant's static secret. Refused while a sandbox holds a
+    /// placeholder for it; the sidecar sandbox (`airlock up`'s own, which
+    /// gets every default-tenant secret) loses its placeholder with it.
+    pub async fn delete_secret(&self, tenant: &str, name: &str) -> Result<(), VaultError> {
+        check_name("tenant", tenant)?;
+        if self.store.secret(tenant, name).await?.is_none() {
+            return Err(VaultError::NotFound(format!(
+                "secret {name:?} of tenant {tenant}"
+            )));
+        }
+        let sidecar = SandboxId::DEFAULT;
+        let users: Vec<String> = self
+            .store
+            .sandboxes_with_secret(tenant, name)
+            .await?
+            .into_iter()
+            .filter(|id| id != sidecar)
+            .collect();
+        if !users.is_empty() {
+            return Err(VaultError::Conflict(format!(
+                "secret {name:?} is still bound to {} sandbox(es): {}; delete them first (airlock sandbox delete ID)",
+                users.len(),
+                users.join(", ")
+            )));
+        }
+        self.store.delete_secret(tenant, name, sidecar).await?;
+        self.bump_generation();
+        Ok(())
     }
 
     pub async fn secrets(&self) -> Result<Vec<serde_json::Value>, VaultError> {

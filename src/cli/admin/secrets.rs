@@ -25,6 +25,14 @@ pub enum SecretCommand {
         admin: AdminArgs,
     },
     List(AdminArgs),
+    /// Delete a static secret (refused while a sandbox holds a placeholder for it).
+    Delete {
+        name: String,
+        #[arg(long, default_value = airlock_vault::DEFAULT_TENANT)]
+        tenant: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 pub fn secret(c: SecretCommand) -> Result<(), Error> {
@@ -49,6 +57,18 @@ pub fn secret(c: SecretCommand) -> Result<(), Error> {
                     v["name"].as_str().unwrap_or(""),
                     v["hosts"]
                 )
+            });
+        }
+        SecretCommand::Delete {
+            name,
+            tenant,
+            admin,
+        } => {
+            let api = Api::new(&admin)?;
+            let path = format!("/v1/secrets/{name}?tenant={tenant}");
+            let value = api.call(reqwest::Method::DELETE, &path, None)?;
+            api.print(&value, |_| {
+                format!("secret {name} deleted (tenant {tenant})\n")
             });
         }
         SecretCommand::List(admin) => {

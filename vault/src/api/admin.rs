@@ -262,6 +262,24 @@ struct AddSecret {
     swap_in: Option<Vec<SwapLocation>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantKey {
+    #[serde(default = "tenant")]
+    tenant: String,
+}
+
+async fn delete_secret(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(key): Query<TenantKey>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.vault.delete_secret(&key.tenant, &name).await?;
+    Ok(Json(
+        json!({ "deleted": { "name": name, "tenant": key.tenant } }),
+    ))
+}
+
 async fn list_secrets(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(json!(s.vault.secrets().await?)))
 }
@@ -294,6 +312,7 @@ pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route("/v1/sandboxes/{id}", delete(delete_sandbox))
         .route("/v1/secrets", get(list_secrets).post(add_secret))
+        .route("/v1/secrets/{name}", delete(delete_secret))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_admin,

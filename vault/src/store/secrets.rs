@@ -68,6 +68,45 @@ impl Store {
             .transpose()
     }
 
+    /// Sandboxes of `tenant` holding a placeholder for the secret `name`.
+    pub async fn sandboxes_with_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Vec<String>, VaultError> {
+        let rows = sqlx::query(
+            "SELECT b.sandbox_id FROM bindings b JOIN sandboxes s ON s.id = b.sandbox_id \
+             WHERE b.target_kind = 'secret' AND b.target = $1 AND s.tenant = $2 ORDER BY b.sandbox_id",
+        )
+        .bind(name)
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("sandbox_id")?)).collect()
+    }
+
+    /// Deletes the secret and `sandbox`'s placeholder for it; whether it existed.
+    pub async fn delete_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        sandbox: &str,
+    ) -> Result<bool, VaultError> {
+        let done = sqlx::query("DELETE FROM secrets WHERE tenant = $1 AND name = $2")
+            .bind(tenant)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "DELETE FROM bindings WHERE sandbox_id = $1 AND target_kind = 'secret' AND target = $2",
+        )
+        .bind(sandbox)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn secrets(&self) -> Result<Vec<SecretRow>, VaultError> {
         sqlx::query("SELECT * FROM secrets ORDER BY tenant, name")
             .fetch_all(&self.pool)

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use airlock_vault_client::{TokenError, TokenSource};
+use airlock_vault_client::{SandboxId, TokenError, TokenSource};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::*;
@@ -584,4 +584,40 @@ async fn an_app_is_not_deleted_while_a_connection_falls_back_to_it() {
         .await
         .unwrap_err();
     assert!(matches!(err, VaultError::NotFound(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_secret_of_the_sidecar_alone_is_deleted_with_its_placeholder() {
+    let (_fake, w) = acme_world(settings()).await;
+    let v = &w.vault;
+    v.add_secret(
+        "default",
+        "LINEAR_KEY",
+        SecretString::from("lin_value_1234"),
+        vec!["api.linear.test".into()],
+        None,
+    )
+    .await
+    .unwrap();
+    let sidecar = SandboxId::default_sandbox();
+    let bound = v
+        .ensure_sandbox(sidecar.as_str(), &[], &["LINEAR_KEY".into()])
+        .await
+        .unwrap();
+    let placeholder = bound[0].1.clone();
+    assert!(v.resolve(&sidecar, &placeholder).await.is_ok());
+    // `airlock up`'s own sandbox does not keep the secret alive.
+    v.delete_secret("default", "LINEAR_KEY").await.unwrap();
+    assert!(v
+        .store
+        .bindings_of(sidecar.as_str())
+        .await
+        .unwrap()
+        .is_empty());
+    let gone = v.resolve(&sidecar, &placeholder).await.unwrap_err();
+    assert!(matches!(gone, TokenError::UnknownPlaceholder), "{gone}");
+    assert!(matches!(
+        v.delete_secret("default", "LINEAR_KEY").await.unwrap_err(),
+        VaultError::NotFound(_)
+    ));
 }
