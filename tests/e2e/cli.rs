@@ -12,7 +12,8 @@ use crate::support::{airlock, Airlock, TestCa};
 const CLIENT_SECRET: &str = "cs_REALCLIENTSECRET_0123456789";
 
 /// Runs `airlock ARGS` against `a`'s vault and data dir; returns stdout.
-fn cli(a: &Airlock, args: &[&str], env: &[(&str, &str)]) -> String {
+/// Runs an operator command against `a`'s vault.
+fn run_cli(a: &Airlock, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let vault_url = a.vault_url();
     let mut cmd = Command::new(airlock::binary());
     cmd.args(args)
@@ -27,7 +28,11 @@ fn cli(a: &Airlock, args: &[&str], env: &[(&str, &str)]) -> String {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("run airlock");
+    cmd.output().expect("run airlock")
+}
+
+fn cli(a: &Airlock, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = run_cli(a, args, env);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "airlock {args:?} failed: {stderr}");
@@ -166,14 +171,7 @@ async fn operator_commands_drive_the_vault() {
 
 /// Runs a command that must fail; its stderr.
 fn cli_refused(a: &Airlock, args: &[&str]) -> String {
-    let out = Command::new(airlock::binary())
-        .args(args)
-        .args(["--config", a.config_path.to_str().unwrap()])
-        .args(["--data-dir", a.data_dir.to_str().unwrap()])
-        .args(["--vault-url", &a.vault_url()])
-        .env_remove("AIRLOCK_ADMIN_TOKEN")
-        .output()
-        .expect("run airlock");
+    let out = run_cli(a, args, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !out.status.success(),

@@ -94,14 +94,19 @@ impl Vault {
             return Err(VaultError::NotFound(what));
         }
         let mut users = Vec::new();
+        // Whether each other tenant falls back to this app, asked once per tenant.
+        let mut falls_back = std::collections::HashMap::new();
         for (id, owner) in self.store.app_connections(provider, environment).await? {
-            let uses = owner == tenant
-                || (tenant == DEFAULT_TENANT
-                    && self
-                        .store
-                        .app(&owner, provider, environment)
-                        .await?
-                        .is_none());
+            let uses = if owner == tenant {
+                true
+            } else if tenant != DEFAULT_TENANT {
+                false
+            } else if let Some(&known) = falls_back.get(&owner) {
+                known
+            } else {
+                let own = self.store.app(&owner, provider, environment).await?;
+                *falls_back.entry(owner).or_insert(own.is_none())
+            };
             if uses {
                 users.push(id);
             }

@@ -577,7 +577,8 @@ impl Vault {
                     Vec::new()
                 }
             };
-            for id in idle.iter().filter(|id| !ids.contains(id)) {
+            let due: std::collections::HashSet<&String> = ids.iter().collect();
+            for id in idle.iter().filter(|id| !due.contains(id)) {
                 let fresh = self
                     .refresh_connection(id, Reason::KeepAlive { before })
                     .await;
