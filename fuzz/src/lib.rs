@@ -90,6 +90,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 hosts: host(HOST),
                 swap_in: all.into_iter().collect(),
                 on_foreign_body: Default::default(),
+                rules: Default::default(),
             },
             StaticSecret {
                 name: "OTHER_HOST".into(),
@@ -98,6 +99,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 hosts: host("other.test"),
                 swap_in: all.into_iter().collect(),
                 on_foreign_body: Default::default(),
+                rules: Default::default(),
             },
             StaticSecret {
                 name: "HEADER_ONLY".into(),
@@ -106,6 +108,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 hosts: host(HOST),
                 swap_in: [SwapLocation::Header].into_iter().collect(),
                 on_foreign_body: Default::default(),
+                rules: Default::default(),
             },
         ],
     ))

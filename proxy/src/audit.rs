@@ -131,6 +131,8 @@ pub struct AuditRecord {
     pub swapped: Vec<String>,
     /// Placeholders passed through a body as text (bound elsewhere).
     pub inert: crate::swap::InertMarks,
+    /// What a dry-run binding's rules would have refused (`binding: rule`).
+    pub rules_dry_run: crate::swap::InertMarks,
     pub refused: Option<String>,
     pub upstream_time: Option<Duration>,
     pub started: Instant,
@@ -162,6 +164,7 @@ impl AuditRecord {
             outcome: Outcome::Ok,
             swapped: Vec::new(),
             inert: Default::default(),
+            rules_dry_run: Default::default(),
             refused: None,
             upstream_time: None,
             started: Instant::now(),
@@ -204,6 +207,7 @@ impl AuditRecord {
             outcome = outcome.as_str(),
             swapped = %self.swapped.join(","),
             inert = %self.inert.lock().map(|m| m.join(",")).unwrap_or_default(),
+            rules_dry_run = %self.rules_dry_run.lock().map(|m| m.join("; ")).unwrap_or_default(),
             refused = self.refused.as_deref().unwrap_or(""),
             upstream_ms = self.upstream_time.map(|d| d.as_secs_f64() * 1e3),
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,

@@ -272,6 +272,7 @@ mod tests {
                     .into_iter()
                     .collect(),
                 on_foreign_body: Default::default(),
+                rules: Default::default(),
             }],
         );
         Swapper::new(

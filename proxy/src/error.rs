@@ -55,6 +55,10 @@ pub enum ProxyError {
     },
     #[error("placeholder of binding {binding} was sent over plain http://; credentials are only swapped on https:// connections")]
     PlainHttp { binding: String },
+    /// A binding's request rules refused the request (`rule` names which:
+    /// `rule 2 (deny DELETE /**)`, `the default (deny)`, `require`).
+    #[error("the rules of binding {binding} refuse this request: {rule}")]
+    RuleDenied { binding: String, rule: String },
     #[error("request holds a placeholder that no binding of this sandbox knows")]
     UnknownPlaceholder,
     #[error("{0}")]
@@ -122,6 +126,7 @@ impl ProxyError {
             | Self::HostNotAllowed { .. }
             | Self::LocationNotAllowed { .. }
             | Self::PlainHttp { .. }
+            | Self::RuleDenied { .. }
             | Self::UnknownPlaceholder
             | Self::BodyTooLarge(_)
             | Self::TooManyAuthFailures { .. }
@@ -168,6 +173,7 @@ impl ProxyError {
             | Self::HostNotAllowed { .. }
             | Self::LocationNotAllowed { .. }
             | Self::PlainHttp { .. }
+            | Self::RuleDenied { .. }
             | Self::UnknownPlaceholder
             | Self::EgressDenied(_)
             | Self::Token(
@@ -197,6 +203,7 @@ impl ProxyError {
             Self::HostNotAllowed { .. } => "host_not_allowed",
             Self::LocationNotAllowed { .. } => "location_not_allowed",
             Self::PlainHttp { .. } => "plain_http",
+            Self::RuleDenied { .. } => "rule_denied",
             Self::UnknownPlaceholder => ErrorCode::UnknownPlaceholder.as_str(),
             // The vault's codes, as the vault sent them.
             Self::Token(

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use airlock_vault_client::{
-    ExposeSecret, Guarded, Resolved, SandboxId, SecretString, TokenError, TokenSource,
+    ExposeSecret, Guarded, Requirement, Resolved, SandboxId, SecretString, TokenError, TokenSource,
 };
 use dashmap::DashMap;
 
@@ -234,6 +234,10 @@ impl TokenSource for TokenLedger {
         self.inner.is_bound_host(sandbox, host).await
     }
 
+    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+        self.inner.required_on(sandbox, host).await
+    }
+
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
         self.inner.may_swap_body(sandbox, host).await
     }
@@ -289,6 +293,7 @@ mod tests {
                     expired_on: vec![],
                     inject: None,
                     on_foreign_body: Default::default(),
+                    rules: Default::default(),
                 }),
                 token: SecretString::from(self.current.lock().unwrap().clone()),
                 expires_at: Some(unix_now() + 3600),
@@ -306,6 +311,9 @@ mod tests {
         }
         async fn is_bound_host(&self, _: &SandboxId, _: &str) -> bool {
             true
+        }
+        async fn required_on(&self, _: &SandboxId, _: &str) -> Vec<Requirement> {
+            Vec::new()
         }
         async fn may_swap_body(&self, _: &SandboxId, host: &str) -> bool {
             host == "bodies.test"

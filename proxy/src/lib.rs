@@ -31,6 +31,7 @@ pub mod parse;
 mod pipeline;
 mod plain;
 mod rewind;
+pub mod rules;
 pub mod screen;
 pub mod settings;
 mod shared;

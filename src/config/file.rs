@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use airlock_proxy::InterceptMode;
-use airlock_vault_client::{ForeignBody, SecretString, SwapLocation};
+use airlock_vault_client::{
+    ForeignBody, RulesMode, RulesSpec, SecretString, SwapLocation, Verdict,
+};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -149,6 +151,28 @@ pub struct SecretSection {
     /// A placeholder of this secret in a body to another host: `pass` or `refuse`.
     #[serde(default)]
     pub on_foreign_body: ForeignBody,
+    /// Request rules (`allow GET /repos/acme/**`), first match wins.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// When no rule matches; left out: `deny` if a rule allows, else `allow`.
+    pub rules_default: Option<Verdict>,
+    /// Refuse requests to `hosts` that do not carry this placeholder.
+    #[serde(default)]
+    pub require: bool,
+    /// `enforce` (default) or `dry_run` (log and audit, refuse nothing).
+    #[serde(default)]
+    pub rules_mode: RulesMode,
+}
+
+impl SecretSection {
+    pub fn rules_spec(&self) -> RulesSpec {
+        RulesSpec {
+            rules: self.rules.clone(),
+            default: self.rules_default,
+            require: self.require,
+            mode: self.rules_mode,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use airlock_vault_client::{
     generate_placeholder, is_valid_placeholder, ExposeSecret, ForeignBody, HostPattern,
-    SecretString, StaticSecret, SwapLocation,
+    RequestRules, SecretString, StaticSecret, SwapLocation,
 };
 
 use super::file::SecretSection;
@@ -26,6 +27,7 @@ pub struct PendingSecret {
     pub hosts: Vec<HostPattern>,
     pub swap_in: BTreeSet<SwapLocation>,
     pub on_foreign_body: ForeignBody,
+    pub rules: Arc<RequestRules>,
 }
 
 impl Loaded {
@@ -60,6 +62,13 @@ impl Loaded {
                     Err(e) => problems.push(e.to_string()),
                 }
             }
+            let rules = match RequestRules::compile(&s.rules_spec()) {
+                Ok(rules) => Arc::new(rules),
+                Err(bad) => {
+                    problems.extend(bad.iter().map(|e| e.to_string()));
+                    Arc::default()
+                }
+            };
             let swap_in = s.swap_in.clone().unwrap_or_else(SwapLocation::defaults);
             if swap_in.is_empty() {
                 problems.push("swap_in is empty: the placeholder could never be swapped".into());
@@ -73,6 +82,7 @@ impl Loaded {
                     hosts,
                     swap_in,
                     on_foreign_body: s.on_foreign_body,
+                    rules,
                 });
             }
         }
@@ -168,6 +178,7 @@ pub fn assign_placeholders(
                 hosts: s.hosts,
                 swap_in: s.swap_in,
                 on_foreign_body: s.on_foreign_body,
+                rules: s.rules,
             }
         })
         .collect();
@@ -263,6 +274,7 @@ mod tests {
                 hosts: vec![HostPattern::parse("a.test").unwrap()],
                 swap_in: SwapLocation::defaults(),
                 on_foreign_body: ForeignBody::Pass,
+                rules: Default::default(),
             }]
         };
         let first = assign_placeholders(dir.path(), DEFAULT_PREFIX, pending()).unwrap();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use crate::{Resolved, SandboxId, TokenError, TokenSource};
+use crate::{Requirement, Resolved, SandboxId, TokenError, TokenSource};
 
 /// A token is used until this long before it expires.
 const EXPIRY_MARGIN_SECS: i64 = 30;
@@ -30,6 +30,7 @@ pub struct CachedTokenSource {
     misses: std::sync::atomic::AtomicU64,
     tokens: moka::future::Cache<(SandboxId, String), Entry>,
     hosts: moka::future::Cache<(SandboxId, String), (bool, u64)>,
+    required: moka::future::Cache<(SandboxId, String), (Vec<Requirement>, u64)>,
 }
 
 fn unix_now() -> i64 {
@@ -50,6 +51,10 @@ impl CachedTokenSource {
                 .time_to_live(MAX_AGE)
                 .build(),
             hosts: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(30))
+                .build(),
+            required: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(30))
                 .build(),
@@ -139,6 +144,22 @@ impl TokenSource for CachedTokenSource {
         self.inner.may_swap_body(sandbox, host).await
     }
 
+    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+        // Asked on every request to a bound host: cached like `is_bound_host`.
+        let key = (sandbox.clone(), host.to_owned());
+        let generation = self.inner.generation();
+        if let Some((required, gen)) = self.required.get(&key).await {
+            if gen == generation {
+                return required;
+            }
+        }
+        let required = self.inner.required_on(sandbox, host).await;
+        self.required
+            .insert(key, (required.clone(), generation))
+            .await;
+        required
+    }
+
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
         self.inner.authenticate(sandbox_id, secret).await
     }
@@ -216,6 +237,10 @@ impl TokenSource for Swappable {
         self.get().may_swap_body(sandbox, host).await
     }
 
+    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+        self.get().required_on(sandbox, host).await
+    }
+
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
         self.get().authenticate(sandbox_id, secret).await
     }
@@ -271,6 +296,12 @@ impl TokenSource for Layered {
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
         self.first.may_swap_body(sandbox, host).await
             || self.second.may_swap_body(sandbox, host).await
+    }
+
+    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+        let mut all = self.first.required_on(sandbox, host).await;
+        all.extend(self.second.required_on(sandbox, host).await);
+        all
     }
 
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
@@ -343,6 +374,7 @@ mod tests {
                     expired_on: ExpiredSignal::defaults(),
                     inject: Some(crate::Injection::Bearer),
                     on_foreign_body: Default::default(),
+                    rules: Default::default(),
                 }),
                 token: SecretString::from("t"),
                 expires_at: Some(unix_now() + 3600),
@@ -350,6 +382,9 @@ mod tests {
         }
         async fn is_bound_host(&self, _: &SandboxId, _: &str) -> bool {
             true
+        }
+        async fn required_on(&self, _: &SandboxId, _: &str) -> Vec<Requirement> {
+            Vec::new()
         }
         async fn may_swap_body(&self, _: &SandboxId, _: &str) -> bool {
             true

@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
-    Binding, BindingKind, ExpiredSignal, ForeignBody, Guarded, HostPattern, Injection, Resolved,
-    SandboxId, SwapLocation, TokenError,
+    Binding, BindingKind, ExpiredSignal, ForeignBody, Guarded, HostPattern, Injection,
+    RequestRules, Requirement, Resolved, RulesSpec, SandboxId, SwapLocation, TokenError,
 };
 
 /// Service API paths.
@@ -194,9 +194,26 @@ pub struct WireBinding {
     pub name: String,
     #[serde(default, deserialize_with = "or_default")]
     pub on_foreign_body: ForeignBody,
+    /// The binding's request rules ([`RulesSpec`]); absent means none. Kept
+    /// as JSON: rules this proxy cannot read refuse every request rather
+    /// than fall open.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub rules: serde_json::Value,
     #[serde(default)]
     pub sandbox: String,
     pub swap_in: BTreeSet<SwapLocation>,
+}
+
+impl WireBinding {
+    fn rules(&self) -> RequestRules {
+        if self.rules.is_null() {
+            return RequestRules::default();
+        }
+        serde_json::from_value::<RulesSpec>(self.rules.clone())
+            .ok()
+            .and_then(|spec| RequestRules::compile(&spec).ok())
+            .unwrap_or_else(RequestRules::deny_all)
+    }
 }
 
 /// A value this proxy cannot read (a newer vault's) reads as the default.
@@ -232,6 +249,11 @@ impl From<&Resolved> for ResolvedAnswer {
                 inject: b.inject.as_ref().map(|i| i.to_string()),
                 name: b.name.clone(),
                 on_foreign_body: b.on_foreign_body,
+                rules: if b.rules.spec().is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::to_value(b.rules.spec()).unwrap_or_default()
+                },
                 sandbox: b.sandbox.as_str().to_owned(),
                 swap_in: b.swap_in.clone(),
             },
@@ -246,6 +268,7 @@ impl ResolvedAnswer {
     /// this proxy does not understand are left out rather than refused.
     pub fn into_resolved(self, sandbox: &SandboxId) -> Resolved {
         let b = self.binding;
+        let rules = Arc::new(b.rules());
         Resolved {
             binding: Arc::new(Binding {
                 id: b.id,
@@ -264,6 +287,7 @@ impl ResolvedAnswer {
                 expired_on: b.expired_on,
                 inject: b.inject.as_deref().and_then(|s| Injection::parse(s).ok()),
                 on_foreign_body: b.on_foreign_body,
+                rules,
             }),
             token: self.token,
             expires_at: self.expires_at,
@@ -340,6 +364,9 @@ pub struct BoundHostAnswer {
     pub body_swap: bool,
     #[serde(default)]
     pub bound: bool,
+    /// Bindings whose placeholder every request to the host must carry.
+    #[serde(default)]
+    pub required: Vec<Requirement>,
 }
 
 fn yes() -> bool {
@@ -469,6 +496,7 @@ mod tests {
                 expired_on: ExpiredSignal::defaults(),
                 inject: Some(Injection::Bearer),
                 on_foreign_body: ForeignBody::Pass,
+                rules: Default::default(),
             }),
             token: SecretString::from("tok".to_owned()),
             expires_at: Some(5),

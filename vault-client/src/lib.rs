@@ -10,6 +10,7 @@ pub mod contract;
 mod hosts;
 mod placeholder;
 mod remote;
+mod rules;
 mod static_secrets;
 
 use std::collections::BTreeSet;
@@ -24,6 +25,10 @@ pub use placeholder::{
     MIN_RANDOM_LEN as PLACEHOLDER_MIN_RANDOM_LEN,
 };
 pub use remote::RemoteVault;
+pub use rules::{
+    Denial, GraphqlFacts, GraphqlOperation, OperationType, RequestFacts, RequestRules, RuleError,
+    RulesMode, RulesSpec, Verdict,
+};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use static_secrets::{StaticSecret, StaticSecrets};
 
@@ -237,6 +242,8 @@ pub struct Binding {
     pub inject: Option<Injection>,
     /// A placeholder of this binding in a body to another host.
     pub on_foreign_body: ForeignBody,
+    /// Which requests to its hosts may carry its token.
+    pub rules: Arc<RequestRules>,
 }
 
 impl Binding {
@@ -256,6 +263,16 @@ impl Binding {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// A binding whose placeholder every request to a host must carry
+/// (`require = true`): a request without it brings a credential of its own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Requirement {
+    pub binding: String,
+    /// Log and audit a missing placeholder instead of refusing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// A placeholder's binding and its current real token.
@@ -318,6 +335,11 @@ pub trait TokenSource: Send + Sync + 'static {
     /// No default: a wrapper that forgot to pass it on would re-frame every
     /// large body (the merge that added the ledger did exactly that).
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool;
+
+    /// The bindings of `sandbox` whose placeholder every request to `host`
+    /// must carry. No default, like `may_swap_body`: a wrapper that forgot
+    /// it would silently drop every `require`.
+    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement>;
 
     /// The sandbox named by a `Proxy-Authorization` credential.
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError>;

@@ -18,7 +18,7 @@ use crate::contract::{
     paths, AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest, ErrorAnswer,
     GuardedAnswer, GuardedRequest, ResolveRequest, ResolvedAnswer,
 };
-use crate::{Guarded, Resolved, SandboxId, TokenError, TokenSource};
+use crate::{Guarded, Requirement, Resolved, SandboxId, TokenError, TokenSource};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_RESPONSE: usize = 256 * 1024;
@@ -135,6 +135,15 @@ impl TokenSource for RemoteVault {
         };
         let answer: GuardedAnswer = self.call(paths::GUARDED, &request).await?;
         Ok(answer.guarded.into_iter().map(Guarded::from).collect())
+    }
+
+    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+        // When the vault cannot say, nothing is required: resolving a
+        // placeholder needs the vault anyway.
+        self.bound_host(sandbox, host)
+            .await
+            .map(|a| a.required)
+            .unwrap_or_default()
     }
 
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {

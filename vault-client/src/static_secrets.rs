@@ -6,8 +6,8 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use crate::{
-    Binding, BindingKind, ForeignBody, Guarded, HostPattern, Resolved, SandboxId, SwapLocation,
-    TokenError, TokenSource,
+    Binding, BindingKind, ForeignBody, Guarded, HostPattern, RequestRules, Requirement, Resolved,
+    SandboxId, SwapLocation, TokenError, TokenSource,
 };
 
 /// One configured secret, already validated.
@@ -18,6 +18,7 @@ pub struct StaticSecret {
     pub hosts: Vec<HostPattern>,
     pub swap_in: BTreeSet<SwapLocation>,
     pub on_foreign_body: ForeignBody,
+    pub rules: Arc<RequestRules>,
 }
 
 /// Static secrets of the one sidecar sandbox.
@@ -42,6 +43,7 @@ impl StaticSecrets {
                     expired_on: Vec::new(),
                     inject: None,
                     on_foreign_body: s.on_foreign_body,
+                    rules: s.rules,
                 };
                 (
                     s.placeholder,
@@ -118,6 +120,23 @@ impl TokenSource for StaticSecrets {
             .collect())
     }
 
+    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+        if sandbox != &self.sandbox {
+            return Vec::new();
+        }
+        let mut out: Vec<Requirement> = self
+            .by_placeholder
+            .values()
+            .filter(|r| r.binding.rules.require() && r.binding.allows_host(host))
+            .map(|r| Requirement {
+                binding: r.binding.id.clone(),
+                dry_run: r.binding.rules.mode() == crate::RulesMode::DryRun,
+            })
+            .collect();
+        out.sort_by(|a, b| a.binding.cmp(&b.binding));
+        out
+    }
+
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
         sandbox == &self.sandbox
             && self
@@ -150,6 +169,7 @@ mod tests {
             hosts: vec![HostPattern::parse("api.github.com").unwrap()],
             swap_in: SwapLocation::defaults(),
             on_foreign_body: Default::default(),
+            rules: Default::default(),
         };
         (
             StaticSecrets::new("miosa-tok-", SandboxId::default_sandbox(), vec![secret]),
@@ -203,6 +223,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             on_foreign_body: Default::default(),
+            rules: Default::default(),
         };
         let src = StaticSecrets::new("miosa-tok-", sbx.clone(), vec![secret]);
         assert!(src.may_swap_body(&sbx, "api.llm.test").await);

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use airlock_vault_client::{ExpiredSignal, HostPattern, SwapLocation};
+use airlock_vault_client::{
+    ExpiredSignal, HostPattern, RequestRules, RulesMode, RulesSpec, SwapLocation, Verdict,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::VaultError;
@@ -52,6 +54,21 @@ pub struct Provider {
     /// token is marked `reconnect_needed` after an upstream 401.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_url: Option<String>,
+    /// Request rules for every binding of this provider (a sandbox's own
+    /// binding rules replace them): `allow GET /repos/acme/**`, first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_default: Option<Verdict>,
+    /// Refuse requests to `hosts` that do not carry the placeholder.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require: bool,
+    #[serde(default, skip_serializing_if = "is_enforce")]
+    pub rules_mode: RulesMode,
+}
+
+fn is_enforce(mode: &RulesMode) -> bool {
+    *mode == RulesMode::Enforce
 }
 
 fn default_inject() -> String {
@@ -119,6 +136,9 @@ impl Provider {
         if let Err(e) = parse_inject(&self.inject) {
             out.push(e);
         }
+        if let Err(bad) = RequestRules::compile(&self.rules_spec()) {
+            out.extend(bad.iter().map(|e| e.to_string()));
+        }
         if self.env.is_empty()
             || !self
                 .env
@@ -144,6 +164,15 @@ impl Provider {
                 self.name,
                 problems.join("; ")
             )))
+        }
+    }
+
+    pub fn rules_spec(&self) -> RulesSpec {
+        RulesSpec {
+            rules: self.rules.clone(),
+            default: self.rules_default,
+            require: self.require,
+            mode: self.rules_mode,
         }
     }
 
@@ -252,9 +281,16 @@ mod tests {
             swap_in: SwapLocation::defaults(),
             expired_on: ExpiredSignal::defaults(),
             probe_url: Some("https://elsewhere.example/user".into()),
+            rules: vec!["allow GET repos".into()],
+            rules_default: None,
+            require: false,
+            rules_mode: Default::default(),
         };
         let problems = p.problems();
-        assert_eq!(problems.len(), 7, "{problems:?}");
+        assert_eq!(problems.len(), 8, "{problems:?}");
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("rule 1") && p.contains("start with /")));
         assert!(problems.iter().any(|p| p.contains("probe_url host")));
     }
 

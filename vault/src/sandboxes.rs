@@ -1,6 +1,8 @@
 //! Sandboxes, their proxy credential, and the bindings that give them placeholders.
 
-use airlock_vault_client::generate_placeholder;
+use std::collections::BTreeMap;
+
+use airlock_vault_client::{generate_placeholder, RequestRules, RulesSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::VaultError;
@@ -26,6 +28,9 @@ pub struct SandboxView {
     pub user: Option<String>,
     pub created_at: i64,
     pub bindings: Vec<(String, String)>,
+    /// Bindings with rules of their own, by variable.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, RulesSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,6 +50,23 @@ pub struct NewSandbox {
     /// A fixed id (sidecar's "default"); generated when absent.
     #[serde(default)]
     pub id: Option<String>,
+    /// Request rules by variable name, replacing the provider's.
+    #[serde(default)]
+    pub rules: BTreeMap<String, RulesSpec>,
+}
+
+/// The spec as stored, after checking it compiles; `None` for the empty spec.
+fn rules_json(variable: &str, spec: &RulesSpec) -> Result<Option<String>, VaultError> {
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    RequestRules::compile(spec).map_err(|errors| {
+        let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        VaultError::Invalid(format!("rules of {variable}: {}", list.join("; ")))
+    })?;
+    Ok(Some(
+        serde_json::to_string(spec).expect("a rules spec serialises"),
+    ))
 }
 
 pub(crate) fn default_tenant() -> String {
@@ -89,6 +111,14 @@ impl Vault {
                 "two bindings would use the variable {}",
                 dup.env_name
             )));
+        }
+        for (variable, spec) in &new.rules {
+            let Some(binding) = bindings.iter_mut().find(|b| &b.env_name == variable) else {
+                return Err(VaultError::Invalid(format!(
+                    "rules name the variable {variable}, which none of the sandbox's providers or secrets gives"
+                )));
+            };
+            binding.rules = rules_json(variable, spec)?;
         }
         let proxy_secret = generate_placeholder("");
         let row = SandboxRow {
@@ -187,6 +217,7 @@ impl Vault {
             env_name: env.to_owned(),
             target_kind: kind,
             target: target.to_owned(),
+            rules: None,
         }
     }
 
@@ -216,13 +247,43 @@ impl Vault {
         env
     }
 
+    /// Sets the request rules of one binding of a sandbox (an empty spec
+    /// goes back to the provider's). Proxies see them on their next request.
+    pub async fn set_binding_rules(
+        &self,
+        sandbox: &str,
+        variable: &str,
+        spec: &RulesSpec,
+    ) -> Result<(), VaultError> {
+        let json = rules_json(variable, spec)?;
+        if self.store.sandbox(sandbox).await?.is_none() {
+            return Err(VaultError::NotFound(format!("sandbox {sandbox}")));
+        }
+        if !self
+            .store
+            .set_binding_rules(sandbox, variable, json.as_deref())
+            .await?
+        {
+            return Err(VaultError::NotFound(format!(
+                "variable {variable} of sandbox {sandbox}"
+            )));
+        }
+        self.bump_generation();
+        Ok(())
+    }
+
     pub async fn sandboxes(&self) -> Result<Vec<SandboxView>, VaultError> {
         let mut out = Vec::new();
         for s in self.store.sandboxes().await? {
-            let bindings = self
-                .store
-                .bindings_of(&s.id)
-                .await?
+            let rows = self.store.bindings_of(&s.id).await?;
+            let rules = rows
+                .iter()
+                .filter_map(|b| {
+                    let spec = serde_json::from_str(b.rules.as_deref()?).ok()?;
+                    Some((b.env_name.clone(), spec))
+                })
+                .collect();
+            let bindings = rows
                 .into_iter()
                 .map(|b| (b.env_name, format!("{}:{}", b.target_kind, b.target)))
                 .collect();
@@ -233,6 +294,7 @@ impl Vault {
                 user: s.user_name,
                 created_at: s.created_at,
                 bindings,
+                rules,
             });
         }
         Ok(out)

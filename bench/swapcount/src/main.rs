@@ -67,6 +67,7 @@ async fn main() {
             hosts: vec![HostPattern::parse("bench.test").unwrap()],
             swap_in: BTreeSet::from([SwapLocation::Header, SwapLocation::Body]),
             on_foreign_body: Default::default(),
+            rules: Default::default(),
         }],
     );
     let tokens: Arc<dyn TokenSource> = Arc::new(secrets);

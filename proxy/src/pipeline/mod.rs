@@ -77,6 +77,7 @@ pub(crate) async fn forward(
         add_via: shared.settings.add_via,
         request_bytes: audit.request_bytes.clone(),
     };
+    audit.rules_dry_run = swapper.dry_run_marks();
     let request = match attempt.build(&mut swapper, &mut plan).await {
         Ok(r) => r,
         Err(err) => return refuse(&mut audit, err),

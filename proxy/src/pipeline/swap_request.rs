@@ -10,6 +10,7 @@ use crate::body_swap::{self, StreamMode};
 use crate::compression;
 use crate::error::ProxyError;
 use crate::pipeline::body_plan::BodyPlan;
+use crate::rules::RuleRequest;
 use crate::swap::Swapper;
 
 /// The request as the sandbox sent it (placeholders intact), so it can be
@@ -31,6 +32,15 @@ pub(crate) async fn build(
     guarded: bool,
     add_via: bool,
 ) -> Result<Request<ProxyBody>, ProxyError> {
+    let mut rule_request = RuleRequest::new(&out.method, &out.path_and_query);
+    if let BodyPlan::Whole { data, .. } = body {
+        let content_type = out
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        rule_request = rule_request.with_body(data.clone(), content_type);
+    }
+    swapper.set_rule_request(rule_request);
     let pq = swapper
         .swap_path_and_query(&out.path_and_query)
         .await?
@@ -88,6 +98,7 @@ pub(crate) async fn build(
         }
         BodyPlan::Spent => return Err(ProxyError::Internal("request body already sent".into())),
     };
+    swapper.check_required().await?;
     if guarded || !swapper.swapped_bindings().is_empty() {
         // The firewall must see the response's bytes, not a compressed form of them.
         headers.insert(
@@ -117,7 +128,9 @@ pub(crate) async fn build(
 mod tests {
     use std::sync::Arc;
 
-    use airlock_vault_client::{SandboxId, SwapLocation};
+    use airlock_vault_client::{
+        Binding, RequestRules, RulesMode, RulesSpec, SandboxId, SwapLocation,
+    };
     use bytes::Bytes;
     use http_body_util::BodyExt;
 
@@ -236,5 +249,145 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(err.code(), "host_not_allowed");
+    }
+
+    fn with_rules(rules: &[&str], require: bool, mode: RulesMode) -> impl FnOnce(&mut Binding) {
+        let spec = RulesSpec {
+            rules: rules.iter().map(|r| r.to_string()).collect(),
+            require,
+            mode,
+            ..Default::default()
+        };
+        move |b: &mut Binding| {
+            b.rules = Arc::new(RequestRules::compile(&spec).unwrap());
+            b.swap_in.insert(SwapLocation::Body);
+        }
+    }
+
+    async fn try_build(
+        tokens: &Arc<MockTokens>,
+        method: Method,
+        path: &str,
+        headers: &[(&'static str, String)],
+        body: BodyPlan,
+    ) -> (Result<Request<ProxyBody>, ProxyError>, Swapper) {
+        let mut out = outgoing(headers);
+        out.method = method;
+        out.path_and_query = path.into();
+        let mut swapper = swapper(tokens);
+        let mut plan = body;
+        let result = build(&out, &mut swapper, &mut plan, false, false).await;
+        (result, swapper)
+    }
+
+    #[tokio::test]
+    async fn rules_refuse_a_request_before_its_token_is_swapped() {
+        let tokens = MockTokens::new();
+        let p = tokens.add(
+            "GH",
+            HOST,
+            "real-token",
+            with_rules(&["allow GET /repos/acme/web/**"], false, RulesMode::Enforce),
+        );
+        let auth = [("authorization", format!("Bearer {p}"))];
+        let (ok, _) = try_build(
+            &tokens,
+            Method::GET,
+            "/repos/acme/web/pulls?x=1",
+            &auth,
+            BodyPlan::Empty,
+        )
+        .await;
+        assert_eq!(ok.unwrap().headers()["authorization"], "Bearer real-token");
+        let (denied, _) = try_build(
+            &tokens,
+            Method::DELETE,
+            "/repos/acme/web",
+            &auth,
+            BodyPlan::Empty,
+        )
+        .await;
+        let err = denied.err().unwrap();
+        assert_eq!(err.code(), "rule_denied");
+        assert_eq!(err.status(), http::StatusCode::FORBIDDEN);
+        assert_eq!(
+            err.to_string(),
+            "the rules of binding secret:GH refuse this request: the default (deny)"
+        );
+        // The same rules judge a placeholder in a body.
+        let body: &'static str = Box::leak(format!("{{\"t\":\"{p}\"}}").into_boxed_str());
+        let (in_body, _) =
+            try_build(&tokens, Method::POST, "/other", &[], BodyPlan::whole(body)).await;
+        assert_eq!(in_body.err().unwrap().code(), "rule_denied");
+    }
+
+    #[tokio::test]
+    async fn a_graphql_mutation_is_refused_where_only_queries_are_allowed() {
+        let tokens = MockTokens::new();
+        let p = tokens.add(
+            "GH",
+            HOST,
+            "real-token",
+            with_rules(&["allow POST /graphql query *"], false, RulesMode::Enforce),
+        );
+        let auth = [
+            ("authorization", format!("Bearer {p}")),
+            ("content-type", "application/json".into()),
+        ];
+        let query = BodyPlan::whole(r#"{"query":"query { viewer { login } }"}"#);
+        let (ok, _) = try_build(&tokens, Method::POST, "/graphql", &auth, query).await;
+        assert!(ok.is_ok());
+        let mutation = BodyPlan::whole(r#"{"query":"mutation Del { deleteRepository(id: 1) }"}"#);
+        let (denied, _) = try_build(&tokens, Method::POST, "/graphql", &auth, mutation).await;
+        let err = denied.err().unwrap().to_string();
+        assert!(err.contains("GraphQL mutation Del"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn require_refuses_a_request_that_brings_its_own_credential() {
+        let tokens = MockTokens::new();
+        let p = tokens.add(
+            "GH",
+            HOST,
+            "real-token",
+            with_rules(&[], true, RulesMode::Enforce),
+        );
+        let own = [("authorization", "Bearer ghp_the_agents_own".to_string())];
+        let (denied, _) = try_build(&tokens, Method::GET, "/user", &own, BodyPlan::Empty).await;
+        let err = denied.err().unwrap();
+        assert_eq!(err.code(), "rule_denied");
+        assert!(err
+            .to_string()
+            .contains("require: requests to api.example.test must carry its placeholder"));
+        assert!(!err.to_string().contains("ghp_the_agents_own"));
+        let ours = [("authorization", format!("Bearer {p}"))];
+        let (ok, _) = try_build(&tokens, Method::GET, "/user", &ours, BodyPlan::Empty).await;
+        assert!(ok.is_ok());
+    }
+
+    #[tokio::test]
+    async fn dry_run_refuses_nothing_and_marks_what_it_would_refuse() {
+        let tokens = MockTokens::new();
+        let p = tokens.add(
+            "GH",
+            HOST,
+            "real-token",
+            with_rules(&["deny DELETE /**"], true, RulesMode::DryRun),
+        );
+        let auth = [("authorization", format!("Bearer {p}"))];
+        let (ok, swapper) = try_build(
+            &tokens,
+            Method::DELETE,
+            "/repos/a/b",
+            &auth,
+            BodyPlan::Empty,
+        )
+        .await;
+        assert_eq!(ok.unwrap().headers()["authorization"], "Bearer real-token");
+        let marks = swapper.dry_run_marks().lock().unwrap().clone();
+        assert_eq!(marks, ["secret:GH: rule 1 (deny DELETE /**)"]);
+        let (ok, swapper) = try_build(&tokens, Method::GET, "/", &[], BodyPlan::Empty).await;
+        assert!(ok.is_ok());
+        assert!(swapper.dry_run_marks().lock().unwrap()[0].contains("require"));
     }
 }

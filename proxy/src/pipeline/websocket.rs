@@ -17,6 +17,7 @@ use crate::body::{boxed, empty};
 use crate::error::ProxyError;
 use crate::headers::strip_hop_by_hop;
 use crate::pipeline::close::{on_body_end, refuse};
+use crate::rules::RuleRequest;
 use crate::screen::ToSandbox;
 use crate::shared::Shared;
 use crate::swap::Swapper;
@@ -57,6 +58,9 @@ pub(crate) async fn websocket(
         .map_or("/", |pq| pq.as_str())
         .to_owned();
     let mut headers = req.headers().clone();
+    // Sent upstream as an HTTP/1.1 GET upgrade, so judged as one.
+    swapper.set_rule_request(RuleRequest::new(&Method::GET, &pq));
+    audit.rules_dry_run = swapper.dry_run_marks();
     let pq = match swapper.swap_path_and_query(&pq).await {
         Ok(swapped) => swapped.unwrap_or(pq),
         Err(err) => return refuse(&mut audit, err),
@@ -65,6 +69,9 @@ pub(crate) async fn websocket(
     // The client derives `Host` from the URI.
     headers.remove(header::HOST);
     if let Err(err) = swapper.swap_headers(&mut headers).await {
+        return refuse(&mut audit, err);
+    }
+    if let Err(err) = swapper.check_required().await {
         return refuse(&mut audit, err);
     }
     audit.swapped = swapper

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use airlock_vault_client::{
-    Binding, ExposeSecret, ForeignBody, Injection, Resolved, SandboxId, SecretString, SwapLocation,
-    TokenError, TokenSource,
+    Binding, Denial, ExposeSecret, ForeignBody, Injection, Resolved, RulesMode, SandboxId,
+    SecretString, SwapLocation, TokenError, TokenSource,
 };
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -21,6 +21,7 @@ use http::HeaderMap;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::error::ProxyError;
+use crate::rules::RuleRequest;
 
 mod scanner;
 #[cfg(test)]
@@ -69,6 +70,13 @@ pub struct Swapper {
     inert: InertMarks,
     /// `airlock_inert_placeholders`, when a proxy counts them.
     inert_counter: Option<Counter>,
+    /// What the bindings' request rules are asked about; `None` refuses
+    /// every binding that has rules (a path that forgot to say is closed).
+    rule_request: Option<Arc<RuleRequest>>,
+    /// Bindings whose rules already passed for this request.
+    rules_passed: Vec<String>,
+    /// Refusals a dry-run binding's rules would have made, for the audit line.
+    dry_run: InertMarks,
 }
 
 impl Swapper {
@@ -90,7 +98,90 @@ impl Swapper {
             current_header: None,
             inert: InertMarks::default(),
             inert_counter: None,
+            rule_request: None,
+            rules_passed: Vec::new(),
+            dry_run: InertMarks::default(),
         }
+    }
+
+    /// The request the bindings' rules judge (set again with the body once it is read).
+    pub fn for_request(mut self, request: RuleRequest) -> Self {
+        self.set_rule_request(request);
+        self
+    }
+
+    pub fn set_rule_request(&mut self, request: RuleRequest) {
+        self.rule_request = Some(Arc::new(request));
+        self.rules_passed.clear();
+    }
+
+    /// `binding: rule` for each refusal a dry-run binding's rules would have made.
+    pub fn dry_run_marks(&self) -> InertMarks {
+        self.dry_run.clone()
+    }
+
+    /// The binding's rules, once per request. A dry-run binding's refusal is
+    /// logged and marked for the audit line instead.
+    fn check_rules(&mut self, binding: &Binding) -> Result<(), ProxyError> {
+        if binding.rules.is_open() || self.rules_passed.iter().any(|b| b == &binding.id) {
+            return Ok(());
+        }
+        let verdict = match &self.rule_request {
+            Some(request) => request.check(&binding.rules),
+            None => Err(Denial {
+                rule: "the rules".into(),
+                detail: Some("this kind of request cannot be checked against rules".into()),
+            }),
+        };
+        if let Err(denial) = verdict {
+            self.rule_refusal(&binding.id, binding.rules.mode(), denial.to_string())?;
+        }
+        self.rules_passed.push(binding.id.clone());
+        Ok(())
+    }
+
+    fn rule_refusal(&self, binding: &str, mode: RulesMode, rule: String) -> Result<(), ProxyError> {
+        if mode == RulesMode::Enforce {
+            return Err(ProxyError::RuleDenied {
+                binding: binding.to_owned(),
+                rule,
+            });
+        }
+        tracing::warn!(binding, rule, host = %self.host, "dry run: the binding's rules would refuse this request");
+        if let Ok(mut marks) = self.dry_run.lock() {
+            marks.push(format!("{binding}: {rule}"));
+        }
+        Ok(())
+    }
+
+    /// `require = true`: every binding of the sandbox that requires its
+    /// placeholder on this host must have been swapped by now. Asked after
+    /// the URL, headers and a whole body; a body still to stream might hold
+    /// it, but cannot be waited for, so such a request is refused too.
+    pub async fn check_required(&mut self) -> Result<(), ProxyError> {
+        let required = self.tokens.required_on(&self.sandbox, &self.host).await;
+        for r in required {
+            let carried = self
+                .resolved
+                .iter()
+                .any(|(_, res)| res.binding.id == r.binding && res.binding.allows_host(&self.host));
+            if !carried {
+                let mode = if r.dry_run {
+                    RulesMode::DryRun
+                } else {
+                    RulesMode::Enforce
+                };
+                self.rule_refusal(
+                    &r.binding,
+                    mode,
+                    format!(
+                        "require: requests to {} must carry its placeholder (in the URL, a header or a body airlock reads whole)",
+                        self.host
+                    ),
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// Counts every inert placeholder on `counter` too.
@@ -123,6 +214,9 @@ impl Swapper {
             current_header: None,
             inert: self.inert.clone(),
             inert_counter: self.inert_counter.clone(),
+            rule_request: self.rule_request.clone(),
+            rules_passed: self.rules_passed.clone(),
+            dry_run: self.dry_run.clone(),
         }
     }
 
@@ -211,6 +305,8 @@ impl Swapper {
         if !binding.allows(location) {
             return Err(ProxyError::location_not_allowed(binding, location));
         }
+        let binding = binding.clone();
+        self.check_rules(&binding)?;
         let site = SwapSite {
             placeholder: placeholder.to_owned(),
             location,
@@ -266,6 +362,7 @@ impl Swapper {
                 SwapLocation::Body,
             ));
         }
+        self.check_rules(&binding)?;
         Ok(BodyAction::Swap)
     }
 

@@ -15,6 +15,7 @@ fn setup(swap_in: &[SwapLocation]) -> (Arc<StaticSecrets>, String) {
             hosts: vec![HostPattern::parse("api.github.com").unwrap()],
             swap_in: swap_in.iter().copied().collect(),
             on_foreign_body: Default::default(),
+            rules: Default::default(),
         }],
     );
     (Arc::new(secrets), placeholder)
@@ -171,6 +172,7 @@ async fn token_with_line_break_is_refused_not_injected() {
             hosts: vec![HostPattern::parse("api.github.com").unwrap()],
             swap_in: SwapLocation::defaults(),
             on_foreign_body: Default::default(),
+            rules: Default::default(),
         }],
     ));
     let mut swap = swapper(src, "api.github.com");

@@ -12,8 +12,8 @@ use crate::shared::Shared;
 
 use airlock_vault_client::{
     generate_placeholder, Binding, BindingKind, ExpiredSignal, ExposeSecret, ForeignBody, Guarded,
-    HostPattern, Injection, Resolved, SandboxId, SecretString, SwapLocation, TokenError,
-    TokenSource,
+    HostPattern, Injection, Requirement, Resolved, RulesMode, SandboxId, SecretString,
+    SwapLocation, TokenError, TokenSource,
 };
 
 pub(crate) const PREFIX: &str = "miosa-tok-";
@@ -86,6 +86,7 @@ impl MockTokens {
             expired_on: Vec::new(),
             inject: None,
             on_foreign_body: ForeignBody::Pass,
+            rules: Default::default(),
         };
         configure(&mut binding);
         let resolved = Resolved {
@@ -142,6 +143,22 @@ impl TokenSource for MockTokens {
         entries
             .values()
             .any(|r| &r.binding.sandbox == sandbox && r.binding.allows_host(host))
+    }
+
+    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+        let entries = self.entries.lock().unwrap();
+        entries
+            .values()
+            .filter(|r| {
+                &r.binding.sandbox == sandbox
+                    && r.binding.allows_host(host)
+                    && r.binding.rules.require()
+            })
+            .map(|r| Requirement {
+                binding: r.binding.id.clone(),
+                dry_run: r.binding.rules.mode() == RulesMode::DryRun,
+            })
+            .collect()
     }
 
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {

@@ -1,7 +1,7 @@
 //! The admin API (admin credential). No answer carries a token, a refresh
 //! token or a client secret.
 
-use airlock_vault_client::{SecretString, SwapLocation};
+use airlock_vault_client::{RulesSpec, SecretString, SwapLocation};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -242,6 +242,19 @@ async fn create_sandbox(
         .into_response())
 }
 
+/// `PUT /v1/sandboxes/{id}/rules/{variable}`: the binding's own request
+/// rules; `{}` goes back to the provider's.
+async fn set_binding_rules(
+    State(s): State<ApiState>,
+    Path((id, variable)): Path<(String, String)>,
+    ApiJson(spec): ApiJson<RulesSpec>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.vault.set_binding_rules(&id, &variable, &spec).await?;
+    Ok(Json(
+        json!({ "sandbox": id, "variable": variable, "rules": spec }),
+    ))
+}
+
 async fn delete_sandbox(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -311,6 +324,10 @@ pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
         .route("/v1/machine-accounts", post(add_machine_account))
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route("/v1/sandboxes/{id}", delete(delete_sandbox))
+        .route(
+            "/v1/sandboxes/{id}/rules/{variable}",
+            axum::routing::put(set_binding_rules),
+        )
         .route("/v1/secrets", get(list_secrets).post(add_secret))
         .route("/v1/secrets/{name}", delete(delete_secret))
         .route_layer(axum::middleware::from_fn_with_state(

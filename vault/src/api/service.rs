@@ -87,7 +87,17 @@ async fn service_bound_host(
     let sandbox = SandboxId::new(r.sandbox);
     let bound = s.vault.is_bound_host(&sandbox, &r.host).await;
     let body_swap = bound && s.vault.may_swap_body(&sandbox, &r.host).await;
-    Json(BoundHostAnswer { body_swap, bound }).into_response()
+    let required = if bound {
+        TokenSource::required_on(&*s.vault, &sandbox, &r.host).await
+    } else {
+        Vec::new()
+    };
+    Json(BoundHostAnswer {
+        body_swap,
+        bound,
+        required,
+    })
+    .into_response()
 }
 
 pub(super) fn routes(state: &ApiState) -> Router<ApiState> {

@@ -75,6 +75,7 @@ impl Api {
                 providers: vec![],
                 secrets: vec!["GITHUB_TOKEN".into()],
                 id: Some("sb".into()),
+                rules: Default::default(),
             })
             .await
             .unwrap();

@@ -108,6 +108,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_refresh_leases.sql"),
     include_str!("migrations/0003_previous_tokens.sql"),
+    include_str!("migrations/0004_binding_rules.sql"),
 ];
 
 pub fn now() -> i64 {

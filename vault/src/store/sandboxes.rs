@@ -34,6 +34,8 @@ pub struct BindingRow {
     pub env_name: String,
     pub target_kind: BindingTarget,
     pub target: String,
+    /// JSON of the binding's own `RulesSpec`; `None`: its provider's.
+    pub rules: Option<String>,
 }
 
 impl Store {
@@ -126,6 +128,24 @@ impl Store {
         )
     }
 
+    /// Sets (or with `None` clears) the rules of the sandbox's binding for
+    /// `env_name`; false when there is no such binding.
+    pub async fn set_binding_rules(
+        &self,
+        sandbox_id: &str,
+        env_name: &str,
+        rules: Option<&str>,
+    ) -> Result<bool, VaultError> {
+        let done =
+            sqlx::query("UPDATE bindings SET rules = $1 WHERE sandbox_id = $2 AND env_name = $3")
+                .bind(rules)
+                .bind(sandbox_id)
+                .bind(env_name)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     pub async fn bindings_of(&self, sandbox_id: &str) -> Result<Vec<BindingRow>, VaultError> {
         Ok(sqlx::query_as::<_, BindingRow>(
             "SELECT * FROM bindings WHERE sandbox_id = $1 ORDER BY env_name",
@@ -143,10 +163,10 @@ async fn insert_bindings(
     skip_taken: bool,
 ) -> Result<(), VaultError> {
     let sql = if skip_taken {
-        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target) VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target, rules) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (sandbox_id, env_name) DO NOTHING"
     } else {
-        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target) VALUES ($1, $2, $3, $4, $5)"
+        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target, rules) VALUES ($1, $2, $3, $4, $5, $6)"
     };
     for b in bindings {
         sqlx::query(sql)
@@ -155,6 +175,7 @@ async fn insert_bindings(
             .bind(&b.env_name)
             .bind(b.target_kind.as_str())
             .bind(&b.target)
+            .bind(&b.rules)
             .execute(&mut **tx)
             .await?;
     }

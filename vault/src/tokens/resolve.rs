@@ -5,14 +5,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use airlock_vault_client::{
-    Binding, BindingKind, Guarded, HostPattern, Resolved, SandboxId, SwapLocation, TokenError,
-    TokenSource,
+    Binding, BindingKind, Guarded, HostPattern, RequestRules, Requirement, Resolved, RulesMode,
+    RulesSpec, SandboxId, SwapLocation, TokenError, TokenSource,
 };
 use secrecy::SecretString;
 
 use super::{Failure, Reason};
+use crate::catalog::Provider;
 use crate::error::VaultError;
-use crate::store::{now, BindingTarget};
+use crate::store::{now, BindingRow, BindingTarget};
 use crate::{sha256_hex, Vault};
 
 impl Vault {
@@ -68,7 +69,7 @@ impl Vault {
                 Ok(Resolved {
                     binding: Arc::new(Binding {
                         id: binding_id,
-                        name: binding.env_name,
+                        name: binding.env_name.clone(),
                         sandbox: sandbox.clone(),
                         hosts: secret
                             .hosts
@@ -80,6 +81,7 @@ impl Vault {
                         expired_on: Vec::new(),
                         inject: None,
                         on_foreign_body: Default::default(),
+                        rules: binding_rules(&binding, None),
                     }),
                     token,
                     expires_at: None,
@@ -123,7 +125,7 @@ impl Vault {
                 Ok(Resolved {
                     binding: Arc::new(Binding {
                         id: binding_id,
-                        name: binding.env_name,
+                        name: binding.env_name.clone(),
                         sandbox: sandbox.clone(),
                         hosts: provider.host_patterns(),
                         swap_in: provider.swap_in.clone(),
@@ -131,6 +133,7 @@ impl Vault {
                         expired_on: provider.expired_on.clone(),
                         inject: crate::catalog::parse_inject(&provider.inject).ok(),
                         on_foreign_body: Default::default(),
+                        rules: binding_rules(&binding, Some(&provider)),
                     }),
                     token,
                     expires_at,
@@ -207,25 +210,88 @@ impl Vault {
         sandbox: &str,
         body_only: bool,
     ) -> Result<Vec<HostPattern>, VaultError> {
+        Ok(self
+            .binding_shapes(sandbox)
+            .await?
+            .into_iter()
+            .filter(|b| !body_only || b.swaps_in_body)
+            .flat_map(|b| b.hosts)
+            .collect())
+    }
+
+    /// The bindings of `sandbox` that say `require = true` for `host`.
+    pub async fn required_on(
+        &self,
+        sandbox: &str,
+        host: &str,
+    ) -> Result<Vec<Requirement>, VaultError> {
+        Ok(self
+            .binding_shapes(sandbox)
+            .await?
+            .into_iter()
+            .filter(|b| b.rules.require() && b.hosts.iter().any(|p| p.matches(host)))
+            .map(|b| Requirement {
+                binding: b.id,
+                dry_run: b.rules.mode() == RulesMode::DryRun,
+            })
+            .collect())
+    }
+
+    /// What each of the sandbox's bindings allows, without its token.
+    async fn binding_shapes(&self, sandbox: &str) -> Result<Vec<BindingShape>, VaultError> {
         let Some(owner) = self.store.sandbox(sandbox).await? else {
             return Ok(Vec::new());
         };
-        let mut hosts = Vec::new();
+        let mut out = Vec::new();
         for b in self.store.bindings_of(sandbox).await? {
+            let id = format!("{}:{}", b.target_kind, b.target);
             if b.target_kind == BindingTarget::Secret {
                 if let Some(s) = self.store.secret(&owner.tenant, &b.target).await? {
-                    if !body_only || s.swap_in.iter().any(|l| l == SwapLocation::Body.as_str()) {
-                        hosts.extend(s.hosts.iter().filter_map(|h| HostPattern::parse(h).ok()));
-                    }
+                    out.push(BindingShape {
+                        id,
+                        hosts: s
+                            .hosts
+                            .iter()
+                            .filter_map(|h| HostPattern::parse(h).ok())
+                            .collect(),
+                        swaps_in_body: s.swap_in.iter().any(|l| l == SwapLocation::Body.as_str()),
+                        rules: binding_rules(&b, None),
+                    });
                 }
             } else if let Ok(p) = self.provider(&b.target) {
-                if !body_only || p.swap_in.contains(&SwapLocation::Body) {
-                    hosts.extend(p.host_patterns());
-                }
+                out.push(BindingShape {
+                    id,
+                    hosts: p.host_patterns(),
+                    swaps_in_body: p.swap_in.contains(&SwapLocation::Body),
+                    rules: binding_rules(&b, Some(&p)),
+                });
             }
         }
-        Ok(hosts)
+        Ok(out)
     }
+}
+
+struct BindingShape {
+    id: String,
+    hosts: Vec<HostPattern>,
+    swaps_in_body: bool,
+    rules: Arc<RequestRules>,
+}
+
+/// The binding's own rules, else its provider's. Rules are checked when
+/// written; ones that no longer compile refuse everything rather than open up.
+pub(crate) fn binding_rules(row: &BindingRow, provider: Option<&Provider>) -> Arc<RequestRules> {
+    let spec = match &row.rules {
+        Some(json) => match serde_json::from_str::<RulesSpec>(json) {
+            Ok(spec) => spec,
+            Err(_) => return Arc::new(RequestRules::deny_all()),
+        },
+        None => match provider {
+            Some(p) => p.rules_spec(),
+            None => return Arc::default(),
+        },
+    };
+    Arc::new(RequestRules::compile(&spec).unwrap_or_else(|_| RequestRules::deny_all()))
 }
 
 #[async_trait::async_trait]
@@ -247,6 +313,13 @@ impl TokenSource for Vault {
             .await
             .map(|hosts| hosts.iter().any(|p| p.matches(host)))
             .unwrap_or(false)
+    }
+
+    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+        // Unknown (store failing): nothing required; resolving fails anyway.
+        self.required_on(sandbox.as_str(), host)
+            .await
+            .unwrap_or_default()
     }
 
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {

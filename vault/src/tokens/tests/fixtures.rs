@@ -237,6 +237,7 @@ pub(super) async fn sandbox(vault: &Vault, provider: &str) -> (SandboxId, String
             providers: vec![provider.into()],
             secrets: vec![],
             id: None,
+            rules: Default::default(),
         })
         .await
         .unwrap();
