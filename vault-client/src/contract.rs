@@ -365,7 +365,7 @@ pub struct BoundHostAnswer {
     #[serde(default)]
     pub bound: bool,
     /// Bindings whose placeholder every request to the host must carry.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required: Vec<Requirement>,
 }
 
