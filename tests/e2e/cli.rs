@@ -31,7 +31,7 @@ fn run_cli(a: &Airlock, args: &[&str], env: &[(&str, &str)]) -> std::process::Ou
     cmd.output().expect("run airlock")
 }
 
-fn cli(a: &Airlock, args: &[&str], env: &[(&str, &str)]) -> String {
+pub(crate) fn cli(a: &Airlock, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = run_cli(a, args, env);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();

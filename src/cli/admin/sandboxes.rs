@@ -26,6 +26,27 @@ pub enum SandboxCommand {
         admin: AdminArgs,
     },
     List(AdminArgs),
+    /// Set the request rules of one of a sandbox's variables (replacing its
+    /// provider's); no rule, default or flag goes back to the provider's.
+    Rules {
+        id: String,
+        /// The variable, e.g. GITHUB_TOKEN.
+        variable: String,
+        /// `allow|deny METHOD /path-glob [query|mutation|subscription|* NAME]` (repeat; first match wins).
+        #[arg(long = "rule")]
+        rules: Vec<String>,
+        /// When no rule matches (default: deny if a rule allows, else allow).
+        #[arg(long, value_parser = ["allow", "deny"])]
+        default: Option<String>,
+        /// Refuse requests to the binding's hosts that do not carry its placeholder.
+        #[arg(long)]
+        require: bool,
+        /// Log and audit what the rules would refuse; refuse nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Delete a sandbox: its placeholders stop working.
     Delete {
         id: String,
@@ -72,6 +93,38 @@ pub fn sandbox(c: SandboxCommand) -> Result<(), Error> {
                         s["bindings"]
                     )
                 })
+            });
+        }
+        SandboxCommand::Rules {
+            id,
+            variable,
+            rules,
+            default,
+            require,
+            dry_run,
+            admin,
+        } => {
+            let api = Api::new(&admin)?;
+            let mut body = json!({ "rules": rules, "require": require });
+            if let Some(d) = default {
+                body["default"] = json!(d);
+            }
+            if dry_run {
+                body["mode"] = json!("dry_run");
+            }
+            let value = api.call(
+                reqwest::Method::PUT,
+                &format!("/v1/sandboxes/{id}/rules/{variable}"),
+                Some(body),
+            )?;
+            api.print(&value, |v| {
+                let spec = &v["rules"];
+                let list = spec["rules"].as_array().map_or(0, Vec::len);
+                if spec.as_object().is_some_and(|o| o.is_empty()) {
+                    format!("{variable} of sandbox {id}: the provider's rules\n")
+                } else {
+                    format!("{variable} of sandbox {id}: {list} rule(s) set\n")
+                }
             });
         }
         SandboxCommand::Delete { id, admin } => {
