@@ -22,6 +22,9 @@ pub enum Error {
     Runtime(#[source] std::io::Error),
     #[error("cannot render the manual page: {0}")]
     Manual(#[source] std::io::Error),
+    /// A command's arguments cannot be used: the text says which and why.
+    #[error("{0}")]
+    Usage(String),
     #[error("no data dir: pass --data-dir or set data_dir")]
     NoDataDir,
     #[error("cannot create data dir {}: {source}", .path.display())]

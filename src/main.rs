@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use airlock::app::Mode;
 use airlock::cli::admin::{self, AdminArgs};
 use airlock::cli::run::{self as run, LogFormatArg, RunArgs};
-use airlock::cli::{ca, config, docs, env, vault};
+use airlock::cli::{ca, config, docs, env, placeholder, vault};
 use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -60,6 +60,9 @@ enum Command {
     /// Store a static secret in the vault.
     #[command(subcommand)]
     Secret(admin::SecretCommand),
+    /// Narrow a placeholder offline into one that can do less.
+    #[command(subcommand)]
+    Placeholder(placeholder::PlaceholderCommand),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): `airlock man > airlock.1`.
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::MachineAccount(c) => admin::machine_account(c),
         Command::Sandbox(c) => admin::sandbox(c),
         Command::Secret(c) => admin::secret(c),
+        Command::Placeholder(c) => placeholder::placeholder(c),
         Command::Completions { shell } => {
             docs::completions(shell, Cli::command());
             Ok(())

@@ -180,7 +180,8 @@ impl ProxyError {
                 TokenError::UnknownPlaceholder
                 | TokenError::WrongSandbox { .. }
                 | TokenError::Revoked { .. }
-                | TokenError::NotConnected { .. },
+                | TokenError::NotConnected { .. }
+                | TokenError::Narrowed { .. },
             ) => StatusCode::FORBIDDEN,
             Self::Token(TokenError::ReconnectNeeded { .. }) => StatusCode::UNAUTHORIZED,
             Self::Token(TokenError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -211,7 +212,8 @@ impl ProxyError {
                 | TokenError::WrongSandbox { .. }
                 | TokenError::Revoked { .. }
                 | TokenError::NotConnected { .. }
-                | TokenError::ReconnectNeeded { .. }),
+                | TokenError::ReconnectNeeded { .. }
+                | TokenError::Narrowed { .. }),
             ) => e.code().as_str(),
             Self::Token(TokenError::Unavailable(_)) => "vault_unavailable",
             Self::InvalidToken { .. } => "invalid_token",

@@ -13,7 +13,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use airlock_vault_client::{
-    ExposeSecret, Guarded, Requirement, Resolved, SandboxId, SecretString, TokenError, TokenSource,
+    narrow_id, Caveat, ExposeSecret, Guarded, NarrowError, Narrowed, NarrowedBy, Requirement,
+    Resolved, SandboxId, SecretString, TokenError, TokenSource,
 };
 use dashmap::DashMap;
 
@@ -29,6 +30,9 @@ const KEEP_UNKNOWN_EXPIRY: i64 = 24 * 3600;
 pub struct TokenLedger {
     inner: Arc<dyn TokenSource>,
     sandboxes: DashMap<SandboxId, Arc<SandboxLedger>>,
+    /// Requests made under each `uses=N` caveat, by the chain signature
+    /// right after it (shared by every further narrowing). Per process.
+    narrowed_uses: DashMap<[u8; 32], u32>,
 }
 
 #[derive(Default)]
@@ -133,7 +137,117 @@ impl TokenLedger {
         Self {
             inner,
             sandboxes: DashMap::new(),
+            narrowed_uses: DashMap::new(),
         }
+    }
+
+    /// The placeholder of `sandbox` a narrowed placeholder was made from,
+    /// found by its id among the placeholders the source lists.
+    async fn narrowing_root(&self, sandbox: &SandboxId, narrowed: &Narrowed) -> Option<String> {
+        let find = |ledger: &SandboxLedger| {
+            let state = ledger.state.read().expect("ledger lock");
+            state
+                .entries
+                .values()
+                .map(|e| &e.placeholder)
+                .find(|p| narrow_id(p) == narrowed.id)
+                .cloned()
+        };
+        let ledger = self.ledger(sandbox);
+        if let Some(root) = find(&ledger) {
+            return Some(root);
+        }
+        self.load(sandbox, true).await;
+        find(&ledger)
+    }
+
+    /// A narrowed placeholder: its root resolved, its chain verified, its
+    /// expiry and (with `count_use`) its use limits applied; the binding
+    /// comes back carrying the caveats about the request itself.
+    async fn resolve_narrowed(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+        count_use: bool,
+        resolve_root: impl AsyncFnOnce(String) -> Result<Resolved, TokenError>,
+    ) -> Result<Resolved, TokenError> {
+        let narrowed = placeholder
+            .strip_prefix(self.inner.placeholder_prefix())
+            .and_then(|run| Narrowed::decode(run).ok())
+            .ok_or(TokenError::UnknownPlaceholder)?;
+        let root = self
+            .narrowing_root(sandbox, &narrowed)
+            .await
+            .ok_or(TokenError::UnknownPlaceholder)?;
+        let parent = resolve_root(root.clone()).await?;
+        let refuse = |reason: NarrowError| TokenError::Narrowed {
+            binding: parent.binding.id.clone(),
+            reason: reason.to_string(),
+        };
+        let caveats = narrowed.verify(&root).map_err(refuse)?;
+        let now = unix_now();
+        let mut narrowed_by = NarrowedBy {
+            placeholder: placeholder.to_owned(),
+            allows: Vec::new(),
+            body_max: None,
+        };
+        for caveat in &caveats {
+            match caveat {
+                Caveat::Expires(at) if now > *at => {
+                    return Err(refuse(NarrowError::Expired { at: *at }))
+                }
+                Caveat::Allow { text, rules } => {
+                    narrowed_by.allows.push((text.clone(), rules.clone()))
+                }
+                Caveat::BodyMax(max) => {
+                    narrowed_by.body_max = Some(narrowed_by.body_max.map_or(*max, |m| m.min(*max)))
+                }
+                _ => {}
+            }
+        }
+        if count_use {
+            for caveat in &caveats {
+                if let Caveat::Uses { limit, counter } = caveat {
+                    let mut used = self.narrowed_uses.entry(*counter).or_insert(0);
+                    if *used >= *limit {
+                        return Err(refuse(NarrowError::UsesSpent { limit: *limit }));
+                    }
+                    *used += 1;
+                }
+            }
+        }
+        let mut binding = (*parent.binding).clone();
+        binding.narrowed = Some(Arc::new(narrowed_by));
+        Ok(Resolved {
+            binding: Arc::new(binding),
+            token: parent.token,
+            expires_at: parent.expires_at,
+        })
+    }
+
+    /// The firewall for one request made with narrowed placeholders: a
+    /// token they stand for comes back as the narrowed placeholder, never as
+    /// the root one (which would undo the narrowing).
+    pub fn firewall_for_narrowed(
+        &self,
+        sandbox: &SandboxId,
+        narrowed: &[(String, SecretString)],
+    ) -> Option<Arc<Firewall>> {
+        let ledger = self.ledger(sandbox);
+        let state = ledger.state.read().expect("ledger lock");
+        let replaced: HashMap<[u8; 32], &str> = narrowed
+            .iter()
+            .map(|(placeholder, token)| (fingerprint(token), placeholder.as_str()))
+            .collect();
+        Firewall::new(state.entries.iter().map(|(key, e)| {
+            firewall::Guarded {
+                token: e.token.clone(),
+                placeholder: replaced
+                    .get(key)
+                    .map_or_else(|| e.placeholder.clone(), |p| (*p).to_owned()),
+            }
+        }))
+        .map(Arc::new)
     }
 
     fn ledger(&self, sandbox: &SandboxId) -> Arc<SandboxLedger> {
@@ -225,7 +339,16 @@ impl TokenSource for TokenLedger {
         sandbox: &SandboxId,
         placeholder: &str,
     ) -> Result<Resolved, TokenError> {
-        let resolved = self.inner.resolve(sandbox, placeholder).await?;
+        let resolved = match self.inner.resolve(sandbox, placeholder).await {
+            Err(TokenError::UnknownPlaceholder) => {
+                let inner = &self.inner;
+                self.resolve_narrowed(sandbox, placeholder, true, async |root: String| {
+                    inner.resolve(sandbox, &root).await
+                })
+                .await?
+            }
+            other => other?,
+        };
         self.record(sandbox, placeholder, &resolved);
         Ok(resolved)
     }
@@ -252,7 +375,17 @@ impl TokenSource for TokenLedger {
         placeholder: &str,
         failed: &SecretString,
     ) -> Result<Resolved, TokenError> {
-        let resolved = self.inner.refresh(sandbox, placeholder, failed).await?;
+        let resolved = match self.inner.refresh(sandbox, placeholder, failed).await {
+            // A replay with a narrowed placeholder: its use was counted already.
+            Err(TokenError::UnknownPlaceholder) => {
+                let inner = &self.inner;
+                self.resolve_narrowed(sandbox, placeholder, false, async |root: String| {
+                    inner.refresh(sandbox, &root, failed).await
+                })
+                .await?
+            }
+            other => other?,
+        };
         self.record(sandbox, placeholder, &resolved);
         Ok(resolved)
     }
@@ -294,6 +427,7 @@ mod tests {
                     inject: None,
                     on_foreign_body: Default::default(),
                     rules: Default::default(),
+                    narrowed: None,
                 }),
                 token: SecretString::from(self.current.lock().unwrap().clone()),
                 expires_at: Some(unix_now() + 3600),

@@ -24,6 +24,8 @@ pub struct RuleRequest {
     /// The whole (decoded) body, when the proxy kept it.
     body: Option<Bytes>,
     content_type: Option<String>,
+    /// The body's length when known before it is sent.
+    body_len: Option<u64>,
     graphql: OnceLock<GraphqlFacts>,
 }
 
@@ -43,15 +45,27 @@ impl RuleRequest {
             query,
             body: None,
             content_type: None,
+            body_len: None,
             graphql: OnceLock::new(),
         }
     }
 
     /// The body the proxy read whole; without it a GraphQL POST is unreadable.
     pub fn with_body(mut self, body: Bytes, content_type: Option<&str>) -> Self {
+        self.body_len = Some(body.len() as u64);
         self.body = Some(body);
         self.content_type = content_type.map(str::to_ascii_lowercase);
         self
+    }
+
+    /// A body not kept whole: its announced length, if any.
+    pub fn with_body_len(mut self, len: Option<u64>) -> Self {
+        self.body_len = len;
+        self
+    }
+
+    pub fn body_len(&self) -> Option<u64> {
+        self.body_len
     }
 
     pub fn check(&self, rules: &RequestRules) -> Result<(), Denial> {

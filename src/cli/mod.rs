@@ -6,5 +6,6 @@ pub mod ca;
 pub mod config;
 pub mod docs;
 pub mod env;
+pub mod placeholder;
 pub mod run;
 pub mod vault;

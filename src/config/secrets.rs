@@ -45,7 +45,7 @@ impl Loaded {
             if let Some(placeholder) = &s.placeholder {
                 if !is_valid_placeholder(prefix, placeholder) {
                     problems.push(format!(
-                        "placeholder must be {prefix:?} followed by at least 22 letters or digits"
+                        "placeholder must be {prefix:?} followed by 22 to 128 letters or digits"
                     ));
                 }
                 if !placeholders.insert(placeholder.clone()) {

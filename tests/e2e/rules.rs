@@ -489,3 +489,203 @@ async fn rules_reload_on_sighup_on_a_connection_that_stays_open() {
     assert_eq!(get("/b").await, 200, "the same connection, the new rules");
     assert_eq!(w.upstream_paths(), ["GET /b"]);
 }
+
+/// `examples/narrow.py`, the documented recipe, run with the sandbox's Python.
+async fn narrow_py(env: &[(String, String)], placeholder: &str, caveats: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/narrow.py");
+    let mut args = vec![script.to_owned(), placeholder.to_owned()];
+    args.extend(caveats.iter().map(|c| c.to_string()));
+    let env = env.to_vec();
+    let out = blocking(move || {
+        std::process::Command::new("python3")
+            .args(&args)
+            .envs(env)
+            .output()
+            .expect("python3 runs")
+    })
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placeholder_narrowed_in_python_works_within_its_caveats_only() {
+    let w = world("").await;
+    let env = w.airlock.env.clone();
+    let p = &w.placeholder;
+    let read_web = narrow_py(&env, p, &["allow=GET /repos/acme/web/**"]).await;
+    assert!(
+        !read_web.contains(&p["miosa-tok-".len()..]),
+        "the parent is not in it"
+    );
+    let bearer = |ph: &str| format!("authorization: Bearer {ph}");
+    let ok = w
+        .curl("GET", "/repos/acme/web/pulls", &["-H", &bearer(&read_web)])
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.raw);
+    let sent = w.github.requests();
+    assert_eq!(
+        sent[0].header("authorization"),
+        Some(format!("Bearer {}", w.real).as_str()),
+        "the narrowed placeholder carries the parent's token"
+    );
+    // Outside its caveats: method, path.
+    for (method, path) in [("DELETE", "/repos/acme/web"), ("GET", "/repos/acme/api")] {
+        let refused = w.curl(method, path, &["-H", &bearer(&read_web)]).await;
+        assert_eq!(
+            (refused.status, refused.error.as_str()),
+            (403, "narrowed_refused"),
+            "{}",
+            refused.raw
+        );
+        assert!(
+            refused
+                .body
+                .contains("caveat \"allow=GET /repos/acme/web/**\" refuses this request"),
+            "{}",
+            refused.body
+        );
+    }
+    // Expired.
+    let expired = narrow_py(&env, p, &[&format!("expires={}", unix_now() - 60)]).await;
+    let refused = w.curl("GET", "/user", &["-H", &bearer(&expired)]).await;
+    assert_eq!(refused.error, "narrowed_refused");
+    assert!(refused.body.contains("expired at"), "{}", refused.body);
+    // Uses: two, then spent.
+    let twice = narrow_py(&env, p, &["uses=2"]).await;
+    for _ in 0..2 {
+        assert_eq!(
+            w.curl("GET", "/user", &["-H", &bearer(&twice)])
+                .await
+                .status,
+            200
+        );
+    }
+    let spent = w.curl("GET", "/user", &["-H", &bearer(&twice)]).await;
+    assert_eq!(spent.error, "narrowed_refused");
+    assert!(spent.body.contains("2 uses are spent"), "{}", spent.body);
+    // Narrowed again with the CLI: narrower still.
+    let once_more = std::process::Command::new(crate::support::airlock::binary())
+        .args([
+            "placeholder",
+            "narrow",
+            &read_web,
+            "--allow",
+            "GET /repos/acme/web/pulls",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        once_more.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once_more.stderr)
+    );
+    let once_more = String::from_utf8(once_more.stdout).unwrap();
+    let narrower = once_more.trim();
+    let refused = w
+        .curl("GET", "/repos/acme/web/issues", &["-H", &bearer(narrower)])
+        .await;
+    assert_eq!(refused.error, "narrowed_refused", "{}", refused.raw);
+    let ok = w
+        .curl("GET", "/repos/acme/web/pulls", &["-H", &bearer(narrower)])
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.raw);
+    // Tampered: a caveat rewritten with the old signature kept.
+    let tamper = format!(
+        r#"
+import sys
+sys.path.insert(0, {dir:?})
+from narrow import A
+ph = {ph:?}
+n = 0
+for c in ph[len("miosa-tok-"):]:
+    n = n * 62 + A.index(c)
+raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+raw = raw[:49] + b"allow=* /**"
+n = int.from_bytes(raw, "big")
+out = ""
+while n:
+    n, r = divmod(n, 62)
+    out = A[r] + out
+print("miosa-tok-" + out)
+"#,
+        dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples"),
+        ph = read_web
+    );
+    let env2 = env.clone();
+    let forged = blocking(move || python(&env2, &tamper)).await;
+    let forged = forged.stdout.trim().to_owned();
+    let refused = w
+        .curl("DELETE", "/repos/acme/web", &["-H", &bearer(&forged)])
+        .await;
+    assert_eq!(refused.error, "narrowed_refused", "{}", refused.raw);
+    assert!(refused.body.contains("does not verify"), "{}", refused.body);
+    // An echo of the token comes back as the narrowed placeholder, never the parent.
+    let echo_only = narrow_py(&env, p, &["allow=GET /echo-headers"]).await;
+    let echo = w
+        .curl("GET", "/echo-headers", &["-H", &bearer(&echo_only)])
+        .await;
+    assert_eq!(echo.status, 200, "{}", echo.raw);
+    assert!(echo.body.contains(&echo_only), "{}", echo.body);
+    assert!(
+        !echo.raw.contains(p.as_str()),
+        "the parent placeholder came back: {}",
+        echo.raw
+    );
+    // Nothing refused reached the upstream.
+    assert_eq!(
+        w.upstream_paths(),
+        [
+            "GET /repos/acme/web/pulls",
+            "GET /user",
+            "GET /user",
+            "GET /repos/acme/web/pulls",
+            "GET /echo-headers"
+        ]
+    );
+    w.assert_no_leak(&[&echo.raw, &refused.raw]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narrowing_with_bad_caveats_is_refused_by_the_cli() {
+    let out = std::process::Command::new(crate::support::airlock::binary())
+        .args([
+            "placeholder",
+            "narrow",
+            "miosa-tok-Parent0123456789abcdefghijkl",
+            "--allow",
+            "get /x",
+            "--ttl",
+            "10m",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("malformed caveat \"allow=get /x\""),
+        "{stderr}"
+    );
+    let out = std::process::Command::new(crate::support::airlock::binary())
+        .args([
+            "placeholder",
+            "narrow",
+            "miosa-tok-Parent0123456789abcdefghijkl",
+            "--ttl",
+            "soon",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl \"soon\""));
+}

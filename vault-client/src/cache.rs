@@ -375,6 +375,7 @@ mod tests {
                     inject: Some(crate::Injection::Bearer),
                     on_foreign_body: Default::default(),
                     rules: Default::default(),
+                    narrowed: None,
                 }),
                 token: SecretString::from("t"),
                 expires_at: Some(unix_now() + 3600),

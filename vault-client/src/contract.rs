@@ -41,10 +41,12 @@ pub enum ErrorCode {
     NotConnected,
     Unavailable,
     BadCredential,
+    /// A narrowed placeholder that does not verify or whose caveats refuse.
+    NarrowedRefused,
 }
 
 impl ErrorCode {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::UnknownPlaceholder,
         Self::WrongSandbox,
         Self::Revoked,
@@ -52,6 +54,7 @@ impl ErrorCode {
         Self::NotConnected,
         Self::Unavailable,
         Self::BadCredential,
+        Self::NarrowedRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl ErrorCode {
             Self::NotConnected => "not_connected",
             Self::Unavailable => "unavailable",
             Self::BadCredential => "bad_credential",
+            Self::NarrowedRefused => "narrowed_refused",
         }
     }
 
@@ -88,6 +92,7 @@ impl TokenError {
             Self::NotConnected { .. } => ErrorCode::NotConnected,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::BadCredential => ErrorCode::BadCredential,
+            Self::Narrowed { .. } => ErrorCode::NarrowedRefused,
         }
     }
 
@@ -97,7 +102,8 @@ impl TokenError {
             Self::WrongSandbox { binding }
             | Self::Revoked { binding }
             | Self::ReconnectNeeded { binding }
-            | Self::NotConnected { binding } => Some(binding),
+            | Self::NotConnected { binding }
+            | Self::Narrowed { binding, .. } => Some(binding),
             Self::UnknownPlaceholder | Self::Unavailable(_) | Self::BadCredential => None,
         }
     }
@@ -288,6 +294,7 @@ impl ResolvedAnswer {
                 inject: b.inject.as_deref().and_then(|s| Injection::parse(s).ok()),
                 on_foreign_body: b.on_foreign_body,
                 rules,
+                narrowed: None,
             }),
             token: self.token,
             expires_at: self.expires_at,
@@ -413,6 +420,10 @@ impl ErrorAnswer {
             Some(ErrorCode::ReconnectNeeded) => TokenError::ReconnectNeeded { binding: binding() },
             Some(ErrorCode::NotConnected) => TokenError::NotConnected { binding: binding() },
             Some(ErrorCode::BadCredential) => TokenError::BadCredential,
+            Some(ErrorCode::NarrowedRefused) => TokenError::Narrowed {
+                binding: binding(),
+                reason: self.error.clone(),
+            },
             Some(ErrorCode::Unavailable) | None => TokenError::Unavailable(self.error),
         }
     }
@@ -497,6 +508,7 @@ mod tests {
                 inject: Some(Injection::Bearer),
                 on_foreign_body: ForeignBody::Pass,
                 rules: Default::default(),
+                narrowed: None,
             }),
             token: SecretString::from("tok".to_owned()),
             expires_at: Some(5),

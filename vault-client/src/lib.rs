@@ -8,6 +8,7 @@
 mod cache;
 pub mod contract;
 mod hosts;
+mod narrow;
 mod placeholder;
 mod remote;
 mod rules;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 pub use cache::{CachedTokenSource, Layered, Swappable};
 pub use contract::{ConnectionStatus, ErrorCode};
 pub use hosts::{normalize_host, HostPattern, HostPatternError};
+pub use narrow::{narrow, narrow_id, Caveat, NarrowError, Narrowed, MAX_CAVEAT_BYTES};
 pub use placeholder::{
     generate_placeholder, is_valid_placeholder, DEFAULT_PREFIX,
     MIN_RANDOM_LEN as PLACEHOLDER_MIN_RANDOM_LEN,
@@ -244,6 +246,19 @@ pub struct Binding {
     pub on_foreign_body: ForeignBody,
     /// Which requests to its hosts may carry its token.
     pub rules: Arc<RequestRules>,
+    /// Set when the placeholder was a narrowed one: its caveats, checked
+    /// like rules but always enforced.
+    pub narrowed: Option<Arc<NarrowedBy>>,
+}
+
+/// What a narrowed placeholder's caveats say about the request itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NarrowedBy {
+    /// The placeholder as the sandbox sent it.
+    pub placeholder: String,
+    /// Each `allow=` caveat: the request must match every one.
+    pub allows: Vec<(String, RequestRules)>,
+    pub body_max: Option<u64>,
 }
 
 impl Binding {
@@ -313,6 +328,10 @@ pub enum TokenError {
     Unavailable(String),
     #[error("proxy credential rejected")]
     BadCredential,
+    /// A narrowed placeholder of binding `binding` refused: its chain does
+    /// not verify, or a caveat (expiry, uses, methods, paths, body size) says no.
+    #[error("narrowed placeholder of binding {binding}: {reason}")]
+    Narrowed { binding: String, reason: String },
 }
 
 /// The proxy's view of where tokens come from.

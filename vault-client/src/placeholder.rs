@@ -22,9 +22,14 @@ pub fn generate_placeholder(prefix: &str) -> String {
 
 /// A configured placeholder must look like a generated one, so that the proxy's
 /// scanner (prefix, then a run of base62) finds it whole.
+/// The longest run a chosen (configured) placeholder may have; longer runs
+/// are left to narrowed placeholders.
+pub const MAX_CHOSEN_LEN: usize = 128;
+
 pub fn is_valid_placeholder(prefix: &str, candidate: &str) -> bool {
     candidate.strip_prefix(prefix).is_some_and(|rest| {
-        rest.len() >= MIN_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+        (MIN_RANDOM_LEN..=MAX_CHOSEN_LEN).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric())
     })
 }
 

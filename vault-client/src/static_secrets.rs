@@ -44,6 +44,7 @@ impl StaticSecrets {
                     inject: None,
                     on_foreign_body: s.on_foreign_body,
                     rules: s.rules,
+                    narrowed: None,
                 };
                 (
                     s.placeholder,

@@ -117,7 +117,15 @@ pub(crate) async fn forward(
     audit.status = response.status().as_u16();
     let firewall = if screening {
         // Asked again: this request's swaps and refreshes are in it now.
-        shared.ledger.firewall(&audit.sandbox).await
+        let current = shared.ledger.firewall(&audit.sandbox).await;
+        let narrowed = swapper.narrowed_swaps();
+        if narrowed.is_empty() {
+            current
+        } else {
+            shared
+                .ledger
+                .firewall_for_narrowed(&audit.sandbox, &narrowed)
+        }
     } else {
         None
     };

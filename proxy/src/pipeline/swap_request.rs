@@ -33,12 +33,23 @@ pub(crate) async fn build(
     add_via: bool,
 ) -> Result<Request<ProxyBody>, ProxyError> {
     let mut rule_request = RuleRequest::new(&out.method, &out.path_and_query);
-    if let BodyPlan::Whole { data, .. } = body {
-        let content_type = out
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        rule_request = rule_request.with_body(data.clone(), content_type);
+    match body {
+        BodyPlan::Whole { data, .. } => {
+            let content_type = out
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            rule_request = rule_request.with_body(data.clone(), content_type);
+        }
+        BodyPlan::Empty => rule_request = rule_request.with_body_len(Some(0)),
+        _ => {
+            let announced = out
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            rule_request = rule_request.with_body_len(announced);
+        }
     }
     swapper.set_rule_request(rule_request);
     let pq = swapper

@@ -118,7 +118,13 @@ pub(crate) async fn websocket(
         Err(err) => return refuse(&mut audit, err),
     };
     audit.status = response.status().as_u16();
-    let firewall = if shared.settings.scrub_responses {
+    let narrowed = swapper.narrowed_swaps();
+    let firewall = if shared.settings.scrub_responses && !narrowed.is_empty() {
+        shared.ledger.firewall(&audit.sandbox).await;
+        shared
+            .ledger
+            .firewall_for_narrowed(&audit.sandbox, &narrowed)
+    } else if shared.settings.scrub_responses {
         shared.ledger.firewall(&audit.sandbox).await
     } else {
         None

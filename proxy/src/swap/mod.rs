@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use airlock_vault_client::{
-    Binding, Denial, ExposeSecret, ForeignBody, Injection, Resolved, RulesMode, SandboxId,
-    SecretString, SwapLocation, TokenError, TokenSource,
+    Binding, Denial, ExposeSecret, ForeignBody, Injection, NarrowError, NarrowedBy, Resolved,
+    RulesMode, SandboxId, SecretString, SwapLocation, TokenError, TokenSource,
 };
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -123,7 +123,20 @@ impl Swapper {
     /// The binding's rules, once per request. A dry-run binding's refusal is
     /// logged and marked for the audit line instead.
     fn check_rules(&mut self, binding: &Binding) -> Result<(), ProxyError> {
-        if binding.rules.is_open() || self.rules_passed.iter().any(|b| b == &binding.id) {
+        // A narrowed placeholder is judged apart from its parent's.
+        let key = binding
+            .narrowed
+            .as_ref()
+            .map_or(binding.id.as_str(), |n| n.placeholder.as_str());
+        if self.rules_passed.iter().any(|b| b == key) {
+            return Ok(());
+        }
+        if let Some(narrowed) = &binding.narrowed {
+            self.check_caveats(binding, narrowed)?;
+        }
+        let key = key.to_owned();
+        if binding.rules.is_open() {
+            self.rules_passed.push(key);
             return Ok(());
         }
         let verdict = match &self.rule_request {
@@ -136,8 +149,49 @@ impl Swapper {
         if let Err(denial) = verdict {
             self.rule_refusal(&binding.id, binding.rules.mode(), denial.to_string())?;
         }
-        self.rules_passed.push(binding.id.clone());
+        self.rules_passed.push(key);
         Ok(())
+    }
+
+    /// A narrowed placeholder's caveats about the request: always enforced,
+    /// whatever the binding's own rules mode.
+    fn check_caveats(&self, binding: &Binding, narrowed: &NarrowedBy) -> Result<(), ProxyError> {
+        let refuse = |reason: NarrowError| {
+            ProxyError::Token(TokenError::Narrowed {
+                binding: binding.id.clone(),
+                reason: reason.to_string(),
+            })
+        };
+        let Some(request) = &self.rule_request else {
+            return Err(refuse(NarrowError::NotAllowed {
+                caveat: "(this kind of request cannot be checked)".into(),
+            }));
+        };
+        for (caveat, rules) in &narrowed.allows {
+            if request.check(rules).is_err() {
+                return Err(refuse(NarrowError::NotAllowed {
+                    caveat: caveat.clone(),
+                }));
+            }
+        }
+        if let Some(max) = narrowed.body_max {
+            if request.body_len().is_none_or(|len| len > max) {
+                return Err(refuse(NarrowError::BodyTooLarge { max }));
+            }
+        }
+        Ok(())
+    }
+
+    /// (narrowed placeholder, token) of everything swapped from a narrowed
+    /// placeholder: the response firewall gives those back, not the root.
+    pub fn narrowed_swaps(&self) -> Vec<(String, SecretString)> {
+        self.resolved
+            .iter()
+            .filter_map(|(_, r)| {
+                let n = r.binding.narrowed.as_ref()?;
+                Some((n.placeholder.clone(), r.token.clone()))
+            })
+            .collect()
     }
 
     fn rule_refusal(&self, binding: &str, mode: RulesMode, rule: String) -> Result<(), ProxyError> {

@@ -9,7 +9,7 @@ use airlock_vault_client::PLACEHOLDER_MIN_RANDOM_LEN;
 
 /// Longest base62 run a placeholder may have; longer runs are refused whole
 /// (and bound how much a stream holds back).
-pub const MAX_RANDOM_LEN: usize = 128;
+pub const MAX_RANDOM_LEN: usize = 512;
 
 /// How a placeholder's dashes were written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -87,6 +87,7 @@ impl MockTokens {
             inject: None,
             on_foreign_body: ForeignBody::Pass,
             rules: Default::default(),
+            narrowed: None,
         };
         configure(&mut binding);
         let resolved = Resolved {

@@ -37,7 +37,7 @@ pub fn status(e: &VaultError) -> StatusCode {
 pub fn token_status(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::UnknownPlaceholder => StatusCode::NOT_FOUND,
-        ErrorCode::WrongSandbox => StatusCode::FORBIDDEN,
+        ErrorCode::WrongSandbox | ErrorCode::NarrowedRefused => StatusCode::FORBIDDEN,
         ErrorCode::Revoked => StatusCode::GONE,
         ErrorCode::ReconnectNeeded | ErrorCode::NotConnected => StatusCode::CONFLICT,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
