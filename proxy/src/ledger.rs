@@ -13,7 +13,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use airlock_vault_client::{
-    ExposeSecret, Guarded, Resolved, SandboxId, SecretString, TokenError, TokenSource,
+    ExposeSecret, Guarded, Resolved, SandboxId, SandboxStatus, SecretString, TokenError,
+    TokenSource,
 };
 use dashmap::DashMap;
 
@@ -257,6 +258,11 @@ impl TokenSource for TokenLedger {
         self.inner.guarded(sandbox).await
     }
 
+    async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+        // Holds no token: nothing to record.
+        self.inner.status(sandbox).await
+    }
+
     fn generation(&self) -> u64 {
         self.inner.generation()
     }
@@ -312,6 +318,9 @@ mod tests {
         }
         async fn authenticate(&self, _: &str, _: &str) -> Result<SandboxId, TokenError> {
             Err(TokenError::BadCredential)
+        }
+        async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+            Ok(SandboxStatus::empty(sandbox))
         }
         async fn guarded(&self, _: &SandboxId) -> Result<Vec<Guarded>, TokenError> {
             self.listed

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use airlock_vault_client::{
-    Binding, BindingKind, Guarded, HostPattern, Resolved, SandboxId, SwapLocation, TokenError,
-    TokenSource,
+    Binding, BindingKind, Guarded, HostPattern, Resolved, SandboxId, SandboxStatus, SwapLocation,
+    TokenError, TokenSource,
 };
 use secrecy::SecretString;
 
@@ -290,6 +290,12 @@ impl TokenSource for Vault {
 
     async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<Guarded>, TokenError> {
         self.guarded_tokens(sandbox)
+            .await
+            .map_err(|e| TokenError::Unavailable(e.to_string()))
+    }
+
+    async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+        self.sandbox_status(sandbox)
             .await
             .map_err(|e| TokenError::Unavailable(e.to_string()))
     }
