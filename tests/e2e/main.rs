@@ -22,6 +22,7 @@ mod oidc_accounts;
 #[cfg(feature = "otel")]
 mod otel;
 mod replay;
+mod status;
 mod vault;
 mod vault_admin;
 mod vault_errors;
