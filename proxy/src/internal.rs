@@ -108,11 +108,15 @@ pub(crate) async fn handle(
     mut audit: AuditRecord,
 ) -> ToSandbox {
     let sandbox = audit.sandbox.clone();
+    audit.outcome = Outcome::InternalApi;
     let (status, body, allow) = match answer(shared, method, path, &sandbox).await {
         Ok(body) => (StatusCode::OK, body, false),
         Err((error, message)) => {
             if let ApiError::Unavailable = error {
                 tracing::warn!(%sandbox, %message, "sandbox status unavailable");
+                // Counted and audited like any request the vault could not serve.
+                let err = ProxyError::from(TokenError::Unavailable(message.clone()));
+                audit.outcome = Outcome::from(&err);
             }
             let body = serde_json::to_vec(&ErrorBody {
                 version: STATUS_VERSION,
@@ -138,11 +142,6 @@ pub(crate) async fn handle(
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     audit.status = status.as_u16();
-    audit.outcome = if status == StatusCode::SERVICE_UNAVAILABLE {
-        Outcome::Refused("vault_unavailable")
-    } else {
-        Outcome::InternalApi
-    };
     let firewall = if shared.settings.scrub_responses {
         shared.ledger.firewall(&sandbox).await
     } else {
