@@ -69,6 +69,8 @@ pub enum Outcome {
     /// The client hung up before its TLS handshake began.
     ClientClosed,
     MintFailed,
+    /// Answered by airlock itself (`airlock.internal`), whatever the status.
+    InternalApi,
 }
 
 impl Outcome {
@@ -86,6 +88,7 @@ impl Outcome {
             Self::TlsHandshakeTimeout => "tls_handshake_timeout",
             Self::ClientClosed => "client_closed",
             Self::MintFailed => "mint_failed",
+            Self::InternalApi => "internal_api",
         }
     }
 

@@ -38,6 +38,9 @@ pub(crate) async fn handle(
         Err(err) => return refuse(&mut audit, err),
     };
     let settings = &shared.settings;
+    if crate::internal::is_internal(&host) {
+        return internal(shared, req, sandbox, port, audit);
+    }
     if let Err(err) = shared.check_port(port) {
         return refuse(&mut audit, err);
     }
@@ -70,29 +73,72 @@ pub(crate) async fn handle(
         );
     };
     if intercepts(shared, &sandbox, &host).await {
-        let shared = shared.clone();
         let ctx = InterceptCtx {
             sandbox,
             host,
             port,
             sni_mismatch: None,
         };
-        let span = tracing::debug_span!("intercept", host = %ctx.host, port = ctx.port, sandbox = %ctx.sandbox);
-        tokio::spawn(
-            async move {
-                let _slot = slot;
-                match hyper::upgrade::on(req).await {
-                    Ok(upgraded) => {
-                        crate::intercept::serve(shared, TokioIo::new(upgraded), ctx).await
-                    }
-                    Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
-                }
-            }
-            .instrument(span),
-        );
-        return ToSandbox::local(Response::new(empty()));
+        return intercept(shared, req, ctx, slot);
     }
     crate::tunnel::open(shared, req, &host, addrs.unwrap_or_default(), slot, audit).await
+}
+
+/// `CONNECT airlock.internal:443`: airlock answers inside the TLS itself,
+/// so there is no destination to judge, resolve or dial, and
+/// `allowed_ports` does not apply; any other port is refused.
+fn internal(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    sandbox: SandboxId,
+    port: u16,
+    mut audit: crate::audit::AuditRecord,
+) -> ToSandbox {
+    if port != crate::internal::TLS_PORT {
+        return refuse(
+            &mut audit,
+            crate::internal::wrong_port(port, crate::internal::TLS_PORT),
+        );
+    }
+    let limit = shared.settings.max_connections_per_sandbox;
+    let Some(slot) = shared.connections.acquire(&sandbox, limit) else {
+        return refuse(
+            &mut audit,
+            ProxyError::TooManyConnections {
+                sandbox: sandbox.to_string(),
+                limit,
+            },
+        );
+    };
+    let ctx = InterceptCtx {
+        sandbox,
+        host: crate::INTERNAL_HOST.to_owned(),
+        port,
+        sni_mismatch: None,
+    };
+    intercept(shared, req, ctx, slot)
+}
+
+/// Answers `200` and terminates the sandbox's TLS once the connection is upgraded.
+fn intercept(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    ctx: InterceptCtx,
+    slot: crate::limits::Slot,
+) -> ToSandbox {
+    let shared = shared.clone();
+    let span = tracing::debug_span!("intercept", host = %ctx.host, port = ctx.port, sandbox = %ctx.sandbox);
+    tokio::spawn(
+        async move {
+            let _slot = slot;
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => crate::intercept::serve(shared, TokioIo::new(upgraded), ctx).await,
+                Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    ToSandbox::local(Response::new(empty()))
 }
 
 /// Whether a CONNECT to `host` has its TLS terminated: every host under

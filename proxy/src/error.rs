@@ -306,7 +306,8 @@ impl From<&DialError> for ProxyError {
             DialError::Denied { .. }
             | DialError::BadHost { .. }
             | DialError::Policy { .. }
-            | DialError::OwnListener { .. } => Self::EgressDenied(msg),
+            | DialError::OwnListener { .. }
+            | DialError::Reserved { .. } => Self::EgressDenied(msg),
             DialError::Dns { .. } | DialError::NoAddress { .. } => Self::Dns(msg),
             DialError::Connect { .. } => Self::Connect(msg),
             DialError::Timeout { .. } => Self::Timeout(msg),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use airlock_vault_client::{
     narrow_id, Caveat, ExposeSecret, Guarded, NarrowError, Narrowed, NarrowedBy, Requirement,
-    Resolved, SandboxId, SecretString, TokenError, TokenSource,
+    Resolved, SandboxId, SandboxStatus, SecretString, TokenError, TokenSource,
 };
 use dashmap::DashMap;
 
@@ -394,6 +394,11 @@ impl TokenSource for TokenLedger {
         self.inner.guarded(sandbox).await
     }
 
+    async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+        // Holds no token: nothing to record.
+        self.inner.status(sandbox).await
+    }
+
     fn generation(&self) -> u64 {
         self.inner.generation()
     }
@@ -454,6 +459,9 @@ mod tests {
         }
         async fn authenticate(&self, _: &str, _: &str) -> Result<SandboxId, TokenError> {
             Err(TokenError::BadCredential)
+        }
+        async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+            Ok(SandboxStatus::empty(sandbox))
         }
         async fn guarded(&self, _: &SandboxId) -> Result<Vec<Guarded>, TokenError> {
             self.listed

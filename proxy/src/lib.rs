@@ -23,6 +23,7 @@ pub mod firewall;
 pub mod headers;
 mod http_server;
 mod intercept;
+mod internal;
 pub mod ledger;
 pub mod limits;
 mod listen;
@@ -51,6 +52,10 @@ use airlock_vault_client::TokenSource;
 use tokio::net::TcpListener;
 
 pub use error::{ProxyError, Side};
+
+/// The name airlock answers itself (the sandbox's status API): never
+/// resolved, never dialled, whatever DNS or a `[resolve]` entry says.
+pub const INTERNAL_HOST: &str = "airlock.internal";
 pub use settings::{InterceptMode, ProxySettings};
 pub use telemetry::Telemetry;
 

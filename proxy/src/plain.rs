@@ -39,6 +39,17 @@ pub(crate) async fn handle(
             ProxyError::BadRequest("request URL has no valid host".into()),
         );
     }
+    if crate::internal::is_internal(&host) {
+        // Answered here on its own port, whatever `allowed_ports` says.
+        if port != crate::internal::PLAIN_PORT {
+            return refuse(
+                &mut audit,
+                crate::internal::wrong_port(port, crate::internal::PLAIN_PORT),
+            );
+        }
+        let path = req.uri().path().to_owned();
+        return crate::internal::handle(shared, req.method(), &path, audit).await;
+    }
     if let Err(err) = shared.check_port(port) {
         return refuse(&mut audit, err);
     }

@@ -130,6 +130,8 @@ pub struct VaultSection {
     /// so refresh tokens that lapse when unused stay alive (default 86400; 0 = off).
     pub keepalive_refresh_secs: Option<u64>,
     pub state_ttl_secs: Option<u64>,
+    /// How long a one-time connect link from a sandbox's status works (default 3600).
+    pub connect_link_ttl_secs: Option<u64>,
     /// How long one revocation request at a provider may take.
     pub revoke_timeout_secs: Option<u64>,
     /// A failed revocation is retried after this long, doubling up to `revoke_retry_max_secs`.

@@ -76,6 +76,7 @@ impl VaultSection {
         };
         VaultSettings {
             state_ttl: at_least_one(self.state_ttl_secs, d.state_ttl),
+            connect_link_ttl: at_least_one(self.connect_link_ttl_secs, d.connect_link_ttl),
             refresh_window: secs(self.refresh_window_secs, d.refresh_window),
             refresh_fraction: self.refresh_fraction.unwrap_or(d.refresh_fraction),
             refresh_backoff: secs(self.refresh_backoff_secs, d.refresh_backoff),

@@ -308,6 +308,16 @@ async fn a_proxy_alone_gets_tokens_from_a_remote_vault() {
     let (status, body) = w.sandbox_get(&sandbox_env, "/api/me").await;
     assert_eq!(status, 200, "{body}");
     assert!(w.provider.api_authorizations()[0].starts_with("Bearer acme_at_"));
+    // The sandbox's status comes from the remote vault too.
+    let status_env = sandbox_env.clone();
+    let out = crate::support::blocking(move || {
+        crate::support::clients::curl(&status_env, &["https://airlock.internal/v1/status/acme"])
+    })
+    .await;
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    assert_eq!(doc["sandbox"], created["id"]);
+    assert_eq!(doc["credential"]["state"], "connected", "{doc}");
     assert!(!proxy.logs().contains(CLIENT_SECRET));
 }
 

@@ -389,3 +389,95 @@ async fn agent_example_uses_github_and_slack_each_with_its_own_token() {
     assert!(logs.contains("swapped=secret:GITHUB_TOKEN"), "{logs}");
     w.assert_no_leak(&out);
 }
+
+/// The status examples against the vault's fake provider: the account is
+/// not connected until the "user" opens the link the example printed.
+mod status {
+    use super::*;
+    use crate::vault::{world, API};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_sh_lists_credentials_and_exits_by_state() {
+        let w = world("", "").await;
+        let env = w.airlock.env.clone();
+        let script = example("status.sh");
+        let all = blocking({
+            let (env, script) = (env.clone(), script.clone());
+            move || run_example("bash", &[script.to_str().unwrap()], &env)
+        })
+        .await;
+        assert!(all.success(), "{}", all.stderr);
+        assert!(
+            all.stdout.contains(r#""variable":"ACME_TOKEN""#),
+            "{}",
+            all.stdout
+        );
+        let one = blocking({
+            let (env, script) = (env.clone(), script.clone());
+            move || run_example("bash", &[script.to_str().unwrap(), "acme"], &env)
+        })
+        .await;
+        assert_eq!(one.status, 3, "{}\n{}", one.stdout, one.stderr);
+        assert!(
+            one.stderr
+                .contains("acme is not_connected: ask your user to open http://"),
+            "{}",
+            one.stderr
+        );
+        let missing =
+            blocking(move || run_example("bash", &[script.to_str().unwrap(), "NOPE"], &env)).await;
+        assert_eq!(missing.status, 1, "{}", missing.stderr);
+        assert!(missing.stderr.contains("not_found"), "{}", missing.stderr);
+        w.assert_no_secret_in(&[&all.stdout, &one.stdout]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn agent_status_py_shows_the_link_waits_for_the_user_then_calls_the_api() {
+        let w = world("", "").await;
+        let env = with_env(
+            &w.airlock.env,
+            &[
+                ("CREDENTIAL", "ACME_TOKEN"),
+                ("API_URL", &format!("https://{API}/api/me")),
+                ("WAIT_SECS", "40"),
+            ],
+        );
+        let script = example("agent_status.py");
+        let agent = tokio::task::spawn_blocking(move || {
+            run_example("python3", &[script.to_str().unwrap()], &env)
+        });
+        // The user opens the link the agent is showing (the status hands
+        // out the same one to every reader).
+        let link = loop {
+            let env = w.airlock.env.clone();
+            let out = blocking(move || {
+                clients::curl(&env, &["https://airlock.internal/v1/status/ACME_TOKEN"])
+            })
+            .await;
+            let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+            if let Some(link) = doc["credential"]["connect_url"].as_str() {
+                break link.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let page = w.follow(&link).await;
+        assert!(page.contains("Connected"), "{page}");
+        let out = agent.await.unwrap();
+        assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
+        assert!(
+            out.stdout.contains(&format!(
+                "ACME_TOKEN is not_connected: ask your user to open {link}"
+            )),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout
+                .contains("ACME_TOKEN connected (scopes: read write); GET /api/me -> 200"),
+            "{}",
+            out.stdout
+        );
+        w.assert_no_secret_in(&[&out.stdout, &out.stderr]);
+    }
+}

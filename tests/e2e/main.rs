@@ -23,6 +23,7 @@ mod oidc_accounts;
 mod otel;
 mod replay;
 mod rules;
+mod status;
 mod vault;
 mod vault_admin;
 mod vault_errors;

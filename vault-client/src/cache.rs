@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use crate::{Requirement, Resolved, SandboxId, TokenError, TokenSource};
+use crate::{Requirement, Resolved, SandboxId, SandboxStatus, TokenError, TokenSource};
 
 /// A token is used until this long before it expires.
 const EXPIRY_MARGIN_SECS: i64 = 30;
@@ -181,6 +181,12 @@ impl TokenSource for CachedTokenSource {
         self.inner.guarded(sandbox).await
     }
 
+    async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+        // Not cached: a sandbox polling for "connected" must see it at once,
+        // and status is asked by people, not on every request.
+        self.inner.status(sandbox).await
+    }
+
     fn generation(&self) -> u64 {
         self.inner.generation()
     }
@@ -258,6 +264,10 @@ impl TokenSource for Swappable {
         self.get().guarded(sandbox).await
     }
 
+    async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+        self.get().status(sandbox).await
+    }
+
     fn generation(&self) -> u64 {
         self.get()
             .generation()
@@ -328,6 +338,13 @@ impl TokenSource for Layered {
         Ok(all)
     }
 
+    /// Both lists; a variable both name is the first's, as its placeholder is.
+    async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+        let mut status = self.first.status(sandbox).await?;
+        status.merge(self.second.status(sandbox).await?.credentials);
+        Ok(status)
+    }
+
     fn generation(&self) -> u64 {
         self.first
             .generation()
@@ -393,6 +410,21 @@ mod tests {
         async fn authenticate(&self, _: &str, _: &str) -> Result<SandboxId, TokenError> {
             Err(TokenError::BadCredential)
         }
+        async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let mut status = SandboxStatus::empty(sandbox);
+            status.merge(vec![crate::CredentialStatus {
+                variable: "X".into(),
+                kind: crate::CredentialKind::Oauth,
+                provider: Some("x".into()),
+                hosts: vec![],
+                state: crate::CredentialState::NotConnected,
+                scopes: vec![],
+                expires_at: None,
+                connect_url: None,
+            }]);
+            Ok(status)
+        }
         fn generation(&self) -> u64 {
             self.generation.load(Ordering::SeqCst)
         }
@@ -428,6 +460,60 @@ mod tests {
             inner.calls.load(Ordering::SeqCst),
             3,
             "unknown placeholders are cached briefly"
+        );
+    }
+
+    #[tokio::test]
+    async fn status_is_asked_every_time_and_layers_merge_first_wins() {
+        let inner = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            generation: AtomicU64::new(1),
+        });
+        let cache = CachedTokenSource::new(inner.clone());
+        let sandbox = SandboxId::new("sb");
+        cache.status(&sandbox).await.unwrap();
+        cache.status(&sandbox).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2, "never cached");
+
+        let secret = crate::StaticSecret {
+            name: "X".into(),
+            value: SecretString::from("real"),
+            placeholder: crate::generate_placeholder("miosa-tok-"),
+            hosts: vec![],
+            swap_in: SwapLocation::defaults(),
+            on_foreign_body: Default::default(),
+            rules: Default::default(),
+        };
+        let secret2 = crate::StaticSecret {
+            name: "A_KEY".into(),
+            value: SecretString::from("real2"),
+            placeholder: crate::generate_placeholder("miosa-tok-"),
+            hosts: vec![],
+            swap_in: SwapLocation::defaults(),
+            on_foreign_body: Default::default(),
+            rules: Default::default(),
+        };
+        let layered = Layered {
+            first: Arc::new(crate::StaticSecrets::new(
+                "miosa-tok-",
+                sandbox.clone(),
+                vec![secret, secret2],
+            )),
+            second: inner.clone(),
+        };
+        let status = layered.status(&sandbox).await.unwrap();
+        let names: Vec<_> = status
+            .credentials
+            .iter()
+            .map(|c| (c.variable.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("A_KEY", crate::CredentialKind::Static),
+                ("X", crate::CredentialKind::Static)
+            ],
+            "sorted; the config file's X hides the vault's"
         );
     }
 }

@@ -27,6 +27,7 @@ pub mod paths {
     pub const GUARDED: &str = "/v1/service/guarded";
     pub const AUTHENTICATE: &str = "/v1/service/authenticate";
     pub const BOUND_HOST: &str = "/v1/service/bound-host";
+    pub const STATUS: &str = "/v1/service/status";
 }
 
 /// Why the vault could not give a token: the `code` of a service API error
@@ -157,6 +158,129 @@ impl fmt::Display for ConnectionStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The version of the sandbox status document ([`SandboxStatus`]). Raised
+/// only when a field changes meaning or goes away; new fields do not raise it.
+pub const STATUS_VERSION: u32 = 1;
+
+/// Where one of a sandbox's credentials stands, as the sandbox may be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialState {
+    /// Requests with its placeholder get the real token.
+    Connected,
+    /// No account is connected that the sandbox can see: a human must connect one.
+    NotConnected,
+    /// The provider refused the grant: a human must connect again.
+    ReconnectNeeded,
+    /// Connected, but without a scope the sandbox needed (reported only
+    /// once the vault knows it).
+    InsufficientScope,
+}
+
+impl CredentialState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::NotConnected => "not_connected",
+            Self::ReconnectNeeded => "reconnect_needed",
+            Self::InsufficientScope => "insufficient_scope",
+        }
+    }
+
+    /// Whether a human must act (connect, reconnect, grant more) before it works.
+    pub fn needs_human(self) -> bool {
+        !matches!(self, Self::Connected)
+    }
+}
+
+impl fmt::Display for CredentialState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a credential is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// An OAuth connection's access token, kept fresh by the vault.
+    Oauth,
+    /// A fixed secret (`[[secret]]`, or the vault's static secrets).
+    Static,
+}
+
+/// One credential of a sandbox. Holds names, hosts, states, scopes, times
+/// and a link, and no field that could hold a token: it is built from
+/// bindings and connection rows, never from their sealed values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialStatus {
+    /// The sandbox's environment variable holding the placeholder.
+    pub variable: String,
+    pub kind: CredentialKind,
+    /// The provider's name for OAuth credentials; `None` for static secrets.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Hosts the token may be sent to (patterns such as `*.example.com`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub state: CredentialState,
+    /// Scopes granted to the connection (OAuth); empty for static secrets.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// When the current access token expires (Unix seconds), when known.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// A one-time link a human opens to connect (or reconnect) the account,
+    /// for states that need one; `None` when connected or when no OAuth app
+    /// is registered for the provider.
+    #[serde(default)]
+    pub connect_url: Option<String>,
+}
+
+/// The calling sandbox's view of its credentials: the document
+/// `GET http://airlock.internal/v1/status` answers with, and the answer of
+/// `POST /v1/service/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxStatus {
+    pub version: u32,
+    pub sandbox: String,
+    /// Sorted by variable name.
+    #[serde(default)]
+    pub credentials: Vec<CredentialStatus>,
+}
+
+impl SandboxStatus {
+    /// A document with no credentials yet.
+    pub fn empty(sandbox: &SandboxId) -> Self {
+        Self {
+            version: STATUS_VERSION,
+            sandbox: sandbox.as_str().to_owned(),
+            credentials: Vec::new(),
+        }
+    }
+
+    /// Adds `more`, keeping an entry already present for the same variable
+    /// (the first source wins, as it does for placeholders), sorted by variable.
+    pub fn merge(&mut self, more: Vec<CredentialStatus>) {
+        for c in more {
+            if !self
+                .credentials
+                .iter()
+                .any(|have| have.variable == c.variable)
+            {
+                self.credentials.push(c);
+            }
+        }
+        self.credentials.sort_by(|a, b| a.variable.cmp(&b.variable));
+    }
+}
+
+/// `POST /v1/service/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusRequest {
+    pub sandbox: String,
 }
 
 fn expose<S: Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {

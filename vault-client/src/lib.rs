@@ -19,7 +19,10 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use cache::{CachedTokenSource, Layered, Swappable};
-pub use contract::{ConnectionStatus, ErrorCode};
+pub use contract::{
+    ConnectionStatus, CredentialKind, CredentialState, CredentialStatus, ErrorCode, SandboxStatus,
+    STATUS_VERSION,
+};
 pub use hosts::{normalize_host, HostPattern, HostPatternError};
 pub use narrow::{narrow, narrow_id, Caveat, NarrowError, Narrowed, MAX_CAVEAT_BYTES};
 pub use placeholder::{
@@ -383,6 +386,13 @@ pub trait TokenSource: Send + Sync + 'static {
         let _ = sandbox;
         Ok(Vec::new())
     }
+
+    /// What `sandbox` may know of its own credentials: each one's state,
+    /// scopes, expiry and, where a human must act, a connect link. Never a
+    /// token, and nothing of another sandbox. Not cached for long: a state
+    /// change must show at once. No default, like `may_swap_body`: a
+    /// wrapper that forgot to pass it on would hide every credential.
+    async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError>;
 
     /// Bumped whenever bindings may have been revoked (disconnect, sandbox
     /// deleted), so caches in front of this source drop what they hold.

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::contract::{
     paths, AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest, ErrorAnswer,
-    GuardedAnswer, GuardedRequest, ResolveRequest, ResolvedAnswer,
+    GuardedAnswer, GuardedRequest, ResolveRequest, ResolvedAnswer, SandboxStatus, StatusRequest,
 };
 use crate::{Guarded, Requirement, Resolved, SandboxId, TokenError, TokenSource};
 
@@ -144,6 +144,16 @@ impl TokenSource for RemoteVault {
             .await
             .map(|a| a.required)
             .unwrap_or_default()
+    }
+
+    async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+        let request = StatusRequest {
+            sandbox: sandbox.as_str().to_owned(),
+        };
+        let mut status: SandboxStatus = self.call(paths::STATUS, &request).await?;
+        // The document is about the sandbox that asked, whatever came back.
+        status.sandbox = sandbox.as_str().to_owned();
+        Ok(status)
     }
 
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
@@ -362,6 +372,44 @@ mod tests {
             matches!(&err, TokenError::Unavailable(m) if m.ends_with("the service token was refused")),
             "{err:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn status_sends_the_sandbox_and_reads_the_document() {
+        let (base, seen) = server(|_| {
+            (
+                200,
+                json!({
+                    "version": 1,
+                    "sandbox": "sb",
+                    "credentials": [{
+                        "variable": "GITHUB_TOKEN",
+                        "kind": "oauth",
+                        "provider": "github",
+                        "hosts": ["api.github.com"],
+                        "state": "not_connected",
+                        "scopes": [],
+                        "expires_at": null,
+                        "connect_url": "http://vault/connect/abc",
+                    }],
+                })
+                .to_string(),
+            )
+        })
+        .await;
+        let status = client(&base).status(&SandboxId::new("sb")).await.unwrap();
+        assert_eq!(status.credentials.len(), 1);
+        assert_eq!(
+            status.credentials[0].state,
+            crate::CredentialState::NotConnected
+        );
+        assert_eq!(
+            status.credentials[0].connect_url.as_deref(),
+            Some("http://vault/connect/abc")
+        );
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].0, "/v1/service/status");
+        assert_eq!(seen[0].2, json!({ "sandbox": "sb" }));
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
+use crate::contract::{CredentialKind, CredentialState, CredentialStatus, SandboxStatus};
 use crate::{
     Binding, BindingKind, ForeignBody, Guarded, HostPattern, RequestRules, Requirement, Resolved,
     SandboxId, SwapLocation, TokenError, TokenSource,
@@ -146,6 +147,30 @@ impl TokenSource for StaticSecrets {
                 .any(|r| r.binding.allows_host(host) && r.binding.allows(SwapLocation::Body))
     }
 
+    async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+        let mut status = SandboxStatus::empty(sandbox);
+        if sandbox != &self.sandbox {
+            return Ok(status);
+        }
+        // A config-file secret is there as long as the file says so.
+        status.merge(
+            self.by_placeholder
+                .values()
+                .map(|r| CredentialStatus {
+                    variable: r.binding.name.clone(),
+                    kind: CredentialKind::Static,
+                    provider: None,
+                    hosts: r.binding.hosts.iter().map(|h| h.to_string()).collect(),
+                    state: CredentialState::Connected,
+                    scopes: Vec::new(),
+                    expires_at: None,
+                    connect_url: None,
+                })
+                .collect(),
+        );
+        Ok(status)
+    }
+
     async fn authenticate(&self, sandbox_id: &str, _secret: &str) -> Result<SandboxId, TokenError> {
         // Static secrets serve only the sidecar sandbox, which needs no credential.
         if sandbox_id == self.sandbox.as_str() {
@@ -205,6 +230,24 @@ mod tests {
             !src.is_bound_host(&SandboxId::default_sandbox(), "example.com")
                 .await
         );
+    }
+
+    #[tokio::test]
+    async fn status_lists_secrets_as_connected_for_their_sandbox_only() {
+        let (src, _) = source();
+        let status = src.status(&SandboxId::default_sandbox()).await.unwrap();
+        assert_eq!(status.version, crate::STATUS_VERSION);
+        assert_eq!(status.credentials.len(), 1);
+        let c = &status.credentials[0];
+        assert_eq!(c.variable, "GITHUB_TOKEN");
+        assert_eq!(c.kind, CredentialKind::Static);
+        assert_eq!(c.state, CredentialState::Connected);
+        assert_eq!(c.hosts, vec!["api.github.com".to_owned()]);
+        let json = serde_json::to_string(&status).unwrap();
+        assert!(!json.contains("ghp_real"), "{json}");
+        let other = src.status(&SandboxId::new("other")).await.unwrap();
+        assert!(other.credentials.is_empty());
+        assert_eq!(other.sandbox, "other");
     }
 
     #[tokio::test]

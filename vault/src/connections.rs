@@ -52,6 +52,21 @@ impl Vault {
         scopes: Option<Vec<String>>,
         environment: &str,
     ) -> Result<ConnectStarted, VaultError> {
+        self.start_connect_from(tenant, scope, provider_name, scopes, environment, None)
+            .await
+    }
+
+    /// [`Self::start_connect`], from the connect link whose hash is `link`
+    /// when there is one: completing the flow uses that link up.
+    pub(crate) async fn start_connect_from(
+        &self,
+        tenant: &str,
+        scope: &Scope,
+        provider_name: &str,
+        scopes: Option<Vec<String>>,
+        environment: &str,
+        link: Option<String>,
+    ) -> Result<ConnectStarted, VaultError> {
         check_name("tenant", tenant)?;
         let provider = self.provider(provider_name)?;
         if provider.authorize_url.is_none() {
@@ -88,6 +103,7 @@ impl Vault {
                 .keyring
                 .seal("oauth_states.pkce_verifier", &state_hash, &verifier),
             expires_at,
+            connect_link: link,
         };
         self.store.insert_state(&state_hash, &row).await?;
         Ok(ConnectStarted {
@@ -127,15 +143,38 @@ impl Vault {
         let code = code
             .filter(|c| !c.is_empty())
             .ok_or_else(|| VaultError::Invalid("the callback carries no code".into()))?;
+        let Some(link) = row.connect_link.clone() else {
+            return self.exchange_and_store(&row, &state_hash, code).await;
+        };
+        // A link connects once: a second flow started from it (another tab)
+        // is refused before its code is exchanged.
+        if !self.store.use_link(&link).await? {
+            return Err(VaultError::Gone(
+                "this connect link was already used: the account is connected".into(),
+            ));
+        }
+        let result = self.exchange_and_store(&row, &state_hash, code).await;
+        if result.is_err() {
+            // Nothing was connected: the link may be tried again.
+            self.store.unuse_link(&link).await?;
+        }
+        result
+    }
+
+    /// Exchanges the callback's code and stores the connection it grants.
+    async fn exchange_and_store(
+        &self,
+        row: &StateRow,
+        state_hash: &str,
+        code: &str,
+    ) -> Result<ConnectionView, VaultError> {
         let provider = self.provider(&row.provider)?;
         let app = self
             .app_creds(&row.tenant, &row.provider, &row.environment)
             .await?;
-        let verifier = self.keyring.open(
-            "oauth_states.pkce_verifier",
-            &state_hash,
-            &row.pkce_verifier,
-        )?;
+        let verifier =
+            self.keyring
+                .open("oauth_states.pkce_verifier", state_hash, &row.pkce_verifier)?;
         let creds = app.for_exchange(None);
         let granted = self
             .oauth

@@ -227,6 +227,9 @@ pub enum VaultError {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// Something that existed and can no longer be used (an expired or used connect link).
+    #[error("{0}")]
+    Gone(String),
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
     #[error("configuration error: {0}")]

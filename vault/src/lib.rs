@@ -20,12 +20,14 @@ mod revoke;
 mod sandboxes;
 mod scope;
 mod secrets;
+mod status;
 mod tokens;
 
 pub use apps::AppView;
 pub use connections::{ConnectStarted, ConnectionView, NO_REFRESH_TOKEN_WARNING};
 pub use sandboxes::{NewSandbox, SandboxCreated, SandboxView};
 pub use scope::Scope;
+pub use status::CONNECT_LINK_PATH;
 
 pub use tokens::{RefreshCounts, RefreshStats};
 
@@ -56,6 +58,8 @@ pub struct VaultSettings {
     pub placeholder_prefix: String,
     /// How long a connect link (its `state`) stays usable.
     pub state_ttl: Duration,
+    /// How long a one-time connect link from a sandbox's status stays usable.
+    pub connect_link_ttl: Duration,
     /// Refresh when the token has less than min(window, fraction × lifetime) left.
     pub refresh_window: Duration,
     pub refresh_fraction: f64,
@@ -89,6 +93,7 @@ impl Default for VaultSettings {
             proxy_url: "http://127.0.0.1:8080".into(),
             placeholder_prefix: airlock_vault_client::DEFAULT_PREFIX.into(),
             state_ttl: Duration::from_secs(600),
+            connect_link_ttl: Duration::from_secs(3600),
             refresh_window: Duration::from_secs(300),
             refresh_fraction: 0.1,
             refresh_backoff: Duration::from_secs(30),

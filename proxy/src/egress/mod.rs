@@ -108,6 +108,8 @@ pub enum DialError {
     Policy { host: String, rule: String },
     #[error("destination {host} ({addr}) is one of airlock's own listeners")]
     OwnListener { host: String, addr: SocketAddr },
+    #[error("{host} is answered by airlock itself and is never dialled")]
+    Reserved { host: String },
 }
 
 /// The operator's lists, checked before the default address guard.
@@ -262,6 +264,10 @@ impl Dialer {
         let host_norm = normalize_host(host).ok_or_else(|| DialError::BadHost {
             host: host.to_owned(),
         })?;
+        if host_norm == crate::INTERNAL_HOST {
+            // Before overrides and DNS: no entry may send it elsewhere.
+            return Err(DialError::Reserved { host: host_norm });
+        }
         self.check_host(&host_norm)?;
         match host_literal(&host_norm) {
             HostLiteral::Ip(ip) => {

@@ -245,3 +245,21 @@ fn override_target_parsing() {
     assert!("[::1]:8443".parse::<OverrideTarget>().is_ok());
     assert!("example.com".parse::<OverrideTarget>().is_err());
 }
+
+#[tokio::test]
+async fn airlock_internal_is_never_resolved_even_when_an_override_names_it() {
+    let overrides = ResolveOverrides::new([(
+        crate::INTERNAL_HOST,
+        OverrideTarget {
+            ip: "127.0.0.1".parse().unwrap(),
+            port: None,
+        },
+    )])
+    .unwrap();
+    let dialer = Dialer::new(overrides, true, Duration::from_secs(1));
+    for host in ["airlock.internal", "AIRLOCK.internal."] {
+        let err = dialer.resolve(host, 443).await.unwrap_err();
+        assert!(matches!(err, DialError::Reserved { .. }), "{host}: {err}");
+        assert!(dialer.dial(host, 80).await.is_err());
+    }
+}

@@ -51,6 +51,10 @@ pub(super) async fn handle(
     if let Err(err) = check_authority(&req, &ctx.host, ctx.port) {
         return refuse(&mut audit, err);
     }
+    if crate::internal::is_internal(&ctx.host) {
+        let path = req.uri().path().to_owned();
+        return crate::internal::handle(shared, req.method(), &path, audit).await;
+    }
     let swapper = shared.swapper(ctx.sandbox.clone(), ctx.host.clone());
     let authority = if ctx.port == 443 {
         ctx.host.clone()

@@ -120,9 +120,19 @@ impl InProcess {
 
     /// A sandbox connection to [`HOST`] through the proxy, ready for requests.
     pub async fn connect(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-        let tcp = self.tunnel().await;
+        self.connect_to(HOST).await
+    }
+
+    /// A sandbox connection to `host:443` through the proxy (trusting the
+    /// proxy's CA), ready for requests.
+    pub async fn connect_to(
+        &self,
+        host: &str,
+    ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let (head, tcp) = self.tunnel_to(&format!("{host}:443"), "").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         let tls = tokio_rustls::TlsConnector::from(self.sandbox_tls.clone())
-            .connect(ServerName::try_from(HOST).unwrap(), tcp)
+            .connect(ServerName::try_from(host.to_owned()).unwrap(), tcp)
             .await
             .unwrap();
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
@@ -152,6 +162,34 @@ impl InProcess {
             String::from_utf8_lossy(&head)
         );
         tcp
+    }
+
+    /// `CONNECT target` with `extra` header lines: the proxy's answer head
+    /// and the connection.
+    pub async fn tunnel_to(&self, target: &str, extra: &str) -> (String, TcpStream) {
+        let mut tcp = TcpStream::connect(self.proxy_addr).await.unwrap();
+        tcp.write_all(
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            tcp.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        (String::from_utf8_lossy(&head).into_owned(), tcp)
+    }
+
+    /// Writes `raw` (a whole HTTP/1.1 request, `Connection: close`) to the
+    /// proxy's listener and reads everything it answers.
+    pub async fn raw(&self, raw: &str) -> String {
+        let mut tcp = TcpStream::connect(self.proxy_addr).await.unwrap();
+        tcp.write_all(raw.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tcp.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// One request on a fresh connection: (status, headers, body).

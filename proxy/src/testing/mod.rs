@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 use crate::shared::Shared;
 
 use airlock_vault_client::{
-    generate_placeholder, Binding, BindingKind, ExpiredSignal, ExposeSecret, ForeignBody, Guarded,
-    HostPattern, Injection, Requirement, Resolved, RulesMode, SandboxId, SecretString,
-    SwapLocation, TokenError, TokenSource,
+    generate_placeholder, Binding, BindingKind, CredentialKind, CredentialState, CredentialStatus,
+    ExpiredSignal, ExposeSecret, ForeignBody, Guarded, HostPattern, Injection, Requirement,
+    Resolved, RulesMode, SandboxId, SandboxStatus, SecretString, SwapLocation, TokenError,
+    TokenSource,
 };
 
 pub(crate) const PREFIX: &str = "miosa-tok-";
@@ -44,6 +45,10 @@ pub(crate) struct MockTokens {
     refresh_to: Mutex<HashMap<String, Result<String, TokenError>>>,
     /// (placeholder, the failed token it was asked with).
     refreshes: Mutex<Vec<(String, String)>>,
+    /// Status entries listed besides the bindings' (a provider not connected).
+    status_extra: Mutex<Vec<(SandboxId, CredentialStatus)>>,
+    /// When set, `status` fails with this.
+    status_error: Mutex<Option<TokenError>>,
 }
 
 impl MockTokens {
@@ -108,6 +113,19 @@ impl MockTokens {
             .lock()
             .unwrap()
             .insert(placeholder.into(), answer.map(str::to_owned));
+    }
+
+    /// `status` also lists `entry` for `sandbox`.
+    pub fn status_entry(&self, sandbox: &SandboxId, entry: CredentialStatus) {
+        self.status_extra
+            .lock()
+            .unwrap()
+            .push((sandbox.clone(), entry));
+    }
+
+    /// `status` fails with `err` from now on.
+    pub fn fail_status(&self, err: TokenError) {
+        *self.status_error.lock().unwrap() = Some(err);
     }
 
     /// Every refresh asked for: (placeholder, failed token).
@@ -202,6 +220,44 @@ impl TokenSource for MockTokens {
                 Ok(entry.clone())
             }
         }
+    }
+
+    async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+        if let Some(err) = self.status_error.lock().unwrap().clone() {
+            return Err(err);
+        }
+        let mut status = SandboxStatus::empty(sandbox);
+        let listed: Vec<CredentialStatus> = self
+            .entries
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|r| &r.binding.sandbox == sandbox)
+            .map(|r| CredentialStatus {
+                variable: r.binding.name.clone(),
+                kind: match r.binding.kind {
+                    BindingKind::Static => CredentialKind::Static,
+                    BindingKind::OAuth { .. } => CredentialKind::Oauth,
+                },
+                provider: None,
+                hosts: r.binding.hosts.iter().map(|h| h.to_string()).collect(),
+                state: CredentialState::Connected,
+                scopes: Vec::new(),
+                expires_at: r.expires_at,
+                connect_url: None,
+            })
+            .collect();
+        status.merge(listed);
+        status.merge(
+            self.status_extra
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(s, _)| s == sandbox)
+                .map(|(_, c)| c.clone())
+                .collect(),
+        );
+        Ok(status)
     }
 
     async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<Guarded>, TokenError> {

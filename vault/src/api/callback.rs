@@ -1,6 +1,6 @@
 //! The OAuth redirect target: finishes a connect and shows the result.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
@@ -58,6 +58,28 @@ pub(super) async fn oauth_callback(
         }
     };
     let mut response = (status, Html(html)).into_response();
+    secure(response.headers_mut());
+    response
+}
+
+/// `GET /connect/{id}`: a sandbox's one-time connect link. Sends the
+/// browser to the provider's consent page, or says why the link is no good.
+pub(super) async fn connect_link(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let mut response = match s.vault.open_connect_link(&id).await {
+        Ok(started) => (
+            StatusCode::SEE_OTHER,
+            [(axum::http::header::LOCATION, started.authorization_url)],
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::info!(error = %e, "connect link refused");
+            (
+                errors::status(&e),
+                Html(page("Not connected", &escape(&e.to_string()), false)),
+            )
+                .into_response()
+        }
+    };
     secure(response.headers_mut());
     response
 }

@@ -20,6 +20,7 @@ pub fn status(e: &VaultError) -> StatusCode {
         VaultError::ConsentDenied { .. } => StatusCode::FORBIDDEN,
         VaultError::NotFound(_) => StatusCode::NOT_FOUND,
         VaultError::Conflict(_) => StatusCode::CONFLICT,
+        VaultError::Gone(_) => StatusCode::GONE,
         VaultError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         VaultError::Reconnect(_) => StatusCode::CONFLICT,
         VaultError::Provider(ProviderError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,

@@ -32,6 +32,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(service::routes(&state))
         .merge(console::routes())
         .route("/oauth/callback", get(callback::oauth_callback))
+        .route("/connect/{id}", get(callback::connect_link))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(admin::readyz))
         .fallback(|| async { ApiError(crate::VaultError::NotFound("route".into())) })

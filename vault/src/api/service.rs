@@ -4,7 +4,7 @@
 use airlock_vault_client::contract::paths;
 use airlock_vault_client::contract::{
     AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest, GuardedAnswer,
-    GuardedRequest, GuardedToken, ResolveRequest, ResolvedAnswer,
+    GuardedRequest, GuardedToken, ResolveRequest, ResolvedAnswer, StatusRequest,
 };
 use airlock_vault_client::{Resolved, SandboxId, TokenError, TokenSource};
 use axum::extract::State;
@@ -80,6 +80,14 @@ async fn service_authenticate(
     }
 }
 
+/// The sandbox's own view of its credentials (no token in it).
+async fn service_status(State(s): State<ApiState>, ApiJson(r): ApiJson<StatusRequest>) -> Response {
+    match s.vault.status(&SandboxId::new(r.sandbox)).await {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => token_error(e),
+    }
+}
+
 async fn service_bound_host(
     State(s): State<ApiState>,
     ApiJson(r): ApiJson<BoundHostRequest>,
@@ -107,6 +115,7 @@ pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
         .route(paths::GUARDED, post(service_guarded))
         .route(paths::AUTHENTICATE, post(service_authenticate))
         .route(paths::BOUND_HOST, post(service_bound_host))
+        .route(paths::STATUS, post(service_status))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_service,

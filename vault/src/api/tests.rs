@@ -298,3 +298,84 @@ async fn the_remote_client_reads_what_the_vault_writes() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn status_is_a_service_call_and_its_connect_link_redirects_to_the_provider() {
+    let api = Api::start().await;
+    api.vault
+        .set_app(
+            "default",
+            "github",
+            "default",
+            "gh-client",
+            Some(SecretString::from("gh-secret-value".to_owned())),
+        )
+        .await
+        .unwrap();
+    api.vault
+        .create_sandbox(NewSandbox {
+            tenant: "default".into(),
+            workspace: None,
+            user: None,
+            providers: vec!["github".into()],
+            secrets: vec![],
+            id: Some("sb".into()),
+            rules: Default::default(),
+        })
+        .await
+        .unwrap();
+    let (status, _) = api
+        .post(
+            "/v1/service/status",
+            Some(ADMIN),
+            json!({ "sandbox": "sb" }),
+        )
+        .await;
+    assert_eq!(status, 401, "the admin token is not the service token");
+    let (status, doc) = api
+        .post(
+            "/v1/service/status",
+            Some(SERVICE),
+            json!({ "sandbox": "sb" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["credentials"][0]["state"], "not_connected");
+    assert!(!doc.to_string().contains("gh-secret-value"));
+    let remote = api
+        .remote(SERVICE)
+        .status(&SandboxId::new("sb"))
+        .await
+        .unwrap();
+    assert_eq!(serde_json::to_value(&remote).unwrap(), doc);
+
+    let link = doc["credentials"][0]["connect_url"].as_str().unwrap();
+    let id = link.rsplit('/').next().unwrap();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let opened = no_redirects
+        .get(format!("{}/connect/{id}", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 303);
+    let location = opened.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with("https://github.com/login/oauth/authorize?"),
+        "{location}"
+    );
+    assert!(location.contains("client_id=gh-client"), "{location}");
+    let unknown = no_redirects
+        .get(format!("{}/connect/not-a-link", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown
+        .text()
+        .await
+        .unwrap()
+        .contains("connect link not found"));
+}

@@ -73,6 +73,7 @@ pub(crate) use text_enum;
 mod apps;
 mod connections;
 mod leases;
+mod links;
 mod rotation;
 mod sandboxes;
 mod secrets;
@@ -89,6 +90,7 @@ pub use airlock_vault_client::ConnectionStatus;
 pub use apps::{AppRow, ProviderRow};
 pub use connections::{ConnectionRow, GrantKind, NewConnection, ScopeKind, TokenUpdate};
 pub use leases::LeaseEnd;
+pub use links::LinkRow;
 pub use rotation::SealedCell;
 pub use sandboxes::{BindingRow, BindingTarget, SandboxRow};
 pub use secrets::SecretRow;
@@ -108,7 +110,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_refresh_leases.sql"),
     include_str!("migrations/0003_previous_tokens.sql"),
-    include_str!("migrations/0004_binding_rules.sql"),
+    include_str!("migrations/0004_connect_links.sql"),
+    include_str!("migrations/0005_binding_rules.sql"),
 ];
 
 pub fn now() -> i64 {

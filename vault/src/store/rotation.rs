@@ -21,6 +21,7 @@ const SEALED_COLUMNS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     ("oauth_states", "state_hash", &["pkce_verifier"]),
+    ("connect_links", "id_hash", &["link_id"]),
     ("secrets", "id", &["value"]),
 ];
 

@@ -16,6 +16,8 @@ pub struct StateRow {
     pub environment: String,
     pub pkce_verifier: Sealed,
     pub expires_at: i64,
+    /// The hash of the connect link this flow was started from, if any.
+    pub connect_link: Option<String>,
 }
 
 impl Store {
@@ -24,7 +26,7 @@ impl Store {
     pub async fn insert_state(&self, state_hash: &str, s: &StateRow) -> Result<(), VaultError> {
         sqlx::query(
             "INSERT INTO oauth_states (state_hash, tenant, scope_kind, scope_name, provider, scopes, environment, \
-             pkce_verifier, expires_at, used) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)",
+             pkce_verifier, expires_at, used, connect_link) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)",
         )
         .bind(state_hash)
         .bind(&s.tenant)
@@ -35,6 +37,7 @@ impl Store {
         .bind(&s.environment)
         .bind(s.pkce_verifier.encode())
         .bind(s.expires_at)
+        .bind(&s.connect_link)
         .execute(&self.pool)
         .await?;
         // Expired states are of no use to anyone.
@@ -50,7 +53,7 @@ impl Store {
     pub async fn take_state(&self, state_hash: &str) -> Result<Option<StateRow>, VaultError> {
         let row = sqlx::query(
             "UPDATE oauth_states SET used = 1 WHERE state_hash = $1 AND used = 0 \
-             RETURNING tenant, scope_kind, scope_name, provider, scopes, environment, pkce_verifier, expires_at",
+             RETURNING tenant, scope_kind, scope_name, provider, scopes, environment, pkce_verifier, expires_at, connect_link",
         )
         .bind(state_hash)
         .fetch_optional(&self.pool)

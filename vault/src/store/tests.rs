@@ -86,14 +86,57 @@ async fn states_are_taken_once() {
             environment: "default".into(),
             pkce_verifier: ring.seal("oauth_states.pkce_verifier", "h", &SecretString::from("v")),
             expires_at: now() + 60,
+            connect_link: Some("link-hash".into()),
         };
         store.insert_state("h", &row).await.unwrap();
-        assert!(store.take_state("h").await.unwrap().is_some(), "{url}");
+        let taken = store.take_state("h").await.unwrap().expect("the state");
+        assert_eq!(taken.connect_link.as_deref(), Some("link-hash"), "{url}");
         assert!(
             store.take_state("h").await.unwrap().is_none(),
             "{url}: a state is single-use"
         );
         assert!(store.take_state("other").await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn connect_links_are_found_while_live_and_used_once() {
+    for (url, store, _keep) in backends().await {
+        let ring = Keyring::new(Kek::generate(), vec![]);
+        let link = |hash: &str, expires_at: i64| LinkRow {
+            id_hash: hash.into(),
+            link_id: ring.seal("connect_links.link_id", hash, &SecretString::from("id")),
+            sandbox_id: "sbx".into(),
+            provider: "acme".into(),
+            created_at: now(),
+            expires_at,
+            used_at: None,
+        };
+        store.insert_link(&link("old", now() + 10)).await.unwrap();
+        store.insert_link(&link("new", now() + 100)).await.unwrap();
+        let live = store.live_link("sbx", "acme", now()).await.unwrap();
+        assert_eq!(live.unwrap().id_hash, "new", "{url}: the longest-lived");
+        assert!(store
+            .live_link("sbx", "acme", now() + 200)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .live_link("other", "acme", now())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store.use_link("new").await.unwrap());
+        assert!(!store.use_link("new").await.unwrap(), "{url}: once");
+        let live = store.live_link("sbx", "acme", now()).await.unwrap();
+        assert_eq!(
+            live.unwrap().id_hash,
+            "old",
+            "{url}: a used link is not handed out"
+        );
+        store.unuse_link("new").await.unwrap();
+        assert!(store.link("new").await.unwrap().unwrap().used_at.is_none());
+        assert!(store.link("missing").await.unwrap().is_none());
     }
 }
 

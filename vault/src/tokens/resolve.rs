@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use airlock_vault_client::{
     Binding, BindingKind, Guarded, HostPattern, RequestRules, Requirement, Resolved, RulesMode,
-    RulesSpec, SandboxId, SwapLocation, TokenError, TokenSource,
+    RulesSpec, SandboxId, SandboxStatus, SwapLocation, TokenError, TokenSource,
 };
 use secrecy::SecretString;
 
@@ -365,6 +365,12 @@ impl TokenSource for Vault {
 
     async fn guarded(&self, sandbox: &SandboxId) -> Result<Vec<Guarded>, TokenError> {
         self.guarded_tokens(sandbox)
+            .await
+            .map_err(|e| TokenError::Unavailable(e.to_string()))
+    }
+
+    async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
+        self.sandbox_status(sandbox)
             .await
             .map_err(|e| TokenError::Unavailable(e.to_string()))
     }

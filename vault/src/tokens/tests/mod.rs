@@ -501,15 +501,17 @@ async fn the_spawned_refresher_refreshes_with_no_traffic_and_stops_with_the_vaul
     let id = connection(&w.vault, "acme", true, 1).await;
     let task = w.vault.spawn_refresher(Duration::from_millis(50));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while fake.granted() == 0 && std::time::Instant::now() < deadline {
+    // The fake counts its grant before the vault has stored the answer:
+    // wait for the row, not the counter.
+    let stored = || async {
+        let row = w.vault.store.connection(&id).await.unwrap().unwrap();
+        row.expires_at.unwrap() > now() + 3000
+    };
+    while !stored().await && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(stored().await, "the new token was stored");
     assert_eq!(fake.granted(), 1, "one background grant, no request made");
-    let row = w.vault.store.connection(&id).await.unwrap().unwrap();
-    assert!(
-        row.expires_at.unwrap() > now() + 3000,
-        "the new token was stored"
-    );
     // The task holds only a weak reference: it ends once the vault is gone.
     drop(w);
     tokio::time::timeout(Duration::from_secs(5), task)

@@ -1,0 +1,226 @@
+//! What a sandbox may know of its own credentials (the proxy serves it as
+//! `http://airlock.internal/v1/status`), and the one-time connect links it
+//! hands its user.
+//!
+//! A link is a random id the vault keeps hashed (the key) and sealed (so a
+//! later status read hands out the same link: reading the status creates at
+//! most one live link per sandbox and provider, and no OAuth state). Opening
+//! it starts the provider's authorize flow at the scope the sandbox
+//! resolves; completing that flow uses the link up; a used or expired link
+//! is refused with a page that says so.
+
+use airlock_vault_client::{
+    generate_placeholder, CredentialKind, CredentialState, CredentialStatus, SandboxId,
+    SandboxStatus, SecretString,
+};
+
+use crate::connections::ConnectStarted;
+use crate::error::VaultError;
+use crate::store::{now, BindingTarget, ConnectionStatus, LinkRow, SandboxRow};
+use crate::{sha256_hex, Provider, Scope, Vault, DEFAULT_ENVIRONMENT, DEFAULT_TENANT};
+
+/// The path below `public_url` a connect link opens.
+pub const CONNECT_LINK_PATH: &str = "/connect/";
+
+/// What a sandbox asks for after a used or expired link.
+const ASK_AGAIN: &str = "ask for a new one (GET http://airlock.internal/v1/status)";
+
+impl Vault {
+    /// Every credential `sandbox` has, its state, and a connect link where a
+    /// human must act. Built from bindings and connection rows, never from
+    /// their sealed values: it holds no token. An unknown sandbox has none.
+    pub async fn sandbox_status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, VaultError> {
+        let mut status = SandboxStatus::empty(sandbox);
+        let Some(owner) = self.store.sandbox(sandbox.as_str()).await? else {
+            return Ok(status);
+        };
+        let mut list = Vec::new();
+        for b in self.store.bindings_of(sandbox.as_str()).await? {
+            match b.target_kind {
+                BindingTarget::Secret => {
+                    // A deleted secret has no state a human could fix: left out.
+                    if let Some(secret) = self.store.secret(&owner.tenant, &b.target).await? {
+                        list.push(CredentialStatus {
+                            variable: b.env_name,
+                            kind: CredentialKind::Static,
+                            provider: None,
+                            hosts: secret.hosts.clone(),
+                            state: CredentialState::Connected,
+                            scopes: Vec::new(),
+                            expires_at: None,
+                            connect_url: None,
+                        });
+                    }
+                }
+                BindingTarget::Provider => {
+                    let Ok(provider) = self.provider(&b.target) else {
+                        continue;
+                    };
+                    let connection = self
+                        .store
+                        .visible_connection(
+                            &owner.tenant,
+                            &b.target,
+                            owner.workspace.as_deref(),
+                            owner.user_name.as_deref(),
+                        )
+                        .await?;
+                    // The same connection resolve would pick, so the state is
+                    // what the sandbox's next request meets.
+                    let (state, scopes, expires_at) = match &connection {
+                        Some(c) => {
+                            let scopes = c.scopes.split_whitespace().map(str::to_owned).collect();
+                            match c.status {
+                                ConnectionStatus::Connected => {
+                                    (CredentialState::Connected, scopes, c.expires_at)
+                                }
+                                ConnectionStatus::ReconnectNeeded => {
+                                    (CredentialState::ReconnectNeeded, scopes, None)
+                                }
+                                // Never visible; listed as what the sandbox meets.
+                                ConnectionStatus::Pending | ConnectionStatus::RevokePending => {
+                                    (CredentialState::NotConnected, Vec::new(), None)
+                                }
+                            }
+                        }
+                        None => (CredentialState::NotConnected, Vec::new(), None),
+                    };
+                    let connect_url = if state.needs_human() {
+                        self.connect_link(&owner, &provider).await?
+                    } else {
+                        None
+                    };
+                    list.push(CredentialStatus {
+                        variable: b.env_name,
+                        kind: CredentialKind::Oauth,
+                        provider: Some(provider.name.clone()),
+                        hosts: provider
+                            .host_patterns()
+                            .iter()
+                            .map(|h| h.to_string())
+                            .collect(),
+                        state,
+                        scopes,
+                        expires_at,
+                        connect_url,
+                    });
+                }
+            }
+        }
+        status.merge(list);
+        Ok(status)
+    }
+
+    /// A live connect link of `sandbox` for `provider`: one that still has
+    /// at least half its time, or a new one. `None` when no human could
+    /// connect (no authorize flow, or no OAuth app registered).
+    async fn connect_link(
+        &self,
+        sandbox: &SandboxRow,
+        provider: &Provider,
+    ) -> Result<Option<String>, VaultError> {
+        if provider.authorize_url.is_none()
+            || !self.has_app(&sandbox.tenant, &provider.name).await?
+        {
+            return Ok(None);
+        }
+        let ttl = self.settings.connect_link_ttl.as_secs() as i64;
+        let now = now();
+        if let Some(live) = self
+            .store
+            .live_link(&sandbox.id, &provider.name, now + ttl / 2)
+            .await?
+        {
+            // A link the keyring cannot open (a key gone) is replaced below.
+            if let Ok(id) = self
+                .keyring
+                .open("connect_links.link_id", &live.id_hash, &live.link_id)
+            {
+                use secrecy::ExposeSecret;
+                return Ok(Some(self.connect_link_url(id.expose_secret())));
+            }
+        }
+        let id = generate_placeholder("");
+        let id_hash = sha256_hex(&id);
+        self.store
+            .insert_link(&LinkRow {
+                link_id: self.keyring.seal(
+                    "connect_links.link_id",
+                    &id_hash,
+                    &SecretString::from(id.clone()),
+                ),
+                id_hash,
+                sandbox_id: sandbox.id.clone(),
+                provider: provider.name.clone(),
+                created_at: now,
+                expires_at: now + ttl,
+                used_at: None,
+            })
+            .await?;
+        Ok(Some(self.connect_link_url(&id)))
+    }
+
+    fn connect_link_url(&self, id: &str) -> String {
+        format!(
+            "{}{CONNECT_LINK_PATH}{id}",
+            self.settings.public_url.trim_end_matches('/')
+        )
+    }
+
+    /// Whether an OAuth app serves `provider` for `tenant` (its own, or the
+    /// default tenant's, as `app_creds` falls back).
+    async fn has_app(&self, tenant: &str, provider: &str) -> Result<bool, VaultError> {
+        Ok(self
+            .store
+            .app(tenant, provider, DEFAULT_ENVIRONMENT)
+            .await?
+            .is_some()
+            || self
+                .store
+                .app(DEFAULT_TENANT, provider, DEFAULT_ENVIRONMENT)
+                .await?
+                .is_some())
+    }
+
+    /// Opens a connect link: the provider's authorize flow for the link's
+    /// sandbox, at the scope that sandbox resolves first (its user, else its
+    /// workspace, else its tenant), so its next request finds the connection.
+    pub async fn open_connect_link(&self, id: &str) -> Result<ConnectStarted, VaultError> {
+        let id_hash = sha256_hex(id);
+        let link = self
+            .store
+            .link(&id_hash)
+            .await?
+            .ok_or_else(|| VaultError::NotFound("connect link".into()))?;
+        if link.used_at.is_some() {
+            return Err(VaultError::Gone(format!(
+                "this connect link was already used; {ASK_AGAIN}"
+            )));
+        }
+        if link.expires_at < now() {
+            return Err(VaultError::Gone(format!(
+                "this connect link expired; {ASK_AGAIN}"
+            )));
+        }
+        let sandbox = self.store.sandbox(&link.sandbox_id).await?.ok_or_else(|| {
+            VaultError::Gone("the sandbox of this connect link no longer exists".into())
+        })?;
+        let scope = match (&sandbox.user_name, &sandbox.workspace) {
+            (Some(user), _) => Scope::User(user.clone()),
+            (None, Some(workspace)) => Scope::Workspace(workspace.clone()),
+            (None, None) => Scope::Tenant,
+        };
+        self.start_connect_from(
+            &sandbox.tenant,
+            &scope,
+            &link.provider,
+            None,
+            DEFAULT_ENVIRONMENT,
+            Some(id_hash),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests;
