@@ -62,6 +62,8 @@ pub enum Outcome {
     RefreshedNotReplayed,
     /// An expired-token answer whose token the vault did not change.
     ExpiredTokenNotRefreshed,
+    /// The provider said the token lacks a scope; the answer carries the step-up.
+    InsufficientScope,
     WebsocketRefusedUpstream,
     WebsocketUpgradeFailed,
     TlsHandshakeFailed,
@@ -82,6 +84,7 @@ impl Outcome {
             Self::RefreshedReplayed => "refreshed_replayed",
             Self::RefreshedNotReplayed => "refreshed_not_replayed",
             Self::ExpiredTokenNotRefreshed => "expired_token_not_refreshed",
+            Self::InsufficientScope => "insufficient_scope",
             Self::WebsocketRefusedUpstream => "websocket_refused_upstream",
             Self::WebsocketUpgradeFailed => "websocket_upgrade_failed",
             Self::TlsHandshakeFailed => "tls_handshake_failed",

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use airlock_vault_client::{
     narrow_id, Caveat, ExposeSecret, Guarded, NarrowError, Narrowed, NarrowedBy, Requirement,
-    Resolved, SandboxId, SandboxStatus, SecretString, TokenError, TokenSource,
+    Resolved, SandboxId, SandboxStatus, SecretString, StepUp, TokenError, TokenSource,
 };
 use dashmap::DashMap;
 
@@ -361,6 +361,15 @@ impl TokenSource for TokenLedger {
         self.inner.required_on(sandbox, host).await
     }
 
+    async fn step_up(
+        &self,
+        sandbox: &SandboxId,
+        connection_id: &str,
+        needed: &[String],
+    ) -> Result<StepUp, TokenError> {
+        self.inner.step_up(sandbox, connection_id, needed).await
+    }
+
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
         self.inner.may_swap_body(sandbox, host).await
     }
@@ -433,6 +442,7 @@ mod tests {
                     on_foreign_body: Default::default(),
                     rules: Default::default(),
                     narrowed: None,
+                    scope_signals: Default::default(),
                 }),
                 token: SecretString::from(self.current.lock().unwrap().clone()),
                 expires_at: Some(unix_now() + 3600),
@@ -453,6 +463,15 @@ mod tests {
         }
         async fn required_on(&self, _: &SandboxId, _: &str) -> Vec<Requirement> {
             Vec::new()
+        }
+
+        async fn step_up(
+            &self,
+            _: &SandboxId,
+            _: &str,
+            _: &[String],
+        ) -> Result<StepUp, TokenError> {
+            Err(TokenError::Unavailable("no step-up here".into()))
         }
         async fn may_swap_body(&self, _: &SandboxId, host: &str) -> bool {
             host == "bodies.test"

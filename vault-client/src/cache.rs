@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use crate::{Requirement, Resolved, SandboxId, SandboxStatus, TokenError, TokenSource};
+use crate::{Requirement, Resolved, SandboxId, SandboxStatus, StepUp, TokenError, TokenSource};
 
 /// A token is used until this long before it expires.
 const EXPIRY_MARGIN_SECS: i64 = 30;
@@ -160,6 +160,15 @@ impl TokenSource for CachedTokenSource {
         required
     }
 
+    async fn step_up(
+        &self,
+        sandbox: &SandboxId,
+        connection_id: &str,
+        needed: &[String],
+    ) -> Result<StepUp, TokenError> {
+        self.inner.step_up(sandbox, connection_id, needed).await
+    }
+
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
         self.inner.authenticate(sandbox_id, secret).await
     }
@@ -247,6 +256,15 @@ impl TokenSource for Swappable {
         self.get().required_on(sandbox, host).await
     }
 
+    async fn step_up(
+        &self,
+        sandbox: &SandboxId,
+        connection_id: &str,
+        needed: &[String],
+    ) -> Result<StepUp, TokenError> {
+        self.get().step_up(sandbox, connection_id, needed).await
+    }
+
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
         self.get().authenticate(sandbox_id, secret).await
     }
@@ -312,6 +330,16 @@ impl TokenSource for Layered {
         let mut all = self.first.required_on(sandbox, host).await;
         all.extend(self.second.required_on(sandbox, host).await);
         all
+    }
+
+    async fn step_up(
+        &self,
+        sandbox: &SandboxId,
+        connection_id: &str,
+        needed: &[String],
+    ) -> Result<StepUp, TokenError> {
+        // Config secrets have no OAuth connection: only the vault can step up.
+        self.second.step_up(sandbox, connection_id, needed).await
     }
 
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
@@ -393,6 +421,7 @@ mod tests {
                     on_foreign_body: Default::default(),
                     rules: Default::default(),
                     narrowed: None,
+                    scope_signals: Default::default(),
                 }),
                 token: SecretString::from("t"),
                 expires_at: Some(unix_now() + 3600),
@@ -403,6 +432,15 @@ mod tests {
         }
         async fn required_on(&self, _: &SandboxId, _: &str) -> Vec<Requirement> {
             Vec::new()
+        }
+
+        async fn step_up(
+            &self,
+            _: &SandboxId,
+            _: &str,
+            _: &[String],
+        ) -> Result<StepUp, TokenError> {
+            Err(TokenError::Unavailable("no step-up here".into()))
         }
         async fn may_swap_body(&self, _: &SandboxId, _: &str) -> bool {
             true

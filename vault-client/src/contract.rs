@@ -17,7 +17,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
     Binding, BindingKind, ExpiredSignal, ForeignBody, Guarded, HostPattern, Injection,
-    RequestRules, Requirement, Resolved, RulesSpec, SandboxId, SwapLocation, TokenError,
+    RequestRules, Requirement, Resolved, RulesSpec, SandboxId, ScopeSignal, SwapLocation,
+    TokenError,
 };
 
 /// Service API paths.
@@ -28,6 +29,15 @@ pub mod paths {
     pub const AUTHENTICATE: &str = "/v1/service/authenticate";
     pub const BOUND_HOST: &str = "/v1/service/bound-host";
     pub const STATUS: &str = "/v1/service/status";
+    pub const STEP_UP: &str = "/v1/service/step-up";
+}
+
+/// `POST /v1/service/step-up`; the answer is a [`crate::StepUp`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StepUpRequest {
+    pub sandbox: String,
+    pub connection_id: String,
+    pub needed: Vec<String>,
 }
 
 /// Why the vault could not give a token: the `code` of a service API error
@@ -324,6 +334,13 @@ pub struct WireBinding {
     pub name: String,
     #[serde(default, deserialize_with = "or_default")]
     pub on_foreign_body: ForeignBody,
+    /// How the provider says a scope is missing; absent means none.
+    #[serde(
+        default,
+        deserialize_with = "or_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub scope_signals: Vec<ScopeSignal>,
     /// The binding's request rules ([`RulesSpec`]); absent means none. Kept
     /// as JSON: rules this proxy cannot read refuse every request rather
     /// than fall open.
@@ -385,6 +402,7 @@ impl From<&Resolved> for ResolvedAnswer {
                     serde_json::to_value(b.rules.spec()).unwrap_or_default()
                 },
                 sandbox: b.sandbox.as_str().to_owned(),
+                scope_signals: b.scope_signals.as_ref().clone(),
                 swap_in: b.swap_in.clone(),
             },
             expires_at: r.expires_at,
@@ -419,6 +437,7 @@ impl ResolvedAnswer {
                 on_foreign_body: b.on_foreign_body,
                 rules,
                 narrowed: None,
+                scope_signals: Arc::new(b.scope_signals),
             }),
             token: self.token,
             expires_at: self.expires_at,
@@ -633,6 +652,7 @@ mod tests {
                 on_foreign_body: ForeignBody::Pass,
                 rules: Default::default(),
                 narrowed: None,
+                scope_signals: Default::default(),
             }),
             token: SecretString::from("tok".to_owned()),
             expires_at: Some(5),

@@ -12,6 +12,7 @@ mod narrow;
 mod placeholder;
 mod remote;
 mod rules;
+mod scope_signals;
 mod static_secrets;
 
 use std::collections::BTreeSet;
@@ -34,6 +35,7 @@ pub use rules::{
     Denial, GraphqlFacts, GraphqlOperation, OperationType, RequestFacts, RequestRules, RuleError,
     RulesMode, RulesSpec, Verdict,
 };
+pub use scope_signals::{scopes_in, ScopeSignal, MAX_SIGNAL_BODY};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use static_secrets::{StaticSecret, StaticSecrets};
 
@@ -252,6 +254,8 @@ pub struct Binding {
     /// Set when the placeholder was a narrowed one: its caveats, checked
     /// like rules but always enforced.
     pub narrowed: Option<Arc<NarrowedBy>>,
+    /// How the provider answers a token that lacks a scope (OAuth only).
+    pub scope_signals: Arc<Vec<ScopeSignal>>,
 }
 
 /// What a narrowed placeholder's caveats say about the request itself.
@@ -291,6 +295,15 @@ pub struct Requirement {
     /// Log and audit a missing placeholder instead of refusing.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// What a step-up asks of the user: the scopes the token lacks (empty when
+/// the provider did not say which) and the link that asks for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct StepUp {
+    pub missing: Vec<String>,
+    #[serde(default)]
+    pub connect_url: Option<String>,
 }
 
 /// A placeholder's binding and its current real token.
@@ -393,6 +406,18 @@ pub trait TokenSource: Send + Sync + 'static {
     /// change must show at once. No default, like `may_swap_body`: a
     /// wrapper that forgot to pass it on would hide every credential.
     async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError>;
+
+    /// The upstream said the token of `connection_id` lacks `needed`
+    /// scopes: the vault notes it (the status shows `insufficient_scope`)
+    /// and returns the scopes missing and a link that asks the user for the
+    /// granted ones plus those. No default: a wrapper that forgot it would
+    /// hide every step-up.
+    async fn step_up(
+        &self,
+        sandbox: &SandboxId,
+        connection_id: &str,
+        needed: &[String],
+    ) -> Result<StepUp, TokenError>;
 
     /// Bumped whenever bindings may have been revoked (disconnect, sandbox
     /// deleted), so caches in front of this source drop what they hold.

@@ -17,8 +17,9 @@ use serde::Serialize;
 use crate::contract::{
     paths, AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest, ErrorAnswer,
     GuardedAnswer, GuardedRequest, ResolveRequest, ResolvedAnswer, SandboxStatus, StatusRequest,
+    StepUpRequest,
 };
-use crate::{Guarded, Requirement, Resolved, SandboxId, TokenError, TokenSource};
+use crate::{Guarded, Requirement, Resolved, SandboxId, StepUp, TokenError, TokenSource};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_RESPONSE: usize = 256 * 1024;
@@ -144,6 +145,20 @@ impl TokenSource for RemoteVault {
             .await
             .map(|a| a.required)
             .unwrap_or_default()
+    }
+
+    async fn step_up(
+        &self,
+        sandbox: &SandboxId,
+        connection_id: &str,
+        needed: &[String],
+    ) -> Result<StepUp, TokenError> {
+        let request = StepUpRequest {
+            sandbox: sandbox.as_str().to_owned(),
+            connection_id: connection_id.to_owned(),
+            needed: needed.to_vec(),
+        };
+        self.call(paths::STEP_UP, &request).await
     }
 
     async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use crate::contract::{CredentialKind, CredentialState, CredentialStatus, SandboxStatus};
 use crate::{
     Binding, BindingKind, ForeignBody, Guarded, HostPattern, RequestRules, Requirement, Resolved,
-    SandboxId, SwapLocation, TokenError, TokenSource,
+    SandboxId, StepUp, SwapLocation, TokenError, TokenSource,
 };
 
 /// One configured secret, already validated.
@@ -46,6 +46,7 @@ impl StaticSecrets {
                     on_foreign_body: s.on_foreign_body,
                     rules: s.rules,
                     narrowed: None,
+                    scope_signals: Default::default(),
                 };
                 (
                     s.placeholder,
@@ -137,6 +138,18 @@ impl TokenSource for StaticSecrets {
             .collect();
         out.sort_by(|a, b| a.binding.cmp(&b.binding));
         out
+    }
+
+    async fn step_up(
+        &self,
+        sandbox: &SandboxId,
+        connection_id: &str,
+        needed: &[String],
+    ) -> Result<StepUp, TokenError> {
+        let _ = (sandbox, needed);
+        Err(TokenError::Unavailable(format!(
+            "connection {connection_id} is not a config-file secret: static secrets have no scopes"
+        )))
     }
 
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use airlock_vault_client::{
-    ExpiredSignal, HostPattern, RequestRules, RulesMode, RulesSpec, SwapLocation, Verdict,
+    ExpiredSignal, HostPattern, RequestRules, RulesMode, RulesSpec, ScopeSignal, SwapLocation,
+    Verdict,
 };
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +66,10 @@ pub struct Provider {
     pub require: bool,
     #[serde(default, skip_serializing_if = "is_enforce")]
     pub rules_mode: RulesMode,
+    /// How the provider says a token lacks a scope (default: RFC 6750's
+    /// `WWW-Authenticate: Bearer error="insufficient_scope"`).
+    #[serde(default = "ScopeSignal::defaults")]
+    pub insufficient_scope: Vec<ScopeSignal>,
 }
 
 fn is_enforce(mode: &RulesMode) -> bool {
@@ -135,6 +140,11 @@ impl Provider {
         }
         if let Err(e) = parse_inject(&self.inject) {
             out.push(e);
+        }
+        for (i, signal) in self.insufficient_scope.iter().enumerate() {
+            if let Some(problem) = signal.problem() {
+                out.push(format!("insufficient_scope {}: {problem}", i + 1));
+            }
         }
         if let Err(bad) = RequestRules::compile(&self.rules_spec()) {
             out.extend(bad.iter().map(|e| e.to_string()));
@@ -285,9 +295,13 @@ mod tests {
             rules_default: None,
             require: false,
             rules_mode: Default::default(),
+            insufficient_scope: vec![ScopeSignal::default()],
         };
         let problems = p.problems();
-        assert_eq!(problems.len(), 8, "{problems:?}");
+        assert_eq!(problems.len(), 9, "{problems:?}");
+        assert!(problems
+            .iter()
+            .any(|p| p.starts_with("insufficient_scope 1: a signal needs")));
         assert!(problems
             .iter()
             .any(|p| p.contains("rule 1") && p.contains("start with /")));

@@ -11,7 +11,7 @@
 
 use airlock_vault_client::{
     generate_placeholder, CredentialKind, CredentialState, CredentialStatus, SandboxId,
-    SandboxStatus, SecretString,
+    SandboxStatus, SecretString, StepUp,
 };
 
 use crate::connections::ConnectStarted;
@@ -69,8 +69,15 @@ impl Vault {
                     // what the sandbox's next request meets.
                     let (state, scopes, expires_at) = match &connection {
                         Some(c) => {
-                            let scopes = c.scopes.split_whitespace().map(str::to_owned).collect();
+                            let scopes: Vec<String> =
+                                c.scopes.split_whitespace().map(str::to_owned).collect();
                             match c.status {
+                                ConnectionStatus::Connected
+                                    if !missing_scopes(&scopes, c.needed_scopes.as_deref())
+                                        .is_empty() =>
+                                {
+                                    (CredentialState::InsufficientScope, scopes, c.expires_at)
+                                }
                                 ConnectionStatus::Connected => {
                                     (CredentialState::Connected, scopes, c.expires_at)
                                 }
@@ -85,10 +92,15 @@ impl Vault {
                         }
                         None => (CredentialState::NotConnected, Vec::new(), None),
                     };
-                    let connect_url = if state.needs_human() {
-                        self.connect_link(&owner, &provider).await?
-                    } else {
-                        None
+                    let connect_url = match (&state, &connection) {
+                        (CredentialState::InsufficientScope, Some(c)) => {
+                            let wanted = union_scopes(&scopes, c.needed_scopes.as_deref());
+                            self.connect_link(&owner, &provider, Some(&wanted)).await?
+                        }
+                        _ if state.needs_human() => {
+                            self.connect_link(&owner, &provider, None).await?
+                        }
+                        _ => None,
                     };
                     list.push(CredentialStatus {
                         variable: b.env_name,
@@ -118,7 +130,9 @@ impl Vault {
         &self,
         sandbox: &SandboxRow,
         provider: &Provider,
+        scopes: Option<&[String]>,
     ) -> Result<Option<String>, VaultError> {
+        let scopes = scopes.map(|s| s.join(" "));
         if provider.authorize_url.is_none()
             || !self.has_app(&sandbox.tenant, &provider.name).await?
         {
@@ -128,7 +142,12 @@ impl Vault {
         let now = now();
         if let Some(live) = self
             .store
-            .live_link(&sandbox.id, &provider.name, now + ttl / 2)
+            .live_link(
+                &sandbox.id,
+                &provider.name,
+                scopes.as_deref(),
+                now + ttl / 2,
+            )
             .await?
         {
             // A link the keyring cannot open (a key gone) is replaced below.
@@ -155,6 +174,7 @@ impl Vault {
                 created_at: now,
                 expires_at: now + ttl,
                 used_at: None,
+                scopes,
             })
             .await?;
         Ok(Some(self.connect_link_url(&id)))
@@ -210,15 +230,116 @@ impl Vault {
             (None, Some(workspace)) => Scope::Workspace(workspace.clone()),
             (None, None) => Scope::Tenant,
         };
+        let scopes = link
+            .scopes
+            .as_deref()
+            .map(|s| s.split_whitespace().map(str::to_owned).collect());
         self.start_connect_from(
             &sandbox.tenant,
             &scope,
             &link.provider,
-            None,
+            scopes,
             DEFAULT_ENVIRONMENT,
             Some(id_hash),
         )
         .await
+    }
+
+    /// An upstream said the token of `connection_id` (one `sandbox` resolves)
+    /// lacks `needed` scopes: noted on the connection, so the status says
+    /// `insufficient_scope`, and answered with the scopes missing and a link
+    /// asking for the granted ones plus those. Concurrent step-ups of one
+    /// connection share the link.
+    pub async fn step_up_connection(
+        &self,
+        sandbox: &SandboxId,
+        connection_id: &str,
+        needed: &[String],
+    ) -> Result<StepUp, VaultError> {
+        let not_found = || VaultError::NotFound(format!("connection {connection_id}"));
+        let owner = self
+            .store
+            .sandbox(sandbox.as_str())
+            .await?
+            .ok_or_else(not_found)?;
+        let connection = self
+            .store
+            .connection(connection_id)
+            .await?
+            .ok_or_else(not_found)?;
+        // Only the connection this sandbox resolves, never another's.
+        let visible = self
+            .store
+            .visible_connection(
+                &owner.tenant,
+                &connection.provider,
+                owner.workspace.as_deref(),
+                owner.user_name.as_deref(),
+            )
+            .await?;
+        if visible.map(|c| c.id).as_deref() != Some(connection_id) {
+            return Err(not_found());
+        }
+        let provider = self.provider(&connection.provider)?;
+        let granted: Vec<String> = connection
+            .scopes
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let mut noted: Vec<String> = connection
+            .needed_scopes
+            .as_deref()
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        for scope in needed {
+            if !scope.is_empty() && !scope.contains(' ') && !noted.contains(scope) {
+                noted.push(scope.clone());
+            }
+        }
+        let missing = missing_scopes(&granted, Some(&noted.join(" ")));
+        self.store
+            .set_needed_scopes(connection_id, &noted.join(" "))
+            .await?;
+        self.bump_generation();
+        let wanted = union_scopes(&granted, Some(&noted.join(" ")));
+        let connect_url = self.connect_link(&owner, &provider, Some(&wanted)).await?;
+        Ok(StepUp {
+            missing,
+            connect_url,
+        })
+    }
+}
+
+/// The noted scopes the connection was not granted.
+fn missing_scopes(granted: &[String], needed: Option<&str>) -> Vec<String> {
+    needed
+        .unwrap_or("")
+        .split_whitespace()
+        .filter(|s| !granted.iter().any(|g| g == s))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a step-up asks for: everything granted, then what is missing.
+fn union_scopes(granted: &[String], needed: Option<&str>) -> Vec<String> {
+    let mut all = granted.to_vec();
+    all.extend(missing_scopes(granted, needed));
+    all
+}
+
+#[cfg(test)]
+mod step_up_tests {
+    use super::{missing_scopes, union_scopes};
+
+    #[test]
+    fn the_step_up_asks_for_granted_and_missing_in_order() {
+        let granted = vec!["read:user".to_string()];
+        assert_eq!(missing_scopes(&granted, Some("repo read:user")), ["repo"]);
+        assert_eq!(
+            union_scopes(&granted, Some("repo read:user")),
+            ["read:user", "repo"]
+        );
+        assert!(missing_scopes(&granted, None).is_empty());
     }
 }
 

@@ -5,6 +5,7 @@
 //!    swapped for tokens (or refused);
 //! 3. [`send`]: the pooled upstream client;
 //! 4. [`replay`]: on an expired-token answer, refresh and replay once;
+//!    [`scope`]: an insufficient-scope answer gets the step-up headers;
 //! 5. [`crate::screen`]: the response firewall, the only way an upstream
 //!    answer becomes a [`ToSandbox`];
 //! 6. [`close`]: the audit line, metrics and console entry, written once.
@@ -14,6 +15,7 @@
 pub(crate) mod body_plan;
 pub(crate) mod close;
 pub(crate) mod replay;
+pub(crate) mod scope;
 pub(crate) mod send;
 pub(crate) mod swap_request;
 pub(crate) mod websocket;
@@ -113,6 +115,10 @@ pub(crate) async fn forward(
         }
         Err(err) => return refuse(&mut audit, err),
     };
+    let (insufficient, response) = scope::screen_scopes(tokens, &sandbox, &swapper, response).await;
+    if insufficient {
+        audit.outcome = crate::audit::Outcome::InsufficientScope;
+    }
     audit.upstream_time = Some(sent.elapsed());
     audit.status = response.status().as_u16();
     let firewall = if screening {

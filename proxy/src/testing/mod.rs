@@ -13,8 +13,8 @@ use crate::shared::Shared;
 use airlock_vault_client::{
     generate_placeholder, Binding, BindingKind, CredentialKind, CredentialState, CredentialStatus,
     ExpiredSignal, ExposeSecret, ForeignBody, Guarded, HostPattern, Injection, Requirement,
-    Resolved, RulesMode, SandboxId, SandboxStatus, SecretString, SwapLocation, TokenError,
-    TokenSource,
+    Resolved, RulesMode, SandboxId, SandboxStatus, ScopeSignal, SecretString, StepUp, SwapLocation,
+    TokenError, TokenSource,
 };
 
 pub(crate) const PREFIX: &str = "miosa-tok-";
@@ -49,6 +49,8 @@ pub(crate) struct MockTokens {
     status_extra: Mutex<Vec<(SandboxId, CredentialStatus)>>,
     /// When set, `status` fails with this.
     status_error: Mutex<Option<TokenError>>,
+    /// Every step-up asked for: (sandbox, connection, needed scopes).
+    step_ups: Mutex<Vec<(SandboxId, String, Vec<String>)>>,
 }
 
 impl MockTokens {
@@ -64,7 +66,17 @@ impl MockTokens {
             };
             b.inject = Some(Injection::Bearer);
             b.expired_on = ExpiredSignal::defaults();
+            b.scope_signals = Arc::new(ScopeSignal::defaults());
         })
+    }
+
+    /// Changes the binding behind `placeholder`.
+    pub fn configure(&self, placeholder: &str, change: impl FnOnce(&mut Binding)) {
+        let mut entries = self.entries.lock().unwrap();
+        let resolved = entries.get_mut(placeholder).expect("a known placeholder");
+        let mut binding = (*resolved.binding).clone();
+        change(&mut binding);
+        resolved.binding = Arc::new(binding);
     }
 
     /// A static secret (never refreshed).
@@ -93,6 +105,7 @@ impl MockTokens {
             on_foreign_body: ForeignBody::Pass,
             rules: Default::default(),
             narrowed: None,
+            scope_signals: Default::default(),
         };
         configure(&mut binding);
         let resolved = Resolved {
@@ -126,6 +139,11 @@ impl MockTokens {
     /// `status` fails with `err` from now on.
     pub fn fail_status(&self, err: TokenError) {
         *self.status_error.lock().unwrap() = Some(err);
+    }
+
+    /// Every step-up asked for: (sandbox, connection, needed scopes).
+    pub fn step_ups(&self) -> Vec<(SandboxId, String, Vec<String>)> {
+        self.step_ups.lock().unwrap().clone()
     }
 
     /// Every refresh asked for: (placeholder, failed token).
@@ -178,6 +196,25 @@ impl TokenSource for MockTokens {
                 dry_run: r.binding.rules.mode() == RulesMode::DryRun,
             })
             .collect()
+    }
+
+    async fn step_up(
+        &self,
+        sandbox: &SandboxId,
+        connection_id: &str,
+        needed: &[String],
+    ) -> Result<StepUp, TokenError> {
+        self.step_ups.lock().unwrap().push((
+            sandbox.clone(),
+            connection_id.to_owned(),
+            needed.to_vec(),
+        ));
+        Ok(StepUp {
+            missing: needed.to_vec(),
+            connect_url: Some(format!(
+                "https://vault.test/connect/step-up-{connection_id}"
+            )),
+        })
     }
 
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {

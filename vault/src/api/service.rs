@@ -4,7 +4,7 @@
 use airlock_vault_client::contract::paths;
 use airlock_vault_client::contract::{
     AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest, GuardedAnswer,
-    GuardedRequest, GuardedToken, ResolveRequest, ResolvedAnswer, StatusRequest,
+    GuardedRequest, GuardedToken, ResolveRequest, ResolvedAnswer, StatusRequest, StepUpRequest,
 };
 use airlock_vault_client::{Resolved, SandboxId, TokenError, TokenSource};
 use axum::extract::State;
@@ -108,6 +108,17 @@ async fn service_bound_host(
     .into_response()
 }
 
+async fn service_step_up(
+    State(s): State<ApiState>,
+    ApiJson(r): ApiJson<StepUpRequest>,
+) -> Response {
+    let sandbox = SandboxId::new(r.sandbox);
+    match s.vault.step_up(&sandbox, &r.connection_id, &r.needed).await {
+        Ok(step_up) => Json(step_up).into_response(),
+        Err(e) => token_error(e),
+    }
+}
+
 pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
     Router::new()
         .route(paths::RESOLVE, post(service_resolve))
@@ -115,6 +126,7 @@ pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
         .route(paths::GUARDED, post(service_guarded))
         .route(paths::AUTHENTICATE, post(service_authenticate))
         .route(paths::BOUND_HOST, post(service_bound_host))
+        .route(paths::STEP_UP, post(service_step_up))
         .route(paths::STATUS, post(service_status))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -42,6 +42,8 @@ pub struct ConnectionRow {
     /// one), and its expiry: still guarded until then.
     pub previous_access_token: Option<Sealed>,
     pub previous_expires_at: Option<i64>,
+    /// Scopes an upstream said the token lacks (space-separated).
+    pub needed_scopes: Option<String>,
 }
 
 impl ConnectionRow {
@@ -54,7 +56,7 @@ impl ConnectionRow {
 pub(super) const CONNECTION_COLUMNS: &str = "id, tenant, scope_kind, scope_name, provider, grant_kind, status, scopes, \
     access_token, refresh_token, expires_at, obtained_at, client_id, client_secret, token_url, environment, \
     last_error, created_at, updated_at, lease_owner, lease_expires_at, pending_grant, refreshed_at, token_version, \
-    previous_access_token, previous_expires_at";
+    previous_access_token, previous_expires_at, needed_scopes";
 
 /// Who a connection belongs to, most specific first (the order in which a
 /// sandbox picks the connection it sees).
@@ -124,6 +126,7 @@ impl FromRow<'_, AnyRow> for ConnectionRow {
             token_version: row.try_get("token_version")?,
             previous_access_token: row.try_get("previous_access_token")?,
             previous_expires_at: row.try_get("previous_expires_at")?,
+            needed_scopes: row.try_get("needed_scopes")?,
         })
     }
 }
@@ -165,7 +168,7 @@ impl Store {
              scopes = excluded.scopes, client_id = excluded.client_id, token_url = excluded.token_url, \
              environment = excluded.environment, updated_at = excluded.updated_at, \
              token_version = connections.token_version + 1, pending_grant = NULL, refreshed_at = NULL, \
-             lease_owner = NULL, lease_expires_at = NULL \
+             lease_owner = NULL, lease_expires_at = NULL, needed_scopes = NULL \
              WHERE connections.status <> 'revoke_pending' \
              RETURNING id",
         )
@@ -191,6 +194,16 @@ impl Store {
                 new.provider, new.tenant
             ))),
         }
+    }
+
+    /// Notes the scopes an upstream said the connection's token lacks.
+    pub async fn set_needed_scopes(&self, id: &str, needed: &str) -> Result<(), VaultError> {
+        sqlx::query("UPDATE connections SET needed_scopes = $1 WHERE id = $2")
+            .bind(needed)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn set_connection_secret(&self, id: &str, secret: &Sealed) -> Result<(), VaultError> {

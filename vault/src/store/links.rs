@@ -14,6 +14,8 @@ pub struct LinkRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+    /// The scopes the link asks for (space-separated); `None`: the provider's.
+    pub scopes: Option<String>,
 }
 
 impl Store {
@@ -21,8 +23,8 @@ impl Store {
 
     pub async fn insert_link(&self, link: &LinkRow) -> Result<(), VaultError> {
         sqlx::query(
-            "INSERT INTO connect_links (id_hash, link_id, sandbox_id, provider, created_at, expires_at, used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+            "INSERT INTO connect_links (id_hash, link_id, sandbox_id, provider, created_at, expires_at, used_at, scopes) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
         )
         .bind(&link.id_hash)
         .bind(link.link_id.encode())
@@ -30,6 +32,7 @@ impl Store {
         .bind(&link.provider)
         .bind(link.created_at)
         .bind(link.expires_at)
+        .bind(&link.scopes)
         .execute(&self.pool)
         .await?;
         // Links a day past their expiry are of no use, even to say "expired".
@@ -46,15 +49,17 @@ impl Store {
         &self,
         sandbox: &str,
         provider: &str,
+        scopes: Option<&str>,
         until: i64,
     ) -> Result<Option<LinkRow>, VaultError> {
         Ok(sqlx::query_as::<_, LinkRow>(
             "SELECT * FROM connect_links WHERE sandbox_id = $1 AND provider = $2 AND used_at IS NULL \
-             AND expires_at > $3 ORDER BY expires_at DESC LIMIT 1",
+             AND expires_at > $3 AND COALESCE(scopes, '') = $4 ORDER BY expires_at DESC LIMIT 1",
         )
         .bind(sandbox)
         .bind(provider)
         .bind(until)
+        .bind(scopes.unwrap_or(""))
         .fetch_optional(&self.pool)
         .await?)
     }

@@ -112,6 +112,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_previous_tokens.sql"),
     include_str!("migrations/0004_connect_links.sql"),
     include_str!("migrations/0005_binding_rules.sql"),
+    include_str!("migrations/0006_step_up.sql"),
 ];
 
 pub fn now() -> i64 {

@@ -111,24 +111,25 @@ async fn connect_links_are_found_while_live_and_used_once() {
             created_at: now(),
             expires_at,
             used_at: None,
+            scopes: None,
         };
         store.insert_link(&link("old", now() + 10)).await.unwrap();
         store.insert_link(&link("new", now() + 100)).await.unwrap();
-        let live = store.live_link("sbx", "acme", now()).await.unwrap();
+        let live = store.live_link("sbx", "acme", None, now()).await.unwrap();
         assert_eq!(live.unwrap().id_hash, "new", "{url}: the longest-lived");
         assert!(store
-            .live_link("sbx", "acme", now() + 200)
+            .live_link("sbx", "acme", None, now() + 200)
             .await
             .unwrap()
             .is_none());
         assert!(store
-            .live_link("other", "acme", now())
+            .live_link("other", "acme", None, now())
             .await
             .unwrap()
             .is_none());
         assert!(store.use_link("new").await.unwrap());
         assert!(!store.use_link("new").await.unwrap(), "{url}: once");
-        let live = store.live_link("sbx", "acme", now()).await.unwrap();
+        let live = store.live_link("sbx", "acme", None, now()).await.unwrap();
         assert_eq!(
             live.unwrap().id_hash,
             "old",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use airlock_vault_client::{
     Binding, BindingKind, Guarded, HostPattern, RequestRules, Requirement, Resolved, RulesMode,
-    RulesSpec, SandboxId, SandboxStatus, SwapLocation, TokenError, TokenSource,
+    RulesSpec, SandboxId, SandboxStatus, StepUp, SwapLocation, TokenError, TokenSource,
 };
 use secrecy::SecretString;
 
@@ -83,6 +83,7 @@ impl Vault {
                         on_foreign_body: Default::default(),
                         rules: binding_rules(&binding, None),
                         narrowed: None,
+                        scope_signals: Default::default(),
                     }),
                     token,
                     expires_at: None,
@@ -136,6 +137,7 @@ impl Vault {
                         on_foreign_body: Default::default(),
                         rules: binding_rules(&binding, Some(&provider)),
                         narrowed: None,
+                        scope_signals: Arc::new(provider.insufficient_scope.clone()),
                     }),
                     token,
                     expires_at,
@@ -322,6 +324,20 @@ impl TokenSource for Vault {
         self.required_on(sandbox.as_str(), host)
             .await
             .unwrap_or_default()
+    }
+
+    async fn step_up(
+        &self,
+        sandbox: &SandboxId,
+        connection_id: &str,
+        needed: &[String],
+    ) -> Result<StepUp, TokenError> {
+        self.step_up_connection(sandbox, connection_id, needed)
+            .await
+            .map_err(|e| match e {
+                VaultError::NotFound(what) => TokenError::Revoked { binding: what },
+                other => TokenError::Unavailable(other.to_string()),
+            })
     }
 
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool {
