@@ -24,6 +24,7 @@ mod otel;
 mod replay;
 mod rules;
 mod status;
+mod step_up;
 mod vault;
 mod vault_admin;
 mod vault_errors;

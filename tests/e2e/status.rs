@@ -14,7 +14,7 @@ use crate::support::{blocking, with_env, Airlock, TestCa};
 use crate::vault::{acme_config, api, world, World, API, AUTH, CLIENT_ID, CLIENT_SECRET};
 
 /// `curl URL` with `env`: (status, body).
-async fn curl_get(env: &[(String, String)], url: &str) -> (u16, String) {
+pub(crate) async fn curl_get(env: &[(String, String)], url: &str) -> (u16, String) {
     let env = env.to_vec();
     let url = url.to_owned();
     let out = blocking(move || curl(&env, &["-w", "\n%{http_code}", &url])).await;
@@ -39,12 +39,12 @@ async fn python_get(env: &[(String, String)], url: &str) -> (u16, String) {
     )
 }
 
-fn json(body: &str) -> Value {
+pub(crate) fn json(body: &str) -> Value {
     serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
 /// The document's entry for `variable`.
-fn entry<'a>(doc: &'a Value, variable: &str) -> &'a Value {
+pub(crate) fn entry<'a>(doc: &'a Value, variable: &str) -> &'a Value {
     doc["credentials"]
         .as_array()
         .unwrap_or_else(|| panic!("no credentials: {doc}"))
@@ -56,7 +56,7 @@ fn entry<'a>(doc: &'a Value, variable: &str) -> &'a Value {
 impl World {
     /// Opens a connect link in a "browser" (curl -L, no proxy): the final
     /// page and its status.
-    async fn open_link(&self, link: &str) -> (u16, String) {
+    pub(crate) async fn open_link(&self, link: &str) -> (u16, String) {
         let resolve = format!("{AUTH}:{}:127.0.0.1", self.provider.port());
         let ca = self.ca.cert_pem_path().display().to_string();
         let link = link.to_owned();

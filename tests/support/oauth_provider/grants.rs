@@ -381,6 +381,12 @@ impl State {
                 && SystemTime::now() < t.expires_at
                 && !self.grants[t.grant].revoked
         });
+        if let (Some(token), Some(rest)) = (valid, path.strip_prefix("/api/scoped/")) {
+            let granted = self.grants[token.grant].scope.clone();
+            if let Some(refusal) = scope_refusal(rest, &granted) {
+                return refusal;
+            }
+        }
         match valid {
             Some(token) => json(
                 StatusCode::OK,
@@ -401,4 +407,52 @@ impl State {
                 .unwrap(),
         }
     }
+}
+
+/// `/api/scoped/STYLE/SCOPE`: when the token's grant lacks `SCOPE`, the
+/// answer a real provider gives, in its STYLE: `rfc6750`, `github`, `google`
+/// or `slack`. `None` when the scope was granted (the usual 200 follows).
+fn scope_refusal(rest: &str, granted: &str) -> Option<Response<Full<Bytes>>> {
+    let (style, needed) = rest.split_once('/')?;
+    let granted_list: Vec<&str> = granted.split_whitespace().collect();
+    if granted_list.contains(&needed) {
+        return None;
+    }
+    let builder = Response::builder().header("content-type", "application/json");
+    let response = match style {
+        "rfc6750" => builder
+            .status(StatusCode::FORBIDDEN)
+            .header(
+                "www-authenticate",
+                format!(r#"Bearer realm="acme", error="insufficient_scope", scope="{needed}""#),
+            )
+            .body(Full::new(Bytes::from_static(br#"{"error":"insufficient_scope"}"#))),
+        "github" => builder
+            .status(StatusCode::FORBIDDEN)
+            .header("x-accepted-oauth-scopes", format!("{needed}, admin:org"))
+            .header("x-oauth-scopes", granted_list.join(", "))
+            .body(Full::new(Bytes::from_static(
+                br#"{"message":"Resource not accessible by integration"}"#,
+            ))),
+        "google" => builder
+            .status(StatusCode::FORBIDDEN)
+            .header(
+                "www-authenticate",
+                format!(r#"Bearer realm="https://accounts.google.com/", error="insufficient_scope", scope="{needed}""#),
+            )
+            .body(Full::new(Bytes::from_static(
+                br#"{"error":{"code":403,"message":"Request had insufficient authentication scopes.","errors":[{"message":"Insufficient Permission","domain":"global","reason":"insufficientPermissions"}],"status":"PERMISSION_DENIED"}}"#,
+            ))),
+        "slack" => builder.status(StatusCode::OK).body(Full::new(Bytes::from(
+            serde_json::json!({
+                "ok": false,
+                "error": "missing_scope",
+                "needed": needed,
+                "provided": granted_list.join(","),
+            })
+            .to_string(),
+        ))),
+        _ => return None,
+    };
+    Some(response.unwrap())
 }
