@@ -59,6 +59,15 @@ pub enum ProxyError {
     /// `rule 2 (deny DELETE /**)`, `the default (deny)`, `require`).
     #[error("the rules of binding {binding} refuse this request: {rule}")]
     RuleDenied { binding: String, rule: String },
+    /// A human must connect (or reconnect) the account: the error, with the
+    /// link that does it.
+    #[error("{error}; connect it at {connect_url}")]
+    ConsentNeeded {
+        error: TokenError,
+        connect_url: String,
+    },
+    #[error("{limit} requests are already waiting for consent; retry later")]
+    TooManyHeld { limit: usize },
     #[error("request holds a placeholder that no binding of this sandbox knows")]
     UnknownPlaceholder,
     #[error("{0}")]
@@ -127,6 +136,8 @@ impl ProxyError {
             | Self::LocationNotAllowed { .. }
             | Self::PlainHttp { .. }
             | Self::RuleDenied { .. }
+            | Self::ConsentNeeded { .. }
+            | Self::TooManyHeld { .. }
             | Self::UnknownPlaceholder
             | Self::BodyTooLarge(_)
             | Self::TooManyAuthFailures { .. }
@@ -158,9 +169,10 @@ impl ProxyError {
             }
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::ProxyBusy { .. } | Self::DecompressionBudget { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::ProxyBusy { .. }
+            | Self::DecompressionBudget { .. }
+            | Self::TooManyHeld { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ConsentNeeded { error, .. } => Self::Token(error.clone()).status(),
             Self::TooManyAuthFailures { .. } | Self::TooManyConnections { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -205,6 +217,8 @@ impl ProxyError {
             Self::LocationNotAllowed { .. } => "location_not_allowed",
             Self::PlainHttp { .. } => "plain_http",
             Self::RuleDenied { .. } => "rule_denied",
+            Self::ConsentNeeded { error, .. } => error.code().as_str(),
+            Self::TooManyHeld { .. } => "too_many_held",
             Self::UnknownPlaceholder => ErrorCode::UnknownPlaceholder.as_str(),
             // The vault's codes, as the vault sent them.
             Self::Token(
@@ -243,6 +257,14 @@ impl ProxyError {
             .header("x-airlock-error", self.code());
         if self.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
             builder = builder.header(header::PROXY_AUTHENTICATE, "Basic realm=\"airlock\"");
+        }
+        if let Self::ConsentNeeded { connect_url, .. } = self {
+            if let Ok(v) = http::HeaderValue::from_str(connect_url) {
+                builder = builder.header("x-airlock-connect-url", v);
+            }
+        }
+        if let Self::TooManyHeld { .. } = self {
+            builder = builder.header(header::RETRY_AFTER, 5);
         }
         if let Self::TooManyAuthFailures { retry_after }
         | Self::ProxyBusy { retry_after, .. }

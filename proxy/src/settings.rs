@@ -64,6 +64,13 @@ pub struct ProxySettings {
     pub own_addrs: Vec<SocketAddr>,
     /// Failed proxy authentications per client address per minute before 429.
     pub auth_failures_per_minute: u32,
+    /// How long a request that meets an account no one connected waits for
+    /// a human when it does not say (`Prefer: wait=N` does); zero: not at all.
+    pub consent_wait: Duration,
+    /// The longest any request is held for consent.
+    pub max_consent_wait: Duration,
+    /// Requests held for consent at once, process-wide; more get `503`.
+    pub max_held_requests: usize,
 }
 
 impl Default for ProxySettings {
@@ -94,6 +101,9 @@ impl Default for ProxySettings {
             decompression_budget: 128 * 1024 * 1024,
             own_addrs: Vec::new(),
             auth_failures_per_minute: 20,
+            consent_wait: Duration::ZERO,
+            max_consent_wait: Duration::from_secs(300),
+            max_held_requests: 256,
         }
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub busy_connections: GlobalSlots,
     pub decompression: Budget,
     pub telemetry: Telemetry,
+    /// Places for requests held for consent (`max_held_requests`).
+    pub held: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -87,6 +89,7 @@ impl Shared {
         );
         let scanner = Arc::new(Scanner::new(tokens.placeholder_prefix()));
         let ledger = Arc::new(TokenLedger::new(tokens));
+        let settings_held = settings.max_held_requests;
         Self {
             auth_failures: AuthFailures::new(settings.auth_failures_per_minute),
             decompression: Budget::new(settings.decompression_budget),
@@ -102,6 +105,7 @@ impl Shared {
             all_connections: GlobalSlots::default(),
             busy_connections: GlobalSlots::default(),
             telemetry,
+            held: Arc::new(tokio::sync::Semaphore::new(settings_held)),
         }
     }
 

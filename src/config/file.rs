@@ -93,6 +93,13 @@ pub struct ProxySection {
     pub decompression_budget_bytes: Option<usize>,
     /// Failed proxy authentications per client address per minute before 429.
     pub auth_failures_per_minute: Option<u32>,
+    /// Seconds a request that meets an account no one connected waits for a
+    /// human when it does not say (`Prefer: wait=N`); 0 (default): it fails at once.
+    pub consent_wait_secs: Option<u64>,
+    /// The longest any request is held for consent (default 300).
+    pub max_consent_wait_secs: Option<u64>,
+    /// Requests held for consent at once; more get 503 (default 256).
+    pub max_held_requests: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -198,6 +198,13 @@ fn apply_scalars(p: &ProxySection, s: &mut ProxySettings) {
     );
     at_least_one(&mut s.max_connections, p.max_connections);
     at_least_one(&mut s.auth_failures_per_minute, p.auth_failures_per_minute);
+    if let Some(v) = p.consent_wait_secs {
+        s.consent_wait = Duration::from_secs(v);
+    }
+    if let Some(v) = p.max_consent_wait_secs {
+        s.max_consent_wait = Duration::from_secs(v);
+    }
+    at_least_one(&mut s.max_held_requests, p.max_held_requests);
 }
 
 fn host_patterns(field: &str, list: &[String], errors: &mut Vec<String>) -> Vec<HostPattern> {

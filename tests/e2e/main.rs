@@ -7,6 +7,7 @@ mod support;
 mod bodies;
 mod cli;
 mod config_collisions;
+mod consent;
 mod console;
 mod containment;
 mod early;

@@ -14,6 +14,7 @@
 
 pub(crate) mod body_plan;
 pub(crate) mod close;
+pub(crate) mod consent;
 pub(crate) mod replay;
 pub(crate) mod scope;
 pub(crate) mod send;
@@ -29,6 +30,7 @@ use hyper::body::Incoming;
 
 use crate::audit::AuditRecord;
 use crate::body::{boxed, DrainLimit, DrainOnDrop, Metered};
+use crate::error::ProxyError;
 use crate::headers::strip_hop_by_hop;
 use crate::screen::ToSandbox;
 use crate::shared::Shared;
@@ -80,9 +82,37 @@ pub(crate) async fn forward(
         request_bytes: audit.request_bytes.clone(),
     };
     audit.rules_dry_run = swapper.dry_run_marks();
-    let request = match attempt.build(&mut swapper, &mut plan).await {
-        Ok(r) => r,
-        Err(err) => return refuse(&mut audit, err),
+    let wait = consent::wait_of(&out.headers, shared);
+    let mut hold: Option<consent::Hold> = None;
+    let request = loop {
+        let err = match attempt.build(&mut swapper, &mut plan).await {
+            Ok(r) => break r,
+            Err(err) => err,
+        };
+        let Some(binding) = consent::needs_human(&err).map(str::to_owned) else {
+            return refuse(&mut audit, err);
+        };
+        let link = consent::connect_url(shared, &audit.sandbox, &binding).await;
+        let with_link = |err: ProxyError| match (err, &link) {
+            (ProxyError::Token(error), Some(url)) => ProxyError::ConsentNeeded {
+                error,
+                connect_url: url.clone(),
+            },
+            (err, _) => err,
+        };
+        // Only a request whose body is kept can wait: nothing was sent yet.
+        if wait.is_zero() || link.is_none() || !plan.replayable() {
+            return refuse(&mut audit, with_link(err));
+        }
+        if hold.is_none() {
+            match consent::Hold::begin(shared, &audit.sandbox, &binding, link.as_deref(), wait) {
+                Ok(h) => hold = Some(h),
+                Err(full) => return refuse(&mut audit, full),
+            }
+        }
+        if !hold.as_ref().expect("just set").tick().await {
+            return refuse(&mut audit, with_link(err));
+        }
     };
     audit.swapped = swapper
         .swapped_bindings()
@@ -92,7 +122,16 @@ pub(crate) async fn forward(
     audit.inert = swapper.inert_marks();
     let sent = Instant::now();
     let response = match attempt.send(request).await {
-        Ok(r) => r,
+        Ok(mut r) => {
+            if let Some(h) = &hold {
+                // The agent sees a slow answer; this says why.
+                let held = h.since.elapsed().as_millis().to_string();
+                if let Ok(v) = http::HeaderValue::from_str(&held) {
+                    r.headers_mut().insert("x-airlock-held-ms", v);
+                }
+            }
+            r
+        }
         Err(err) => return refuse(&mut audit, err),
     };
     let tokens = shared.tokens.as_ref();

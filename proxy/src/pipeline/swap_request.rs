@@ -74,27 +74,32 @@ pub(crate) async fn build(
             mut trailers,
             held,
         } => {
-            // Trailers are a credential position, like headers.
-            if let Some(t) = trailers.as_mut() {
-                swapper.swap_headers(t).await?;
+            let wire = async {
+                // Trailers are a credential position, like headers.
+                if let Some(t) = trailers.as_mut() {
+                    swapper.swap_headers(t).await?;
+                }
+                let swapped = body_swap::swap_whole(swapper, &data, context).await?;
+                match encoding {
+                    Some(e) => compression::encode(e, &swapped),
+                    None => Ok(swapped),
+                }
             }
-            let swapped = body_swap::swap_whole(swapper, &data, context).await?;
-            let wire = match encoding {
-                Some(e) => compression::encode(e, &swapped)?,
-                None => swapped,
-            };
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(wire.len()));
-            headers.remove(header::TRANSFER_ENCODING);
-            // The whole body is here: nothing to wait for.
-            headers.remove(header::EXPECT);
-            let sent = with_trailers(wire, trailers.clone());
+            .await;
+            let sent_trailers = trailers.clone();
+            // Kept even when the swap failed: a request held for consent is built again.
             *body = BodyPlan::Whole {
                 data,
                 encoding,
                 trailers,
                 held,
             };
-            sent
+            let wire = wire?;
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(wire.len()));
+            headers.remove(header::TRANSFER_ENCODING);
+            // The whole body is here: nothing to wait for.
+            headers.remove(header::EXPECT);
+            with_trailers(wire, sent_trailers)
         }
         BodyPlan::Untouched { read, rest } => {
             // Same bytes, same framing: Content-Length (when sent) stays.
