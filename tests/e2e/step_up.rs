@@ -198,3 +198,71 @@ async fn a_scope_the_token_has_is_not_a_step_up() {
     .await;
     assert_eq!(json(&doc)["credential"]["state"], "connected", "{doc}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_request_waits_for_the_step_up_and_is_replayed_with_the_new_token() {
+    let w = step_up_world().await;
+    let body = r#"{"provider":"acme","scope":"tenant","scopes":["read"]}"#;
+    let (status, started) = api(
+        &w.airlock,
+        "POST",
+        "/v1/connections",
+        Some(body.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    w.follow(started["authorization_url"].as_str().unwrap())
+        .await;
+    // The agent's request, willing to wait: held after the GitHub-style refusal.
+    let env = w.airlock.env.clone();
+    let placeholder = w.airlock.var("ACME_TOKEN");
+    let agent = std::thread::spawn(move || {
+        let auth = format!("Authorization: Bearer {placeholder}");
+        curl(
+            &env,
+            &[
+                "-s",
+                "-i",
+                "-H",
+                &auth,
+                "-H",
+                "Prefer: wait=60",
+                &format!("https://{API}/api/scoped/github/repo"),
+            ],
+        )
+    });
+    // The step-up link shows in the status; the user consents.
+    let mut link = None;
+    for _ in 0..40 {
+        let (_, doc) = curl_get(
+            &w.airlock.env,
+            "http://airlock.internal/v1/status/ACME_TOKEN",
+        )
+        .await;
+        let doc = json(&doc);
+        if doc["credential"]["state"] == "insufficient_scope" {
+            link = doc["credential"]["connect_url"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let link = link.expect("the status shows the step-up");
+    let (code, page) = w.open_link(&link).await;
+    assert_eq!(code, 200, "{page}");
+    let out = blocking(move || agent.join().unwrap()).await;
+    assert!(
+        out.stdout.starts_with("HTTP/1.1 200") || out.stdout.starts_with("HTTP/2 200"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("x-airlock-held-ms"), "{}", out.stdout);
+    assert!(!out.stdout.contains("x-airlock-error"), "{}", out.stdout);
+    // Two tokens went upstream: the first (refused), then the stepped-up one.
+    let issued = w.provider.issued_access_tokens();
+    let sent = w.provider.api_authorizations();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1], format!("Bearer {}", issued.last().unwrap()));
+    assert_ne!(sent[0], sent[1]);
+    w.assert_no_secret_in(&[&out.stdout, &out.stderr]);
+}

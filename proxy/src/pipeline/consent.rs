@@ -12,10 +12,11 @@
 
 use std::time::{Duration, Instant};
 
-use airlock_vault_client::{SandboxId, TokenError};
+use airlock_vault_client::{ExposeSecret, Resolved, SandboxId, TokenError, TokenSource};
 use http::HeaderMap;
 
 use crate::error::ProxyError;
+use crate::pipeline::scope::Insufficient;
 use crate::shared::Shared;
 
 /// How often a held request asks again.
@@ -116,4 +117,22 @@ impl Hold {
         tokio::time::sleep(POLL.min(self.deadline - now)).await;
         true
     }
+}
+
+/// Waits, while `hold` lasts, for `lacking`'s placeholder to resolve to
+/// another token than the one that lacked the scope (a step-up completed).
+pub(crate) async fn new_token(
+    tokens: &dyn TokenSource,
+    sandbox: &SandboxId,
+    lacking: &Insufficient,
+    hold: &Hold,
+) -> Option<Resolved> {
+    while hold.tick().await {
+        if let Ok(fresh) = tokens.resolve(sandbox, &lacking.placeholder).await {
+            if fresh.token.expose_secret() != lacking.token.expose_secret() {
+                return Some(fresh);
+            }
+        }
+    }
+    None
 }

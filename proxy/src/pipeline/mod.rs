@@ -122,16 +122,7 @@ pub(crate) async fn forward(
     audit.inert = swapper.inert_marks();
     let sent = Instant::now();
     let response = match attempt.send(request).await {
-        Ok(mut r) => {
-            if let Some(h) = &hold {
-                // The agent sees a slow answer; this says why.
-                let held = h.since.elapsed().as_millis().to_string();
-                if let Ok(v) = http::HeaderValue::from_str(&held) {
-                    r.headers_mut().insert("x-airlock-held-ms", v);
-                }
-            }
-            r
-        }
+        Ok(r) => r,
         Err(err) => return refuse(&mut audit, err),
     };
     let tokens = shared.tokens.as_ref();
@@ -154,9 +145,49 @@ pub(crate) async fn forward(
         }
         Err(err) => return refuse(&mut audit, err),
     };
-    let (insufficient, response) = scope::screen_scopes(tokens, &sandbox, &swapper, response).await;
-    if insufficient {
+    let (mut insufficient, mut response) =
+        scope::screen_scopes(tokens, &sandbox, &swapper, response).await;
+    // A step-up the request may wait for: hold until the token changes
+    // (the user consented), then build and send again.
+    while let Some(lacking) = insufficient.take() {
         audit.outcome = crate::audit::Outcome::InsufficientScope;
+        if wait.is_zero() || !plan.replayable() {
+            break;
+        }
+        if hold.is_none() {
+            let link = response
+                .headers()
+                .get(scope::CONNECT_URL)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            match consent::Hold::begin(shared, &sandbox, &lacking.binding, link.as_deref(), wait) {
+                Ok(h) => hold = Some(h),
+                // No place to wait: the answer, with its step-up link, goes on.
+                Err(_) => break,
+            }
+        }
+        let Some(fresh) =
+            consent::new_token(tokens, &sandbox, &lacking, hold.as_ref().expect("just set")).await
+        else {
+            break;
+        };
+        swapper.replace_token(&lacking.placeholder, fresh);
+        let request = match attempt.build(&mut swapper, &mut plan).await {
+            Ok(r) => r,
+            Err(err) => return refuse(&mut audit, err),
+        };
+        response = match attempt.send(request).await {
+            Ok(r) => r,
+            Err(err) => return refuse(&mut audit, err),
+        };
+        audit.outcome = crate::audit::Outcome::Ok;
+        (insufficient, response) = scope::screen_scopes(tokens, &sandbox, &swapper, response).await;
+    }
+    if let Some(h) = &hold {
+        // The agent sees a slow answer; this says why.
+        if let Ok(v) = http::HeaderValue::from_str(&h.since.elapsed().as_millis().to_string()) {
+            response.headers_mut().insert("x-airlock-held-ms", v);
+        }
     }
     audit.upstream_time = Some(sent.elapsed());
     audit.status = response.status().as_u16();

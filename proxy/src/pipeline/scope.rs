@@ -6,7 +6,9 @@
 //! insufficient_scope`, the scopes missing, and the link that asks the user
 //! for them (the vault notes the step-up, so the status says so too).
 
-use airlock_vault_client::{BindingKind, SandboxId, ScopeSignal, TokenSource, MAX_SIGNAL_BODY};
+use airlock_vault_client::{
+    BindingKind, SandboxId, ScopeSignal, SecretString, TokenSource, MAX_SIGNAL_BODY,
+};
 use http::{HeaderValue, Response};
 
 use crate::body::{with_trailers, ProxyBody};
@@ -17,20 +19,29 @@ use crate::swap::Swapper;
 pub(crate) const MISSING_SCOPES: &str = "x-airlock-missing-scopes";
 pub(crate) const CONNECT_URL: &str = "x-airlock-connect-url";
 
+/// An insufficient-scope answer: the placeholder whose token lacked the
+/// scope, and that token (a held request waits for another).
+pub(crate) struct Insufficient {
+    pub binding: String,
+    pub placeholder: String,
+    pub token: SecretString,
+}
+
 /// The answer, with the step-up headers when it is an insufficient-scope
-/// answer; `true` when it was.
+/// answer (then also which token it was about).
 pub(crate) async fn screen_scopes(
     tokens: &dyn TokenSource,
     sandbox: &SandboxId,
     swapper: &Swapper,
     response: Response<ProxyBody>,
-) -> (bool, Response<ProxyBody>) {
+) -> (Option<Insufficient>, Response<ProxyBody>) {
     let status = response.status().as_u16();
-    // (connection, its signals for this status) of OAuth tokens in their slot.
-    let candidates: Vec<(String, Vec<ScopeSignal>)> = swapper
+    // (connection, placeholder, token, its signals for this status) of
+    // OAuth tokens in their slot.
+    let candidates: Vec<(String, Insufficient, Vec<ScopeSignal>)> = swapper
         .swapped()
         .filter(|(p, r)| swapper.in_injection_slot(p, r.binding.inject.as_ref()))
-        .filter_map(|(_, r)| match &r.binding.kind {
+        .filter_map(|(p, r)| match &r.binding.kind {
             BindingKind::OAuth { connection_id } => {
                 let signals: Vec<ScopeSignal> = r
                     .binding
@@ -39,17 +50,22 @@ pub(crate) async fn screen_scopes(
                     .filter(|s| s.applies_to(status))
                     .cloned()
                     .collect();
-                (!signals.is_empty()).then(|| (connection_id.clone(), signals))
+                let which = Insufficient {
+                    binding: r.binding.id.clone(),
+                    placeholder: p.to_owned(),
+                    token: r.token.clone(),
+                };
+                (!signals.is_empty()).then(|| (connection_id.clone(), which, signals))
             }
             BindingKind::Static => None,
         })
         .collect();
     if candidates.is_empty() {
-        return (false, response);
+        return (None, response);
     }
     let reads_body = candidates
         .iter()
-        .any(|(_, signals)| signals.iter().any(ScopeSignal::reads_body));
+        .any(|(_, _, signals)| signals.iter().any(ScopeSignal::reads_body));
     let (mut response, body) = if reads_body {
         let (parts, body) = response.into_parts();
         match body_swap::collect_up_to(body, MAX_SIGNAL_BODY).await {
@@ -63,21 +79,24 @@ pub(crate) async fn screen_scopes(
             ),
             Err(e) => {
                 let err = ProxyError::Upstream(format!("reading the upstream's answer: {e}"));
-                return (false, err.to_response());
+                return (None, err.to_response());
             }
         }
     } else {
         (response, None)
     };
-    let found = candidates.iter().find_map(|(connection, signals)| {
-        signals
-            .iter()
-            .find_map(|s| s.detect(status, response.headers(), body.as_deref()))
-            .map(|needed| (connection, needed))
-    });
-    let Some((connection, needed)) = found else {
-        return (false, response);
+    let found = candidates
+        .into_iter()
+        .find_map(|(connection, which, signals)| {
+            signals
+                .iter()
+                .find_map(|s| s.detect(status, response.headers(), body.as_deref()))
+                .map(|needed| (connection, which, needed))
+        });
+    let Some((connection, which, needed)) = found else {
+        return (None, response);
     };
+    let connection = &connection;
     let step_up = match tokens.step_up(sandbox, connection, &needed).await {
         Ok(step_up) => step_up,
         Err(error) => {
@@ -104,7 +123,7 @@ pub(crate) async fn screen_scopes(
             headers.insert(CONNECT_URL, v);
         }
     }
-    (true, response)
+    (Some(which), response)
 }
 
 #[cfg(test)]
@@ -173,7 +192,7 @@ mod tests {
             answer(200, &[], body),
         )
         .await;
-        assert!(hit);
+        assert!(hit.is_some());
         assert_eq!(r.headers()["x-airlock-error"], "insufficient_scope");
         assert_eq!(r.headers()[MISSING_SCOPES], "chat:write");
         assert_eq!(
@@ -204,7 +223,7 @@ mod tests {
             answer(403, &challenge, ""),
         )
         .await;
-        assert!(!hit);
+        assert!(hit.is_none());
         let slot = swapped(&tokens, ("authorization", format!("Bearer {p}"))).await;
         let (hit, _) = screen_scopes(
             &*tokens,
@@ -213,7 +232,7 @@ mod tests {
             answer(403, &[], "forbidden"),
         )
         .await;
-        assert!(!hit);
+        assert!(hit.is_none());
         let (hit, r) = screen_scopes(
             &*tokens,
             &SandboxId::default_sandbox(),
@@ -221,7 +240,7 @@ mod tests {
             answer(403, &challenge, ""),
         )
         .await;
-        assert!(hit, "RFC 6750 is every provider's default");
+        assert!(hit.is_some(), "RFC 6750 is every provider's default");
         assert_eq!(r.headers()[MISSING_SCOPES], "repo");
         // A static secret never steps up.
         let s = tokens.add("KEY", HOST, "static-real", |b| {
@@ -235,7 +254,7 @@ mod tests {
             answer(403, &challenge, ""),
         )
         .await;
-        assert!(!hit);
+        assert!(hit.is_none());
         assert_eq!(tokens.step_ups().len(), 1);
     }
 }
