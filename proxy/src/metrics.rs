@@ -45,6 +45,10 @@ pub struct Metrics {
     pub token_cache_hits: Gauge,
     pub token_cache_misses: Gauge,
     pub vault_refreshes: Family<ReasonLabel, Gauge>,
+    /// Requests waiting for a human now.
+    pub held_requests: Gauge,
+    /// Consent webhook deliveries, by result (delivered, failed).
+    pub consent_webhooks: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -128,7 +132,21 @@ impl Metrics {
             "Token lookups that went to the token source",
             token_cache_misses.clone(),
         );
+        let held_requests = Gauge::default();
+        registry.register(
+            "held_requests",
+            "Requests held for consent or a scope step-up now",
+            held_requests.clone(),
+        );
+        let consent_webhooks = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "consent_webhooks",
+            "Consent webhook deliveries, by result",
+            consent_webhooks.clone(),
+        );
         Self {
+            held_requests,
+            consent_webhooks,
             registry,
             requests,
             swaps,

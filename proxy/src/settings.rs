@@ -71,6 +71,25 @@ pub struct ProxySettings {
     pub max_consent_wait: Duration,
     /// Requests held for consent at once, process-wide; more get `503`.
     pub max_held_requests: usize,
+    /// Told (POST, HMAC-signed) when a request begins to wait for a human.
+    pub consent_webhook: Option<ConsentWebhook>,
+}
+
+/// Where the operator wants to hear of a request waiting for consent.
+#[derive(Clone)]
+pub struct ConsentWebhook {
+    pub url: http::Uri,
+    /// The HMAC-SHA256 key of `x-airlock-signature`.
+    pub secret: airlock_vault_client::SecretString,
+}
+
+impl std::fmt::Debug for ConsentWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsentWebhook")
+            .field("url", &self.url)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
 }
 
 impl Default for ProxySettings {
@@ -104,6 +123,7 @@ impl Default for ProxySettings {
             consent_wait: Duration::ZERO,
             max_consent_wait: Duration::from_secs(300),
             max_held_requests: 256,
+            consent_webhook: None,
         }
     }
 }

@@ -47,11 +47,55 @@ impl RecentRequests {
     }
 }
 
+/// A request waiting for a human, as the console shows it: never a value.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeldRequest {
+    /// Unix seconds when it began to wait, and when it gives up.
+    pub since: u64,
+    pub until: u64,
+    pub sandbox: String,
+    pub binding: String,
+    /// `not_connected`, `reconnect_needed` or `insufficient_scope`.
+    pub reason: &'static str,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub connect_url: Option<String>,
+}
+
+/// The requests held now, by a process-unique id.
+#[derive(Clone, Default)]
+pub struct HeldRequests(Arc<Mutex<std::collections::BTreeMap<u64, HeldRequest>>>);
+
+impl HeldRequests {
+    pub fn insert(&self, id: u64, entry: HeldRequest) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, entry);
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    /// Oldest first.
+    pub fn all(&self) -> Vec<HeldRequest> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
 /// The handles a proxy reports to. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Telemetry {
     pub metrics: Arc<Metrics>,
     pub recent: RecentRequests,
+    pub held: HeldRequests,
 }
 
 impl std::fmt::Debug for Telemetry {

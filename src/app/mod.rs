@@ -207,13 +207,22 @@ impl App {
             bindings = vault::sidecar_bindings(&vault, &prepared.secret_names()).await?;
             // The console shows what the in-process proxy did.
             let recent = self.telemetry.recent.clone();
-            state = state.with_recent_requests(Arc::new(move || {
-                recent
-                    .newest_first()
-                    .into_iter()
-                    .filter_map(|r| serde_json::to_value(r).ok())
-                    .collect()
-            }));
+            let held = self.telemetry.held.clone();
+            state = state.with_proxy_feeds(
+                Arc::new(move || {
+                    recent
+                        .newest_first()
+                        .into_iter()
+                        .filter_map(|r| serde_json::to_value(r).ok())
+                        .collect()
+                }),
+                Arc::new(move || {
+                    held.all()
+                        .into_iter()
+                        .filter_map(|h| serde_json::to_value(h).ok())
+                        .collect()
+                }),
+            );
         }
         tracing::info!(target: crate::LOG_TARGET, listen = %addr, public_url = %loaded.config.vault.public_url(addr), "vault listening");
         tasks.spawn(async move {

@@ -100,6 +100,13 @@ pub struct ProxySection {
     pub max_consent_wait_secs: Option<u64>,
     /// Requests held for consent at once; more get 503 (default 256).
     pub max_held_requests: Option<usize>,
+    /// POSTed (HMAC-signed) when a request begins to wait for a human.
+    pub consent_webhook_url: Option<String>,
+    /// The webhook's signing key: exactly one of the three with a URL.
+    #[serde(skip_serializing)]
+    pub consent_webhook_secret: Option<SecretString>,
+    pub consent_webhook_secret_env: Option<String>,
+    pub consent_webhook_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use airlock_proxy::egress::{EgressLists, OverrideTarget, ResolveOverrides};
+use airlock_proxy::settings::ConsentWebhook;
 use airlock_proxy::ProxySettings;
 use airlock_vault_client::HostPattern;
 use rustls_pki_types::CertificateDer;
 
 use super::file::ProxySection;
+use super::secret_source::{trimmed, SecretSource, SourceKeys};
 use super::Loaded;
 
 /// Where the metrics endpoint listens unless `admin_listen` says otherwise.
@@ -67,6 +69,12 @@ impl ProxySection {
     }
 }
 
+static WEBHOOK_SECRET_KEYS: SourceKeys = SourceKeys {
+    value: "consent_webhook_secret",
+    env: "consent_webhook_secret_env",
+    file: "consent_webhook_secret_file",
+};
+
 impl Loaded {
     /// `[proxy]` and `[resolve]`; problems go to `errors`, each once.
     pub(super) fn proxy_config(&self, errors: &mut Vec<String>) -> ProxyConfig {
@@ -87,6 +95,7 @@ impl Loaded {
             }
         }
         settings.upstream_ca = self.upstream_ca(errors);
+        settings.consent_webhook = self.consent_webhook(errors);
         let resolve = self.resolve_overrides(errors);
         settings.passthrough_hosts =
             host_patterns("passthrough_hosts", &p.passthrough_hosts, errors);
@@ -124,6 +133,60 @@ impl Loaded {
             extra_roots: settings.upstream_ca.clone(),
         };
         ProxyConfig { settings, outbound }
+    }
+
+    /// `consent_webhook_url` and its signing key, which go together.
+    fn consent_webhook(&self, errors: &mut Vec<String>) -> Option<ConsentWebhook> {
+        let p = &self.config.proxy;
+        let source = match SecretSource::at_most_one(
+            &WEBHOOK_SECRET_KEYS,
+            p.consent_webhook_secret.as_ref(),
+            p.consent_webhook_secret_env.as_deref(),
+            p.consent_webhook_secret_file.as_deref(),
+        ) {
+            Ok(source) => source.map(|s| s.resolved(|path| self.resolve_path(path))),
+            Err(e) => {
+                errors.push(format!("proxy.{e}"));
+                return None;
+            }
+        };
+        let Some(url) = &p.consent_webhook_url else {
+            if source.is_some() {
+                errors.push(
+                    "proxy.consent_webhook_secret… is set without proxy.consent_webhook_url".into(),
+                );
+            }
+            return None;
+        };
+        let uri = match url.parse::<http::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("https" | "http")) && uri.host().is_some() =>
+            {
+                uri
+            }
+            _ => {
+                errors.push(format!(
+                    "proxy.consent_webhook_url {url:?} must be an http:// or https:// URL"
+                ));
+                return None;
+            }
+        };
+        let Some(source) = source else {
+            errors.push(
+                "proxy.consent_webhook_url needs a signing key: consent_webhook_secret, _env or _file".into(),
+            );
+            return None;
+        };
+        match source.read(WEBHOOK_SECRET_KEYS.file) {
+            Ok(secret) => Some(ConsentWebhook {
+                url: uri,
+                secret: trimmed(&secret),
+            }),
+            Err(e) => {
+                errors.push(format!("proxy.{e}"));
+                None
+            }
+        }
     }
 
     fn upstream_ca(&self, errors: &mut Vec<String>) -> Vec<CertificateDer<'static>> {

@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use crate::status::{curl_get, entry, json};
-use crate::support::clients::{curl, python};
+use crate::support::clients::{curl, node, python};
 use crate::support::oauth_provider::OAuthProvider;
-use crate::support::{blocking, Airlock, TestCa};
+use crate::support::{blocking, skip, Airlock, TestCa, Upstream, NODE_MODULES};
 use crate::vault::{acme_config, World, API, AUTH, CLIENT_ID, CLIENT_SECRET};
 
 async fn consent_world(proxy_extra: &str) -> World {
@@ -148,4 +148,196 @@ async fn without_opt_in_or_after_the_wait_the_error_carries_the_link() {
         w.provider.api_authorizations().is_empty(),
         "nothing was sent"
     );
+}
+
+fn browser_present() -> bool {
+    let chromium = std::path::Path::new("/usr/bin/chromium").exists();
+    let playwright = std::path::Path::new(NODE_MODULES)
+        .join("playwright-core")
+        .exists();
+    if !(chromium && playwright) {
+        skip("the consent browser test needs /usr/bin/chromium and playwright-core (scripts/test installs both)");
+    }
+    chromium && playwright
+}
+
+/// HMAC-SHA256 of `TIMESTAMP.BODY`, hex: what the webhook's signature must be.
+fn expected_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let mut message = format!("{timestamp}.").into_bytes();
+    message.extend_from_slice(body);
+    ring::hmac::sign(&key, &message)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_consents_while_the_request_waits_and_the_operator_hears_of_it() {
+    if !browser_present() {
+        return;
+    }
+    const HOOKS: &str = "hooks.test";
+    const HOOK_SECRET: &str = "whsec_consent_0123456789";
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(&ca, &[AUTH, API], CLIENT_ID, CLIENT_SECRET).await;
+    let hooks = Upstream::start(&ca, &[HOOKS]).await;
+    let proxy_extra = format!(
+        "consent_webhook_url = \"https://{HOOKS}/airlock/consent\"\nconsent_webhook_secret = {HOOK_SECRET:?}"
+    );
+    let cfg = acme_config(&ca, provider.port(), "", &proxy_extra).replace(
+        "[resolve]\n",
+        &format!("[resolve]\n\"{HOOKS}\" = \"127.0.0.1:{}\"\n", hooks.port()),
+    );
+    let w = World {
+        ca,
+        provider,
+        airlock: Airlock::start(&cfg),
+    };
+    let env = w.airlock.env.clone();
+    let script = format!(
+        r#"
+import os, requests
+r = requests.get("https://{API}/api/me", headers={{"Authorization": "Bearer " + os.environ["ACME_TOKEN"], "Prefer": "wait=90"}}, timeout=120)
+print(r.status_code, r.headers.get("x-airlock-held-ms"))
+print(r.text)
+"#
+    );
+    let agent = std::thread::spawn(move || python(&env, &script));
+    // The operator's webhook hears of it, signed.
+    let mut delivered = None;
+    for _ in 0..60 {
+        if let Some(r) = hooks.requests().into_iter().next() {
+            delivered = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let hook = delivered.expect("the webhook was called");
+    assert_eq!(hook.method, "POST");
+    assert_eq!(hook.path_and_query, "/airlock/consent");
+    let timestamp = hook
+        .header("x-airlock-timestamp")
+        .expect("a timestamp")
+        .to_owned();
+    assert_eq!(
+        hook.header("x-airlock-signature"),
+        Some(
+            format!(
+                "sha256={}",
+                expected_signature(HOOK_SECRET, &timestamp, &hook.body_sample)
+            )
+            .as_str()
+        )
+    );
+    let event: serde_json::Value = serde_json::from_slice(&hook.body_sample).unwrap();
+    assert_eq!(event["event"], "consent_needed");
+    assert_eq!(event["request"]["binding"], "provider:acme");
+    assert_eq!(event["request"]["reason"], "not_connected");
+    let link = event["request"]["connect_url"]
+        .as_str()
+        .expect("the link")
+        .to_owned();
+    assert_eq!(
+        link,
+        link_of(&w).await,
+        "the status hands out the same link"
+    );
+    // The console lists it; the user approves in chromium.
+    let shots =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let node_env = vec![
+        (
+            "CONSOLE_URL".to_owned(),
+            format!("{}/", w.airlock.vault_url()),
+        ),
+        ("ADMIN_TOKEN".to_owned(), w.airlock.admin_token()),
+        ("CONNECT_URL".to_owned(), link),
+        ("SCREENSHOTS".to_owned(), shots.display().to_string()),
+        ("RESOLVER_RULES".to_owned(), format!("MAP {AUTH} 127.0.0.1")),
+        ("NODE_PATH".to_owned(), NODE_MODULES.to_owned()),
+    ];
+    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/consent.test.mjs");
+    let browser = blocking(move || node(&node_env, &format!("import({driver:?})"))).await;
+    assert!(browser.success(), "{}\n{}", browser.stdout, browser.stderr);
+    assert!(
+        browser
+            .stdout
+            .contains("waiting: default provider:acme not_connected GET api.acme.test/api/me"),
+        "{}",
+        browser.stdout
+    );
+    let out = blocking(move || agent.join().unwrap()).await;
+    assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.starts_with("200 "), "{}", out.stdout);
+    assert!(out.stdout.contains("\"ok\":true"), "{}", out.stdout);
+    w.assert_no_secret_in(&[&out.stdout, &out.stderr, &browser.stdout, &w.airlock.logs()]);
+    assert!(!w.airlock.logs().contains(HOOK_SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_receiver_that_is_down_costs_nothing_but_a_log_line() {
+    // Port 9 on loopback: nothing listens there.
+    let proxy_extra =
+        "consent_webhook_url = \"https://hooks.down.test:9/x\"\nconsent_webhook_secret = \"k\"";
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(&ca, &[AUTH, API], CLIENT_ID, CLIENT_SECRET).await;
+    let cfg = acme_config(&ca, provider.port(), "", proxy_extra).replace(
+        "[resolve]\n",
+        "[resolve]\n\"hooks.down.test\" = \"127.0.0.1\"\n",
+    );
+    let w = World {
+        ca,
+        provider,
+        airlock: Airlock::start(&cfg),
+    };
+    let waiting = curl_api(&w, &["-H", "Prefer: wait=30"]);
+    w.airlock.wait_for_log("consent webhook failed");
+    let link = link_of(&w).await;
+    let (code, page) = w.open_link(&link).await;
+    assert_eq!(code, 200, "{page}");
+    let (status, answer) = blocking(move || waiting.join().unwrap()).await;
+    assert_eq!(status, 200, "{answer}");
+    let metrics = blocking({
+        let url = format!("{}/metrics", w.airlock.metrics_url());
+        move || curl(&[], &["-s", &url])
+    })
+    .await;
+    assert!(
+        metrics
+            .stdout
+            .contains("airlock_consent_webhooks_total{reason=\"failed\"} 1"),
+        "{}",
+        metrics.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_url_without_a_key_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("airlock.toml");
+    std::fs::write(&cfg, "[proxy]\nconsent_webhook_url = \"ftp://x\"\n").unwrap();
+    let out = std::process::Command::new(crate::support::airlock::binary())
+        .args(["config", "check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("proxy.consent_webhook_url \"ftp://x\" must be an http:// or https:// URL"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &cfg,
+        "[proxy]\nconsent_webhook_url = \"https://hooks.test/x\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::support::airlock::binary())
+        .args(["config", "check", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs a signing key"), "{stderr}");
 }

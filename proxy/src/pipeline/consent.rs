@@ -10,14 +10,18 @@
 //! through as soon as the binding resolves. Without opt-in, or on timeout,
 //! the sandbox gets the error with the link (`x-airlock-connect-url`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use airlock_vault_client::{ExposeSecret, Resolved, SandboxId, TokenError, TokenSource};
 use http::HeaderMap;
 
+use crate::audit::AuditRecord;
 use crate::error::ProxyError;
 use crate::pipeline::scope::Insufficient;
+use crate::settings::ConsentWebhook;
 use crate::shared::Shared;
+use crate::telemetry::HeldRequest;
 
 /// How often a held request asks again.
 const POLL: Duration = Duration::from_millis(500);
@@ -68,23 +72,42 @@ pub(crate) async fn connect_url(
         .and_then(|c| c.connect_url)
 }
 
-/// A request being held: its place among `max_held_requests`, released when
-/// the request goes on, fails, or its client goes away (the future is dropped).
+/// A request being held: its place among `max_held_requests` and its entry
+/// in the console's list, both given back when the request goes on, fails,
+/// or its client goes away (the future is dropped).
 pub(crate) struct Hold {
     _permit: tokio::sync::OwnedSemaphorePermit,
+    id: u64,
+    telemetry: crate::telemetry::Telemetry,
     pub since: Instant,
     pub deadline: Instant,
 }
 
+/// Why a request waits, as the console and the webhook say it.
+pub(crate) const NOT_CONNECTED: &str = "not_connected";
+pub(crate) const RECONNECT_NEEDED: &str = "reconnect_needed";
+pub(crate) const INSUFFICIENT_SCOPE: &str = "insufficient_scope";
+
+/// The reason word for a failure `needs_human` accepted.
+pub(crate) fn reason_of(err: &ProxyError) -> &'static str {
+    match err {
+        ProxyError::Token(TokenError::ReconnectNeeded { .. }) => RECONNECT_NEEDED,
+        _ => NOT_CONNECTED,
+    }
+}
+
 impl Hold {
-    /// Takes a place, or says why the request cannot wait.
+    /// Takes a place, lists the request, tells the operator's webhook; or
+    /// says why the request cannot wait.
     pub(crate) fn begin(
         shared: &Shared,
-        sandbox: &SandboxId,
+        audit: &AuditRecord,
         binding: &str,
+        reason: &'static str,
         link: Option<&str>,
         wait: Duration,
     ) -> Result<Self, ProxyError> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         let permit =
             shared
                 .held
@@ -93,16 +116,39 @@ impl Hold {
                 .map_err(|_| ProxyError::TooManyHeld {
                     limit: shared.settings.max_held_requests,
                 })?;
+        let sandbox = &audit.sandbox;
         tracing::warn!(
             %sandbox,
             binding,
+            reason,
             connect_url = link.unwrap_or(""),
             wait_secs = wait.as_secs(),
-            "request held until a human connects the account"
+            "request held until a human acts"
         );
+        let now = unix_now();
+        let entry = HeldRequest {
+            since: now,
+            until: now + wait.as_secs(),
+            sandbox: sandbox.to_string(),
+            binding: binding.to_owned(),
+            reason,
+            method: audit.method.clone(),
+            host: audit.host.clone(),
+            path: audit.path.clone(),
+            connect_url: link.map(str::to_owned),
+        };
+        if let Some(hook) = &shared.settings.consent_webhook {
+            announce(shared, hook.clone(), &entry);
+        }
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let telemetry = shared.telemetry.clone();
+        telemetry.held.insert(id, entry);
+        telemetry.metrics.held_requests.inc();
         let since = Instant::now();
         Ok(Self {
             _permit: permit,
+            id,
+            telemetry,
             since,
             deadline: since + wait,
         })
@@ -117,6 +163,81 @@ impl Hold {
         tokio::time::sleep(POLL.min(self.deadline - now)).await;
         true
     }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.telemetry.held.remove(self.id);
+        self.telemetry.metrics.held_requests.dec();
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// How long the operator's webhook may take before it counts as failed.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `POST`s the held request to the operator's webhook, in the background:
+/// the request waits for the human either way, and a receiver that is down
+/// is logged and counted, never retried into a pile.
+///
+/// `x-airlock-signature: sha256=HEX(HMAC-SHA256(secret, TIMESTAMP "." BODY))`
+/// with `x-airlock-timestamp: TIMESTAMP` (unix seconds), so a receiver can
+/// check the sender and refuse replays.
+fn announce(shared: &Shared, hook: ConsentWebhook, entry: &HeldRequest) {
+    let body = serde_json::json!({ "event": "consent_needed", "request": entry }).to_string();
+    let timestamp = unix_now().to_string();
+    let signature = webhook_signature(&hook, &timestamp, &body);
+    let upstream = shared.upstream.clone();
+    let metrics = shared.telemetry.metrics.clone();
+    tokio::spawn(async move {
+        let request = http::Request::post(hook.url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("x-airlock-timestamp", timestamp)
+            .header("x-airlock-signature", format!("sha256={signature}"))
+            .body(crate::body::full(bytes::Bytes::from(body)));
+        let outcome = match request {
+            Ok(request) => {
+                match tokio::time::timeout(WEBHOOK_TIMEOUT, upstream.send(request)).await {
+                    Ok(Ok(answer)) if answer.status().is_success() => Ok(()),
+                    Ok(Ok(answer)) => Err(format!("answered {}", answer.status())),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer in {} s", WEBHOOK_TIMEOUT.as_secs())),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let result = match outcome {
+            Ok(()) => "delivered",
+            Err(error) => {
+                tracing::warn!(url = %hook.url, %error, "consent webhook failed");
+                "failed"
+            }
+        };
+        metrics
+            .consent_webhooks
+            .get_or_create(&crate::metrics::ReasonLabel { reason: result })
+            .inc();
+    });
+}
+
+pub(crate) fn webhook_signature(hook: &ConsentWebhook, timestamp: &str, body: &str) -> String {
+    let key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        hook.secret.expose_secret().as_bytes(),
+    );
+    let mut message = timestamp.as_bytes().to_vec();
+    message.push(b'.');
+    message.extend_from_slice(body.as_bytes());
+    ring::hmac::sign(&key, &message)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Waits, while `hold` lasts, for `lacking`'s placeholder to resolve to

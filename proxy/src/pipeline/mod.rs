@@ -105,7 +105,8 @@ pub(crate) async fn forward(
             return refuse(&mut audit, with_link(err));
         }
         if hold.is_none() {
-            match consent::Hold::begin(shared, &audit.sandbox, &binding, link.as_deref(), wait) {
+            let reason = consent::reason_of(&err);
+            match consent::Hold::begin(shared, &audit, &binding, reason, link.as_deref(), wait) {
                 Ok(h) => hold = Some(h),
                 Err(full) => return refuse(&mut audit, full),
             }
@@ -160,7 +161,14 @@ pub(crate) async fn forward(
                 .get(scope::CONNECT_URL)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            match consent::Hold::begin(shared, &sandbox, &lacking.binding, link.as_deref(), wait) {
+            match consent::Hold::begin(
+                shared,
+                &audit,
+                &lacking.binding,
+                consent::INSUFFICIENT_SCOPE,
+                link.as_deref(),
+                wait,
+            ) {
                 Ok(h) => hold = Some(h),
                 // No place to wait: the answer, with its step-up link, goes on.
                 Err(_) => break,

@@ -35,13 +35,16 @@ struct Session {
 pub struct Console {
     sessions: DashMap<String, Session>,
     recent: Option<RecentRequests>,
+    /// Requests the proxy holds for consent now (same feed shape).
+    held: Option<RecentRequests>,
 }
 
 impl Console {
-    pub fn new(recent: Option<RecentRequests>) -> Self {
+    pub fn new(recent: Option<RecentRequests>, held: Option<RecentRequests>) -> Self {
         Self {
             sessions: DashMap::new(),
             recent,
+            held,
         }
     }
 }
@@ -329,6 +332,39 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
     }
     body.push_str("</ul></section>");
 
+    if let Some(held) = &state.console.held {
+        let held = held();
+        body.push_str("<section class=\"card\"><h2>Waiting for consent</h2>");
+        if held.is_empty() {
+            body.push_str("<p class=\"hint\">No request is waiting for a human.</p>");
+        } else {
+            body.push_str("<table><thead><tr><th>Sandbox</th><th>Credential</th><th>Why</th><th>Request</th><th>Gives up at</th><th>Link</th></tr></thead><tbody>");
+            for h in held {
+                let link = h["connect_url"]
+                    .as_str()
+                    .map(|u| {
+                        format!(
+                            "<a href=\"{}\" target=\"_blank\" rel=\"noopener\">connect</a>",
+                            escape(u)
+                        )
+                    })
+                    .unwrap_or_default();
+                body.push_str(&format!(
+                    "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{} {}{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(h["sandbox"].as_str().unwrap_or("")),
+                    escape(h["binding"].as_str().unwrap_or("")),
+                    escape(h["reason"].as_str().unwrap_or("")),
+                    escape(h["method"].as_str().unwrap_or("")),
+                    escape(h["host"].as_str().unwrap_or("")),
+                    escape(h["path"].as_str().unwrap_or("")),
+                    h["until"].as_u64().unwrap_or(0),
+                    link,
+                ));
+            }
+            body.push_str("</tbody></table>");
+        }
+        body.push_str("</section>");
+    }
     body.push_str("<section class=\"card\"><h2>Recent requests</h2>");
     match &state.console.recent {
         Some(recent) => {

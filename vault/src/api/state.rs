@@ -34,9 +34,10 @@ impl ApiState {
         }
     }
 
-    /// Lets the console show the in-process proxy's recent requests.
-    pub fn with_recent_requests(mut self, recent: RecentRequests) -> Self {
-        self.console = Arc::new(Console::new(Some(recent)));
+    /// Lets the console show the in-process proxy's recent requests and the
+    /// requests it holds for a human now.
+    pub fn with_proxy_feeds(mut self, recent: RecentRequests, held: RecentRequests) -> Self {
+        self.console = Arc::new(Console::new(Some(recent), Some(held)));
         self
     }
 
