@@ -341,3 +341,40 @@ async fn a_webhook_url_without_a_key_is_a_config_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("needs a signing key"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_meets_reconnect_needed_waits_for_the_reconnect() {
+    let w = crate::vault::world("refresh_fraction = 0.9\nrefresh_interval_secs = 3600", "").await;
+    w.provider
+        .set_access_token_lifetime(Duration::from_secs(10));
+    w.connect("tenant").await;
+    w.provider.set_refuse_refresh(true);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Without opt-in: 401 reconnect_needed, with the link.
+    let (status, answer) = blocking({
+        let h = curl_api(&w, &[]);
+        move || h.join().unwrap()
+    })
+    .await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer.contains("x-airlock-error: reconnect_needed"),
+        "{answer}"
+    );
+    assert!(answer.contains("x-airlock-connect-url: "), "{answer}");
+    // With opt-in: held until the user reconnects, then 200.
+    let waiting = curl_api(&w, &["-H", "Prefer: wait=60"]);
+    let (_, doc) = curl_get(&w.airlock.env, "http://airlock.internal/v1/status").await;
+    let doc = json(&doc);
+    let acme = entry(&doc, "ACME_TOKEN");
+    assert_eq!(acme["state"], "reconnect_needed", "{doc}");
+    let link = acme["connect_url"].as_str().expect("a link").to_owned();
+    w.provider.set_refuse_refresh(false);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (code, page) = w.open_link(&link).await;
+    assert_eq!(code, 200, "{page}");
+    let (status, answer) = blocking(move || waiting.join().unwrap()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("x-airlock-held-ms"), "{answer}");
+    w.assert_no_secret_in(&[&answer]);
+}
