@@ -266,6 +266,8 @@ mod tests {
             "stripe",
             "hubspot",
             "microsoft",
+            "linkedin",
+            "x",
         ] {
             let p = catalog
                 .get(name)
@@ -306,6 +308,31 @@ mod tests {
             .iter()
             .any(|p| p.contains("rule 1") && p.contains("start with /")));
         assert!(problems.iter().any(|p| p.contains("probe_url host")));
+    }
+
+    #[test]
+    fn step_up_signals_and_body_swaps_are_catalog_data() {
+        let catalog = Catalog::built_in();
+        let signals = |name: &str| catalog.get(name).unwrap().insufficient_scope.clone();
+        assert_eq!(
+            signals("linear"),
+            ScopeSignal::defaults(),
+            "RFC 6750 by default"
+        );
+        assert!(signals("github").iter().any(|s| s.needed_any));
+        assert!(signals("google")
+            .iter()
+            .any(|s| s.body_equals.as_deref() == Some("insufficientPermissions")));
+        assert!(signals("slack")
+            .iter()
+            .any(|s| s.body_equals.as_deref() == Some("missing_scope")));
+        let slack = catalog.get("slack").unwrap();
+        assert!(
+            slack.swap_in.contains(&SwapLocation::Body),
+            "token= in form bodies"
+        );
+        let google = catalog.get("google").unwrap();
+        assert_eq!(google.authorize_params["include_granted_scopes"], "true");
     }
 
     #[test]
