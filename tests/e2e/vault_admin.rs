@@ -202,3 +202,69 @@ async fn admin_api_refuses_bad_input_and_changes_nothing() {
     .await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_revokes_by_deleting_the_grant_is_told_on_disconnect() {
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(&ca, &[AUTH, API], CLIENT_ID, CLIENT_SECRET).await;
+    let port = provider.port();
+    // GitHub's way, as catalog data: no RFC 7009 endpoint.
+    let cfg = acme_config(&ca, port, "", "").replace(
+        &format!("revoke_url = \"https://{AUTH}:{port}/revoke\""),
+        &format!(
+            "revoke = {{ method = \"DELETE\", url = \"https://{AUTH}:{port}/applications/{{client_id}}/grant\", body = \"json\", token_field = \"access_token\", tokens = \"access\", client_auth = \"basic\" }}"
+        ),
+    );
+    assert!(cfg.contains("/applications/{client_id}/grant"), "{cfg}");
+    let w = World {
+        ca,
+        provider,
+        airlock: Airlock::start(&cfg),
+    };
+    w.connect("tenant").await;
+    let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+    assert_eq!(status, 200, "{body}");
+    let access = w.provider.issued_access_tokens()[0].clone();
+    let (_, conns) = api(&w.airlock, "GET", "/v1/connections", None, None).await;
+    let id = conns[0]["id"].as_str().unwrap().to_owned();
+    let (status, result) = api(
+        &w.airlock,
+        "DELETE",
+        &format!("/v1/connections/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(
+        w.provider.revocations(),
+        [format!("grant:{access}")],
+        "one grant deletion with the access token, Basic client auth"
+    );
+    // The grant is gone at the provider: its token no longer works there.
+    let resolve = format!("{API}:{port}:127.0.0.1");
+    let ca_path = w.ca.cert_pem_path().display().to_string();
+    let direct = crate::support::blocking(move || {
+        crate::support::clients::curl(
+            &[],
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                &ca_path,
+                "--resolve",
+                &resolve,
+                "-H",
+                &format!("Authorization: Bearer {access}"),
+                &format!("https://{API}:{port}/api/me"),
+            ],
+        )
+    })
+    .await;
+    assert_eq!(direct.stdout, "401");
+    let (status, _) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+    assert_eq!(status, 403);
+}

@@ -66,10 +66,77 @@ pub struct Provider {
     pub require: bool,
     #[serde(default, skip_serializing_if = "is_enforce")]
     pub rules_mode: RulesMode,
+    /// A revocation that is not RFC 7009 (GitHub's grant deletion): how to
+    /// ask. Without it, `revoke_url` is an RFC 7009 endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke: Option<RevokeRequest>,
     /// How the provider says a token lacks a scope (default: RFC 6750's
     /// `WWW-Authenticate: Bearer error="insufficient_scope"`).
     #[serde(default = "ScopeSignal::defaults")]
     pub insufficient_scope: Vec<ScopeSignal>,
+}
+
+/// A provider's own way to revoke, as data.
+///
+/// GitHub: `{ method = "DELETE", url = "https://api.github.com/applications/{client_id}/grant",
+/// body = "json", token_field = "access_token", tokens = "access", client_auth = "basic" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// `POST` or `DELETE`.
+    #[serde(default = "default_revoke_method")]
+    pub method: String,
+    /// `{client_id}` is replaced (percent-encoded).
+    pub url: String,
+    /// How the token travels: a `form` or a `json` body.
+    #[serde(default)]
+    pub body: RevokeBody,
+    /// The field that holds it.
+    #[serde(default = "default_token_field")]
+    pub token_field: String,
+    /// Which of the connection's tokens to send: `access`, `refresh` or `both`
+    /// (refresh first).
+    #[serde(default)]
+    pub tokens: RevokeTokens,
+    /// How the client authenticates: `basic` (client id and secret) or `body`
+    /// (`client_id`/`client_secret` fields next to the token).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevokeBody {
+    #[default]
+    Form,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevokeTokens {
+    Access,
+    Refresh,
+    #[default]
+    Both,
+}
+
+impl RevokeTokens {
+    pub fn includes(self, is_refresh: bool) -> bool {
+        match self {
+            Self::Both => true,
+            Self::Access => !is_refresh,
+            Self::Refresh => is_refresh,
+        }
+    }
+}
+
+fn default_revoke_method() -> String {
+    "POST".into()
+}
+
+fn default_token_field() -> String {
+    "token".into()
 }
 
 fn is_enforce(mode: &RulesMode) -> bool {
@@ -140,6 +207,23 @@ impl Provider {
         }
         if let Err(e) = parse_inject(&self.inject) {
             out.push(e);
+        }
+        if let Some(r) = &self.revoke {
+            if !matches!(r.method.as_str(), "POST" | "DELETE") {
+                out.push(format!(
+                    "revoke.method {:?} must be POST or DELETE",
+                    r.method
+                ));
+            }
+            let sample = r.url.replace("{client_id}", "client");
+            match url::Url::parse(&sample) {
+                Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback_url(&u)) => {
+                }
+                _ => out.push(format!(
+                    "revoke.url {:?} must be an https:// URL (http:// only on loopback)",
+                    r.url
+                )),
+            }
         }
         for (i, signal) in self.insufficient_scope.iter().enumerate() {
             if let Some(problem) = signal.problem() {
@@ -298,6 +382,7 @@ mod tests {
             require: false,
             rules_mode: Default::default(),
             insufficient_scope: vec![ScopeSignal::default()],
+            revoke: None,
         };
         let problems = p.problems();
         assert_eq!(problems.len(), 9, "{problems:?}");

@@ -327,6 +327,49 @@ impl State {
         Ok(body)
     }
 
+    /// `DELETE /applications/{client_id}/grant` (GitHub): the grant of the
+    /// access token goes, with every token of it.
+    pub(super) fn delete_grant(
+        &mut self,
+        headers: &HeaderMap,
+        client: &str,
+        token: Option<&str>,
+    ) -> Response<Full<Bytes>> {
+        self.revoke_requests += 1;
+        let basic_ok = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).ok()
+            })
+            .is_some_and(|d| {
+                d == format!("{}:{}", self.client_id, self.client_secret).into_bytes()
+            });
+        if !basic_ok || client != self.client_id {
+            return json(
+                StatusCode::UNAUTHORIZED,
+                &serde_json::json!({"message": "Bad credentials"}),
+            );
+        }
+        let Some(grant) = token
+            .and_then(|t| self.access_tokens.get(t))
+            .map(|t| t.grant)
+        else {
+            return json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({"message": "Invalid access token"}),
+            );
+        };
+        self.revocations
+            .push(format!("grant:{}", token.unwrap_or_default()));
+        self.revoke_grant(grant);
+        Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
     pub(super) fn revoke(
         &mut self,
         headers: &HeaderMap,

@@ -107,6 +107,20 @@ pub(super) async fn handle(
                 }
             }
         }
+        p if p.starts_with("/applications/")
+            && p.ends_with("/grant")
+            && method == Method::DELETE =>
+        {
+            // GitHub's grant deletion: Basic client auth, {"access_token": …}.
+            let client = p
+                .trim_start_matches("/applications/")
+                .trim_end_matches("/grant")
+                .to_owned();
+            let token = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["access_token"].as_str().map(str::to_owned));
+            lock(&state).delete_grant(headers, &client, token.as_deref())
+        }
         "/authorize" | "/token" | "/revoke" => {
             html(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }

@@ -18,7 +18,7 @@ mod tests;
 use answer::{describe_reqwest, form_encode, ErrorBody};
 pub use answer::{interpret, interpret_at, refused, salvage_refresh_token};
 
-use crate::catalog::{ClientAuth, Inject, Provider};
+use crate::catalog::{ClientAuth, Inject, Provider, RevokeBody, RevokeRequest};
 use crate::error::{OAuthAnswer, OAuthErrorCode, ProviderError, Step, VaultError};
 
 type Client = BasicClient<
@@ -383,6 +383,69 @@ impl OAuth {
     /// provider's `error_description` for the operator. Anything but 200 is a
     /// failure, except `unsupported_token_type` (the provider cannot revoke
     /// that kind of token: nothing more to do for it).
+    /// A revocation the catalog describes (not RFC 7009). `Ok(false)` for a
+    /// token it does not send; a 2xx or 404 (already gone) is done.
+    async fn revoke_as(
+        &self,
+        provider: &Provider,
+        how: &RevokeRequest,
+        creds: &ClientCreds<'_>,
+        token: &SecretString,
+        is_refresh: bool,
+    ) -> Result<bool, VaultError> {
+        if !how.tokens.includes(is_refresh) {
+            return Ok(false);
+        }
+        let step = Step::Revocation;
+        let url = how
+            .url
+            .replace("{client_id}", &form_encode(creds.client_id));
+        let method = reqwest::Method::from_bytes(how.method.as_bytes())
+            .map_err(|_| VaultError::Config(format!("revoke.method {:?}", how.method)))?;
+        let mut fields: Vec<(&str, &str)> = vec![(how.token_field.as_str(), token.expose_secret())];
+        let mut request = self
+            .http
+            .request(method, &url)
+            .header("accept", "application/json");
+        match (how.client_auth, creds.client_secret) {
+            (ClientAuth::Basic, Some(secret)) => {
+                request = request.basic_auth(creds.client_id, Some(secret.expose_secret()));
+            }
+            (_, secret) => {
+                fields.push(("client_id", creds.client_id));
+                if let Some(secret) = secret {
+                    fields.push(("client_secret", secret.expose_secret()));
+                }
+            }
+        }
+        request = match how.body {
+            RevokeBody::Form => request.form(&fields),
+            RevokeBody::Json => {
+                let body: serde_json::Map<String, serde_json::Value> = fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String((*v).to_owned())))
+                    .collect();
+                request.json(&body)
+            }
+        };
+        let response = request
+            .timeout(self.revoke_timeout)
+            .send()
+            .await
+            .map_err(|e| ProviderError::transport(&provider.name, step, e))?;
+        let status = response.status();
+        if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(true);
+        }
+        Err(ProviderError::Status {
+            provider: provider.name.clone(),
+            step,
+            status: status.as_u16(),
+            answer: None,
+        }
+        .into())
+    }
+
     pub async fn revoke(
         &self,
         provider: &Provider,
@@ -390,6 +453,11 @@ impl OAuth {
         token: &SecretString,
         is_refresh: bool,
     ) -> Result<bool, VaultError> {
+        if let Some(how) = &provider.revoke {
+            return self
+                .revoke_as(provider, how, creds, token, is_refresh)
+                .await;
+        }
         let Some(url) = &provider.revoke_url else {
             return Ok(false);
         };
