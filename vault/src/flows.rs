@@ -374,9 +374,15 @@ impl Vault {
                     reason: e.to_string(),
                 },
             };
-            self.store
+            // The callback's own answer stands even if the record fails;
+            // waiters then see `expired` once the grace runs out.
+            if let Err(e) = self
+                .store
                 .end_flow(&flow.id, FlowState::Completing, &end)
-                .await?;
+                .await
+            {
+                tracing::warn!(flow = %flow.id, error = %e, "connect flow outcome not recorded");
+            }
             self.flows.wake(&flow.id);
             return result;
         }
