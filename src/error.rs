@@ -111,6 +111,17 @@ pub enum Error {
         code: Option<airlock_vault_client::ErrorCode>,
         message: String,
     },
+    /// `airlock connect --wait`: the flow ended without a connection, or
+    /// the wait ran out first (`pending`).
+    #[error("{}", if *.outcome == airlock_vault::FlowOutcome::Pending {
+        format!("connect flow {id} is still pending: the consent did not come back in time")
+    } else {
+        format!("connect flow {id} ended {outcome}: no account was connected")
+    })]
+    ConnectNotCompleted {
+        id: String,
+        outcome: airlock_vault::FlowOutcome,
+    },
 }
 
 /// Which of airlock's listeners, in messages.

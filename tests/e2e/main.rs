@@ -7,6 +7,7 @@ mod support;
 mod bodies;
 mod cli;
 mod config_collisions;
+mod connect_flows;
 mod consent;
 mod console;
 mod containment;

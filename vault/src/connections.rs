@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::apps::AppCredentials;
 use crate::error::VaultError;
+use crate::flows::FlowOrigin;
 use crate::oauth::{self, AuthorizeLink, ClientCreds};
 use crate::scope::check_name;
 use crate::store::{
@@ -36,6 +37,8 @@ pub const NO_REFRESH_TOKEN_WARNING: &str =
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectStarted {
+    /// The flow's id: `GET /v1/connect-flows/{id}` follows it.
+    pub id: String,
     pub authorization_url: String,
     pub expires_at: i64,
     pub redirect_uri: String,
@@ -52,12 +55,19 @@ impl Vault {
         scopes: Option<Vec<String>>,
         environment: &str,
     ) -> Result<ConnectStarted, VaultError> {
-        self.start_connect_from(tenant, scope, provider_name, scopes, environment, None)
-            .await
+        self.start_connect_from(
+            tenant,
+            scope,
+            provider_name,
+            scopes,
+            environment,
+            FlowOrigin::default(),
+        )
+        .await
     }
 
-    /// [`Self::start_connect`], from the connect link whose hash is `link`
-    /// when there is one: completing the flow uses that link up.
+    /// [`Self::start_connect`], from where `origin` says: completing a flow
+    /// started from a connect link uses that link up.
     pub(crate) async fn start_connect_from(
         &self,
         tenant: &str,
@@ -65,7 +75,7 @@ impl Vault {
         provider_name: &str,
         scopes: Option<Vec<String>>,
         environment: &str,
-        link: Option<String>,
+        origin: FlowOrigin,
     ) -> Result<ConnectStarted, VaultError> {
         check_name("tenant", tenant)?;
         let provider = self.provider(provider_name)?;
@@ -103,10 +113,12 @@ impl Vault {
                 .keyring
                 .seal("oauth_states.pkce_verifier", &state_hash, &verifier),
             expires_at,
-            connect_link: link,
+            connect_link: origin.link,
         };
         self.store.insert_state(&state_hash, &row).await?;
+        let id = self.record_flow(&state_hash, &row, origin.sandbox).await?;
         Ok(ConnectStarted {
+            id,
             authorization_url: url,
             expires_at,
             redirect_uri: redirect,

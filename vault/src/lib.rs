@@ -16,6 +16,7 @@ pub mod store;
 // The vault's domains, each an `impl Vault` block over the store.
 mod apps;
 mod connections;
+mod flows;
 mod revoke;
 mod sandboxes;
 mod scope;
@@ -25,6 +26,7 @@ mod tokens;
 
 pub use apps::AppView;
 pub use connections::{ConnectStarted, ConnectionView, NO_REFRESH_TOKEN_WARNING};
+pub use flows::{FlowOutcome, FlowTarget, FlowView, MAX_WAIT as MAX_FLOW_WAIT};
 pub use sandboxes::{NewSandbox, SandboxCreated, SandboxView};
 pub use scope::Scope;
 pub use status::CONNECT_LINK_PATH;
@@ -118,6 +120,8 @@ pub struct Vault {
     settings: VaultSettings,
     /// Revoke-pending connections: when each is tried again.
     revoke_backoff: DashMap<String, revoke::RevokeRetry>,
+    /// Wakes platforms long-polling a connect flow when it ends.
+    flows: flows::FlowWaiters,
     /// Wakes callers waiting for another caller's refresh of a connection.
     refresh_wake: DashMap<String, Arc<tokio::sync::Notify>>,
     /// Connections whose last refreshes failed transiently.
@@ -164,6 +168,7 @@ impl Vault {
             catalog: RwLock::new(catalog),
             oauth: OAuth::new(http).with_revoke_timeout(settings.revoke_timeout),
             settings,
+            flows: flows::FlowWaiters::default(),
             refresh_wake: DashMap::new(),
             backoff: DashMap::new(),
             revoke_backoff: DashMap::new(),

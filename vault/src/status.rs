@@ -16,6 +16,7 @@ use airlock_vault_client::{
 
 use crate::connections::ConnectStarted;
 use crate::error::VaultError;
+use crate::flows::FlowOrigin;
 use crate::store::{now, BindingTarget, ConnectionStatus, LinkRow, SandboxRow};
 use crate::{sha256_hex, Provider, Scope, Vault, DEFAULT_ENVIRONMENT, DEFAULT_TENANT};
 
@@ -225,22 +226,20 @@ impl Vault {
         let sandbox = self.store.sandbox(&link.sandbox_id).await?.ok_or_else(|| {
             VaultError::Gone("the sandbox of this connect link no longer exists".into())
         })?;
-        let scope = match (&sandbox.user_name, &sandbox.workspace) {
-            (Some(user), _) => Scope::User(user.clone()),
-            (None, Some(workspace)) => Scope::Workspace(workspace.clone()),
-            (None, None) => Scope::Tenant,
-        };
         let scopes = link
             .scopes
             .as_deref()
             .map(|s| s.split_whitespace().map(str::to_owned).collect());
         self.start_connect_from(
             &sandbox.tenant,
-            &scope,
+            &sandbox_scope(&sandbox),
             &link.provider,
             scopes,
             DEFAULT_ENVIRONMENT,
-            Some(id_hash),
+            FlowOrigin {
+                link: Some(id_hash),
+                sandbox: Some(sandbox.id.clone()),
+            },
         )
         .await
     }
@@ -340,6 +339,16 @@ mod step_up_tests {
             ["read:user", "repo"]
         );
         assert!(missing_scopes(&granted, None).is_empty());
+    }
+}
+
+/// The scope a sandbox's requests resolve first: its user, else its
+/// workspace, else its tenant.
+pub(crate) fn sandbox_scope(sandbox: &SandboxRow) -> Scope {
+    match (&sandbox.user_name, &sandbox.workspace) {
+        (Some(user), _) => Scope::User(user.clone()),
+        (None, Some(workspace)) => Scope::Workspace(workspace.clone()),
+        (None, None) => Scope::Tenant,
     }
 }
 

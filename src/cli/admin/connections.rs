@@ -1,7 +1,10 @@
 //! `airlock connect`, `connections`, `disconnect` and `machine-account`.
 
-use airlock_vault::ConnectionStatus;
+use std::time::{Duration, Instant};
+
+use airlock_vault::{ConnectionStatus, FlowOutcome, FlowView, MAX_FLOW_WAIT};
 use clap::Args;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{refusal, rows, secret_from_env, AdminArgs, Api};
@@ -19,6 +22,19 @@ pub struct ConnectArgs {
     /// Scopes to request (default: the provider's).
     #[arg(long = "oauth-scope")]
     pub scopes: Vec<String>,
+    /// Connect at the scope this sandbox resolves (its user, else its
+    /// workspace, else its tenant) instead of --scope/--tenant.
+    #[arg(long, conflicts_with_all = ["scope", "tenant"])]
+    pub sandbox: Option<String>,
+    /// After printing the URL, wait for the consent and print the outcome
+    /// (`connected: ID`, `denied: ERROR (…)`, `failed: …`, `expired`,
+    /// `cancelled`); the exit code is 0 only for connected.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (default: until the
+    /// flow expires).
+    #[arg(long, requires = "wait", value_name = "SECS")]
+    pub timeout: Option<u64>,
     #[command(flatten)]
     pub admin: AdminArgs,
 }
@@ -70,11 +86,20 @@ fn owner_scope(value: &str) -> Result<String, String> {
 
 pub fn connect(c: ConnectArgs) -> Result<(), Error> {
     let api = Api::new(&c.admin)?;
-    let mut body = json!({ "provider": c.provider, "scope": c.scope, "tenant": c.tenant });
+    let (path, mut body) = match &c.sandbox {
+        Some(sandbox) => (
+            "/v1/connect-flows",
+            json!({ "provider": c.provider, "sandbox": sandbox }),
+        ),
+        None => (
+            "/v1/connections",
+            json!({ "provider": c.provider, "scope": c.scope, "tenant": c.tenant }),
+        ),
+    };
     if !c.scopes.is_empty() {
         body["scopes"] = json!(c.scopes);
     }
-    let value = api.call(reqwest::Method::POST, "/v1/connections", Some(body))?;
+    let value = api.call(reqwest::Method::POST, path, Some(body))?;
     api.print(&value, |v| {
         format!("{}\n", v["authorization_url"].as_str().unwrap_or(""))
     });
@@ -83,7 +108,78 @@ pub fn connect(c: ConnectArgs) -> Result<(), Error> {
     if let (false, Some(redirect)) = (api.json, value["redirect_uri"].as_str()) {
         eprintln!("airlock: the provider's app must allow the redirect URI {redirect}");
     }
-    Ok(())
+    if !c.wait {
+        return Ok(());
+    }
+    let id = value["id"].as_str().unwrap_or_default().to_owned();
+    let timeout = c.timeout.map_or_else(
+        || {
+            // Until the flow's state expires, when the vault says `expired`.
+            let left = value["expires_at"].as_i64().unwrap_or(0) - airlock_vault::store::now();
+            Duration::from_secs(left.max(0) as u64 + 2)
+        },
+        Duration::from_secs,
+    );
+    if !api.json {
+        eprintln!(
+            "airlock: waiting up to {} s for the consent (connect flow {id})",
+            timeout.as_secs()
+        );
+    }
+    let flow = wait_for_flow(&api, &id, timeout)?;
+    api.print(&json!(flow), flow_line);
+    match flow.outcome {
+        FlowOutcome::Connected => Ok(()),
+        outcome => Err(Error::ConnectNotCompleted { id, outcome }),
+    }
+}
+
+/// Long-polls the flow until it ends or `timeout` runs out, in calls of at
+/// most the vault's longest wait.
+fn wait_for_flow(api: &Api, id: &str, timeout: Duration) -> Result<FlowView, Error> {
+    let deadline = Instant::now() + timeout;
+    let mut rounds = 0;
+    loop {
+        // Whole seconds, rounded up, so the last call still waits.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        let value = api.call(
+            reqwest::Method::GET,
+            &format!(
+                "/v1/connect-flows/{id}?wait={}",
+                wait.min(MAX_FLOW_WAIT.as_secs())
+            ),
+            None,
+        )?;
+        let flow = FlowView::deserialize(&value).map_err(|e| {
+            Error::Usage(format!(
+                "the vault's answer about connect flow {id} is unreadable: {e}"
+            ))
+        })?;
+        rounds += 1;
+        // Bounded in time, and in calls should the vault answer early.
+        let spent = rounds > timeout.as_secs() / MAX_FLOW_WAIT.as_secs() + 8;
+        if flow.outcome != FlowOutcome::Pending || Instant::now() >= deadline || spent {
+            return Ok(flow);
+        }
+    }
+}
+
+/// The outcome as one line: `connected: ID`, `denied: ERROR (DESCRIPTION)`,
+/// `failed: REASON`, or the outcome's name.
+fn flow_line(v: &Value) -> String {
+    let text = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+    let outcome = text("outcome");
+    let line = match FlowOutcome::deserialize(&v["outcome"]) {
+        Ok(FlowOutcome::Connected) => format!("{outcome}: {}", text("connection_id")),
+        Ok(FlowOutcome::Denied) => match v["provider_error_description"].as_str() {
+            Some(d) => format!("{outcome}: {} ({d})", text("provider_error")),
+            None => format!("{outcome}: {}", text("provider_error")),
+        },
+        Ok(FlowOutcome::Failed) => format!("{outcome}: {}", text("reason")),
+        _ => outcome,
+    };
+    line + "\n"
 }
 
 pub fn connections(args: AdminArgs) -> Result<(), Error> {
@@ -205,6 +301,35 @@ mod tests {
         let err = owner_scope("repo").unwrap_err();
         assert!(err.contains("--oauth-scope repo"), "{err}");
         assert!(owner_scope("read:user").is_err());
+    }
+
+    #[test]
+    fn a_flow_s_outcome_is_one_line() {
+        let line = |v: Value| flow_line(&v);
+        assert_eq!(
+            line(json!({ "outcome": "connected", "connection_id": "conn_1" })),
+            "connected: conn_1\n"
+        );
+        assert_eq!(
+            line(
+                json!({ "outcome": "denied", "provider_error": "access_denied",
+                         "provider_error_description": "the user said no" })
+            ),
+            "denied: access_denied (the user said no)\n"
+        );
+        assert_eq!(
+            line(
+                json!({ "outcome": "denied", "provider_error": "access_denied",
+                         "provider_error_description": null })
+            ),
+            "denied: access_denied\n"
+        );
+        assert_eq!(
+            line(json!({ "outcome": "failed", "reason": "code refused" })),
+            "failed: code refused\n"
+        );
+        assert_eq!(line(json!({ "outcome": "expired" })), "expired\n");
+        assert_eq!(line(json!({ "outcome": "cancelled" })), "cancelled\n");
     }
 
     #[test]

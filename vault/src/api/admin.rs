@@ -1,7 +1,11 @@
 //! The admin API (admin credential). No answer carries a token, a refresh
 //! token or a client secret.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use airlock_vault_client::{RulesSpec, SecretString, SwapLocation};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +16,10 @@ use serde_json::json;
 
 use super::errors::{self, ApiError, ApiJson};
 use super::state::{require_admin, ApiState};
-use crate::{NewSandbox, Provider, Scope, DEFAULT_ENVIRONMENT, DEFAULT_TENANT};
+use crate::{
+    FlowTarget, FlowView, NewSandbox, Provider, Scope, VaultError, DEFAULT_ENVIRONMENT,
+    DEFAULT_TENANT, MAX_FLOW_WAIT,
+};
 
 pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
     match state.vault.store().apps().await {
@@ -126,6 +133,87 @@ async fn start_connection(
         .start_connect(&c.tenant, &scope, &c.provider, c.scopes, &c.environment)
         .await?;
     Ok((StatusCode::CREATED, Json(json!(started))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartFlow {
+    provider: String,
+    /// Connect at the scope this sandbox resolves (instead of tenant/scope).
+    #[serde(default)]
+    sandbox: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default = "environment")]
+    environment: String,
+}
+
+/// `POST /v1/connect-flows`: `{id, authorization_url, expires_at, redirect_uri}`.
+async fn start_flow(
+    State(s): State<ApiState>,
+    ApiJson(f): ApiJson<StartFlow>,
+) -> Result<Response, ApiError> {
+    let target = match (f.sandbox, f.tenant, f.scope) {
+        (Some(sandbox), None, None) => FlowTarget::Sandbox(sandbox),
+        (Some(_), _, _) => {
+            return Err(ApiError(VaultError::Invalid(
+                "give either sandbox (its scope is used) or tenant/scope, not both".into(),
+            )))
+        }
+        (None, tenant, scope) => FlowTarget::Owner {
+            tenant: tenant.unwrap_or_else(self::tenant),
+            scope: Scope::parse(scope.as_deref().unwrap_or("tenant"))?,
+        },
+    };
+    let started = s
+        .vault
+        .start_connect_flow(target, &f.provider, f.scopes, &f.environment)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(started))).into_response())
+}
+
+/// The `wait` of `GET /v1/connect-flows/{id}`: whole seconds, capped at
+/// `MAX_FLOW_WAIT`; no other parameter.
+fn flow_wait(query: &HashMap<String, String>) -> Result<Duration, VaultError> {
+    if let Some(other) = query.keys().find(|k| k.as_str() != "wait") {
+        return Err(VaultError::Invalid(format!(
+            "unknown query parameter {other:?} (only wait=SECONDS)"
+        )));
+    }
+    let Some(wait) = query.get("wait") else {
+        return Ok(Duration::ZERO);
+    };
+    let secs: u64 = wait.trim().parse().map_err(|_| {
+        VaultError::Invalid(format!(
+            "wait must be a whole number of seconds (0 to {}), not {wait:?}",
+            MAX_FLOW_WAIT.as_secs()
+        ))
+    })?;
+    Ok(Duration::from_secs(secs).min(MAX_FLOW_WAIT))
+}
+
+/// `GET /v1/connect-flows/{id}?wait=SECONDS`: the flow at once when it has
+/// an outcome, else once it gets one or `wait` runs out (then `pending`).
+async fn get_flow(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<FlowView>, ApiError> {
+    let Query(query) = query.map_err(|e| VaultError::Invalid(e.body_text()))?;
+    let wait = flow_wait(&query)?;
+    Ok(Json(s.vault.wait_connect_flow(&id, wait).await?))
+}
+
+/// `DELETE /v1/connect-flows/{id}`: cancels a pending flow (409 once it ended).
+async fn cancel_flow(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<FlowView>, ApiError> {
+    Ok(Json(s.vault.cancel_connect_flow(&id).await?))
 }
 
 async fn list_connections(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -321,6 +409,8 @@ pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
             "/v1/connections/{id}",
             get(get_connection).delete(delete_connection),
         )
+        .route("/v1/connect-flows", post(start_flow))
+        .route("/v1/connect-flows/{id}", get(get_flow).delete(cancel_flow))
         .route("/v1/machine-accounts", post(add_machine_account))
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route("/v1/sandboxes/{id}", delete(delete_sandbox))

@@ -23,7 +23,7 @@ pub(super) async fn oauth_callback(
 ) -> Response {
     let result = s
         .vault
-        .finish_connect(
+        .complete_connect_flow(
             q.state.as_deref().unwrap_or(""),
             q.code.as_deref(),
             q.error.as_deref(),

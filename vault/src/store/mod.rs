@@ -72,6 +72,7 @@ pub(crate) use text_enum;
 
 mod apps;
 mod connections;
+mod flows;
 mod leases;
 mod links;
 mod rotation;
@@ -89,6 +90,7 @@ use sqlx::{AnyPool, Row};
 pub use airlock_vault_client::ConnectionStatus;
 pub use apps::{AppRow, ProviderRow};
 pub use connections::{ConnectionRow, GrantKind, NewConnection, ScopeKind, TokenUpdate};
+pub use flows::{FlowEnd, FlowRow, FlowState, FLOW_KEEP_SECS};
 pub use leases::LeaseEnd;
 pub use links::LinkRow;
 pub use rotation::SealedCell;
@@ -113,6 +115,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_connect_links.sql"),
     include_str!("migrations/0005_binding_rules.sql"),
     include_str!("migrations/0006_step_up.sql"),
+    include_str!("migrations/0007_connect_flows.sql"),
 ];
 
 pub fn now() -> i64 {
