@@ -378,3 +378,77 @@ async fn a_request_that_meets_reconnect_needed_waits_for_the_reconnect() {
     assert!(answer.contains("x-airlock-held-ms"), "{answer}");
     w.assert_no_secret_in(&[&answer]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_can_wait_by_default_without_asking() {
+    let w = crate::vault::world("", "require_auth = true").await;
+    // `airlock sandbox create --consent-wait 60` for a shared gateway's sandbox.
+    let out = std::process::Command::new(crate::support::airlock::binary())
+        .args([
+            "sandbox",
+            "create",
+            "--user",
+            "carol",
+            "--provider",
+            "acme",
+            "--consent-wait",
+            "60",
+            "--json",
+            "--config",
+            w.airlock.config_path.to_str().unwrap(),
+            "--data-dir",
+            w.airlock.data_dir.to_str().unwrap(),
+            "--vault-url",
+            &w.airlock.vault_url(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let env: Vec<(String, String)> = created["env"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    let (_, doc) = curl_get(&env, "http://airlock.internal/v1/status").await;
+    let doc = json(&doc);
+    assert_eq!(doc["consent_wait_secs"], 60, "{doc}");
+    let link = entry(&doc, "ACME_TOKEN")["connect_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // No Prefer header: the sandbox's setting holds the request.
+    let placeholder = env
+        .iter()
+        .find(|(k, _)| k == "ACME_TOKEN")
+        .unwrap()
+        .1
+        .clone();
+    let waiting = std::thread::spawn({
+        let env = env.clone();
+        move || {
+            let auth = format!("Authorization: Bearer {placeholder}");
+            curl(
+                &env,
+                &[
+                    "-s",
+                    "-w",
+                    "\n%{http_code}",
+                    "-H",
+                    &auth,
+                    &format!("https://{API}/api/me"),
+                ],
+            )
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (code, page) = w.open_link(&link).await;
+    assert_eq!(code, 200, "{page}");
+    let out = blocking(move || waiting.join().unwrap()).await;
+    assert!(out.stdout.ends_with("\n200"), "{}", out.stdout);
+}

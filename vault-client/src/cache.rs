@@ -369,7 +369,10 @@ impl TokenSource for Layered {
     /// Both lists; a variable both name is the first's, as its placeholder is.
     async fn status(&self, sandbox: &SandboxId) -> Result<SandboxStatus, TokenError> {
         let mut status = self.first.status(sandbox).await?;
-        status.merge(self.second.status(sandbox).await?.credentials);
+        let second = self.second.status(sandbox).await?;
+        // Only the vault keeps sandbox settings.
+        status.consent_wait_secs = status.consent_wait_secs.or(second.consent_wait_secs);
+        status.merge(second.credentials);
         Ok(status)
     }
 

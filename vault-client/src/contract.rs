@@ -259,6 +259,10 @@ pub struct SandboxStatus {
     /// Sorted by variable name.
     #[serde(default)]
     pub credentials: Vec<CredentialStatus>,
+    /// How long this sandbox's requests wait for a human when they do not
+    /// say; absent: the proxy's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_wait_secs: Option<u64>,
 }
 
 impl SandboxStatus {
@@ -268,6 +272,7 @@ impl SandboxStatus {
             version: STATUS_VERSION,
             sandbox: sandbox.as_str().to_owned(),
             credentials: Vec::new(),
+            consent_wait_secs: None,
         }
     }
 

@@ -53,6 +53,10 @@ pub struct NewSandbox {
     /// Request rules by variable name, replacing the provider's.
     #[serde(default)]
     pub rules: BTreeMap<String, RulesSpec>,
+    /// How long this sandbox's requests wait for a human when they do not
+    /// say (`Prefer: wait=N`); absent: the proxy's `consent_wait_secs`.
+    #[serde(default)]
+    pub consent_wait_secs: Option<u32>,
 }
 
 /// The spec as stored, after checking it compiles; `None` for the empty spec.
@@ -128,6 +132,7 @@ impl Vault {
             user_name: new.user.clone(),
             secret_hash: sha256_hex(&proxy_secret),
             created_at: now(),
+            consent_wait_secs: new.consent_wait_secs.map(|s| s as i64),
         };
         self.store.insert_sandbox(&row, &bindings).await?;
         self.bump_generation();
@@ -157,6 +162,7 @@ impl Vault {
                 user_name: None,
                 secret_hash: sha256_hex(&generate_placeholder("")),
                 created_at: now(),
+                consent_wait_secs: None,
             };
             self.store.ensure_sandbox_row(&row).await?;
         }

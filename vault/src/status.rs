@@ -35,6 +35,7 @@ impl Vault {
         let Some(owner) = self.store.sandbox(sandbox.as_str()).await? else {
             return Ok(status);
         };
+        status.consent_wait_secs = owner.consent_wait_secs.map(|s| s.max(0) as u64);
         let mut list = Vec::new();
         for b in self.store.bindings_of(sandbox.as_str()).await? {
             match b.target_kind {

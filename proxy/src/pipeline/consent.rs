@@ -26,10 +26,9 @@ use crate::telemetry::HeldRequest;
 /// How often a held request asks again.
 const POLL: Duration = Duration::from_millis(500);
 
-/// How long this request may wait for a human: `Prefer: wait=N`, else the
-/// proxy's default; never more than the cap.
-pub(crate) fn wait_of(headers: &HeaderMap, shared: &Shared) -> Duration {
-    let asked = headers
+/// What the request itself asked: `Prefer: wait=N` (RFC 7240).
+pub(crate) fn asked_wait(headers: &HeaderMap) -> Option<Duration> {
+    headers
         .get_all(http::header::HeaderName::from_static("prefer"))
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -41,8 +40,18 @@ pub(crate) fn wait_of(headers: &HeaderMap, shared: &Shared) -> Duration {
                 .then(|| value.trim().trim_matches('"').parse::<u64>().ok())
                 .flatten()
         })
-        .map(Duration::from_secs);
+        .map(Duration::from_secs)
+}
+
+/// How long the request may wait for a human: what it asked, else its
+/// sandbox's setting, else the proxy's default; never more than the cap.
+pub(crate) fn effective_wait(
+    asked: Option<Duration>,
+    sandbox: Option<u64>,
+    shared: &Shared,
+) -> Duration {
     asked
+        .or(sandbox.map(Duration::from_secs))
         .unwrap_or(shared.settings.consent_wait)
         .min(shared.settings.max_consent_wait)
 }
@@ -57,19 +66,24 @@ pub(crate) fn needs_human(err: &ProxyError) -> Option<&str> {
     }
 }
 
-/// The sandbox's connect link for `binding` (`provider:NAME`), from its status.
+/// From the sandbox's status: the connect link for `binding`
+/// (`provider:NAME`), and the sandbox's own default wait.
 pub(crate) async fn connect_url(
     shared: &Shared,
     sandbox: &SandboxId,
     binding: &str,
-) -> Option<String> {
-    let provider = binding.strip_prefix("provider:")?;
-    let status = shared.tokens.status(sandbox).await.ok()?;
-    status
-        .credentials
-        .into_iter()
-        .find(|c| c.provider.as_deref() == Some(provider))
-        .and_then(|c| c.connect_url)
+) -> (Option<String>, Option<u64>) {
+    let Ok(status) = shared.tokens.status(sandbox).await else {
+        return (None, None);
+    };
+    let link = binding.strip_prefix("provider:").and_then(|provider| {
+        status
+            .credentials
+            .iter()
+            .find(|c| c.provider.as_deref() == Some(provider))
+            .and_then(|c| c.connect_url.clone())
+    });
+    (link, status.consent_wait_secs)
 }
 
 /// A request being held: its place among `max_held_requests` and its entry

@@ -82,7 +82,7 @@ pub(crate) async fn forward(
         request_bytes: audit.request_bytes.clone(),
     };
     audit.rules_dry_run = swapper.dry_run_marks();
-    let wait = consent::wait_of(&out.headers, shared);
+    let asked_wait = consent::asked_wait(&out.headers);
     let mut hold: Option<consent::Hold> = None;
     let request = loop {
         let err = match attempt.build(&mut swapper, &mut plan).await {
@@ -92,7 +92,8 @@ pub(crate) async fn forward(
         let Some(binding) = consent::needs_human(&err).map(str::to_owned) else {
             return refuse(&mut audit, err);
         };
-        let link = consent::connect_url(shared, &audit.sandbox, &binding).await;
+        let (link, sandbox_wait) = consent::connect_url(shared, &audit.sandbox, &binding).await;
+        let wait = consent::effective_wait(asked_wait, sandbox_wait, shared);
         let with_link = |err: ProxyError| match (err, &link) {
             (ProxyError::Token(error), Some(url)) => ProxyError::ConsentNeeded {
                 error,
@@ -152,6 +153,15 @@ pub(crate) async fn forward(
     // (the user consented), then build and send again.
     while let Some(lacking) = insufficient.take() {
         audit.outcome = crate::audit::Outcome::InsufficientScope;
+        let sandbox_wait = match asked_wait {
+            Some(_) => None,
+            None => tokens
+                .status(&sandbox)
+                .await
+                .ok()
+                .and_then(|s| s.consent_wait_secs),
+        };
+        let wait = consent::effective_wait(asked_wait, sandbox_wait, shared);
         if wait.is_zero() || !plan.replayable() {
             break;
         }

@@ -22,6 +22,10 @@ pub enum SandboxCommand {
         /// A static secret the sandbox may use (repeat).
         #[arg(long = "secret")]
         secrets: Vec<String>,
+        /// Seconds its requests wait for a human (connect, reconnect, step-up)
+        /// when they do not say (`Prefer: wait=N`).
+        #[arg(long)]
+        consent_wait: Option<u32>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -63,10 +67,11 @@ pub fn sandbox(c: SandboxCommand) -> Result<(), Error> {
             user,
             providers,
             secrets,
+            consent_wait,
             admin,
         } => {
             let api = Api::new(&admin)?;
-            let body = json!({ "tenant": tenant, "workspace": workspace, "user": user, "providers": providers, "secrets": secrets });
+            let body = json!({ "tenant": tenant, "workspace": workspace, "user": user, "providers": providers, "secrets": secrets, "consent_wait_secs": consent_wait });
             let value = api.call(reqwest::Method::POST, "/v1/sandboxes", Some(body))?;
             api.print(&value, |v| {
                 let mut out = format!("# sandbox {}\n", v["id"].as_str().unwrap_or(""));

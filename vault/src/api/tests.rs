@@ -76,6 +76,7 @@ impl Api {
                 secrets: vec!["GITHUB_TOKEN".into()],
                 id: Some("sb".into()),
                 rules: Default::default(),
+                consent_wait_secs: None,
             })
             .await
             .unwrap();
@@ -321,6 +322,7 @@ async fn status_is_a_service_call_and_its_connect_link_redirects_to_the_provider
             secrets: vec![],
             id: Some("sb".into()),
             rules: Default::default(),
+            consent_wait_secs: None,
         })
         .await
         .unwrap();

@@ -431,6 +431,7 @@ async fn a_flow_for_a_sandbox_connects_at_the_scope_it_resolves() {
             secrets: vec![],
             id: None,
             rules: Default::default(),
+            consent_wait_secs: None,
         })
         .await
         .unwrap();

@@ -99,6 +99,7 @@ async fn sandbox(vault: &Vault, user: Option<&str>) -> SandboxId {
             secrets: vec![],
             id: None,
             rules: Default::default(),
+            consent_wait_secs: None,
         })
         .await
         .unwrap();

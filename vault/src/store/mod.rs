@@ -116,6 +116,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_binding_rules.sql"),
     include_str!("migrations/0006_step_up.sql"),
     include_str!("migrations/0007_connect_flows.sql"),
+    include_str!("migrations/0008_sandbox_consent_wait.sql"),
 ];
 
 pub fn now() -> i64 {

@@ -11,6 +11,8 @@ pub struct SandboxRow {
     pub user_name: Option<String>,
     pub secret_hash: String,
     pub created_at: i64,
+    /// Default wait for consent, seconds; `None`: the proxy's.
+    pub consent_wait_secs: Option<i64>,
 }
 
 /// What a binding stands for; its `target` names it.
@@ -48,7 +50,7 @@ impl Store {
     ) -> Result<(), VaultError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO sandboxes (id, tenant, workspace, user_name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO sandboxes (id, tenant, workspace, user_name, secret_hash, created_at, consent_wait_secs) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&s.id)
         .bind(&s.tenant)
@@ -56,6 +58,7 @@ impl Store {
         .bind(&s.user_name)
         .bind(&s.secret_hash)
         .bind(s.created_at)
+        .bind(s.consent_wait_secs)
         .execute(&mut *tx)
         .await?;
         insert_bindings(&mut tx, bindings, false).await?;
@@ -66,7 +69,7 @@ impl Store {
     /// Creates the sandbox row unless it exists (replicas may race at start).
     pub async fn ensure_sandbox_row(&self, s: &SandboxRow) -> Result<(), VaultError> {
         sqlx::query(
-            "INSERT INTO sandboxes (id, tenant, workspace, user_name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO sandboxes (id, tenant, workspace, user_name, secret_hash, created_at, consent_wait_secs) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&s.id)
@@ -75,6 +78,7 @@ impl Store {
         .bind(&s.user_name)
         .bind(&s.secret_hash)
         .bind(s.created_at)
+        .bind(s.consent_wait_secs)
         .execute(&self.pool)
         .await?;
         Ok(())

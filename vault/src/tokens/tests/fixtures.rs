@@ -238,6 +238,7 @@ pub(super) async fn sandbox(vault: &Vault, provider: &str) -> (SandboxId, String
             secrets: vec![],
             id: None,
             rules: Default::default(),
+            consent_wait_secs: None,
         })
         .await
         .unwrap();
