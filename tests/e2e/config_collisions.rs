@@ -9,20 +9,7 @@ use super::vault::{acme_config, api};
 use crate::support::oauth_provider::OAuthProvider;
 use crate::support::{airlock, Airlock, TestCa};
 
-/// `airlock config check`: (ok, stderr).
-fn check(config: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("airlock.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = Command::new(airlock::binary())
-        .args(["config", "check", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::support::airlock::config_check as check;
 
 /// Runs `airlock up` and expects it to exit with an error within 30 s: its stderr.
 fn up_refuses(config: &std::path::Path, data_dir: &std::path::Path) -> String {

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::status::{curl_get, entry, json};
+use crate::support::airlock::config_check;
 use crate::support::clients::{curl, node, python};
 use crate::support::oauth_provider::OAuthProvider;
 use crate::support::{blocking, skip, Airlock, TestCa, Upstream, NODE_MODULES};
@@ -316,30 +317,19 @@ async fn a_webhook_receiver_that_is_down_costs_nothing_but_a_log_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_url_without_a_key_is_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("airlock.toml");
-    std::fs::write(&cfg, "[proxy]\nconsent_webhook_url = \"ftp://x\"\n").unwrap();
-    let out = std::process::Command::new(crate::support::airlock::binary())
-        .args(["config", "check", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stderr) = config_check("[proxy]\nconsent_webhook_url = \"ftp://x\"\n");
+    assert!(!ok);
     assert!(
         stderr.contains("proxy.consent_webhook_url \"ftp://x\" must be an http:// or https:// URL"),
         "{stderr}"
     );
-    std::fs::write(
-        &cfg,
-        "[proxy]\nconsent_webhook_url = \"https://hooks.test/x\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(crate::support::airlock::binary())
-        .args(["config", "check", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("needs a signing key"), "{stderr}");
+    let (ok, stderr) = config_check("[proxy]\nconsent_webhook_url = \"https://hooks.test/x\"\n");
+    assert!(!ok && stderr.contains("needs a signing key"), "{stderr}");
+    let (ok, stderr) = config_check("[proxy]\nconsent_webhook_secret_env = \"K\"\n");
+    assert!(
+        !ok && stderr.contains("without proxy.consent_webhook_url"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

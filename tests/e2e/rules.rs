@@ -1,6 +1,7 @@
 //! Request rules per binding, end to end: `gh`, curl and Python against a
 //! fake GitHub-shaped API through the real `airlock up`.
 
+use crate::support::airlock::{config_check, run};
 use crate::support::clients::{curl, python};
 use crate::support::upstream::Upstream;
 use crate::support::{assert_not_leaked, blocking, real_secret, skip, with_env, Airlock, TestCa};
@@ -326,19 +327,10 @@ send("not json")
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rules_in_the_config_are_named_and_airlock_does_not_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("airlock.toml");
-    std::fs::write(
-        &cfg,
+    let (ok, stderr) = config_check(
         "[[secret]]\nname = \"T\"\nvalue = \"v\"\nhosts = [\"a.test\"]\nrules = [\"deny * /**\", \"allow GET /x\", \"allow get /y\", \"allow POST /graphql mutate *\"]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(crate::support::airlock::binary())
-        .args(["config", "check", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
+    assert!(!ok);
     for expected in [
         "line 1: secret \"T\": rule 2 (\"allow GET /x\"): can never match: rule 1 (deny * /**) matches every request before it",
         "rule 3 (\"allow get /y\"): method \"get\": write methods in capitals",
@@ -576,22 +568,14 @@ async fn a_placeholder_narrowed_in_python_works_within_its_caveats_only() {
     assert_eq!(spent.error, "narrowed_refused");
     assert!(spent.body.contains("2 uses are spent"), "{}", spent.body);
     // Narrowed again with the CLI: narrower still.
-    let once_more = std::process::Command::new(crate::support::airlock::binary())
-        .args([
-            "placeholder",
-            "narrow",
-            &read_web,
-            "--allow",
-            "GET /repos/acme/web/pulls",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        once_more.status.success(),
-        "{}",
-        String::from_utf8_lossy(&once_more.stderr)
-    );
-    let once_more = String::from_utf8(once_more.stdout).unwrap();
+    let (ok, once_more, stderr) = run(&[
+        "placeholder",
+        "narrow",
+        &read_web,
+        "--allow",
+        "GET /repos/acme/web/pulls",
+    ]);
+    assert!(ok, "{stderr}");
     let narrower = once_more.trim();
     let refused = w
         .curl("GET", "/repos/acme/web/issues", &["-H", &bearer(narrower)])
@@ -659,33 +643,26 @@ print("miosa-tok-" + out)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narrowing_with_bad_caveats_is_refused_by_the_cli() {
-    let out = std::process::Command::new(crate::support::airlock::binary())
-        .args([
-            "placeholder",
-            "narrow",
-            "miosa-tok-Parent0123456789abcdefghijkl",
-            "--allow",
-            "get /x",
-            "--ttl",
-            "10m",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let parent = "miosa-tok-Parent0123456789abcdefghijkl";
+    let (ok, _, stderr) = run(&[
+        "placeholder",
+        "narrow",
+        parent,
+        "--allow",
+        "get /x",
+        "--ttl",
+        "10m",
+    ]);
+    assert!(!ok);
     assert!(
         stderr.contains("malformed caveat \"allow=get /x\""),
         "{stderr}"
     );
-    let out = std::process::Command::new(crate::support::airlock::binary())
-        .args([
-            "placeholder",
-            "narrow",
-            "miosa-tok-Parent0123456789abcdefghijkl",
-            "--ttl",
-            "soon",
-        ])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl \"soon\""));
+    let (ok, _, stderr) = run(&["placeholder", "narrow", parent, "--ttl", "soon"]);
+    assert!(!ok && stderr.contains("--ttl \"soon\""), "{stderr}");
+    let (ok, _, stderr) = run(&["placeholder", "narrow", parent]);
+    assert!(
+        !ok && stderr.contains("give at least one caveat"),
+        "{stderr}"
+    );
 }

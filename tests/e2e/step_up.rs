@@ -34,6 +34,22 @@ async fn step_up_world() -> World {
     }
 }
 
+/// Connects the tenant's account granting only `read`.
+async fn connect_with_read_only(w: &World) {
+    let body = r#"{"provider":"acme","scope":"tenant","scopes":["read"]}"#;
+    let (status, started) = api(
+        &w.airlock,
+        "POST",
+        "/v1/connections",
+        Some(body.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    w.follow(started["authorization_url"].as_str().unwrap())
+        .await;
+}
+
 struct Answer {
     status: u16,
     headers: String,
@@ -95,18 +111,7 @@ async fn connection(w: &World) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_providers_scope_signal_leads_to_a_step_up_that_fixes_the_request() {
     let w = step_up_world().await;
-    let body = r#"{"provider":"acme","scope":"tenant","scopes":["read"]}"#;
-    let (status, started) = api(
-        &w.airlock,
-        "POST",
-        "/v1/connections",
-        Some(body.into()),
-        None,
-    )
-    .await;
-    assert_eq!(status, 201, "{started}");
-    w.follow(started["authorization_url"].as_str().unwrap())
-        .await;
+    connect_with_read_only(&w).await;
     let id = connection(&w).await["id"].clone();
     let mut granted = vec!["read".to_owned()];
     for (style, scope, upstream_status) in [
@@ -202,18 +207,7 @@ async fn a_scope_the_token_has_is_not_a_step_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_request_waits_for_the_step_up_and_is_replayed_with_the_new_token() {
     let w = step_up_world().await;
-    let body = r#"{"provider":"acme","scope":"tenant","scopes":["read"]}"#;
-    let (status, started) = api(
-        &w.airlock,
-        "POST",
-        "/v1/connections",
-        Some(body.into()),
-        None,
-    )
-    .await;
-    assert_eq!(status, 201, "{started}");
-    w.follow(started["authorization_url"].as_str().unwrap())
-        .await;
+    connect_with_read_only(&w).await;
     // The agent's request, willing to wait: held after the GitHub-style refusal.
     let env = w.airlock.env.clone();
     let placeholder = w.airlock.var("ACME_TOKEN");

@@ -23,6 +23,34 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_airlock")
 }
 
+/// `airlock config check` on `config`: (ok, stderr).
+pub fn config_check(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airlock.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["config", "check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `airlock ARGS` with nothing else: (ok, stdout, stderr).
+pub fn run(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 impl Airlock {
     /// Starts `airlock up` with `config` (TOML without `[proxy] listen`, which
     /// is set to an ephemeral loopback port).
