@@ -23,6 +23,8 @@ use crate::firewall::{self, Firewall};
 /// How long the source's list is trusted before it is asked again (in the
 /// background; requests keep the firewall they have meanwhile).
 const RELOAD_EVERY: Duration = Duration::from_secs(30);
+/// Narrowings with a `uses=` caveat counted at once (per process).
+const MAX_COUNTED_NARROWINGS: usize = 100_000;
 /// A previous token whose expiry is unknown is guarded this long after it was
 /// last seen.
 const KEEP_UNKNOWN_EXPIRY: i64 = 24 * 3600;
@@ -157,6 +159,18 @@ impl TokenLedger {
         if let Some(root) = find(&ledger) {
             return Some(root);
         }
+        // Ask the source again only when the list is stale: a body full of
+        // made-up narrowings must not become a vault call each.
+        let generation = self.inner.generation();
+        let fresh = ledger
+            .state
+            .read()
+            .expect("ledger lock")
+            .loaded
+            .is_some_and(|(at, g)| g == generation && at.elapsed() < RELOAD_EVERY);
+        if fresh {
+            return None;
+        }
         self.load(sandbox, true).await;
         find(&ledger)
     }
@@ -208,6 +222,14 @@ impl TokenLedger {
         if count_use {
             for caveat in &caveats {
                 if let Caveat::Uses { limit, counter } = caveat {
+                    // Bounded memory: past the cap, new counted narrowings are refused.
+                    if self.narrowed_uses.len() >= MAX_COUNTED_NARROWINGS
+                        && !self.narrowed_uses.contains_key(counter)
+                    {
+                        return Err(refuse(NarrowError::TooManyCounted {
+                            limit: MAX_COUNTED_NARROWINGS,
+                        }));
+                    }
                     let mut used = self.narrowed_uses.entry(*counter).or_insert(0);
                     if *used >= *limit {
                         return Err(refuse(NarrowError::UsesSpent { limit: *limit }));
@@ -455,7 +477,14 @@ mod tests {
         fn placeholder_prefix(&self) -> &str {
             "miosa-tok-"
         }
-        async fn resolve(&self, sandbox: &SandboxId, _: &str) -> Result<Resolved, TokenError> {
+        async fn resolve(
+            &self,
+            sandbox: &SandboxId,
+            placeholder: &str,
+        ) -> Result<Resolved, TokenError> {
+            if placeholder != "miosa-tok-PH" {
+                return Err(TokenError::UnknownPlaceholder);
+            }
             Ok(self.resolved(sandbox))
         }
         async fn is_bound_host(&self, _: &SandboxId, _: &str) -> bool {
@@ -533,5 +562,42 @@ mod tests {
         assert_eq!(source.listed.load(std::sync::atomic::Ordering::SeqCst), 1);
         // Another sandbox has its own (here: the source lists the same).
         assert!(ledger.firewall(&SandboxId::new("other")).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_narrowed_placeholder_resolves_through_its_root_and_made_up_ones_cost_no_reload() {
+        let source = Arc::new(Rotating {
+            current: Mutex::new("tok_CUR_0123456789abcdef".into()),
+            listed: Default::default(),
+        });
+        let ledger = Arc::new(TokenLedger::new(source.clone()));
+        let sandbox = SandboxId::default_sandbox();
+        ledger.firewall(&sandbox).await.expect("the list is read");
+        let once =
+            airlock_vault_client::narrow("miosa-tok-", "miosa-tok-PH", &["uses=1".into()]).unwrap();
+        let r = ledger.resolve(&sandbox, &once).await.unwrap();
+        assert_eq!(r.token.expose_secret(), "tok_CUR_0123456789abcdef");
+        assert_eq!(r.binding.id, "provider:acme");
+        assert_eq!(r.binding.narrowed.as_ref().unwrap().placeholder, once);
+        let spent = ledger.resolve(&sandbox, &once).await.unwrap_err();
+        assert!(spent.to_string().contains("1 uses are spent"), "{spent}");
+        // A narrowing of a placeholder this sandbox does not have.
+        let made_up = airlock_vault_client::narrow(
+            "miosa-tok-",
+            "miosa-tok-NotOurs0123456789abcdefghij",
+            &["uses=5".into()],
+        )
+        .unwrap();
+        for _ in 0..20 {
+            assert!(matches!(
+                ledger.resolve(&sandbox, &made_up).await,
+                Err(TokenError::UnknownPlaceholder)
+            ));
+        }
+        assert_eq!(
+            source.listed.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the list is fresh: no vault call per made-up narrowing"
+        );
     }
 }

@@ -51,6 +51,8 @@ pub enum NarrowError {
     Expired { at: i64 },
     #[error("the narrowed placeholder's {limit} uses are spent")]
     UsesSpent { limit: u32 },
+    #[error("{limit} narrowed placeholders with a use limit are being counted already; narrow without uses= or retry later")]
+    TooManyCounted { limit: usize },
     #[error("the narrowed placeholder allows bodies up to {max} bytes; this request's is larger or of unknown length")]
     BodyTooLarge { max: u64 },
     #[error("the narrowed placeholder's caveat {caveat:?} refuses this request")]
