@@ -14,13 +14,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use airlock_vault_client::{ExposeSecret, Resolved, SandboxId, TokenError, TokenSource};
-use http::HeaderMap;
+use http::{HeaderMap, Request, Response};
 
 use crate::audit::AuditRecord;
+use crate::body::ProxyBody;
 use crate::error::ProxyError;
-use crate::pipeline::scope::Insufficient;
+use crate::pipeline::body_plan::BodyPlan;
+use crate::pipeline::scope::{screen_scopes, Insufficient, CONNECT_URL};
+use crate::pipeline::send::{Attempt, UpstreamAttempt};
 use crate::settings::ConsentWebhook;
 use crate::shared::Shared;
+use crate::swap::Swapper;
 use crate::telemetry::HeldRequest;
 
 /// How often a held request asks again.
@@ -270,4 +274,127 @@ pub(crate) async fn new_token(
         }
     }
     None
+}
+
+/// Stage 2 with consent: builds the request; when it meets an account a
+/// human must connect and may wait, holds it (nothing sent) and builds again
+/// until the account resolves or the wait ends. Else the error, with the
+/// connect link.
+pub(crate) async fn build_or_hold(
+    shared: &Shared,
+    attempt: &UpstreamAttempt<'_>,
+    swapper: &mut Swapper,
+    plan: &mut BodyPlan,
+    audit: &AuditRecord,
+    asked: Option<Duration>,
+) -> Result<(Request<ProxyBody>, Option<Hold>), ProxyError> {
+    let mut hold: Option<Hold> = None;
+    loop {
+        let err = match attempt.build(swapper, plan).await {
+            Ok(request) => return Ok((request, hold)),
+            Err(err) => err,
+        };
+        let Some(binding) = needs_human(&err).map(str::to_owned) else {
+            return Err(err);
+        };
+        let (link, sandbox_wait) = connect_url(shared, &audit.sandbox, &binding).await;
+        let wait = effective_wait(asked, sandbox_wait, shared);
+        let with_link = |err: ProxyError| match (err, &link) {
+            (ProxyError::Token(error), Some(url)) => ProxyError::ConsentNeeded {
+                error,
+                connect_url: url.clone(),
+            },
+            (err, _) => err,
+        };
+        // Only a request whose body is kept can wait: nothing was sent yet.
+        if wait.is_zero() || link.is_none() || !plan.replayable() {
+            return Err(with_link(err));
+        }
+        if hold.is_none() {
+            let reason = reason_of(&err);
+            hold = Some(Hold::begin(
+                shared,
+                audit,
+                &binding,
+                reason,
+                link.as_deref(),
+                wait,
+            )?);
+        }
+        if !hold.as_ref().expect("just set").tick().await {
+            return Err(with_link(err));
+        }
+    }
+}
+
+/// After an insufficient-scope answer: a request that may wait is held
+/// until the user has consented to the step-up, then built and sent again
+/// with the new token (and judged again). Otherwise the answer, with its
+/// step-up headers, goes on.
+pub(crate) struct StepUpWait<'a> {
+    pub shared: &'a Shared,
+    pub attempt: &'a UpstreamAttempt<'a>,
+    pub asked: Option<Duration>,
+    pub audit: &'a AuditRecord,
+}
+
+impl StepUpWait<'_> {
+    /// The answer to give, and whether it still lacks the scope.
+    pub(crate) async fn wait_and_resend(
+        &self,
+        swapper: &mut Swapper,
+        plan: &mut BodyPlan,
+        hold: &mut Option<Hold>,
+        mut lacking: Insufficient,
+        mut response: Response<ProxyBody>,
+    ) -> Result<(Response<ProxyBody>, bool), ProxyError> {
+        let tokens = self.shared.tokens.as_ref();
+        let sandbox = &self.audit.sandbox;
+        let sandbox_wait = match self.asked {
+            Some(_) => None,
+            None => tokens
+                .status(sandbox)
+                .await
+                .ok()
+                .and_then(|s| s.consent_wait_secs),
+        };
+        let wait = effective_wait(self.asked, sandbox_wait, self.shared);
+        if wait.is_zero() || !plan.replayable() {
+            return Ok((response, true));
+        }
+        loop {
+            if hold.is_none() {
+                let link = response
+                    .headers()
+                    .get(CONNECT_URL)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                match Hold::begin(
+                    self.shared,
+                    self.audit,
+                    &lacking.binding,
+                    INSUFFICIENT_SCOPE,
+                    link.as_deref(),
+                    wait,
+                ) {
+                    Ok(h) => *hold = Some(h),
+                    // No place to wait: the answer, with its step-up link, goes on.
+                    Err(_) => return Ok((response, true)),
+                }
+            }
+            let waiting = hold.as_ref().expect("just set");
+            let Some(fresh) = new_token(tokens, sandbox, &lacking, waiting).await else {
+                return Ok((response, true));
+            };
+            swapper.replace_token(&lacking.placeholder, fresh);
+            let request = self.attempt.build(swapper, plan).await?;
+            let answer = self.attempt.send(request).await?;
+            let (again, answer) = screen_scopes(tokens, sandbox, swapper, answer).await;
+            response = answer;
+            match again {
+                Some(next) => lacking = next,
+                None => return Ok((response, false)),
+            }
+        }
+    }
 }

@@ -30,7 +30,6 @@ use hyper::body::Incoming;
 
 use crate::audit::AuditRecord;
 use crate::body::{boxed, DrainLimit, DrainOnDrop, Metered};
-use crate::error::ProxyError;
 use crate::headers::strip_hop_by_hop;
 use crate::screen::ToSandbox;
 use crate::shared::Shared;
@@ -83,38 +82,18 @@ pub(crate) async fn forward(
     };
     audit.rules_dry_run = swapper.dry_run_marks();
     let asked_wait = consent::asked_wait(&out.headers);
-    let mut hold: Option<consent::Hold> = None;
-    let request = loop {
-        let err = match attempt.build(&mut swapper, &mut plan).await {
-            Ok(r) => break r,
-            Err(err) => err,
-        };
-        let Some(binding) = consent::needs_human(&err).map(str::to_owned) else {
-            return refuse(&mut audit, err);
-        };
-        let (link, sandbox_wait) = consent::connect_url(shared, &audit.sandbox, &binding).await;
-        let wait = consent::effective_wait(asked_wait, sandbox_wait, shared);
-        let with_link = |err: ProxyError| match (err, &link) {
-            (ProxyError::Token(error), Some(url)) => ProxyError::ConsentNeeded {
-                error,
-                connect_url: url.clone(),
-            },
-            (err, _) => err,
-        };
-        // Only a request whose body is kept can wait: nothing was sent yet.
-        if wait.is_zero() || link.is_none() || !plan.replayable() {
-            return refuse(&mut audit, with_link(err));
-        }
-        if hold.is_none() {
-            let reason = consent::reason_of(&err);
-            match consent::Hold::begin(shared, &audit, &binding, reason, link.as_deref(), wait) {
-                Ok(h) => hold = Some(h),
-                Err(full) => return refuse(&mut audit, full),
-            }
-        }
-        if !hold.as_ref().expect("just set").tick().await {
-            return refuse(&mut audit, with_link(err));
-        }
+    let (request, mut hold) = match consent::build_or_hold(
+        shared,
+        &attempt,
+        &mut swapper,
+        &mut plan,
+        &audit,
+        asked_wait,
+    )
+    .await
+    {
+        Ok(built) => built,
+        Err(err) => return refuse(&mut audit, err),
     };
     audit.swapped = swapper
         .swapped_bindings()
@@ -147,60 +126,31 @@ pub(crate) async fn forward(
         }
         Err(err) => return refuse(&mut audit, err),
     };
-    let (mut insufficient, mut response) =
-        scope::screen_scopes(tokens, &sandbox, &swapper, response).await;
-    // A step-up the request may wait for: hold until the token changes
-    // (the user consented), then build and send again.
-    while let Some(lacking) = insufficient.take() {
-        audit.outcome = crate::audit::Outcome::InsufficientScope;
-        let sandbox_wait = match asked_wait {
-            Some(_) => None,
-            None => tokens
-                .status(&sandbox)
-                .await
-                .ok()
-                .and_then(|s| s.consent_wait_secs),
-        };
-        let wait = consent::effective_wait(asked_wait, sandbox_wait, shared);
-        if wait.is_zero() || !plan.replayable() {
-            break;
-        }
-        if hold.is_none() {
-            let link = response
-                .headers()
-                .get(scope::CONNECT_URL)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            match consent::Hold::begin(
+    let (insufficient, response) = scope::screen_scopes(tokens, &sandbox, &swapper, response).await;
+    let mut response = match insufficient {
+        None => response,
+        Some(lacking) => {
+            audit.outcome = crate::audit::Outcome::InsufficientScope;
+            let stepped = consent::StepUpWait {
                 shared,
-                &audit,
-                &lacking.binding,
-                consent::INSUFFICIENT_SCOPE,
-                link.as_deref(),
-                wait,
-            ) {
-                Ok(h) => hold = Some(h),
-                // No place to wait: the answer, with its step-up link, goes on.
-                Err(_) => break,
+                attempt: &attempt,
+                asked: asked_wait,
+                audit: &audit,
+            };
+            match stepped
+                .wait_and_resend(&mut swapper, &mut plan, &mut hold, lacking, response)
+                .await
+            {
+                Ok((response, still_lacking)) => {
+                    if !still_lacking {
+                        audit.outcome = crate::audit::Outcome::Ok;
+                    }
+                    response
+                }
+                Err(err) => return refuse(&mut audit, err),
             }
         }
-        let Some(fresh) =
-            consent::new_token(tokens, &sandbox, &lacking, hold.as_ref().expect("just set")).await
-        else {
-            break;
-        };
-        swapper.replace_token(&lacking.placeholder, fresh);
-        let request = match attempt.build(&mut swapper, &mut plan).await {
-            Ok(r) => r,
-            Err(err) => return refuse(&mut audit, err),
-        };
-        response = match attempt.send(request).await {
-            Ok(r) => r,
-            Err(err) => return refuse(&mut audit, err),
-        };
-        audit.outcome = crate::audit::Outcome::Ok;
-        (insufficient, response) = scope::screen_scopes(tokens, &sandbox, &swapper, response).await;
-    }
+    };
     if let Some(h) = &hold {
         // The agent sees a slow answer; this says why.
         if let Ok(v) = http::HeaderValue::from_str(&h.since.elapsed().as_millis().to_string()) {
