@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use airlock_vault_client::{
-    narrow_id, Caveat, ExposeSecret, Guarded, NarrowError, Narrowed, NarrowedBy, Requirement,
+    narrow_id, Caveat, ExposeSecret, Guarded, HostPolicy, NarrowError, Narrowed, NarrowedBy,
     Resolved, SandboxId, SandboxStatus, SecretString, StepUp, TokenError, TokenSource,
 };
 use dashmap::DashMap;
@@ -379,8 +379,8 @@ impl TokenSource for TokenLedger {
         self.inner.is_bound_host(sandbox, host).await
     }
 
-    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
-        self.inner.required_on(sandbox, host).await
+    async fn host_policy(&self, sandbox: &SandboxId, host: &str) -> HostPolicy {
+        self.inner.host_policy(sandbox, host).await
     }
 
     async fn step_up(
@@ -490,8 +490,8 @@ mod tests {
         async fn is_bound_host(&self, _: &SandboxId, _: &str) -> bool {
             true
         }
-        async fn required_on(&self, _: &SandboxId, _: &str) -> Vec<Requirement> {
-            Vec::new()
+        async fn host_policy(&self, _: &SandboxId, _: &str) -> HostPolicy {
+            HostPolicy::default()
         }
 
         async fn step_up(

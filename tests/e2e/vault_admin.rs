@@ -268,3 +268,61 @@ async fn a_provider_that_revokes_by_deleting_the_grant_is_told_on_disconnect() {
     let (status, _) = w.sandbox_get(&w.airlock.env, "/api/me").await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_injects_when_absent_serves_a_bare_fetch() {
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(&ca, &[AUTH, API], CLIENT_ID, CLIENT_SECRET).await;
+    let cfg = acme_config(&ca, provider.port(), "", "").replace(
+        "env = \"ACME_TOKEN\"",
+        "env = \"ACME_TOKEN\"\ninject_when_absent = true",
+    );
+    let w = World {
+        ca,
+        provider,
+        airlock: Airlock::start(&cfg),
+    };
+    w.connect("tenant").await;
+    // No Authorization at all, as `oauth.fetch(url)` sends: the proxy adds the token.
+    let env = w.airlock.env.clone();
+    let bare = crate::support::blocking(move || {
+        crate::support::clients::curl(
+            &env,
+            &[
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                &format!("https://{API}/api/me"),
+            ],
+        )
+    })
+    .await;
+    assert!(bare.stdout.ends_with("\n200"), "{}", bare.stdout);
+    let real = w.provider.issued_access_tokens()[0].clone();
+    assert!(
+        w.provider
+            .api_authorizations()
+            .contains(&format!("Bearer {real}")),
+        "the upstream got the real token"
+    );
+    // A credential of the sandbox's own is left alone.
+    let env = w.airlock.env.clone();
+    let own = crate::support::blocking(move || {
+        crate::support::clients::curl(
+            &env,
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Authorization: Bearer mine",
+                &format!("https://{API}/api/me"),
+            ],
+        )
+    })
+    .await;
+    assert_eq!(own.stdout, "401", "its own token went as it was");
+    w.assert_no_secret_in(&[&bare.stdout, &bare.stderr]);
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use crate::{Requirement, Resolved, SandboxId, SandboxStatus, StepUp, TokenError, TokenSource};
+use crate::{HostPolicy, Resolved, SandboxId, SandboxStatus, StepUp, TokenError, TokenSource};
 
 /// A token is used until this long before it expires.
 const EXPIRY_MARGIN_SECS: i64 = 30;
@@ -30,7 +30,7 @@ pub struct CachedTokenSource {
     misses: std::sync::atomic::AtomicU64,
     tokens: moka::future::Cache<(SandboxId, String), Entry>,
     hosts: moka::future::Cache<(SandboxId, String), (bool, u64)>,
-    required: moka::future::Cache<(SandboxId, String), (Vec<Requirement>, u64)>,
+    policies: moka::future::Cache<(SandboxId, String), (HostPolicy, u64)>,
 }
 
 fn unix_now() -> i64 {
@@ -54,7 +54,7 @@ impl CachedTokenSource {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(30))
                 .build(),
-            required: moka::future::Cache::builder()
+            policies: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(30))
                 .build(),
@@ -144,20 +144,20 @@ impl TokenSource for CachedTokenSource {
         self.inner.may_swap_body(sandbox, host).await
     }
 
-    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+    async fn host_policy(&self, sandbox: &SandboxId, host: &str) -> HostPolicy {
         // Asked on every request to a bound host: cached like `is_bound_host`.
         let key = (sandbox.clone(), host.to_owned());
         let generation = self.inner.generation();
-        if let Some((required, gen)) = self.required.get(&key).await {
+        if let Some((policy, gen)) = self.policies.get(&key).await {
             if gen == generation {
-                return required;
+                return policy;
             }
         }
-        let required = self.inner.required_on(sandbox, host).await;
-        self.required
-            .insert(key, (required.clone(), generation))
+        let policy = self.inner.host_policy(sandbox, host).await;
+        self.policies
+            .insert(key, (policy.clone(), generation))
             .await;
-        required
+        policy
     }
 
     async fn step_up(
@@ -252,8 +252,8 @@ impl TokenSource for Swappable {
         self.get().may_swap_body(sandbox, host).await
     }
 
-    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
-        self.get().required_on(sandbox, host).await
+    async fn host_policy(&self, sandbox: &SandboxId, host: &str) -> HostPolicy {
+        self.get().host_policy(sandbox, host).await
     }
 
     async fn step_up(
@@ -326,10 +326,12 @@ impl TokenSource for Layered {
             || self.second.may_swap_body(sandbox, host).await
     }
 
-    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
-        let mut all = self.first.required_on(sandbox, host).await;
-        all.extend(self.second.required_on(sandbox, host).await);
-        all
+    async fn host_policy(&self, sandbox: &SandboxId, host: &str) -> HostPolicy {
+        let mut policy = self.first.host_policy(sandbox, host).await;
+        let second = self.second.host_policy(sandbox, host).await;
+        policy.required.extend(second.required);
+        policy.inject_absent = policy.inject_absent.or(second.inject_absent);
+        policy
     }
 
     async fn step_up(
@@ -433,8 +435,8 @@ mod tests {
         async fn is_bound_host(&self, _: &SandboxId, _: &str) -> bool {
             true
         }
-        async fn required_on(&self, _: &SandboxId, _: &str) -> Vec<Requirement> {
-            Vec::new()
+        async fn host_policy(&self, _: &SandboxId, _: &str) -> HostPolicy {
+            HostPolicy::default()
         }
 
         async fn step_up(

@@ -16,9 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
-    Binding, BindingKind, ExpiredSignal, ForeignBody, Guarded, HostPattern, Injection,
-    RequestRules, Requirement, Resolved, RulesSpec, SandboxId, ScopeSignal, SwapLocation,
-    TokenError,
+    Binding, BindingKind, ExpiredSignal, ForeignBody, Guarded, HostPattern, HostPolicy, Injection,
+    RequestRules, Resolved, RulesSpec, SandboxId, ScopeSignal, SwapLocation, TokenError,
 };
 
 /// Service API paths.
@@ -519,9 +518,9 @@ pub struct BoundHostAnswer {
     pub body_swap: bool,
     #[serde(default)]
     pub bound: bool,
-    /// Bindings whose placeholder every request to the host must carry.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub required: Vec<Requirement>,
+    /// What the sandbox's bindings ask of requests to the host.
+    #[serde(flatten)]
+    pub policy: HostPolicy,
 }
 
 fn yes() -> bool {

@@ -306,6 +306,29 @@ pub struct StepUp {
     pub connect_url: Option<String>,
 }
 
+/// What `sandbox`'s bindings ask of every request to one host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct HostPolicy {
+    /// Bindings whose placeholder every request must carry (`require = true`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<Requirement>,
+    /// The binding whose token goes into a request that carries no
+    /// credential at all (`inject_when_absent`); at most one per host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_absent: Option<AbsentInjection>,
+}
+
+/// A binding that injects its token when a request carries none: its
+/// placeholder is put where the provider expects the token (`inject`), then
+/// swapped like one the sandbox wrote.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct AbsentInjection {
+    pub binding: String,
+    pub placeholder: String,
+    /// `bearer`, `token`, `basic:USER` or `header:NAME`.
+    pub inject: String,
+}
+
 /// A placeholder's binding and its current real token.
 #[derive(Clone)]
 pub struct Resolved {
@@ -371,10 +394,11 @@ pub trait TokenSource: Send + Sync + 'static {
     /// large body (the merge that added the ledger did exactly that).
     async fn may_swap_body(&self, sandbox: &SandboxId, host: &str) -> bool;
 
-    /// The bindings of `sandbox` whose placeholder every request to `host`
-    /// must carry. No default, like `may_swap_body`: a wrapper that forgot
-    /// it would silently drop every `require`.
-    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement>;
+    /// What the bindings of `sandbox` ask of every request to `host`: the
+    /// placeholders it must carry, and the token to inject when it carries
+    /// none. No default, like `may_swap_body`: a wrapper that forgot it
+    /// would silently drop every `require`.
+    async fn host_policy(&self, sandbox: &SandboxId, host: &str) -> HostPolicy;
 
     /// The sandbox named by a `Proxy-Authorization` credential.
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError>;

@@ -19,7 +19,7 @@ use crate::contract::{
     GuardedAnswer, GuardedRequest, ResolveRequest, ResolvedAnswer, SandboxStatus, StatusRequest,
     StepUpRequest,
 };
-use crate::{Guarded, Requirement, Resolved, SandboxId, StepUp, TokenError, TokenSource};
+use crate::{Guarded, HostPolicy, Resolved, SandboxId, StepUp, TokenError, TokenSource};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_RESPONSE: usize = 256 * 1024;
@@ -138,12 +138,12 @@ impl TokenSource for RemoteVault {
         Ok(answer.guarded.into_iter().map(Guarded::from).collect())
     }
 
-    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
-        // When the vault cannot say, nothing is required: resolving a
-        // placeholder needs the vault anyway.
+    async fn host_policy(&self, sandbox: &SandboxId, host: &str) -> HostPolicy {
+        // When the vault cannot say, nothing is required or injected:
+        // resolving a placeholder needs the vault anyway.
         self.bound_host(sandbox, host)
             .await
-            .map(|a| a.required)
+            .map(|a| a.policy)
             .unwrap_or_default()
     }
 

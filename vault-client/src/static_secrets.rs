@@ -7,8 +7,8 @@ use secrecy::SecretString;
 
 use crate::contract::{CredentialKind, CredentialState, CredentialStatus, SandboxStatus};
 use crate::{
-    Binding, BindingKind, ForeignBody, Guarded, HostPattern, RequestRules, Requirement, Resolved,
-    SandboxId, StepUp, SwapLocation, TokenError, TokenSource,
+    Binding, BindingKind, ForeignBody, Guarded, HostPattern, HostPolicy, RequestRules, Requirement,
+    Resolved, SandboxId, StepUp, SwapLocation, TokenError, TokenSource,
 };
 
 /// One configured secret, already validated.
@@ -123,9 +123,9 @@ impl TokenSource for StaticSecrets {
             .collect())
     }
 
-    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+    async fn host_policy(&self, sandbox: &SandboxId, host: &str) -> HostPolicy {
         if sandbox != &self.sandbox {
-            return Vec::new();
+            return HostPolicy::default();
         }
         let mut out: Vec<Requirement> = self
             .by_placeholder
@@ -137,7 +137,11 @@ impl TokenSource for StaticSecrets {
             })
             .collect();
         out.sort_by(|a, b| a.binding.cmp(&b.binding));
-        out
+        // Config secrets have no injection slot, so none injects itself.
+        HostPolicy {
+            required: out,
+            inject_absent: None,
+        }
     }
 
     async fn step_up(

@@ -66,6 +66,10 @@ pub struct Provider {
     pub require: bool,
     #[serde(default, skip_serializing_if = "is_enforce")]
     pub rules_mode: RulesMode,
+    /// Put the token in its `inject` slot on requests to `hosts` that carry
+    /// no credential at all (`fetch(url)` with nothing else).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inject_when_absent: bool,
     /// A revocation that is not RFC 7009 (GitHub's grant deletion): how to
     /// ask. Without it, `revoke_url` is an RFC 7009 endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -383,6 +387,7 @@ mod tests {
             rules_mode: Default::default(),
             insufficient_scope: vec![ScopeSignal::default()],
             revoke: None,
+            inject_when_absent: false,
         };
         let problems = p.problems();
         assert_eq!(problems.len(), 9, "{problems:?}");

@@ -61,6 +61,7 @@ pub(crate) async fn build(
     // (HTTP/1.1) or `:authority` (HTTP/2) from the URI. Sending both makes
     // HTTP/2 servers such as nginx refuse the request.
     headers.remove(header::HOST);
+    swapper.inject_when_absent(&mut headers).await;
     swapper.swap_headers(&mut headers).await?;
     let context = body_swap::context_of(&headers);
     let body = match std::mem::replace(body, BodyPlan::Spent) {
@@ -405,5 +406,34 @@ mod tests {
         let (ok, swapper) = try_build(&tokens, Method::GET, "/", &[], BodyPlan::Empty).await;
         assert!(ok.is_ok());
         assert!(swapper.dry_run_marks().lock().unwrap()[0].contains("require"));
+    }
+
+    #[tokio::test]
+    async fn a_request_with_no_credential_gets_the_injecting_bindings_token() {
+        let tokens = MockTokens::new();
+        let p = tokens.oauth("ACME", HOST, "real-token");
+        *tokens.inject_absent.lock().unwrap() = Some(airlock_vault_client::AbsentInjection {
+            binding: "secret:ACME".into(),
+            placeholder: p.clone(),
+            inject: "bearer".into(),
+        });
+        let (bare, swapper) = try_build(&tokens, Method::GET, "/me", &[], BodyPlan::Empty).await;
+        assert_eq!(
+            bare.unwrap().headers()["authorization"],
+            "Bearer real-token"
+        );
+        assert!(
+            swapper.in_injection_slot(&p, Some(&airlock_vault_client::Injection::Bearer)),
+            "a 401 to it is evidence for a refresh"
+        );
+        // A credential of its own, or a placeholder anywhere: nothing is added.
+        let own = [("authorization", "Bearer ghp_own".to_string())];
+        let (r, _) = try_build(&tokens, Method::GET, "/me", &own, BodyPlan::Empty).await;
+        assert_eq!(r.unwrap().headers()["authorization"], "Bearer ghp_own");
+        let elsewhere = [("x-api-key", p.clone())];
+        let (r, _) = try_build(&tokens, Method::GET, "/me", &elsewhere, BodyPlan::Empty).await;
+        let r = r.unwrap();
+        assert!(!r.headers().contains_key("authorization"));
+        assert_eq!(r.headers()["x-api-key"], "real-token");
     }
 }

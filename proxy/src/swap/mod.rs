@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use airlock_vault_client::{
-    Binding, Denial, ExposeSecret, ForeignBody, Injection, NarrowError, NarrowedBy, Resolved,
-    RulesMode, SandboxId, SecretString, SwapLocation, TokenError, TokenSource,
+    Binding, Denial, ExposeSecret, ForeignBody, HostPolicy, Injection, NarrowError, NarrowedBy,
+    Resolved, RulesMode, SandboxId, SecretString, SwapLocation, TokenError, TokenSource,
 };
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -77,6 +77,8 @@ pub struct Swapper {
     rules_passed: Vec<String>,
     /// Refusals a dry-run binding's rules would have made, for the audit line.
     dry_run: InertMarks,
+    /// The sandbox's host policy, once asked.
+    policy: Option<HostPolicy>,
 }
 
 impl Swapper {
@@ -101,6 +103,7 @@ impl Swapper {
             rule_request: None,
             rules_passed: Vec::new(),
             dry_run: InertMarks::default(),
+            policy: None,
         }
     }
 
@@ -208,12 +211,61 @@ impl Swapper {
         Ok(())
     }
 
+    /// What the sandbox's bindings ask of requests to this host, asked of
+    /// the source once per request.
+    async fn host_policy(&mut self) -> HostPolicy {
+        if self.policy.is_none() {
+            self.policy = Some(self.tokens.host_policy(&self.sandbox, &self.host).await);
+        }
+        self.policy.clone().unwrap_or_default()
+    }
+
+    /// `inject_when_absent`: a request that carries no credential at all (no
+    /// `Authorization`, nothing in the binding's own header, no placeholder
+    /// anywhere so far) gets the binding's placeholder in its injection
+    /// slot; the header swap then treats it as one the sandbox wrote (host,
+    /// rules, evidence for a refresh). Never on plain `http://`.
+    pub async fn inject_when_absent(&mut self, headers: &mut HeaderMap) {
+        if self.plaintext || !self.resolved.is_empty() {
+            return;
+        }
+        let Some(absent) = self.host_policy().await.inject_absent else {
+            return;
+        };
+        let Ok(inject) = Injection::parse(&absent.inject) else {
+            return;
+        };
+        let carries_placeholder = headers
+            .values()
+            .any(|v| !self.scanner.scan(v.as_bytes(), true).0.is_empty());
+        if headers.contains_key(AUTHORIZATION)
+            || headers.contains_key(inject.header_name())
+            || carries_placeholder
+        {
+            return;
+        }
+        let p = &absent.placeholder;
+        let value = match &inject {
+            Injection::Bearer => format!("Bearer {p}"),
+            Injection::Token => format!("token {p}"),
+            Injection::Basic { user } => format!("Basic {}", BASE64.encode(format!("{user}:{p}"))),
+            Injection::Header { .. } => p.clone(),
+        };
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(inject.header_name().as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            return;
+        };
+        headers.insert(name, value);
+    }
+
     /// `require = true`: every binding of the sandbox that requires its
     /// placeholder on this host must have been swapped by now. Asked after
     /// the URL, headers and a whole body; a body still to stream might hold
     /// it, but cannot be waited for, so such a request is refused too.
     pub async fn check_required(&mut self) -> Result<(), ProxyError> {
-        let required = self.tokens.required_on(&self.sandbox, &self.host).await;
+        let required = self.host_policy().await.required;
         for r in required {
             let carried = self
                 .resolved
@@ -271,6 +323,7 @@ impl Swapper {
             rule_request: self.rule_request.clone(),
             rules_passed: self.rules_passed.clone(),
             dry_run: self.dry_run.clone(),
+            policy: self.policy.clone(),
         }
     }
 

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use crate::shared::Shared;
 
 use airlock_vault_client::{
-    generate_placeholder, Binding, BindingKind, CredentialKind, CredentialState, CredentialStatus,
-    ExpiredSignal, ExposeSecret, ForeignBody, Guarded, HostPattern, Injection, Requirement,
-    Resolved, RulesMode, SandboxId, SandboxStatus, ScopeSignal, SecretString, StepUp, SwapLocation,
-    TokenError, TokenSource,
+    generate_placeholder, AbsentInjection, Binding, BindingKind, CredentialKind, CredentialState,
+    CredentialStatus, ExpiredSignal, ExposeSecret, ForeignBody, Guarded, HostPattern, HostPolicy,
+    Injection, Requirement, Resolved, RulesMode, SandboxId, SandboxStatus, ScopeSignal,
+    SecretString, StepUp, SwapLocation, TokenError, TokenSource,
 };
 
 pub(crate) const PREFIX: &str = "miosa-tok-";
@@ -51,6 +51,8 @@ pub(crate) struct MockTokens {
     status_error: Mutex<Option<TokenError>>,
     /// Every step-up asked for: (sandbox, connection, needed scopes).
     step_ups: Mutex<Vec<(SandboxId, String, Vec<String>)>>,
+    /// What `host_policy` says to inject into requests with no credential.
+    pub inject_absent: Mutex<Option<AbsentInjection>>,
 }
 
 impl MockTokens {
@@ -182,9 +184,9 @@ impl TokenSource for MockTokens {
             .any(|r| &r.binding.sandbox == sandbox && r.binding.allows_host(host))
     }
 
-    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+    async fn host_policy(&self, sandbox: &SandboxId, host: &str) -> HostPolicy {
         let entries = self.entries.lock().unwrap();
-        entries
+        let required = entries
             .values()
             .filter(|r| {
                 &r.binding.sandbox == sandbox
@@ -195,7 +197,11 @@ impl TokenSource for MockTokens {
                 binding: r.binding.id.clone(),
                 dry_run: r.binding.rules.mode() == RulesMode::DryRun,
             })
-            .collect()
+            .collect();
+        HostPolicy {
+            required,
+            inject_absent: self.inject_absent.lock().unwrap().clone(),
+        }
     }
 
     async fn step_up(

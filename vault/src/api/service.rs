@@ -95,15 +95,15 @@ async fn service_bound_host(
     let sandbox = SandboxId::new(r.sandbox);
     let bound = s.vault.is_bound_host(&sandbox, &r.host).await;
     let body_swap = bound && s.vault.may_swap_body(&sandbox, &r.host).await;
-    let required = if bound {
-        TokenSource::required_on(&*s.vault, &sandbox, &r.host).await
+    let policy = if bound {
+        TokenSource::host_policy(&*s.vault, &sandbox, &r.host).await
     } else {
-        Vec::new()
+        Default::default()
     };
     Json(BoundHostAnswer {
         body_swap,
         bound,
-        required,
+        policy,
     })
     .into_response()
 }

@@ -5,8 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use airlock_vault_client::{
-    Binding, BindingKind, Guarded, HostPattern, RequestRules, Requirement, Resolved, RulesMode,
-    RulesSpec, SandboxId, SandboxStatus, StepUp, SwapLocation, TokenError, TokenSource,
+    AbsentInjection, Binding, BindingKind, Guarded, HostPattern, HostPolicy, RequestRules,
+    Requirement, Resolved, RulesMode, RulesSpec, SandboxId, SandboxStatus, StepUp, SwapLocation,
+    TokenError, TokenSource,
 };
 use secrecy::SecretString;
 
@@ -223,22 +224,45 @@ impl Vault {
             .collect())
     }
 
-    /// The bindings of `sandbox` that say `require = true` for `host`.
-    pub async fn required_on(
-        &self,
-        sandbox: &str,
-        host: &str,
-    ) -> Result<Vec<Requirement>, VaultError> {
-        Ok(self
+    /// What the bindings of `sandbox` ask of requests to `host`: those that
+    /// say `require = true`, and the one provider binding that says
+    /// `inject_when_absent` (none when two would: the request is not guessed).
+    pub async fn host_policy(&self, sandbox: &str, host: &str) -> Result<HostPolicy, VaultError> {
+        let shapes: Vec<BindingShape> = self
             .binding_shapes(sandbox)
             .await?
             .into_iter()
-            .filter(|b| b.rules.require() && b.hosts.iter().any(|p| p.matches(host)))
+            .filter(|b| b.hosts.iter().any(|p| p.matches(host)))
+            .collect();
+        let required = shapes
+            .iter()
+            .filter(|b| b.rules.require())
             .map(|b| Requirement {
-                binding: b.id,
+                binding: b.id.clone(),
                 dry_run: b.rules.mode() == RulesMode::DryRun,
             })
-            .collect())
+            .collect();
+        let injecting: Vec<&BindingShape> = shapes
+            .iter()
+            .filter(|b| b.inject_absent.is_some())
+            .collect();
+        let inject_absent = match injecting.as_slice() {
+            [one] => one.inject_absent.clone(),
+            [] => None,
+            several => {
+                tracing::warn!(
+                    sandbox,
+                    host,
+                    bindings = %several.iter().map(|b| b.id.as_str()).collect::<Vec<_>>().join(", "),
+                    "several bindings inject when absent on this host: none does"
+                );
+                None
+            }
+        };
+        Ok(HostPolicy {
+            required,
+            inject_absent,
+        })
     }
 
     /// What each of the sandbox's bindings allows, without its token.
@@ -260,14 +284,21 @@ impl Vault {
                             .collect(),
                         swaps_in_body: s.swap_in.iter().any(|l| l == SwapLocation::Body.as_str()),
                         rules: binding_rules(&b, None),
+                        inject_absent: None,
                     });
                 }
             } else if let Ok(p) = self.provider(&b.target) {
+                let inject_absent = p.inject_when_absent.then(|| AbsentInjection {
+                    binding: id.clone(),
+                    placeholder: b.placeholder.clone(),
+                    inject: p.inject.clone(),
+                });
                 out.push(BindingShape {
                     id,
                     hosts: p.host_patterns(),
                     swaps_in_body: p.swap_in.contains(&SwapLocation::Body),
                     rules: binding_rules(&b, Some(&p)),
+                    inject_absent,
                 });
             }
         }
@@ -280,6 +311,7 @@ struct BindingShape {
     hosts: Vec<HostPattern>,
     swaps_in_body: bool,
     rules: Arc<RequestRules>,
+    inject_absent: Option<AbsentInjection>,
 }
 
 /// The binding's own rules, else its provider's. Rules are checked when
@@ -319,9 +351,9 @@ impl TokenSource for Vault {
             .unwrap_or(false)
     }
 
-    async fn required_on(&self, sandbox: &SandboxId, host: &str) -> Vec<Requirement> {
+    async fn host_policy(&self, sandbox: &SandboxId, host: &str) -> HostPolicy {
         // Unknown (store failing): nothing required; resolving fails anyway.
-        self.required_on(sandbox.as_str(), host)
+        self.host_policy(sandbox.as_str(), host)
             .await
             .unwrap_or_default()
     }
