@@ -495,8 +495,14 @@ impl RequestRules {
             .iter()
             .filter(|r| r.matches_route(facts.method, &segments))
             .collect();
-        if !route.iter().any(|r| r.graphql.is_some()) {
-            return self.verdict_of(route.first().copied(), None);
+        // First match wins: a rule that does not look at GraphQL and comes
+        // before every GraphQL rule decides without reading the body.
+        let first_graphql = route.iter().position(|r| r.graphql.is_some());
+        let first_plain = route.iter().position(|r| r.graphql.is_none());
+        match (first_graphql, first_plain) {
+            (None, _) => return self.verdict_of(route.first().copied(), None),
+            (Some(g), Some(p)) if p < g => return self.verdict_of(Some(route[p]), None),
+            _ => {}
         }
         // Every operation of the request must be allowed on its own.
         let operations = match (facts.graphql)() {
