@@ -294,3 +294,71 @@ async fn expired_and_unknown_links_are_refused_clearly() {
         vec![]
     );
 }
+
+#[tokio::test]
+async fn a_step_up_is_only_for_the_connection_the_sandbox_resolves() {
+    let w = world(settings(), true).await;
+    let alice = sandbox(&w.vault, Some("alice")).await;
+    let bob = sandbox(&w.vault, Some("bob")).await;
+    let conn = complete(&w.vault, &link_of(&w.vault.status(&alice).await.unwrap()))
+        .await
+        .unwrap();
+    // Bob cannot note a step-up on Alice's connection, nor get a link for it.
+    let refused = w
+        .vault
+        .step_up(&bob, &conn.id, &["admin".to_string()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, airlock_vault_client::TokenError::Revoked { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        w.vault.status(&alice).await.unwrap().credentials[0].state,
+        CredentialState::Connected,
+        "nothing was noted"
+    );
+    // Alice can: the scopes granted ("read write") plus the missing one.
+    let step = w
+        .vault
+        .step_up(
+            &alice,
+            &conn.id,
+            &["write".to_string(), "admin".to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(step.missing, ["admin"]);
+    let link = step.connect_url.expect("a step-up link");
+    let status = w.vault.status(&alice).await.unwrap();
+    assert_eq!(
+        status.credentials[0].state,
+        CredentialState::InsufficientScope
+    );
+    assert_eq!(
+        status.credentials[0].connect_url.as_deref(),
+        Some(link.as_str())
+    );
+    let again = w
+        .vault
+        .step_up(&alice, &conn.id, &["admin".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(
+        again.connect_url.as_deref(),
+        Some(link.as_str()),
+        "one link per step-up"
+    );
+    let id = link.rsplit('/').next().unwrap();
+    let started = w.vault.open_connect_link(id).await.unwrap();
+    let asked = url::Url::parse(&started.authorization_url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "scope")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(
+        asked.as_deref(),
+        Some("read write admin"),
+        "granted plus missing"
+    );
+}
