@@ -40,6 +40,22 @@ fn curl_api(w: &World, extra: &[&str]) -> std::thread::JoinHandle<(u16, String)>
     })
 }
 
+/// Waits (bounded) until the proxy holds `n` requests, by its metric: a
+/// test must not consent before the request it means to hold is held.
+async fn wait_until_held(w: &World, n: u64) {
+    let url = format!("{}/metrics", w.airlock.metrics_url());
+    let want = format!("airlock_held_requests {n}\n");
+    for _ in 0..100 {
+        let url = url.clone();
+        let metrics = blocking(move || curl(&[], &["-s", &url])).await;
+        if metrics.stdout.contains(&want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    panic!("the proxy never held {n} request(s)");
+}
+
 async fn link_of(w: &World) -> String {
     let (_, doc) = curl_get(&w.airlock.env, "http://airlock.internal/v1/status").await;
     let doc = json(&doc);
@@ -63,8 +79,8 @@ print(r.text)
 "#
     );
     let agent = std::thread::spawn(move || python(&env, &script));
-    // Meanwhile the user opens the link from the status.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Once it is held, the user opens the link from the status.
+    wait_until_held(&w, 1).await;
     let link = link_of(&w).await;
     let (code, page) = w.open_link(&link).await;
     assert_eq!(code, 200, "{page}");
@@ -122,7 +138,7 @@ async fn without_opt_in_or_after_the_wait_the_error_carries_the_link() {
     // One place: a second held request is refused at once; a client that
     // gives up frees its place.
     let first = curl_api(&w, &["-H", "Prefer: wait=30", "--max-time", "3"]);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    wait_until_held(&w, 1).await;
     let (status, answer) = blocking({
         let h = curl_api(&w, &["-H", "Prefer: wait=30"]);
         move || h.join().unwrap()
@@ -135,7 +151,7 @@ async fn without_opt_in_or_after_the_wait_the_error_carries_the_link() {
     );
     let (status, _) = blocking(move || first.join().unwrap()).await;
     assert_eq!(status, 0, "curl gave up waiting");
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_until_held(&w, 0).await;
     let (status, answer) = blocking({
         let h = curl_api(&w, &["-H", "Prefer: wait=1"]);
         move || h.join().unwrap()
@@ -354,13 +370,13 @@ async fn a_request_that_meets_reconnect_needed_waits_for_the_reconnect() {
     assert!(answer.contains("x-airlock-connect-url: "), "{answer}");
     // With opt-in: held until the user reconnects, then 200.
     let waiting = curl_api(&w, &["-H", "Prefer: wait=60"]);
+    wait_until_held(&w, 1).await;
     let (_, doc) = curl_get(&w.airlock.env, "http://airlock.internal/v1/status").await;
     let doc = json(&doc);
     let acme = entry(&doc, "ACME_TOKEN");
     assert_eq!(acme["state"], "reconnect_needed", "{doc}");
     let link = acme["connect_url"].as_str().expect("a link").to_owned();
     w.provider.set_refuse_refresh(false);
-    tokio::time::sleep(Duration::from_millis(600)).await;
     let (code, page) = w.open_link(&link).await;
     assert_eq!(code, 200, "{page}");
     let (status, answer) = blocking(move || waiting.join().unwrap()).await;
@@ -436,7 +452,7 @@ async fn a_sandbox_can_wait_by_default_without_asking() {
             )
         }
     });
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_until_held(&w, 1).await;
     let (code, page) = w.open_link(&link).await;
     assert_eq!(code, 200, "{page}");
     let out = blocking(move || waiting.join().unwrap()).await;
