@@ -22,6 +22,8 @@ mod sandboxes;
 mod scope;
 mod secrets;
 mod status;
+#[cfg(test)]
+mod testing;
 mod tokens;
 
 pub use apps::AppView;

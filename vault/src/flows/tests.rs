@@ -8,9 +8,7 @@ use std::time::Duration;
 use airlock_vault_client::SecretString;
 
 use super::*;
-use crate::crypto::{Kek, Keyring};
-use crate::store::Store;
-use crate::{Catalog, NewSandbox, VaultSettings};
+use crate::{NewSandbox, VaultSettings};
 
 const ACCESS: &str = "tok_FLOWS_access_0123456789";
 const REFRESH: &str = "tok_FLOWS_refresh_0123456789";
@@ -65,34 +63,7 @@ struct World {
 async fn world() -> World {
     let endpoint = Arc::new(Endpoint::default());
     let port = token_endpoint(endpoint.clone()).await;
-    let catalog = format!(
-        "[[provider]]\nname = \"acme\"\nauthorize_url = \"http://127.0.0.1:{port}/authorize\"\n\
-         token_url = \"http://127.0.0.1:{port}/token\"\nhosts = [\"api.acme.test\"]\nenv = \"ACME_TOKEN\"\n\
-         scopes = [\"read\"]\n"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display());
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .no_proxy()
-        .build()
-        .unwrap();
-    let vault = Vault::open(
-        Store::open(&url).await.unwrap(),
-        Keyring::new(Kek::generate(), vec![]),
-        Catalog::from_toml(&catalog).unwrap(),
-        http,
-        VaultSettings::default(),
-    )
-    .await
-    .unwrap();
+    let (vault, dir) = crate::testing::acme_vault(port, VaultSettings::default()).await;
     vault
         .set_app(
             "default",

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use airlock_vault_client::{CredentialKind, CredentialState, SandboxId, SecretString, TokenSource};
 
-use crate::crypto::{Kek, Keyring};
 use crate::error::VaultError;
-use crate::store::{ConnectionStatus, Store};
-use crate::{Catalog, NewSandbox, Vault, VaultSettings};
+use crate::store::ConnectionStatus;
+use crate::{NewSandbox, Vault, VaultSettings};
 
 const ACCESS: &str = "tok_STATUS_access_0123456789";
 const REFRESH: &str = "tok_STATUS_refresh_0123456789";
@@ -39,34 +38,7 @@ struct World {
 
 async fn world(settings: VaultSettings, with_app: bool) -> World {
     let port = token_endpoint().await;
-    let catalog = format!(
-        "[[provider]]\nname = \"acme\"\nauthorize_url = \"http://127.0.0.1:{port}/authorize\"\n\
-         token_url = \"http://127.0.0.1:{port}/token\"\nhosts = [\"api.acme.test\"]\nenv = \"ACME_TOKEN\"\n\
-         scopes = [\"read\"]\n"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display());
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    let http = reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .no_proxy()
-        .build()
-        .unwrap();
-    let vault = Vault::open(
-        Store::open(&url).await.unwrap(),
-        Keyring::new(Kek::generate(), vec![]),
-        Catalog::from_toml(&catalog).unwrap(),
-        http,
-        settings,
-    )
-    .await
-    .unwrap();
+    let (vault, dir) = crate::testing::acme_vault(port, settings).await;
     if with_app {
         vault
             .set_app(

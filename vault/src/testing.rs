@@ -1,0 +1,45 @@
+//! Fixtures the vault's unit tests share.
+
+use std::sync::Arc;
+
+use crate::crypto::{Kek, Keyring};
+use crate::store::Store;
+use crate::{Catalog, Vault, VaultSettings};
+
+/// A vault on a temp SQLite file whose catalog has one provider, `acme`,
+/// authorizing and granting on the loopback `token_port` (scope `read`).
+/// Keep the folder as long as the vault.
+pub(crate) async fn acme_vault(
+    token_port: u16,
+    settings: VaultSettings,
+) -> (Arc<Vault>, tempfile::TempDir) {
+    let catalog = format!(
+        "[[provider]]\nname = \"acme\"\nauthorize_url = \"http://127.0.0.1:{token_port}/authorize\"\n\
+         token_url = \"http://127.0.0.1:{token_port}/token\"\nhosts = [\"api.acme.test\"]\nenv = \"ACME_TOKEN\"\n\
+         scopes = [\"read\"]\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display());
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let vault = Vault::open(
+        Store::open(&url).await.unwrap(),
+        Keyring::new(Kek::generate(), vec![]),
+        Catalog::from_toml(&catalog).unwrap(),
+        http,
+        settings,
+    )
+    .await
+    .unwrap();
+    (vault, dir)
+}
