@@ -244,6 +244,7 @@ impl TokenLedger {
             binding: Arc::new(binding),
             token: parent.token,
             expires_at: parent.expires_at,
+            signing: parent.signing,
         })
     }
 
@@ -468,6 +469,7 @@ mod tests {
                 }),
                 token: SecretString::from(self.current.lock().unwrap().clone()),
                 expires_at: Some(unix_now() + 3600),
+                signing: None,
             }
         }
     }
@@ -518,6 +520,7 @@ mod tests {
                 placeholder: "miosa-tok-PH".into(),
                 token: SecretString::from(self.current.lock().unwrap().clone()),
                 expires_at: Some(unix_now() + 3600),
+                signing: None,
             }])
         }
     }

@@ -55,11 +55,30 @@ impl Loaded {
         };
         for spanned in &c.secrets {
             let line = self.line_of(spanned.span().start);
-            let name = &spanned.get_ref().name;
+            let s = spanned.get_ref();
+            let name = &s.name;
             claim(
                 name,
                 Claim::Secret(format!("[[secret]] {name:?} (line {line})")),
             );
+            if s.kind == super::file::SecretKind::AwsSigV4 {
+                let secret = s.secret_variable();
+                claim(
+                    secret,
+                    Claim::Secret(format!(
+                        "[[secret]] {name:?} (line {line}, secret_variable = {secret:?})"
+                    )),
+                );
+                if s.has_session_token() {
+                    let token = s.session_token_variable();
+                    claim(
+                        token,
+                        Claim::Secret(format!(
+                            "[[secret]] {name:?} (line {line}, session_token_variable = {token:?})"
+                        )),
+                    );
+                }
+            }
         }
         let mut providers_seen = BTreeSet::new();
         for spanned in &c.providers {

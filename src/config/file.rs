@@ -178,9 +178,64 @@ pub struct SecretSection {
     /// `enforce` (default) or `dry_run` (log and audit, refuse nothing).
     #[serde(default)]
     pub rules_mode: RulesMode,
+    /// `static` (default: `value…` is swapped for the placeholder) or
+    /// `aws_sigv4` (airlock checks the sandbox's SigV4 signature made with
+    /// placeholders and signs again with the real keys; docs/SIGNING.md).
+    #[serde(default)]
+    pub kind: SecretKind,
+    /// `aws_sigv4`: the real access key id (or `_env` / `_file`).
+    pub access_key_id: Option<SecretString>,
+    pub access_key_id_env: Option<String>,
+    pub access_key_id_file: Option<PathBuf>,
+    /// `aws_sigv4`: the real secret access key (or `_env` / `_file`).
+    pub secret_access_key: Option<SecretString>,
+    pub secret_access_key_env: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
+    /// `aws_sigv4`: the real session token of temporary credentials (optional).
+    pub session_token: Option<SecretString>,
+    pub session_token_env: Option<String>,
+    pub session_token_file: Option<PathBuf>,
+    /// `aws_sigv4`: the sandbox's variable for the placeholder secret
+    /// access key (default `AWS_SECRET_ACCESS_KEY`).
+    pub secret_variable: Option<String>,
+    /// `aws_sigv4`: the sandbox's variable for the placeholder session
+    /// token, set when `session_token…` is (default `AWS_SESSION_TOKEN`).
+    pub session_token_variable: Option<String>,
+}
+
+/// What a `[[secret]]` is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretKind {
+    /// A token swapped for its placeholder wherever `swap_in` allows.
+    #[default]
+    Static,
+    /// AWS Signature Version 4 credentials, signed again by airlock.
+    #[serde(rename = "aws_sigv4")]
+    AwsSigV4,
 }
 
 impl SecretSection {
+    /// `aws_sigv4`: the variable of the placeholder secret access key.
+    pub fn secret_variable(&self) -> &str {
+        self.secret_variable
+            .as_deref()
+            .unwrap_or("AWS_SECRET_ACCESS_KEY")
+    }
+
+    /// `aws_sigv4`: the variable of the placeholder session token.
+    pub fn session_token_variable(&self) -> &str {
+        self.session_token_variable
+            .as_deref()
+            .unwrap_or("AWS_SESSION_TOKEN")
+    }
+
+    pub fn has_session_token(&self) -> bool {
+        self.session_token.is_some()
+            || self.session_token_env.is_some()
+            || self.session_token_file.is_some()
+    }
+
     pub fn rules_spec(&self) -> RulesSpec {
         RulesSpec {
             rules: self.rules.clone(),

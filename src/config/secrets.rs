@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use airlock_vault_client::{
-    generate_placeholder, is_valid_placeholder, ExposeSecret, ForeignBody, HostPattern,
-    RequestRules, SecretString, StaticSecret, SwapLocation,
+    generate_placeholder, is_valid_placeholder, AwsSigV4Keys, ExposeSecret, ForeignBody,
+    HostPattern, RequestRules, SecretString, SessionToken, SigningKeys, StaticSecret, SwapLocation,
 };
 
-use super::file::SecretSection;
+use super::file::{SecretKind, SecretSection};
 use super::secret_source::{SecretSource, SourceKeys};
 use super::{ConfigError, Loaded};
 
@@ -18,6 +18,21 @@ static SECRET_KEYS: SourceKeys = SourceKeys {
     value: "value",
     env: "value_env",
     file: "value_file",
+};
+static ACCESS_KEY_ID_KEYS: SourceKeys = SourceKeys {
+    value: "access_key_id",
+    env: "access_key_id_env",
+    file: "access_key_id_file",
+};
+static SECRET_ACCESS_KEY_KEYS: SourceKeys = SourceKeys {
+    value: "secret_access_key",
+    env: "secret_access_key_env",
+    file: "secret_access_key_file",
+};
+static SESSION_TOKEN_KEYS: SourceKeys = SourceKeys {
+    value: "session_token",
+    env: "session_token_env",
+    file: "session_token_file",
 };
 
 pub struct PendingSecret {
@@ -28,6 +43,16 @@ pub struct PendingSecret {
     pub swap_in: BTreeSet<SwapLocation>,
     pub on_foreign_body: ForeignBody,
     pub rules: Arc<RequestRules>,
+    /// `kind = "aws_sigv4"`: `value` is the real access key id; these are the rest.
+    pub aws: Option<PendingAws>,
+}
+
+/// The real keys of an `aws_sigv4` secret, before its placeholders exist.
+pub struct PendingAws {
+    pub secret_variable: String,
+    pub secret_access_key: SecretString,
+    /// (variable, real session token)
+    pub session_token: Option<(String, SecretString)>,
 }
 
 impl Loaded {
@@ -41,7 +66,27 @@ impl Loaded {
             let s = spanned.get_ref();
             let at = format!("line {line}: secret {:?}", s.name);
             let mut problems = Vec::new();
-            let value = self.secret_value(s, &mut problems);
+            let (value, aws) = match s.kind {
+                SecretKind::Static => {
+                    if s.access_key_id.is_some()
+                        || s.access_key_id_env.is_some()
+                        || s.access_key_id_file.is_some()
+                        || s.secret_access_key.is_some()
+                        || s.secret_access_key_env.is_some()
+                        || s.secret_access_key_file.is_some()
+                        || s.has_session_token()
+                        || s.secret_variable.is_some()
+                        || s.session_token_variable.is_some()
+                    {
+                        problems.push(
+                            "access_key_id…, secret_access_key…, session_token… and their variables go with kind = \"aws_sigv4\""
+                                .into(),
+                        );
+                    }
+                    (self.secret_value(s, &mut problems), None)
+                }
+                SecretKind::AwsSigV4 => self.aws_keys(s, &mut problems),
+            };
             if let Some(placeholder) = &s.placeholder {
                 if !is_valid_placeholder(prefix, placeholder) {
                     problems.push(format!(
@@ -69,7 +114,18 @@ impl Loaded {
                     Arc::default()
                 }
             };
-            let swap_in = s.swap_in.clone().unwrap_or_else(SwapLocation::defaults);
+            if s.kind == SecretKind::AwsSigV4 && s.swap_in.is_some() {
+                problems.push(
+                    "swap_in does not apply to kind = \"aws_sigv4\": airlock signs the request again, it swaps nothing"
+                        .into(),
+                );
+            }
+            let swap_in = match s.kind {
+                // The key id travels in the Authorization header (or the
+                // query of a presigned URL); it is never swapped as text.
+                SecretKind::AwsSigV4 => [SwapLocation::Header].into_iter().collect(),
+                SecretKind::Static => s.swap_in.clone().unwrap_or_else(SwapLocation::defaults),
+            };
             if swap_in.is_empty() {
                 problems.push("swap_in is empty: the placeholder could never be swapped".into());
             }
@@ -83,14 +139,116 @@ impl Loaded {
                     swap_in,
                     on_foreign_body: s.on_foreign_body,
                     rules,
+                    aws,
                 });
             }
         }
         secrets
     }
 
+    /// An `aws_sigv4` secret's real keys: the access key id (as the value),
+    /// the secret access key, and maybe a session token.
+    fn aws_keys(
+        &self,
+        s: &SecretSection,
+        problems: &mut Vec<String>,
+    ) -> (Option<SecretString>, Option<PendingAws>) {
+        self.check_name(s, problems);
+        if s.value.is_some() || s.value_env.is_some() || s.value_file.is_some() {
+            problems.push(
+                "kind = \"aws_sigv4\" takes access_key_id… and secret_access_key…, not value…"
+                    .into(),
+            );
+        }
+        for var in [s.secret_variable(), s.session_token_variable()] {
+            if !is_env_name(var) || crate::sandbox_env::is_reserved(var) {
+                problems.push(format!(
+                    "variable {var:?} must be a valid environment variable name that airlock does not set itself"
+                ));
+            }
+        }
+        let mut read = |keys: &'static SourceKeys,
+                        value: Option<&SecretString>,
+                        env: Option<&str>,
+                        file: Option<&Path>,
+                        required: bool| {
+            let source = match SecretSource::at_most_one(keys, value, env, file) {
+                Ok(Some(source)) => source,
+                Ok(None) if !required => return None,
+                Ok(None) => {
+                    problems.push(format!(
+                        "give exactly one of {}, {}, {}",
+                        keys.value, keys.env, keys.file
+                    ));
+                    return None;
+                }
+                Err(e) => {
+                    problems.push(e.to_string());
+                    return None;
+                }
+            };
+            match source.resolved(|p| self.resolve_path(p)).read(keys.file) {
+                Ok(v) if v.expose_secret().bytes().any(|b| b.is_ascii_control()) => {
+                    problems.push(format!(
+                        "{} holds control characters (line breaks?)",
+                        keys.value
+                    ));
+                    None
+                }
+                Ok(v) => Some(super::secret_source::trimmed(&v)),
+                Err(e) => {
+                    problems.push(e.to_string());
+                    None
+                }
+            }
+        };
+        let key_id = read(
+            &ACCESS_KEY_ID_KEYS,
+            s.access_key_id.as_ref(),
+            s.access_key_id_env.as_deref(),
+            s.access_key_id_file.as_deref(),
+            true,
+        );
+        let secret = read(
+            &SECRET_ACCESS_KEY_KEYS,
+            s.secret_access_key.as_ref(),
+            s.secret_access_key_env.as_deref(),
+            s.secret_access_key_file.as_deref(),
+            true,
+        );
+        let token = read(
+            &SESSION_TOKEN_KEYS,
+            s.session_token.as_ref(),
+            s.session_token_env.as_deref(),
+            s.session_token_file.as_deref(),
+            false,
+        );
+        if let Some(k) = &key_id {
+            // It goes into `Credential=ID/…`, so it cannot hold a slash.
+            if k.expose_secret().contains(['/', ',', ' ', '=']) {
+                problems.push("access_key_id holds '/', ',', '=' or a space".into());
+            }
+        }
+        match (key_id, secret) {
+            (Some(k), Some(secret)) => (
+                Some(k),
+                Some(PendingAws {
+                    secret_variable: s.secret_variable().to_owned(),
+                    secret_access_key: secret,
+                    session_token: token.map(|t| (s.session_token_variable().to_owned(), t)),
+                }),
+            ),
+            _ => (None, None),
+        }
+    }
+
     /// The name's checks, then the value from its one source.
     fn secret_value(&self, s: &SecretSection, problems: &mut Vec<String>) -> Option<SecretString> {
+        self.check_name(s, problems);
+        self.secret_value_from(s, problems)
+    }
+
+    fn check_name(&self, s: &SecretSection, problems: &mut Vec<String>) {
         if !is_env_name(&s.name) {
             problems
                 .push("name must be a valid environment variable name (letters, digits, _)".into());
@@ -101,6 +259,13 @@ impl Loaded {
                 s.name
             ));
         }
+    }
+
+    fn secret_value_from(
+        &self,
+        s: &SecretSection,
+        problems: &mut Vec<String>,
+    ) -> Option<SecretString> {
         let value = SecretSource::exactly_one(
             &SECRET_KEYS,
             s.value.as_ref(),
@@ -153,24 +318,41 @@ pub fn assign_placeholders(
         Err(e) => return Err(io_err(e)),
     };
     let mut changed = false;
+    // The one kept under `key`, or a new one (then kept).
+    let mut kept_or_new =
+        |key: &str| match kept.get(key).filter(|p| is_valid_placeholder(prefix, p)) {
+            Some(p) => p.clone(),
+            None => {
+                let p = generate_placeholder(prefix);
+                kept.insert(key.to_owned(), p.clone());
+                changed = true;
+                p
+            }
+        };
     let secrets = pending
         .into_iter()
         .map(|s| {
             let placeholder = match s.placeholder {
                 Some(p) => p,
-                None => match kept
-                    .get(&s.name)
-                    .filter(|p| is_valid_placeholder(prefix, p))
-                {
-                    Some(p) => p.clone(),
-                    None => {
-                        let p = generate_placeholder(prefix);
-                        kept.insert(s.name.clone(), p.clone());
-                        changed = true;
-                        p
-                    }
-                },
+                None => kept_or_new(&s.name),
             };
+            // An AWS secret access key and session token get placeholders
+            // of their own, kept like the key id's.
+            let signing = s.aws.map(|aws| {
+                Arc::new(SigningKeys::AwsSigV4(AwsSigV4Keys {
+                    secret_variable: aws.secret_variable,
+                    placeholder_secret: SecretString::from(kept_or_new(&format!(
+                        "{}:secret_access_key",
+                        s.name
+                    ))),
+                    secret_access_key: aws.secret_access_key,
+                    session_token: aws.session_token.map(|(variable, token)| SessionToken {
+                        variable,
+                        placeholder: kept_or_new(&format!("{}:session_token", s.name)),
+                        token,
+                    }),
+                }))
+            });
             StaticSecret {
                 name: s.name,
                 value: s.value,
@@ -179,6 +361,7 @@ pub fn assign_placeholders(
                 swap_in: s.swap_in,
                 on_foreign_body: s.on_foreign_body,
                 rules: s.rules,
+                signing,
             }
         })
         .collect();
@@ -275,6 +458,7 @@ mod tests {
                 swap_in: SwapLocation::defaults(),
                 on_foreign_body: ForeignBody::Pass,
                 rules: Default::default(),
+                aws: None,
             }]
         };
         let first = assign_placeholders(dir.path(), DEFAULT_PREFIX, pending()).unwrap();

@@ -430,6 +430,7 @@ mod tests {
                 }),
                 token: SecretString::from("t"),
                 expires_at: Some(unix_now() + 3600),
+                signing: None,
             })
         }
         async fn is_bound_host(&self, _: &SandboxId, _: &str) -> bool {

@@ -392,7 +392,8 @@ impl From<&Resolved> for ResolvedAnswer {
             binding: WireBinding {
                 connection_id: match &b.kind {
                     BindingKind::OAuth { connection_id } => Some(connection_id.clone()),
-                    BindingKind::Static => None,
+                    // A signing binding never crosses the wire: the vault holds none.
+                    BindingKind::Static | BindingKind::AwsSigV4 => None,
                 },
                 expired_on: b.expired_on.clone(),
                 hosts: b.hosts.iter().map(|h| h.to_string()).collect(),
@@ -445,6 +446,7 @@ impl ResolvedAnswer {
             }),
             token: self.token,
             expires_at: self.expires_at,
+            signing: None,
         }
     }
 }
@@ -660,6 +662,7 @@ mod tests {
             }),
             token: SecretString::from("tok".to_owned()),
             expires_at: Some(5),
+            signing: None,
         };
         let json = serde_json::to_string(&ResolvedAnswer::from(&resolved)).unwrap();
         assert_eq!(

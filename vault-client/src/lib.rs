@@ -13,6 +13,7 @@ mod placeholder;
 mod remote;
 mod rules;
 mod scope_signals;
+mod signing;
 mod static_secrets;
 
 use std::collections::BTreeSet;
@@ -37,6 +38,7 @@ pub use rules::{
 };
 pub use scope_signals::{scopes_in, ScopeSignal, MAX_SIGNAL_BODY};
 pub use secrecy::{ExposeSecret, SecretString};
+pub use signing::{AwsSigV4Keys, SessionToken, SigningKeys};
 pub use static_secrets::{StaticSecret, StaticSecrets};
 
 /// Which sandbox a request comes from. Sidecar mode has one fixed sandbox.
@@ -106,7 +108,13 @@ impl SwapLocation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindingKind {
     Static,
-    OAuth { connection_id: String },
+    OAuth {
+        connection_id: String,
+    },
+    /// AWS SigV4 credentials: the sandbox signs with placeholders, airlock
+    /// checks that signature and signs again with the real keys
+    /// (`Resolved::signing`); the placeholder is never swapped as text.
+    AwsSigV4,
 }
 
 /// An upstream answer that means "this token expired": a status, and for
@@ -336,6 +344,8 @@ pub struct Resolved {
     pub token: SecretString,
     /// When the token expires (Unix seconds); `None` for tokens that do not.
     pub expires_at: Option<i64>,
+    /// The keys of a signing binding ([`BindingKind::AwsSigV4`]); `None` otherwise.
+    pub signing: Option<Arc<SigningKeys>>,
 }
 
 impl fmt::Debug for Resolved {

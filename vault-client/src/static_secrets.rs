@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use crate::contract::{CredentialKind, CredentialState, CredentialStatus, SandboxStatus};
 use crate::{
     Binding, BindingKind, ForeignBody, Guarded, HostPattern, HostPolicy, RequestRules, Requirement,
-    Resolved, SandboxId, StepUp, SwapLocation, TokenError, TokenSource,
+    Resolved, SandboxId, SigningKeys, StepUp, SwapLocation, TokenError, TokenSource,
 };
 
 /// One configured secret, already validated.
@@ -20,6 +20,9 @@ pub struct StaticSecret {
     pub swap_in: BTreeSet<SwapLocation>,
     pub on_foreign_body: ForeignBody,
     pub rules: Arc<RequestRules>,
+    /// For a signing kind (`aws_sigv4`): the keys; `value` is then the real
+    /// access key id and `placeholder` the sandbox's.
+    pub signing: Option<Arc<SigningKeys>>,
 }
 
 /// Static secrets of the one sidecar sandbox.
@@ -40,7 +43,10 @@ impl StaticSecrets {
                     sandbox: sandbox.clone(),
                     hosts: s.hosts,
                     swap_in: s.swap_in,
-                    kind: BindingKind::Static,
+                    kind: match s.signing.as_deref() {
+                        None => BindingKind::Static,
+                        Some(SigningKeys::AwsSigV4(_)) => BindingKind::AwsSigV4,
+                    },
                     expired_on: Vec::new(),
                     inject: None,
                     on_foreign_body: s.on_foreign_body,
@@ -54,6 +60,7 @@ impl StaticSecrets {
                         binding: Arc::new(binding),
                         token: s.value,
                         expires_at: None,
+                        signing: s.signing,
                     },
                 )
             })
@@ -70,7 +77,21 @@ impl StaticSecrets {
         let mut env: Vec<_> = self
             .by_placeholder
             .iter()
-            .map(|(placeholder, r)| (r.binding.name.clone(), placeholder.clone()))
+            .flat_map(|(placeholder, r)| {
+                let mut vars = vec![(r.binding.name.clone(), placeholder.clone())];
+                if let Some(SigningKeys::AwsSigV4(k)) = r.signing.as_deref() {
+                    use secrecy::ExposeSecret;
+                    // Placeholders, not secrets: the sandbox signs with them.
+                    vars.push((
+                        k.secret_variable.clone(),
+                        k.placeholder_secret.expose_secret().to_owned(),
+                    ));
+                    if let Some(t) = &k.session_token {
+                        vars.push((t.variable.clone(), t.placeholder.clone()));
+                    }
+                }
+                vars
+            })
             .collect();
         env.sort();
         env
@@ -115,10 +136,29 @@ impl TokenSource for StaticSecrets {
         Ok(self
             .by_placeholder
             .iter()
-            .map(|(placeholder, r)| Guarded {
-                placeholder: placeholder.clone(),
-                token: r.token.clone(),
-                expires_at: None,
+            .flat_map(|(placeholder, r)| {
+                let mut guarded = vec![Guarded {
+                    placeholder: placeholder.clone(),
+                    token: r.token.clone(),
+                    expires_at: None,
+                }];
+                // A signing binding's other real keys map back to their placeholders.
+                if let Some(SigningKeys::AwsSigV4(k)) = r.signing.as_deref() {
+                    use secrecy::ExposeSecret;
+                    guarded.push(Guarded {
+                        placeholder: k.placeholder_secret.expose_secret().to_owned(),
+                        token: k.secret_access_key.clone(),
+                        expires_at: None,
+                    });
+                    if let Some(t) = &k.session_token {
+                        guarded.push(Guarded {
+                            placeholder: t.placeholder.clone(),
+                            token: t.token.clone(),
+                            expires_at: None,
+                        });
+                    }
+                }
+                guarded
             })
             .collect())
     }
@@ -213,6 +253,7 @@ mod tests {
             swap_in: SwapLocation::defaults(),
             on_foreign_body: Default::default(),
             rules: Default::default(),
+            signing: None,
         };
         (
             StaticSecrets::new("miosa-tok-", SandboxId::default_sandbox(), vec![secret]),
@@ -285,6 +326,7 @@ mod tests {
                 .collect(),
             on_foreign_body: Default::default(),
             rules: Default::default(),
+            signing: None,
         };
         let src = StaticSecrets::new("miosa-tok-", sbx.clone(), vec![secret]);
         assert!(src.may_swap_body(&sbx, "api.llm.test").await);

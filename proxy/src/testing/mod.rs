@@ -114,6 +114,7 @@ impl MockTokens {
             binding: Arc::new(binding),
             token: SecretString::from(token),
             expires_at: None,
+            signing: None,
         };
         self.entries
             .lock()
@@ -279,7 +280,7 @@ impl TokenSource for MockTokens {
             .map(|r| CredentialStatus {
                 variable: r.binding.name.clone(),
                 kind: match r.binding.kind {
-                    BindingKind::Static => CredentialKind::Static,
+                    BindingKind::Static | BindingKind::AwsSigV4 => CredentialKind::Static,
                     BindingKind::OAuth { .. } => CredentialKind::Oauth,
                 },
                 provider: None,

@@ -88,6 +88,7 @@ impl Vault {
                     }),
                     token,
                     expires_at: None,
+                    signing: None,
                 })
             }
             BindingTarget::Provider => {
@@ -142,6 +143,7 @@ impl Vault {
                     }),
                     token,
                     expires_at,
+                    signing: None,
                 })
             }
         }
