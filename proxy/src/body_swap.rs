@@ -273,6 +273,7 @@ mod tests {
                     .collect(),
                 on_foreign_body: Default::default(),
                 rules: Default::default(),
+                signing: None,
             }],
         );
         Swapper::new(

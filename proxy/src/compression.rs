@@ -41,7 +41,9 @@ pub fn encoding_of(headers: &HeaderMap) -> Result<Option<Encoding>, ProxyError> 
     };
     let value = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
     Ok(match value.as_str() {
-        "" | "identity" => None,
+        // S3's chunk framing (`aws-chunked`): the data in plain sight
+        // between chunk headers, left as it is (crate::signing).
+        "" | "identity" | "aws-chunked" => None,
         "gzip" | "x-gzip" => Some(Encoding::Gzip),
         "deflate" => Some(Encoding::Deflate),
         "br" => Some(Encoding::Brotli),

@@ -104,6 +104,10 @@ pub enum ProxyError {
     BodyNotSwappable,
     #[error("the sandbox's request body ended early: {0}")]
     ClientBody(String),
+    /// A request signed with a signing binding's placeholders (AWS SigV4)
+    /// that airlock will not sign again.
+    #[error("{0}")]
+    Signing(#[from] crate::signing::SigningError),
     #[error("internal proxy error: {0}")]
     Internal(String),
 }
@@ -147,6 +151,7 @@ impl ProxyError {
             | Self::BodyReadTimeout { .. }
             | Self::BodyNotSwappable
             | Self::ClientBody(_)
+            | Self::Signing(_)
             | Self::EgressDenied(_) => Side::Sandbox,
             Self::Token(TokenError::Unavailable(_) | TokenError::ReconnectNeeded { .. }) => {
                 Side::Vault
@@ -177,6 +182,7 @@ impl ProxyError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::BodyNotSwappable => StatusCode::FORBIDDEN,
+            Self::Signing(e) => e.status(),
             Self::ProxyAuth(_) | Self::Token(TokenError::BadCredential) => {
                 StatusCode::PROXY_AUTHENTICATION_REQUIRED
             }
@@ -245,6 +251,7 @@ impl ProxyError {
             Self::BodyReadTimeout { .. } => "body_read_timeout",
             Self::BodyNotSwappable => "body_not_swappable",
             Self::ClientBody(_) => "client_body",
+            Self::Signing(e) => e.code(),
             Self::Internal(_) => "internal",
         }
     }

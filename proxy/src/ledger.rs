@@ -520,7 +520,6 @@ mod tests {
                 placeholder: "miosa-tok-PH".into(),
                 token: SecretString::from(self.current.lock().unwrap().clone()),
                 expires_at: Some(unix_now() + 3600),
-                signing: None,
             }])
         }
     }

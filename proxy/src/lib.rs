@@ -36,6 +36,7 @@ pub mod rules;
 pub mod screen;
 pub mod settings;
 mod shared;
+pub mod signing;
 pub mod swap;
 pub mod telemetry;
 #[cfg(test)]

@@ -11,7 +11,9 @@ use crate::compression;
 use crate::error::ProxyError;
 use crate::pipeline::body_plan::BodyPlan;
 use crate::rules::RuleRequest;
+use crate::signing::{self, RequestView, SigningError, Verified};
 use crate::swap::Swapper;
+use bytes::Bytes;
 
 /// The request as the sandbox sent it (placeholders intact), so it can be
 /// swapped again with a refreshed token.
@@ -52,17 +54,30 @@ pub(crate) async fn build(
         }
     }
     swapper.set_rule_request(rule_request);
-    let pq = swapper
-        .swap_path_and_query(&out.path_and_query)
-        .await?
-        .unwrap_or_else(|| out.path_and_query.clone());
+    // Signed with a signing binding's placeholders (AWS SigV4)? Checked
+    // first; its signature and session token then leave the request, and
+    // it is signed again with the real keys once everything else is done.
+    let mut signed = verify_signature(out, swapper, body).await?;
     let mut headers = out.headers.clone();
+    let original_pq = match &signed {
+        Some(v) => v.strip(&mut headers, &out.path_and_query),
+        None => out.path_and_query.clone(),
+    };
+    let pq = swapper
+        .swap_path_and_query(&original_pq)
+        .await?
+        .unwrap_or(original_pq);
     // `Host` was checked against the CONNECT target; the client derives it
     // (HTTP/1.1) or `:authority` (HTTP/2) from the URI. Sending both makes
     // HTTP/2 servers such as nginx refuse the request.
     headers.remove(header::HOST);
-    swapper.inject_when_absent(&mut headers).await;
+    if signed.is_none() {
+        swapper.inject_when_absent(&mut headers).await;
+    }
     swapper.swap_headers(&mut headers).await?;
+    if let Some(verified) = signed.as_mut() {
+        return build_signed(out, swapper, body, verified, headers, pq, add_via).await;
+    }
     let context = body_swap::context_of(&headers);
     let body = match std::mem::replace(body, BodyPlan::Spent) {
         BodyPlan::Empty => {
@@ -136,6 +151,133 @@ pub(crate) async fn build(
     *request.method_mut() = out.method.clone();
     *request.uri_mut() = uri;
     // The pooled client picks HTTP/2 or HTTP/1.1 per upstream from ALPN.
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// The request's SigV4 signature, checked, when its access key id is a
+/// placeholder; `None` for requests not signed with one.
+async fn verify_signature(
+    out: &Outgoing,
+    swapper: &mut Swapper,
+    body: &mut BodyPlan,
+) -> Result<Option<Verified>, ProxyError> {
+    let scanner = swapper.scanner();
+    let is_placeholder = |key: &str| {
+        scanner
+            .scan(key.as_bytes(), true)
+            .0
+            .first()
+            .is_some_and(|f| f.range.start == 0 && f.range.end == key.len())
+    };
+    let Some(form) = signing::detect(&out.headers, &out.path_and_query, is_placeholder)? else {
+        return Ok(None);
+    };
+    let resolved = swapper.resolve_signing(form.key_id()).await?;
+    let body = match &*body {
+        BodyPlan::Empty => Some(&b""[..]),
+        BodyPlan::Whole {
+            data,
+            encoding: None,
+            ..
+        } => Some(&data[..]),
+        BodyPlan::Whole { .. } => {
+            return Err(SigningError::Unsupported(
+                "a SigV4-signed body cannot be compressed (Content-Encoding): its hash covers the bytes as sent",
+            )
+            .into())
+        }
+        _ => None,
+    };
+    let host = out
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(&out.authority);
+    let view = RequestView {
+        method: out.method.as_str(),
+        path_and_query: &out.path_and_query,
+        host,
+        headers: &out.headers,
+        body,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Ok(Some(Verified::check(form, &resolved, &view, now)?))
+}
+
+/// The rest of [`build`] for a signed request: its body goes as it came
+/// (placeholders in it are not swapped: the signature covers it), signed
+/// chunks signed again, and the request signed with the real keys last,
+/// over the headers as they will be sent.
+async fn build_signed(
+    out: &Outgoing,
+    swapper: &mut Swapper,
+    body: &mut BodyPlan,
+    verified: &mut Verified,
+    mut headers: HeaderMap,
+    pq: String,
+    add_via: bool,
+) -> Result<Request<ProxyBody>, ProxyError> {
+    enum Later {
+        Ready(Bytes, Option<HeaderMap>),
+        Stream(std::collections::VecDeque<Bytes>, ProxyBody),
+    }
+    let later = match std::mem::replace(body, BodyPlan::Spent) {
+        BodyPlan::Empty => {
+            *body = BodyPlan::Empty;
+            Later::Ready(Bytes::new(), None)
+        }
+        BodyPlan::Whole {
+            data,
+            encoding,
+            trailers,
+            held,
+        } => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(data.len()));
+            headers.remove(header::TRANSFER_ENCODING);
+            headers.remove(header::EXPECT);
+            let ready = Later::Ready(data.clone(), trailers.clone());
+            // Kept: a request held for consent is built again.
+            *body = BodyPlan::Whole {
+                data,
+                encoding,
+                trailers,
+                held,
+            };
+            ready
+        }
+        // Same bytes, same framing: Content-Length (when sent) stays.
+        BodyPlan::Untouched { read, rest } | BodyPlan::Stream { read, rest, .. } => {
+            Later::Stream(read, rest)
+        }
+        BodyPlan::Spent => return Err(ProxyError::Internal("request body already sent".into())),
+    };
+    swapper.check_required().await?;
+    // The firewall must see the response's bytes, not a compressed form of them.
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    if add_via {
+        headers.append(header::VIA, HeaderValue::from_static("1.1 airlock"));
+    }
+    let pq = verified.sign(out.method.as_str(), &mut headers, &pq, &out.authority)?;
+    let body = match later {
+        Later::Ready(data, trailers) => with_trailers(verified.whole_body(&data)?, trailers),
+        Later::Stream(read, rest) => verified.body(read, rest)?,
+    };
+    let uri = Uri::builder()
+        .scheme(out.scheme)
+        .authority(out.authority.as_str())
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URL: {e}")))?;
+    let mut request = Request::new(body);
+    *request.method_mut() = out.method.clone();
+    *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     Ok(request)

@@ -11,8 +11,9 @@
 use std::sync::Arc;
 
 use airlock_vault_client::{
-    Binding, Denial, ExposeSecret, ForeignBody, HostPolicy, Injection, NarrowError, NarrowedBy,
-    Resolved, RulesMode, SandboxId, SecretString, SwapLocation, TokenError, TokenSource,
+    Binding, BindingKind, Denial, ExposeSecret, ForeignBody, HostPolicy, Injection, NarrowError,
+    NarrowedBy, Resolved, RulesMode, SandboxId, SecretString, SwapLocation, TokenError,
+    TokenSource,
 };
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -409,6 +410,14 @@ impl Swapper {
                 allowed: binding.hosts_display(),
             });
         }
+        if binding.kind == BindingKind::AwsSigV4 {
+            // Its token is a key id that only works inside a signature
+            // airlock makes (crate::signing); as text it would only leak.
+            return Err(crate::signing::SigningError::NotSwappable {
+                binding: binding.id.clone(),
+            }
+            .into());
+        }
         if !binding.allows(location) {
             return Err(ProxyError::location_not_allowed(binding, location));
         }
@@ -423,6 +432,42 @@ impl Swapper {
             self.sites.push(site);
         }
         Ok(&self.resolved[index].1.token)
+    }
+
+    /// The binding of a signing placeholder (an AWS access key id the
+    /// request was signed with), checked like a header swap: sandbox, host,
+    /// rules. Recorded as swapped in `Authorization`.
+    pub async fn resolve_signing(&mut self, placeholder: &str) -> Result<Resolved, ProxyError> {
+        let index = self.lookup(placeholder).await?;
+        let binding = self.resolved[index].1.binding.clone();
+        if self.plaintext {
+            return Err(ProxyError::PlainHttp {
+                binding: binding.id.clone(),
+            });
+        }
+        if !binding.allows_host(&self.host) {
+            return Err(ProxyError::HostNotAllowed {
+                binding: binding.id.clone(),
+                host: self.host.clone(),
+                allowed: binding.hosts_display(),
+            });
+        }
+        if binding.kind != BindingKind::AwsSigV4 {
+            return Err(crate::signing::SigningError::NotSigV4 {
+                binding: binding.id.clone(),
+            }
+            .into());
+        }
+        self.check_rules(&binding)?;
+        let site = SwapSite {
+            placeholder: placeholder.to_owned(),
+            location: SwapLocation::Header,
+            header: Some(AUTHORIZATION),
+        };
+        if !self.sites.contains(&site) {
+            self.sites.push(site);
+        }
+        Ok(self.resolved[index].1.clone())
     }
 
     /// A placeholder in a body is swapped when its binding allows this host

@@ -16,6 +16,7 @@ fn setup(swap_in: &[SwapLocation]) -> (Arc<StaticSecrets>, String) {
             swap_in: swap_in.iter().copied().collect(),
             on_foreign_body: Default::default(),
             rules: Default::default(),
+            signing: None,
         }],
     );
     (Arc::new(secrets), placeholder)
@@ -173,6 +174,7 @@ async fn token_with_line_break_is_refused_not_injected() {
             swap_in: SwapLocation::defaults(),
             on_foreign_body: Default::default(),
             rules: Default::default(),
+            signing: None,
         }],
     ));
     let mut swap = swapper(src, "api.github.com");
