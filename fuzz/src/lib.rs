@@ -91,6 +91,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 swap_in: all.into_iter().collect(),
                 on_foreign_body: Default::default(),
                 rules: Default::default(),
+                signing: None,
             },
             StaticSecret {
                 name: "OTHER_HOST".into(),
@@ -100,6 +101,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 swap_in: all.into_iter().collect(),
                 on_foreign_body: Default::default(),
                 rules: Default::default(),
+                signing: None,
             },
             StaticSecret {
                 name: "HEADER_ONLY".into(),
@@ -109,6 +111,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 swap_in: [SwapLocation::Header].into_iter().collect(),
                 on_foreign_body: Default::default(),
                 rules: Default::default(),
+                signing: None,
             },
         ],
     ))

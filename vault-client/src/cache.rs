@@ -527,6 +527,7 @@ mod tests {
             swap_in: SwapLocation::defaults(),
             on_foreign_body: Default::default(),
             rules: Default::default(),
+            signing: None,
         };
         let secret2 = crate::StaticSecret {
             name: "A_KEY".into(),
@@ -536,6 +537,7 @@ mod tests {
             swap_in: SwapLocation::defaults(),
             on_foreign_body: Default::default(),
             rules: Default::default(),
+            signing: None,
         };
         let layered = Layered {
             first: Arc::new(crate::StaticSecrets::new(

@@ -68,6 +68,7 @@ async fn main() {
             swap_in: BTreeSet::from([SwapLocation::Header, SwapLocation::Body]),
             on_foreign_body: Default::default(),
             rules: Default::default(),
+            signing: None,
         }],
     );
     let tokens: Arc<dyn TokenSource> = Arc::new(secrets);
