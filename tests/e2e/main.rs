@@ -25,6 +25,7 @@ mod oidc_accounts;
 mod otel;
 mod replay;
 mod rules;
+mod sigv4;
 mod status;
 mod step_up;
 mod vault;

@@ -44,6 +44,13 @@ pub fn python(env: &[(String, String)], script: &str) -> Output {
     run(cmd)
 }
 
+/// `program <args>` with only `env` plus PATH and HOME (the aws CLI).
+pub fn command(program: &str, env: &[(String, String)], args: &[&str]) -> Output {
+    let mut cmd = base_command(program, env, None);
+    cmd.args(args);
+    run(cmd)
+}
+
 /// `node -e <script>` with only `env` plus PATH and HOME.
 pub fn node(env: &[(String, String)], script: &str) -> Output {
     let mut cmd = base_command("node", env, None);

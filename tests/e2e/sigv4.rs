@@ -1,0 +1,366 @@
+//! AWS SigV4 signing end to end: boto3 and the aws CLI in the "sandbox"
+//! hold only placeholder keys; airlock checks their signatures and signs
+//! again with the real keys; a fake S3/STS (tests/support/fake_s3.py)
+//! checks every signature with botocore's own signer and the REAL secret.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use crate::support::clients::python;
+use crate::support::{assert_not_leaked, blocking, skip, with_env, Airlock, TestCa};
+
+const S3: &str = "s3.test";
+const STS: &str = "sts.test";
+const OTHER: &str = "other.test";
+const REAL_KEY_ID: &str = "AKIAREALKEY7EXAMPLE1";
+const REAL_SECRET: &str = "real/Secret+Key0123456789abcdefEXAMPLEKEY";
+
+struct FakeAws {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for FakeAws {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl FakeAws {
+    fn start(ca: &TestCa) -> FakeAws {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = ca.leaf_pem(&[S3, STS, OTHER]);
+        let cert_path = dir.path().join("cert.pem");
+        let key_path = dir.path().join("key.pem");
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        let log = dir.path().join("requests.jsonl");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/fake_s3.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([&cert_path, &key_path])
+            .args([REAL_KEY_ID, REAL_SECRET])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("fake S3 prints its port");
+        FakeAws {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// One JSON object per request the fake received.
+    fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Whether boto3 and the aws CLI are installed (scripts/test's venv).
+fn have_aws_tools() -> bool {
+    let boto = Command::new("python3")
+        .args(["-c", "import boto3"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let cli = Command::new("aws")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    boto && cli
+}
+
+struct World {
+    _ca: TestCa,
+    aws: FakeAws,
+    airlock: Airlock,
+    env: Vec<(String, String)>,
+}
+
+fn world(extra_secret_keys: &str) -> Option<World> {
+    if !have_aws_tools() {
+        skip("boto3 or the aws CLI is missing (run scripts/test once)");
+        return None;
+    }
+    let ca = TestCa::new();
+    let aws = FakeAws::start(&ca);
+    let cfg = format!(
+        r#"[proxy]
+upstream_ca = [{ca:?}]
+
+[resolve]
+{S3:?} = "127.0.0.1:{port}"
+{STS:?} = "127.0.0.1:{port}"
+{OTHER:?} = "127.0.0.1:{port}"
+
+[[secret]]
+name = "OTHER_TOKEN"
+value = "other-real-token"
+hosts = [{OTHER:?}]
+
+[[secret]]
+name = "AWS_ACCESS_KEY_ID"
+kind = "aws_sigv4"
+access_key_id = {REAL_KEY_ID:?}
+secret_access_key_env = "REAL_AWS_SECRET"
+hosts = [{S3:?}, {STS:?}]
+{extra_secret_keys}
+"#,
+        ca = ca.cert_pem_path().display().to_string(),
+        port = aws.port,
+    );
+    let airlock = Airlock::start_with_env(&cfg, &[("REAL_AWS_SECRET", REAL_SECRET)]);
+    let home = tempfile::tempdir().unwrap().keep();
+    let env = with_env(
+        &airlock.env,
+        &[
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+            ("HOME", home.to_str().unwrap()),
+        ],
+    );
+    Some(World {
+        _ca: ca,
+        aws,
+        airlock,
+        env,
+    })
+}
+
+const BOTO: &str = r#"
+import boto3, botocore.config, io, sys
+cfg = botocore.config.Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1})
+s3 = boto3.client("s3", endpoint_url="https://s3.test", config=cfg)
+s3.put_object(Bucket="bkt", Key="dir/hello.txt", Body=b"hello from the sandbox")
+got = s3.get_object(Bucket="bkt", Key="dir/hello.txt")["Body"].read()
+assert got == b"hello from the sandbox", got
+keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bkt")["Contents"]]
+assert keys == ["dir/hello.txt"], keys
+big = bytes(range(256)) * (9 * 4096)  # 9 MiB: a multipart upload
+s3.upload_fileobj(io.BytesIO(big), "bkt", "big.bin",
+    Config=boto3.s3.transfer.TransferConfig(multipart_threshold=8 * 1024 * 1024))
+assert s3.get_object(Bucket="bkt", Key="big.bin")["Body"].read() == big
+sts = boto3.client("sts", endpoint_url="https://sts.test", config=cfg)
+print(sts.get_caller_identity()["UserId"])
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_and_the_aws_cli_work_with_placeholder_keys_only() {
+    let Some(w) = world("") else { return };
+    let key_ph = w.airlock.var("AWS_ACCESS_KEY_ID");
+    let secret_ph = w.airlock.var("AWS_SECRET_ACCESS_KEY");
+    assert_ne!(key_ph, REAL_KEY_ID);
+    assert_ne!(secret_ph, REAL_SECRET);
+    assert!(
+        !w.env
+            .iter()
+            .any(|(_, v)| v.contains(REAL_SECRET) || v.contains(REAL_KEY_ID)),
+        "the sandbox's environment holds only placeholders"
+    );
+    let env = w.env.clone();
+    let out = blocking(move || python(&env, BOTO)).await;
+    assert!(
+        out.success(),
+        "boto3: {}\n{}\nupstream saw {:?}\nairlock: {}",
+        out.stdout,
+        out.stderr.lines().last().unwrap_or(""),
+        w.aws.requests(),
+        w.airlock.logs()
+    );
+    // STS echoed the real key id: the sandbox sees its placeholder.
+    assert_eq!(out.stdout.trim(), key_ph);
+
+    // The aws CLI: a multipart `s3 cp` of a 9 MiB file, then an STS call.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("upload.bin");
+    std::fs::write(&file, vec![7u8; 9 * 1024 * 1024]).unwrap();
+    let env = w.env.clone();
+    let file_arg = file.display().to_string();
+    let cp = blocking(move || {
+        crate::support::clients::command(
+            "aws",
+            &env,
+            &[
+                "--endpoint-url",
+                "https://s3.test",
+                "s3",
+                "cp",
+                &file_arg,
+                "s3://bkt/cli.bin",
+            ],
+        )
+    })
+    .await;
+    assert!(cp.success(), "aws s3 cp: {}\n{}", cp.stdout, cp.stderr);
+    let env = w.env.clone();
+    let who = blocking(move || {
+        crate::support::clients::command(
+            "aws",
+            &env,
+            &[
+                "--endpoint-url",
+                "https://sts.test",
+                "sts",
+                "get-caller-identity",
+                "--output",
+                "text",
+                "--query",
+                "UserId",
+            ],
+        )
+    })
+    .await;
+    assert!(who.success(), "aws sts: {}", who.stderr);
+    assert_eq!(who.stdout.trim(), key_ph);
+
+    let requests = w.aws.requests();
+    assert!(requests.len() >= 10, "{requests:?}");
+    for r in &requests {
+        assert_eq!(r["verified"], true, "botocore verified {r}");
+        assert_eq!(r["key_id"], REAL_KEY_ID, "{r}");
+    }
+    let parts = requests
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().contains("partNumber="))
+        .count();
+    assert!(
+        parts >= 4,
+        "two multipart uploads of two parts: {requests:?}"
+    );
+    assert!(
+        requests.iter().any(|r| r["crc_ok"] == true),
+        "an aws-chunked upload with a checksum trailer went through: {requests:?}"
+    );
+    let logs = w.airlock.logs();
+    assert_not_leaked(REAL_SECRET, &[&logs, &out.stdout, &out.stderr, &cp.stderr]);
+    assert_not_leaked(REAL_KEY_ID, &[&out.stdout, &who.stdout]);
+    assert!(
+        logs.contains("secret:AWS_ACCESS_KEY_ID"),
+        "audit names the binding"
+    );
+}
+
+/// boto3 with `overrides` of its keys, one call to S3; (status, airlock error).
+async fn one_call(w: &World, overrides: &[(&str, &str)], prelude: &str) -> (String, String) {
+    let env = with_env(&w.env, overrides);
+    let script = format!(
+        r#"
+import boto3, botocore.config, botocore.exceptions
+{prelude}
+cfg = botocore.config.Config(s3={{"addressing_style": "path"}}, retries={{"max_attempts": 1}})
+s3 = boto3.client("s3", endpoint_url="https://s3.test", config=cfg)
+try:
+    s3.put_object(Bucket="bkt", Key="k", Body=b"x")
+    print("ok -")
+except botocore.exceptions.ClientError as e:
+    h = e.response["ResponseMetadata"]["HTTPHeaders"]
+    print(e.response["ResponseMetadata"]["HTTPStatusCode"], h.get("x-airlock-error", "-"))
+"#
+    );
+    let out = blocking(move || python(&env, &script)).await;
+    assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
+    let line = out.stdout.trim().to_owned();
+    let (status, code) = line.split_once(' ').unwrap_or((&line, ""));
+    (status.to_owned(), code.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_signatures_are_refused_and_nothing_is_sent() {
+    let Some(w) = world("") else { return };
+    let key_ph = w.airlock.var("AWS_ACCESS_KEY_ID");
+    // Signed with a secret that is not the placeholder.
+    let wrong = one_call(&w, &[("AWS_SECRET_ACCESS_KEY", "not-the-placeholder")], "").await;
+    assert_eq!(wrong, ("403".into(), "sigv4_signature_mismatch".into()));
+    // A clock ten minutes off.
+    let skew = one_call(
+        &w,
+        &[],
+        "import datetime, botocore.auth\n\
+         botocore.auth.get_current_datetime = lambda: datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(minutes=10)",
+    )
+    .await;
+    assert_eq!(skew, ("403".into(), "sigv4_clock_skew".into()));
+    // A key id that is a placeholder but of no binding.
+    let unknown = one_call(
+        &w,
+        &[(
+            "AWS_ACCESS_KEY_ID",
+            "miosa-tok-AAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(unknown.0, "403");
+    assert_eq!(unknown.1, "unknown_placeholder");
+    // A malformed Authorization header, by curl.
+    let env = w.env.clone();
+    let auth = format!("Authorization: AWS4-HMAC-SHA256 Credential={key_ph}/bad");
+    let out = blocking(move || {
+        crate::support::clients::curl(
+            &env,
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                "-H",
+                &auth,
+                "https://s3.test/bkt/k",
+            ],
+        )
+    })
+    .await;
+    assert!(
+        out.stdout.contains("x-airlock-error: sigv4_malformed"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        w.aws.requests().is_empty(),
+        "nothing reached the upstream: {:?}",
+        w.aws.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_placeholder_key_id_is_refused_on_a_host_it_is_not_bound_to() {
+    let Some(w) = world("") else { return };
+    // other.test is intercepted (another binding's host) but not the AWS binding's.
+    let env = w.env.clone();
+    let out = blocking(move || {
+        python(
+            &env,
+            r#"
+import boto3, botocore.config, botocore.exceptions
+cfg = botocore.config.Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1})
+try:
+    boto3.client("s3", endpoint_url="https://other.test", config=cfg).list_objects_v2(Bucket="b")
+    print("ok -")
+except botocore.exceptions.ClientError as e:
+    h = e.response["ResponseMetadata"]["HTTPHeaders"]
+    print(e.response["ResponseMetadata"]["HTTPStatusCode"], h.get("x-airlock-error", "-"))
+"#,
+        )
+    })
+    .await;
+    assert!(out.success(), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "403 host_not_allowed");
+    assert!(w.aws.requests().is_empty(), "{:?}", w.aws.requests());
+}

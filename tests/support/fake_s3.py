@@ -1,0 +1,221 @@
+"""A fake S3 + STS endpoint over TLS whose signature check is botocore's own.
+
+Every request's SigV4 signature is recomputed by botocore's ``S3SigV4Auth``
+(service s3) or ``SigV4Auth`` (others) from the REAL credentials given on
+the command line, over the request exactly as received. A mismatch gets
+S3's ``SignatureDoesNotMatch`` (echoing ``AWSAccessKeyId`` as S3 does).
+``aws-chunked`` bodies are decoded and their trailing CRC32 checked.
+
+Usage: fake_s3.py CERT KEY REAL_KEY_ID REAL_SECRET LOG [SESSION_TOKEN]
+Prints the port, then serves until killed. One JSON line per request in LOG.
+"""
+
+import base64
+import hashlib
+import json
+import re
+import ssl
+import sys
+import threading
+import uuid
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+CERT, KEY, KEY_ID, SECRET, LOG = sys.argv[1:6]
+TOKEN = sys.argv[6] if len(sys.argv) > 6 else None
+AUTH_RE = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request,\s*"
+    r"SignedHeaders=([^,]+),\s*Signature=([0-9a-f]{64})"
+)
+objects = {}
+uploads = {}
+lock = threading.Lock()
+
+
+def expected_signature(handler, body, key_id, region, service, signed):
+    creds = Credentials(KEY_ID, SECRET, TOKEN)
+    signer = (S3SigV4Auth if service == "s3" else SigV4Auth)(creds, service, region)
+    url = "https://" + handler.headers["Host"] + handler.path
+    headers = {}
+    for name in signed.split(";"):
+        values = handler.headers.get_all(name) or []
+        headers[name] = ",".join(values)
+    req = AWSRequest(method=handler.command, url=url, headers=headers, data=body)
+    req.context["timestamp"] = handler.headers["x-amz-date"]
+    # Only what the client signed: botocore reads the headers as given.
+    canonical = signer.canonical_request(req)
+    sts = signer.string_to_sign(req, canonical)
+    return signer.signature(sts, req)
+
+
+def decode_chunked(body, trailer_names):
+    """aws-chunked (unsigned chunks or signed ones) -> data, trailers."""
+    out = bytearray()
+    rest = body
+    while True:
+        line, rest = rest.split(b"\r\n", 1)
+        size = int(line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        rest = rest[size + 2:]
+    trailers = {}
+    for line in rest.split(b"\r\n"):
+        if b":" in line:
+            k, v = line.split(b":", 1)
+            trailers[k.decode().lower()] = v.decode().strip()
+    return bytes(out), trailers
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body=b"", headers=None):
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def handle_any(self):
+        body = self.read_body()
+        auth = self.headers.get("Authorization") or ""
+        m = AUTH_RE.match(auth)
+        record = {"method": self.command, "path": self.path, "key_id": None, "verified": False}
+        if not m:
+            record["error"] = "no SigV4 Authorization"
+            self.log(record)
+            return self.reply(403, b"<Error><Code>AccessDenied</Code></Error>")
+        key_id, _date, region, service, signed, signature = m.groups()
+        record["key_id"] = key_id
+        record["token"] = self.headers.get("x-amz-security-token")
+        try:
+            want = expected_signature(self, body, key_id, region, service, signed)
+        except Exception as e:  # noqa: BLE001 - the test reads the log
+            want = "error: %r" % e
+        if key_id != KEY_ID or want != signature or (TOKEN and record["token"] != TOKEN):
+            record["error"] = "signature mismatch"
+            self.log(record)
+            xml = (
+                "<Error><Code>SignatureDoesNotMatch</Code>"
+                "<AWSAccessKeyId>%s</AWSAccessKeyId></Error>" % key_id
+            ).encode()
+            return self.reply(403, xml, {"Content-Type": "application/xml"})
+        record["verified"] = True
+        if self.headers.get("Content-Encoding", "").startswith("aws-chunked"):
+            body, trailers = decode_chunked(body, self.headers.get("x-amz-trailer"))
+            record["trailers"] = sorted(trailers)
+            crc = trailers.get("x-amz-checksum-crc32")
+            if crc is not None:
+                want_crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+                record["crc_ok"] = crc == want_crc
+        record["size"] = len(body)
+        self.log(record)
+        if service == "sts":
+            return self.sts(body)
+        return self.s3(body)
+
+    def log(self, record):
+        with lock, open(LOG, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def sts(self, body):
+        form = parse_qs(body.decode())
+        if form.get("Action") != ["GetCallerIdentity"]:
+            return self.reply(400, b"<Error><Code>InvalidAction</Code></Error>")
+        xml = (
+            '<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+            "<GetCallerIdentityResult><Arn>arn:aws:iam::123456789012:user/agent</Arn>"
+            "<UserId>%s</UserId><Account>123456789012</Account></GetCallerIdentityResult>"
+            "<ResponseMetadata><RequestId>1</RequestId></ResponseMetadata>"
+            "</GetCallerIdentityResponse>" % KEY_ID
+        ).encode()
+        self.reply(200, xml, {"Content-Type": "text/xml"})
+
+    def s3(self, body):
+        url = urlsplit(self.path)
+        q = parse_qs(url.query, keep_blank_values=True)
+        parts = url.path.lstrip("/").split("/", 1)
+        bucket, key = parts[0], (parts[1] if len(parts) > 1 else "")
+        etag = '"%s"' % hashlib.md5(body).hexdigest()
+        if self.command == "PUT" and "partNumber" in q:
+            with lock:
+                uploads[q["uploadId"][0]][int(q["partNumber"][0])] = body
+            return self.reply(200, b"", {"ETag": etag})
+        if self.command == "PUT":
+            with lock:
+                objects[(bucket, key)] = body
+            return self.reply(200, b"", {"ETag": etag})
+        if self.command == "POST" and "uploads" in q:
+            uid = uuid.uuid4().hex
+            with lock:
+                uploads[uid] = {}
+            xml = (
+                "<InitiateMultipartUploadResult><Bucket>%s</Bucket><Key>%s</Key>"
+                "<UploadId>%s</UploadId></InitiateMultipartUploadResult>" % (bucket, key, uid)
+            ).encode()
+            return self.reply(200, xml, {"Content-Type": "application/xml"})
+        if self.command == "POST" and "uploadId" in q:
+            with lock:
+                got = uploads.pop(q["uploadId"][0])
+                objects[(bucket, key)] = b"".join(got[n] for n in sorted(got))
+            xml = (
+                "<CompleteMultipartUploadResult><Bucket>%s</Bucket><Key>%s</Key>"
+                '<ETag>"x-%d"</ETag></CompleteMultipartUploadResult>' % (bucket, key, len(got))
+            ).encode()
+            return self.reply(200, xml, {"Content-Type": "application/xml"})
+        if self.command in ("GET", "HEAD") and key:
+            with lock:
+                data = objects.get((bucket, key))
+            if data is None:
+                return self.reply(404, b"<Error><Code>NoSuchKey</Code></Error>")
+            return self.reply(200, data, {"ETag": '"%s"' % hashlib.md5(data).hexdigest()})
+        if self.command == "GET":
+            with lock:
+                keys = sorted(k for (b, k) in objects if b == bucket)
+            contents = "".join(
+                "<Contents><Key>%s</Key><Size>%d</Size></Contents>"
+                % (k, len(objects[(bucket, k)]))
+                for k in keys
+            )
+            xml = (
+                '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                "<Name>%s</Name><KeyCount>%d</KeyCount><IsTruncated>false</IsTruncated>%s"
+                "</ListBucketResult>" % (bucket, len(keys), contents)
+            ).encode()
+            return self.reply(200, xml, {"Content-Type": "application/xml"})
+        return self.reply(400, b"<Error><Code>NotImplemented</Code></Error>")
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_any
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(CERT, KEY)
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
