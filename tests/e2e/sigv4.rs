@@ -30,7 +30,7 @@ impl Drop for FakeAws {
 }
 
 impl FakeAws {
-    fn start(ca: &TestCa) -> FakeAws {
+    fn start(ca: &TestCa, session_token: Option<&str>) -> FakeAws {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = ca.leaf_pem(&[S3, STS, OTHER]);
         let cert_path = dir.path().join("cert.pem");
@@ -44,6 +44,7 @@ impl FakeAws {
             .args([&cert_path, &key_path])
             .args([REAL_KEY_ID, REAL_SECRET])
             .arg(&log)
+            .args(session_token)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -92,12 +93,16 @@ struct World {
 }
 
 fn world(extra_secret_keys: &str) -> Option<World> {
+    world_with(extra_secret_keys, None)
+}
+
+fn world_with(extra_secret_keys: &str, session_token: Option<&str>) -> Option<World> {
     if !have_aws_tools() {
         skip("boto3 or the aws CLI is missing (run scripts/test once)");
         return None;
     }
     let ca = TestCa::new();
-    let aws = FakeAws::start(&ca);
+    let aws = FakeAws::start(&ca, session_token);
     let cfg = format!(
         r#"[proxy]
 upstream_ca = [{ca:?}]
@@ -123,7 +128,13 @@ hosts = [{S3:?}, {STS:?}]
         ca = ca.cert_pem_path().display().to_string(),
         port = aws.port,
     );
-    let airlock = Airlock::start_with_env(&cfg, &[("REAL_AWS_SECRET", REAL_SECRET)]);
+    let airlock = Airlock::start_with_env(
+        &cfg,
+        &[
+            ("REAL_AWS_SECRET", REAL_SECRET),
+            ("REAL_AWS_TOKEN", session_token.unwrap_or("")),
+        ],
+    );
     let home = tempfile::tempdir().unwrap().keep();
     let env = with_env(
         &airlock.env,
@@ -363,4 +374,138 @@ except botocore.exceptions.ClientError as e:
     assert!(out.success(), "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "403 host_not_allowed");
     assert!(w.aws.requests().is_empty(), "{:?}", w.aws.requests());
+}
+
+const PRESIGN_AND_ECHO: &str = r#"
+import boto3, botocore.config, requests, os
+cfg = botocore.config.Config(s3={"addressing_style": "path"}, signature_version="s3v4")
+s3 = boto3.client("s3", endpoint_url="https://s3.test", config=cfg)
+s3.put_object(Bucket="bkt", Key="shared.txt", Body=b"presigned body")
+url = s3.generate_presigned_url("get_object", Params={"Bucket": "bkt", "Key": "shared.txt"}, ExpiresIn=600)
+r = requests.get(url)
+assert r.status_code == 200 and r.content == b"presigned body", (r.status_code, r.text, r.headers)
+print(s3.get_object(Bucket="bkt", Key="echo-keys")["Body"].read().decode())
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presigned_urls_and_echoed_keys_with_a_session_token() {
+    const REAL_TOKEN: &str = "FwoGZXIvYXdzEREAL/session+token0123456789";
+    let Some(w) = world_with(r#"session_token_env = "REAL_AWS_TOKEN""#, Some(REAL_TOKEN)) else {
+        return;
+    };
+    let key_ph = w.airlock.var("AWS_ACCESS_KEY_ID");
+    let secret_ph = w.airlock.var("AWS_SECRET_ACCESS_KEY");
+    let token_ph = w.airlock.var("AWS_SESSION_TOKEN");
+    assert_ne!(token_ph, REAL_TOKEN);
+    let env = w.env.clone();
+    let out = blocking(move || python(&env, PRESIGN_AND_ECHO)).await;
+    assert!(
+        out.success(),
+        "{}\n{}\nupstream saw {:?}",
+        out.stdout,
+        out.stderr,
+        w.aws.requests()
+    );
+    // The upstream echoed the real key id, secret and token: the sandbox
+    // reads its placeholders instead.
+    let echoed = out.stdout.trim();
+    assert!(echoed.contains(&key_ph), "{echoed}");
+    assert!(echoed.contains(&secret_ph), "{echoed}");
+    assert!(echoed.contains(&token_ph), "{echoed}");
+    assert_not_leaked(REAL_SECRET, &[&out.stdout, &out.stderr, &w.airlock.logs()]);
+    assert_not_leaked(REAL_TOKEN, &[&out.stdout, &out.stderr, &w.airlock.logs()]);
+    assert_not_leaked(REAL_KEY_ID, &[&out.stdout, &out.stderr]);
+    let requests = w.aws.requests();
+    assert!(
+        requests.iter().any(|r| r["presigned"] == true),
+        "{requests:?}"
+    );
+    for r in &requests {
+        assert_eq!(r["verified"], true, "{r}");
+        assert_eq!(r["token"], REAL_TOKEN, "{r}");
+    }
+}
+
+/// A client of the `STREAMING-AWS4-HMAC-SHA256-PAYLOAD` mode (which
+/// botocore does not use): the seed signed by botocore's S3SigV4Auth, each
+/// chunk by the spec's chain, all with the sandbox's placeholder secret.
+const SIGNED_CHUNKS: &str = r#"
+import hashlib, hmac, os, requests, boto3, botocore.config
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+class Streaming(S3SigV4Auth):
+    def payload(self, request):
+        return STREAMING
+creds = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+chunks = [bytes(range(256)) * 256, b"tail" * 250, b""]
+length = sum(len("%x" % len(c)) + 17 + 64 + 2 + len(c) + 2 for c in chunks)
+url = "https://s3.test/bkt/chunked.bin"
+req = AWSRequest(method="PUT", url=url, headers={
+    "Content-Encoding": "aws-chunked", "Content-Length": str(length),
+    "x-amz-decoded-content-length": str(sum(len(c) for c in chunks))})
+Streaming(creds, "s3", "us-east-1").add_auth(req)
+seed = req.headers["Authorization"].rsplit("Signature=", 1)[1]
+date = req.headers["X-Amz-Date"]
+key = ("AWS4" + creds.secret_key).encode()
+for part in (date[:8], "us-east-1", "s3", "aws4_request"):
+    key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+scope = date[:8] + "/us-east-1/s3/aws4_request"
+body, prev = b"", seed
+for c in chunks:
+    sts = "\n".join(("AWS4-HMAC-SHA256-PAYLOAD", date, scope, prev,
+                     hashlib.sha256(b"").hexdigest(), hashlib.sha256(c).hexdigest()))
+    prev = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+    body += ("%x;chunk-signature=%s\r\n" % (len(c), prev)).encode() + c + b"\r\n"
+assert len(body) == length
+r = requests.put(url, data=body, headers=dict(req.headers.items()))
+print(r.status_code, r.headers.get("x-airlock-error", "-"))
+if r.status_code == 200:
+    s3 = boto3.client("s3", endpoint_url="https://s3.test",
+                      config=botocore.config.Config(s3={"addressing_style": "path"}))
+    got = s3.get_object(Bucket="bkt", Key="chunked.bin")["Body"].read()
+    assert got == b"".join(chunks), len(got)
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_aws_chunked_uploads_are_signed_again_chunk_by_chunk() {
+    let Some(w) = world("") else { return };
+    let env = w.env.clone();
+    let out = blocking(move || python(&env, SIGNED_CHUNKS)).await;
+    assert!(out.success(), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.stdout.trim(), "200 -", "{}", w.airlock.logs());
+    let requests = w.aws.requests();
+    let put = requests
+        .iter()
+        .find(|r| r["path"] == "/bkt/chunked.bin" && r["method"] == "PUT")
+        .expect("the upload arrived");
+    assert_eq!(put["verified"], true, "{put}");
+    assert_eq!(
+        put["chunks_ok"], true,
+        "every chunk signature checks with the real secret: {put}"
+    );
+
+    // The same body with a chunk signed by another secret: refused, cut.
+    let env = with_env(&w.env, &[]);
+    let tampered = SIGNED_CHUNKS.replace(
+        "body += (\"%x;chunk-signature=%s\\r\\n\" % (len(c), prev))",
+        "body += (\"%x;chunk-signature=%s\\r\\n\" % (len(c), prev if c else \"0\" * 64))",
+    );
+    assert_ne!(tampered, SIGNED_CHUNKS);
+    let before = w.aws.requests().len();
+    let out = blocking(move || python(&env, &tampered)).await;
+    assert!(
+        !out.stdout.starts_with("200"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    // The chunks before the bad one went on signed again; the upload was
+    // then cut, so no complete upload with valid signatures arrived.
+    let after = w.aws.requests();
+    assert!(
+        !after[before..].iter().any(|r| r["chunks_ok"] == true),
+        "{after:?}"
+    );
 }

@@ -12,6 +12,7 @@ Prints the port, then serves until killed. One JSON line per request in LOG.
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import ssl
@@ -22,7 +23,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from botocore.auth import S3SigV4Auth, SigV4Auth
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
@@ -51,6 +52,31 @@ def expected_signature(handler, body, key_id, region, service, signed):
     canonical = signer.canonical_request(req)
     sts = signer.string_to_sign(req, canonical)
     return signer.signature(sts, req)
+
+
+def chunks_verify(body, seed, region, service, amz_date):
+    """Each chunk's signature, chained from the seed, with the REAL secret
+    (the spec's string to sign, written here with hmac, not botocore)."""
+    def h(key, msg):
+        return hmac.new(key, msg.encode() if isinstance(msg, str) else msg, hashlib.sha256)
+    key = ("AWS4" + SECRET).encode()
+    for part in (amz_date[:8], region, service, "aws4_request"):
+        key = h(key, part).digest()
+    scope = "/".join((amz_date[:8], region, service, "aws4_request"))
+    empty = hashlib.sha256(b"").hexdigest()
+    prev, rest = seed, body
+    while True:
+        line, rest = rest.split(b"\r\n", 1)
+        size_text, sig = line.decode().split(";chunk-signature=")
+        size = int(size_text, 16)
+        data, rest = rest[:size], rest[size + 2:]
+        sts = "\n".join(("AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev, empty,
+                         hashlib.sha256(data).hexdigest()))
+        if h(key, sts).hexdigest() != sig:
+            return False
+        prev = sig
+        if size == 0:
+            return rest == b""
 
 
 def decode_chunked(body, trailer_names):
@@ -106,6 +132,9 @@ class Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization") or ""
         m = AUTH_RE.match(auth)
         record = {"method": self.command, "path": self.path, "key_id": None, "verified": False}
+        query = parse_qs(urlsplit(self.path).query)
+        if not m and "X-Amz-Signature" in query:
+            return self.presigned(query, record)
         if not m:
             record["error"] = "no SigV4 Authorization"
             self.log(record)
@@ -126,6 +155,9 @@ class Handler(BaseHTTPRequestHandler):
             ).encode()
             return self.reply(403, xml, {"Content-Type": "application/xml"})
         record["verified"] = True
+        if self.headers.get("x-amz-content-sha256") == "STREAMING-AWS4-HMAC-SHA256-PAYLOAD":
+            record["chunks_ok"] = chunks_verify(body, signature, region, service,
+                                                self.headers["x-amz-date"])
         if self.headers.get("Content-Encoding", "").startswith("aws-chunked"):
             body, trailers = decode_chunked(body, self.headers.get("x-amz-trailer"))
             record["trailers"] = sorted(trailers)
@@ -138,6 +170,30 @@ class Handler(BaseHTTPRequestHandler):
         if service == "sts":
             return self.sts(body)
         return self.s3(body)
+
+    def presigned(self, query, record):
+        cred = query["X-Amz-Credential"][0].split("/")
+        key_id, region, service = cred[0], cred[2], cred[3]
+        record["key_id"] = key_id
+        record["presigned"] = True
+        record["token"] = query.get("X-Amz-Security-Token", [None])[0]
+        creds = Credentials(KEY_ID, SECRET, TOKEN)
+        signer = S3SigV4QueryAuth(creds, service, region, int(query["X-Amz-Expires"][0]))
+        url = "https://" + self.headers["Host"] + self.path
+        unsigned = url[: url.index("&X-Amz-Signature=")] if "&X-Amz-Signature=" in url else url
+        signed = query["X-Amz-SignedHeaders"][0]
+        headers = {n: ",".join(self.headers.get_all(n) or []) for n in signed.split(";")}
+        req = AWSRequest(method=self.command, url=unsigned, headers=headers)
+        req.context["timestamp"] = query["X-Amz-Date"][0]
+        canonical = signer.canonical_request(req)
+        want = signer.signature(signer.string_to_sign(req, canonical), req)
+        if key_id != KEY_ID or want != query["X-Amz-Signature"][0] or (TOKEN and record["token"] != TOKEN):
+            record["error"] = "signature mismatch"
+            self.log(record)
+            return self.reply(403, b"<Error><Code>SignatureDoesNotMatch</Code></Error>")
+        record["verified"] = True
+        self.log(record)
+        return self.s3(b"")
 
     def log(self, record):
         with lock, open(LOG, "a") as f:
@@ -188,6 +244,10 @@ class Handler(BaseHTTPRequestHandler):
                 '<ETag>"x-%d"</ETag></CompleteMultipartUploadResult>' % (bucket, key, len(got))
             ).encode()
             return self.reply(200, xml, {"Content-Type": "application/xml"})
+        if self.command == "GET" and key == "echo-keys":
+            # An upstream that echoes the credentials it was sent.
+            text = "<Echo><AWSAccessKeyId>%s</AWSAccessKeyId><Secret>%s</Secret><Token>%s</Token></Echo>"
+            return self.reply(200, (text % (KEY_ID, SECRET, TOKEN)).encode())
         if self.command in ("GET", "HEAD") and key:
             with lock:
                 data = objects.get((bucket, key))
