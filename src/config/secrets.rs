@@ -447,6 +447,79 @@ mod tests {
     }
 
     #[test]
+    fn aws_sigv4_secrets_take_their_own_keys() {
+        let (secrets, err) = errors_of(
+            "[[secret]]\nname = \"AWS_ACCESS_KEY_ID\"\nkind = \"aws_sigv4\"\naccess_key_id = \"AKIAREAL\"\nsecret_access_key = \"real-secret\"\nsession_token = \"real-token\"\nhosts = [\"s3.test\"]\n",
+        );
+        assert!(err.is_empty(), "{err}");
+        let aws = secrets[0].aws.as_ref().expect("the AWS keys");
+        assert_eq!(secrets[0].value.expose_secret(), "AKIAREAL");
+        assert_eq!(aws.secret_variable, "AWS_SECRET_ACCESS_KEY");
+        assert_eq!(aws.secret_access_key.expose_secret(), "real-secret");
+        let (var, token) = aws.session_token.as_ref().unwrap();
+        assert_eq!(
+            (var.as_str(), token.expose_secret()),
+            ("AWS_SESSION_TOKEN", "real-token")
+        );
+        assert_eq!(
+            secrets[0].swap_in,
+            [SwapLocation::Header].into_iter().collect()
+        );
+
+        let (_, err) = errors_of(
+            "[[secret]]\nname = \"K\"\nkind = \"aws_sigv4\"\nvalue = \"x\"\naccess_key_id = \"A/B\"\nswap_in = [\"body\"]\nsecret_variable = \"HTTPS_PROXY\"\nhosts = [\"s3.test\"]\n",
+        );
+        assert!(
+            err.contains("takes access_key_id… and secret_access_key…, not value…"),
+            "{err}"
+        );
+        assert!(err.contains("give exactly one of secret_access_key, secret_access_key_env, secret_access_key_file"), "{err}");
+        assert!(err.contains("access_key_id holds '/'"), "{err}");
+        assert!(err.contains("swap_in does not apply"), "{err}");
+        assert!(err.contains("variable \"HTTPS_PROXY\""), "{err}");
+        let (_, err) = errors_of(
+            "[[secret]]\nname = \"T\"\nvalue = \"x\"\nsecret_access_key = \"y\"\nhosts = [\"a.test\"]\n",
+        );
+        assert!(err.contains("go with kind = \"aws_sigv4\""), "{err}");
+    }
+
+    #[test]
+    fn aws_placeholders_for_the_secret_and_token_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let pending = || {
+            vec![PendingSecret {
+                name: "AWS_ACCESS_KEY_ID".into(),
+                value: SecretString::from("AKIAREAL"),
+                placeholder: None,
+                hosts: vec![HostPattern::parse("s3.test").unwrap()],
+                swap_in: [SwapLocation::Header].into_iter().collect(),
+                on_foreign_body: ForeignBody::Pass,
+                rules: Default::default(),
+                aws: Some(PendingAws {
+                    secret_variable: "AWS_SECRET_ACCESS_KEY".into(),
+                    secret_access_key: SecretString::from("real"),
+                    session_token: Some(("AWS_SESSION_TOKEN".into(), SecretString::from("tok"))),
+                }),
+            }]
+        };
+        let phs = |s: &StaticSecret| match s.signing.as_deref() {
+            Some(SigningKeys::AwsSigV4(k)) => (
+                s.placeholder.clone(),
+                k.placeholder_secret.expose_secret().to_owned(),
+                k.session_token.as_ref().unwrap().placeholder.clone(),
+            ),
+            None => panic!("signing keys"),
+        };
+        let first = phs(&assign_placeholders(dir.path(), DEFAULT_PREFIX, pending()).unwrap()[0]);
+        let second = phs(&assign_placeholders(dir.path(), DEFAULT_PREFIX, pending()).unwrap()[0]);
+        assert_eq!(first, second);
+        assert!(first.0 != first.1 && first.1 != first.2);
+        for p in [&first.0, &first.1, &first.2] {
+            assert!(is_valid_placeholder(DEFAULT_PREFIX, p));
+        }
+    }
+
+    #[test]
     fn generated_placeholders_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let pending = || {
