@@ -509,3 +509,33 @@ async fn signed_aws_chunked_uploads_are_signed_again_chunk_by_chunk() {
         "{after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_rules_apply_to_signed_requests() {
+    let Some(w) = world(r#"rules = ["allow GET /bkt/**", "allow HEAD /bkt/**"]"#) else {
+        return;
+    };
+    // A PUT the rules do not allow: refused before anything is signed or sent.
+    let put = one_call(&w, &[], "").await;
+    assert_eq!(put, ("403".into(), "rule_denied".into()));
+    assert!(w.aws.requests().is_empty(), "{:?}", w.aws.requests());
+    let env = w.env.clone();
+    let out = blocking(move || {
+        python(
+            &env,
+            r#"
+import boto3, botocore.config, botocore.exceptions
+cfg = botocore.config.Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1})
+s3 = boto3.client("s3", endpoint_url="https://s3.test", config=cfg)
+try:
+    s3.get_object(Bucket="bkt", Key="missing")
+except botocore.exceptions.ClientError as e:
+    print(e.response["Error"]["Code"])
+"#,
+        )
+    })
+    .await;
+    assert_eq!(out.stdout.trim(), "NoSuchKey", "{}", out.stderr);
+    assert_eq!(w.aws.requests().len(), 1, "the GET went through");
+    assert!(w.airlock.logs().contains("outcome=\"rule_denied\""));
+}
