@@ -201,6 +201,19 @@ pub struct SecretSection {
     /// `aws_sigv4`: the sandbox's variable for the placeholder session
     /// token, set when `session_token…` is (default `AWS_SESSION_TOKEN`).
     pub session_token_variable: Option<String>,
+    /// `hmac`: the header carrying the signature (`X-Signature`).
+    pub signature_header: Option<String>,
+    /// `hmac`: the string signed, e.g. `{method}\n{path}\n{body_sha256}`.
+    pub signature_template: Option<String>,
+    /// `hmac`: `sha256` (default), `sha384`, `sha512` or `sha1`.
+    pub signature_algorithm: Option<String>,
+    /// `hmac`: `hex` (default) or `base64`.
+    pub signature_encoding: Option<String>,
+    /// `hmac`: text before the signature in its header (`sha256=`).
+    pub signature_prefix: Option<String>,
+    /// `hmac`: a header with the signing time in Unix seconds, checked
+    /// against the clock (put it in the template too).
+    pub timestamp_header: Option<String>,
 }
 
 /// What a `[[secret]]` is.
@@ -213,6 +226,9 @@ pub enum SecretKind {
     /// AWS Signature Version 4 credentials, signed again by airlock.
     #[serde(rename = "aws_sigv4")]
     AwsSigV4,
+    /// A secret requests are signed with (HMAC over a template), signed
+    /// again by airlock.
+    Hmac,
 }
 
 impl SecretSection {

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use airlock_vault_client::{
-    generate_placeholder, is_valid_placeholder, AwsSigV4Keys, ExposeSecret, ForeignBody,
-    HostPattern, RequestRules, SecretString, SessionToken, SigningKeys, StaticSecret, SwapLocation,
+    generate_placeholder, is_valid_placeholder, parse_template, AwsSigV4Keys, ExposeSecret,
+    ForeignBody, HmacAlgorithm, HmacKeys, HmacSpec, HostPattern, RequestRules, SecretString,
+    SessionToken, SignatureEncoding, SigningKeys, StaticSecret, SwapLocation,
 };
 
 use super::file::{SecretKind, SecretSection};
@@ -45,6 +46,74 @@ pub struct PendingSecret {
     pub rules: Arc<RequestRules>,
     /// `kind = "aws_sigv4"`: `value` is the real access key id; these are the rest.
     pub aws: Option<PendingAws>,
+    /// `kind = "hmac"`: how requests are signed; `value` is the real secret.
+    pub hmac: Option<HmacSpec>,
+}
+
+/// An `hmac` secret's signing rule, from its `signature_…` keys.
+fn hmac_spec(s: &SecretSection, problems: &mut Vec<String>) -> Option<HmacSpec> {
+    let header = match s.signature_header.as_deref() {
+        Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => h.to_ascii_lowercase(),
+        Some(h) => {
+            problems.push(format!("signature_header {h:?} is not a header name"));
+            return None;
+        }
+        None => {
+            problems.push("kind = \"hmac\" needs signature_header".into());
+            return None;
+        }
+    };
+    let template = match s.signature_template.as_deref().map(parse_template) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            problems.push(format!("signature_template: {e}"));
+            return None;
+        }
+        None => {
+            problems.push("kind = \"hmac\" needs signature_template".into());
+            return None;
+        }
+    };
+    let algorithm = match s.signature_algorithm.as_deref() {
+        None => HmacAlgorithm::Sha256,
+        Some(a) => match HmacAlgorithm::parse(a) {
+            Some(a) => a,
+            None => {
+                problems.push(format!(
+                    "signature_algorithm {a:?} must be sha256, sha384, sha512 or sha1"
+                ));
+                return None;
+            }
+        },
+    };
+    let encoding = match s.signature_encoding.as_deref() {
+        None => SignatureEncoding::Hex,
+        Some(e) => match SignatureEncoding::parse(e) {
+            Some(e) => e,
+            None => {
+                problems.push(format!("signature_encoding {e:?} must be hex or base64"));
+                return None;
+            }
+        },
+    };
+    let timestamp_header = match s.timestamp_header.as_deref() {
+        Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+            Some(h.to_ascii_lowercase())
+        }
+        Some(h) => {
+            problems.push(format!("timestamp_header {h:?} is not a header name"));
+            return None;
+        }
+        None => None,
+    };
+    Some(HmacSpec {
+        header,
+        prefix: s.signature_prefix.clone().unwrap_or_default(),
+        template,
+        algorithm,
+        encoding,
+        timestamp_header,
+    })
 }
 
 /// The real keys of an `aws_sigv4` secret, before its placeholders exist.
@@ -86,6 +155,24 @@ impl Loaded {
                     (self.secret_value(s, &mut problems), None)
                 }
                 SecretKind::AwsSigV4 => self.aws_keys(s, &mut problems),
+                SecretKind::Hmac => (self.secret_value(s, &mut problems), None),
+            };
+            let hmac = match s.kind {
+                SecretKind::Hmac => hmac_spec(s, &mut problems),
+                _ => {
+                    if s.signature_header.is_some()
+                        || s.signature_template.is_some()
+                        || s.signature_algorithm.is_some()
+                        || s.signature_encoding.is_some()
+                        || s.signature_prefix.is_some()
+                        || s.timestamp_header.is_some()
+                    {
+                        problems.push(
+                            "signature_… and timestamp_header go with kind = \"hmac\"".into(),
+                        );
+                    }
+                    None
+                }
             };
             if let Some(placeholder) = &s.placeholder {
                 if !is_valid_placeholder(prefix, placeholder) {
@@ -114,16 +201,18 @@ impl Loaded {
                     Arc::default()
                 }
             };
-            if s.kind == SecretKind::AwsSigV4 && s.swap_in.is_some() {
+            if s.kind != SecretKind::Static && s.swap_in.is_some() {
                 problems.push(
-                    "swap_in does not apply to kind = \"aws_sigv4\": airlock signs the request again, it swaps nothing"
+                    "swap_in does not apply to signing kinds (aws_sigv4, hmac): airlock signs the request again, it swaps nothing"
                         .into(),
                 );
             }
             let swap_in = match s.kind {
-                // The key id travels in the Authorization header (or the
-                // query of a presigned URL); it is never swapped as text.
-                SecretKind::AwsSigV4 => [SwapLocation::Header].into_iter().collect(),
+                // A signing key is never swapped as text; the set only says
+                // where the request names it (SigV4's Authorization).
+                SecretKind::AwsSigV4 | SecretKind::Hmac => {
+                    [SwapLocation::Header].into_iter().collect()
+                }
                 SecretKind::Static => s.swap_in.clone().unwrap_or_else(SwapLocation::defaults),
             };
             if swap_in.is_empty() {
@@ -140,6 +229,7 @@ impl Loaded {
                     on_foreign_body: s.on_foreign_body,
                     rules,
                     aws,
+                    hmac,
                 });
             }
         }
@@ -338,6 +428,9 @@ pub fn assign_placeholders(
             };
             // An AWS secret access key and session token get placeholders
             // of their own, kept like the key id's.
+            let hmac = s
+                .hmac
+                .map(|spec| Arc::new(SigningKeys::Hmac(HmacKeys { spec })));
             let signing = s.aws.map(|aws| {
                 Arc::new(SigningKeys::AwsSigV4(AwsSigV4Keys {
                     secret_variable: aws.secret_variable,
@@ -361,7 +454,7 @@ pub fn assign_placeholders(
                 swap_in: s.swap_in,
                 on_foreign_body: s.on_foreign_body,
                 rules: s.rules,
-                signing,
+                signing: signing.or(hmac),
             }
         })
         .collect();
@@ -484,6 +577,33 @@ mod tests {
     }
 
     #[test]
+    fn hmac_secrets_need_a_header_and_a_template() {
+        let (secrets, err) = errors_of(
+            "[[secret]]\nname = \"SIGNING\"\nkind = \"hmac\"\nvalue = \"real\"\nhosts = [\"a.test\"]\nsignature_header = \"X-Signature\"\nsignature_template = \"{method} {path}\"\nsignature_encoding = \"base64\"\n",
+        );
+        assert!(err.is_empty(), "{err}");
+        let spec = secrets[0].hmac.as_ref().unwrap();
+        assert_eq!(spec.header, "x-signature");
+        assert_eq!(spec.encoding, SignatureEncoding::Base64);
+        assert_eq!(spec.algorithm, HmacAlgorithm::Sha256);
+        let (_, err) = errors_of(
+            "[[secret]]\nname = \"SIGNING\"\nkind = \"hmac\"\nvalue = \"real\"\nhosts = [\"a.test\"]\nsignature_template = \"{nope}\"\n",
+        );
+        assert!(err.contains("needs signature_header"), "{err}");
+        let (_, err) = errors_of(
+            "[[secret]]\nname = \"SIGNING\"\nkind = \"hmac\"\nvalue = \"real\"\nhosts = [\"a.test\"]\nsignature_header = \"X-S\"\nsignature_template = \"{nope}\"\nsignature_algorithm = \"md5\"\n",
+        );
+        assert!(
+            err.contains("signature_template: unknown template field {nope}"),
+            "{err}"
+        );
+        let (_, err) = errors_of(
+            "[[secret]]\nname = \"T\"\nvalue = \"x\"\nhosts = [\"a.test\"]\nsignature_header = \"X-S\"\n",
+        );
+        assert!(err.contains("go with kind = \"hmac\""), "{err}");
+    }
+
+    #[test]
     fn aws_placeholders_for_the_secret_and_token_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let pending = || {
@@ -500,6 +620,7 @@ mod tests {
                     secret_access_key: SecretString::from("real"),
                     session_token: Some(("AWS_SESSION_TOKEN".into(), SecretString::from("tok"))),
                 }),
+                hmac: None,
             }]
         };
         let phs = |s: &StaticSecret| match s.signing.as_deref() {
@@ -508,7 +629,7 @@ mod tests {
                 k.placeholder_secret.expose_secret().to_owned(),
                 k.session_token.as_ref().unwrap().placeholder.clone(),
             ),
-            None => panic!("signing keys"),
+            _ => panic!("AWS signing keys"),
         };
         let first = phs(&assign_placeholders(dir.path(), DEFAULT_PREFIX, pending()).unwrap()[0]);
         let second = phs(&assign_placeholders(dir.path(), DEFAULT_PREFIX, pending()).unwrap()[0]);
@@ -532,6 +653,7 @@ mod tests {
                 on_foreign_body: ForeignBody::Pass,
                 rules: Default::default(),
                 aws: None,
+                hmac: None,
             }]
         };
         let first = assign_placeholders(dir.path(), DEFAULT_PREFIX, pending()).unwrap();

@@ -18,6 +18,7 @@ mod examples;
 mod failures;
 mod firewall;
 mod foundation;
+mod hmac_signing;
 mod netns;
 mod oidc;
 mod oidc_accounts;

@@ -393,7 +393,7 @@ impl From<&Resolved> for ResolvedAnswer {
                 connection_id: match &b.kind {
                     BindingKind::OAuth { connection_id } => Some(connection_id.clone()),
                     // A signing binding never crosses the wire: the vault holds none.
-                    BindingKind::Static | BindingKind::AwsSigV4 => None,
+                    BindingKind::Static | BindingKind::AwsSigV4 | BindingKind::Hmac => None,
                 },
                 expired_on: b.expired_on.clone(),
                 hosts: b.hosts.iter().map(|h| h.to_string()).collect(),

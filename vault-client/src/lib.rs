@@ -38,7 +38,10 @@ pub use rules::{
 };
 pub use scope_signals::{scopes_in, ScopeSignal, MAX_SIGNAL_BODY};
 pub use secrecy::{ExposeSecret, SecretString};
-pub use signing::{AwsSigV4Keys, SessionToken, SigningKeys};
+pub use signing::{
+    parse_template, AwsSigV4Keys, HmacAlgorithm, HmacKeys, HmacSpec, SessionToken,
+    SignatureEncoding, SigningKeys, TemplateError, TemplatePart,
+};
 pub use static_secrets::{StaticSecret, StaticSecrets};
 
 /// Which sandbox a request comes from. Sidecar mode has one fixed sandbox.
@@ -115,6 +118,17 @@ pub enum BindingKind {
     /// checks that signature and signs again with the real keys
     /// (`Resolved::signing`); the placeholder is never swapped as text.
     AwsSigV4,
+    /// A secret the sandbox signs requests with (generic HMAC): airlock
+    /// checks the signature made with the placeholder and signs again with
+    /// the real secret; the placeholder is never swapped as text.
+    Hmac,
+}
+
+impl BindingKind {
+    /// Whether requests are signed with this binding rather than carrying it.
+    pub fn is_signing(&self) -> bool {
+        matches!(self, Self::AwsSigV4 | Self::Hmac)
+    }
 }
 
 /// An upstream answer that means "this token expired": a status, and for
@@ -324,6 +338,11 @@ pub struct HostPolicy {
     /// credential at all (`inject_when_absent`); at most one per host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inject_absent: Option<AbsentInjection>,
+    /// Placeholders of signing bindings (generic HMAC) for this host: a
+    /// request carrying such a binding's signature header is checked and
+    /// signed again. Their placeholders never appear in the request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signers: Vec<String>,
 }
 
 /// A binding that injects its token when a request carries none: its

@@ -46,6 +46,7 @@ impl StaticSecrets {
                     kind: match s.signing.as_deref() {
                         None => BindingKind::Static,
                         Some(SigningKeys::AwsSigV4(_)) => BindingKind::AwsSigV4,
+                        Some(SigningKeys::Hmac(_)) => BindingKind::Hmac,
                     },
                     expired_on: Vec::new(),
                     inject: None,
@@ -177,9 +178,17 @@ impl TokenSource for StaticSecrets {
             })
             .collect();
         out.sort_by(|a, b| a.binding.cmp(&b.binding));
+        let mut signers: Vec<String> = self
+            .by_placeholder
+            .iter()
+            .filter(|(_, r)| r.binding.kind == BindingKind::Hmac && r.binding.allows_host(host))
+            .map(|(p, _)| p.clone())
+            .collect();
+        signers.sort();
         // Config secrets have no injection slot, so none injects itself.
         HostPolicy {
             required: out,
+            signers,
             inject_absent: None,
         }
     }

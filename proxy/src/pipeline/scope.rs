@@ -57,7 +57,7 @@ pub(crate) async fn screen_scopes(
                 };
                 (!signals.is_empty()).then(|| (connection_id.clone(), which, signals))
             }
-            BindingKind::Static | BindingKind::AwsSigV4 => None,
+            BindingKind::Static | BindingKind::AwsSigV4 | BindingKind::Hmac => None,
         })
         .collect();
     if candidates.is_empty() {

@@ -11,8 +11,10 @@ use crate::compression;
 use crate::error::ProxyError;
 use crate::pipeline::body_plan::BodyPlan;
 use crate::rules::RuleRequest;
+use crate::signing::hmac::{HmacRequest, HmacSigned};
 use crate::signing::{self, RequestView, SigningError, Verified};
 use crate::swap::Swapper;
+use airlock_vault_client::BindingKind;
 use bytes::Bytes;
 
 /// The request as the sandbox sent it (placeholders intact), so it can be
@@ -58,6 +60,11 @@ pub(crate) async fn build(
     // first; its signature and session token then leave the request, and
     // it is signed again with the real keys once everything else is done.
     let mut signed = verify_signature(out, swapper, body).await?;
+    // Generic HMAC bindings of this host whose signature header it carries.
+    let hmac_signed = match signed {
+        Some(_) => Vec::new(),
+        None => verify_hmac(out, swapper, body).await?,
+    };
     let mut headers = out.headers.clone();
     let original_pq = match &signed {
         Some(v) => v.strip(&mut headers, &out.path_and_query),
@@ -79,9 +86,12 @@ pub(crate) async fn build(
         return build_signed(out, swapper, body, verified, headers, pq, add_via).await;
     }
     let context = body_swap::context_of(&headers);
+    // The body as sent, when it is known before sending (for HMAC signing).
+    let mut sent_body: Option<Bytes> = None;
     let body = match std::mem::replace(body, BodyPlan::Spent) {
         BodyPlan::Empty => {
             *body = BodyPlan::Empty;
+            sent_body = Some(Bytes::new());
             empty()
         }
         BodyPlan::Whole {
@@ -111,6 +121,7 @@ pub(crate) async fn build(
                 held,
             };
             let wire = wire?;
+            sent_body = Some(wire.clone());
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(wire.len()));
             headers.remove(header::TRANSFER_ENCODING);
             // The whole body is here: nothing to wait for.
@@ -140,6 +151,18 @@ pub(crate) async fn build(
     }
     if add_via {
         headers.append(header::VIA, HeaderValue::from_static("1.1 airlock"));
+    }
+    for signer in &hmac_signed {
+        // Last: over the request exactly as it will be sent.
+        let view = HmacRequest {
+            method: out.method.as_str(),
+            path_and_query: &pq,
+            host: &out.authority,
+            headers: &headers,
+            body: sent_body.as_deref(),
+        };
+        let (name, value) = signer.header(&view)?;
+        headers.insert(name, value);
     }
     let uri = Uri::builder()
         .scheme(out.scheme)
@@ -174,7 +197,9 @@ async fn verify_signature(
     let Some(form) = signing::detect(&out.headers, &out.path_and_query, is_placeholder)? else {
         return Ok(None);
     };
-    let resolved = swapper.resolve_signing(form.key_id()).await?;
+    let resolved = swapper
+        .resolve_signing(form.key_id(), BindingKind::AwsSigV4)
+        .await?;
     let body = match &*body {
         BodyPlan::Empty => Some(&b""[..]),
         BodyPlan::Whole {
@@ -202,10 +227,62 @@ async fn verify_signature(
         headers: &out.headers,
         body,
     };
-    let now = std::time::SystemTime::now()
+    Ok(Some(Verified::check(form, &resolved, &view, unix_now())?))
+}
+
+/// The HMAC bindings of this host whose signature header the request
+/// carries, each checked with its placeholder secret over the request as
+/// the sandbox sent it, then checked like a swap (host, rules).
+async fn verify_hmac(
+    out: &Outgoing,
+    swapper: &mut Swapper,
+    body: &mut BodyPlan,
+) -> Result<Vec<HmacSigned>, ProxyError> {
+    let signers = swapper.signers().await;
+    if signers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = unix_now();
+    let mut checked = Vec::new();
+    for (placeholder, resolved) in signers {
+        let found = {
+            let body = match &*body {
+                BodyPlan::Empty => Some(&b""[..]),
+                BodyPlan::Whole {
+                    data,
+                    encoding: None,
+                    ..
+                } => Some(&data[..]),
+                _ => None,
+            };
+            let host = out
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(&out.authority);
+            let view = HmacRequest {
+                method: out.method.as_str(),
+                path_and_query: &out.path_and_query,
+                host,
+                headers: &out.headers,
+                body,
+            };
+            HmacSigned::check(&placeholder, &resolved, &view, now)?
+        };
+        if let Some(signed) = found {
+            swapper
+                .resolve_signing(&placeholder, BindingKind::Hmac)
+                .await?;
+            checked.push(signed);
+        }
+    }
+    Ok(checked)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    Ok(Some(Verified::check(form, &resolved, &view, now)?))
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The rest of [`build`] for a signed request: its body goes as it came

@@ -11,6 +11,7 @@
 //! will be sent, and [`Verified::body`] for the body.
 
 pub mod chunked;
+pub mod hmac;
 pub mod sigv4;
 
 use std::collections::VecDeque;
@@ -51,12 +52,16 @@ pub enum SigningError {
     ClockSkew { skew: i64 },
     #[error("the presigned URL expired {ago} s ago")]
     Expired { ago: i64 },
-    #[error("placeholder of binding {binding} is an AWS access key id: sign requests with it (SigV4) instead of sending it as text")]
+    #[error("placeholder of binding {binding} is a signing key (AWS SigV4 or HMAC): sign requests with it instead of sending it as text")]
     NotSwappable { binding: String },
-    #[error("binding {binding} is not an AWS SigV4 binding; its placeholder cannot sign requests")]
+    #[error("binding {binding} is not an AWS SigV4 binding; its placeholder cannot be an AWS access key id")]
     NotSigV4 { binding: String },
     #[error("X-Amz-Security-Token is not binding {binding}'s placeholder session token")]
     SessionToken { binding: String },
+    #[error("the {binding} signature header was not made with its placeholder secret over the binding's template, or the request changed after it was signed")]
+    HmacMismatch { binding: String },
+    #[error("binding {binding} needs its timestamp header, in Unix seconds")]
+    HmacTimestamp { binding: String },
     #[error("the body does not match x-amz-content-sha256")]
     PayloadMismatch,
     #[error("aws-chunked body: {0}")]
@@ -78,7 +83,9 @@ impl SigningError {
             | Self::Expired { .. }
             | Self::NotSwappable { .. }
             | Self::NotSigV4 { .. }
-            | Self::SessionToken { .. } => StatusCode::FORBIDDEN,
+            | Self::SessionToken { .. }
+            | Self::HmacMismatch { .. }
+            | Self::HmacTimestamp { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -87,11 +94,13 @@ impl SigningError {
         match self {
             Self::Malformed { .. } => "sigv4_malformed",
             Self::Mismatch { .. } => "sigv4_signature_mismatch",
-            Self::ClockSkew { .. } => "sigv4_clock_skew",
+            Self::ClockSkew { .. } => "clock_skew",
             Self::Expired { .. } => "sigv4_expired",
-            Self::NotSwappable { .. } => "sigv4_not_swappable",
+            Self::NotSwappable { .. } => "signing_key_as_text",
             Self::NotSigV4 { .. } => "sigv4_not_signing_binding",
             Self::SessionToken { .. } => "sigv4_session_token",
+            Self::HmacMismatch { .. } => "hmac_signature_mismatch",
+            Self::HmacTimestamp { .. } => "hmac_timestamp",
             Self::PayloadMismatch => "sigv4_payload_mismatch",
             Self::Chunked(_) => "sigv4_chunked",
             Self::Unsupported(_) => "sigv4_unsupported",
@@ -224,7 +233,7 @@ pub struct RequestView<'a> {
 fn keys_of(resolved: &Resolved) -> Result<&AwsSigV4Keys, SigningError> {
     match resolved.signing.as_deref() {
         Some(SigningKeys::AwsSigV4(k)) => Ok(k),
-        None => Err(SigningError::NotSigV4 {
+        _ => Err(SigningError::NotSigV4 {
             binding: resolved.binding.id.clone(),
         }),
     }

@@ -410,8 +410,8 @@ impl Swapper {
                 allowed: binding.hosts_display(),
             });
         }
-        if binding.kind == BindingKind::AwsSigV4 {
-            // Its token is a key id that only works inside a signature
+        if binding.kind.is_signing() {
+            // Its token is a key that only works inside a signature
             // airlock makes (crate::signing); as text it would only leak.
             return Err(crate::signing::SigningError::NotSwappable {
                 binding: binding.id.clone(),
@@ -437,7 +437,11 @@ impl Swapper {
     /// The binding of a signing placeholder (an AWS access key id the
     /// request was signed with), checked like a header swap: sandbox, host,
     /// rules. Recorded as swapped in `Authorization`.
-    pub async fn resolve_signing(&mut self, placeholder: &str) -> Result<Resolved, ProxyError> {
+    pub async fn resolve_signing(
+        &mut self,
+        placeholder: &str,
+        kind: BindingKind,
+    ) -> Result<Resolved, ProxyError> {
         let index = self.lookup(placeholder).await?;
         let binding = self.resolved[index].1.binding.clone();
         if self.plaintext {
@@ -452,7 +456,7 @@ impl Swapper {
                 allowed: binding.hosts_display(),
             });
         }
-        if binding.kind != BindingKind::AwsSigV4 {
+        if binding.kind != kind {
             return Err(crate::signing::SigningError::NotSigV4 {
                 binding: binding.id.clone(),
             }
@@ -468,6 +472,22 @@ impl Swapper {
             self.sites.push(site);
         }
         Ok(self.resolved[index].1.clone())
+    }
+
+    /// The placeholders of the signing (HMAC) bindings for this host, each
+    /// with its binding as the source gives it (nothing is checked or
+    /// recorded: [`Self::resolve_signing`] does that for the ones a request uses).
+    pub async fn signers(&mut self) -> Vec<(String, Resolved)> {
+        if self.plaintext {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for p in self.host_policy().await.signers {
+            if let Ok(r) = self.tokens.resolve(&self.sandbox, &p).await {
+                out.push((p, r));
+            }
+        }
+        out
     }
 
     /// A placeholder in a body is swapped when its binding allows this host

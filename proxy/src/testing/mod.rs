@@ -202,6 +202,7 @@ impl TokenSource for MockTokens {
         HostPolicy {
             required,
             inject_absent: self.inject_absent.lock().unwrap().clone(),
+            signers: Vec::new(),
         }
     }
 
@@ -280,7 +281,9 @@ impl TokenSource for MockTokens {
             .map(|r| CredentialStatus {
                 variable: r.binding.name.clone(),
                 kind: match r.binding.kind {
-                    BindingKind::Static | BindingKind::AwsSigV4 => CredentialKind::Static,
+                    BindingKind::Static | BindingKind::AwsSigV4 | BindingKind::Hmac => {
+                        CredentialKind::Static
+                    }
                     BindingKind::OAuth { .. } => CredentialKind::Oauth,
                 },
                 provider: None,

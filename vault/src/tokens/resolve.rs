@@ -264,6 +264,8 @@ impl Vault {
         Ok(HostPolicy {
             required,
             inject_absent,
+            // The vault holds no signing secrets yet (config only).
+            signers: Vec::new(),
         })
     }
 
