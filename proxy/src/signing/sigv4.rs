@@ -195,7 +195,8 @@ pub fn parse_signature(s: &str) -> Result<String, ParseError> {
 /// `YYYYMMDDTHHMMSSZ` as Unix seconds.
 pub fn parse_amz_date(s: &str) -> Result<i64, ParseError> {
     let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    // ASCII only, so the slices below fall on character boundaries.
+    if b.len() != 16 || !s.is_ascii() || b[8] != b'T' || b[15] != b'Z' {
         return Err(ParseError::Date);
     }
     let digits = |r: std::ops::Range<usize>| -> Result<i64, ParseError> {

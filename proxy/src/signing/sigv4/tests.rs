@@ -292,6 +292,9 @@ fn dates_and_encodings() {
     assert_eq!(parse_amz_date("20150830T123600Z"), Ok(1_440_938_160));
     assert_eq!(parse_amz_date("20151330T123600Z"), Err(ParseError::Date));
     assert_eq!(parse_amz_date("2015-08-30T12:36"), Err(ParseError::Date));
+    // A presigned X-Amz-Date is percent-decoded: it may be any UTF-8.
+    assert_eq!(parse_amz_date("201é830T123600Z"), Err(ParseError::Date));
+    assert_eq!(parse_amz_date("20150830T1é3600Z"), Err(ParseError::Date));
     assert_eq!(uri_encode("a b/ሴ~", true), "a%20b/%E1%88%B4~");
     assert_eq!(canonical_uri("/a/./b/../c//d%20", false), "/a/c/d%2520");
     assert_eq!(canonical_uri("/a/./b%20", true), "/a/./b%20");
