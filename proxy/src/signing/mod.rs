@@ -103,7 +103,7 @@ impl SigningError {
             Self::HmacTimestamp { .. } => "hmac_timestamp",
             Self::PayloadMismatch => "sigv4_payload_mismatch",
             Self::Chunked(_) => "sigv4_chunked",
-            Self::Unsupported(_) => "sigv4_unsupported",
+            Self::Unsupported(_) => "signing_unsupported",
         }
     }
 }
