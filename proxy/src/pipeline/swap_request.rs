@@ -59,7 +59,7 @@ pub(crate) async fn build(
     // Signed with a signing binding's placeholders (AWS SigV4)? Checked
     // first; its signature and session token then leave the request, and
     // it is signed again with the real keys once everything else is done.
-    let mut signed = verify_signature(out, swapper, body).await?;
+    let mut signed = verify_sigv4(out, swapper, body).await?;
     // Generic HMAC bindings of this host whose signature header it carries.
     let hmac_signed = match signed {
         Some(_) => Vec::new(),
@@ -181,7 +181,7 @@ pub(crate) async fn build(
 
 /// The request's SigV4 signature, checked, when its access key id is a
 /// placeholder; `None` for requests not signed with one.
-async fn verify_signature(
+async fn verify_sigv4(
     out: &Outgoing,
     swapper: &mut Swapper,
     body: &mut BodyPlan,

@@ -253,9 +253,15 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
 
 /// Whether the query carries SigV4 presigning parameters at all.
 pub fn is_presigned(query: &str) -> bool {
-    query_pairs(query)
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("X-Amz-Algorithm") || k == "X-Amz-Credential")
+    // Most queries have no `X-Amz-` at all: no allocation for them.
+    let cheap = query
+        .as_bytes()
+        .windows(6)
+        .any(|w| w.eq_ignore_ascii_case(b"x-amz-"));
+    cheap
+        && query_pairs(query)
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("X-Amz-Algorithm") || k == "X-Amz-Credential")
 }
 
 pub fn parse_query_auth(query: &str) -> Result<QueryAuth, ParseError> {
