@@ -539,3 +539,73 @@ except botocore.exceptions.ClientError as e:
     assert_eq!(w.aws.requests().len(), 1, "the GET went through");
     assert!(w.airlock.logs().contains("outcome=\"rule_denied\""));
 }
+
+/// `STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER`: chunks as above, then a
+/// CRC32 trailer signed from the last chunk's signature.
+const SIGNED_TRAILER: &str = r#"
+import base64, hashlib, hmac, os, zlib, requests
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+MODE = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
+class Streaming(S3SigV4Auth):
+    def payload(self, request):
+        return MODE
+creds = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+data = [b"x" * 70000, b"end"]
+crc = base64.b64encode(zlib.crc32(b"".join(data)).to_bytes(4, "big")).decode()
+trailer = "x-amz-checksum-crc32:" + crc
+def frame(sigs, tsig):
+    body = b""
+    for c, s in zip(data + [b""], sigs):
+        body += ("%x;chunk-signature=%s\r\n" % (len(c), s)).encode() + c + (b"\r\n" if c else b"")
+    return body + (trailer + "\r\nx-amz-trailer-signature:" + tsig + "\r\n\r\n").encode()
+length = len(frame(["0" * 64] * 3, "0" * 64))
+req = AWSRequest(method="PUT", url="https://s3.test/bkt/trailer.bin", headers={
+    "Content-Encoding": "aws-chunked", "Content-Length": str(length),
+    "x-amz-decoded-content-length": str(sum(map(len, data))),
+    "x-amz-trailer": "x-amz-checksum-crc32"})
+Streaming(creds, "s3", "us-east-1").add_auth(req)
+prev = req.headers["Authorization"].rsplit("Signature=", 1)[1]
+date = req.headers["X-Amz-Date"]
+key = ("AWS4" + creds.secret_key).encode()
+for part in (date[:8], "us-east-1", "s3", "aws4_request"):
+    key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+scope = date[:8] + "/us-east-1/s3/aws4_request"
+sigs = []
+for c in data + [b""]:
+    sts = "\n".join(("AWS4-HMAC-SHA256-PAYLOAD", date, scope, prev,
+                     hashlib.sha256(b"").hexdigest(), hashlib.sha256(c).hexdigest()))
+    prev = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+    sigs.append(prev)
+sts = "\n".join(("AWS4-HMAC-SHA256-TRAILER", date, scope, prev,
+                 hashlib.sha256((trailer + "\n").encode()).hexdigest()))
+tsig = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+r = requests.put(req.url, data=frame(sigs, tsig), headers=dict(req.headers.items()))
+print(r.status_code, r.headers.get("x-airlock-error", "-"))
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_trailers_are_signed_again() {
+    let Some(w) = world("") else { return };
+    let env = w.env.clone();
+    let out = blocking(move || python(&env, SIGNED_TRAILER)).await;
+    assert_eq!(
+        out.stdout.trim(),
+        "200 -",
+        "{}\n{}",
+        out.stderr,
+        w.airlock.logs()
+    );
+    let requests = w.aws.requests();
+    let put = requests
+        .iter()
+        .find(|r| r["path"] == "/bkt/trailer.bin")
+        .expect("the upload arrived");
+    assert_eq!(put["verified"], true, "{put}");
+    assert_eq!(
+        put["chunks_ok"], true,
+        "chunks and trailer check with the real secret: {put}"
+    );
+    assert_eq!(put["crc_ok"], true, "{put}");
+}

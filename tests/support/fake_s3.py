@@ -54,7 +54,7 @@ def expected_signature(handler, body, key_id, region, service, signed):
     return signer.signature(sts, req)
 
 
-def chunks_verify(body, seed, region, service, amz_date):
+def chunks_verify(body, seed, region, service, amz_date, trailer=False):
     """Each chunk's signature, chained from the seed, with the REAL secret
     (the spec's string to sign, written here with hmac, not botocore)."""
     def h(key, msg):
@@ -69,14 +69,28 @@ def chunks_verify(body, seed, region, service, amz_date):
         line, rest = rest.split(b"\r\n", 1)
         size_text, sig = line.decode().split(";chunk-signature=")
         size = int(size_text, 16)
-        data, rest = rest[:size], rest[size + 2:]
+        last_with_trailer = size == 0 and trailer
+        data, rest = rest[:size], rest[size + (0 if last_with_trailer else 2):]
         sts = "\n".join(("AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev, empty,
                          hashlib.sha256(data).hexdigest()))
         if h(key, sts).hexdigest() != sig:
             return False
         prev = sig
-        if size == 0:
+        if size == 0 and not trailer:
             return rest == b""
+        if size == 0:
+            # Trailing headers, then their signature over "name:value\n" each.
+            lines = rest.split(b"\r\n")
+            signed, trailer_sig = b"", None
+            for line in lines:
+                name, _, value = line.decode().partition(":")
+                if name.lower() == "x-amz-trailer-signature":
+                    trailer_sig = value.strip()
+                    break
+                signed += ("%s:%s\n" % (name.strip().lower(), value.strip())).encode()
+            sts = "\n".join(("AWS4-HMAC-SHA256-TRAILER", amz_date, scope, prev,
+                             hashlib.sha256(signed).hexdigest()))
+            return trailer_sig == h(key, sts).hexdigest() and rest.endswith(b"\r\n\r\n")
 
 
 def decode_chunked(body, trailer_names):
@@ -155,9 +169,10 @@ class Handler(BaseHTTPRequestHandler):
             ).encode()
             return self.reply(403, xml, {"Content-Type": "application/xml"})
         record["verified"] = True
-        if self.headers.get("x-amz-content-sha256") == "STREAMING-AWS4-HMAC-SHA256-PAYLOAD":
+        mode = self.headers.get("x-amz-content-sha256")
+        if mode in ("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"):
             record["chunks_ok"] = chunks_verify(body, signature, region, service,
-                                                self.headers["x-amz-date"])
+                                                self.headers["x-amz-date"], mode.endswith("TRAILER"))
         if self.headers.get("Content-Encoding", "").startswith("aws-chunked"):
             body, trailers = decode_chunked(body, self.headers.get("x-amz-trailer"))
             record["trailers"] = sorted(trailers)
