@@ -93,6 +93,8 @@ pub enum Error {
     SidecarCollisions(Vec<String>),
     #[error("cannot build the provider HTTP client: {0}")]
     ProviderClient(#[source] reqwest::Error),
+    #[error(transparent)]
+    Sts(#[from] crate::app::sts::StsError),
     #[error("unknown sandbox {0:?}")]
     UnknownSandbox(String),
     #[error("{0}")]

@@ -6,6 +6,7 @@ mod metrics;
 pub mod outbound;
 mod prepare;
 mod signals;
+pub mod sts;
 pub mod vault;
 
 use std::io::Write;
@@ -132,6 +133,8 @@ impl App {
             ),
             None => None,
         };
+        // Role secrets sign with STS credentials, fetched before the proxy starts.
+        let roles = self.assume_roles(&static_secrets).await?;
         let tokens = self.token_source(&static_secrets, vault.as_ref())?;
         if let Some((listener, addr)) = listeners.proxy {
             let vault = vault.as_ref().map(|v| v.vault.clone());
@@ -153,8 +156,42 @@ impl App {
             self.config_path.clone(),
             self.prepared.data_dir.clone(),
             static_secrets,
+            roles,
         );
         wait(tasks, shutdown).await
+    }
+
+    /// When a `[[secret]]` names a `role_arn`: its first temporary
+    /// credentials, swapped in, and the task that keeps them fresh.
+    async fn assume_roles(
+        &self,
+        static_secrets: &Arc<Swappable>,
+    ) -> Result<Option<Arc<sts::AssumeRoles>>, Error> {
+        let any = self
+            .loaded
+            .config
+            .secrets
+            .iter()
+            .any(|s| s.get_ref().role_arn.is_some());
+        if !any {
+            return Ok(None);
+        }
+        let outbound = self.loaded.parse()?.proxy.outbound;
+        let roles = Arc::new(sts::AssumeRoles::new(outbound::provider_client(&outbound)?));
+        let (_, fresh) = sts::load_secrets(
+            self.config_path.as_deref(),
+            &self.prepared.data_dir,
+            Some(&roles),
+        )
+        .await?;
+        static_secrets.replace(Arc::new(fresh));
+        sts::spawn_refresher(
+            self.config_path.clone(),
+            self.prepared.data_dir.clone(),
+            roles.clone(),
+            static_secrets.clone(),
+        );
+        Ok(Some(roles))
     }
 
     async fn listen(&self) -> Result<Listeners, Error> {

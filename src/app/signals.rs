@@ -5,11 +5,17 @@ use std::sync::Arc;
 
 use airlock_vault_client::Swappable;
 
-use crate::config::Loaded;
+use super::sts::AssumeRoles;
 
 /// On SIGHUP, re-reads the config file's secrets and bindings and swaps them
-/// in; open connections keep going. A config with errors changes nothing.
-pub fn spawn_reloader(config: Option<PathBuf>, data_dir: PathBuf, secrets: Arc<Swappable>) {
+/// in (role secrets with their temporary credentials); open connections keep
+/// going. A config with errors changes nothing.
+pub fn spawn_reloader(
+    config: Option<PathBuf>,
+    data_dir: PathBuf,
+    secrets: Arc<Swappable>,
+    roles: Option<Arc<AssumeRoles>>,
+) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -17,12 +23,8 @@ pub fn spawn_reloader(config: Option<PathBuf>, data_dir: PathBuf, secrets: Arc<S
             return;
         };
         while hup.recv().await.is_some() {
-            let reloaded = Loaded::read(config.as_deref()).and_then(|loaded| {
-                let pending = loaded.parse()?.secrets;
-                let count = pending.len();
-                let fresh = super::prepare::static_secrets(&loaded, &data_dir, pending)?;
-                Ok((count, fresh))
-            });
+            let reloaded =
+                super::sts::load_secrets(config.as_deref(), &data_dir, roles.as_deref()).await;
             match reloaded {
                 Ok((count, fresh)) => {
                     secrets.replace(Arc::new(fresh));
@@ -35,7 +37,7 @@ pub fn spawn_reloader(config: Option<PathBuf>, data_dir: PathBuf, secrets: Arc<S
         }
     });
     #[cfg(not(unix))]
-    let _ = (config, data_dir, secrets);
+    let _ = (config, data_dir, secrets, roles);
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is

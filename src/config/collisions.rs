@@ -69,7 +69,7 @@ impl Loaded {
                         "[[secret]] {name:?} (line {line}, secret_variable = {secret:?})"
                     )),
                 );
-                if s.has_session_token() {
+                if s.has_session_token() || s.role_arn.is_some() {
                     let token = s.session_token_variable();
                     claim(
                         token,

@@ -201,6 +201,17 @@ pub struct SecretSection {
     /// `aws_sigv4`: the sandbox's variable for the placeholder session
     /// token, set when `session_token…` is (default `AWS_SESSION_TOKEN`).
     pub session_token_variable: Option<String>,
+    /// `aws_sigv4`: sign with temporary credentials of this role (STS
+    /// AssumeRole with the keys above), refreshed before they expire.
+    pub role_arn: Option<String>,
+    /// `aws_sigv4` with `role_arn`: the session name (default `airlock`).
+    pub role_session_name: Option<String>,
+    /// `aws_sigv4` with `role_arn`: how long each credential lives (900 to 43200, default 3600).
+    pub role_duration_secs: Option<u64>,
+    /// `aws_sigv4` with `role_arn`: the STS endpoint (default `https://sts.amazonaws.com`).
+    pub sts_endpoint: Option<String>,
+    /// `aws_sigv4` with `role_arn`: the region STS requests are signed for (default `us-east-1`).
+    pub sts_region: Option<String>,
     /// `hmac`: the header carrying the signature (`X-Signature`).
     pub signature_header: Option<String>,
     /// `hmac`: the string signed, e.g. `{method}\n{path}\n{body_sha256}`.

@@ -32,7 +32,7 @@ pub use proxy::{
     ca_files, default_admin_listen, read_pem_certs, Outbound, ProxyConfig, ResolveEntry,
 };
 pub use secret_source::{SecretSource, SecretSourceError, SourceKeys};
-pub use secrets::{assign_placeholders, PendingSecret};
+pub use secrets::{assign_placeholders, AssumeRole, PendingAws, PendingSecret};
 pub use vault::{default_vault_listen, PendingApp, VaultFiles};
 
 #[derive(Debug, thiserror::Error)]

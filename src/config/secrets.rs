@@ -50,6 +50,67 @@ pub struct PendingSecret {
     pub hmac: Option<HmacSpec>,
 }
 
+/// `role_arn` and the keys that go with it.
+fn assume_role(s: &SecretSection, problems: &mut Vec<String>) -> Option<AssumeRole> {
+    let Some(role_arn) = &s.role_arn else {
+        if s.role_session_name.is_some()
+            || s.role_duration_secs.is_some()
+            || s.sts_endpoint.is_some()
+            || s.sts_region.is_some()
+        {
+            problems.push(
+                "role_session_name, role_duration_secs, sts_endpoint and sts_region go with role_arn"
+                    .into(),
+            );
+        }
+        return None;
+    };
+    let mut ok = true;
+    if !role_arn.starts_with("arn:") || role_arn.contains(char::is_whitespace) {
+        problems.push(format!(
+            "role_arn {role_arn:?} must be a role ARN (arn:aws:iam::ACCOUNT:role/NAME)"
+        ));
+        ok = false;
+    }
+    let session_name = s
+        .role_session_name
+        .clone()
+        .unwrap_or_else(|| "airlock".into());
+    if session_name.len() < 2
+        || session_name.len() > 64
+        || !session_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"=,.@-_".contains(&b))
+    {
+        problems.push("role_session_name must be 2 to 64 of letters, digits and =,.@-_".into());
+        ok = false;
+    }
+    let duration_secs = s.role_duration_secs.unwrap_or(3600);
+    if !(900..=43_200).contains(&duration_secs) {
+        problems.push("role_duration_secs must be 900 to 43200".into());
+        ok = false;
+    }
+    let endpoint = s
+        .sts_endpoint
+        .clone()
+        .unwrap_or_else(|| "https://sts.amazonaws.com".into());
+    let host_part = endpoint.strip_prefix("https://").unwrap_or("");
+    if host_part.is_empty() || host_part.contains(['/', '?', '#', '@']) {
+        problems.push(format!(
+            "sts_endpoint {endpoint:?} must be https://HOST or https://HOST:PORT"
+        ));
+        ok = false;
+    }
+    let region = s.sts_region.clone().unwrap_or_else(|| "us-east-1".into());
+    ok.then(|| AssumeRole {
+        role_arn: role_arn.clone(),
+        session_name,
+        duration_secs,
+        endpoint,
+        region,
+    })
+}
+
 /// An `hmac` secret's signing rule, from its `signature_…` keys.
 fn hmac_spec(s: &SecretSection, problems: &mut Vec<String>) -> Option<HmacSpec> {
     let header = match s.signature_header.as_deref() {
@@ -122,6 +183,22 @@ pub struct PendingAws {
     pub secret_access_key: SecretString,
     /// (variable, real session token)
     pub session_token: Option<(String, SecretString)>,
+    /// The sandbox's variable for the session token placeholder.
+    pub session_token_variable: String,
+    /// Sign with this role's temporary credentials instead (src/app/sts.rs
+    /// puts them in place of the keys above).
+    pub assume_role: Option<AssumeRole>,
+}
+
+/// `role_arn` and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumeRole {
+    pub role_arn: String,
+    pub session_name: String,
+    pub duration_secs: u64,
+    /// `https://host[:port]`, no path.
+    pub endpoint: String,
+    pub region: String,
 }
 
 impl Loaded {
@@ -319,6 +396,7 @@ impl Loaded {
                 problems.push("access_key_id holds '/', ',', '=' or a space".into());
             }
         }
+        let assume_role = assume_role(s, problems);
         match (key_id, secret) {
             (Some(k), Some(secret)) => (
                 Some(k),
@@ -326,6 +404,8 @@ impl Loaded {
                     secret_variable: s.secret_variable().to_owned(),
                     secret_access_key: secret,
                     session_token: token.map(|t| (s.session_token_variable().to_owned(), t)),
+                    session_token_variable: s.session_token_variable().to_owned(),
+                    assume_role,
                 }),
             ),
             _ => (None, None),
@@ -439,11 +519,22 @@ pub fn assign_placeholders(
                         s.name
                     ))),
                     secret_access_key: aws.secret_access_key,
-                    session_token: aws.session_token.map(|(variable, token)| SessionToken {
-                        variable,
-                        placeholder: kept_or_new(&format!("{}:session_token", s.name)),
-                        token,
-                    }),
+                    // Temporary credentials always come with a token: until
+                    // the first AssumeRole answers it is empty (and unused:
+                    // the proxy starts after it).
+                    session_token: match (aws.session_token, aws.assume_role.is_some()) {
+                        (Some((variable, token)), _) => Some(SessionToken {
+                            variable,
+                            placeholder: kept_or_new(&format!("{}:session_token", s.name)),
+                            token,
+                        }),
+                        (None, true) => Some(SessionToken {
+                            variable: aws.session_token_variable,
+                            placeholder: kept_or_new(&format!("{}:session_token", s.name)),
+                            token: SecretString::from(""),
+                        }),
+                        (None, false) => None,
+                    },
                 }))
             });
             StaticSecret {
@@ -619,6 +710,8 @@ mod tests {
                     secret_variable: "AWS_SECRET_ACCESS_KEY".into(),
                     secret_access_key: SecretString::from("real"),
                     session_token: Some(("AWS_SESSION_TOKEN".into(), SecretString::from("tok"))),
+                    session_token_variable: "AWS_SESSION_TOKEN".into(),
+                    assume_role: None,
                 }),
                 hmac: None,
             }]

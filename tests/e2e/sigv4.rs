@@ -609,3 +609,60 @@ async fn signed_trailers_are_signed_again() {
     );
     assert_eq!(put["crc_ok"], true, "{put}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_secret_signs_with_temporary_credentials_from_sts() {
+    let role = r#"role_arn = "arn:aws:iam::123456789012:role/agent"
+sts_endpoint = "https://sts.test"
+role_duration_secs = 900"#;
+    let Some(w) = world(role) else { return };
+    let token_ph = w.airlock.var("AWS_SESSION_TOKEN");
+    let key_ph = w.airlock.var("AWS_ACCESS_KEY_ID");
+    let secret_ph = w.airlock.var("AWS_SECRET_ACCESS_KEY");
+    let env = w.env.clone();
+    let out = blocking(move || python(&env, PRESIGN_AND_ECHO)).await;
+    assert!(
+        out.success(),
+        "{}\n{}\nupstream saw {:?}\n{}",
+        out.stdout,
+        out.stderr,
+        w.aws.requests(),
+        w.airlock.logs()
+    );
+    let requests = w.aws.requests();
+    let assumed: Vec<_> = requests
+        .iter()
+        .filter(|r| r.get("assumed").is_some())
+        .collect();
+    assert_eq!(assumed.len(), 1, "one AssumeRole at start: {requests:?}");
+    assert_eq!(
+        assumed[0]["assumed"],
+        "arn:aws:iam::123456789012:role/agent"
+    );
+    let temp_key = assumed[0]["issued_key_id"].as_str().unwrap().to_owned();
+    let temp_token = assumed[0]["issued_token"].as_str().unwrap().to_owned();
+    let temp_secret = assumed[0]["issued_secret"].as_str().unwrap().to_owned();
+    let signed: Vec<_> = requests
+        .iter()
+        .filter(|r| r.get("verified").is_some())
+        .collect();
+    // The AssumeRole call itself, signed with the configured keys, then the
+    // sandbox's requests, signed with the temporary ones.
+    assert_eq!(signed[0]["key_id"], REAL_KEY_ID, "{requests:?}");
+    assert_eq!(signed[0]["verified"], true);
+    for r in &signed[1..] {
+        assert_eq!(r["verified"], true, "{r}");
+        assert_eq!(r["key_id"], temp_key.as_str(), "{r}");
+        assert_eq!(r["token"], temp_token.as_str(), "{r}");
+    }
+    assert!(signed.len() >= 4, "{requests:?}");
+    // Echoed temporary keys come back as the sandbox's placeholders.
+    let echoed = out.stdout.trim();
+    assert!(
+        echoed.contains(&key_ph) && echoed.contains(&secret_ph) && echoed.contains(&token_ph),
+        "{echoed}"
+    );
+    assert_not_leaked(&temp_secret, &[&out.stdout, &out.stderr, &w.airlock.logs()]);
+    assert_not_leaked(&temp_token, &[&out.stdout, &out.stderr, &w.airlock.logs()]);
+    assert_not_leaked(REAL_SECRET, &[&w.airlock.logs()]);
+}

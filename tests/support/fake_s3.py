@@ -18,6 +18,7 @@ import re
 import ssl
 import sys
 import threading
+import time
 import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,11 +36,22 @@ AUTH_RE = re.compile(
 )
 objects = {}
 uploads = {}
+# Temporary credentials handed out by AssumeRole: key id -> (secret, token).
+issued = {}
 lock = threading.Lock()
 
 
+def keys_of(key_id):
+    """(secret, token) of a key id this fake knows, else None."""
+    if key_id == KEY_ID:
+        return SECRET, TOKEN
+    with lock:
+        return issued.get(key_id)
+
+
 def expected_signature(handler, body, key_id, region, service, signed):
-    creds = Credentials(KEY_ID, SECRET, TOKEN)
+    secret, token = keys_of(key_id)
+    creds = Credentials(key_id, secret, token)
     signer = (S3SigV4Auth if service == "s3" else SigV4Auth)(creds, service, region)
     url = "https://" + handler.headers["Host"] + handler.path
     headers = {}
@@ -155,12 +167,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(403, b"<Error><Code>AccessDenied</Code></Error>")
         key_id, _date, region, service, signed, signature = m.groups()
         record["key_id"] = key_id
+        self.key_id = key_id
         record["token"] = self.headers.get("x-amz-security-token")
+        known = keys_of(key_id)
         try:
             want = expected_signature(self, body, key_id, region, service, signed)
         except Exception as e:  # noqa: BLE001 - the test reads the log
             want = "error: %r" % e
-        if key_id != KEY_ID or want != signature or (TOKEN and record["token"] != TOKEN):
+        if known is None or want != signature or (known[1] and record["token"] != known[1]):
             record["error"] = "signature mismatch"
             self.log(record)
             xml = (
@@ -190,9 +204,11 @@ class Handler(BaseHTTPRequestHandler):
         cred = query["X-Amz-Credential"][0].split("/")
         key_id, region, service = cred[0], cred[2], cred[3]
         record["key_id"] = key_id
+        self.key_id = key_id
         record["presigned"] = True
         record["token"] = query.get("X-Amz-Security-Token", [None])[0]
-        creds = Credentials(KEY_ID, SECRET, TOKEN)
+        known = keys_of(key_id) or (SECRET, TOKEN)
+        creds = Credentials(key_id, known[0], known[1])
         signer = S3SigV4QueryAuth(creds, service, region, int(query["X-Amz-Expires"][0]))
         url = "https://" + self.headers["Host"] + self.path
         unsigned = url[: url.index("&X-Amz-Signature=")] if "&X-Amz-Signature=" in url else url
@@ -202,7 +218,7 @@ class Handler(BaseHTTPRequestHandler):
         req.context["timestamp"] = query["X-Amz-Date"][0]
         canonical = signer.canonical_request(req)
         want = signer.signature(signer.string_to_sign(req, canonical), req)
-        if key_id != KEY_ID or want != query["X-Amz-Signature"][0] or (TOKEN and record["token"] != TOKEN):
+        if keys_of(key_id) is None or want != query["X-Amz-Signature"][0] or (known[1] and record["token"] != known[1]):
             record["error"] = "signature mismatch"
             self.log(record)
             return self.reply(403, b"<Error><Code>SignatureDoesNotMatch</Code></Error>")
@@ -216,6 +232,23 @@ class Handler(BaseHTTPRequestHandler):
 
     def sts(self, body):
         form = parse_qs(body.decode())
+        if form.get("Action") == ["AssumeRole"]:
+            key_id = "ASIA" + uuid.uuid4().hex[:16].upper()
+            secret = "tmp/" + uuid.uuid4().hex + "+S"
+            token = "IQoJb3JpZ2luX2VjE" + uuid.uuid4().hex
+            with lock:
+                issued[key_id] = (secret, token)
+            seconds = int(form["DurationSeconds"][0])
+            expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + seconds))
+            self.log({"assumed": form["RoleArn"][0], "session": form["RoleSessionName"][0],
+                      "issued_key_id": key_id, "issued_token": token, "issued_secret": secret})
+            xml = (
+                "<AssumeRoleResponse><AssumeRoleResult><Credentials>"
+                "<AccessKeyId>%s</AccessKeyId><SecretAccessKey>%s</SecretAccessKey>"
+                "<SessionToken>%s</SessionToken><Expiration>%s</Expiration>"
+                "</Credentials></AssumeRoleResult></AssumeRoleResponse>" % (key_id, secret, token, expires)
+            ).encode()
+            return self.reply(200, xml, {"Content-Type": "text/xml"})
         if form.get("Action") != ["GetCallerIdentity"]:
             return self.reply(400, b"<Error><Code>InvalidAction</Code></Error>")
         xml = (
@@ -262,7 +295,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.command == "GET" and key == "echo-keys":
             # An upstream that echoes the credentials it was sent.
             text = "<Echo><AWSAccessKeyId>%s</AWSAccessKeyId><Secret>%s</Secret><Token>%s</Token></Echo>"
-            return self.reply(200, (text % (KEY_ID, SECRET, TOKEN)).encode())
+            secret, token = keys_of(self.key_id)
+            return self.reply(200, (text % (self.key_id, secret, token)).encode())
         if self.command in ("GET", "HEAD") and key:
             with lock:
                 data = objects.get((bucket, key))
