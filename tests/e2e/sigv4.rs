@@ -666,3 +666,67 @@ role_duration_secs = 900"#;
     assert_not_leaked(&temp_token, &[&out.stdout, &out.stderr, &w.airlock.logs()]);
     assert_not_leaked(REAL_SECRET, &[&w.airlock.logs()]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn airlock_does_not_start_when_sts_refuses_the_role() {
+    if !have_aws_tools() {
+        skip("boto3 is missing (run scripts/test once)");
+        return;
+    }
+    let ca = TestCa::new();
+    let aws = FakeAws::start(&ca, None);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("airlock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[proxy]
+upstream_ca = [{ca:?}]
+
+[resolve]
+{STS:?} = "127.0.0.1:{port}"
+
+[[secret]]
+name = "AWS_ACCESS_KEY_ID"
+kind = "aws_sigv4"
+access_key_id = {REAL_KEY_ID:?}
+secret_access_key = "not-the-real-secret"
+role_arn = "arn:aws:iam::123456789012:role/agent"
+sts_endpoint = "https://sts.test"
+hosts = [{S3:?}]
+"#,
+            ca = ca.cert_pem_path().display().to_string(),
+            port = aws.port,
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args: Vec<String> = [
+        "up",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--vault-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::support::airlock::run(&args)
+    })
+    .await;
+    assert!(!out.0, "airlock must not start: {}", out.2);
+    assert!(
+        out.2.contains("STS AssumeRole for arn:aws:iam::123456789012:role/agent was refused: HTTP 403 SignatureDoesNotMatch"),
+        "{}",
+        out.2
+    );
+    assert_not_leaked("not-the-real-secret", &[&out.1, &out.2]);
+}
