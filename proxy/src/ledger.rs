@@ -286,7 +286,13 @@ impl TokenLedger {
         let mut state = ledger.state.write().expect("ledger lock");
         // A token that expires is still guarded a while after: clocks differ.
         let keep = resolved.expires_at.map(|e| e + 300);
-        if state.record(placeholder, &resolved.token, keep) {
+        let mut changed = state.record(placeholder, &resolved.token, keep);
+        // A signing binding's other real keys: guarded from the first request
+        // that uses them, not only once the source's list is read again.
+        for (ph, key) in signing_secrets(resolved) {
+            changed |= state.record(&ph, &key, keep);
+        }
+        if changed {
             state.rebuild();
         }
     }
@@ -436,6 +442,26 @@ impl TokenSource for TokenLedger {
     }
 }
 
+/// (placeholder, real key) of a signing binding's keys besides its token:
+/// an AWS secret access key and session token.
+fn signing_secrets(resolved: &Resolved) -> Vec<(String, SecretString)> {
+    match resolved.signing.as_deref() {
+        Some(airlock_vault_client::SigningKeys::AwsSigV4(k)) => {
+            let mut out = vec![(
+                k.placeholder_secret.expose_secret().to_owned(),
+                k.secret_access_key.clone(),
+            )];
+            if let Some(t) = &k.session_token {
+                if !t.token.expose_secret().is_empty() {
+                    out.push((t.placeholder.clone(), t.token.clone()));
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,6 +561,40 @@ mod tests {
         // Large bodies keep their Content-Length only when this says no.
         assert!(!ledger.may_swap_body(&sandbox, "api.test").await);
         assert!(ledger.may_swap_body(&sandbox, "bodies.test").await);
+    }
+
+    #[tokio::test]
+    async fn a_signing_bindings_secret_and_session_token_are_guarded_from_first_use() {
+        let source = Arc::new(Rotating {
+            current: Mutex::new("tok_0123456789abcdef".into()),
+            listed: Default::default(),
+        });
+        let ledger = Arc::new(TokenLedger::new(source.clone()));
+        let sandbox = SandboxId::default_sandbox();
+        ledger.firewall(&sandbox).await.expect("the list is read");
+        let mut resolved = source.resolved(&sandbox);
+        resolved.token = SecretString::from("ASIATEMPORARYKEYID01");
+        resolved.signing = Some(Arc::new(airlock_vault_client::SigningKeys::AwsSigV4(
+            airlock_vault_client::AwsSigV4Keys {
+                secret_variable: "AWS_SECRET_ACCESS_KEY".into(),
+                placeholder_secret: SecretString::from("miosa-tok-SECRETPH"),
+                secret_access_key: SecretString::from("temporary/secret+key0123"),
+                session_token: Some(airlock_vault_client::SessionToken {
+                    variable: "AWS_SESSION_TOKEN".into(),
+                    placeholder: "miosa-tok-TOKENPH".into(),
+                    token: SecretString::from("IQoJb3JpZ2luX2VjEtemporarytoken"),
+                }),
+            },
+        )));
+        ledger.record(&sandbox, "miosa-tok-KEYPH", &resolved);
+        let fw = ledger.firewall(&sandbox).await.expect("a firewall");
+        let out = fw.scrub(
+            b"ASIATEMPORARYKEYID01 temporary/secret+key0123 IQoJb3JpZ2luX2VjEtemporarytoken",
+        );
+        assert_eq!(
+            out.as_ref(),
+            b"miosa-tok-KEYPH miosa-tok-SECRETPH miosa-tok-TOKENPH"
+        );
     }
 
     #[tokio::test]

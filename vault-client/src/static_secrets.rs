@@ -151,7 +151,12 @@ impl TokenSource for StaticSecrets {
                         token: k.secret_access_key.clone(),
                         expires_at: None,
                     });
-                    if let Some(t) = &k.session_token {
+                    // Empty until STS answers (role secrets): nothing to guard.
+                    if let Some(t) = k
+                        .session_token
+                        .as_ref()
+                        .filter(|t| !t.token.expose_secret().is_empty())
+                    {
                         guarded.push(Guarded {
                             placeholder: t.placeholder.clone(),
                             token: t.token.clone(),
