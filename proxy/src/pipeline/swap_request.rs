@@ -187,14 +187,17 @@ async fn verify_sigv4(
     body: &mut BodyPlan,
 ) -> Result<Option<Verified>, ProxyError> {
     let scanner = swapper.scanner();
-    let is_placeholder = |key: &str| {
-        scanner
-            .scan(key.as_bytes(), true)
-            .0
-            .first()
-            .is_some_and(|f| f.range.start == 0 && f.range.end == key.len())
+    let test = signing::PlaceholderTest {
+        is: |key: &str| {
+            scanner
+                .scan(key.as_bytes(), true)
+                .0
+                .first()
+                .is_some_and(|f| f.range.start == 0 && f.range.end == key.len())
+        },
+        holds: |text: &[u8]| !scanner.scan(text, true).0.is_empty(),
     };
-    let Some(form) = signing::detect(&out.headers, &out.path_and_query, is_placeholder)? else {
+    let Some(form) = signing::detect(&out.headers, &out.path_and_query, test)? else {
         return Ok(None);
     };
     let resolved = swapper

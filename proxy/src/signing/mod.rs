@@ -149,42 +149,53 @@ fn split_pq(pq: &str) -> (&str, &str) {
     pq.split_once('?').unwrap_or((pq, ""))
 }
 
+/// How [`detect`] tells placeholders: `is` the whole text one, `holds`
+/// the text one somewhere (the swap stage's scanner).
+pub struct PlaceholderTest<I, H> {
+    pub is: I,
+    pub holds: H,
+}
+
 /// The request's SigV4 form when its access key id is a placeholder
 /// (`None` for requests not signed, or signed with a key of the sandbox's
 /// own, which go on as they are). A malformed `AWS4-…` header or presigned
-/// query is refused: it may hide a placeholder.
-pub fn detect(
+/// query that holds a placeholder is refused, with what is wrong; one
+/// without goes on as it is (a client's own SigV4a, say).
+pub fn detect<I, H>(
     headers: &HeaderMap,
     path_and_query: &str,
-    is_placeholder: impl Fn(&str) -> bool,
-) -> Result<Option<Form>, SigningError> {
+    test: PlaceholderTest<I, H>,
+) -> Result<Option<Form>, SigningError>
+where
+    I: Fn(&str) -> bool,
+    H: Fn(&[u8]) -> bool,
+{
     let auth = headers
         .get_all(AUTHORIZATION)
         .iter()
         .find(|v| sigv4::looks_like_sigv4(v.as_bytes()));
     let (_, query) = split_pq(path_and_query);
-    let form = if let Some(value) = auth {
-        let text = value.to_str().map_err(|_| SigningError::Malformed {
-            place: "Authorization header",
-            source: ParseError::Credential,
-        })?;
-        Form::Header(sigv4::parse_authorization(text).map_err(|source| {
-            SigningError::Malformed {
-                place: "Authorization header",
-                source,
-            }
-        })?)
+    let parsed = if let Some(value) = auth {
+        let form = value
+            .to_str()
+            .map_err(|_| ParseError::Credential)
+            .and_then(sigv4::parse_authorization)
+            .map(Form::Header);
+        form.map_err(|e| ("Authorization header", e, value.as_bytes()))
     } else if sigv4::is_presigned(query) {
-        Form::Query(
-            sigv4::parse_query_auth(query).map_err(|source| SigningError::Malformed {
-                place: "presigned URL",
-                source,
-            })?,
-        )
+        sigv4::parse_query_auth(query)
+            .map(Form::Query)
+            .map_err(|e| ("presigned URL", e, query.as_bytes()))
     } else {
         return Ok(None);
     };
-    Ok(is_placeholder(form.key_id()).then_some(form))
+    match parsed {
+        Ok(form) => Ok((test.is)(form.key_id()).then_some(form)),
+        Err((place, source, text)) if (test.holds)(text) => {
+            Err(SigningError::Malformed { place, source })
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 /// What the body's hash is, as the signature says.
