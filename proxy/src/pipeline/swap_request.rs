@@ -658,4 +658,77 @@ mod tests {
         assert!(!r.headers().contains_key("authorization"));
         assert_eq!(r.headers()["x-api-key"], "real-token");
     }
+
+    fn hmac_spec(template: &str) -> airlock_vault_client::HmacSpec {
+        airlock_vault_client::HmacSpec {
+            header: "x-signature".into(),
+            prefix: String::new(),
+            template: airlock_vault_client::parse_template(template).unwrap(),
+            algorithm: airlock_vault_client::HmacAlgorithm::Sha256,
+            encoding: airlock_vault_client::SignatureEncoding::Hex,
+            timestamp_header: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_hmac_signature_is_checked_then_made_again_over_what_is_sent() {
+        let tokens = MockTokens::new();
+        let template = "{method} {path} {header:x-key} {body}";
+        let secret = tokens.hmac("SIGN", HOST, "real-hmac-secret", hmac_spec(template));
+        let key = tokens.add("KEY", HOST, "real-key", |b| {
+            b.swap_in.insert(SwapLocation::Body);
+        });
+        let spec = hmac_spec(template);
+        let body: &'static str = Box::leak(format!("{{\"k\":\"{key}\"}}").into_boxed_str());
+        let sent_text = format!("POST /v1/things?q=1 {key} {body}");
+        let sandbox_sig =
+            signing::hmac::signature_value(&spec, secret.as_bytes(), sent_text.as_bytes());
+        let headers = [("x-key", key.clone()), ("x-signature", sandbox_sig)];
+        let (built, swapper) = try_build(
+            &tokens,
+            Method::POST,
+            "/v1/things?q=1",
+            &headers,
+            BodyPlan::whole(body),
+        )
+        .await;
+        let request = built.unwrap();
+        let want = signing::hmac::signature_value(
+            &spec,
+            b"real-hmac-secret",
+            br#"POST /v1/things?q=1 real-key {"k":"real-key"}"#,
+        );
+        assert_eq!(request.headers()["x-signature"], want.as_str());
+        assert_eq!(request.headers()["x-key"], "real-key");
+        let ids: Vec<String> = swapper
+            .swapped_bindings()
+            .iter()
+            .map(|b| b.id.clone())
+            .collect();
+        assert!(ids.contains(&"secret:SIGN".to_owned()), "{ids:?}");
+
+        // Signed with another secret: refused.
+        let wrong = signing::hmac::signature_value(&spec, b"guess", sent_text.as_bytes());
+        let headers = [("x-key", key.clone()), ("x-signature", wrong)];
+        let (refused, _) = try_build(
+            &tokens,
+            Method::POST,
+            "/v1/things?q=1",
+            &headers,
+            BodyPlan::whole(body),
+        )
+        .await;
+        assert_eq!(refused.err().unwrap().code(), "hmac_signature_mismatch");
+        // A body that streams cannot be signed by a template that reads it.
+        let headers = [("x-signature", "00".to_string())];
+        let streamed = BodyPlan::Untouched {
+            read: Default::default(),
+            rest: crate::body::full(Bytes::from_static(b"large")),
+        };
+        let (refused, _) = try_build(&tokens, Method::POST, "/v1", &headers, streamed).await;
+        assert_eq!(refused.err().unwrap().code(), "signing_unsupported");
+        // No signature header: not signed, passed on as it is.
+        let (plain, _) = try_build(&tokens, Method::GET, "/v1", &[], BodyPlan::Empty).await;
+        assert!(!plain.unwrap().headers().contains_key("x-signature"));
+    }
 }

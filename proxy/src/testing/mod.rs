@@ -123,6 +123,24 @@ impl MockTokens {
         placeholder
     }
 
+    /// Adds an HMAC signing binding with `spec`; returns its placeholder
+    /// (the secret the sandbox signs with).
+    pub fn hmac(
+        &self,
+        name: &str,
+        host: &str,
+        real: &str,
+        spec: airlock_vault_client::HmacSpec,
+    ) -> String {
+        let placeholder = self.add(name, host, real, |b| b.kind = BindingKind::Hmac);
+        let mut entries = self.entries.lock().unwrap();
+        let entry = entries.get_mut(&placeholder).expect("just added");
+        entry.signing = Some(Arc::new(airlock_vault_client::SigningKeys::Hmac(
+            airlock_vault_client::HmacKeys { spec },
+        )));
+        placeholder
+    }
+
     /// The next refresh of `placeholder` answers this.
     pub fn on_refresh(&self, placeholder: &str, answer: Result<&str, TokenError>) {
         self.refresh_to
@@ -199,10 +217,19 @@ impl TokenSource for MockTokens {
                 dry_run: r.binding.rules.mode() == RulesMode::DryRun,
             })
             .collect();
+        let signers = entries
+            .iter()
+            .filter(|(_, r)| {
+                &r.binding.sandbox == sandbox
+                    && r.binding.allows_host(host)
+                    && r.binding.kind == BindingKind::Hmac
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
         HostPolicy {
             required,
             inject_absent: self.inject_absent.lock().unwrap().clone(),
-            signers: Vec::new(),
+            signers,
         }
     }
 
