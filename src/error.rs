@@ -128,6 +128,10 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
     Proxy,
+    /// Redirected TLS connections (`[transparent] listen`).
+    TransparentTls,
+    /// Redirected plain-HTTP connections (`[transparent] http_listen`).
+    TransparentHttp,
     Vault,
     Metrics,
 }
@@ -144,6 +148,8 @@ impl Listener {
     fn name(self) -> &'static str {
         match self {
             Self::Proxy => "proxy",
+            Self::TransparentTls => "transparent TLS listener",
+            Self::TransparentHttp => "transparent HTTP listener",
             Self::Vault => "vault",
             Self::Metrics => "metrics",
         }

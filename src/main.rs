@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use airlock::app::Mode;
 use airlock::cli::admin::{self, AdminArgs};
 use airlock::cli::run::{self as run, LogFormatArg, RunArgs};
-use airlock::cli::{ca, config, docs, env, placeholder, vault};
+use airlock::cli::{ca, config, docs, env, placeholder, transparent, vault};
 use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -63,6 +63,9 @@ enum Command {
     /// Narrow a placeholder offline into one that can do less.
     #[command(subcommand)]
     Placeholder(placeholder::PlaceholderCommand),
+    /// Transparent mode: the iptables rules that redirect a sandbox's traffic to airlock.
+    #[command(subcommand)]
+    Transparent(transparent::TransparentCommand),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): `airlock man > airlock.1`.
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Sandbox(c) => admin::sandbox(c),
         Command::Secret(c) => admin::secret(c),
         Command::Placeholder(c) => placeholder::placeholder(c),
+        Command::Transparent(c) => transparent::transparent(c),
         Command::Completions { shell } => {
             docs::completions(shell, Cli::command());
             Ok(())

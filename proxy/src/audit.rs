@@ -27,6 +27,9 @@ pub enum Mode {
     Websocket,
     /// A CONNECT refused before it became a tunnel or an interception.
     Connect,
+    /// A redirected connection (transparent listener) refused before it
+    /// became a tunnel or an interception.
+    Transparent,
     /// Refused at proxy authentication.
     Auth,
     /// Refused at `max_connections`.
@@ -41,6 +44,7 @@ impl Mode {
             Self::Http => "http",
             Self::Websocket => "websocket",
             Self::Connect => "connect",
+            Self::Transparent => "transparent",
             Self::Auth => "auth",
             Self::Limit => "limit",
         }

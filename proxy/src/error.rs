@@ -39,6 +39,16 @@ pub enum ProxyError {
     PortNotAllowed { port: u16, allowed: String },
     #[error("misdirected request: {0}")]
     Misdirected(String),
+    /// A redirected connection whose original destination is not an
+    /// address of the name its SNI or `Host` gave.
+    #[error("this connection was sent to {original}, which is not an address of {host} (the name it asked for); it was not forwarded")]
+    DestinationMismatch {
+        host: String,
+        original: std::net::SocketAddr,
+    },
+    /// A redirected connection from an address no sandbox is configured for.
+    #[error("no sandbox is configured for redirected connections from {0} (transparent.sources)")]
+    UnknownSource(std::net::IpAddr),
     #[error(
         "placeholder of binding {binding} may not be sent to {host} (allowed hosts: {allowed})"
     )]
@@ -132,6 +142,8 @@ impl ProxyError {
             | Self::ProxyAuth(_)
             | Self::PortNotAllowed { .. }
             | Self::Misdirected(_)
+            | Self::DestinationMismatch { .. }
+            | Self::UnknownSource(_)
             | Self::HostNotAllowed { .. }
             | Self::LocationNotAllowed { .. }
             | Self::PlainHttp { .. }
@@ -182,6 +194,8 @@ impl ProxyError {
             }
             Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::PortNotAllowed { .. }
+            | Self::DestinationMismatch { .. }
+            | Self::UnknownSource(_)
             | Self::HostNotAllowed { .. }
             | Self::LocationNotAllowed { .. }
             | Self::PlainHttp { .. }
@@ -213,6 +227,8 @@ impl ProxyError {
             Self::ProxyAuth(_) | Self::Token(TokenError::BadCredential) => "proxy_auth",
             Self::PortNotAllowed { .. } => "port_not_allowed",
             Self::Misdirected(_) => "misdirected",
+            Self::DestinationMismatch { .. } => "destination_mismatch",
+            Self::UnknownSource(_) => "unknown_source",
             Self::HostNotAllowed { .. } => "host_not_allowed",
             Self::LocationNotAllowed { .. } => "location_not_allowed",
             Self::PlainHttp { .. } => "plain_http",

@@ -98,10 +98,18 @@ struct App {
 /// The listeners a mode opens, bound before anything is served so port 0
 /// works and the real addresses are known.
 struct Listeners {
-    proxy: Option<(TcpListener, SocketAddr)>,
+    proxy: Option<ProxyListeners>,
     vault: Option<TcpListener>,
     /// The vault's bound address, or the configured one without a listener.
     vault_addr: SocketAddr,
+}
+
+/// The proxy's listener and, in transparent mode, those for redirected connections.
+struct ProxyListeners {
+    main: TcpListener,
+    addr: SocketAddr,
+    transparent_tls: Option<TcpListener>,
+    transparent_http: Option<TcpListener>,
 }
 
 /// The vault running in this process.
@@ -120,7 +128,7 @@ impl App {
         let proxy_addr = listeners
             .proxy
             .as_ref()
-            .map_or(self.effective.proxy_listen, |(_, addr)| *addr);
+            .map_or(self.effective.proxy_listen, |p| p.addr);
         let proxy_url = self.loaded.config.proxy.url(proxy_addr);
         let mut tasks = Tasks::new();
         // Config-file secrets can be reloaded on SIGHUP.
@@ -133,11 +141,10 @@ impl App {
             None => None,
         };
         let tokens = self.token_source(&static_secrets, vault.as_ref())?;
-        if let Some((listener, addr)) = listeners.proxy {
+        if let Some(proxy_listeners) = listeners.proxy {
             let vault = vault.as_ref().map(|v| v.vault.clone());
             self.start_proxy(
-                listener,
-                addr,
+                proxy_listeners,
                 listeners.vault_addr,
                 tokens,
                 vault,
@@ -160,9 +167,23 @@ impl App {
     async fn listen(&self) -> Result<Listeners, Error> {
         let e = &self.effective;
         let proxy = if self.mode.runs_proxy() {
-            let listener = bind(e.proxy_listen, Listener::Proxy).await?;
-            let addr = listener.local_addr().map_err(Error::LocalAddr)?;
-            Some((listener, addr))
+            let main = bind(e.proxy_listen, Listener::Proxy).await?;
+            let addr = main.local_addr().map_err(Error::LocalAddr)?;
+            let transparent = &self.loaded.config.transparent;
+            let transparent_tls = match transparent.listen {
+                Some(at) => Some(bind(at, Listener::TransparentTls).await?),
+                None => None,
+            };
+            let transparent_http = match transparent.http_listen {
+                Some(at) => Some(bind(at, Listener::TransparentHttp).await?),
+                None => None,
+            };
+            Some(ProxyListeners {
+                main,
+                addr,
+                transparent_tls,
+                transparent_http,
+            })
         } else {
             None
         };
@@ -268,8 +289,7 @@ impl App {
 
     async fn start_proxy(
         &self,
-        listener: TcpListener,
-        addr: SocketAddr,
+        listeners: ProxyListeners,
         vault_addr: SocketAddr,
         tokens: Arc<dyn TokenSource>,
         vault: Option<Arc<Vault>>,
@@ -287,8 +307,36 @@ impl App {
             let admin_addr = self.start_metrics(sampler, tasks).await?;
             settings.own_addrs.push(admin_addr);
         }
+        let transparent = [
+            (listeners.transparent_tls, Listener::TransparentTls),
+            (listeners.transparent_http, Listener::TransparentHttp),
+        ];
+        let transparent: Vec<_> = transparent
+            .into_iter()
+            .filter_map(|(l, which)| Some((l?, which)))
+            .collect();
+        for (listener, _) in &transparent {
+            settings.own_addrs.extend(listener.local_addr().ok());
+        }
+        let addr = listeners.addr;
         let proxy = Proxy::new(settings, cache, leaves, addr, self.telemetry.clone());
         tracing::info!(target: crate::LOG_TARGET, listen = %addr, "proxy listening");
+        for (listener, which) in transparent {
+            let proxy = proxy.clone();
+            let at = listener.local_addr().map_err(Error::LocalAddr)?;
+            tracing::info!(target: crate::LOG_TARGET, listen = %at, "{which} listening");
+            tasks.spawn(async move {
+                let served = match which {
+                    Listener::TransparentHttp => proxy.serve_transparent_http(listener).await,
+                    _ => proxy.serve_transparent_tls(listener).await,
+                };
+                served.map_err(|source| Error::Stopped {
+                    listener: which,
+                    source,
+                })
+            });
+        }
+        let listener = listeners.main;
         tasks.spawn(async move {
             proxy
                 .serve(listener)

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use airlock_proxy::egress::{EgressLists, OverrideTarget, ResolveOverrides};
-use airlock_proxy::settings::ConsentWebhook;
+use airlock_proxy::settings::{ConsentWebhook, TransparentSettings};
 use airlock_proxy::ProxySettings;
-use airlock_vault_client::HostPattern;
+use airlock_vault_client::{HostPattern, SandboxId};
 use rustls_pki_types::CertificateDer;
 
 use super::file::ProxySection;
@@ -95,6 +95,7 @@ impl Loaded {
             }
         }
         settings.upstream_ca = self.upstream_ca(errors);
+        settings.transparent = self.transparent(errors);
         settings.consent_webhook = self.consent_webhook(errors);
         let resolve = self.resolve_overrides(errors);
         settings.passthrough_hosts =
@@ -108,8 +109,8 @@ impl Loaded {
         settings.egress = EgressLists {
             deny_hosts: host_patterns("deny_hosts", &p.deny_hosts, errors),
             allow_hosts: host_patterns("allow_hosts", &p.allow_hosts, errors),
-            deny_cidrs: networks("deny_cidrs", &p.deny_cidrs, errors),
-            allow_cidrs: networks("allow_cidrs", &p.allow_cidrs, errors),
+            deny_cidrs: networks("proxy.deny_cidrs", &p.deny_cidrs, errors),
+            allow_cidrs: networks("proxy.allow_cidrs", &p.allow_cidrs, errors),
         };
         settings.resolve =
             match ResolveOverrides::new(resolve.iter().map(|(p, t)| (p.as_str(), *t))) {
@@ -133,6 +134,43 @@ impl Loaded {
             extra_roots: settings.upstream_ca.clone(),
         };
         ProxyConfig { settings, outbound }
+    }
+
+    /// `[transparent]`: who a redirected connection's source is, and what
+    /// its original destination may be.
+    fn transparent(&self, errors: &mut Vec<String>) -> TransparentSettings {
+        let t = &self.config.transparent;
+        let mut sources = Vec::new();
+        for (net, sandbox) in &t.sources {
+            let field = format!("transparent.sources {net:?}");
+            let Some(net) = networks(&field, std::slice::from_ref(net), errors).pop() else {
+                continue;
+            };
+            if sandbox.is_empty() || sandbox.chars().any(|c| c.is_whitespace() || c == ':') {
+                errors.push(format!("{field}: {sandbox:?} is not a sandbox id"));
+            } else {
+                sources.push((net, SandboxId::new(sandbox.as_str())));
+            }
+        }
+        let listens = t.listen.is_some() || t.http_listen.is_some();
+        if listens && self.config.proxy.require_auth == Some(true) && sources.is_empty() {
+            errors.push(
+                "transparent.listen with proxy.require_auth = true needs transparent.sources: redirected connections carry no Proxy-Authorization, so the source address names the sandbox".into(),
+            );
+        }
+        let mut addresses = Vec::new();
+        for (pattern, list) in &t.addresses {
+            let field = format!("transparent.addresses {pattern:?}");
+            match HostPattern::parse(pattern) {
+                Ok(host) => addresses.push((host, networks(&field, list, errors))),
+                Err(e) => errors.push(format!("{field}: {e}")),
+            }
+        }
+        TransparentSettings {
+            sources,
+            original_destination: t.original_destination.unwrap_or_default(),
+            addresses,
+        }
     }
 
     /// `consent_webhook_url` and its signing key, which go together.
@@ -290,7 +328,7 @@ fn networks(field: &str, list: &[String], errors: &mut Vec<String>) -> Vec<ipnet
         {
             Ok(net) => nets.push(net),
             Err(_) => errors.push(format!(
-                "proxy.{field}: {c:?} is not a CIDR (e.g. 10.0.0.0/8) or an address"
+                "{field}: {c:?} is not a CIDR (e.g. 10.0.0.0/8) or an address"
             )),
         }
     }
