@@ -27,6 +27,7 @@ mod replay;
 mod rules;
 mod status;
 mod step_up;
+mod transparent;
 mod vault;
 mod vault_admin;
 mod vault_errors;

@@ -6,6 +6,7 @@
 pub mod airlock;
 pub mod clients;
 pub mod git_server;
+pub mod netns;
 pub mod oauth_provider;
 pub mod oidc;
 pub mod test_ca;
