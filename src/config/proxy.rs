@@ -364,6 +364,54 @@ mod tests {
     use airlock_proxy::InterceptMode;
 
     #[test]
+    fn transparent_sources_and_addresses_are_read() {
+        let l = load(
+            "[transparent]\nlisten = \"0.0.0.0:15443\"\noriginal_destination = \"ignore\"\n\
+             [transparent.sources]\n\"10.1.0.0/24\" = \"sb-1\"\n\"10.2.0.7\" = \"sb-2\"\n\
+             [transparent.addresses]\n\"*.github.com\" = [\"140.82.112.0/20\", \"192.0.2.1\"]\n",
+        );
+        let mut errors = Vec::new();
+        let t = l.proxy_config(&mut errors).settings.transparent;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            t.original_destination,
+            airlock_proxy::settings::OriginalDestination::Ignore
+        );
+        let sources: Vec<_> = t
+            .sources
+            .iter()
+            .map(|(net, sb)| (net.to_string(), sb.to_string()))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("10.1.0.0/24".to_owned(), "sb-1".to_owned()),
+                ("10.2.0.7/32".to_owned(), "sb-2".to_owned())
+            ]
+        );
+        assert!(t.addresses[0].0.matches("api.github.com"));
+        assert_eq!(t.addresses[0].1.len(), 2);
+    }
+
+    #[test]
+    fn bad_transparent_entries_are_each_reported() {
+        let l = load(
+            "[proxy]\nrequire_auth = true\n[transparent]\nlisten = \"0.0.0.0:15443\"\n\
+             [transparent.sources]\n\"10.1.0.0/33\" = \"sb-1\"\n\"10.3.0.0/24\" = \"has space\"\n\
+             [transparent.addresses]\n\"api..test\" = [\"1.2.3.4\"]\n\"ok.test\" = [\"not-an-ip\"]\n",
+        );
+        let mut errors = Vec::new();
+        l.proxy_config(&mut errors);
+        let all = errors.join("\n");
+        assert!(all.contains("transparent.sources \"10.1.0.0/33\""), "{all}");
+        assert!(all.contains("\"has space\" is not a sandbox id"), "{all}");
+        assert!(all.contains("needs transparent.sources"), "{all}");
+        assert!(all.contains("transparent.addresses \"api..test\""), "{all}");
+        assert!(all.contains("\"not-an-ip\" is not a CIDR"), "{all}");
+        assert_eq!(errors.len(), 5, "{all}");
+    }
+
+    #[test]
     fn left_out_keys_keep_the_proxy_defaults() {
         let mut errors = Vec::new();
         let c = load("").proxy_config(&mut errors);

@@ -266,3 +266,112 @@ async fn clients_that_ignore_proxy_settings_are_redirected_through_the_same_pipe
         .collect();
     assert_not_leaked(&real, &texts);
 }
+
+/// Without a redirect (a DNS answer naming airlock; here curl's
+/// `--connect-to`), the SNI alone names the destination. Runs anywhere:
+/// no namespace, no iptables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_sent_to_the_listener_itself_goes_where_its_sni_says() {
+    let ca = TestCa::new();
+    let bound = Upstream::start(&ca, &[BOUND]).await;
+    let real = real_secret("transparent-dns");
+    let tls_port = free_port("127.0.0.1");
+    let cfg = format!(
+        "[proxy]\nupstream_ca = [{ca:?}]\n[resolve]\n\"{BOUND}\" = \"127.0.0.1:{port}\"\n\
+         [[secret]]\nname = \"API_TOKEN\"\nvalue = {real:?}\nhosts = [\"{BOUND}\"]\n\
+         [transparent]\nlisten = \"127.0.0.1:{tls_port}\"\n",
+        ca = ca.cert_pem_path().display().to_string(),
+        port = bound.port(),
+    );
+    let airlock = Airlock::start(&cfg);
+    let placeholder = airlock.var("API_TOKEN");
+    let ca_pem = airlock.ca_path().display().to_string();
+    let to_listener = format!("{BOUND}:443:127.0.0.1:{tls_port}");
+    let auth = format!("Authorization: Bearer {placeholder}");
+    let (ok, not_tls) = blocking(move || {
+        let ok = crate::support::clients::curl(
+            &[],
+            &[
+                "--noproxy",
+                "*",
+                "--cacert",
+                &ca_pem,
+                "--connect-to",
+                &to_listener,
+                "-H",
+                &auth,
+                "-w",
+                " %{http_code}",
+                &format!("https://{BOUND}/by-sni"),
+            ],
+        );
+        // Plain HTTP on the TLS listener gets an answer it can read.
+        let not_tls = crate::support::clients::curl(
+            &[],
+            &[
+                "--noproxy",
+                "*",
+                "-w",
+                " %{http_code}",
+                &format!("http://127.0.0.1:{tls_port}/"),
+            ],
+        );
+        (ok, not_tls)
+    })
+    .await;
+    assert_eq!(ok.stdout, "ok\n 200", "{}", ok.stderr);
+    assert_eq!(
+        bound.requests()[0].header("authorization"),
+        Some(format!("Bearer {real}").as_str())
+    );
+    assert!(
+        not_tls.stdout.ends_with(" 400") && not_tls.stdout.contains("expected a TLS ClientHello"),
+        "{not_tls:?}"
+    );
+    assert_not_leaked(&real, &[&ok.stdout, &ok.stderr, &airlock.logs()]);
+}
+
+/// A shared gateway names the sandbox by source address: a connection from
+/// an address no `transparent.sources` entry covers is refused, inside TLS,
+/// and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_gateway_refuses_redirected_connections_from_unknown_sources() {
+    let ca = TestCa::new();
+    let bound = Upstream::start(&ca, &[BOUND]).await;
+    let tls_port = free_port("127.0.0.1");
+    let cfg = format!(
+        "[proxy]\nrequire_auth = true\nupstream_ca = [{ca:?}]\n[resolve]\n\"{BOUND}\" = \"127.0.0.1:{port}\"\n\
+         [transparent]\nlisten = \"127.0.0.1:{tls_port}\"\n[transparent.sources]\n\"10.99.0.0/24\" = \"sb-1\"\n",
+        ca = ca.cert_pem_path().display().to_string(),
+        port = bound.port(),
+    );
+    let airlock = Airlock::start(&cfg);
+    let ca_pem = airlock.ca_path().display().to_string();
+    let to_listener = format!("{BOUND}:443:127.0.0.1:{tls_port}");
+    let out = blocking(move || {
+        crate::support::clients::curl(
+            &[],
+            &[
+                "--noproxy",
+                "*",
+                "--cacert",
+                &ca_pem,
+                "--connect-to",
+                &to_listener,
+                "-D",
+                "-",
+                "-w",
+                " %{http_code}",
+                &format!("https://{BOUND}/who"),
+            ],
+        )
+    })
+    .await;
+    assert!(
+        out.stdout.contains("x-airlock-error: unknown_source")
+            && out.stdout.contains("transparent.sources")
+            && out.stdout.ends_with(" 403"),
+        "{out:?}"
+    );
+    assert!(bound.requests().is_empty());
+}
