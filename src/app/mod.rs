@@ -216,6 +216,8 @@ impl App {
         let opened = vault::open(loaded, &prepared.parsed, &files, settings).await?;
         let vault = opened.vault.clone();
         vault.spawn_refresher(loaded.config.vault.refresh_interval());
+        // PostgreSQL: replicas tell each other of changes (LISTEN/NOTIFY).
+        vault.spawn_change_sync();
         // Passes as often as the shortest retry wait; each connection keeps its own back-off.
         vault.spawn_revoker(loaded.config.vault.settings().revoke_retry_base);
         let mut bindings = Vec::new();
@@ -278,6 +280,8 @@ impl App {
                     outbound::tls_config(&self.prepared.parsed.proxy.outbound.extra_roots),
                     self.loaded.prefix(),
                 );
+                // A disconnect on any replica reaches this proxy's caches at once.
+                remote.follow_changes();
                 Arc::new(Layered {
                     first,
                     second: Arc::new(remote),

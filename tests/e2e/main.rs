@@ -17,6 +17,7 @@ mod evidence;
 mod examples;
 mod failures;
 mod firewall;
+mod fleet;
 mod foundation;
 mod netns;
 mod oidc;

@@ -29,7 +29,24 @@ pub mod paths {
     pub const BOUND_HOST: &str = "/v1/service/bound-host";
     pub const STATUS: &str = "/v1/service/status";
     pub const STEP_UP: &str = "/v1/service/step-up";
+    /// `GET`: a stream of [`super::ChangeNotice`] lines, one per change.
+    pub const CHANGES: &str = "/v1/service/changes";
 }
+
+/// One line (JSON, then `\n`) of `GET /v1/service/changes`: the vault's
+/// generation, sent when the stream opens, at every change a proxy's
+/// caches must hear of (a disconnect, a revocation, a refresh, a deleted
+/// sandbox; on PostgreSQL, from any replica), and every
+/// [`CHANGE_KEEPALIVE_SECS`] when nothing changes. A proxy drops what it
+/// cached whenever the number differs from the last it saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeNotice {
+    pub generation: u64,
+}
+
+/// How often the change stream repeats itself when nothing changes, so a
+/// proxy can tell a quiet vault from a dead connection.
+pub const CHANGE_KEEPALIVE_SECS: u64 = 15;
 
 /// `POST /v1/service/step-up`; the answer is a [`crate::StepUp`].
 #[derive(Debug, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ pub mod store;
 
 // The vault's domains, each an `impl Vault` block over the store.
 mod apps;
+mod changes;
 mod connections;
 mod flows;
 mod revoke;
@@ -35,7 +36,7 @@ pub use status::CONNECT_LINK_PATH;
 
 pub use tokens::{RefreshCounts, RefreshStats};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -134,6 +135,7 @@ pub struct Vault {
     instance: String,
     stats: tokens::RefreshStats,
     generation: AtomicU64,
+    changes: changes::Changes,
 }
 
 impl std::fmt::Debug for Vault {
@@ -178,6 +180,7 @@ impl Vault {
             instance: new_id("vault"),
             stats: tokens::RefreshStats::default(),
             generation: AtomicU64::new(1),
+            changes: changes::Changes::new(1),
         });
         vault.recover_unfinished_refreshes().await?;
         Ok(vault)
@@ -196,10 +199,6 @@ impl Vault {
             "{}/oauth/callback",
             self.settings.public_url.trim_end_matches('/')
         )
-    }
-
-    fn bump_generation(&self) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn provider(&self, name: &str) -> Result<Provider, VaultError> {

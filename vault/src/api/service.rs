@@ -1,16 +1,22 @@
 //! The service API the proxy uses (service credential); its bodies are the
 //! typed contract in `airlock_vault_client::contract`.
 
+use std::time::Duration;
+
 use airlock_vault_client::contract::paths;
 use airlock_vault_client::contract::{
-    AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest, GuardedAnswer,
-    GuardedRequest, GuardedToken, ResolveRequest, ResolvedAnswer, StatusRequest, StepUpRequest,
+    AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest, ChangeNotice,
+    GuardedAnswer, GuardedRequest, GuardedToken, ResolveRequest, ResolvedAnswer, StatusRequest,
+    StepUpRequest, CHANGE_KEEPALIVE_SECS,
 };
 use airlock_vault_client::{Resolved, SandboxId, TokenError, TokenSource};
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use secrecy::ExposeSecret;
 
 use super::errors::{token_error, ApiError, ApiJson};
@@ -119,8 +125,42 @@ async fn service_step_up(
     }
 }
 
+/// The change stream remote proxies follow: one [`ChangeNotice`] line now,
+/// one at every change, one every keep-alive period.
+async fn service_changes(State(s): State<ApiState>) -> Response {
+    let changes = s.vault.subscribe_changes();
+    let keepalive = Duration::from_secs(CHANGE_KEEPALIVE_SECS);
+    let lines =
+        futures_util::stream::unfold((changes, true), move |(mut changes, first)| async move {
+            if !first {
+                // A change, or the keep-alive's silence; an error: the vault is going away.
+                if let Ok(Err(_)) = tokio::time::timeout(keepalive, changes.changed()).await {
+                    return None;
+                }
+            }
+            let notice = ChangeNotice {
+                generation: *changes.borrow_and_update(),
+            };
+            let mut line = serde_json::to_vec(&notice).expect("a notice serialises");
+            line.push(b'\n');
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(line)),
+                (changes, false),
+            ))
+        });
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
 pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
     Router::new()
+        .route(paths::CHANGES, get(service_changes))
         .route(paths::RESOLVE, post(service_resolve))
         .route(paths::REFRESH, post(service_refresh))
         .route(paths::GUARDED, post(service_guarded))

@@ -381,3 +381,42 @@ async fn status_is_a_service_call_and_its_connect_link_redirects_to_the_provider
         .unwrap()
         .contains("connect link not found"));
 }
+
+/// A remote proxy following the change stream sees a deleted sandbox as a
+/// new generation at once, and its placeholder is refused next time.
+#[tokio::test]
+async fn the_change_stream_tells_a_remote_proxy_of_a_deleted_sandbox() {
+    let api = Api::start().await;
+    let placeholder = api.sandbox_with_secret().await;
+    let remote = api.remote(SERVICE);
+    let follower = remote.follow_changes();
+    let sandbox = SandboxId::new("sb");
+    assert!(remote.resolve(&sandbox, &placeholder).await.is_ok());
+    // The stream's first line counts as a change (anything may have come before).
+    let opened = wait_for_change(&remote, 1).await;
+    api.vault.delete_sandbox("sb").await.unwrap();
+    wait_for_change(&remote, opened).await;
+    assert!(remote.resolve(&sandbox, &placeholder).await.is_err());
+    // Without the service token, no stream.
+    let refused = api
+        .http
+        .get(format!("{}/v1/service/changes", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    drop(remote);
+    follower.abort();
+}
+
+/// Waits (at most 5 s) until the remote's generation passes `seen`.
+async fn wait_for_change(remote: &RemoteVault, seen: u64) -> u64 {
+    for _ in 0..500 {
+        let now = remote.generation();
+        if now > seen {
+            return now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no change seen after generation {seen}");
+}

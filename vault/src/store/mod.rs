@@ -71,6 +71,7 @@ macro_rules! text_enum {
 pub(crate) use text_enum;
 
 mod apps;
+mod changes;
 mod connections;
 mod flows;
 mod leases;
@@ -89,6 +90,7 @@ use sqlx::{AnyPool, Row};
 
 pub use airlock_vault_client::ConnectionStatus;
 pub use apps::{AppRow, ProviderRow};
+pub use changes::{ChangeListener, Heard, CHANGES_CHANNEL};
 pub use connections::{ConnectionRow, GrantKind, NewConnection, ScopeKind, TokenUpdate};
 pub use flows::{FlowEnd, FlowRow, FlowState, FLOW_KEEP_SECS};
 pub use leases::LeaseEnd;
@@ -195,6 +197,9 @@ fn prepare_sqlite_file(url: &str) -> Result<String, VaultError> {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// For the change listener's own connection (PostgreSQL only). May
+    /// hold a password: redacted in `Debug`.
+    postgres_url: Option<secrecy::SecretString>,
 }
 
 impl Store {
@@ -234,7 +239,12 @@ impl Store {
             .connect(&url)
             .await
             .map_err(|e| VaultError::Store(format!("cannot open the database: {e}")))?;
-        let store = Self { pool, backend };
+        let postgres_url = (backend == Backend::Postgres).then(|| url.clone().into());
+        let store = Self {
+            pool,
+            backend,
+            postgres_url,
+        };
         store.migrate().await?;
         Ok(store)
     }

@@ -1,7 +1,6 @@
 //! Refresh: ahead of expiry and on demand, one per connection across
 //! processes through a lease on its row; back-off and the background refresher.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -365,10 +364,12 @@ impl Vault {
                     LeaseEnd::Tokens(_) => {
                         bump(&self.stats.granted);
                         self.backoff.remove(id);
+                        // Proxies holding the old token take the new one now.
+                        self.bump_generation();
                         tracing::info!(connection = %id, provider = %row.provider, "token refreshed");
                     }
                     LeaseEnd::Status { reason, .. } => {
-                        self.generation.fetch_add(1, Ordering::Relaxed);
+                        self.bump_generation();
                         tracing::warn!(connection = %id, provider = %row.provider, reason = reason.as_deref().unwrap_or(""), "refresh refused: reconnect needed");
                     }
                     LeaseEnd::RefreshToken(_) => {
@@ -520,7 +521,7 @@ impl Vault {
             .await
         {
             Ok(true) => {
-                self.generation.fetch_add(1, Ordering::Relaxed);
+                self.bump_generation();
                 tracing::warn!(connection = %row.id, provider = %row.provider, reason = why, "reconnect needed");
                 Err(Failure::Reconnect)
             }

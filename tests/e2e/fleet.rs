@@ -1,0 +1,220 @@
+//! A fleet on one PostgreSQL database: two vault replicas and two remote
+//! proxies, each proxy following one replica's change stream. A disconnect
+//! made on one replica reaches the proxy behind the other within a second
+//! (LISTEN/NOTIFY between replicas, the change stream to proxies), and a
+//! proxy whose vault is gone keeps serving the token it holds until it
+//! expires, then answers a clear 503.
+
+use std::time::{Duration, Instant};
+
+use super::vault::{acme_config, api, World};
+use super::vault_postgres::{fresh_database, KEY};
+use crate::support::oauth_provider::OAuthProvider;
+use crate::support::{Airlock, TestCa};
+
+const ADMIN: &str = "admin-token-for-the-fleet-0001";
+const SERVICE: &str = "service-token-for-the-fleet-01";
+
+/// The sandbox's environment through `proxy`: its proxy URL with the
+/// sandbox's credentials and its CA.
+fn through(proxy: &Airlock, created: &serde_json::Value) -> Vec<(String, String)> {
+    let url = proxy.proxy_url.replace(
+        "http://",
+        &format!(
+            "http://{}:{}@",
+            created["id"].as_str().unwrap(),
+            created["proxy_secret"].as_str().unwrap()
+        ),
+    );
+    let mut env: Vec<(String, String)> = created["env"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .filter(|(k, _)| !k.to_ascii_lowercase().ends_with("_proxy") && k != "CURL_CA_BUNDLE")
+        .collect();
+    env.push(("HTTPS_PROXY".into(), url.clone()));
+    env.push(("https_proxy".into(), url));
+    let ca = proxy.data_dir.join("ca.pem").display().to_string();
+    env.push(("CURL_CA_BUNDLE".into(), ca));
+    env
+}
+
+/// Polls `env`'s proxy until the sandbox's request is refused; how long it took.
+async fn time_until_refused(w: &World, env: &[(String, String)], since: Instant) -> Duration {
+    let deadline = since + Duration::from_secs(20);
+    loop {
+        let (status, body) = w.sandbox_get(env, "/api/me").await;
+        if status != 200 {
+            assert!(
+                body.contains("no connected account"),
+                "refused for the disconnect: {status} {body}"
+            );
+            return since.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still served 20 s after the disconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnect_on_one_replica_reaches_every_proxy_within_a_second() {
+    let Some(database) = fresh_database() else {
+        return;
+    };
+    let db = database.url();
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(
+        &ca,
+        &["auth.acme.test", "api.acme.test"],
+        "airlock-test-client",
+        "cs_REALCLIENTSECRET_0123456789",
+    )
+    .await;
+    let env = [
+        ("AIRLOCK_MASTER_KEY", KEY),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_SERVICE_TOKEN", SERVICE),
+    ];
+    let vault_cfg = acme_config(
+        &ca,
+        provider.port(),
+        &format!("database_url = {db:?}"),
+        "require_auth = true",
+    );
+    let vault_a = Airlock::start_cmd("vault", &vault_cfg, &env, None);
+    let vault_b = Airlock::start_cmd("vault", &vault_cfg, &env, None);
+    let proxy_for = |vault: &Airlock| {
+        let cfg = acme_config(
+            &ca,
+            provider.port(),
+            &format!("url = {:?}", vault.proxy_url),
+            "require_auth = true",
+        );
+        Airlock::start_cmd("proxy", &cfg, &env, None)
+    };
+    let (proxy_a, proxy_b) = (proxy_for(&vault_a), proxy_for(&vault_b));
+    let w = World {
+        ca,
+        provider,
+        airlock: vault_a,
+    };
+    w.connect("tenant").await;
+    let (status, created) = api(
+        &w.airlock,
+        "POST",
+        "/v1/sandboxes",
+        Some(r#"{"providers":["acme"]}"#.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (env_a, env_b) = (through(&proxy_a, &created), through(&proxy_b, &created));
+    // Both proxies hold the token now.
+    for env in [&env_a, &env_b] {
+        let (status, body) = w.sandbox_get(env, "/api/me").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let calls_before = w.provider.api_authorizations().len();
+
+    // Disconnected on replica B: proxy A follows replica A, which only
+    // hears of it from PostgreSQL.
+    let (_, connections) = api(&vault_b, "GET", "/v1/connections", None, Some(ADMIN.into())).await;
+    let id = connections[0]["id"].as_str().unwrap().to_owned();
+    let disconnected = Instant::now();
+    let (status, body) = api(
+        &vault_b,
+        "DELETE",
+        &format!("/v1/connections/{id}"),
+        None,
+        Some(ADMIN.into()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let after_a = time_until_refused(&w, &env_a, disconnected).await;
+    let after_b = time_until_refused(&w, &env_b, disconnected).await;
+    eprintln!(
+        "revocation reached proxy A (other replica) after {} ms, proxy B after {} ms",
+        after_a.as_millis(),
+        after_b.as_millis()
+    );
+    // The caches hold a token for up to 60 s without the change stream;
+    // with it, a second (the bound is loose for a loaded CI machine).
+    assert!(after_a < Duration::from_secs(3), "proxy A: {after_a:?}");
+    assert!(after_b < Duration::from_secs(3), "proxy B: {after_b:?}");
+    assert_eq!(
+        w.provider.api_authorizations().len(),
+        calls_before,
+        "no request reached the API after the disconnect"
+    );
+    drop(vault_b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_without_its_vault_serves_held_tokens_until_they_expire_then_503() {
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(
+        &ca,
+        &["auth.acme.test", "api.acme.test"],
+        "airlock-test-client",
+        "cs_REALCLIENTSECRET_0123456789",
+    )
+    .await;
+    // Tokens expire 40 s after they are granted: the cache's margin is 30 s.
+    provider.set_access_token_lifetime(Duration::from_secs(40));
+    let env = [
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_SERVICE_TOKEN", SERVICE),
+    ];
+    let vault_cfg = acme_config(
+        &ca,
+        provider.port(),
+        "refresh_interval_secs = 3600",
+        "require_auth = true",
+    );
+    let vault = Airlock::start_cmd("vault", &vault_cfg, &env, None);
+    let proxy_cfg = acme_config(
+        &ca,
+        provider.port(),
+        &format!("url = {:?}", vault.proxy_url),
+        "require_auth = true",
+    );
+    let proxy = Airlock::start_cmd("proxy", &proxy_cfg, &env, None);
+    let mut w = World {
+        ca,
+        provider,
+        airlock: vault,
+    };
+    w.connect("tenant").await;
+    let (_, created) = api(
+        &w.airlock,
+        "POST",
+        "/v1/sandboxes",
+        Some(r#"{"providers":["acme"]}"#.into()),
+        None,
+    )
+    .await;
+    let sandbox = through(&proxy, &created);
+    let (status, body) = w.sandbox_get(&sandbox, "/api/me").await;
+    assert_eq!(status, 200, "{body}");
+
+    w.airlock.stop();
+    // The change stream is gone, the vault too: the token it gave still serves.
+    let (status, body) = w.sandbox_get(&sandbox, "/api/me").await;
+    assert_eq!(status, 200, "the held token serves while valid: {body}");
+    // Past its expiry (less the margin), a clear 503.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, body) = loop {
+        let (status, body) = w.sandbox_get(&sandbox, "/api/me").await;
+        if status != 200 || Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("vault"), "{body}");
+    w.assert_no_secret_in(&[&body, &proxy.logs()]);
+}
