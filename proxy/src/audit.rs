@@ -254,7 +254,7 @@ impl AuditRecord {
     }
 
     fn remember(&self, outcome: Outcome) {
-        self.telemetry.recent.push(RecentRequest {
+        let entry = RecentRequest {
             at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -267,7 +267,13 @@ impl AuditRecord {
             status: self.status,
             outcome: outcome.as_str(),
             swapped: self.swapped.clone(),
-        });
+        };
+        if self.telemetry.outbox.is_open() {
+            self.telemetry
+                .outbox
+                .offer(entry.clone(), &self.telemetry.metrics);
+        }
+        self.telemetry.recent.push(entry);
     }
 }
 

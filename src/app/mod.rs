@@ -5,6 +5,7 @@ pub mod logging;
 mod metrics;
 pub mod outbound;
 mod prepare;
+mod report;
 mod signals;
 pub mod vault;
 
@@ -122,7 +123,7 @@ struct LocalVault {
 type Tasks = JoinSet<Result<(), Error>>;
 
 impl App {
-    async fn run(self) -> Result<(), Error> {
+    async fn run(mut self) -> Result<(), Error> {
         let shutdown = signals::shutdown();
         let listeners = self.listen().await?;
         let proxy_addr = listeners
@@ -262,7 +263,7 @@ impl App {
     /// Where the proxy's tokens come from: the config file's secrets, then
     /// the in-process vault (`up`) or a remote one (`proxy` with `[vault] url`).
     fn token_source(
-        &self,
+        &mut self,
         static_secrets: &Arc<Swappable>,
         vault: Option<&LocalVault>,
     ) -> Result<Arc<dyn TokenSource>, Error> {
@@ -282,9 +283,14 @@ impl App {
                 );
                 // A disconnect on any replica reaches this proxy's caches at once.
                 remote.follow_changes();
+                let remote = Arc::new(remote);
+                // The console's recent requests cover this proxy too.
+                let (outbox, reports) = airlock_proxy::telemetry::Outbox::bounded(report::QUEUE);
+                self.telemetry.outbox = outbox;
+                report::spawn(remote.clone(), reports, self.telemetry.metrics.clone());
                 Arc::new(Layered {
                     first,
-                    second: Arc::new(remote),
+                    second: remote,
                 })
             }
             _ => first,

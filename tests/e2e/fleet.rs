@@ -120,6 +120,33 @@ async fn a_disconnect_on_one_replica_reaches_every_proxy_within_a_second() {
     }
     let calls_before = w.provider.api_authorizations().len();
 
+    // Each proxy reported its request: replica B's recent requests show both.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let started = Instant::now();
+    let reported = loop {
+        let (status, list) = api(&vault_b, "GET", "/v1/requests", None, Some(ADMIN.into())).await;
+        assert_eq!(status, 200, "{list}");
+        let proxies: std::collections::BTreeSet<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["path"] == "/api/me" && r["status"] == 200)
+            .filter_map(|r| r["proxy"].as_str().map(str::to_owned))
+            .collect();
+        if proxies.len() == 2 || Instant::now() > deadline {
+            break (proxies, list);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("reported after {:?}", started.elapsed());
+    assert_eq!(
+        reported.0.len(),
+        2,
+        "both proxies' requests: {}",
+        reported.1
+    );
+    w.assert_no_secret_in(&[&reported.1.to_string()]);
+
     // Disconnected on replica B: proxy A follows replica A, which only
     // hears of it from PostgreSQL.
     let (_, connections) = api(&vault_b, "GET", "/v1/connections", None, Some(ADMIN.into())).await;

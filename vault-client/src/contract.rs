@@ -31,6 +31,44 @@ pub mod paths {
     pub const STEP_UP: &str = "/v1/service/step-up";
     /// `GET`: a stream of [`super::ChangeNotice`] lines, one per change.
     pub const CHANGES: &str = "/v1/service/changes";
+    /// `POST` a [`super::RequestBatch`]: a remote proxy's finished requests,
+    /// for the console's recent requests across the fleet.
+    pub const REQUESTS: &str = "/v1/service/requests";
+}
+
+/// A finished request as a remote proxy reports it (the console's recent
+/// requests): never a value, a token or a query string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Unix seconds.
+    pub at: u64,
+    pub sandbox: String,
+    pub mode: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub status: u16,
+    /// The audit line's outcome word.
+    pub outcome: String,
+    /// Binding ids whose placeholders were swapped.
+    #[serde(default)]
+    pub swapped: Vec<String>,
+}
+
+/// `POST /v1/service/requests`: at most [`MAX_REQUEST_BATCH`] records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestBatch {
+    /// Names the proxy that sent them (its host name and process id).
+    pub proxy: String,
+    pub records: Vec<RequestRecord>,
+}
+
+pub const MAX_REQUEST_BATCH: usize = 1000;
+
+/// The answer to a [`RequestBatch`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RequestsAccepted {
+    pub accepted: usize,
 }
 
 /// One line (JSON, then `\n`) of `GET /v1/service/changes`: the vault's

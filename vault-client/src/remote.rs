@@ -18,8 +18,9 @@ use serde::Serialize;
 
 use crate::contract::{
     paths, AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest,
-    ChangeNotice, ErrorAnswer, GuardedAnswer, GuardedRequest, ResolveRequest, ResolvedAnswer,
-    SandboxStatus, StatusRequest, StepUpRequest, CHANGE_KEEPALIVE_SECS,
+    ChangeNotice, ErrorAnswer, GuardedAnswer, GuardedRequest, RequestBatch, RequestsAccepted,
+    ResolveRequest, ResolvedAnswer, SandboxStatus, StatusRequest, StepUpRequest,
+    CHANGE_KEEPALIVE_SECS,
 };
 use crate::{Guarded, HostPolicy, Resolved, SandboxId, StepUp, TokenError, TokenSource};
 
@@ -114,6 +115,12 @@ impl RemoteVault {
             Ok(answer) => Err(answer.into_token_error()),
             Err(_) => Err(TokenError::Unavailable("unexpected vault answer".into())),
         }
+    }
+
+    /// Reports finished requests for the console (`POST /v1/service/requests`).
+    pub async fn report_requests(&self, batch: &RequestBatch) -> Result<usize, TokenError> {
+        let answer: RequestsAccepted = self.call(paths::REQUESTS, batch).await?;
+        Ok(answer.accepted)
     }
 
     async fn bound_host(&self, sandbox: &SandboxId, host: &str) -> Option<BoundHostAnswer> {

@@ -381,6 +381,12 @@ async fn delete_secret(
     ))
 }
 
+/// The console's recent requests: this process's proxy's and the ones
+/// remote proxies reported, newest first.
+async fn list_requests(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    Json(json!(super::console::recent_requests(&s).await))
+}
+
 async fn list_secrets(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(json!(s.vault.secrets().await?)))
 }
@@ -419,6 +425,7 @@ pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
             axum::routing::put(set_binding_rules),
         )
         .route("/v1/secrets", get(list_secrets).post(add_secret))
+        .route("/v1/requests", get(list_requests))
         .route("/v1/secrets/{name}", delete(delete_secret))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

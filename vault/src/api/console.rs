@@ -366,39 +366,69 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
         body.push_str("</section>");
     }
     body.push_str("<section class=\"card\"><h2>Recent requests</h2>");
-    match &state.console.recent {
-        Some(recent) => {
-            body.push_str("<table><thead><tr><th>Host</th><th>Path</th><th>Status</th><th>Outcome</th><th>Swapped</th></tr></thead><tbody>");
-            for r in recent().into_iter().take(50) {
-                body.push_str(&format!(
-                    "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(r["host"].as_str().unwrap_or("")),
-                    escape(r["method"].as_str().unwrap_or("")),
-                    escape(r["path"].as_str().unwrap_or("")),
-                    r["status"].as_u64().unwrap_or(0),
-                    escape(r["outcome"].as_str().unwrap_or("")),
-                    escape(
-                        &r["swapped"]
-                            .as_array()
-                            .map(|a| a
-                                .iter()
-                                .filter_map(|v| v.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "))
-                            .unwrap_or_default()
-                    ),
-                ));
-            }
-            body.push_str("</tbody></table>");
+    let recent = recent_requests(&state).await;
+    if recent.is_empty() && state.console.recent.is_none() {
+        body.push_str(
+            "<p class=\"hint\">No proxy has reported a request yet (remote proxies report theirs to the vault).</p>",
+        );
+    } else {
+        body.push_str("<table><thead><tr><th>Proxy</th><th>Host</th><th>Path</th><th>Status</th><th>Outcome</th><th>Swapped</th></tr></thead><tbody>");
+        for r in recent {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(r["proxy"].as_str().unwrap_or("this process")),
+                escape(r["host"].as_str().unwrap_or("")),
+                escape(r["method"].as_str().unwrap_or("")),
+                escape(r["path"].as_str().unwrap_or("")),
+                r["status"].as_u64().unwrap_or(0),
+                escape(r["outcome"].as_str().unwrap_or("")),
+                escape(
+                    &r["swapped"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default()
+                ),
+            ));
         }
-        None => body.push_str(
-            "<p class=\"hint\">The proxy runs in another process; see its audit log.</p>",
-        ),
+        body.push_str("</tbody></table>");
     }
     body.push_str(&format!(
         "</section><form method=\"post\" action=\"/console/logout\" class=\"inline\">{csrf_field}<button type=\"submit\">Sign out</button></form>"
     ));
     page(StatusCode::OK, "Console", body)
+}
+
+/// How many recent requests the console shows.
+const RECENT_SHOWN: usize = 50;
+
+/// The newest requests: this process's proxy's and those remote proxies
+/// reported, newest first.
+pub(super) async fn recent_requests(state: &ApiState) -> Vec<serde_json::Value> {
+    let mut all: Vec<serde_json::Value> = match &state.console.recent {
+        Some(recent) => recent().into_iter().take(RECENT_SHOWN).collect(),
+        None => Vec::new(),
+    };
+    match state
+        .vault
+        .store()
+        .recent_requests(RECENT_SHOWN as i64)
+        .await
+    {
+        Ok(reported) => all.extend(reported.into_iter().filter_map(|(proxy, record)| {
+            let mut value = serde_json::to_value(record).ok()?;
+            value["proxy"] = serde_json::Value::String(proxy);
+            Some(value)
+        })),
+        Err(error) => tracing::warn!(%error, "cannot read the proxies' reported requests"),
+    }
+    // Stable: within a second, each feed keeps its own order.
+    all.sort_by_key(|r| std::cmp::Reverse(r["at"].as_u64().unwrap_or(0)));
+    all.truncate(RECENT_SHOWN);
+    all
 }
 
 async fn connect(

@@ -76,6 +76,7 @@ mod connections;
 mod flows;
 mod leases;
 mod links;
+mod requests;
 mod rotation;
 mod sandboxes;
 mod secrets;
@@ -119,6 +120,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_step_up.sql"),
     include_str!("migrations/0007_connect_flows.sql"),
     include_str!("migrations/0008_sandbox_consent_wait.sql"),
+    include_str!("migrations/0011_proxy_requests.sql"),
 ];
 
 pub fn now() -> i64 {
