@@ -245,3 +245,121 @@ async fn a_proxy_without_its_vault_serves_held_tokens_until_they_expire_then_503
     assert!(body.contains("vault"), "{body}");
     w.assert_no_secret_in(&[&body, &proxy.logs()]);
 }
+
+/// `POST /v1/service/refresh` on `vault_url` with the failed token; the token it answers.
+fn refresh_on(
+    vault_url: &str,
+    placeholder: &str,
+    failed: &str,
+    max_secs: u32,
+) -> crate::support::clients::Output {
+    let body = serde_json::json!({
+        "sandbox": "default",
+        "placeholder": placeholder,
+        "failed_token": failed,
+    })
+    .to_string();
+    let auth = format!("Authorization: Bearer {SERVICE}");
+    let url = format!("{vault_url}/v1/service/refresh");
+    let limit = max_secs.to_string();
+    crate::support::clients::curl(
+        &[],
+        &[
+            "--max-time",
+            &limit,
+            "-H",
+            &auth,
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+            &url,
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_refresh_leaves_the_refresh_to_the_other() {
+    let Some(database) = fresh_database() else {
+        return;
+    };
+    let db = database.url();
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(
+        &ca,
+        &["auth.acme.test", "api.acme.test"],
+        "airlock-test-client",
+        "cs_REALCLIENTSECRET_0123456789",
+    )
+    .await;
+    // Nothing falls due by itself: every grant counted is the test's.
+    provider.set_access_token_lifetime(Duration::from_secs(4 * 3600));
+    let cfg = acme_config(
+        &ca,
+        provider.port(),
+        &format!("database_url = {db:?}\nrefresh_interval_secs = 3600"),
+        "",
+    );
+    let env = [
+        ("AIRLOCK_MASTER_KEY", KEY),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_SERVICE_TOKEN", SERVICE),
+    ];
+    let a = Airlock::start_with_env(&cfg, &env);
+    let b = Airlock::start_with_env(&cfg, &env);
+    let placeholder = a.var("ACME_TOKEN");
+    let (a_url, b_url, a_pid) = (a.vault_url(), b.vault_url(), a.pid());
+    let w = World {
+        ca,
+        provider,
+        airlock: a,
+    };
+    w.connect("tenant").await;
+    let old = w.provider.issued_access_tokens()[0].clone();
+
+    // Replica A takes the lease and calls the provider, which is slow today.
+    w.provider.set_token_delay(Duration::from_secs(3));
+    let (ph, failed) = (placeholder.clone(), old.clone());
+    let in_flight = tokio::task::spawn_blocking(move || refresh_on(&a_url, &ph, &failed, 10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.provider.token_requests("refresh_token") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "replica A never asked the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Killed while the provider is answering.
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &a_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = in_flight.await;
+    w.provider.set_token_delay(Duration::ZERO);
+
+    // Replica B, asked with the same failed token, finishes it once A's lease runs out.
+    let started = Instant::now();
+    let (ph, failed) = (placeholder.clone(), old.clone());
+    let out = tokio::task::spawn_blocking(move || refresh_on(&b_url, &ph, &failed, 40))
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    let token = answer["token"].as_str().expect("a token");
+    assert_ne!(token, old, "a new token");
+    eprintln!(
+        "replica B finished the refresh {} ms after A died",
+        started.elapsed().as_millis()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    // A's grant never completed (its connection went with it): one grant in all.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(w.provider.refresh_count(), 1, "the provider saw one grant");
+    assert_eq!(w.provider.issued_access_tokens().last().unwrap(), token);
+    drop(b);
+}

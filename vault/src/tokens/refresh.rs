@@ -224,7 +224,13 @@ impl Vault {
         };
         let row = row.clone();
         let task = tokio::spawn(async move {
+            let renewer = tokio::spawn(renew_lease(
+                vault.store.clone(),
+                row.id.clone(),
+                owner.clone(),
+            ));
             let step = vault.refresh_leased(&row, &owner, usable).await;
+            renewer.abort();
             if let Some(wake) = vault.refresh_wake.get(&row.id) {
                 wake.notify_waiters();
             }
@@ -606,5 +612,20 @@ impl Vault {
                 vault.refresh_due(every).await;
             }
         })
+    }
+}
+
+/// Keeps `owner`'s lease on connection `id` alive while its refresh runs;
+/// stops when the lease is gone (ended, or taken after it ran out).
+async fn renew_lease(store: crate::store::Store, id: String, owner: String) {
+    loop {
+        tokio::time::sleep(super::LEASE_RENEW).await;
+        match store.renew_lease(&id, &owner, now() + LEASE_SECS).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!(connection = %id, %error, "could not renew a refresh lease");
+            }
+        }
     }
 }
