@@ -363,3 +363,73 @@ async fn a_replica_killed_mid_refresh_leaves_the_refresh_to_the_other() {
     assert_eq!(w.provider.issued_access_tokens().last().unwrap(), token);
     drop(b);
 }
+
+/// The provider's token endpoint down for a minute while the token runs
+/// out: requests get a clear 503 (never "reconnect needed"), refreshes back
+/// off instead of following every request, and the first request after the
+/// provider is back is served with a new token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_down_for_a_minute_costs_503s_not_the_connection() {
+    let w = super::vault::world(
+        "refresh_interval_secs = 2\nrefresh_window_secs = 10\nrefresh_backoff_secs = 5\nrefresh_backoff_max_secs = 10\nrefresh_cooldown_secs = 0",
+        "",
+    )
+    .await;
+    // Runs out 40 s after the grant: inside the outage.
+    w.provider
+        .set_access_token_lifetime(Duration::from_secs(40));
+    w.connect("tenant").await;
+    let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+    assert_eq!(status, 200, "{body}");
+
+    w.provider.set_fail_with_5xx(true);
+    let down = Instant::now();
+    let before = w.provider.token_requests("refresh_token");
+    let mut statuses = Vec::new();
+    while down.elapsed() < Duration::from_secs(60) {
+        let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+        assert!(
+            status == 200 || status == 503,
+            "during the outage: {status} {body}"
+        );
+        if status == 503 {
+            assert!(!body.contains("reconnect"), "{body}");
+        }
+        statuses.push(status);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let during = w.provider.token_requests("refresh_token") - before;
+    eprintln!(
+        "outage: {} requests ({} served, {} answered 503), {during} refresh attempts",
+        statuses.len(),
+        statuses.iter().filter(|s| **s == 200).count(),
+        statuses.iter().filter(|s| **s == 503).count()
+    );
+    assert!(
+        statuses.contains(&503),
+        "the token ran out during the outage"
+    );
+    // Backed off: far fewer grants than requests and background passes.
+    assert!(during <= 12, "{during} refresh attempts in a minute");
+
+    w.provider.set_fail_with_5xx(false);
+    let back = Instant::now();
+    let (status, body) = loop {
+        let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+        if status == 200 || back.elapsed() > Duration::from_secs(20) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        status, 200,
+        "served again once the provider is back: {body}"
+    );
+    eprintln!(
+        "served again {} ms after the provider came back",
+        back.elapsed().as_millis()
+    );
+    let (_, connections) = api(&w.airlock, "GET", "/v1/connections", None, None).await;
+    assert_eq!(connections[0]["status"], "connected", "{connections}");
+    w.assert_no_secret_in(&[&body, &w.airlock.logs()]);
+}
