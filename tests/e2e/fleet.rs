@@ -433,3 +433,152 @@ async fn the_provider_down_for_a_minute_costs_503s_not_the_connection() {
     assert_eq!(connections[0]["status"], "connected", "{connections}");
     w.assert_no_secret_in(&[&body, &w.airlock.logs()]);
 }
+
+/// PostgreSQL restarted (and down for three seconds) while a sandbox keeps
+/// calling through a remote proxy: every request is served from the tokens
+/// the proxy holds, both replicas reconnect, their LISTEN too (a disconnect
+/// made on one afterwards still reaches the proxy behind the other), and the
+/// connection is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_restarted_under_load_loses_nothing() {
+    let Some(pg) = crate::support::private_pg::PrivatePostgres::start() else {
+        crate::support::skip(
+            "the restart test needs PostgreSQL's server binaries (apt-get install postgresql)",
+        );
+        return;
+    };
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(
+        &ca,
+        &["auth.acme.test", "api.acme.test"],
+        "airlock-test-client",
+        "cs_REALCLIENTSECRET_0123456789",
+    )
+    .await;
+    let env = [
+        ("AIRLOCK_MASTER_KEY", KEY),
+        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+        ("AIRLOCK_SERVICE_TOKEN", SERVICE),
+    ];
+    let vault_cfg = acme_config(
+        &ca,
+        provider.port(),
+        &format!("database_url = {:?}", pg.url()),
+        "require_auth = true",
+    );
+    let vault_a = Airlock::start_cmd("vault", &vault_cfg, &env, None);
+    let vault_b = Airlock::start_cmd("vault", &vault_cfg, &env, None);
+    let proxy_cfg = acme_config(
+        &ca,
+        provider.port(),
+        &format!("url = {:?}", vault_a.proxy_url),
+        "require_auth = true",
+    );
+    let proxy = Airlock::start_cmd("proxy", &proxy_cfg, &env, None);
+    let w = World {
+        ca,
+        provider,
+        airlock: vault_a,
+    };
+    w.connect("tenant").await;
+    let (_, created) = api(
+        &w.airlock,
+        "POST",
+        "/v1/sandboxes",
+        Some(r#"{"providers":["acme"]}"#.into()),
+        None,
+    )
+    .await;
+    let sandbox = through(&proxy, &created);
+    let (status, body) = w.sandbox_get(&sandbox, "/api/me").await;
+    assert_eq!(status, 200, "{body}");
+
+    // Load: four clients calling for twelve seconds.
+    let load_env = sandbox.clone();
+    let load = tokio::task::spawn_blocking(move || {
+        let script = r#"
+import os, time, requests, concurrent.futures
+ph = os.environ['ACME_TOKEN']
+def run():
+    seen = {}
+    end = time.time() + 12
+    with requests.Session() as s:
+        while time.time() < end:
+            try:
+                r = s.get('https://api.acme.test/api/me', headers={'Authorization': 'Bearer ' + ph}, timeout=10)
+                seen[r.status_code] = seen.get(r.status_code, 0) + 1
+            except Exception as e:
+                seen[type(e).__name__] = seen.get(type(e).__name__, 0) + 1
+            time.sleep(0.05)
+    return seen
+with concurrent.futures.ThreadPoolExecutor(4) as ex:
+    total = {}
+    for seen in ex.map(lambda _: run(), range(4)):
+        for k, v in seen.items():
+            total[str(k)] = total.get(str(k), 0) + v
+print(total)
+"#;
+        let mut env = load_env;
+        let bundle = env
+            .iter()
+            .find(|(k, _)| k == "CURL_CA_BUNDLE")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        env.push(("REQUESTS_CA_BUNDLE".into(), bundle));
+        crate::support::clients::python(&env, script)
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.ctl("stop");
+        std::thread::sleep(Duration::from_secs(3));
+        pg.ctl("start");
+        pg
+    })
+    .await
+    .unwrap();
+    let out = load.await.unwrap();
+    eprintln!("load across the restart: {}", out.stdout.trim());
+    let counts: serde_json::Value = serde_json::from_str(&out.stdout.trim().replace('\'', "\""))
+        .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    let counts = counts.as_object().unwrap();
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["200"],
+        "every request served: {counts:?}"
+    );
+    assert!(counts["200"].as_u64().unwrap() > 40, "{counts:?}");
+
+    // Both replicas are back: B answers, and a disconnect made on B reaches
+    // the proxy behind A (A listens again).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let connections = loop {
+        let (status, list) =
+            api(&vault_b, "GET", "/v1/connections", None, Some(ADMIN.into())).await;
+        if status == 200 || Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        connections[0]["status"], "connected",
+        "nothing lost: {connections}"
+    );
+    let id = connections[0]["id"].as_str().unwrap().to_owned();
+    let disconnected = Instant::now();
+    let (status, body) = api(
+        &vault_b,
+        "DELETE",
+        &format!("/v1/connections/{id}"),
+        None,
+        Some(ADMIN.into()),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let after = time_until_refused(&w, &sandbox, disconnected).await;
+    eprintln!(
+        "after the restart, a disconnect on B reached the proxy behind A in {} ms",
+        after.as_millis()
+    );
+    assert!(after < Duration::from_secs(5), "{after:?}");
+    drop(pg);
+}
