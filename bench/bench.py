@@ -41,6 +41,7 @@ PORTS = {
     "nginx_h1": 18444,
     "airlock": 18080,
     "mitmproxy": 18081,
+    "ceiling": 18082,
     "squid_bump": 13128,
     "squid_tunnel": 13129,
 }
@@ -48,16 +49,17 @@ UP_PORT = PORTS["nginx"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
-PEER_ORDER = ["direct", "airlock", "squid_bump", "mitmproxy", "squid_tunnel"]
+PEER_ORDER = ["direct", "airlock", "ceiling", "squid_bump", "mitmproxy", "squid_tunnel"]
 LABELS = {
     "direct": "direct",
     "airlock": "airlock",
+    "ceiling": "ceiling (bare interceptor)",
     "squid_bump": "Squid bump",
     "mitmproxy": "mitmproxy",
     "squid_tunnel": "Squid plain tunnel",
 }
 PROXIES = [p for p in PEER_ORDER if p != "direct"]
-INTERCEPTING = ["airlock", "squid_bump", "mitmproxy"]
+INTERCEPTING = ["airlock", "ceiling", "squid_bump", "mitmproxy"]
 
 FAILURES = []  # airlock correctness failures: make the run exit non-zero
 NOTES = []  # other peers' problems, recorded in the report
@@ -819,6 +821,28 @@ def token_path(work, pki, binary, upstream_h2, reps, duration, storm_n, results)
     return res
 
 
+def start_ceiling(work, pki, binary, airlock_binary, upstream_h2):
+    """The ceiling: a bare TLS interceptor on airlock's crates (bench/ceiling),
+    to the same nginx listener as airlock, setting the credential header the
+    way Squid does. What airlock costs above it is airlock's own work."""
+    d = work / "ceiling"
+    d.mkdir(parents=True, exist_ok=True)
+    run([str(airlock_binary), "ca", "init", "--dir", str(d / "ca")])
+    main_port = UP_PORT if upstream_h2 else PORTS["nginx_h1"]
+    cmd = [
+        str(binary), "--listen", f"127.0.0.1:{PORTS['ceiling']}", "--ca-dir", str(d / "ca"),
+        "--upstream-ca", f"{pki}/ca.pem",
+        "--resolve", f"{H2_HOST}=127.0.0.1:{UP_PORT}",
+        "--resolve", f"{DOMAIN}=127.0.0.1:{main_port}",
+        "--set-header", f"authorization: Bearer {REAL}",
+    ]
+    proc = spawn("ceiling", cmd, work)
+    wait_port(PORTS["ceiling"], proc)
+    proc.ca = d / "ca" / "ca.pem"
+    proc.cmd = cmd
+    return proc
+
+
 def start_mitmproxy(work, pki):
     d = work / "mitmproxy"
     d.mkdir(parents=True, exist_ok=True)
@@ -1239,6 +1263,7 @@ def versions(binary, commit):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--airlock", help="path to the release airlock binary (bench/run passes it)")
+    ap.add_argument("--ceiling", help="path to the release ceiling binary (bench/run builds bench/ceiling)")
     ap.add_argument("--smoke", action="store_true", help="1 run of ~1 s each, small sizes")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--duration", type=float, help="seconds per oha measurement")
@@ -1301,6 +1326,7 @@ def main():
     available["squid_bump"] = available["squid_tunnel"] = bool(shutil.which("squid")) and Path(
         "/usr/lib/squid/security_file_certgen").exists()
     available["mitmproxy"] = bool(shutil.which("mitmdump"))
+    available["ceiling"] = bool(args.ceiling) and Path(args.ceiling).exists()
     # The plain tunnel is a reference figure: left out of smoke runs unless asked for.
     wanted = args.peers.split(",") if args.peers else [p for p in PEER_ORDER if not (smoke and p == "squid_tunnel")]
     names = [p for p in PEER_ORDER if p in wanted and available.get(p)]
@@ -1337,6 +1363,8 @@ def main():
             "airlock": lambda: start_airlock(work, pki, args.airlock, args.airlock_upstream == "h2",
                                              args.swap_in.split(",")),
             "mitmproxy": lambda: start_mitmproxy(work, pki),
+            "ceiling": lambda: start_ceiling(work, pki, args.ceiling, args.airlock,
+                                             args.airlock_upstream == "h2"),
             "squid_bump": lambda: start_squid(work, pki, True, fresh_names),
             "squid_tunnel": lambda: start_squid(work, pki, False, fresh_names),
         }
@@ -1525,13 +1553,15 @@ def main():
                 log(f"idle {n}: {res.get('opened')}/{idle_n} open, {res.get('kib_per_conn') or 0:.1f} KiB/conn, probe p50 {((res.get('probe') or {}).get('p50_us') or 0):.0f} us")
                 if res.get("incomplete") or (res.get("probe") or {}).get("failed"):
                     check(peers[n], {"failed": res.get("incomplete") or res["probe"]["failed"]}, "idle connections")
-            # airlock and direct-free variant: each idle connection has carried one GET
-            restart("airlock")
-            res = idle_test(peers["airlock"], idle_n, True, work)
-            wl["idle_after_request"] = {"airlock": res}
-            log(f"idle+GET airlock: {res.get('opened')}/{idle_n}, {res.get('kib_per_conn') or 0:.1f} KiB/conn")
-            if res.get("incomplete"):
-                check(peers["airlock"], {"failed": res["incomplete"]}, "idle connections after a GET")
+            # airlock and the ceiling: each idle connection has carried one GET
+            wl["idle_after_request"] = {}
+            for n in [p for p in ("airlock", "ceiling") if p in peers]:
+                restart(n)
+                res = idle_test(peers[n], idle_n, True, work)
+                wl["idle_after_request"][n] = res
+                log(f"idle+GET {n}: {res.get('opened')}/{idle_n}, {res.get('kib_per_conn') or 0:.1f} KiB/conn")
+                if res.get("incomplete"):
+                    check(peers[n], {"failed": res["incomplete"]}, "idle connections after a GET")
 
         if "vault" in workloads:
             # -- 5. token path: vault cache hit, cold cache, 401 storm

@@ -5,10 +5,11 @@ import os
 import statistics
 from pathlib import Path
 
-PEER_ORDER = ["direct", "airlock", "airlock_h2up", "squid_bump", "mitmproxy", "squid_tunnel"]
+PEER_ORDER = ["direct", "airlock", "airlock_h2up", "ceiling", "squid_bump", "mitmproxy", "squid_tunnel"]
 LABELS = {
     "direct": "direct",
     "airlock": "airlock",
+    "ceiling": "ceiling (bare interceptor)",
     "airlock_h2up": "airlock, h2 upstream",
     "squid_bump": "Squid bump",
     "mitmproxy": "mitmproxy",
@@ -18,6 +19,7 @@ COLORS = {
     "direct": "#7f7f7f",
     "airlock": "#1f77b4",
     "airlock_h2up": "#aec7e8",
+    "ceiling": "#17becf",
     "squid_bump": "#ff7f0e",
     "mitmproxy": "#2ca02c",
     "squid_tunnel": "#c5b0d5",
@@ -143,6 +145,7 @@ def targets(results):
     n = get(wl, "idle_after_request", "airlock", "opened")
     add("RSS per idle intercepted connection (after one GET each)", "≤ 24 KiB", per,
         None if per is None else per <= 24, f"{fmt_num(per, 1)} KiB ({fmt_num(n)} held)")
+    ceiling_targets(results, add)
     tp = wl.get("token_path") or {}
     v50 = med(get(tp, "throughput", "c1", "vault", "p50_us"))
     s50 = med(get(tp, "throughput", "c1", "static", "p50_us"))
@@ -174,6 +177,41 @@ def targets(results):
         add("callgrind: swapper on a 64 MiB body", "instruction count recorded", None, None,
             "not measured", cg.get("skipped", "")[:120])
     return rows
+
+
+def ceiling_targets(results, add):
+    """Issue 19: each figure as airlock ÷ the ceiling (a bare interceptor on
+    the same crates, measured in the same run)."""
+    wl = results.get("workloads", {})
+
+    def both(*path):
+        a = med(get(wl, *path[:-1], "airlock", path[-1]))
+        c = med(get(wl, *path[:-1], "ceiling", path[-1]))
+        return a, c, ratio(a, c)
+
+    def higher_is_better(name, goal, limit, *path):
+        a, c, r = both(*path)
+        add(name, goal, r, None if r is None else r >= limit, f"{fmt_x(r)} ({fmt_num(a)} vs {fmt_num(c)})")
+
+    def lower_is_better(name, goal, limit, *path):
+        a, c, r = both(*path)
+        add(name, goal, r, None if r is None else r <= limit, f"{fmt_x(r)} ({fmt_num(a, 1)} vs {fmt_num(c, 1)})")
+
+    lower_is_better("Keep-alive, 1 conn: p50 ÷ ceiling", "≤ 1.2×", 1.2, "keepalive", "c1", "p50_us")
+    lower_is_better("Keep-alive, 1 conn: proxy CPU per request ÷ ceiling", "≤ 1.2×", 1.2,
+                    "keepalive", "c1", "cpu_us_per_req")
+    higher_is_better("Keep-alive, 16 conns: req/s ÷ ceiling", "≥ 0.95×", 0.95, "keepalive", "c16", "rps")
+    higher_is_better("HTTP/2 client side, 16 conns: req/s ÷ ceiling", "≥ 0.95×", 0.95, "h2", "c16", "rps")
+    higher_is_better("New connection per request: conn/s ÷ ceiling", "≥ 1.0×", 1.0, "newconn", "rps")
+    for kind in ("download", "upload"):
+        higher_is_better(f"{kind.capitalize()}: MB/s ÷ ceiling (firewall on)", "≥ 0.9×", 0.9, kind, "mb_s")
+    rest = get(results, "rss_kib", "airlock", "rest")
+    add("RSS at rest (`airlock up`)", "≤ 8 MiB", rest, None if rest is None else rest <= 8 * 1024,
+        f"{fmt_mib(rest)} (ceiling {fmt_mib(get(results, 'rss_kib', 'ceiling', 'rest'))})")
+    a = get(wl, "idle_after_request", "airlock", "kib_per_conn")
+    c = get(wl, "idle_after_request", "ceiling", "kib_per_conn")
+    add("RSS per idle intercepted connection after a request", "≤ 24 KiB", a,
+        None if a is None else a <= 24, f"{fmt_num(a, 1)} KiB (ceiling {fmt_num(c, 1)} KiB)")
 
 
 # ---------------------------------------------------------------- formatting
@@ -662,6 +700,7 @@ def markdown(results, chart_files, report_dir, charts_abs):
               f"{fmt_num(e.get('closed_by_proxy'))} | {str(note)[:120]} |")
         w("")
 
+    ceiling_targets(results, add)
     tp = wl.get("token_path") or {}
     w("## 5. Token path (the vault)")
     w("")
