@@ -9,12 +9,14 @@ one HTTPS port, with a certificate from the test's own CA.
 - GET  /user                         200 for a token it issued, else 401
 - GET  /e2e/echo-authorization       answers with the Authorization header it
                                      got (airlock must scrub it on the way back)
-- DELETE /applications/ID/grant      revocation: 204
+- DELETE /applications/ID/grant      revocation (client id and secret as Basic,
+                                     the token in JSON): 204, its tokens dead
 - /octo/hello.git/...                a git repository over smart HTTP (Basic
                                      auth: any user, an issued token as password)
 
 State the test reads with `docker exec` (never printed): /tmp/fake-github/
-issued (one issued token a line) and grants (how many code exchanges).
+issued (one issued token a line), grants (one line a token grant) and
+revocations (one line a revoked grant).
 Standard library only; run as `fake_github.py CERT KEY CLIENT_ID SECRET_FILE`.
 """
 
@@ -135,8 +137,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send(404, {"message": "Not Found"})
 
     def do_DELETE(self):
-        self.body()
+        """GitHub's "delete an app authorization": Basic client id and secret,
+        the access token in a JSON body; every token of the grant stops working."""
+        body = self.body()
         if self.host() == "api.github.com" and self.path == f"/applications/{CLIENT_ID}/grant":
+            want = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+            if self.headers.get("Authorization") != want:
+                return self.send(401, {"message": "Requires authentication"})
+            try:
+                token = json.loads(body or b"{}").get("access_token")
+            except ValueError:
+                token = None
+            with lock:
+                if token not in tokens:
+                    return self.send(404, {"message": "Not Found"})
+                tokens.clear()
+                refresh_tokens.clear()
+                record("revocations", "grant")
             return self.send(204)
         self.send(404, {"message": "Not Found"})
 
