@@ -41,7 +41,7 @@ PORTS = {
     "nginx_h1": 18444,
     "airlock": 18080,
     "mitmproxy": 18081,
-    "ceiling": 18082,
+    "ceiling": 18083,
     "squid_bump": 13128,
     "squid_tunnel": 13129,
 }
