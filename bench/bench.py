@@ -347,7 +347,7 @@ H2_HOST = f"h2.{DOMAIN}"
 
 
 def start_airlock(work, pki, binary, upstream_h2, swap_in=("header", "basic", "body"),
-                  name="airlock", scrub=True, tokens=1):
+                  name="airlock", scrub=True, tokens=1, rules=None):
     """airlock's upstream for bench.test is nginx's h1-only listener unless
     upstream_h2: airlock forwards an HTTP/1.1 client's Host header next to
     :authority on an h2 upstream, which nginx 1.22 refuses with 400 ("client
@@ -390,6 +390,7 @@ value = "{REAL}"
 placeholder = "{PLACEHOLDER}"
 hosts = ["{DOMAIN}", "*.{DOMAIN}"]
 swap_in = {json.dumps(swap_in)}
+{f"rules = {json.dumps(rules)}" if rules else ""}
 {more}"""
     )
     out = open(d / "stdout.txt", "w")
@@ -468,6 +469,62 @@ def firewall_cost(work, pki, binary, upstream_h2, reps, duration, size):
                     FAILURES.append(f"{peer.label} download: {res['failed']}")
                 log(f"firewall rep {r + 1} {name}: {v['keepalive_c1']['runs'][-1].get('rps') or 0:.0f} req/s (1 conn), "
                     f"{v['keepalive_c16']['runs'][-1].get('rps') or 0:.0f} req/s (16), {res.get('mb_s') or 0:.0f} MB/s")
+    finally:
+        for p in procs.values():
+            p.stop()
+    return out
+
+
+# ---------------------------------------------------------------- request rules and narrowed placeholders
+
+# name: (the binding's rules, whether the client sends a narrowed placeholder)
+RULES_VARIANTS = {
+    "rules_none": (None, False),
+    # First match wins: nine rules that do not match, then the one that does.
+    "rules_10": ([f"allow GET /repos/acme/r{i}/**" for i in range(9)] + ["allow GET /**"], False),
+    "narrowed": (None, True),
+}
+for _i, _n in enumerate(RULES_VARIANTS):
+    PORTS[_n] = 18110 + _i
+LABELS["rules_none"] = "airlock, no request rules"
+LABELS["rules_10"] = "airlock, 10 request rules (the last matches)"
+LABELS["narrowed"] = "airlock, a narrowed placeholder (2 caveats)"
+
+
+def rules_cost(work, pki, binary, upstream_h2, reps, duration):
+    """Issue 17: request rules and a narrowed placeholder's caveat checks on
+    the keep-alive workload, beside the same build without them."""
+    procs, peers = {}, {}
+    out = {"variants": {}, "commands": {}}
+    try:
+        for name, (rules, narrowed) in RULES_VARIANTS.items():
+            procs[name] = start_airlock(work, pki, binary, upstream_h2, name=name, rules=rules)
+            peers[name] = Peer(name, procs[name], pki)
+            if narrowed:
+                made = subprocess.run(
+                    [str(binary), "placeholder", "narrow", PLACEHOLDER, "--allow", "GET /**", "--ttl", "24h"],
+                    text=True, capture_output=True)
+                if made.returncode != 0:
+                    FAILURES.append(f"airlock placeholder narrow failed: {made.stderr.strip()[-300:]}")
+                    return out
+                peers[name].auth = f"Bearer {made.stdout.strip()}"
+            ok, detail = sanity(peers[name])
+            if not ok:
+                FAILURES.append(f"{LABELS[name]}: a swapped GET did not reach nginx intact: {detail}")
+                return out
+            out["variants"][name] = {"keepalive_c1": {"runs": []}, "keepalive_c16": {"runs": []}}
+            run_oha(peers[name], 16, 1)  # untimed warm-up
+        out["commands"]["keep-alive"] = shlex.join(oha_cmd(peers["rules_10"], 1, duration))
+        for r in range(reps):
+            for name, peer in peers.items():
+                v = out["variants"][name]
+                for conns in (1, 16):
+                    res = run_oha(peer, conns, duration)
+                    v[f"keepalive_c{conns}"]["runs"].append(res)
+                    if res.get("failed") or res.get("error"):
+                        FAILURES.append(f"{peer.label} keep-alive c={conns}: {res.get('failed') or res.get('error')}")
+                log(f"rules rep {r + 1} {name}: {v['keepalive_c1']['runs'][-1].get('rps') or 0:.0f} req/s (1 conn), "
+                    f"{v['keepalive_c16']['runs'][-1].get('rps') or 0:.0f} req/s (16)")
     finally:
         for p in procs.values():
             p.stop()
@@ -1273,7 +1330,7 @@ def main():
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/airlock-bench"))
     ap.add_argument("--out", help="where results.json, charts/ and BENCHMARKS.md go")
     ap.add_argument("--no-profile", action="store_true")
-    ap.add_argument("--workloads", help="comma list of keepalive,h2,newconn,first,transfer,idle,vault,firewall,"
+    ap.add_argument("--workloads", help="comma list of keepalive,h2,newconn,first,transfer,idle,vault,firewall,rules,"
                     "callgrind (default: all; --smoke leaves out callgrind, which builds bench/swapcount)")
     ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h2",
                     help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
@@ -1297,7 +1354,7 @@ def main():
     size = (args.size_mib or (32 if smoke else 1024)) * 1024 * 1024
     idle_n = args.idle or (200 if smoke else 10000)
     conn_levels = [int(c) for c in args.conns.split(",")]
-    all_workloads = "keepalive,h2,newconn,first,transfer,idle,vault,firewall,callgrind"
+    all_workloads = "keepalive,h2,newconn,first,transfer,idle,vault,firewall,rules,callgrind"
     workloads = set((args.workloads or (all_workloads.replace(",callgrind", "") if smoke else all_workloads)).split(","))
     if args.out:
         out_dir = Path(args.out)
@@ -1572,6 +1629,10 @@ def main():
             # -- 6. the response firewall's cost: off, and on with 1, 10, 100 tokens
             wl["firewall"] = firewall_cost(work, pki, args.airlock, args.airlock_upstream == "h2",
                                            reps, duration, size)
+
+        if "rules" in workloads:
+            # -- 7. request rules and a narrowed placeholder on the keep-alive path
+            wl["rules"] = rules_cost(work, pki, args.airlock, args.airlock_upstream == "h2", reps, duration)
 
         if "callgrind" in workloads:
             results["callgrind"] = callgrind_swapper(work, args.target_dir or Path(args.airlock).parent.parent,

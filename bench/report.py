@@ -77,6 +77,9 @@ def aggregate(results):
         for key in ("keepalive_c1", "keepalive_c16"):
             agg_runs(v[key], ["rps", "p50_us", "cpu_us_per_req"])
         agg_runs(v["download"], ["mb_s", "cpu_s_per_gb"])
+    for v in ((wl.get("rules") or {}).get("variants") or {}).values():
+        for key in ("keepalive_c1", "keepalive_c16"):
+            agg_runs(v[key], ["rps", "p50_us", "cpu_us_per_req"])
     results["targets"] = targets(results)
 
 
@@ -441,6 +444,45 @@ def firewall_section(fw, w):
     w("")
 
 
+RULES_LABELS = {
+    "rules_none": "no request rules",
+    "rules_10": "10 request rules (the last one matches)",
+    "narrowed": "a narrowed placeholder (allow GET /**, 24 h)",
+}
+
+
+def rules_section(rs, w):
+    """Issue 17: request rules and caveat checks on the keep-alive workload."""
+    w("## Request rules and narrowed placeholders on the keep-alive path")
+    w("")
+    variants = rs.get("variants") or {}
+    if not variants:
+        w("Not measured in this run.")
+        w("")
+        return
+    w("The same build started three times: the binding without rules, with ten rules (first match wins; the "
+      "request matches the tenth), and a client sending a narrowed placeholder (its HMAC chain verified and "
+      "its caveats checked on every request). Keep-alive GETs, interleaved round-robin. Ratios are against "
+      "no rules.")
+    w("")
+    base = variants.get("rules_none") or {}
+    w("| variant | keep-alive 1 conn: req/s | p50 | CPU µs/req | keep-alive 16 conns: req/s | CPU µs/req |")
+    w("|---|---|---|---|---|---|")
+    for name, v in variants.items():
+        def cell(key, field, f=fmt_num):
+            x = v[key].get(field)
+            b = med((base.get(key) or {}).get(field))
+            text = fmt_stat(x, f)
+            if name != "rules_none" and med(x) and b:
+                text += f" ({fmt_x(med(x) / b)})"
+            return text
+
+        w(f"| {RULES_LABELS.get(name, name)} | {cell('keepalive_c1', 'rps')} | "
+          f"{cell('keepalive_c1', 'p50_us', fmt_us)} | {cell('keepalive_c1', 'cpu_us_per_req')} | "
+          f"{cell('keepalive_c16', 'rps')} | {cell('keepalive_c16', 'cpu_us_per_req')} |")
+    w("")
+
+
 def markdown(results, chart_files, report_dir, charts_abs):
     m = results["meta"]
     wl = results.get("workloads", {})
@@ -747,6 +789,7 @@ def markdown(results, chart_files, report_dir, charts_abs):
         w("Not measured in this run" + (f": {tp.get('log_tail', '')[:300]}" if tp else "."))
         w("")
     firewall_section(wl.get("firewall") or {}, w)
+    rules_section(wl.get("rules") or {}, w)
     cg = results.get("callgrind") or {}
     w("## callgrind: the body swapper on a fixed body")
     w("")
