@@ -72,7 +72,15 @@ enum Command {
     Man,
 }
 
+// Bench builds only (`--features alloc-count`): every allocation counted.
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static ALLOCATOR: &airlock_alloc_count::StatsAlloc<std::alloc::System> =
+    &airlock_alloc_count::COUNTING;
+
 fn main() -> ExitCode {
+    #[cfg(feature = "alloc-count")]
+    airlock_alloc_count::start_reporting(&airlock_alloc_count::COUNTING);
     // One crypto provider for the whole process, chosen explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();

@@ -91,7 +91,9 @@ fn args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
+        let value = it
+            .next()
+            .unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
             "--listen" => out.listen = value.parse().unwrap_or_else(|_| usage("--listen ADDR")),
             "--ca-dir" => out.ca_dir = value.into(),
@@ -100,15 +102,19 @@ fn args() -> Args {
                 let (name, addr) = value
                     .split_once('=')
                     .unwrap_or_else(|| usage("--resolve NAME=IP:PORT"));
-                let addr = addr.parse().unwrap_or_else(|_| usage("--resolve NAME=IP:PORT"));
+                let addr = addr
+                    .parse()
+                    .unwrap_or_else(|_| usage("--resolve NAME=IP:PORT"));
                 out.resolve.insert(name.to_owned(), addr);
             }
             "--set-header" => {
                 let (name, v) = value
                     .split_once(':')
                     .unwrap_or_else(|| usage("--set-header 'NAME: VALUE'"));
-                let name = HeaderName::try_from(name.trim()).unwrap_or_else(|_| usage("bad header name"));
-                let v = HeaderValue::try_from(v.trim()).unwrap_or_else(|_| usage("bad header value"));
+                let name =
+                    HeaderName::try_from(name.trim()).unwrap_or_else(|_| usage("bad header name"));
+                let v =
+                    HeaderValue::try_from(v.trim()).unwrap_or_else(|_| usage("bad header value"));
                 out.set_header = Some((name, v));
             }
             other => usage(&format!("unknown flag {other}")),
@@ -123,11 +129,14 @@ fn args() -> Args {
 fn upstream_client(args: &Args) -> Upstream {
     let mut roots = rustls::RootCertStore::empty();
     for path in &args.upstream_ca {
-        let pem = std::fs::read(path).unwrap_or_else(|e| usage(&format!("{}: {e}", path.display())));
+        let pem =
+            std::fs::read(path).unwrap_or_else(|e| usage(&format!("{}: {e}", path.display())));
         for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
             let cert: rustls_pki_types::CertificateDer<'static> =
                 cert.unwrap_or_else(|e| usage(&format!("{}: {e}", path.display())));
-            roots.add(cert).unwrap_or_else(|e| usage(&format!("{}: {e}", path.display())));
+            roots
+                .add(cert)
+                .unwrap_or_else(|e| usage(&format!("{}: {e}", path.display())));
         }
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -149,7 +158,15 @@ fn upstream_client(args: &Args) -> Upstream {
     Client::builder(TokioExecutor::new()).build(https)
 }
 
+// Bench builds only (`--features alloc-count`): every allocation counted.
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static ALLOCATOR: &airlock_alloc_count::StatsAlloc<std::alloc::System> =
+    &airlock_alloc_count::COUNTING;
+
 fn main() {
+    #[cfg(feature = "alloc-count")]
+    airlock_alloc_count::start_reporting(&airlock_alloc_count::COUNTING);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = args();
     let ca = CertificateAuthority::load_dir(&args.ca_dir)
@@ -168,7 +185,9 @@ fn main() {
             .await
             .unwrap_or_else(|e| usage(&format!("cannot listen on {}: {e}", args.listen)));
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let ceiling = ceiling.clone();
             tokio::spawn(async move {
@@ -189,7 +208,10 @@ fn empty(status: StatusCode) -> Response<Body> {
 }
 
 /// A CONNECT: `200`, then the client's TLS is terminated on the upgraded stream.
-async fn connect(ceiling: Arc<Ceiling>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn connect(
+    ceiling: Arc<Ceiling>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     if req.method() != Method::CONNECT {
         return Ok(empty(StatusCode::METHOD_NOT_ALLOWED));
     }
@@ -197,8 +219,12 @@ async fn connect(ceiling: Arc<Ceiling>, req: Request<Incoming>) -> Result<Respon
         return Ok(empty(StatusCode::BAD_REQUEST));
     };
     tokio::spawn(async move {
-        let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
-        let Ok(leaf) = ceiling.leaves.get(authority.host()).await else { return };
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let Ok(leaf) = ceiling.leaves.get(authority.host()).await else {
+            return;
+        };
         let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -225,7 +251,10 @@ async fn connect(ceiling: Arc<Ceiling>, req: Request<Incoming>) -> Result<Respon
 struct Fixed(Arc<rustls::sign::CertifiedKey>);
 
 impl rustls::server::ResolvesServerCert for Fixed {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
         Some(self.0.clone())
     }
 }
@@ -243,7 +272,14 @@ async fn forward(
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    for hop in ["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"] {
+    for hop in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+    ] {
         parts.headers.remove(hop);
     }
     // The upstream's authority is in the URI; HTTP/1.1 sends it as Host.
@@ -251,7 +287,11 @@ async fn forward(
     if let Some((name, value)) = &ceiling.set_header {
         parts.headers.insert(name.clone(), value.clone());
     }
-    match ceiling.upstream.request(Request::from_parts(parts, body)).await {
+    match ceiling
+        .upstream
+        .request(Request::from_parts(parts, body))
+        .await
+    {
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             for hop in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
