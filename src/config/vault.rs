@@ -139,6 +139,15 @@ impl Loaded {
                 errors.push("vault.database_url must start with sqlite:// or postgres://".into());
             }
         }
+        if let Some(env) = v
+            .environment
+            .as_deref()
+            .filter(|e| !airlock_vault::valid_name(e))
+        {
+            errors.push(format!(
+                "vault.environment {env:?} must be 1-128 letters, digits, '-', '_', '.' or '@'"
+            ));
+        }
         for (field, url) in [("vault.public_url", &v.public_url), ("vault.url", &v.url)] {
             if let Some(url) = url.as_ref().filter(|u| !is_http_url(u)) {
                 errors.push(format!(

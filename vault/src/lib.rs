@@ -16,6 +16,7 @@ pub mod store;
 // The vault's domains, each an `impl Vault` block over the store.
 mod apps;
 mod connections;
+mod environments;
 mod flows;
 mod revoke;
 mod sandboxes;
@@ -27,10 +28,12 @@ mod testing;
 mod tokens;
 
 pub use apps::AppView;
-pub use connections::{ConnectStarted, ConnectionView, NO_REFRESH_TOKEN_WARNING};
+pub use connections::{
+    ConnectRequest, ConnectStarted, ConnectionView, MachineAccountSpec, NO_REFRESH_TOKEN_WARNING,
+};
 pub use flows::{FlowOutcome, FlowTarget, FlowView, MAX_WAIT as MAX_FLOW_WAIT};
-pub use sandboxes::{NewSandbox, SandboxCreated, SandboxView};
-pub use scope::Scope;
+pub use sandboxes::{ConnectionPin, NewSandbox, SandboxCreated, SandboxView};
+pub use scope::{valid_name, Scope};
 pub use status::CONNECT_LINK_PATH;
 
 pub use tokens::{RefreshCounts, RefreshStats};

@@ -77,6 +77,8 @@ impl Api {
                 id: Some("sb".into()),
                 rules: Default::default(),
                 consent_wait_secs: None,
+                environment: "default".into(),
+                connections: Vec::new(),
             })
             .await
             .unwrap();
@@ -323,6 +325,8 @@ async fn status_is_a_service_call_and_its_connect_link_redirects_to_the_provider
             id: Some("sb".into()),
             rules: Default::default(),
             consent_wait_secs: None,
+            environment: "default".into(),
+            connections: Vec::new(),
         })
         .await
         .unwrap();

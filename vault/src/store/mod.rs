@@ -89,6 +89,7 @@ use sqlx::{AnyPool, Row};
 
 pub use airlock_vault_client::ConnectionStatus;
 pub use apps::{AppRow, ProviderRow};
+pub(crate) use connections::duplicate_name;
 pub use connections::{ConnectionRow, GrantKind, NewConnection, ScopeKind, TokenUpdate};
 pub use flows::{FlowEnd, FlowRow, FlowState, FLOW_KEEP_SECS};
 pub use leases::LeaseEnd;
@@ -117,6 +118,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_step_up.sql"),
     include_str!("migrations/0007_connect_flows.sql"),
     include_str!("migrations/0008_sandbox_consent_wait.sql"),
+    include_str!("migrations/0009_environments_and_names.sql"),
 ];
 
 pub fn now() -> i64 {

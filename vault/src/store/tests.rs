@@ -87,10 +87,12 @@ async fn states_are_taken_once() {
             pkce_verifier: ring.seal("oauth_states.pkce_verifier", "h", &SecretString::from("v")),
             expires_at: now() + 60,
             connect_link: Some("link-hash".into()),
+            name: "work".into(),
         };
         store.insert_state("h", &row).await.unwrap();
         let taken = store.take_state("h").await.unwrap().expect("the state");
         assert_eq!(taken.connect_link.as_deref(), Some("link-hash"), "{url}");
+        assert_eq!(taken.name, "work", "{url}");
         assert!(
             store.take_state("h").await.unwrap().is_none(),
             "{url}: a state is single-use"
@@ -112,24 +114,31 @@ async fn connect_links_are_found_while_live_and_used_once() {
             expires_at,
             used_at: None,
             scopes: None,
+            connection_name: None,
         };
         store.insert_link(&link("old", now() + 10)).await.unwrap();
         store.insert_link(&link("new", now() + 100)).await.unwrap();
-        let live = store.live_link("sbx", "acme", None, now()).await.unwrap();
+        let live = store
+            .live_link("sbx", "acme", None, None, now())
+            .await
+            .unwrap();
         assert_eq!(live.unwrap().id_hash, "new", "{url}: the longest-lived");
         assert!(store
-            .live_link("sbx", "acme", None, now() + 200)
+            .live_link("sbx", "acme", None, None, now() + 200)
             .await
             .unwrap()
             .is_none());
         assert!(store
-            .live_link("other", "acme", None, now())
+            .live_link("other", "acme", None, None, now())
             .await
             .unwrap()
             .is_none());
         assert!(store.use_link("new").await.unwrap());
         assert!(!store.use_link("new").await.unwrap(), "{url}: once");
-        let live = store.live_link("sbx", "acme", None, now()).await.unwrap();
+        let live = store
+            .live_link("sbx", "acme", None, None, now())
+            .await
+            .unwrap();
         assert_eq!(
             live.unwrap().id_hash,
             "old",
@@ -162,6 +171,9 @@ async fn the_most_specific_connection_wins() {
                     environment: "default",
                     client_id: None,
                     token_url: None,
+                    name: "",
+                    env_name: None,
+                    hosts: None,
                 })
                 .await
                 .unwrap();
@@ -186,7 +198,7 @@ async fn the_most_specific_connection_wins() {
             let store = store.clone();
             async move {
                 store
-                    .visible_connection("t", "acme", ws, user)
+                    .visible_connection("t", "default", "acme", ws, user)
                     .await
                     .unwrap()
                     .unwrap()
@@ -201,7 +213,7 @@ async fn the_most_specific_connection_wins() {
         assert_eq!(pick(Some("ws"), Some("bob")).await, ScopeKind::Workspace);
         assert_eq!(pick(None, Some("bob")).await, ScopeKind::Tenant);
         assert!(store
-            .visible_connection("other", "acme", None, None)
+            .visible_connection("other", "default", "acme", None, None)
             .await
             .unwrap()
             .is_none());
@@ -220,6 +232,9 @@ async fn connection_with_token(store: &Store, ring: &Keyring, provider: &str) ->
             environment: "default",
             client_id: None,
             token_url: None,
+            name: "",
+            env_name: None,
+            hosts: None,
         })
         .await
         .unwrap();
@@ -246,6 +261,9 @@ async fn a_revoke_pending_connection_is_never_handed_out_or_brought_back() {
             environment: "default",
             client_id: None,
             token_url: None,
+            name: "",
+            env_name: None,
+            hosts: None,
         };
         let id = store.upsert_connection(&new).await.unwrap();
         let update = |v: &str| TokenUpdate {
@@ -259,7 +277,7 @@ async fn a_revoke_pending_connection_is_never_handed_out_or_brought_back() {
         };
         store.store_tokens(&id, &update("a1")).await.unwrap();
         assert!(store
-            .visible_connection("t", "acme", None, None)
+            .visible_connection("t", "default", "acme", None, None)
             .await
             .unwrap()
             .is_some());
@@ -267,7 +285,7 @@ async fn a_revoke_pending_connection_is_never_handed_out_or_brought_back() {
         let row = store.connection(&id).await.unwrap().unwrap();
         assert_eq!(row.status, ConnectionStatus::RevokePending, "{url}");
         assert!(store
-            .visible_connection("t", "acme", None, None)
+            .visible_connection("t", "default", "acme", None, None)
             .await
             .unwrap()
             .is_none());
