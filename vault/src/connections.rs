@@ -473,7 +473,8 @@ impl Vault {
         if own_provider {
             self.add_provider(provider.clone()).await?;
         }
-        // A provider made for the account already says its variable and hosts.
+        // A provider made for the account already says its variable and
+        // hosts: its provider's binding reaches it.
         let (env_name, own_hosts) = if own_provider {
             (None, None)
         } else {
@@ -492,7 +493,7 @@ impl Vault {
                 client_id: Some(&client_id),
                 token_url: token_url.as_deref(),
                 name: &name,
-                env_name: env_name.or(own_provider.then_some(provider.env.as_str())),
+                env_name,
                 hosts: own_hosts,
             })
             .await?;

@@ -342,7 +342,9 @@ impl Store {
 
     /// The most specific connection of `provider` a sandbox of `environment`
     /// can see: its user's, then its workspace's, then the tenant's, then a
-    /// machine account; at one level the unnamed one, then the oldest.
+    /// machine account; at one level the unnamed one, then the oldest. A
+    /// connection with a variable of its own is reached through that
+    /// variable only (a pinned binding), never as its provider's.
     pub async fn visible_connection(
         &self,
         tenant: &str,
@@ -353,7 +355,7 @@ impl Store {
     ) -> Result<Option<ConnectionRow>, VaultError> {
         let rows = sqlx::query(&format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant = $1 AND environment = $2 AND provider = $3 \
-             AND status NOT IN ('pending', 'revoke_pending') \
+             AND status NOT IN ('pending', 'revoke_pending') AND env_name IS NULL \
              AND ((scope_kind = 'user' AND scope_name = $4) OR (scope_kind = 'workspace' AND scope_name = $5) \
              OR scope_kind = 'tenant' OR scope_kind = 'machine') ORDER BY created_at, id"
         ))

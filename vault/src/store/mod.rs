@@ -202,6 +202,11 @@ pub struct Store {
 impl Store {
     /// Opens (creating when needed) the database and applies migrations.
     pub async fn open(url: &str) -> Result<Self, VaultError> {
+        Self::open_at(url, MIGRATIONS.len()).await
+    }
+
+    /// Opens the database with migrations applied up to `version` only.
+    pub(crate) async fn open_at(url: &str, version: usize) -> Result<Self, VaultError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
@@ -237,7 +242,7 @@ impl Store {
             .await
             .map_err(|e| VaultError::Store(format!("cannot open the database: {e}")))?;
         let store = Self { pool, backend };
-        store.migrate().await?;
+        store.migrate(version).await?;
         Ok(store)
     }
 
@@ -245,7 +250,7 @@ impl Store {
         self.backend
     }
 
-    async fn migrate(&self) -> Result<(), VaultError> {
+    async fn migrate(&self, upto: usize) -> Result<(), VaultError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS airlock_schema (version BIGINT NOT NULL)")
             .execute(&mut *tx)
@@ -261,7 +266,7 @@ impl Store {
             .await?
             .try_get("v")?;
         let current = current.unwrap_or(0) as usize;
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+        for (i, migration) in MIGRATIONS.iter().enumerate().take(upto).skip(current) {
             for statement in migration
                 .split(';')
                 .map(str::trim)

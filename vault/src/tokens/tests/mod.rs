@@ -11,6 +11,7 @@ use crate::oauth::RawAnswer;
 use crate::store::{now, ConnectionStatus, GrantKind, NewConnection, ScopeKind};
 use crate::VaultSettings;
 
+mod accounts;
 mod fixtures;
 
 use fixtures::*;
