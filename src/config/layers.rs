@@ -159,6 +159,27 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecar_environment_from_flag_then_file() {
+        let (_dir, path) = write("[vault]\nenvironment = \"staging\"\n");
+        let loaded = Loaded::read_with(Some(&path), vars(&[])).unwrap();
+        let e = loaded.effective_with(&Flags::default(), no_env);
+        assert_eq!(e.environment.as_deref(), Some("staging"));
+        let flags = Flags {
+            environment: Some("production".into()),
+            ..Flags::default()
+        };
+        let e = loaded.effective_with(&flags, no_env);
+        assert_eq!(e.environment.as_deref(), Some("production"));
+        let defaults = Loaded::read_with(None, vars(&[])).unwrap();
+        assert_eq!(
+            defaults
+                .effective_with(&Flags::default(), no_env)
+                .environment,
+            None
+        );
+    }
+
+    #[test]
     fn data_dir_from_flag_file_or_home() {
         let (dir, path) = write("data_dir = \"state\"\n");
         let loaded = Loaded::read_with(Some(&path), vars(&[])).unwrap();

@@ -283,16 +283,17 @@ mod tests {
     #[test]
     fn each_bad_vault_key_is_one_error() {
         let l = load(
-            "[vault]\nrefresh_fraction = 2.0\ndatabase_url = \"mysql://x\"\nurl = \"vault:8090\"\n",
+            "[vault]\nrefresh_fraction = 2.0\ndatabase_url = \"mysql://x\"\nurl = \"vault:8090\"\nenvironment = \"prod env\"\n",
         );
         let mut errors = Vec::new();
         l.check_vault(&mut errors);
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 4, "{errors:?}");
         assert_eq!(
             errors[0],
             "vault.refresh_fraction 2 must be between 0 and 1"
         );
-        assert!(errors[2].starts_with("vault.url \"vault:8090\""));
+        assert!(errors[2].starts_with("vault.environment \"prod env\" must be"));
+        assert!(errors[3].starts_with("vault.url \"vault:8090\""));
     }
 
     #[test]

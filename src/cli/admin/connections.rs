@@ -415,6 +415,39 @@ mod tests {
     }
 
     #[test]
+    fn a_machine_account_is_said_once_with_its_variable() {
+        let out = machine_account_line(&json!({
+            "id": "conn_1", "name": "ci", "provider": "acme", "environment": "default",
+            "status": "connected", "kind": "client_credentials", "variable": "ACME_CI_TOKEN"
+        }));
+        assert_eq!(
+            out,
+            "machine account ci (conn_1) of acme in environment default: connected\n  \
+             sandboxes get it as ACME_CI_TOKEN (airlock sandbox create --connection acme:ci)\n"
+        );
+        let plain = machine_account_line(&json!({
+            "id": "conn_2", "name": "bot", "provider": "acme", "environment": "production",
+            "status": "connected"
+        }));
+        assert_eq!(plain.lines().count(), 1, "{plain}");
+        assert!(!plain.contains("connected (connected)"));
+    }
+
+    #[test]
+    fn connections_show_environment_name_and_own_variable() {
+        let out = connection_rows(&json!([{
+            "id": "c1", "environment": "production", "provider": "acme", "name": "work",
+            "scope": "tenant", "status": "connected", "kind": "client_credentials",
+            "scopes": [], "expires_at": null, "warnings": [],
+            "variable": "ACME_WORK_TOKEN", "hosts": ["api.acme.test"]
+        }]));
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("c1 production acme/work "), "{out}");
+        assert_eq!(lines[1], "    variable: ACME_WORK_TOKEN");
+        assert_eq!(lines[2], "    hosts: api.acme.test");
+    }
+
+    #[test]
     fn connections_list_scopes_and_expiry_and_say_when_there_are_none() {
         assert_eq!(
             connection_rows(&json!([])),

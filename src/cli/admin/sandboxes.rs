@@ -161,3 +161,23 @@ pub fn sandbox(c: SandboxCommand) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::connection_pin;
+
+    #[test]
+    fn a_connection_pin_reads_variable_provider_and_name() {
+        let pin = connection_pin("GITHUB_PERSONAL_TOKEN=github:personal").unwrap();
+        assert_eq!(pin.variable.as_deref(), Some("GITHUB_PERSONAL_TOKEN"));
+        assert_eq!(pin.provider.as_deref(), Some("github"));
+        assert_eq!(pin.name, "personal");
+        let pin = connection_pin("ci").unwrap();
+        assert_eq!(
+            (pin.variable, pin.provider, pin.name.as_str()),
+            (None, None, "ci")
+        );
+        let err = connection_pin("github:").unwrap_err();
+        assert!(err.contains("[VARIABLE=][PROVIDER:]NAME"), "{err}");
+    }
+}
