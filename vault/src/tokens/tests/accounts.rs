@@ -625,3 +625,67 @@ async fn a_machine_account_is_renewed_before_expiry_and_after_a_401() {
     assert_eq!(fake.granted(), 5, "renewed ahead of expiry");
     assert_eq!(token_of(v, &sbx, &ph).await, "at5");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_binding_s_connect_link_reconnects_that_account() {
+    let (_fake, w) = acme_world(settings()).await;
+    let v = &w.vault;
+    app(v, "default").await;
+    named(v, "default", (ScopeKind::Tenant, ""), "", "unnamed-token").await;
+    let work = named(
+        v,
+        "default",
+        (ScopeKind::User, "alice"),
+        "work",
+        "work-token",
+    )
+    .await;
+    let mut new = new_sandbox("default");
+    new.user = Some("alice".into());
+    new.connections = vec![pin("ACME_WORK_TOKEN=acme:work")];
+    new.providers = vec!["acme".into()];
+    let (sbx, _) = create(v, new).await.unwrap();
+    v.store
+        .set_status(&work, crate::ConnectionStatus::ReconnectNeeded, Some("x"))
+        .await
+        .unwrap();
+    let status = v.sandbox_status(&sbx).await.unwrap();
+    let pinned = status
+        .credentials
+        .iter()
+        .find(|c| c.variable == "ACME_WORK_TOKEN")
+        .unwrap();
+    assert_eq!(
+        pinned.state,
+        airlock_vault_client::CredentialState::ReconnectNeeded
+    );
+    let link = pinned.connect_url.clone().expect("a connect link");
+    // Unpinned, alice's own account is still the most specific she sees:
+    // the same state, but a link of its own (it connects her unnamed one).
+    let plain = status
+        .credentials
+        .iter()
+        .find(|c| c.variable == "ACME_TOKEN")
+        .unwrap();
+    assert_eq!(
+        plain.state,
+        airlock_vault_client::CredentialState::ReconnectNeeded
+    );
+    assert!(plain.connect_url.as_ref().is_some_and(|l| *l != link));
+    let id = link.rsplit('/').next().unwrap();
+    let started = v.open_connect_link(id).await.unwrap();
+    let state = url::Url::parse(&started.authorization_url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let made = v
+        .finish_connect(&state, Some("code"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(made.id, work, "the same connection, reconnected");
+    assert_eq!(made.name.as_deref(), Some("work"));
+    assert_eq!(made.scope, "user:alice");
+    assert_eq!(v.connections().await.unwrap().len(), 2);
+}
