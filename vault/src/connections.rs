@@ -409,7 +409,8 @@ impl Vault {
                     &scopes,
                     expose_as_env.as_deref(),
                     hosts.as_deref(),
-                )?,
+                )
+                .await?,
                 true,
             ),
         };
@@ -511,9 +512,11 @@ impl Vault {
     }
 
     /// The provider a machine account given without one gets: its name,
-    /// token URL, scopes, variable and hosts, injected as a bearer token. A
-    /// provider of that name with an authorize flow is not replaced.
-    fn machine_provider(
+    /// token URL, scopes, variable and hosts, injected as a bearer token.
+    /// An existing provider of that name is replaced only when it was made
+    /// this way (a machine account of its own name uses it): adding the
+    /// account again updates it.
+    async fn machine_provider(
         &self,
         name: &str,
         token_url: Option<&str>,
@@ -538,11 +541,14 @@ impl Vault {
                 missing.join(", ")
             )));
         }
-        if let Ok(existing) = self.provider(name) {
-            if existing.authorize_url.is_some() {
+        if self.provider(name).is_ok() {
+            let made_here = self.store.connections().await?.iter().any(|c| {
+                c.provider == name && c.name == name && c.scope_kind == ScopeKind::Machine
+            });
+            if !made_here {
                 return Err(VaultError::Conflict(format!(
-                    "provider {name:?} exists and has an authorize flow; add the machine account to it \
-                     with provider = {name:?}, or give the account another name"
+                    "provider {name:?} exists; add the machine account to it with provider = {name:?} \
+                     (its token URL, variable and hosts are then the defaults), or give the account another name"
                 )));
             }
         }

@@ -567,7 +567,29 @@ async fn a_machine_account_in_one_call_needs_no_provider_first() {
         .any(|h| h.matches("api.acme.test")));
     assert!(v.is_bound_host(&sbx, "billing.internal.test").await);
 
-    // A provider with an authorize flow is never replaced by one.
+    // Adding it again updates the provider made for it.
+    let more = Some(vec![
+        "billing.internal.test".to_owned(),
+        "billing2.internal.test".to_owned(),
+    ]);
+    v.add_machine_account(spec(Some(url.clone()), Some("BILLING_TOKEN"), more))
+        .await
+        .unwrap();
+    assert_eq!(v.provider("billing-api").unwrap().hosts.len(), 2);
+    assert_eq!(v.connections().await.unwrap().len(), 1, "the same account");
+    // A provider not made for a machine account is never replaced by one.
+    let err = v
+        .add_machine_account(MachineAccountSpec {
+            name: "other".into(),
+            ..spec(Some(url.clone()), Some("X_TOKEN"), hosts.clone())
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("provider \"other\" exists"),
+        "{err}"
+    );
+    assert_eq!(v.provider("other").unwrap().env, "OTHER_TOKEN", "untouched");
     let catalog_vault = acme_world(settings()).await.1;
     let err = catalog_vault
         .vault
