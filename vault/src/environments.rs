@@ -26,7 +26,8 @@ impl Vault {
         }
         Err(VaultError::Invalid(format!(
             "unknown environment {environment:?} (known: {}); an environment exists once an OAuth app \
-             is registered in it (airlock app set PROVIDER --environment {environment} …)",
+             is registered in it (airlock app set PROVIDER --environment {environment} …) or a machine \
+             account is added to it",
             known.join(", ")
         )))
     }

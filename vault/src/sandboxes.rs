@@ -109,6 +109,7 @@ impl std::str::FromStr for ConnectionPin {
 fn default_environment() -> String {
     DEFAULT_ENVIRONMENT.into()
 }
+
 /// The spec as stored, after checking it compiles; `None` for the empty spec.
 fn rules_json(variable: &str, spec: &RulesSpec) -> Result<Option<String>, VaultError> {
     if spec.is_empty() {
