@@ -178,6 +178,35 @@ impl Accounts {
     }
 }
 
+impl Accounts {
+    /// The `x-airlock-connect-url` of a refused request with `variable`.
+    async fn connect_link_header(&self, env: &[(String, String)], variable: &str) -> String {
+        let placeholder = value(env, variable).to_owned();
+        let env = env.to_vec();
+        let url = format!("https://{API}/api/me");
+        let out = blocking(move || {
+            let auth = format!("Authorization: Bearer {placeholder}");
+            curl(&env, &["-D", "-", "-H", &auth, &url])
+        })
+        .await;
+        out.stdout
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("x-airlock-connect-url")
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no connect link in {}", out.stdout))
+    }
+
+    /// The sandbox's own status document (`airlock.internal`).
+    async fn sandbox_status(&self, env: &[(String, String)]) -> Value {
+        let env = env.to_vec();
+        let out = blocking(move || curl(&env, &["http://airlock.internal/v1/status"])).await;
+        serde_json::from_str(&out.stdout).unwrap_or_else(|_| panic!("status: {}", out.stdout))
+    }
+}
+
 fn value<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
     &env.iter()
         .find(|(k, _)| k == name)
@@ -377,7 +406,44 @@ async fn two_accounts_pinned(backend: Backend) {
         s.call(&env, "ACME_PERSONAL_TOKEN").await,
         (200, bearer(&personal))
     );
-    s.w.assert_no_secret_in(&[&s.w.airlock.logs()]);
+
+    // The refusal carries the connect link of that pinned account (the one
+    // the sandbox's status gives ACME_TOKEN), and opening it connects
+    // "work" again, for this variable only.
+    let status = s.sandbox_status(&env).await;
+    let link = s.connect_link_header(&env, "ACME_TOKEN").await;
+    let credentials = status["credentials"].as_array().unwrap();
+    let pinned = credentials
+        .iter()
+        .find(|c| c["variable"] == "ACME_TOKEN")
+        .unwrap();
+    assert_eq!(pinned["connection"], "work", "{status}");
+    assert_eq!(pinned["state"], "not_connected", "{status}");
+    assert_eq!(
+        pinned["connect_url"].as_str(),
+        Some(link.as_str()),
+        "{status}"
+    );
+    let page = s.w.follow(&link).await;
+    assert!(page.contains("Connected"), "{page}");
+    let back = s.w.provider.issued_access_tokens().last().unwrap().clone();
+    assert_eq!(s.call(&env, "ACME_TOKEN").await, (200, bearer(&back)));
+    assert_eq!(
+        s.call(&env, "ACME_PERSONAL_TOKEN").await,
+        (200, bearer(&personal))
+    );
+    let conns: Value = serde_json::from_str(&s.cli(&["connections", "--json"], &[])).unwrap();
+    let work_again = conns
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "work")
+        .unwrap();
+    assert_eq!(
+        work_again["scope"], "user:alice",
+        "a link connects at the sandbox's own scope"
+    );
+    s.w.assert_no_secret_in(&[&s.w.airlock.logs(), &status.to_string()]);
 }
 
 async fn machine_accounts(backend: Backend) {

@@ -46,6 +46,7 @@ impl Vault {
                             variable: b.env_name,
                             kind: CredentialKind::Static,
                             provider: None,
+                            connection: None,
                             hosts: secret.hosts.clone(),
                             state: CredentialState::Connected,
                             scopes: Vec::new(),
@@ -102,6 +103,7 @@ impl Vault {
                         variable: b.env_name,
                         kind: CredentialKind::Oauth,
                         provider: Some(provider.name.clone()),
+                        connection: b.connection_name.clone(),
                         hosts: connection
                             .as_ref()
                             .and_then(|c| c.own_hosts())
