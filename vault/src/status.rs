@@ -145,6 +145,21 @@ impl Vault {
         {
             return Ok(None);
         }
+        // A pinned account the sandbox's user does not own (the tenant's, a
+        // machine account) is not the sandbox's to reconnect.
+        if let Some(name) = pin {
+            if let Some(c) = self
+                .store
+                .named_connection(&sandbox.tenant, &sandbox.environment, &provider.name, name)
+                .await?
+            {
+                let own = sandbox_scope(sandbox);
+                let (kind, scope_name) = own.kind_and_name();
+                if (c.scope_kind, c.scope_name.as_str()) != (kind, scope_name) {
+                    return Ok(None);
+                }
+            }
+        }
         let ttl = self.settings.connect_link_ttl.as_secs() as i64;
         let now = now();
         if let Some(live) = self
@@ -246,9 +261,9 @@ impl Vault {
         self.start_connect_from(
             &ConnectRequest {
                 tenant: sandbox.tenant.clone(),
-                scope: self
-                    .pin_scope(&sandbox, &link.provider, link.connection_name.as_deref())
-                    .await?,
+                // A link connects at the sandbox's own scope, never another
+                // owner's (a pinned name another owner has is refused).
+                scope: sandbox_scope(&sandbox),
                 provider: link.provider.clone(),
                 scopes,
                 environment: sandbox.environment.clone(),
@@ -262,8 +277,9 @@ impl Vault {
         .await
     }
 
-    /// Where a connect for the sandbox puts the connection: a pinned name
-    /// that exists stays with its owner, else the sandbox's own scope.
+    /// Where a connect an operator starts for the sandbox puts the
+    /// connection: a pinned name that exists stays with its owner, else the
+    /// sandbox's own scope.
     pub(crate) async fn pin_scope(
         &self,
         sandbox: &SandboxRow,

@@ -711,3 +711,66 @@ async fn a_pinned_binding_s_connect_link_reconnects_that_account() {
     assert_eq!(made.scope, "user:alice");
     assert_eq!(v.connections().await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_gets_no_link_to_reconnect_an_account_it_does_not_own() {
+    let (_fake, w) = acme_world(settings()).await;
+    let v = &w.vault;
+    app(v, "default").await;
+    let shared = named(
+        v,
+        "default",
+        (ScopeKind::Tenant, ""),
+        "shared",
+        "shared-token",
+    )
+    .await;
+    v.add_machine_account(machine("ci", Some("acme"), Some("ACME_CI_TOKEN")))
+        .await
+        .unwrap();
+    let mut new = new_sandbox("default");
+    new.user = Some("alice".into());
+    new.connections = vec![pin("acme:shared"), pin("acme:ci")];
+    let (sbx, _) = create(v, new).await.unwrap();
+    v.store
+        .set_status(&shared, crate::ConnectionStatus::ReconnectNeeded, Some("x"))
+        .await
+        .unwrap();
+    let status = v.sandbox_status(&sbx).await.unwrap();
+    let pinned = status
+        .credentials
+        .iter()
+        .find(|c| c.variable == "ACME_TOKEN")
+        .unwrap();
+    assert_eq!(
+        pinned.state,
+        airlock_vault_client::CredentialState::ReconnectNeeded
+    );
+    assert_eq!(pinned.connection.as_deref(), Some("shared"));
+    // The tenant's account: alice's sandbox may not re-consent it.
+    assert!(pinned.connect_url.is_none());
+    // A tenant-wide sandbox may, in place.
+    let mut tenant = new_sandbox("default");
+    tenant.connections = vec![pin("acme:shared")];
+    let (tenant_sbx, _) = create(v, tenant).await.unwrap();
+    let status = v.sandbox_status(&tenant_sbx).await.unwrap();
+    let link = status.credentials[0].connect_url.clone().expect("a link");
+    let started = v
+        .open_connect_link(link.rsplit('/').next().unwrap())
+        .await
+        .unwrap();
+    let state = url::Url::parse(&started.authorization_url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let made = v
+        .finish_connect(&state, Some("code"), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (made.id.as_str(), made.scope.as_str()),
+        (shared.as_str(), "tenant")
+    );
+}
