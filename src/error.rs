@@ -95,6 +95,15 @@ pub enum Error {
     ProviderClient(#[source] reqwest::Error),
     #[error("unknown sandbox {0:?}")]
     UnknownSandbox(String),
+    #[error(
+        "sandbox {sandbox} resolves environment {has}, not {asked}: its placeholders would reach {has}'s connections \
+         (a sandbox's environment is set when it is made; the sidecar's by airlock up --environment or [vault] environment)"
+    )]
+    EnvironmentMismatch {
+        sandbox: String,
+        has: String,
+        asked: String,
+    },
     #[error("{0}")]
     AdminClient(#[source] reqwest::Error),
     #[error("cannot reach the vault at {url}: {source}")]

@@ -228,7 +228,13 @@ impl App {
             &opened.service_token,
         );
         if self.mode == Mode::Up {
-            bindings = vault::sidecar_bindings(&vault, &prepared.secret_names()).await?;
+            let environment = self
+                .effective
+                .environment
+                .as_deref()
+                .unwrap_or(airlock_vault::DEFAULT_ENVIRONMENT);
+            bindings =
+                vault::sidecar_bindings(&vault, environment, &prepared.secret_names()).await?;
             // The console shows what the in-process proxy did.
             let recent = self.telemetry.recent.clone();
             let held = self.telemetry.held.clone();

@@ -171,6 +171,9 @@ pub struct VaultSection {
     /// A failed revocation is retried after this long, doubling up to `revoke_retry_max_secs`.
     pub revoke_retry_secs: Option<u64>,
     pub revoke_retry_max_secs: Option<u64>,
+    /// The sidecar sandbox's environment (`airlock up`, `airlock env`): it
+    /// resolves that environment's connections only (default `default`).
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -93,8 +93,10 @@ fn machine_account_uses_client_credentials() {
         "the first token, the dropped one, then the new grant's"
     );
 
+    // Its own variable: a second account of the provider without one is
+    // refused before the provider is asked.
     let bad = format!(
-        r#"{{"name":"bad","provider":"oidc","client_id":"{MACHINE_ID}","client_secret":"wrong-secret"}}"#
+        r#"{{"name":"bad","provider":"oidc","client_id":"{MACHINE_ID}","client_secret":"wrong-secret","expose_as_env":"OIDC_BAD_TOKEN"}}"#
     );
     let (status, answer) = w.admin("POST", "/v1/machine-accounts", Some(&bad));
     // The provider refused the app's credentials: named, nothing stored.

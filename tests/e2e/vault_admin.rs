@@ -59,9 +59,10 @@ async fn machine_account_uses_client_credentials() {
     assert_eq!(w.provider.token_requests("client_credentials"), 1);
     let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
     assert_eq!(status, 200, "{body}");
-    // A wrong secret is refused and stores nothing.
+    // A wrong secret is refused and stores nothing (a second account of
+    // the provider needs a variable of its own, or it is refused first).
     let bad = format!(
-        r#"{{"name":"bad","provider":"acme","client_id":"{CLIENT_ID}","client_secret":"wrong-secret"}}"#
+        r#"{{"name":"bad","provider":"acme","client_id":"{CLIENT_ID}","client_secret":"wrong-secret","expose_as_env":"ACME_BAD_TOKEN"}}"#
     );
     let (status, answer) = api(&w.airlock, "POST", "/v1/machine-accounts", Some(bad), None).await;
     assert_eq!(status, 502, "{answer}");

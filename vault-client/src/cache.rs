@@ -550,6 +550,7 @@ mod tests {
                 variable: "X".into(),
                 kind: crate::CredentialKind::Oauth,
                 provider: Some("x".into()),
+                connection: None,
                 hosts: vec![],
                 state: crate::CredentialState::NotConnected,
                 scopes: vec![],

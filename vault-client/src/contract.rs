@@ -286,6 +286,10 @@ pub struct CredentialStatus {
     /// The provider's name for OAuth credentials; `None` for static secrets.
     #[serde(default)]
     pub provider: Option<String>,
+    /// The name of the connection a pinned binding uses; `None` when the
+    /// binding takes the most specific connection the sandbox sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     /// Hosts the token may be sent to (patterns such as `*.example.com`).
     #[serde(default)]
     pub hosts: Vec<String>,

@@ -17,6 +17,7 @@ pub mod store;
 mod apps;
 mod changes;
 mod connections;
+mod environments;
 mod flows;
 mod revoke;
 mod sandboxes;
@@ -28,10 +29,12 @@ mod testing;
 mod tokens;
 
 pub use apps::AppView;
-pub use connections::{ConnectStarted, ConnectionView, NO_REFRESH_TOKEN_WARNING};
+pub use connections::{
+    ConnectRequest, ConnectStarted, ConnectionView, MachineAccountSpec, NO_REFRESH_TOKEN_WARNING,
+};
 pub use flows::{FlowOutcome, FlowTarget, FlowView, MAX_WAIT as MAX_FLOW_WAIT};
-pub use sandboxes::{NewSandbox, SandboxCreated, SandboxView};
-pub use scope::Scope;
+pub use sandboxes::{ConnectionPin, NewSandbox, SandboxCreated, SandboxView};
+pub use scope::{valid_name, Scope};
 pub use status::CONNECT_LINK_PATH;
 
 pub use tokens::{RefreshCounts, RefreshStats};

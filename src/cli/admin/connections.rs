@@ -7,8 +7,10 @@ use clap::Args;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{refusal, rows, secret_from_env, AdminArgs, Api};
+use super::{refusal, rows, AdminArgs, Api};
+use crate::config::SecretSource;
 use crate::Error;
+use airlock_vault_client::ExposeSecret;
 
 #[derive(Args)]
 pub struct ConnectArgs {
@@ -19,6 +21,15 @@ pub struct ConnectArgs {
     pub scope: String,
     #[arg(long, default_value = airlock_vault::DEFAULT_TENANT)]
     pub tenant: String,
+    /// The environment the connection is made in, with that environment's
+    /// OAuth app (default: `default`; with --sandbox, the sandbox's).
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// A name for the connection, so sandboxes can be pinned to it
+    /// (`airlock sandbox create --connection github:work`); reconnecting a
+    /// name replaces that connection's grant.
+    #[arg(long)]
+    pub name: Option<String>,
     /// Scopes to request (default: the provider's).
     #[arg(long = "oauth-scope")]
     pub scopes: Vec<String>,
@@ -50,22 +61,38 @@ pub struct DisconnectArgs {
     pub admin: AdminArgs,
 }
 
+/// A machine account in one call: without --provider, --token-url,
+/// --expose-as-env and --host make a provider of the account's name.
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("secret").required(true).args(["client_secret_env", "client_secret_file"]))]
 pub struct MachineAccountArgs {
     pub name: String,
+    /// An existing provider (its token URL, variable and hosts are the defaults).
     #[arg(long)]
-    pub provider: String,
+    pub provider: Option<String>,
     #[arg(long)]
     pub client_id: String,
     /// Name of an environment variable holding the client secret.
     #[arg(long)]
-    pub client_secret_env: String,
+    pub client_secret_env: Option<String>,
+    /// A file holding the client secret.
+    #[arg(long)]
+    pub client_secret_file: Option<std::path::PathBuf>,
     #[arg(long)]
     pub token_url: Option<String>,
     #[arg(long = "oauth-scope")]
     pub scopes: Vec<String>,
+    /// The sandbox's variable for this account (default: the provider's);
+    /// several accounts of one provider each need their own.
+    #[arg(long)]
+    pub expose_as_env: Option<String>,
+    /// A host its token may be sent to (repeat; default: the provider's).
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
     #[arg(long, default_value = airlock_vault::DEFAULT_TENANT)]
     pub tenant: String,
+    #[arg(long, default_value = airlock_vault::DEFAULT_ENVIRONMENT)]
+    pub environment: String,
     #[command(flatten)]
     pub admin: AdminArgs,
 }
@@ -98,6 +125,12 @@ pub fn connect(c: ConnectArgs) -> Result<(), Error> {
     };
     if !c.scopes.is_empty() {
         body["scopes"] = json!(c.scopes);
+    }
+    if let Some(environment) = &c.environment {
+        body["environment"] = json!(environment);
+    }
+    if let Some(name) = &c.name {
+        body["name"] = json!(name);
     }
     let value = api.call(reqwest::Method::POST, path, Some(body))?;
     api.print(&value, |v| {
@@ -211,16 +244,29 @@ fn connection_rows(v: &Value) -> String {
                     .ok()
             })
             .map_or_else(|| "no expiry".to_owned(), |t| format!("expires {t}"));
+        // The provider, with the connection's name when it has one.
+        let provider = match c["name"].as_str() {
+            Some(name) => format!("{}/{name}", c["provider"].as_str().unwrap_or("")),
+            None => c["provider"].as_str().unwrap_or("").to_owned(),
+        };
         let mut line = format!(
-            "{} {:<10} {:<18} {:<16} {:<18} {} [{}]",
+            "{} {:<10} {:<12} {:<18} {:<16} {:<18} {} [{}]",
             c["id"].as_str().unwrap_or(""),
-            c["provider"].as_str().unwrap_or(""),
+            c["environment"].as_str().unwrap_or(""),
+            provider,
             c["scope"].as_str().unwrap_or(""),
             c["status"].as_str().unwrap_or(""),
             c["kind"].as_str().unwrap_or(""),
             expires,
             scopes.join(" ")
         );
+        if let Some(variable) = c["variable"].as_str() {
+            line.push_str(&format!("\n    variable: {variable}"));
+        }
+        if let Some(hosts) = c["hosts"].as_array() {
+            let hosts: Vec<&str> = hosts.iter().filter_map(Value::as_str).collect();
+            line.push_str(&format!("\n    hosts: {}", hosts.join(" ")));
+        }
         for w in c["warnings"].as_array().into_iter().flatten() {
             line.push_str(&format!("\n    warning: {}", w.as_str().unwrap_or("")));
         }
@@ -271,22 +317,58 @@ pub fn disconnect(c: DisconnectArgs) -> Result<(), Error> {
 
 pub fn machine_account(c: MachineAccountArgs) -> Result<(), Error> {
     let api = Api::new(&c.admin)?;
+    let source =
+        match (&c.client_secret_env, &c.client_secret_file) {
+            (Some(var), _) => SecretSource::Env(var.clone()),
+            (None, Some(path)) => SecretSource::File(path.clone()),
+            (None, None) => return Err(Error::Usage(
+                "give the client secret with --client-secret-env VAR or --client-secret-file PATH"
+                    .into(),
+            )),
+        };
+    let secret = source.read("--client-secret-file")?;
     let mut body = json!({
-        "name": c.name, "provider": c.provider, "client_id": c.client_id,
-        "client_secret": secret_from_env(&c.client_secret_env)?, "tenant": c.tenant, "scopes": c.scopes,
+        "name": c.name, "client_id": c.client_id,
+        "client_secret": secret.expose_secret(), "tenant": c.tenant, "scopes": c.scopes,
+        "environment": c.environment,
     });
+    if let Some(provider) = c.provider {
+        body["provider"] = json!(provider);
+    }
     if let Some(url) = c.token_url {
         body["token_url"] = json!(url);
     }
+    if let Some(env) = c.expose_as_env {
+        body["expose_as_env"] = json!(env);
+    }
+    if !c.hosts.is_empty() {
+        body["hosts"] = json!(c.hosts);
+    }
     let value = api.call(reqwest::Method::POST, "/v1/machine-accounts", Some(body))?;
-    api.print(&value, |v| {
-        format!(
-            "machine account {}: {}\n",
-            v["id"].as_str().unwrap_or(""),
-            v["status"].as_str().unwrap_or("")
-        )
-    });
+    api.print(&value, machine_account_line);
     Ok(())
+}
+
+/// `machine account NAME (ID) of PROVIDER in ENVIRONMENT: STATUS`, and the
+/// variable and hosts it has of its own.
+fn machine_account_line(v: &Value) -> String {
+    let text = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+    let mut out = format!(
+        "machine account {} ({}) of {} in environment {}: {}\n",
+        text("name"),
+        text("id"),
+        text("provider"),
+        text("environment"),
+        text("status")
+    );
+    if let Some(variable) = v["variable"].as_str() {
+        out.push_str(&format!(
+            "  sandboxes get it as {variable} (airlock sandbox create --connection {}:{})\n",
+            text("provider"),
+            text("name")
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -330,6 +412,39 @@ mod tests {
         );
         assert_eq!(line(json!({ "outcome": "expired" })), "expired\n");
         assert_eq!(line(json!({ "outcome": "cancelled" })), "cancelled\n");
+    }
+
+    #[test]
+    fn a_machine_account_is_said_once_with_its_variable() {
+        let out = machine_account_line(&json!({
+            "id": "conn_1", "name": "ci", "provider": "acme", "environment": "default",
+            "status": "connected", "kind": "client_credentials", "variable": "ACME_CI_TOKEN"
+        }));
+        assert_eq!(
+            out,
+            "machine account ci (conn_1) of acme in environment default: connected\n  \
+             sandboxes get it as ACME_CI_TOKEN (airlock sandbox create --connection acme:ci)\n"
+        );
+        let plain = machine_account_line(&json!({
+            "id": "conn_2", "name": "bot", "provider": "acme", "environment": "production",
+            "status": "connected"
+        }));
+        assert_eq!(plain.lines().count(), 1, "{plain}");
+        assert!(!plain.contains("connected (connected)"));
+    }
+
+    #[test]
+    fn connections_show_environment_name_and_own_variable() {
+        let out = connection_rows(&json!([{
+            "id": "c1", "environment": "production", "provider": "acme", "name": "work",
+            "scope": "tenant", "status": "connected", "kind": "client_credentials",
+            "scopes": [], "expires_at": null, "warnings": [],
+            "variable": "ACME_WORK_TOKEN", "hosts": ["api.acme.test"]
+        }]));
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("c1 production acme/work "), "{out}");
+        assert_eq!(lines[1], "    variable: ACME_WORK_TOKEN");
+        assert_eq!(lines[2], "    hosts: api.acme.test");
     }
 
     #[test]

@@ -17,8 +17,8 @@ use serde_json::json;
 use super::errors::{self, ApiError, ApiJson};
 use super::state::{require_admin, ApiState};
 use crate::{
-    FlowTarget, FlowView, NewSandbox, Provider, Scope, VaultError, DEFAULT_ENVIRONMENT,
-    DEFAULT_TENANT, MAX_FLOW_WAIT,
+    ConnectRequest, FlowTarget, FlowView, MachineAccountSpec, NewSandbox, Provider, Scope,
+    VaultError, DEFAULT_ENVIRONMENT, DEFAULT_TENANT, MAX_FLOW_WAIT,
 };
 
 pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
@@ -121,6 +121,9 @@ struct StartConnection {
     scopes: Option<Vec<String>>,
     #[serde(default = "environment")]
     environment: String,
+    /// A name for the connection (`airlock connect github --name work`).
+    #[serde(default)]
+    name: Option<String>,
 }
 
 async fn start_connection(
@@ -130,7 +133,14 @@ async fn start_connection(
     let scope = Scope::parse(c.scope.as_deref().unwrap_or("tenant"))?;
     let started = s
         .vault
-        .start_connect(&c.tenant, &scope, &c.provider, c.scopes, &c.environment)
+        .start_connect_request(&ConnectRequest {
+            tenant: c.tenant,
+            scope,
+            provider: c.provider,
+            scopes: c.scopes,
+            environment: c.environment,
+            name: c.name,
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(json!(started))).into_response())
 }
@@ -148,8 +158,11 @@ struct StartFlow {
     scope: Option<String>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
-    #[serde(default = "environment")]
-    environment: String,
+    /// Default: the sandbox's, or `default` for an owner.
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 /// `POST /v1/connect-flows`: `{id, authorization_url, expires_at, redirect_uri}`.
@@ -171,7 +184,13 @@ async fn start_flow(
     };
     let started = s
         .vault
-        .start_connect_flow(target, &f.provider, f.scopes, &f.environment)
+        .start_connect_flow(
+            target,
+            &f.provider,
+            f.scopes,
+            f.environment.as_deref(),
+            f.name.as_deref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(json!(started))).into_response())
 }
@@ -270,38 +289,16 @@ async fn delete_connection(
     Ok((status, Json(body)).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MachineAccount {
-    #[serde(default = "tenant")]
-    tenant: String,
-    name: String,
-    provider: String,
-    client_id: String,
-    client_secret: SecretString,
-    #[serde(default)]
-    token_url: Option<String>,
-    #[serde(default)]
-    scopes: Vec<String>,
-}
-
 async fn add_machine_account(
     State(s): State<ApiState>,
-    ApiJson(m): ApiJson<MachineAccount>,
+    ApiJson(m): ApiJson<MachineAccountSpec>,
 ) -> Result<Response, ApiError> {
-    let view = s
-        .vault
-        .add_machine_account(
-            &m.tenant,
-            &m.name,
-            &m.provider,
-            &m.client_id,
-            m.client_secret,
-            m.token_url.as_deref(),
-            m.scopes,
-        )
-        .await?;
+    let view = s.vault.add_machine_account(m).await?;
     Ok((StatusCode::CREATED, Json(json!(view))).into_response())
+}
+
+async fn list_environments(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(s.vault.environments().await?)))
 }
 
 async fn list_sandboxes(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -418,6 +415,7 @@ pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
         .route("/v1/connect-flows", post(start_flow))
         .route("/v1/connect-flows/{id}", get(get_flow).delete(cancel_flow))
         .route("/v1/machine-accounts", post(add_machine_account))
+        .route("/v1/environments", get(list_environments))
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route("/v1/sandboxes/{id}", delete(delete_sandbox))
         .route(

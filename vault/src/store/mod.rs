@@ -92,6 +92,7 @@ use sqlx::{AnyPool, Row};
 pub use airlock_vault_client::ConnectionStatus;
 pub use apps::{AppRow, ProviderRow};
 pub use changes::{ChangeListener, Heard, CHANGES_CHANNEL};
+pub(crate) use connections::duplicate_name;
 pub use connections::{ConnectionRow, GrantKind, NewConnection, ScopeKind, TokenUpdate};
 pub use flows::{FlowEnd, FlowRow, FlowState, FLOW_KEEP_SECS};
 pub use leases::LeaseEnd;
@@ -120,6 +121,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_step_up.sql"),
     include_str!("migrations/0007_connect_flows.sql"),
     include_str!("migrations/0008_sandbox_consent_wait.sql"),
+    include_str!("migrations/0009_environments_and_names.sql"),
     include_str!("migrations/0011_proxy_requests.sql"),
 ];
 
@@ -207,6 +209,11 @@ pub struct Store {
 impl Store {
     /// Opens (creating when needed) the database and applies migrations.
     pub async fn open(url: &str) -> Result<Self, VaultError> {
+        Self::open_at(url, MIGRATIONS.len()).await
+    }
+
+    /// Opens the database with migrations applied up to `version` only.
+    pub(crate) async fn open_at(url: &str, version: usize) -> Result<Self, VaultError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
@@ -247,7 +254,7 @@ impl Store {
             backend,
             postgres_url,
         };
-        store.migrate().await?;
+        store.migrate(version).await?;
         Ok(store)
     }
 
@@ -255,7 +262,7 @@ impl Store {
         self.backend
     }
 
-    async fn migrate(&self) -> Result<(), VaultError> {
+    async fn migrate(&self, upto: usize) -> Result<(), VaultError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS airlock_schema (version BIGINT NOT NULL)")
             .execute(&mut *tx)
@@ -271,7 +278,7 @@ impl Store {
             .await?
             .try_get("v")?;
         let current = current.unwrap_or(0) as usize;
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+        for (i, migration) in MIGRATIONS.iter().enumerate().take(upto).skip(current) {
             for statement in migration
                 .split(';')
                 .map(str::trim)

@@ -11,6 +11,7 @@ use crate::oauth::RawAnswer;
 use crate::store::{now, ConnectionStatus, GrantKind, NewConnection, ScopeKind};
 use crate::VaultSettings;
 
+mod accounts;
 mod fixtures;
 
 use fixtures::*;
@@ -537,6 +538,9 @@ async fn an_app_is_not_deleted_while_a_connection_falls_back_to_it() {
             environment: "default",
             client_id: None,
             token_url: None,
+            name: "",
+            env_name: None,
+            hosts: None,
         })
         .await
         .unwrap();
@@ -603,7 +607,7 @@ async fn a_secret_of_the_sidecar_alone_is_deleted_with_its_placeholder() {
     .unwrap();
     let sidecar = SandboxId::default_sandbox();
     let bound = v
-        .ensure_sandbox(sidecar.as_str(), &[], &["LINEAR_KEY".into()])
+        .ensure_sandbox(sidecar.as_str(), "default", &[], &["LINEAR_KEY".into()])
         .await
         .unwrap();
     let placeholder = bound[0].1.clone();
