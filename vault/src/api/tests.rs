@@ -423,6 +423,7 @@ async fn wait_for_change(remote: &RemoteVault, seen: u64) -> u64 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("no change seen after generation {seen}");
+}
 
 /// Environments, names and machine accounts over the admin API: each bad
 /// input answers the status its error type maps to, naming what was wrong,
