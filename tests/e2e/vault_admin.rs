@@ -265,8 +265,9 @@ async fn a_provider_that_revokes_by_deleting_the_grant_is_told_on_disconnect() {
     })
     .await;
     assert_eq!(direct.stdout, "401");
-    let (status, _) = w.sandbox_get(&w.airlock.env, "/api/me").await;
-    assert_eq!(status, 403);
+    let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no connected account"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
