@@ -78,7 +78,7 @@ pub struct VaultSettings {
     /// A refreshable connection whose tokens are older than this is
     /// refreshed by the background pass even when its access token is far
     /// from expiry: refresh tokens that lapse when unused stay alive.
-    /// `ZERO` turns it off.
+    /// `ZERO` turns it off. A provider's own `refresh_keepalive` replaces it.
     pub keepalive_refresh: Duration,
     /// Environment variables (CA paths, NO_PROXY) every sandbox also gets.
     pub base_env: Vec<(String, String)>,
