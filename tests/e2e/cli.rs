@@ -170,7 +170,7 @@ async fn operator_commands_drive_the_vault() {
 }
 
 /// Runs a command that must fail; its stderr.
-fn cli_refused(a: &Airlock, args: &[&str]) -> String {
+pub(crate) fn cli_refused(a: &Airlock, args: &[&str]) -> String {
     let out = run_cli(a, args, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(

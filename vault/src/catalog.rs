@@ -365,6 +365,11 @@ impl Catalog {
         Ok(())
     }
 
+    /// Forgets a provider (one deleted through the API).
+    pub fn remove(&mut self, name: &str) {
+        self.providers.remove(name);
+    }
+
     pub fn get(&self, name: &str) -> Option<&Provider> {
         self.providers.get(name)
     }

@@ -17,6 +17,7 @@ pub mod store;
 mod apps;
 mod connections;
 mod flows;
+mod providers;
 mod revoke;
 mod sandboxes;
 mod scope;
@@ -45,6 +46,7 @@ pub use catalog::{Catalog, Provider};
 pub use crypto::{Kek, Keyring};
 pub use error::VaultError;
 use oauth::OAuth;
+pub use providers::DuplicateProvider;
 pub use revoke::{DisconnectStatus, Disconnected};
 use store::new_id;
 pub use store::{Backend, ConnectionStatus, Store};
@@ -118,6 +120,10 @@ pub struct Vault {
     store: Store,
     keyring: Keyring,
     catalog: RwLock<Catalog>,
+    /// The catalog as given (built in or `catalog_file`, plus the config
+    /// file's `[[provider]]`s), before providers stored through the API:
+    /// what a deleted stored provider falls back to.
+    base_catalog: Catalog,
     oauth: OAuth,
     settings: VaultSettings,
     /// Revoke-pending connections: when each is tried again.
@@ -154,6 +160,7 @@ impl Vault {
         http: reqwest::Client,
         settings: VaultSettings,
     ) -> Result<Arc<Self>, VaultError> {
+        let base_catalog = catalog.clone();
         for stored in store.providers().await? {
             let name = stored.name;
             match serde_json::from_str::<Provider>(&stored.definition) {
@@ -168,6 +175,7 @@ impl Vault {
             store,
             keyring,
             catalog: RwLock::new(catalog),
+            base_catalog,
             oauth: OAuth::new(http).with_revoke_timeout(settings.revoke_timeout),
             settings,
             flows: flows::FlowWaiters::default(),

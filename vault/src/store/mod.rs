@@ -88,7 +88,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
 pub use airlock_vault_client::ConnectionStatus;
-pub use apps::{AppRow, ProviderRow};
+pub use apps::{AppRow, ProviderRow, ProviderUsers};
 pub use connections::{ConnectionRow, GrantKind, IdleGrant, NewConnection, ScopeKind, TokenUpdate};
 pub use flows::{FlowEnd, FlowRow, FlowState, FLOW_KEEP_SECS};
 pub use leases::LeaseEnd;
