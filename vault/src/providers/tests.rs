@@ -1,4 +1,5 @@
-//! Deleting and duplicating providers, on SQLite and PostgreSQL.
+//! Deleting and duplicating providers, and the app and secret deletes beside
+//! them, on SQLite and PostgreSQL.
 
 use airlock_vault_client::SecretString;
 use secrecy::ExposeSecret;
@@ -343,4 +344,84 @@ async fn a_duplicate_copies_the_setup_under_a_new_name_and_variable() {
 fn a_copy_s_variable_comes_from_its_name() {
     assert_eq!(env_for("github-work"), "GITHUB_WORK_TOKEN");
     assert_eq!(env_for("acme_2"), "ACME_2_TOKEN");
+}
+
+/// The app and secret deletes beside the provider's, on both databases:
+/// refused while in use (naming the user, nothing lost), then done.
+#[tokio::test]
+async fn app_and_secret_deletes_refuse_while_in_use_on_both_databases() {
+    for (url, _dir) in databases("app and secret delete tests").await {
+        let vault = acme_vault_at(&url, 9, VaultSettings::default()).await;
+        vault
+            .set_app(
+                "default",
+                "acme",
+                "default",
+                "cid",
+                Some(SecretString::from("a-client-secret-0003")),
+            )
+            .await
+            .unwrap();
+        let conn = tenant_connection(&vault, "acme").await;
+        let why = conflict(
+            vault
+                .delete_app("default", "acme", "default")
+                .await
+                .unwrap_err(),
+        );
+        assert!(why.contains(&conn), "{why}");
+        assert_eq!(vault.apps().await.unwrap().len(), 1, "kept");
+        vault.store.delete_connection(&conn).await.unwrap();
+        vault
+            .delete_app("default", "acme", "default")
+            .await
+            .unwrap();
+        assert!(vault.apps().await.unwrap().is_empty());
+
+        vault
+            .add_secret(
+                "default",
+                "LINEAR_KEY",
+                SecretString::from("lin_value_0004"),
+                vec!["api.linear.test".into()],
+                None,
+            )
+            .await
+            .unwrap();
+        let sandbox = vault
+            .create_sandbox(NewSandbox {
+                tenant: "default".into(),
+                workspace: None,
+                user: None,
+                providers: vec![],
+                secrets: vec!["LINEAR_KEY".into()],
+                id: None,
+                rules: Default::default(),
+                consent_wait_secs: None,
+            })
+            .await
+            .unwrap()
+            .id;
+        let why = conflict(
+            vault
+                .delete_secret("default", "LINEAR_KEY")
+                .await
+                .unwrap_err(),
+        );
+        assert!(why.contains(&sandbox), "{why}");
+        assert!(vault
+            .store
+            .secret("default", "LINEAR_KEY")
+            .await
+            .unwrap()
+            .is_some());
+        vault.delete_sandbox(&sandbox).await.unwrap();
+        vault.delete_secret("default", "LINEAR_KEY").await.unwrap();
+        assert!(vault
+            .store
+            .secret("default", "LINEAR_KEY")
+            .await
+            .unwrap()
+            .is_none());
+    }
 }
