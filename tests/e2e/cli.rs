@@ -87,6 +87,12 @@ async fn operator_commands_drive_the_vault() {
         refused.contains("\"repo\" is not an owner") && refused.contains("--oauth-scope repo"),
         "{refused}"
     );
+    // An OAuth scope that reads as an owner is not guessed at.
+    let refused = cli_refused(a, &["connect", "acme", "--scope", "user:email"]);
+    assert!(
+        refused.contains("ambiguous") && refused.contains("--oauth-scope user:email"),
+        "{refused}"
+    );
     // --owner is --scope's clearer name. stdout is the URL alone (scripts
     // read it); the redirect URI to list in the provider's app is beside it.
     let out = run_cli(a, &["connect", "acme", "--owner", "user:alice"], &[]);
