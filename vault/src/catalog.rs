@@ -110,7 +110,7 @@ mod keepalive_text {
             .map(Some)
             .map_err(|e| {
                 serde::de::Error::custom(format!(
-                    "refresh_keepalive {text:?} is not a duration ({e}); write it like \"24h\", \"90m\" or \"1d\""
+                    "refresh_keepalive is not a duration ({e}); write it like \"24h\", \"90m\" or \"1d\""
                 ))
             })
     }
