@@ -123,9 +123,10 @@ impl Vault {
 /// The refusal naming everything that still uses provider `name`.
 fn in_use(name: &str, users: &crate::store::ProviderUsers) -> VaultError {
     let mut parts = Vec::new();
+    let app_fix = format!("airlock app delete {name} --tenant T --environment E");
     for (what, ids, fix) in [
         ("connection(s)", &users.connections, "airlock disconnect ID"),
-        ("app(s)", &users.apps, "airlock app delete PROVIDER"),
+        ("app(s)", &users.apps, app_fix.as_str()),
         ("sandbox(es)", &users.sandboxes, "airlock sandbox delete ID"),
     ] {
         if !ids.is_empty() {
