@@ -20,7 +20,9 @@ pub enum ProviderCommand {
     /// Copy SOURCE's setup (endpoints, scopes, hosts, injection, rules)
     /// under the name NEW, as a provider of the API.
     Duplicate {
+        /// The provider to copy: from the catalog, the config file or the API.
         source: String,
+        /// The copy's name (lower-case letters, digits, '-' or '_').
         new: String,
         /// The copy's sandbox variable (default: from NEW, `github-work` →
         /// `GITHUB_WORK_TOKEN`).
