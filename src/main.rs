@@ -40,7 +40,7 @@ enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    /// List the OAuth providers the vault knows.
+    /// List, duplicate or delete the OAuth providers the vault knows.
     #[command(subcommand)]
     Provider(admin::ProviderCommand),
     /// Register an OAuth app (client id and secret) for a provider.

@@ -206,10 +206,14 @@ impl ProxyError {
                 TokenError::UnknownPlaceholder
                 | TokenError::WrongSandbox { .. }
                 | TokenError::Revoked { .. }
-                | TokenError::NotConnected { .. }
                 | TokenError::Narrowed { .. },
             ) => StatusCode::FORBIDDEN,
-            Self::Token(TokenError::ReconnectNeeded { .. }) => StatusCode::UNAUTHORIZED,
+            // No usable account behind the placeholder (never connected,
+            // disconnected, or its grant refused): a human can fix it by
+            // connecting, so 401 like the connected-account products.
+            Self::Token(TokenError::NotConnected { .. } | TokenError::ReconnectNeeded { .. }) => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::Token(TokenError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Dns(_) | Self::Connect(_) | Self::UpstreamTls { .. } | Self::Upstream(_) => {
@@ -367,5 +371,52 @@ impl fmt::Display for Side {
             Self::Vault => "vault",
             Self::Internal => "internal",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A placeholder whose account is gone (disconnected, never connected)
+    /// or must be reconnected answers 401; one the sandbox may never use
+    /// here answers 403. The code is the vault's either way.
+    #[test]
+    fn no_account_is_401_and_a_forbidden_placeholder_403() {
+        let binding = || "provider:acme".to_owned();
+        for (error, status, code) in [
+            (
+                TokenError::NotConnected { binding: binding() },
+                StatusCode::UNAUTHORIZED,
+                "not_connected",
+            ),
+            (
+                TokenError::ReconnectNeeded { binding: binding() },
+                StatusCode::UNAUTHORIZED,
+                "reconnect_needed",
+            ),
+            (
+                TokenError::Revoked { binding: binding() },
+                StatusCode::FORBIDDEN,
+                "revoked",
+            ),
+            (
+                TokenError::WrongSandbox { binding: binding() },
+                StatusCode::FORBIDDEN,
+                "wrong_sandbox",
+            ),
+        ] {
+            let e = ProxyError::from(error);
+            assert_eq!((e.status(), e.code()), (status, code), "{e}");
+            let response = e.to_response();
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()["x-airlock-error"], code);
+        }
+        let consent = ProxyError::ConsentNeeded {
+            error: TokenError::NotConnected { binding: binding() },
+            connect_url: "http://127.0.0.1:8090/connect/abc".into(),
+        };
+        assert_eq!(consent.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(consent.code(), "not_connected");
     }
 }

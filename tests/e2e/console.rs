@@ -90,7 +90,7 @@ async fn connect_reconnect_and_disconnect_in_a_browser() {
         .await
         .contains("reconnected-and-disconnected"));
     let (status, _) = w.sandbox_get(&w.airlock.env, "/api/me").await;
-    assert_eq!(status, 403, "disconnected: no account");
+    assert_eq!(status, 401, "disconnected: no account");
     for name in [
         "connect-connected",
         "reconnect-reconnect-needed",

@@ -45,7 +45,7 @@ fn disconnect_revokes_at_the_provider() {
         assert_eq!(answer["active"], false, "revoked: {answer}");
     }
     let (status, refused) = w.sandbox_get("/api/me");
-    assert_eq!(status, 403, "{refused}");
+    assert_eq!(status, 401, "{refused}");
     assert!(refused.contains("no connected account"), "{refused}");
     assert_eq!(
         api_calls(&w.oidc.state()).len(),

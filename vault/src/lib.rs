@@ -19,6 +19,7 @@ mod changes;
 mod connections;
 mod environments;
 mod flows;
+mod providers;
 mod revoke;
 mod sandboxes;
 mod scope;
@@ -49,6 +50,7 @@ pub use catalog::{Catalog, Provider};
 pub use crypto::{Kek, Keyring};
 pub use error::VaultError;
 use oauth::OAuth;
+pub use providers::DuplicateProvider;
 pub use revoke::{DisconnectStatus, Disconnected};
 use store::new_id;
 pub use store::{Backend, ConnectionStatus, Store};
@@ -82,7 +84,7 @@ pub struct VaultSettings {
     /// A refreshable connection whose tokens are older than this is
     /// refreshed by the background pass even when its access token is far
     /// from expiry: refresh tokens that lapse when unused stay alive.
-    /// `ZERO` turns it off.
+    /// `ZERO` turns it off. A provider's own `refresh_keepalive` replaces it.
     pub keepalive_refresh: Duration,
     /// Environment variables (CA paths, NO_PROXY) every sandbox also gets.
     pub base_env: Vec<(String, String)>,
@@ -122,6 +124,10 @@ pub struct Vault {
     store: Store,
     keyring: Keyring,
     catalog: RwLock<Catalog>,
+    /// The catalog as given (built in or `catalog_file`, plus the config
+    /// file's `[[provider]]`s), before providers stored through the API:
+    /// what a deleted stored provider falls back to.
+    base_catalog: Catalog,
     oauth: OAuth,
     settings: VaultSettings,
     /// Revoke-pending connections: when each is tried again.
@@ -159,6 +165,7 @@ impl Vault {
         http: reqwest::Client,
         settings: VaultSettings,
     ) -> Result<Arc<Self>, VaultError> {
+        let base_catalog = catalog.clone();
         for stored in store.providers().await? {
             let name = stored.name;
             match serde_json::from_str::<Provider>(&stored.definition) {
@@ -173,6 +180,7 @@ impl Vault {
             store,
             keyring,
             catalog: RwLock::new(catalog),
+            base_catalog,
             oauth: OAuth::new(http).with_revoke_timeout(settings.revoke_timeout),
             settings,
             flows: flows::FlowWaiters::default(),

@@ -15,10 +15,14 @@ use airlock_vault_client::ExposeSecret;
 #[derive(Args)]
 pub struct ConnectArgs {
     pub provider: String,
-    /// Whose connection this is: tenant, workspace:NAME or user:NAME (OAuth
-    /// scopes go in --oauth-scope).
-    #[arg(long, visible_alias = "owner", default_value = "tenant", value_parser = owner_scope)]
-    pub scope: String,
+    /// Whose connection this is: tenant (the default), workspace:NAME or
+    /// user:NAME. OAuth scopes go in --oauth-scope.
+    #[arg(long, value_name = "OWNER", value_parser = owner_scope, conflicts_with = "scope")]
+    pub owner: Option<String>,
+    /// The same as --owner (its first name). A value that is also an OAuth
+    /// scope (GitHub's user:email) is refused as ambiguous.
+    #[arg(long, value_name = "OWNER", value_parser = owner_scope)]
+    pub scope: Option<String>,
     #[arg(long, default_value = airlock_vault::DEFAULT_TENANT)]
     pub tenant: String,
     /// The environment the connection is made in, with that environment's
@@ -34,8 +38,8 @@ pub struct ConnectArgs {
     #[arg(long = "oauth-scope")]
     pub scopes: Vec<String>,
     /// Connect at the scope this sandbox resolves (its user, else its
-    /// workspace, else its tenant) instead of --scope/--tenant.
-    #[arg(long, conflicts_with_all = ["scope", "tenant"])]
+    /// workspace, else its tenant) instead of --owner/--tenant.
+    #[arg(long, conflicts_with_all = ["owner", "scope", "tenant"])]
     pub sandbox: Option<String>,
     /// After printing the URL, wait for the consent and print the outcome
     /// (`connected: ID`, `denied: ERROR (…)`, `failed: …`, `expired`,
@@ -104,14 +108,54 @@ fn owner_scope(value: &str) -> Result<String, String> {
         .map(|_| value.to_owned())
         .map_err(|_| {
             format!(
-                "{value:?} is not an owner: --scope says whose connection this is \
-                 (tenant, workspace:NAME or user:NAME); to request the OAuth scope \
-                 {value:?}, use --oauth-scope {value}"
+                "{value:?} is not an owner: --owner (or --scope) says whose connection \
+                 this is (tenant, workspace:NAME or user:NAME); to request the OAuth \
+                 scope {value:?}, use --oauth-scope {value}"
             )
         })
 }
 
+/// OAuth scopes that read as owners (`user:NAME`): given to `--scope`, they
+/// most likely meant `--oauth-scope`. GitHub's, plus any catalog default.
+fn owner_shaped_oauth_scopes() -> Vec<String> {
+    let mut known: Vec<String> = ["user:email", "user:follow"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for p in airlock_vault::Catalog::built_in().all() {
+        known.extend(
+            p.scopes
+                .iter()
+                .filter(|s| airlock_vault::Scope::parse(s).is_ok())
+                .cloned(),
+        );
+    }
+    known
+}
+
+impl ConnectArgs {
+    /// The owner: `--owner`, else `--scope` unless its value is also an
+    /// OAuth scope, else the tenant.
+    fn owner(&self) -> Result<String, Error> {
+        if let Some(owner) = &self.owner {
+            return Ok(owner.clone());
+        }
+        let Some(scope) = &self.scope else {
+            return Ok("tenant".to_owned());
+        };
+        if owner_shaped_oauth_scopes().contains(scope) {
+            return Err(Error::Usage(format!(
+                "--scope {scope} is ambiguous: {scope} is an OAuth scope, and as --scope it would \
+                 make the connection belong to {scope}. Say --oauth-scope {scope} to request the \
+                 scope, or --owner {scope} for that owner"
+            )));
+        }
+        Ok(scope.clone())
+    }
+}
+
 pub fn connect(c: ConnectArgs) -> Result<(), Error> {
+    let owner = c.owner()?;
     let api = Api::new(&c.admin)?;
     let (path, mut body) = match &c.sandbox {
         Some(sandbox) => (
@@ -120,7 +164,7 @@ pub fn connect(c: ConnectArgs) -> Result<(), Error> {
         ),
         None => (
             "/v1/connections",
-            json!({ "provider": c.provider, "scope": c.scope, "tenant": c.tenant }),
+            json!({ "provider": c.provider, "scope": owner, "tenant": c.tenant }),
         ),
     };
     if !c.scopes.is_empty() {
@@ -383,6 +427,42 @@ mod tests {
         let err = owner_scope("repo").unwrap_err();
         assert!(err.contains("--oauth-scope repo"), "{err}");
         assert!(owner_scope("read:user").is_err());
+    }
+
+    #[test]
+    fn owner_comes_from_owner_or_scope_and_an_oauth_scope_as_scope_is_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            connect: ConnectArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["airlock", "github"], args].concat()).map(|c| c.connect)
+        };
+        let owner = |args: &[&str]| parse(args).unwrap().owner();
+        assert_eq!(owner(&[]).unwrap(), "tenant");
+        assert_eq!(owner(&["--owner", "user:alice"]).unwrap(), "user:alice");
+        assert_eq!(
+            owner(&["--scope", "workspace:eng"]).unwrap(),
+            "workspace:eng"
+        );
+        // GitHub's user:email reads as the user "email": not guessed.
+        let err = owner(&["--scope", "user:email"]).unwrap_err().to_string();
+        assert!(
+            err.contains("ambiguous")
+                && err.contains("--oauth-scope user:email")
+                && err.contains("--owner user:email"),
+            "{err}"
+        );
+        // Said with --owner, it is the owner.
+        assert_eq!(owner(&["--owner", "user:email"]).unwrap(), "user:email");
+        // Not an owner at all: refused while parsing, pointing at --oauth-scope.
+        let err = parse(&["--owner", "repo"]).err().unwrap().to_string();
+        assert!(err.contains("--oauth-scope repo"), "{err}");
+        // One of the two, and neither with --sandbox.
+        assert!(parse(&["--owner", "tenant", "--scope", "tenant"]).is_err());
+        assert!(parse(&["--owner", "user:a", "--sandbox", "sb"]).is_err());
     }
 
     #[test]

@@ -17,8 +17,8 @@ use serde_json::json;
 use super::errors::{self, ApiError, ApiJson};
 use super::state::{require_admin, ApiState};
 use crate::{
-    ConnectRequest, FlowTarget, FlowView, MachineAccountSpec, NewSandbox, Provider, Scope,
-    VaultError, DEFAULT_ENVIRONMENT, DEFAULT_TENANT, MAX_FLOW_WAIT,
+    ConnectRequest, DuplicateProvider, FlowTarget, FlowView, MachineAccountSpec, NewSandbox,
+    Provider, Scope, VaultError, DEFAULT_ENVIRONMENT, DEFAULT_TENANT, MAX_FLOW_WAIT,
 };
 
 pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
@@ -43,6 +43,26 @@ async fn add_provider(
     let name = p.name.clone();
     s.vault.add_provider(p).await?;
     Ok((StatusCode::CREATED, Json(json!({ "name": name }))).into_response())
+}
+
+/// 200 once deleted; 409 naming what still uses it, or for a catalog or
+/// config-file provider; 404 for an unknown one.
+async fn delete_provider(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.vault.delete_provider(&name).await?;
+    Ok(Json(json!({ "deleted": { "provider": name } })))
+}
+
+/// 201 with the new provider's definition.
+async fn duplicate_provider(
+    State(s): State<ApiState>,
+    Path(source): Path<String>,
+    ApiJson(new): ApiJson<DuplicateProvider>,
+) -> Result<Response, ApiError> {
+    let copy = s.vault.duplicate_provider(&source, new).await?;
+    Ok((StatusCode::CREATED, Json(json!(copy))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -90,6 +110,35 @@ async fn delete_app(
     Ok(Json(json!({
         "deleted": { "provider": provider, "tenant": key.tenant, "environment": key.environment }
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppQuery {
+    provider: String,
+    #[serde(default = "tenant")]
+    tenant: String,
+    #[serde(default = "environment")]
+    environment: String,
+}
+
+/// `DELETE /v1/apps?provider=P[&tenant=T&environment=E]`: the same delete as
+/// `DELETE /v1/apps/P`, beside the `PUT /v1/apps` that set it.
+async fn delete_app_by_query(
+    s: State<ApiState>,
+    query: Result<Query<AppQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        VaultError::Invalid(format!(
+            "{} (DELETE /v1/apps needs ?provider=NAME, and takes tenant and environment)",
+            e.body_text()
+        ))
+    })?;
+    let key = AppKey {
+        tenant: q.tenant,
+        environment: q.environment,
+    };
+    delete_app(s, Path(q.provider), Query(key)).await
 }
 
 async fn set_app(
@@ -402,7 +451,15 @@ async fn add_secret(
 pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
     Router::new()
         .route("/v1/providers", get(list_providers).post(add_provider))
-        .route("/v1/apps", get(list_apps).put(set_app).post(set_app))
+        .route("/v1/providers/{name}", delete(delete_provider))
+        .route("/v1/providers/{name}/duplicate", post(duplicate_provider))
+        .route(
+            "/v1/apps",
+            get(list_apps)
+                .put(set_app)
+                .post(set_app)
+                .delete(delete_app_by_query),
+        )
         .route("/v1/apps/{provider}", delete(delete_app))
         .route(
             "/v1/connections",

@@ -165,6 +165,15 @@ impl FromRow<'_, AnyRow> for ConnectionRow {
     }
 }
 
+/// A connected grant that may need a keep-alive refresh.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct IdleGrant {
+    pub id: String,
+    pub provider: String,
+    /// When its tokens were obtained (connect or last refresh).
+    pub obtained_at: Option<i64>,
+}
+
 /// Values written when a connection is created or its grant replaced.
 pub struct NewConnection<'a> {
     pub tenant: &'a str,
@@ -461,18 +470,18 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Ids of connected connections whose token expires before `deadline`.
     /// Connected user grants holding a refresh token whose tokens were
-    /// obtained before `before` (or at an unknown time).
-    pub async fn obtained_before(&self, before: i64) -> Result<Vec<String>, VaultError> {
-        let rows = sqlx::query(
-            "SELECT id FROM connections WHERE status = 'connected' AND grant_kind = 'authorization_code' \
-             AND refresh_token IS NOT NULL AND (obtained_at IS NULL OR obtained_at < $1)",
+    /// obtained before `before` (or at an unknown time): candidates for a
+    /// keep-alive refresh, each with its provider and when it was obtained.
+    pub async fn obtained_before(&self, before: i64) -> Result<Vec<IdleGrant>, VaultError> {
+        Ok(sqlx::query_as::<_, IdleGrant>(
+            "SELECT id, provider, obtained_at FROM connections WHERE status = 'connected' \
+             AND grant_kind = 'authorization_code' AND refresh_token IS NOT NULL \
+             AND (obtained_at IS NULL OR obtained_at < $1) ORDER BY id",
         )
         .bind(before)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+        .await?)
     }
 
     #[cfg(test)]
@@ -485,6 +494,7 @@ impl Store {
             .expect("backdate");
     }
 
+    /// Ids of connected connections whose token expires before `deadline`.
     pub async fn expiring(&self, deadline: i64) -> Result<Vec<String>, VaultError> {
         let rows = sqlx::query(
             "SELECT id FROM connections WHERE status = 'connected' AND expires_at IS NOT NULL AND expires_at < $1",

@@ -90,10 +90,10 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
 pub use airlock_vault_client::ConnectionStatus;
-pub use apps::{AppRow, ProviderRow};
+pub use apps::{AppRow, ProviderRow, ProviderUsers};
 pub use changes::{ChangeListener, Heard, CHANGES_CHANNEL};
 pub(crate) use connections::duplicate_name;
-pub use connections::{ConnectionRow, GrantKind, NewConnection, ScopeKind, TokenUpdate};
+pub use connections::{ConnectionRow, GrantKind, IdleGrant, NewConnection, ScopeKind, TokenUpdate};
 pub use flows::{FlowEnd, FlowRow, FlowState, FLOW_KEEP_SECS};
 pub use leases::LeaseEnd;
 pub use links::LinkRow;

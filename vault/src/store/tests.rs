@@ -12,13 +12,24 @@ async fn backends() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
         Store::open(&sqlite_url).await.unwrap(),
         Some(dir),
     )];
-    match fresh_postgres().await {
-        Some(url) => out.push((url.clone(), Store::open(&url).await.unwrap(), None)),
-        None => {
-            eprintln!("SKIPPED PostgreSQL store tests: no server at 127.0.0.1:5432 (database test)")
-        }
+    if let Some(url) = postgres_for("store tests").await {
+        out.push((url.clone(), Store::open(&url).await.unwrap(), None));
     }
     out
+}
+
+/// [`fresh_postgres`] for `what`; with no server, says the PostgreSQL run is
+/// skipped, and fails under CI (`CI=true`), where the server must be there.
+pub(crate) async fn postgres_for(what: &str) -> Option<String> {
+    let url = fresh_postgres().await;
+    if url.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{what}: no PostgreSQL server at 127.0.0.1:5432 (database test), and CI=true"
+        );
+        eprintln!("SKIPPED PostgreSQL for {what}: no server at 127.0.0.1:5432 (database test)");
+    }
+    url
 }
 
 /// A fresh database on the local PostgreSQL, if one answers.

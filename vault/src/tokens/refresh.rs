@@ -574,30 +574,71 @@ impl Vault {
                 refreshed += usize::from(fresh.granted);
             }
         }
-        let keepalive = self.settings.keepalive_refresh.as_secs() as i64;
-        if keepalive > 0 {
-            let before = now() - keepalive;
-            let idle = match self.store.obtained_before(before).await {
-                Ok(idle) => idle,
-                Err(error) => {
-                    tracing::warn!(%error, "background refresh could not list idle connections");
-                    Vec::new()
-                }
+        refreshed += self.keep_alive_idle(&ids).await;
+        refreshed
+    }
+
+    /// Refreshes connected grants whose tokens are older than their
+    /// provider's `refresh_keepalive` (else the vault's `keepalive_refresh`),
+    /// however far from expiry, leaving out `due` (refreshed this pass
+    /// already); the number of new grants.
+    async fn keep_alive_idle(&self, due: &[String]) -> usize {
+        // Only rows older than the shortest period anyone asks for are read.
+        let Some(shortest) = self.keepalive_periods().into_iter().min() else {
+            return 0;
+        };
+        let now = now();
+        let idle = match self.store.obtained_before(now - shortest).await {
+            Ok(idle) => idle,
+            Err(error) => {
+                tracing::warn!(%error, "background refresh could not list idle connections");
+                return 0;
+            }
+        };
+        let due: std::collections::HashSet<&String> = due.iter().collect();
+        let mut refreshed = 0;
+        for grant in idle.iter().filter(|g| !due.contains(&g.id)) {
+            let Some(period) = self.keepalive_period(&grant.provider) else {
+                continue;
             };
-            let due: std::collections::HashSet<&String> = ids.iter().collect();
-            for id in idle.iter().filter(|id| !due.contains(id)) {
-                let fresh = self
-                    .refresh_connection(id, Reason::KeepAlive { before })
-                    .await;
-                if let Ok(fresh) = fresh {
-                    if fresh.granted {
-                        tracing::info!(connection = %id, "refreshed an idle grant to keep its refresh token alive");
-                    }
-                    refreshed += usize::from(fresh.granted);
+            let before = now - period;
+            if grant.obtained_at.is_some_and(|o| o >= before) {
+                continue;
+            }
+            let fresh = self
+                .refresh_connection(&grant.id, Reason::KeepAlive { before })
+                .await;
+            if let Ok(fresh) = fresh {
+                if fresh.granted {
+                    tracing::info!(connection = %grant.id, provider = %grant.provider, "refreshed an idle grant to keep its refresh token alive");
                 }
+                refreshed += usize::from(fresh.granted);
             }
         }
         refreshed
+    }
+
+    /// The keep-alive period of `provider`'s grants in whole seconds (at
+    /// least one), `None` when off: its own `refresh_keepalive`, else the
+    /// vault's setting.
+    fn keepalive_period(&self, provider: &str) -> Option<i64> {
+        let own = self
+            .provider(provider)
+            .ok()
+            .and_then(|p| p.refresh_keepalive);
+        seconds_unless_off(own.unwrap_or(self.settings.keepalive_refresh))
+    }
+
+    /// Every keep-alive period in force: the vault's and each provider's own.
+    fn keepalive_periods(&self) -> Vec<i64> {
+        let catalog = self.catalog.read().expect("catalog lock");
+        let mut periods: Vec<i64> = catalog
+            .all()
+            .filter_map(|p| p.refresh_keepalive)
+            .filter_map(seconds_unless_off)
+            .collect();
+        periods.extend(seconds_unless_off(self.settings.keepalive_refresh));
+        periods
     }
 
     /// Runs [`Vault::refresh_due`] every `every` until the process ends.
@@ -628,4 +669,9 @@ async fn renew_lease(store: crate::store::Store, id: String, owner: String) {
             }
         }
     }
+}
+
+/// A keep-alive period in whole seconds, at least one; `None` for zero (off).
+fn seconds_unless_off(period: Duration) -> Option<i64> {
+    (!period.is_zero()).then(|| i64::try_from(period.as_secs().max(1)).unwrap_or(i64::MAX))
 }
