@@ -208,6 +208,13 @@ def ceiling_targets(results, add):
     higher_is_better("New connection per request: conn/s ÷ ceiling", "≥ 1.0×", 1.0, "newconn", "rps")
     for kind in ("download", "upload"):
         higher_is_better(f"{kind.capitalize()}: MB/s ÷ ceiling (firewall on)", "≥ 0.9×", 0.9, kind, "mb_s")
+    al = results.get("allocations") or {}
+    a = get(al, "airlock_alloc", "allocs_per_req")
+    c = get(al, "ceiling_alloc", "allocs_per_req")
+    r = ratio(a, c)
+    add("Allocations per keep-alive request ÷ ceiling", "≤ 1.5×", r, None if r is None else r <= 1.5,
+        f"{fmt_x(r)} ({fmt_num(a, 1)} vs {fmt_num(c, 1)} per request)" if r is not None else
+        (al.get("skipped") or "not measured")[:120])
     rest = get(results, "rss_kib", "airlock", "rest")
     add("RSS at rest (`airlock up`)", "≤ 8 MiB", rest, None if rest is None else rest <= 8 * 1024,
         f"{fmt_mib(rest)} (ceiling {fmt_mib(get(results, 'rss_kib', 'ceiling', 'rest'))})")
