@@ -319,27 +319,8 @@ async fn a_proxy_alone_gets_tokens_from_a_remote_vault() {
         None,
     )
     .await;
-    let proxy_with_creds = proxy.proxy_url.replace(
-        "http://",
-        &format!(
-            "http://{}:{}@",
-            created["id"].as_str().unwrap(),
-            created["proxy_secret"].as_str().unwrap()
-        ),
-    );
-    let mut sandbox_env: Vec<(String, String)> = created["env"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect();
-    sandbox_env.retain(|(k, _)| !k.to_ascii_lowercase().ends_with("_proxy"));
-    sandbox_env.push(("HTTPS_PROXY".into(), proxy_with_creds.clone()));
-    sandbox_env.push(("https_proxy".into(), proxy_with_creds));
-    // The CA the sandbox trusts is the proxy's.
-    let proxy_ca = proxy.data_dir.join("ca.pem").display().to_string();
-    sandbox_env.retain(|(k, _)| k != "CURL_CA_BUNDLE");
-    sandbox_env.push(("CURL_CA_BUNDLE".into(), proxy_ca));
+    // The proxy URL with the sandbox's credentials; the CA it trusts is the proxy's.
+    let sandbox_env = super::fleet::through(&proxy, &created);
     let (status, body) = w.sandbox_get(&sandbox_env, "/api/me").await;
     assert_eq!(status, 200, "{body}");
     assert!(w.provider.api_authorizations()[0].starts_with("Bearer acme_at_"));

@@ -14,10 +14,60 @@ use crate::support::{Airlock, TestCa};
 
 const ADMIN: &str = "admin-token-for-the-fleet-0001";
 const SERVICE: &str = "service-token-for-the-fleet-01";
+/// Every process of a fleet test: one master key (a shared database), one
+/// admin and one service token.
+const FLEET_ENV: [(&str, &str); 3] = [
+    ("AIRLOCK_MASTER_KEY", KEY),
+    ("AIRLOCK_ADMIN_TOKEN", ADMIN),
+    ("AIRLOCK_SERVICE_TOKEN", SERVICE),
+];
 
-/// The sandbox's environment through `proxy`: its proxy URL with the
-/// sandbox's credentials and its CA.
-fn through(proxy: &Airlock, created: &serde_json::Value) -> Vec<(String, String)> {
+async fn acme_provider(ca: &TestCa) -> OAuthProvider {
+    OAuthProvider::start(
+        ca,
+        &["auth.acme.test", "api.acme.test"],
+        "airlock-test-client",
+        "cs_REALCLIENTSECRET_0123456789",
+    )
+    .await
+}
+
+/// `airlock vault` (shared gateway) with `vault_extra` in its `[vault]`.
+fn start_vault(ca: &TestCa, provider: &OAuthProvider, vault_extra: &str) -> Airlock {
+    let cfg = acme_config(ca, provider.port(), vault_extra, "require_auth = true");
+    Airlock::start_cmd("vault", &cfg, &FLEET_ENV, None)
+}
+
+/// `airlock proxy` following `vault`.
+fn start_proxy(ca: &TestCa, provider: &OAuthProvider, vault: &Airlock) -> Airlock {
+    let cfg = acme_config(
+        ca,
+        provider.port(),
+        &format!("url = {:?}", vault.proxy_url),
+        "require_auth = true",
+    );
+    Airlock::start_cmd("proxy", &cfg, &FLEET_ENV, None)
+}
+
+/// Connects the tenant's account and creates a sandbox for it: its JSON.
+async fn connected_sandbox(w: &World) -> serde_json::Value {
+    w.connect("tenant").await;
+    let (status, created) = api(
+        &w.airlock,
+        "POST",
+        "/v1/sandboxes",
+        Some(r#"{"providers":["acme"]}"#.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+/// A shared-mode sandbox's environment through a remote `proxy`: the
+/// vault's variables, the proxy URL with the sandbox's credentials, and the
+/// proxy's CA for curl.
+pub(crate) fn through(proxy: &Airlock, created: &serde_json::Value) -> Vec<(String, String)> {
     let url = proxy.proxy_url.replace(
         "http://",
         &format!(
@@ -67,51 +117,18 @@ async fn a_disconnect_on_one_replica_reaches_every_proxy_within_a_second() {
     };
     let db = database.url();
     let ca = TestCa::new();
-    let provider = OAuthProvider::start(
-        &ca,
-        &["auth.acme.test", "api.acme.test"],
-        "airlock-test-client",
-        "cs_REALCLIENTSECRET_0123456789",
-    )
-    .await;
-    let env = [
-        ("AIRLOCK_MASTER_KEY", KEY),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_SERVICE_TOKEN", SERVICE),
-    ];
-    let vault_cfg = acme_config(
-        &ca,
-        provider.port(),
-        &format!("database_url = {db:?}"),
-        "require_auth = true",
-    );
-    let vault_a = Airlock::start_cmd("vault", &vault_cfg, &env, None);
-    let vault_b = Airlock::start_cmd("vault", &vault_cfg, &env, None);
-    let proxy_for = |vault: &Airlock| {
-        let cfg = acme_config(
-            &ca,
-            provider.port(),
-            &format!("url = {:?}", vault.proxy_url),
-            "require_auth = true",
-        );
-        Airlock::start_cmd("proxy", &cfg, &env, None)
-    };
-    let (proxy_a, proxy_b) = (proxy_for(&vault_a), proxy_for(&vault_b));
+    let provider = acme_provider(&ca).await;
+    let db = format!("database_url = {db:?}");
+    let vault_a = start_vault(&ca, &provider, &db);
+    let vault_b = start_vault(&ca, &provider, &db);
+    let proxy_a = start_proxy(&ca, &provider, &vault_a);
+    let proxy_b = start_proxy(&ca, &provider, &vault_b);
     let w = World {
         ca,
         provider,
         airlock: vault_a,
     };
-    w.connect("tenant").await;
-    let (status, created) = api(
-        &w.airlock,
-        "POST",
-        "/v1/sandboxes",
-        Some(r#"{"providers":["acme"]}"#.into()),
-        None,
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
+    let created = connected_sandbox(&w).await;
     let (env_a, env_b) = (through(&proxy_a, &created), through(&proxy_b, &created));
     // Both proxies hold the token now.
     for env in [&env_a, &env_b] {
@@ -183,47 +200,17 @@ async fn a_disconnect_on_one_replica_reaches_every_proxy_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_without_its_vault_serves_held_tokens_until_they_expire_then_503() {
     let ca = TestCa::new();
-    let provider = OAuthProvider::start(
-        &ca,
-        &["auth.acme.test", "api.acme.test"],
-        "airlock-test-client",
-        "cs_REALCLIENTSECRET_0123456789",
-    )
-    .await;
+    let provider = acme_provider(&ca).await;
     // Tokens expire 40 s after they are granted: the cache's margin is 30 s.
     provider.set_access_token_lifetime(Duration::from_secs(40));
-    let env = [
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_SERVICE_TOKEN", SERVICE),
-    ];
-    let vault_cfg = acme_config(
-        &ca,
-        provider.port(),
-        "refresh_interval_secs = 3600",
-        "require_auth = true",
-    );
-    let vault = Airlock::start_cmd("vault", &vault_cfg, &env, None);
-    let proxy_cfg = acme_config(
-        &ca,
-        provider.port(),
-        &format!("url = {:?}", vault.proxy_url),
-        "require_auth = true",
-    );
-    let proxy = Airlock::start_cmd("proxy", &proxy_cfg, &env, None);
+    let vault = start_vault(&ca, &provider, "refresh_interval_secs = 3600");
+    let proxy = start_proxy(&ca, &provider, &vault);
     let mut w = World {
         ca,
         provider,
         airlock: vault,
     };
-    w.connect("tenant").await;
-    let (_, created) = api(
-        &w.airlock,
-        "POST",
-        "/v1/sandboxes",
-        Some(r#"{"providers":["acme"]}"#.into()),
-        None,
-    )
-    .await;
+    let created = connected_sandbox(&w).await;
     let sandbox = through(&proxy, &created);
     let (status, body) = w.sandbox_get(&sandbox, "/api/me").await;
     assert_eq!(status, 200, "{body}");
@@ -285,13 +272,7 @@ async fn a_replica_killed_mid_refresh_leaves_the_refresh_to_the_other() {
     };
     let db = database.url();
     let ca = TestCa::new();
-    let provider = OAuthProvider::start(
-        &ca,
-        &["auth.acme.test", "api.acme.test"],
-        "airlock-test-client",
-        "cs_REALCLIENTSECRET_0123456789",
-    )
-    .await;
+    let provider = acme_provider(&ca).await;
     // Nothing falls due by itself: every grant counted is the test's.
     provider.set_access_token_lifetime(Duration::from_secs(4 * 3600));
     let cfg = acme_config(
@@ -300,11 +281,7 @@ async fn a_replica_killed_mid_refresh_leaves_the_refresh_to_the_other() {
         &format!("database_url = {db:?}\nrefresh_interval_secs = 3600"),
         "",
     );
-    let env = [
-        ("AIRLOCK_MASTER_KEY", KEY),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_SERVICE_TOKEN", SERVICE),
-    ];
+    let env = FLEET_ENV;
     let a = Airlock::start_with_env(&cfg, &env);
     let b = Airlock::start_with_env(&cfg, &env);
     let placeholder = a.var("ACME_TOKEN");
@@ -448,47 +425,17 @@ async fn postgresql_restarted_under_load_loses_nothing() {
         return;
     };
     let ca = TestCa::new();
-    let provider = OAuthProvider::start(
-        &ca,
-        &["auth.acme.test", "api.acme.test"],
-        "airlock-test-client",
-        "cs_REALCLIENTSECRET_0123456789",
-    )
-    .await;
-    let env = [
-        ("AIRLOCK_MASTER_KEY", KEY),
-        ("AIRLOCK_ADMIN_TOKEN", ADMIN),
-        ("AIRLOCK_SERVICE_TOKEN", SERVICE),
-    ];
-    let vault_cfg = acme_config(
-        &ca,
-        provider.port(),
-        &format!("database_url = {:?}", pg.url()),
-        "require_auth = true",
-    );
-    let vault_a = Airlock::start_cmd("vault", &vault_cfg, &env, None);
-    let vault_b = Airlock::start_cmd("vault", &vault_cfg, &env, None);
-    let proxy_cfg = acme_config(
-        &ca,
-        provider.port(),
-        &format!("url = {:?}", vault_a.proxy_url),
-        "require_auth = true",
-    );
-    let proxy = Airlock::start_cmd("proxy", &proxy_cfg, &env, None);
+    let provider = acme_provider(&ca).await;
+    let db = format!("database_url = {:?}", pg.url());
+    let vault_a = start_vault(&ca, &provider, &db);
+    let vault_b = start_vault(&ca, &provider, &db);
+    let proxy = start_proxy(&ca, &provider, &vault_a);
     let w = World {
         ca,
         provider,
         airlock: vault_a,
     };
-    w.connect("tenant").await;
-    let (_, created) = api(
-        &w.airlock,
-        "POST",
-        "/v1/sandboxes",
-        Some(r#"{"providers":["acme"]}"#.into()),
-        None,
-    )
-    .await;
+    let created = connected_sandbox(&w).await;
     let sandbox = through(&proxy, &created);
     let (status, body) = w.sandbox_get(&sandbox, "/api/me").await;
     assert_eq!(status, 200, "{body}");
