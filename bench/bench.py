@@ -968,6 +968,7 @@ def start_ceiling(work, pki, binary, airlock_binary, upstream_h2, name="ceiling"
         "--upstream-ca", f"{pki}/ca.pem",
         "--resolve", f"{H2_HOST}=127.0.0.1:{UP_PORT}",
         "--resolve", f"{DOMAIN}=127.0.0.1:{main_port}",
+        "--resolve", f"*.{DOMAIN}=127.0.0.1:{main_port}",
         "--set-header", f"authorization: Bearer {REAL}",
     ]
     proc = spawn(name, cmd, work, env=env)

@@ -749,7 +749,6 @@ def markdown(results, chart_files, report_dir, charts_abs):
               f"{fmt_num(e.get('closed_by_proxy'))} | {str(note)[:120]} |")
         w("")
 
-    ceiling_targets(results, add)
     tp = wl.get("token_path") or {}
     w("## 5. Token path (the vault)")
     w("")

@@ -10,7 +10,8 @@
 //!
 //! ```text
 //! ceiling --listen 127.0.0.1:18090 --ca-dir DIR --upstream-ca CA.pem \
-//!         --resolve bench.test=127.0.0.1:18443 --set-header 'authorization: Bearer REAL'
+//!         --resolve bench.test=127.0.0.1:18443 --resolve '*.bench.test=127.0.0.1:18443' \
+//!         --set-header 'authorization: Bearer REAL'
 //! ```
 
 use std::collections::HashMap;
@@ -52,11 +53,23 @@ impl tower_service::Service<Name> for Resolve {
     }
 
     fn call(&mut self, name: Name) -> Self::Future {
-        std::future::ready(match self.0.get(name.as_str()) {
+        let name = name.as_str();
+        // Exact names first, then `*.suffix` entries.
+        let found = self.0.get(name).or_else(|| {
+            self.0
+                .iter()
+                .find(|(pattern, _)| {
+                    pattern
+                        .strip_prefix('*')
+                        .is_some_and(|suffix| suffix.starts_with('.') && name.ends_with(suffix))
+                })
+                .map(|(_, addr)| addr)
+        });
+        std::future::ready(match found {
             Some(addr) => Ok(vec![*addr].into_iter()),
             None => Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                format!("{} is not in --resolve", name.as_str()),
+                format!("{name} is not in --resolve"),
             )),
         })
     }
