@@ -35,6 +35,8 @@ pub struct ConnectionView {
     pub status: ConnectionStatus,
     pub scopes: Vec<String>,
     pub expires_at: Option<i64>,
+    /// When its token was last refreshed (Unix seconds); `None`: never.
+    pub refreshed_at: Option<i64>,
     pub last_error: Option<String>,
     pub updated_at: i64,
     /// What the operator should know about this connection (e.g. no refresh token).
@@ -623,6 +625,7 @@ pub(crate) fn connection_view(row: &store::ConnectionRow) -> ConnectionView {
         status: row.status,
         scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
         expires_at: row.expires_at,
+        refreshed_at: row.refreshed_at,
         last_error: row.last_error.clone(),
         updated_at: row.updated_at,
         warnings: connection_warnings(row),

@@ -205,7 +205,7 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
     let apps = vault.apps().await.unwrap_or_default();
     let mut body = String::new();
 
-    body.push_str("<section class=\"card\"><h2>Accounts</h2><table><thead><tr><th>Provider</th><th>Status</th><th>Scope</th><th></th></tr></thead><tbody>");
+    body.push_str("<section class=\"card\"><h2>Accounts</h2><table><thead><tr><th>Provider</th><th>Status</th><th>Owner</th><th>Granted scopes</th><th>Expires</th><th>Last refresh</th><th></th></tr></thead><tbody>");
     for provider in vault.providers() {
         let mine: Vec<_> = connections
             .iter()
@@ -219,7 +219,7 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
                 "<span class=\"hint\">register an OAuth app first</span>".to_owned()
             };
             body.push_str(&format!(
-                "<tr data-provider=\"{0}\"><td>{1}</td><td><span class=\"status none\">Not connected</span></td><td></td><td>{action}</td></tr>",
+                "<tr data-provider=\"{0}\"><td>{1}</td><td><span class=\"status none\">Not connected</span></td><td></td><td></td><td></td><td></td><td>{action}</td></tr>",
                 escape(&provider.name),
                 escape(provider.label())
             ));
@@ -259,23 +259,36 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
             };
             body.push_str(&format!(
                 "<tr data-provider=\"{0}\"><td>{1}</td><td><span class=\"status {class}\">{label}</span>{notes}</td><td>{2}</td>\
+                 <td class=\"scopes\">{4}</td><td>{5}</td><td>{6}</td>\
                  <td>{reconnect}<form method=\"post\" action=\"/console/disconnect/{3}\" class=\"inline\">{csrf_field}\
                  {force_field}<button type=\"submit\" class=\"danger\">{disconnect_label}</button></form></td></tr>",
                 escape(&provider.name),
                 escape(provider.label()),
                 escape(&c.scope),
                 escape(&c.id),
+                escape(&c.scopes.join(" ")),
+                when(c.expires_at, "does not expire"),
+                when(c.refreshed_at, "never"),
             ));
         }
     }
     body.push_str("</tbody></table></section>");
 
-    body.push_str("<section class=\"card\"><h2>OAuth apps</h2><table><thead><tr><th>Provider</th><th>Tenant</th><th>Client id</th><th>Client secret</th></tr></thead><tbody>");
+    body.push_str(&format!(
+        "<section class=\"card\"><h2>OAuth apps</h2><p class=\"hint\">Redirect URI to register in each provider's app settings: \
+         <code class=\"redirect-uri\">{}</code></p><table><thead><tr><th>Provider</th><th>Tenant</th><th>Environment</th><th>Client id</th>\
+         <th>Client secret</th><th></th></tr></thead><tbody>",
+        escape(&vault.redirect_uri())
+    ));
     for a in &apps {
         body.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            "<tr><td>{0}</td><td>{1}</td><td>{2}</td><td><code>{3}</code></td><td><code>{4}</code></td>\
+             <td><form method=\"post\" action=\"/console/apps/delete\" class=\"inline\">{csrf_field}\
+             <input type=\"hidden\" name=\"provider\" value=\"{0}\"><input type=\"hidden\" name=\"tenant\" value=\"{1}\">\
+             <input type=\"hidden\" name=\"environment\" value=\"{2}\"><button type=\"submit\" class=\"danger\">Delete</button></form></td></tr>",
             escape(&a.provider),
             escape(&a.tenant),
+            escape(&a.environment),
             escape(&a.client_id),
             escape(a.client_secret.as_deref().unwrap_or("not set"))
         ));
@@ -528,6 +541,45 @@ async fn save_app(
 }
 
 #[derive(Deserialize)]
+pub struct AppDeleteForm {
+    csrf: String,
+    provider: String,
+    tenant: String,
+    environment: String,
+}
+
+/// Deletes an app; refused, with the reason on the page, while a
+/// connection still uses it.
+async fn delete_app(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<AppDeleteForm>,
+) -> Response {
+    if let Err(r) = authorized_post(&state, &headers, &form.csrf) {
+        return *r;
+    }
+    match state
+        .vault
+        .delete_app(&form.tenant, &form.provider, &form.environment)
+        .await
+    {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(e) => error_page("Not deleted", &e),
+    }
+}
+
+/// Unix seconds as a UTC time to the minute, or `none` when there is none.
+fn when(at: Option<i64>, none: &str) -> String {
+    let Some(at) = at.and_then(|s| u64::try_from(s).ok()) else {
+        return escape(none);
+    };
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
+    let text = humantime::format_rfc3339_seconds(time).to_string();
+    // 2026-12-03T06:51:06Z → 2026-12-03 06:51 UTC
+    format!("{} {} UTC", &text[..10], &text[11..16])
+}
+
+#[derive(Deserialize)]
 pub struct SecretForm {
     csrf: String,
     name: String,
@@ -600,6 +652,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/console/connect/{provider}", get(connect))
         .route("/console/disconnect/{id}", post(disconnect))
         .route("/console/apps", post(save_app))
+        .route("/console/apps/delete", post(delete_app))
         .route("/console/secrets", post(add_secret))
         .route("/console/app.js", get(app_js))
         .route("/console/style.css", get(style_css))
