@@ -41,6 +41,7 @@ PORTS = {
     "nginx_h1": 18444,
     "airlock": 18080,
     "mitmproxy": 18081,
+    "ceiling": 18083,
     "squid_bump": 13128,
     "squid_tunnel": 13129,
 }
@@ -48,16 +49,17 @@ UP_PORT = PORTS["nginx"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
-PEER_ORDER = ["direct", "airlock", "squid_bump", "mitmproxy", "squid_tunnel"]
+PEER_ORDER = ["direct", "airlock", "ceiling", "squid_bump", "mitmproxy", "squid_tunnel"]
 LABELS = {
     "direct": "direct",
     "airlock": "airlock",
+    "ceiling": "ceiling (bare interceptor)",
     "squid_bump": "Squid bump",
     "mitmproxy": "mitmproxy",
     "squid_tunnel": "Squid plain tunnel",
 }
 PROXIES = [p for p in PEER_ORDER if p != "direct"]
-INTERCEPTING = ["airlock", "squid_bump", "mitmproxy"]
+INTERCEPTING = ["airlock", "ceiling", "squid_bump", "mitmproxy"]
 
 FAILURES = []  # airlock correctness failures: make the run exit non-zero
 NOTES = []  # other peers' problems, recorded in the report
@@ -345,7 +347,7 @@ H2_HOST = f"h2.{DOMAIN}"
 
 
 def start_airlock(work, pki, binary, upstream_h2, swap_in=("header", "basic", "body"),
-                  name="airlock", scrub=True, tokens=1):
+                  name="airlock", scrub=True, tokens=1, rules=None, env=None):
     """airlock's upstream for bench.test is nginx's h1-only listener unless
     upstream_h2: airlock forwards an HTTP/1.1 client's Host header next to
     :authority on an h2 upstream, which nginx 1.22 refuses with 400 ("client
@@ -388,6 +390,7 @@ value = "{REAL}"
 placeholder = "{PLACEHOLDER}"
 hosts = ["{DOMAIN}", "*.{DOMAIN}"]
 swap_in = {json.dumps(swap_in)}
+{f"rules = {json.dumps(rules)}" if rules else ""}
 {more}"""
     )
     out = open(d / "stdout.txt", "w")
@@ -397,7 +400,7 @@ swap_in = {json.dumps(swap_in)}
         # Ephemeral vault and metrics ports: several airlocks run side by side.
         "--vault-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
     ]
-    proc = spawn(name, cmd, work, env={"AIRLOCK_LOG": "warn"}, stdout=out)
+    proc = spawn(name, cmd, work, env={"AIRLOCK_LOG": "warn", **(env or {})}, stdout=out)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         text = (d / "stdout.txt").read_text()
@@ -466,6 +469,139 @@ def firewall_cost(work, pki, binary, upstream_h2, reps, duration, size):
                     FAILURES.append(f"{peer.label} download: {res['failed']}")
                 log(f"firewall rep {r + 1} {name}: {v['keepalive_c1']['runs'][-1].get('rps') or 0:.0f} req/s (1 conn), "
                     f"{v['keepalive_c16']['runs'][-1].get('rps') or 0:.0f} req/s (16), {res.get('mb_s') or 0:.0f} MB/s")
+    finally:
+        for p in procs.values():
+            p.stop()
+    return out
+
+
+# ---------------------------------------------------------------- request rules and narrowed placeholders
+
+# name: (the binding's rules, whether the client sends a narrowed placeholder)
+RULES_VARIANTS = {
+    "rules_none": (None, False),
+    # First match wins: nine rules that do not match, then the one that does.
+    "rules_10": ([f"allow GET /repos/acme/r{i}/**" for i in range(9)] + ["allow GET /**"], False),
+    "narrowed": (None, True),
+}
+for _i, _n in enumerate(RULES_VARIANTS):
+    PORTS[_n] = 18110 + _i
+LABELS["rules_none"] = "airlock, no request rules"
+LABELS["rules_10"] = "airlock, 10 request rules (the last matches)"
+LABELS["narrowed"] = "airlock, a narrowed placeholder (2 caveats)"
+
+
+def rules_cost(work, pki, binary, upstream_h2, reps, duration):
+    """Issue 17: request rules and a narrowed placeholder's caveat checks on
+    the keep-alive workload, beside the same build without them."""
+    procs, peers = {}, {}
+    out = {"variants": {}, "commands": {}}
+    try:
+        for name, (rules, narrowed) in RULES_VARIANTS.items():
+            procs[name] = start_airlock(work, pki, binary, upstream_h2, name=name, rules=rules)
+            peers[name] = Peer(name, procs[name], pki)
+            if narrowed:
+                made = subprocess.run(
+                    [str(binary), "placeholder", "narrow", PLACEHOLDER, "--allow", "GET /**", "--ttl", "24h"],
+                    text=True, capture_output=True)
+                if made.returncode != 0:
+                    FAILURES.append(f"airlock placeholder narrow failed: {made.stderr.strip()[-300:]}")
+                    return out
+                peers[name].auth = f"Bearer {made.stdout.strip()}"
+            ok, detail = sanity(peers[name])
+            if not ok:
+                FAILURES.append(f"{LABELS[name]}: a swapped GET did not reach nginx intact: {detail}")
+                return out
+            out["variants"][name] = {"keepalive_c1": {"runs": []}, "keepalive_c16": {"runs": []}}
+            run_oha(peers[name], 16, 1)  # untimed warm-up
+        out["commands"]["keep-alive"] = shlex.join(oha_cmd(peers["rules_10"], 1, duration))
+        for r in range(reps):
+            for name, peer in peers.items():
+                v = out["variants"][name]
+                for conns in (1, 16):
+                    res = run_oha(peer, conns, duration)
+                    v[f"keepalive_c{conns}"]["runs"].append(res)
+                    if res.get("failed") or res.get("error"):
+                        FAILURES.append(f"{peer.label} keep-alive c={conns}: {res.get('failed') or res.get('error')}")
+                log(f"rules rep {r + 1} {name}: {v['keepalive_c1']['runs'][-1].get('rps') or 0:.0f} req/s (1 conn), "
+                    f"{v['keepalive_c16']['runs'][-1].get('rps') or 0:.0f} req/s (16)")
+    finally:
+        for p in procs.values():
+            p.stop()
+    return out
+
+
+# ---------------------------------------------------------------- allocations per request
+
+PORTS["airlock_alloc"] = 18120
+PORTS["ceiling_alloc"] = 18121
+LABELS["airlock_alloc"] = "airlock (counting allocator)"
+LABELS["ceiling_alloc"] = "ceiling (counting allocator)"
+
+
+def read_alloc_counts(path):
+    """(allocations, reallocations, bytes) as the process last wrote them."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            a, r, b = (int(x) for x in path.read_text().split())
+            return a, r, b
+        except (OSError, ValueError):
+            time.sleep(0.05)
+    raise RuntimeError(f"no allocation counts in {path}")
+
+
+def allocations(work, pki, src, target_dir, upstream_h2, requests=2000):
+    """Issue 19: allocations per keep-alive request, airlock beside the
+    ceiling, each built with a counting global allocator (--features
+    alloc-count, bench/alloc-count) in a target dir of its own. Counts do not
+    depend on the machine's load."""
+    env = {**os.environ, "CARGO_TARGET_DIR": str(target_dir)}
+    for args in (["--bin", "airlock"], ["-p", "airlock-bench-ceiling"]):
+        b = subprocess.run(["cargo", "build", "--release", "-q", "--features", "alloc-count", *args],
+                           cwd=src if args[0] == "--bin" else REPO, env=env, text=True, capture_output=True)
+        if b.returncode != 0:
+            return {"skipped": f"alloc-count build failed: {b.stderr.strip()[-600:]}"}
+    binaries = {"airlock_alloc": Path(target_dir) / "release" / "airlock",
+                "ceiling_alloc": Path(target_dir) / "release" / "ceiling"}
+    out = {"requests": requests}
+    procs = {}
+    try:
+        for name, binary in binaries.items():
+            counts = work / f"{name}.allocs"
+            extra = {"ALLOC_COUNT_FILE": str(counts)}
+            if name == "airlock_alloc":
+                procs[name] = start_airlock(work, pki, binary, upstream_h2, name=name, env=extra)
+            else:
+                procs[name] = start_ceiling(work, pki, binary, binaries["airlock_alloc"], upstream_h2,
+                                            name=name, env=extra)
+            peer = Peer(name, procs[name], pki)
+            ok, detail = sanity(peer)
+            if not ok:
+                FAILURES.append(f"{peer.label}: a swapped GET did not reach nginx intact: {detail}")
+                return out
+            # Warm: pools, caches, leaves, buffers.
+            warm = oha_cmd(peer, 1, 1)
+            warm[warm.index("-z"):warm.index("-z") + 2] = ["-n", "300"]
+            subprocess.run(warm, capture_output=True, timeout=120)
+            time.sleep(0.3)
+            a0, r0, b0 = read_alloc_counts(counts)
+            cmd = oha_cmd(peer, 1, 1)
+            cmd[cmd.index("-z"):cmd.index("-z") + 2] = ["-n", str(requests)]
+            p = subprocess.run(cmd, text=True, capture_output=True, timeout=300)
+            time.sleep(0.3)
+            a1, r1, b1 = read_alloc_counts(counts)
+            codes = json.loads(p.stdout).get("statusCodeDistribution") or {} if p.returncode == 0 else {}
+            if codes.get("200", codes.get(200, 0)) != requests:
+                FAILURES.append(f"{peer.label}: allocation run answered {codes} ({p.stderr.strip()[-200:]})")
+            out[name] = {
+                "allocs_per_req": (a1 - a0) / requests,
+                "reallocs_per_req": (r1 - r0) / requests,
+                "bytes_per_req": (b1 - b0) / requests,
+            }
+            out.setdefault("commands", {})[name] = shlex.join(cmd)
+            log(f"allocations {name}: {out[name]['allocs_per_req']:.1f}/request, "
+                f"{out[name]['bytes_per_req']:.0f} bytes/request")
     finally:
         for p in procs.values():
             p.stop()
@@ -817,6 +953,29 @@ def token_path(work, pki, binary, upstream_h2, reps, duration, storm_n, results)
             proc.stop()
         mock.stop()
     return res
+
+
+def start_ceiling(work, pki, binary, airlock_binary, upstream_h2, name="ceiling", env=None):
+    """The ceiling: a bare TLS interceptor on airlock's crates (bench/ceiling),
+    to the same nginx listener as airlock, setting the credential header the
+    way Squid does. What airlock costs above it is airlock's own work."""
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    run([str(airlock_binary), "ca", "init", "--dir", str(d / "ca"), "--force"])
+    main_port = UP_PORT if upstream_h2 else PORTS["nginx_h1"]
+    cmd = [
+        str(binary), "--listen", f"127.0.0.1:{PORTS[name]}", "--ca-dir", str(d / "ca"),
+        "--upstream-ca", f"{pki}/ca.pem",
+        "--resolve", f"{H2_HOST}=127.0.0.1:{UP_PORT}",
+        "--resolve", f"{DOMAIN}=127.0.0.1:{main_port}",
+        "--resolve", f"*.{DOMAIN}=127.0.0.1:{main_port}",
+        "--set-header", f"authorization: Bearer {REAL}",
+    ]
+    proc = spawn(name, cmd, work, env=env)
+    wait_port(PORTS[name], proc)
+    proc.ca = d / "ca" / "ca.pem"
+    proc.cmd = cmd
+    return proc
 
 
 def start_mitmproxy(work, pki):
@@ -1239,6 +1398,7 @@ def versions(binary, commit):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--airlock", help="path to the release airlock binary (bench/run passes it)")
+    ap.add_argument("--ceiling", help="path to the release ceiling binary (bench/run builds bench/ceiling)")
     ap.add_argument("--smoke", action="store_true", help="1 run of ~1 s each, small sizes")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--duration", type=float, help="seconds per oha measurement")
@@ -1248,7 +1408,7 @@ def main():
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/airlock-bench"))
     ap.add_argument("--out", help="where results.json, charts/ and BENCHMARKS.md go")
     ap.add_argument("--no-profile", action="store_true")
-    ap.add_argument("--workloads", help="comma list of keepalive,h2,newconn,first,transfer,idle,vault,firewall,"
+    ap.add_argument("--workloads", help="comma list of keepalive,h2,newconn,first,transfer,idle,vault,firewall,rules,allocs,"
                     "callgrind (default: all; --smoke leaves out callgrind, which builds bench/swapcount)")
     ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h2",
                     help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
@@ -1272,8 +1432,10 @@ def main():
     size = (args.size_mib or (32 if smoke else 1024)) * 1024 * 1024
     idle_n = args.idle or (200 if smoke else 10000)
     conn_levels = [int(c) for c in args.conns.split(",")]
-    all_workloads = "keepalive,h2,newconn,first,transfer,idle,vault,firewall,callgrind"
-    workloads = set((args.workloads or (all_workloads.replace(",callgrind", "") if smoke else all_workloads)).split(","))
+    all_workloads = "keepalive,h2,newconn,first,transfer,idle,vault,firewall,rules,allocs,callgrind"
+    # Smoke runs leave out the two that build extra binaries.
+    smoke_workloads = all_workloads.replace(",allocs", "").replace(",callgrind", "")
+    workloads = set((args.workloads or (smoke_workloads if smoke else all_workloads)).split(","))
     if args.out:
         out_dir = Path(args.out)
         report_path = out_dir / "BENCHMARKS.md"
@@ -1301,6 +1463,7 @@ def main():
     available["squid_bump"] = available["squid_tunnel"] = bool(shutil.which("squid")) and Path(
         "/usr/lib/squid/security_file_certgen").exists()
     available["mitmproxy"] = bool(shutil.which("mitmdump"))
+    available["ceiling"] = bool(args.ceiling) and Path(args.ceiling).exists()
     # The plain tunnel is a reference figure: left out of smoke runs unless asked for.
     wanted = args.peers.split(",") if args.peers else [p for p in PEER_ORDER if not (smoke and p == "squid_tunnel")]
     names = [p for p in PEER_ORDER if p in wanted and available.get(p)]
@@ -1337,6 +1500,8 @@ def main():
             "airlock": lambda: start_airlock(work, pki, args.airlock, args.airlock_upstream == "h2",
                                              args.swap_in.split(",")),
             "mitmproxy": lambda: start_mitmproxy(work, pki),
+            "ceiling": lambda: start_ceiling(work, pki, args.ceiling, args.airlock,
+                                             args.airlock_upstream == "h2"),
             "squid_bump": lambda: start_squid(work, pki, True, fresh_names),
             "squid_tunnel": lambda: start_squid(work, pki, False, fresh_names),
         }
@@ -1525,13 +1690,15 @@ def main():
                 log(f"idle {n}: {res.get('opened')}/{idle_n} open, {res.get('kib_per_conn') or 0:.1f} KiB/conn, probe p50 {((res.get('probe') or {}).get('p50_us') or 0):.0f} us")
                 if res.get("incomplete") or (res.get("probe") or {}).get("failed"):
                     check(peers[n], {"failed": res.get("incomplete") or res["probe"]["failed"]}, "idle connections")
-            # airlock and direct-free variant: each idle connection has carried one GET
-            restart("airlock")
-            res = idle_test(peers["airlock"], idle_n, True, work)
-            wl["idle_after_request"] = {"airlock": res}
-            log(f"idle+GET airlock: {res.get('opened')}/{idle_n}, {res.get('kib_per_conn') or 0:.1f} KiB/conn")
-            if res.get("incomplete"):
-                check(peers["airlock"], {"failed": res["incomplete"]}, "idle connections after a GET")
+            # airlock and the ceiling: each idle connection has carried one GET
+            wl["idle_after_request"] = {}
+            for n in [p for p in ("airlock", "ceiling") if p in peers]:
+                restart(n)
+                res = idle_test(peers[n], idle_n, True, work)
+                wl["idle_after_request"][n] = res
+                log(f"idle+GET {n}: {res.get('opened')}/{idle_n}, {res.get('kib_per_conn') or 0:.1f} KiB/conn")
+                if res.get("incomplete"):
+                    check(peers[n], {"failed": res["incomplete"]}, "idle connections after a GET")
 
         if "vault" in workloads:
             # -- 5. token path: vault cache hit, cold cache, 401 storm
@@ -1542,6 +1709,16 @@ def main():
             # -- 6. the response firewall's cost: off, and on with 1, 10, 100 tokens
             wl["firewall"] = firewall_cost(work, pki, args.airlock, args.airlock_upstream == "h2",
                                            reps, duration, size)
+
+        if "allocs" in workloads:
+            # -- 8. allocations per request (counting allocator builds), airlock ÷ ceiling
+            results["allocations"] = allocations(work, pki, Path(args.src),
+                                                 Path(args.target_dir or REPO / "target") / "bench-alloc",
+                                                 args.airlock_upstream == "h2")
+
+        if "rules" in workloads:
+            # -- 7. request rules and a narrowed placeholder on the keep-alive path
+            wl["rules"] = rules_cost(work, pki, args.airlock, args.airlock_upstream == "h2", reps, duration)
 
         if "callgrind" in workloads:
             results["callgrind"] = callgrind_swapper(work, args.target_dir or Path(args.airlock).parent.parent,

@@ -5,10 +5,11 @@ import os
 import statistics
 from pathlib import Path
 
-PEER_ORDER = ["direct", "airlock", "airlock_h2up", "squid_bump", "mitmproxy", "squid_tunnel"]
+PEER_ORDER = ["direct", "airlock", "airlock_h2up", "ceiling", "squid_bump", "mitmproxy", "squid_tunnel"]
 LABELS = {
     "direct": "direct",
     "airlock": "airlock",
+    "ceiling": "ceiling (bare interceptor)",
     "airlock_h2up": "airlock, h2 upstream",
     "squid_bump": "Squid bump",
     "mitmproxy": "mitmproxy",
@@ -18,6 +19,7 @@ COLORS = {
     "direct": "#7f7f7f",
     "airlock": "#1f77b4",
     "airlock_h2up": "#aec7e8",
+    "ceiling": "#17becf",
     "squid_bump": "#ff7f0e",
     "mitmproxy": "#2ca02c",
     "squid_tunnel": "#c5b0d5",
@@ -75,6 +77,9 @@ def aggregate(results):
         for key in ("keepalive_c1", "keepalive_c16"):
             agg_runs(v[key], ["rps", "p50_us", "cpu_us_per_req"])
         agg_runs(v["download"], ["mb_s", "cpu_s_per_gb"])
+    for v in ((wl.get("rules") or {}).get("variants") or {}).values():
+        for key in ("keepalive_c1", "keepalive_c16"):
+            agg_runs(v[key], ["rps", "p50_us", "cpu_us_per_req"])
     results["targets"] = targets(results)
 
 
@@ -143,6 +148,7 @@ def targets(results):
     n = get(wl, "idle_after_request", "airlock", "opened")
     add("RSS per idle intercepted connection (after one GET each)", "≤ 24 KiB", per,
         None if per is None else per <= 24, f"{fmt_num(per, 1)} KiB ({fmt_num(n)} held)")
+    ceiling_targets(results, add)
     tp = wl.get("token_path") or {}
     v50 = med(get(tp, "throughput", "c1", "vault", "p50_us"))
     s50 = med(get(tp, "throughput", "c1", "static", "p50_us"))
@@ -174,6 +180,48 @@ def targets(results):
         add("callgrind: swapper on a 64 MiB body", "instruction count recorded", None, None,
             "not measured", cg.get("skipped", "")[:120])
     return rows
+
+
+def ceiling_targets(results, add):
+    """Issue 19: each figure as airlock ÷ the ceiling (a bare interceptor on
+    the same crates, measured in the same run)."""
+    wl = results.get("workloads", {})
+
+    def both(*path):
+        a = med(get(wl, *path[:-1], "airlock", path[-1]))
+        c = med(get(wl, *path[:-1], "ceiling", path[-1]))
+        return a, c, ratio(a, c)
+
+    def higher_is_better(name, goal, limit, *path):
+        a, c, r = both(*path)
+        add(name, goal, r, None if r is None else r >= limit, f"{fmt_x(r)} ({fmt_num(a)} vs {fmt_num(c)})")
+
+    def lower_is_better(name, goal, limit, *path):
+        a, c, r = both(*path)
+        add(name, goal, r, None if r is None else r <= limit, f"{fmt_x(r)} ({fmt_num(a, 1)} vs {fmt_num(c, 1)})")
+
+    lower_is_better("Keep-alive, 1 conn: p50 ÷ ceiling", "≤ 1.2×", 1.2, "keepalive", "c1", "p50_us")
+    lower_is_better("Keep-alive, 1 conn: proxy CPU per request ÷ ceiling", "≤ 1.2×", 1.2,
+                    "keepalive", "c1", "cpu_us_per_req")
+    higher_is_better("Keep-alive, 16 conns: req/s ÷ ceiling", "≥ 0.95×", 0.95, "keepalive", "c16", "rps")
+    higher_is_better("HTTP/2 client side, 16 conns: req/s ÷ ceiling", "≥ 0.95×", 0.95, "h2", "c16", "rps")
+    higher_is_better("New connection per request: conn/s ÷ ceiling", "≥ 1.0×", 1.0, "newconn", "rps")
+    for kind in ("download", "upload"):
+        higher_is_better(f"{kind.capitalize()}: MB/s ÷ ceiling (firewall on)", "≥ 0.9×", 0.9, kind, "mb_s")
+    al = results.get("allocations") or {}
+    a = get(al, "airlock_alloc", "allocs_per_req")
+    c = get(al, "ceiling_alloc", "allocs_per_req")
+    r = ratio(a, c)
+    add("Allocations per keep-alive request ÷ ceiling", "≤ 1.5×", r, None if r is None else r <= 1.5,
+        f"{fmt_x(r)} ({fmt_num(a, 1)} vs {fmt_num(c, 1)} per request)" if r is not None else
+        (al.get("skipped") or "not measured")[:120])
+    rest = get(results, "rss_kib", "airlock", "rest")
+    add("RSS at rest (`airlock up`)", "≤ 8 MiB", rest, None if rest is None else rest <= 8 * 1024,
+        f"{fmt_mib(rest)} (ceiling {fmt_mib(get(results, 'rss_kib', 'ceiling', 'rest'))})")
+    a = get(wl, "idle_after_request", "airlock", "kib_per_conn")
+    c = get(wl, "idle_after_request", "ceiling", "kib_per_conn")
+    add("RSS per idle intercepted connection after a request", "≤ 24 KiB", a,
+        None if a is None else a <= 24, f"{fmt_num(a, 1)} KiB (ceiling {fmt_num(c, 1)} KiB)")
 
 
 # ---------------------------------------------------------------- formatting
@@ -400,6 +448,45 @@ def firewall_section(fw, w):
           f"{cell('keepalive_c1', 'cpu_us_per_req')} | {cell('keepalive_c16', 'rps')} | "
           f"{cell('keepalive_c16', 'cpu_us_per_req')} | {cell('download', 'mb_s')} | "
           f"{cell('download', 'cpu_s_per_gb', lambda x: f'{x:.2f}')} |")
+    w("")
+
+
+RULES_LABELS = {
+    "rules_none": "no request rules",
+    "rules_10": "10 request rules (the last one matches)",
+    "narrowed": "a narrowed placeholder (allow GET /**, 24 h)",
+}
+
+
+def rules_section(rs, w):
+    """Issue 17: request rules and caveat checks on the keep-alive workload."""
+    w("## Request rules and narrowed placeholders on the keep-alive path")
+    w("")
+    variants = rs.get("variants") or {}
+    if not variants:
+        w("Not measured in this run.")
+        w("")
+        return
+    w("The same build started three times: the binding without rules, with ten rules (first match wins; the "
+      "request matches the tenth), and a client sending a narrowed placeholder (its HMAC chain verified and "
+      "its caveats checked on every request). Keep-alive GETs, interleaved round-robin. Ratios are against "
+      "no rules.")
+    w("")
+    base = variants.get("rules_none") or {}
+    w("| variant | keep-alive 1 conn: req/s | p50 | CPU µs/req | keep-alive 16 conns: req/s | CPU µs/req |")
+    w("|---|---|---|---|---|---|")
+    for name, v in variants.items():
+        def cell(key, field, f=fmt_num):
+            x = v[key].get(field)
+            b = med((base.get(key) or {}).get(field))
+            text = fmt_stat(x, f)
+            if name != "rules_none" and med(x) and b:
+                text += f" ({fmt_x(med(x) / b)})"
+            return text
+
+        w(f"| {RULES_LABELS.get(name, name)} | {cell('keepalive_c1', 'rps')} | "
+          f"{cell('keepalive_c1', 'p50_us', fmt_us)} | {cell('keepalive_c1', 'cpu_us_per_req')} | "
+          f"{cell('keepalive_c16', 'rps')} | {cell('keepalive_c16', 'cpu_us_per_req')} |")
     w("")
 
 
@@ -708,6 +795,7 @@ def markdown(results, chart_files, report_dir, charts_abs):
         w("Not measured in this run" + (f": {tp.get('log_tail', '')[:300]}" if tp else "."))
         w("")
     firewall_section(wl.get("firewall") or {}, w)
+    rules_section(wl.get("rules") or {}, w)
     cg = results.get("callgrind") or {}
     w("## callgrind: the body swapper on a fixed body")
     w("")

@@ -15,6 +15,7 @@ files as written.
 
 import argparse
 import base64
+import fnmatch
 import json
 import os
 import re
@@ -186,11 +187,16 @@ def parse_dockerfile(path):
         lines.append(buf + s)
         buf = ""
     stages = []
+    args = {}  # ARG defaults before the first FROM: what FROM ${NAME} means
     for line in lines:
         word, _, rest = line.partition(" ")
         word = word.upper()
         rest = rest.strip()
-        if word == "FROM":
+        if word == "ARG" and not stages:
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip()
+        elif word == "FROM":
+            rest = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: args.get(m.group(1), m.group(0)), rest)
             parts = rest.split()
             parts = [p for p in parts if not p.startswith("--")]
             name = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else None
@@ -291,35 +297,50 @@ def check_dockerfile():
             problems.append(f"{key} is {env.get(key)!r}, not 0.0.0.0:PORT")
     R.check("Dockerfile: EXPOSE, ENTRYPOINT, CMD and listen env", problems, f"CMD {stage_values(final, 'CMD')[-1]}")
 
-    # What the build needs must be in the context after Dockerfile.dockerignore.
+    # What the build copies must be in the context after .dockerignore (the
+    # repository root's: the classic builder and BuildKit both read it). Its
+    # patterns apply in order, the last match wins, `!` keeps; a pattern that
+    # matches a folder matches what is in it. The binary is built on the host
+    # (cargo) before `docker build`, so it need not exist yet.
     problems = []
-    ignore = DEPLOY / "Dockerfile.dockerignore"
+    ignore = ROOT / ".dockerignore"
     patterns = [
         line.strip()
         for line in (ignore.read_text().splitlines() if ignore.exists() else [])
-        if line.strip() and not line.startswith("#")
+        if line.strip() and not line.strip().startswith("#")
     ]
-    needed = ["Cargo.toml", "Cargo.lock", "src"]
-    cargo = (ROOT / "Cargo.toml").read_text()
-    m = re.search(r"members\s*=\s*\[([^\]]*)\]", cargo)
-    if m:
-        needed += re.findall(r'"([^"]+)"', m.group(1))
+    if not ignore.exists():
+        problems.append(".dockerignore is missing: the context would hold target/ and .git")
+
+    def in_context(item):
+        parts = Path(item).parts
+        keep = True
+        for pat in patterns:
+            neg = pat.startswith("!")
+            pat = pat.lstrip("!").strip("/")
+            if any(fnmatch.fnmatchcase("/".join(parts[: i + 1]), pat) for i in range(len(parts))):
+                keep = neg
+        return keep
+
+    needed = []
     for s in stages:
         for rest in stage_values(s, "COPY"):
             if "--from=" in rest:
                 continue
             needed += [p for p in shlex.split(rest)[:-1] if not p.startswith("--") and p != "."]
     for item in needed:
-        if not (ROOT / item).exists():
+        if not item.startswith("target/") and not (ROOT / item).exists():
             problems.append(f"{item} does not exist")
-        for pat in patterns:
-            if Path(item).match(pat.lstrip("/")) or item == pat.rstrip("/"):
-                problems.append(f"{item} is excluded by {pat}")
-    R.check("Dockerfile: build context has the workspace and copied files", problems, ", ".join(needed))
+        if not in_context(item):
+            problems.append(f"{item} is excluded by .dockerignore")
+    for item in (".git", "target/debug", "target/release/deps", "src", "tests/node/node_modules"):
+        if in_context(item):
+            problems.append(f"{item} is in the build context")
+    R.check("Dockerfile: build context holds what it copies, and no more", problems, ", ".join(needed))
 
     if have("hadolint"):
-        p = run_tool(["hadolint", str(path)])
-        R.check("hadolint deploy/Dockerfile", [] if p.returncode == 0 else [tool_output(p)])
+        p = run_tool(["hadolint", str(path), str(DEPLOY / "sandbox" / "Dockerfile")])
+        R.check("hadolint deploy/Dockerfile deploy/sandbox/Dockerfile", [] if p.returncode == 0 else [tool_output(p)])
     else:
         R.skip("hadolint deploy/Dockerfile", "hadolint not installed (the checks above cover the rules that matter)")
 
@@ -624,12 +645,22 @@ def check_compose():
         problems.append("airlock has no network with a route out")
     if sandbox.get("ports"):
         problems.append("the sandbox publishes ports")
-    env = compose_env(sandbox, {})
-    aenv = compose_env(airlock, {"REAL_GITHUB_TOKEN": "x"})
+    # The sandbox's environment is what `airlock env` prints (a file named by
+    # SANDBOX_ENV_FILE); unset, a file that sets nothing (no proxy, no way out).
+    aenv = compose_env(airlock, {})
     port = aenv.get("AIRLOCK_LISTEN", "").rpartition(":")[2]
-    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        if env.get(var) != f"http://airlock:{port}":
-            problems.append(f"sandbox {var}={env.get(var)} is not http://airlock:{port}")
+    if compose_env(sandbox, {}):
+        problems.append("the sandbox's environment: is set in compose, not from airlock's printed environment")
+    env_files = sandbox.get("env_file") or []
+    env_files = [env_files] if isinstance(env_files, str) else env_files
+    if len(env_files) != 1 or "${SANDBOX_ENV_FILE" not in env_files[0]:
+        problems.append("the sandbox's env_file is not ${SANDBOX_ENV_FILE…}")
+    else:
+        default = (path.parent / interpolate(env_files[0], {})).resolve()
+        if not default.is_file():
+            problems.append(f"the sandbox's default env_file {default} does not exist")
+        elif any(line.strip() and not line.strip().startswith("#") for line in default.read_text().splitlines()):
+            problems.append(f"the sandbox's default env_file {default} sets variables")
     config_src = None
     for v in airlock.get("volumes", []):
         src, _, dst = v.partition(":")
@@ -637,12 +668,8 @@ def check_compose():
             config_src = (path.parent / src).resolve()
     if not config_src or not config_src.exists():
         problems.append("airlock's config mount has no source file")
-    else:
-        text = config_src.read_text()
-        if toml_value(text, "proxy", "public_url") != env.get("HTTPS_PROXY"):
-            problems.append("[proxy] public_url is not the sandbox's HTTPS_PROXY")
-        if toml_value(text, "secret", "placeholder") != env.get("GITHUB_TOKEN"):
-            problems.append("the sandbox's GITHUB_TOKEN is not the config's placeholder")
+    elif toml_value(config_src.read_text(), "proxy", "public_url") != f"http://airlock:{port}":
+        problems.append(f"[proxy] public_url is not http://airlock:{port} (the service and its port)")
     ca_vol = [v for v in sandbox.get("volumes", []) if v.startswith("airlock-ca:")]
     if not ca_vol or not ca_vol[0].endswith(":ro"):
         problems.append("the sandbox does not mount the CA volume read-only")
@@ -654,7 +681,7 @@ def check_compose():
     R.check("compose: the sandbox's only way out is airlock", problems, f"networks {sorted(anets)}")
 
     cmd = None
-    env = dict(os.environ, REAL_GITHUB_TOKEN="ghp_deploy_check")
+    env = dict(os.environ)
     if have("docker") and run_tool(["docker", "compose", "version"]).returncode == 0:
         cmd = ["docker", "compose", "-f", str(path), "config", "--quiet"]
     elif have("docker-compose"):
@@ -662,6 +689,12 @@ def check_compose():
     if cmd:
         p = run_tool(cmd, env=env)
         R.check(f"{' '.join(cmd[:2]) if cmd[0] == 'docker' else cmd[0]} config", [] if p.returncode == 0 else [tool_output(p)])
+        # With container-e2e's GitHub stand-in added, as the test runs it.
+        override = DEPLOY / "e2e" / "fake-github.yml"
+        e2e_env = dict(env, AIRLOCK_E2E_DIR=str(DEPLOY / "e2e"), AIRLOCK_E2E_SUBNET="10.231.77.0/24")
+        p = run_tool(cmd[:-2] + ["-f", str(override), "config", "--quiet"], env=e2e_env)
+        R.check(f"{' '.join(cmd[:2]) if cmd[0] == 'docker' else cmd[0]} config (+ e2e/fake-github.yml)",
+                [] if p.returncode == 0 else [tool_output(p)])
     else:
         R.skip("docker compose config", "no docker compose plugin nor docker-compose installed")
 
@@ -748,7 +781,6 @@ def check_configs(airlock_bin, docs):
         airlock_bin,
         "deploy/airlock.example.toml",
         (DEPLOY / "airlock.example.toml").read_text(),
-        env={"REAL_GITHUB_TOKEN": "ghp_deploy_check"},
     )
     if docs:
         cm = find(docs, "ConfigMap", "airlock-sidecar")
@@ -1019,7 +1051,7 @@ def run_compose(airlock_bin):
             if src.startswith("."):
                 box.map_path(dst, (DEPLOY / src).resolve())
         env = dockerfile_env(final)
-        env.update(compose_env(a, {"REAL_GITHUB_TOKEN": "ghp_deploy_check"}))
+        env.update(compose_env(a, {}))
         for v in env.values():
             for m in re.finditer(r":(\d+)$", v):
                 box.port(m.group(1))
@@ -1027,15 +1059,26 @@ def run_compose(airlock_bin):
         proc = box.start("airlock", argv, env)
         printed = printed_env(proc)
         wait_http(proc, f"http://127.0.0.1:{box.port('8090')}/healthz")
-        sandbox_env = compose_env(svc["sandbox"], {})
-        for var in ("HTTPS_PROXY", "GITHUB_TOKEN", "NO_PROXY"):
-            if printed.get(var) != sandbox_env.get(var):
-                raise RuntimeError(f"airlock prints {var}={printed.get(var)}, the sandbox has {sandbox_env.get(var)}")
+        # The sandbox's environment is this printed one (SANDBOX_ENV_FILE): its
+        # proxy is the airlock service, and its CA variables name files of
+        # airlock's data dir that the sandbox has from the CA volume, mounted
+        # where the data dir is in airlock's container.
+        port = env["AIRLOCK_LISTEN"].rpartition(":")[2]
+        if printed.get("HTTPS_PROXY") != f"http://airlock:{port}":
+            raise RuntimeError(f"airlock prints HTTPS_PROXY={printed.get('HTTPS_PROXY')}, not http://airlock:{port}")
+        data_dir = a["command"][a["command"].index("--data-dir") + 1]
+        mounts = {m.split(":")[1]: m.split(":")[0] for m in svc["sandbox"].get("volumes", [])}
+        if mounts.get(data_dir) != "airlock-ca":
+            raise RuntimeError(f"the sandbox does not mount the CA volume at {data_dir}, where the printed variables point")
+        for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "NODE_EXTRA_CA_CERTS"):
+            local = Path(printed.get(var, ""))
+            if local.parent != data or not (ca / local.name).is_file():
+                raise RuntimeError(f"airlock prints {var}={printed.get(var)}, which is not a file of the CA volume")
         # The sandbox's CA volume holds the CA airlock serves with.
         if (ca / "ca.pem").read_text() != (data / "ca.pem").read_text():
             raise RuntimeError("the CA volume's ca.pem is not airlock's CA")
         stop(proc)
-        return f"HTTPS_PROXY={printed['HTTPS_PROXY']}, GITHUB_TOKEN placeholder matches"
+        return f"HTTPS_PROXY={printed['HTTPS_PROXY']}, CA variables name the CA volume at {data_dir}"
     finally:
         box.close()
 
@@ -1162,7 +1205,6 @@ def run_systemd(airlock_bin):
         box.map_path("/etc/airlock/airlock.toml", DEPLOY / "airlock.example.toml")
         box.map_path(f"/var/lib/{keys['StateDirectory']}")
         # What EnvironmentFile= would hold, and the example config's ports.
-        env["REAL_GITHUB_TOKEN"] = "ghp_deploy_check"
         env["AIRLOCK_LISTEN"] = f"127.0.0.1:{box.port('8080')}"
         env["AIRLOCK_VAULT_LISTEN"] = f"127.0.0.1:{box.port('8090')}"
         proc = box.start("airlock", argv, env)
@@ -1255,17 +1297,18 @@ def egress_lock_runnable():
 
 
 def check_shell():
-    scripts = [DEPLOY / "check", *sorted((ROOT / "examples").glob("*.sh"))]
+    scripts = [DEPLOY / "check", DEPLOY / "container-e2e", DEPLOY / "docker-engine", DEPLOY / "base-images",
+               ROOT / ".ci" / "minbase", *sorted((ROOT / "examples").glob("*.sh"))]
     if have("shellcheck"):
         p = run_tool(["shellcheck", *map(str, scripts)])
-        R.check("shellcheck deploy/check examples/*.sh", [] if p.returncode == 0 else [tool_output(p)])
+        R.check("shellcheck deploy/check, container-e2e, docker-engine, base-images, .ci/minbase, examples/*.sh", [] if p.returncode == 0 else [tool_output(p)])
     else:
         problems = []
         for s in scripts:
             p = run_tool(["bash", "-n", str(s)])
             if p.returncode != 0:
                 problems.append(tool_output(p))
-        R.check("bash -n deploy/check examples/*.sh (shellcheck not installed)", problems)
+        R.check("bash -n deploy/ scripts, .ci/minbase, examples/*.sh (shellcheck not installed)", problems)
 
 
 def main():

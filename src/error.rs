@@ -97,6 +97,15 @@ pub enum Error {
     Sts(#[from] crate::app::sts::StsError),
     #[error("unknown sandbox {0:?}")]
     UnknownSandbox(String),
+    #[error(
+        "sandbox {sandbox} resolves environment {has}, not {asked}: its placeholders would reach {has}'s connections \
+         (a sandbox's environment is set when it is made; the sidecar's by airlock up --environment or [vault] environment)"
+    )]
+    EnvironmentMismatch {
+        sandbox: String,
+        has: String,
+        asked: String,
+    },
     #[error("{0}")]
     AdminClient(#[source] reqwest::Error),
     #[error("cannot reach the vault at {url}: {source}")]
@@ -130,6 +139,10 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
     Proxy,
+    /// Redirected TLS connections (`[transparent] listen`).
+    TransparentTls,
+    /// Redirected plain-HTTP connections (`[transparent] http_listen`).
+    TransparentHttp,
     Vault,
     Metrics,
 }
@@ -146,6 +159,8 @@ impl Listener {
     fn name(self) -> &'static str {
         match self {
             Self::Proxy => "proxy",
+            Self::TransparentTls => "transparent TLS listener",
+            Self::TransparentHttp => "transparent HTTP listener",
             Self::Vault => "vault",
             Self::Metrics => "metrics",
         }

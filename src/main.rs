@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use airlock::app::Mode;
 use airlock::cli::admin::{self, AdminArgs};
 use airlock::cli::run::{self as run, LogFormatArg, RunArgs};
-use airlock::cli::{ca, config, docs, env, placeholder, vault};
+use airlock::cli::{ca, config, docs, env, placeholder, transparent, vault};
 use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -40,7 +40,7 @@ enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    /// List the OAuth providers the vault knows.
+    /// List, duplicate or delete the OAuth providers the vault knows.
     #[command(subcommand)]
     Provider(admin::ProviderCommand),
     /// Register an OAuth app (client id and secret) for a provider.
@@ -63,13 +63,24 @@ enum Command {
     /// Narrow a placeholder offline into one that can do less.
     #[command(subcommand)]
     Placeholder(placeholder::PlaceholderCommand),
+    /// Transparent mode: the iptables rules that redirect a sandbox's traffic to airlock.
+    #[command(subcommand)]
+    Transparent(transparent::TransparentCommand),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): `airlock man > airlock.1`.
     Man,
 }
 
+// Bench builds only (`--features alloc-count`): every allocation counted.
+#[cfg(feature = "alloc-count")]
+#[global_allocator]
+static ALLOCATOR: &airlock_alloc_count::StatsAlloc<std::alloc::System> =
+    &airlock_alloc_count::COUNTING;
+
 fn main() -> ExitCode {
+    #[cfg(feature = "alloc-count")]
+    airlock_alloc_count::start_reporting(&airlock_alloc_count::COUNTING);
     // One crypto provider for the whole process, chosen explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
@@ -90,6 +101,7 @@ fn main() -> ExitCode {
         Command::Sandbox(c) => admin::sandbox(c),
         Command::Secret(c) => admin::secret(c),
         Command::Placeholder(c) => placeholder::placeholder(c),
+        Command::Transparent(c) => transparent::transparent(c),
         Command::Completions { shell } => {
             docs::completions(shell, Cli::command());
             Ok(())

@@ -27,6 +27,9 @@ pub enum Mode {
     Websocket,
     /// A CONNECT refused before it became a tunnel or an interception.
     Connect,
+    /// A redirected connection (transparent listener) refused before it
+    /// became a tunnel or an interception.
+    Transparent,
     /// Refused at proxy authentication.
     Auth,
     /// Refused at `max_connections`.
@@ -41,6 +44,7 @@ impl Mode {
             Self::Http => "http",
             Self::Websocket => "websocket",
             Self::Connect => "connect",
+            Self::Transparent => "transparent",
             Self::Auth => "auth",
             Self::Limit => "limit",
         }
@@ -250,7 +254,7 @@ impl AuditRecord {
     }
 
     fn remember(&self, outcome: Outcome) {
-        self.telemetry.recent.push(RecentRequest {
+        let entry = RecentRequest {
             at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -263,7 +267,13 @@ impl AuditRecord {
             status: self.status,
             outcome: outcome.as_str(),
             swapped: self.swapped.clone(),
-        });
+        };
+        if self.telemetry.outbox.is_open() {
+            self.telemetry
+                .outbox
+                .offer(entry.clone(), &self.telemetry.metrics);
+        }
+        self.telemetry.recent.push(entry);
     }
 }
 

@@ -77,7 +77,7 @@ pub(crate) async fn handle(
             sandbox,
             host,
             port,
-            sni_mismatch: None,
+            refusal: None,
         };
         return intercept(shared, req, ctx, slot);
     }
@@ -114,7 +114,7 @@ fn internal(
         sandbox,
         host: crate::INTERNAL_HOST.to_owned(),
         port,
-        sni_mismatch: None,
+        refusal: None,
     };
     intercept(shared, req, ctx, slot)
 }
@@ -143,7 +143,7 @@ fn intercept(
 
 /// Whether a CONNECT to `host` has its TLS terminated: every host under
 /// `intercept = "all"`, bound hosts under `"bound"`, never a passthrough host.
-async fn intercepts(shared: &Shared, sandbox: &SandboxId, host: &str) -> bool {
+pub(crate) async fn intercepts(shared: &Shared, sandbox: &SandboxId, host: &str) -> bool {
     let settings = &shared.settings;
     if settings.passthrough_hosts.iter().any(|p| p.matches(host)) {
         return false;

@@ -39,6 +39,16 @@ pub enum ProxyError {
     PortNotAllowed { port: u16, allowed: String },
     #[error("misdirected request: {0}")]
     Misdirected(String),
+    /// A redirected connection whose original destination is not an
+    /// address of the name its SNI or `Host` gave.
+    #[error("this connection was sent to {original}, which is not an address of {host} (the name it asked for); it was not forwarded")]
+    DestinationMismatch {
+        host: String,
+        original: std::net::SocketAddr,
+    },
+    /// A redirected connection from an address no sandbox is configured for.
+    #[error("no sandbox is configured for redirected connections from {0} (transparent.sources)")]
+    UnknownSource(std::net::IpAddr),
     #[error(
         "placeholder of binding {binding} may not be sent to {host} (allowed hosts: {allowed})"
     )]
@@ -136,6 +146,8 @@ impl ProxyError {
             | Self::ProxyAuth(_)
             | Self::PortNotAllowed { .. }
             | Self::Misdirected(_)
+            | Self::DestinationMismatch { .. }
+            | Self::UnknownSource(_)
             | Self::HostNotAllowed { .. }
             | Self::LocationNotAllowed { .. }
             | Self::PlainHttp { .. }
@@ -188,6 +200,8 @@ impl ProxyError {
             }
             Self::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::PortNotAllowed { .. }
+            | Self::DestinationMismatch { .. }
+            | Self::UnknownSource(_)
             | Self::HostNotAllowed { .. }
             | Self::LocationNotAllowed { .. }
             | Self::PlainHttp { .. }
@@ -198,10 +212,14 @@ impl ProxyError {
                 TokenError::UnknownPlaceholder
                 | TokenError::WrongSandbox { .. }
                 | TokenError::Revoked { .. }
-                | TokenError::NotConnected { .. }
                 | TokenError::Narrowed { .. },
             ) => StatusCode::FORBIDDEN,
-            Self::Token(TokenError::ReconnectNeeded { .. }) => StatusCode::UNAUTHORIZED,
+            // No usable account behind the placeholder (never connected,
+            // disconnected, or its grant refused): a human can fix it by
+            // connecting, so 401 like the connected-account products.
+            Self::Token(TokenError::NotConnected { .. } | TokenError::ReconnectNeeded { .. }) => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::Token(TokenError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Dns(_) | Self::Connect(_) | Self::UpstreamTls { .. } | Self::Upstream(_) => {
@@ -219,6 +237,8 @@ impl ProxyError {
             Self::ProxyAuth(_) | Self::Token(TokenError::BadCredential) => "proxy_auth",
             Self::PortNotAllowed { .. } => "port_not_allowed",
             Self::Misdirected(_) => "misdirected",
+            Self::DestinationMismatch { .. } => "destination_mismatch",
+            Self::UnknownSource(_) => "unknown_source",
             Self::HostNotAllowed { .. } => "host_not_allowed",
             Self::LocationNotAllowed { .. } => "location_not_allowed",
             Self::PlainHttp { .. } => "plain_http",
@@ -358,5 +378,52 @@ impl fmt::Display for Side {
             Self::Vault => "vault",
             Self::Internal => "internal",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A placeholder whose account is gone (disconnected, never connected)
+    /// or must be reconnected answers 401; one the sandbox may never use
+    /// here answers 403. The code is the vault's either way.
+    #[test]
+    fn no_account_is_401_and_a_forbidden_placeholder_403() {
+        let binding = || "provider:acme".to_owned();
+        for (error, status, code) in [
+            (
+                TokenError::NotConnected { binding: binding() },
+                StatusCode::UNAUTHORIZED,
+                "not_connected",
+            ),
+            (
+                TokenError::ReconnectNeeded { binding: binding() },
+                StatusCode::UNAUTHORIZED,
+                "reconnect_needed",
+            ),
+            (
+                TokenError::Revoked { binding: binding() },
+                StatusCode::FORBIDDEN,
+                "revoked",
+            ),
+            (
+                TokenError::WrongSandbox { binding: binding() },
+                StatusCode::FORBIDDEN,
+                "wrong_sandbox",
+            ),
+        ] {
+            let e = ProxyError::from(error);
+            assert_eq!((e.status(), e.code()), (status, code), "{e}");
+            let response = e.to_response();
+            assert_eq!(response.status(), status);
+            assert_eq!(response.headers()["x-airlock-error"], code);
+        }
+        let consent = ProxyError::ConsentNeeded {
+            error: TokenError::NotConnected { binding: binding() },
+            connect_url: "http://127.0.0.1:8090/connect/abc".into(),
+        };
+        assert_eq!(consent.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(consent.code(), "not_connected");
     }
 }

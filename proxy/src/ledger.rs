@@ -25,6 +25,9 @@ use crate::firewall::{self, Firewall};
 const RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// Narrowings with a `uses=` caveat counted at once (per process).
 const MAX_COUNTED_NARROWINGS: usize = 100_000;
+/// Firewalls kept per sandbox for the sets of narrowed placeholders its
+/// requests carried (building one costs as much as a whole request).
+const MAX_NARROWED_FIREWALLS: usize = 256;
 /// A previous token whose expiry is unknown is guarded this long after it was
 /// last seen.
 const KEEP_UNKNOWN_EXPIRY: i64 = 24 * 3600;
@@ -37,9 +40,14 @@ pub struct TokenLedger {
     narrowed_uses: DashMap<[u8; 32], u32>,
 }
 
+type NarrowedFirewalls = HashMap<Vec<String>, Arc<Firewall>>;
+
 #[derive(Default)]
 struct SandboxLedger {
     state: RwLock<LedgerState>,
+    /// Firewalls for requests made with narrowed placeholders, by the
+    /// placeholders (sorted); built for one `LedgerState::version`.
+    narrowed_firewalls: std::sync::Mutex<(u64, NarrowedFirewalls)>,
     /// One load from the source at a time.
     loading: tokio::sync::Mutex<()>,
 }
@@ -49,6 +57,8 @@ struct LedgerState {
     /// By SHA-256 of the token: the token itself is only in `Entry`.
     entries: HashMap<[u8; 32], Entry>,
     firewall: Option<Arc<Firewall>>,
+    /// Bumped at each rebuild: firewalls built from older entries are stale.
+    version: u64,
     /// When the source's list was last read, and at which generation.
     loaded: Option<(Instant, u64)>,
 }
@@ -105,6 +115,7 @@ impl LedgerState {
     }
 
     fn rebuild(&mut self) {
+        self.version += 1;
         let now = unix_now();
         self.entries
             .retain(|_, e| e.keep_until.is_none_or(|until| until >= now));
@@ -258,11 +269,25 @@ impl TokenLedger {
     ) -> Option<Arc<Firewall>> {
         let ledger = self.ledger(sandbox);
         let state = ledger.state.read().expect("ledger lock");
+        let mut key: Vec<String> = narrowed.iter().map(|(p, _)| p.clone()).collect();
+        key.sort_unstable();
+        key.dedup();
+        {
+            let cached = ledger
+                .narrowed_firewalls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if cached.0 == state.version {
+                if let Some(firewall) = cached.1.get(&key) {
+                    return Some(firewall.clone());
+                }
+            }
+        }
         let replaced: HashMap<[u8; 32], &str> = narrowed
             .iter()
             .map(|(placeholder, token)| (fingerprint(token), placeholder.as_str()))
             .collect();
-        Firewall::new(state.entries.iter().map(|(key, e)| {
+        let firewall = Firewall::new(state.entries.iter().map(|(key, e)| {
             firewall::Guarded {
                 token: e.token.clone(),
                 placeholder: replaced
@@ -270,7 +295,16 @@ impl TokenLedger {
                     .map_or_else(|| e.placeholder.clone(), |p| (*p).to_owned()),
             }
         }))
-        .map(Arc::new)
+        .map(Arc::new)?;
+        let mut cached = ledger
+            .narrowed_firewalls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if cached.0 != state.version || cached.1.len() >= MAX_NARROWED_FIREWALLS {
+            *cached = (state.version, HashMap::new());
+        }
+        cached.1.insert(key, firewall.clone());
+        Some(firewall)
     }
 
     fn ledger(&self, sandbox: &SandboxId) -> Arc<SandboxLedger> {
@@ -660,6 +694,37 @@ mod tests {
             source.listed.load(std::sync::atomic::Ordering::SeqCst),
             1,
             "the list is fresh: no vault call per made-up narrowing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_narrowed_requests_firewall_is_built_once_per_set_until_the_tokens_change() {
+        let source = Arc::new(Rotating {
+            current: Mutex::new("tok_CUR_0123456789abcdef".into()),
+            listed: Default::default(),
+        });
+        let ledger = Arc::new(TokenLedger::new(source.clone()));
+        let sandbox = SandboxId::default_sandbox();
+        ledger.firewall(&sandbox).await.expect("the list is read");
+        let narrowed =
+            airlock_vault_client::narrow("miosa-tok-", "miosa-tok-PH", &["allow=GET /**".into()])
+                .unwrap();
+        let r = ledger.resolve(&sandbox, &narrowed).await.unwrap();
+        let set = [(narrowed.clone(), r.token.clone())];
+        let first = ledger.firewall_for_narrowed(&sandbox, &set).unwrap();
+        let again = ledger.firewall_for_narrowed(&sandbox, &set).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same set reuses its firewall"
+        );
+        // A new token for the sandbox: the cached firewall would not guard it.
+        *source.current.lock().unwrap() = "tok_NEW_0123456789abcdef".into();
+        let fresh = ledger.resolve(&sandbox, "miosa-tok-PH").await.unwrap();
+        ledger.record(&sandbox, "miosa-tok-PH", &fresh);
+        let rebuilt = ledger.firewall_for_narrowed(&sandbox, &set).unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &rebuilt),
+            "rebuilt after the tokens changed"
         );
     }
 }

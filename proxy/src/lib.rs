@@ -42,6 +42,7 @@ pub mod telemetry;
 #[cfg(test)]
 mod testing;
 mod tls;
+mod transparent;
 mod tunnel;
 pub mod upstream;
 
@@ -86,5 +87,17 @@ impl Proxy {
     /// Accepts connections until the listener fails.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         listen::serve(self.shared, listener).await
+    }
+
+    /// Accepts TLS connections redirected to airlock (transparent mode:
+    /// the destination comes from SNI) until the listener fails.
+    pub async fn serve_transparent_tls(self, listener: TcpListener) -> std::io::Result<()> {
+        transparent::serve_tls(self.shared, listener).await
+    }
+
+    /// Accepts plain-HTTP connections redirected to airlock (transparent
+    /// mode: the destination comes from `Host`) until the listener fails.
+    pub async fn serve_transparent_http(self, listener: TcpListener) -> std::io::Result<()> {
+        transparent::serve_http(self.shared, listener).await
     }
 }

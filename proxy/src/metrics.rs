@@ -49,6 +49,28 @@ pub struct Metrics {
     pub held_requests: Gauge,
     /// Consent webhook deliveries, by result (delivered, failed).
     pub consent_webhooks: Family<ReasonLabel, Counter>,
+    /// Finished requests reported to the vault, by result ([`ReportResult`]).
+    pub request_reports: Family<ReasonLabel, Counter>,
+}
+
+/// What became of finished requests a remote proxy reports to its vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportResult {
+    Reported,
+    /// The outbox was full (the vault slower than the traffic).
+    DroppedQueueFull,
+    /// The vault could not be reached or refused the batch.
+    DroppedVaultUnavailable,
+}
+
+impl ReportResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reported => "reported",
+            Self::DroppedQueueFull => "dropped_queue_full",
+            Self::DroppedVaultUnavailable => "dropped_vault_unavailable",
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -144,9 +166,16 @@ impl Metrics {
             "Consent webhook deliveries, by result",
             consent_webhooks.clone(),
         );
+        let request_reports = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "request_reports",
+            "Finished requests a remote proxy reported to its vault for the console, by result",
+            request_reports.clone(),
+        );
         Self {
             held_requests,
             consent_webhooks,
+            request_reports,
             registry,
             requests,
             swaps,
@@ -161,6 +190,14 @@ impl Metrics {
             token_cache_misses,
             vault_refreshes,
         }
+    }
+
+    pub fn count_report(&self, result: ReportResult, n: u64) {
+        self.request_reports
+            .get_or_create(&ReasonLabel {
+                reason: result.as_str(),
+            })
+            .inc_by(n);
     }
 
     pub fn render(&self) -> String {

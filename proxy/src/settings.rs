@@ -73,6 +73,38 @@ pub struct ProxySettings {
     pub max_held_requests: usize,
     /// Told (POST, HMAC-signed) when a request begins to wait for a human.
     pub consent_webhook: Option<ConsentWebhook>,
+    /// Connections redirected to the transparent listeners.
+    pub transparent: TransparentSettings,
+}
+
+/// How connections redirected to airlock (iptables `REDIRECT`, or a DNS
+/// answer naming airlock) are judged: they carry no CONNECT and no
+/// `Proxy-Authorization`, so the destination comes from SNI or `Host`, and
+/// the sandbox from the source address.
+#[derive(Debug, Clone, Default)]
+pub struct TransparentSettings {
+    /// Source networks and the sandbox their connections belong to; first
+    /// match wins. With none matching: the sidecar's sandbox, or (shared
+    /// gateway, `require_auth`) a refusal.
+    pub sources: Vec<(ipnet::IpNet, airlock_vault_client::SandboxId)>,
+    pub original_destination: OriginalDestination,
+    /// Addresses the sandbox's own DNS may give for a name besides what
+    /// airlock resolves it to (first matching pattern wins).
+    pub addresses: Vec<(airlock_vault_client::HostPattern, Vec<ipnet::IpNet>)>,
+}
+
+/// What a redirected connection's original destination (`SO_ORIGINAL_DST`)
+/// must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginalDestination {
+    /// One of the addresses the SNI or `Host` name resolves to (or the
+    /// operator's `addresses` for it), or airlock itself (a DNS answer
+    /// pointing at airlock): anything else is refused.
+    #[default]
+    Verify,
+    /// Not checked: the name alone decides (airlock dials it by name).
+    Ignore,
 }
 
 /// Where the operator wants to hear of a request waiting for consent.
@@ -124,6 +156,7 @@ impl Default for ProxySettings {
             max_consent_wait: Duration::from_secs(300),
             max_held_requests: 256,
             consent_webhook: None,
+            transparent: TransparentSettings::default(),
         }
     }
 }

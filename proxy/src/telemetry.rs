@@ -47,6 +47,32 @@ impl RecentRequests {
     }
 }
 
+/// Where finished requests go besides this process's feed: a bounded queue
+/// that a reporter drains (a remote proxy reports to its vault, so the
+/// console covers the fleet). Offering never blocks: when the queue is full
+/// the entry is dropped and counted.
+#[derive(Clone, Default)]
+pub struct Outbox(Option<tokio::sync::mpsc::Sender<RecentRequest>>);
+
+impl Outbox {
+    /// An outbox holding at most `capacity` entries, and its reader.
+    pub fn bounded(capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<RecentRequest>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        (Self(Some(tx)), rx)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub(crate) fn offer(&self, entry: RecentRequest, metrics: &Metrics) {
+        let Some(tx) = &self.0 else { return };
+        if tx.try_send(entry).is_err() {
+            metrics.count_report(crate::metrics::ReportResult::DroppedQueueFull, 1);
+        }
+    }
+}
+
 /// A request waiting for a human, as the console shows it: never a value.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HeldRequest {
@@ -96,6 +122,7 @@ pub struct Telemetry {
     pub metrics: Arc<Metrics>,
     pub recent: RecentRequests,
     pub held: HeldRequests,
+    pub outbox: Outbox,
 }
 
 impl std::fmt::Debug for Telemetry {

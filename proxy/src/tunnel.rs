@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::audit::{AuditRecord, Mode};
 use crate::body::empty;
@@ -31,22 +33,44 @@ pub(crate) async fn open(
         Ok(stream) => stream,
         Err(err) => return refuse(&mut audit, err.into()),
     };
-    audit.mode = Mode::Tunnel;
-    audit.status = 200;
     tokio::spawn(async move {
         let _slot = slot;
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
         };
-        let mut client = TokioIo::new(upgraded);
-        let mut upstream = upstream;
-        let result = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-        if let Ok((up, down)) = result {
-            audit.request_bytes.store(up, Ordering::Relaxed);
-            audit.response_bytes.store(down, Ordering::Relaxed);
-        }
-        audit.emit(result.is_ok());
+        relay(TokioIo::new(upgraded), upstream, &[], audit).await;
     });
     // airlock's own answer; what flows after it is the tunnel's.
     ToSandbox::local(Response::new(empty()))
+}
+
+/// Copies bytes both ways until either side closes, after sending
+/// `prefix` (what was already read from the client) upstream; the audit
+/// line is written when the tunnel ends.
+pub(crate) async fn relay<C>(
+    mut client: C,
+    mut upstream: TcpStream,
+    prefix: &[u8],
+    mut audit: AuditRecord,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    audit.mode = Mode::Tunnel;
+    audit.status = 200;
+    let sent = if prefix.is_empty() {
+        Ok(())
+    } else {
+        upstream.write_all(prefix).await
+    };
+    let result = match sent {
+        Ok(()) => tokio::io::copy_bidirectional(&mut client, &mut upstream).await,
+        Err(error) => Err(error),
+    };
+    if let Ok((up, down)) = result {
+        audit
+            .request_bytes
+            .store(up + prefix.len() as u64, Ordering::Relaxed);
+        audit.response_bytes.store(down, Ordering::Relaxed);
+    }
+    audit.emit(result.is_ok());
 }

@@ -5,6 +5,7 @@ pub mod logging;
 mod metrics;
 pub mod outbound;
 mod prepare;
+mod report;
 mod signals;
 pub mod sts;
 pub mod vault;
@@ -99,10 +100,18 @@ struct App {
 /// The listeners a mode opens, bound before anything is served so port 0
 /// works and the real addresses are known.
 struct Listeners {
-    proxy: Option<(TcpListener, SocketAddr)>,
+    proxy: Option<ProxyListeners>,
     vault: Option<TcpListener>,
     /// The vault's bound address, or the configured one without a listener.
     vault_addr: SocketAddr,
+}
+
+/// The proxy's listener and, in transparent mode, those for redirected connections.
+struct ProxyListeners {
+    main: TcpListener,
+    addr: SocketAddr,
+    transparent_tls: Option<TcpListener>,
+    transparent_http: Option<TcpListener>,
 }
 
 /// The vault running in this process.
@@ -115,13 +124,13 @@ struct LocalVault {
 type Tasks = JoinSet<Result<(), Error>>;
 
 impl App {
-    async fn run(self) -> Result<(), Error> {
+    async fn run(mut self) -> Result<(), Error> {
         let shutdown = signals::shutdown();
         let listeners = self.listen().await?;
         let proxy_addr = listeners
             .proxy
             .as_ref()
-            .map_or(self.effective.proxy_listen, |(_, addr)| *addr);
+            .map_or(self.effective.proxy_listen, |p| p.addr);
         let proxy_url = self.loaded.config.proxy.url(proxy_addr);
         let mut tasks = Tasks::new();
         // Config-file secrets can be reloaded on SIGHUP.
@@ -136,11 +145,10 @@ impl App {
         // Role secrets sign with STS credentials, fetched before the proxy starts.
         let roles = self.assume_roles(&static_secrets).await?;
         let tokens = self.token_source(&static_secrets, vault.as_ref())?;
-        if let Some((listener, addr)) = listeners.proxy {
+        if let Some(proxy_listeners) = listeners.proxy {
             let vault = vault.as_ref().map(|v| v.vault.clone());
             self.start_proxy(
-                listener,
-                addr,
+                proxy_listeners,
                 listeners.vault_addr,
                 tokens,
                 vault,
@@ -197,9 +205,23 @@ impl App {
     async fn listen(&self) -> Result<Listeners, Error> {
         let e = &self.effective;
         let proxy = if self.mode.runs_proxy() {
-            let listener = bind(e.proxy_listen, Listener::Proxy).await?;
-            let addr = listener.local_addr().map_err(Error::LocalAddr)?;
-            Some((listener, addr))
+            let main = bind(e.proxy_listen, Listener::Proxy).await?;
+            let addr = main.local_addr().map_err(Error::LocalAddr)?;
+            let transparent = &self.loaded.config.transparent;
+            let transparent_tls = match transparent.listen {
+                Some(at) => Some(bind(at, Listener::TransparentTls).await?),
+                None => None,
+            };
+            let transparent_http = match transparent.http_listen {
+                Some(at) => Some(bind(at, Listener::TransparentHttp).await?),
+                None => None,
+            };
+            Some(ProxyListeners {
+                main,
+                addr,
+                transparent_tls,
+                transparent_http,
+            })
         } else {
             None
         };
@@ -232,6 +254,8 @@ impl App {
         let opened = vault::open(loaded, &prepared.parsed, &files, settings).await?;
         let vault = opened.vault.clone();
         vault.spawn_refresher(loaded.config.vault.refresh_interval());
+        // PostgreSQL: replicas tell each other of changes (LISTEN/NOTIFY).
+        vault.spawn_change_sync();
         // Passes as often as the shortest retry wait; each connection keeps its own back-off.
         vault.spawn_revoker(loaded.config.vault.settings().revoke_retry_base);
         let mut bindings = Vec::new();
@@ -241,7 +265,13 @@ impl App {
             &opened.service_token,
         );
         if self.mode == Mode::Up {
-            bindings = vault::sidecar_bindings(&vault, &prepared.secret_names()).await?;
+            let environment = self
+                .effective
+                .environment
+                .as_deref()
+                .unwrap_or(airlock_vault::DEFAULT_ENVIRONMENT);
+            bindings =
+                vault::sidecar_bindings(&vault, environment, &prepared.secret_names()).await?;
             // The console shows what the in-process proxy did.
             let recent = self.telemetry.recent.clone();
             let held = self.telemetry.held.clone();
@@ -276,7 +306,7 @@ impl App {
     /// Where the proxy's tokens come from: the config file's secrets, then
     /// the in-process vault (`up`) or a remote one (`proxy` with `[vault] url`).
     fn token_source(
-        &self,
+        &mut self,
         static_secrets: &Arc<Swappable>,
         vault: Option<&LocalVault>,
     ) -> Result<Arc<dyn TokenSource>, Error> {
@@ -294,9 +324,16 @@ impl App {
                     outbound::tls_config(&self.prepared.parsed.proxy.outbound.extra_roots),
                     self.loaded.prefix(),
                 );
+                // A disconnect on any replica reaches this proxy's caches at once.
+                remote.follow_changes();
+                let remote = Arc::new(remote);
+                // The console's recent requests cover this proxy too.
+                let (outbox, reports) = airlock_proxy::telemetry::Outbox::bounded(report::QUEUE);
+                self.telemetry.outbox = outbox;
+                report::spawn(remote.clone(), reports, self.telemetry.metrics.clone());
                 Arc::new(Layered {
                     first,
-                    second: Arc::new(remote),
+                    second: remote,
                 })
             }
             _ => first,
@@ -305,8 +342,7 @@ impl App {
 
     async fn start_proxy(
         &self,
-        listener: TcpListener,
-        addr: SocketAddr,
+        listeners: ProxyListeners,
         vault_addr: SocketAddr,
         tokens: Arc<dyn TokenSource>,
         vault: Option<Arc<Vault>>,
@@ -324,8 +360,36 @@ impl App {
             let admin_addr = self.start_metrics(sampler, tasks).await?;
             settings.own_addrs.push(admin_addr);
         }
+        let transparent = [
+            (listeners.transparent_tls, Listener::TransparentTls),
+            (listeners.transparent_http, Listener::TransparentHttp),
+        ];
+        let transparent: Vec<_> = transparent
+            .into_iter()
+            .filter_map(|(l, which)| Some((l?, which)))
+            .collect();
+        for (listener, _) in &transparent {
+            settings.own_addrs.extend(listener.local_addr().ok());
+        }
+        let addr = listeners.addr;
         let proxy = Proxy::new(settings, cache, leaves, addr, self.telemetry.clone());
         tracing::info!(target: crate::LOG_TARGET, listen = %addr, "proxy listening");
+        for (listener, which) in transparent {
+            let proxy = proxy.clone();
+            let at = listener.local_addr().map_err(Error::LocalAddr)?;
+            tracing::info!(target: crate::LOG_TARGET, listen = %at, "{which} listening");
+            tasks.spawn(async move {
+                let served = match which {
+                    Listener::TransparentHttp => proxy.serve_transparent_http(listener).await,
+                    _ => proxy.serve_transparent_tls(listener).await,
+                };
+                served.map_err(|source| Error::Stopped {
+                    listener: which,
+                    source,
+                })
+            });
+        }
+        let listener = listeners.main;
         tasks.spawn(async move {
             proxy
                 .serve(listener)

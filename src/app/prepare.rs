@@ -102,14 +102,37 @@ pub fn static_secrets(
     ))
 }
 
-/// The effective data dir, created if missing.
+/// The effective data dir, created if missing: its owner's only (0700), as
+/// it holds the CA key, the database and the master key. A dir that exists
+/// keeps the mode its operator gave it (a group may need to read the CA).
 pub fn data_dir(effective: &Effective) -> Result<PathBuf, Error> {
     let dir = effective.data_dir.clone().ok_or(Error::NoDataDir)?;
-    std::fs::create_dir_all(&dir).map_err(|source| Error::CreateDataDir {
+    create_private_dir(&dir).map_err(|source| Error::CreateDataDir {
         path: dir.clone(),
         source,
     })?;
     Ok(dir)
+}
+
+/// Creates `dir` 0700 if missing (its missing parents as usual).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    match builder.create(dir) {
+        // Made by someone else meanwhile (another airlock starting): fine.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other,
+    }
 }
 
 /// `[proxy] ca_cert`/`ca_key`, else the data dir's CA (created on first run).
@@ -124,6 +147,37 @@ pub fn load_ca(loaded: &Loaded, data_dir: &Path) -> Result<CertificateAuthority,
 mod tests {
     use super::*;
     use crate::config::Flags;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_data_dir_is_its_owner_s_only_and_an_existing_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = tempfile::tempdir().unwrap();
+        let effective = |dir: PathBuf| Effective {
+            data_dir: Some(dir),
+            ..crate::config::tests::load("").effective(&Flags::default())
+        };
+        let new = root.path().join("a/b/data");
+        assert_eq!(data_dir(&effective(new.clone())).unwrap(), new);
+        assert_eq!(mode(&new), 0o700);
+        // Parents are ordinary folders; only the data dir is closed.
+        assert_ne!(mode(&root.path().join("a")) & 0o077, 0);
+        // Again: nothing to do.
+        data_dir(&effective(new.clone())).unwrap();
+        assert_eq!(mode(&new), 0o700);
+        // The operator's own dir (a group reading the CA) is left as it is.
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).unwrap();
+        data_dir(&effective(shared.clone())).unwrap();
+        assert_eq!(mode(&shared), 0o750);
+        // A file where the dir should be: a clear error naming it.
+        let file = root.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let err = data_dir(&effective(file.clone())).unwrap_err().to_string();
+        assert!(err.contains(&file.display().to_string()), "{err}");
+    }
 
     #[test]
     fn sandboxes_get_the_ca_files_and_the_config_secrets() {

@@ -187,15 +187,18 @@ fn catalog(files: &VaultFiles, providers: &[airlock_vault::Provider]) -> Result<
     Ok(catalog)
 }
 
-/// The sidecar sandbox's placeholders: every provider with an app or a
-/// connection in the default tenant, and every static secret of it. A
-/// variable also claimed by a config-file `[[secret]]` (`config_secrets`)
-/// is an error naming both: a sandbox gets one value per name.
+/// The sidecar sandbox's placeholders, in `environment`: every provider
+/// with an app or a connection of the default tenant there, each
+/// connection there with a variable of its own (pinned to it), and every
+/// static secret of the tenant. A variable also claimed by a config-file
+/// `[[secret]]` (`config_secrets`) is an error naming both: a sandbox gets
+/// one value per name.
 pub async fn sidecar_bindings(
     vault: &Vault,
+    environment: &str,
     config_secrets: &[String],
 ) -> Result<Vec<(String, String)>, Error> {
-    let bindings = sidecar_bindings_unchecked(vault).await?;
+    let bindings = sidecar_bindings_unchecked(vault, environment).await?;
     let rows = vault.store().bindings_of(SandboxId::DEFAULT).await?;
     let mut errors = Vec::new();
     for name in config_secrets {
@@ -214,16 +217,22 @@ pub async fn sidecar_bindings(
     }
 }
 
-async fn sidecar_bindings_unchecked(vault: &Vault) -> Result<Vec<(String, String)>, Error> {
+async fn sidecar_bindings_unchecked(
+    vault: &Vault,
+    environment: &str,
+) -> Result<Vec<(String, String)>, Error> {
     let mut providers: Vec<String> = vault
         .apps()
         .await?
         .into_iter()
-        .filter(|a| a.tenant == airlock_vault::DEFAULT_TENANT)
+        .filter(|a| a.tenant == airlock_vault::DEFAULT_TENANT && a.environment == environment)
         .map(|a| a.provider)
         .collect();
     for c in vault.connections().await? {
-        if c.tenant == airlock_vault::DEFAULT_TENANT && !providers.contains(&c.provider) {
+        if c.tenant == airlock_vault::DEFAULT_TENANT
+            && c.environment == environment
+            && !providers.contains(&c.provider)
+        {
             providers.push(c.provider);
         }
     }
@@ -237,7 +246,7 @@ async fn sidecar_bindings_unchecked(vault: &Vault) -> Result<Vec<(String, String
         .filter_map(|s| s["name"].as_str().map(str::to_owned))
         .collect();
     Ok(vault
-        .ensure_sandbox(SandboxId::DEFAULT, &providers, &secrets)
+        .ensure_sandbox(SandboxId::DEFAULT, environment, &providers, &secrets)
         .await?)
 }
 

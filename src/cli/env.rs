@@ -35,13 +35,33 @@ pub fn env(args: EnvArgs) -> Result<(), Error> {
         );
         let files = loaded.vault_files(&prepared.data_dir);
         let opened = vault::open(&loaded, &prepared.parsed, &files, settings).await?;
+        let store = opened.vault.store();
+        let row = store.sandbox(&args.sandbox).await?;
+        // An environment asked for must be the sandbox's: the placeholders
+        // printed resolve the sandbox's environment, whatever is asked.
+        if let (Some(asked), Some(row)) = (effective.environment.as_deref(), &row) {
+            if asked != row.environment {
+                return Err(Error::EnvironmentMismatch {
+                    sandbox: args.sandbox.clone(),
+                    has: row.environment.clone(),
+                    asked: asked.to_owned(),
+                });
+            }
+        }
         if args.sandbox == SandboxId::DEFAULT {
-            let bindings = vault::sidecar_bindings(&opened.vault, &prepared.secret_names()).await?;
+            // A new sidecar sandbox starts in the environment asked for.
+            let environment = match (&effective.environment, &row) {
+                (Some(asked), _) => asked.clone(),
+                (None, Some(row)) => row.environment.clone(),
+                (None, None) => airlock_vault::DEFAULT_ENVIRONMENT.to_owned(),
+            };
+            let bindings =
+                vault::sidecar_bindings(&opened.vault, &environment, &prepared.secret_names())
+                    .await?;
             return Ok(prepared.environment(&proxy, &bindings));
         }
-        let store = opened.vault.store();
         let bindings = store.bindings_of(&args.sandbox).await?;
-        if store.sandbox(&args.sandbox).await?.is_none() {
+        if row.is_none() {
             return Err(Error::UnknownSandbox(args.sandbox.clone()));
         }
         eprintln!(

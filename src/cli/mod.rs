@@ -8,4 +8,5 @@ pub mod docs;
 pub mod env;
 pub mod placeholder;
 pub mod run;
+pub mod transparent;
 pub mod vault;

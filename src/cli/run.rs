@@ -26,6 +26,10 @@ pub struct RunArgs {
     /// Metrics and health endpoint address (overrides [proxy] admin_listen).
     #[arg(long, env = "AIRLOCK_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// The sidecar sandbox's environment: it resolves that environment's
+    /// connections only (overrides [vault] environment; default `default`).
+    #[arg(long, env = "AIRLOCK_ENVIRONMENT")]
+    pub environment: Option<String>,
 }
 
 /// `--log-format`, global to every command.
@@ -52,6 +56,7 @@ impl RunArgs {
             vault_listen: self.vault_listen,
             admin_listen: self.admin_listen,
             log_format: log_format.map(LogFormat::from),
+            environment: self.environment.clone(),
         }
     }
 
@@ -79,6 +84,7 @@ mod tests {
             listen: Some("127.0.0.1:1".parse().unwrap()),
             vault_listen: None,
             admin_listen: Some("127.0.0.1:3".parse().unwrap()),
+            environment: Some("production".into()),
         };
         let options = args.options(Some(LogFormatArg::Json));
         assert_eq!(options.config, Some(PathBuf::from("a.toml")));
@@ -88,5 +94,6 @@ mod tests {
         assert_eq!(f.vault_listen, None);
         assert_eq!(f.admin_listen.map(|a| a.port()), Some(3));
         assert_eq!(f.log_format, Some(LogFormat::Json));
+        assert_eq!(f.environment.as_deref(), Some("production"));
     }
 }

@@ -39,6 +39,26 @@ pub struct Config {
     /// OAuth client registrations.
     #[serde(default, rename = "app")]
     pub apps: Vec<Spanned<AppSection>>,
+    /// Connections redirected to airlock by the sandbox's network (clients
+    /// that ignore proxy settings).
+    #[serde(default)]
+    pub transparent: TransparentSection,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransparentSection {
+    /// TLS connections redirected here; the destination is their SNI.
+    pub listen: Option<SocketAddr>,
+    /// Plain-HTTP connections redirected here; the destination is their `Host`.
+    pub http_listen: Option<SocketAddr>,
+    /// `verify` (default) or `ignore`.
+    pub original_destination: Option<airlock_proxy::settings::OriginalDestination>,
+    /// Source network (CIDR or address) → the sandbox its connections belong to.
+    pub sources: IndexMap<String, String>,
+    /// Host pattern → the addresses (or CIDRs) the sandbox's own DNS may
+    /// give for it, besides what airlock resolves it to.
+    pub addresses: IndexMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -151,6 +171,9 @@ pub struct VaultSection {
     /// A failed revocation is retried after this long, doubling up to `revoke_retry_max_secs`.
     pub revoke_retry_secs: Option<u64>,
     pub revoke_retry_max_secs: Option<u64>,
+    /// The sidecar sandbox's environment (`airlock up`, `airlock env`): it
+    /// resolves that environment's connections only (default `default`).
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,8 @@ pub struct Flags {
     pub vault_listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
     pub log_format: Option<LogFormat>,
+    /// The sidecar sandbox's environment.
+    pub environment: Option<String>,
 }
 
 /// The values flags can change, after precedence.
@@ -30,6 +32,9 @@ pub struct Effective {
     pub log_format: LogFormat,
     /// A tracing filter: `AIRLOCK_LOG`, else `[log] level`, else `info`.
     pub log_level: String,
+    /// The sidecar sandbox's environment: `--environment`, else `[vault]
+    /// environment`; `None` when neither says (`default` for `airlock up`).
+    pub environment: Option<String>,
 }
 
 impl Loaded {
@@ -85,6 +90,10 @@ impl Loaded {
             admin_listen: flags.admin_listen.unwrap_or_else(|| c.proxy.admin_listen()),
             log_format: flags.log_format.unwrap_or(c.log.format),
             log_level,
+            environment: flags
+                .environment
+                .clone()
+                .or_else(|| c.vault.environment.clone()),
         }
     }
 }
@@ -147,6 +156,27 @@ mod tests {
         assert_eq!(e.vault_listen, super::super::default_vault_listen());
         assert_eq!(e.log_format, LogFormat::Text);
         assert_eq!(e.log_level, "info");
+    }
+
+    #[test]
+    fn the_sidecar_environment_from_flag_then_file() {
+        let (_dir, path) = write("[vault]\nenvironment = \"staging\"\n");
+        let loaded = Loaded::read_with(Some(&path), vars(&[])).unwrap();
+        let e = loaded.effective_with(&Flags::default(), no_env);
+        assert_eq!(e.environment.as_deref(), Some("staging"));
+        let flags = Flags {
+            environment: Some("production".into()),
+            ..Flags::default()
+        };
+        let e = loaded.effective_with(&flags, no_env);
+        assert_eq!(e.environment.as_deref(), Some("production"));
+        let defaults = Loaded::read_with(None, vars(&[])).unwrap();
+        assert_eq!(
+            defaults
+                .effective_with(&Flags::default(), no_env)
+                .environment,
+            None
+        );
     }
 
     #[test]

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use airlock_proxy::egress::{EgressLists, OverrideTarget, ResolveOverrides};
-use airlock_proxy::settings::ConsentWebhook;
+use airlock_proxy::settings::{ConsentWebhook, TransparentSettings};
 use airlock_proxy::ProxySettings;
-use airlock_vault_client::HostPattern;
+use airlock_vault_client::{HostPattern, SandboxId};
 use rustls_pki_types::CertificateDer;
 
 use super::file::ProxySection;
@@ -95,6 +95,7 @@ impl Loaded {
             }
         }
         settings.upstream_ca = self.upstream_ca(errors);
+        settings.transparent = self.transparent(errors);
         settings.consent_webhook = self.consent_webhook(errors);
         let resolve = self.resolve_overrides(errors);
         settings.passthrough_hosts =
@@ -108,8 +109,8 @@ impl Loaded {
         settings.egress = EgressLists {
             deny_hosts: host_patterns("deny_hosts", &p.deny_hosts, errors),
             allow_hosts: host_patterns("allow_hosts", &p.allow_hosts, errors),
-            deny_cidrs: networks("deny_cidrs", &p.deny_cidrs, errors),
-            allow_cidrs: networks("allow_cidrs", &p.allow_cidrs, errors),
+            deny_cidrs: networks("proxy.deny_cidrs", &p.deny_cidrs, errors),
+            allow_cidrs: networks("proxy.allow_cidrs", &p.allow_cidrs, errors),
         };
         settings.resolve =
             match ResolveOverrides::new(resolve.iter().map(|(p, t)| (p.as_str(), *t))) {
@@ -133,6 +134,43 @@ impl Loaded {
             extra_roots: settings.upstream_ca.clone(),
         };
         ProxyConfig { settings, outbound }
+    }
+
+    /// `[transparent]`: who a redirected connection's source is, and what
+    /// its original destination may be.
+    fn transparent(&self, errors: &mut Vec<String>) -> TransparentSettings {
+        let t = &self.config.transparent;
+        let mut sources = Vec::new();
+        for (net, sandbox) in &t.sources {
+            let field = format!("transparent.sources {net:?}");
+            let Some(net) = networks(&field, std::slice::from_ref(net), errors).pop() else {
+                continue;
+            };
+            if sandbox.is_empty() || sandbox.chars().any(|c| c.is_whitespace() || c == ':') {
+                errors.push(format!("{field}: {sandbox:?} is not a sandbox id"));
+            } else {
+                sources.push((net, SandboxId::new(sandbox.as_str())));
+            }
+        }
+        let listens = t.listen.is_some() || t.http_listen.is_some();
+        if listens && self.config.proxy.require_auth == Some(true) && sources.is_empty() {
+            errors.push(
+                "transparent.listen with proxy.require_auth = true needs transparent.sources: redirected connections carry no Proxy-Authorization, so the source address names the sandbox".into(),
+            );
+        }
+        let mut addresses = Vec::new();
+        for (pattern, list) in &t.addresses {
+            let field = format!("transparent.addresses {pattern:?}");
+            match HostPattern::parse(pattern) {
+                Ok(host) => addresses.push((host, networks(&field, list, errors))),
+                Err(e) => errors.push(format!("{field}: {e}")),
+            }
+        }
+        TransparentSettings {
+            sources,
+            original_destination: t.original_destination.unwrap_or_default(),
+            addresses,
+        }
     }
 
     /// `consent_webhook_url` and its signing key, which go together.
@@ -290,7 +328,7 @@ fn networks(field: &str, list: &[String], errors: &mut Vec<String>) -> Vec<ipnet
         {
             Ok(net) => nets.push(net),
             Err(_) => errors.push(format!(
-                "proxy.{field}: {c:?} is not a CIDR (e.g. 10.0.0.0/8) or an address"
+                "{field}: {c:?} is not a CIDR (e.g. 10.0.0.0/8) or an address"
             )),
         }
     }
@@ -324,6 +362,54 @@ mod tests {
     use super::super::tests::load;
     use super::*;
     use airlock_proxy::InterceptMode;
+
+    #[test]
+    fn transparent_sources_and_addresses_are_read() {
+        let l = load(
+            "[transparent]\nlisten = \"0.0.0.0:15443\"\noriginal_destination = \"ignore\"\n\
+             [transparent.sources]\n\"10.1.0.0/24\" = \"sb-1\"\n\"10.2.0.7\" = \"sb-2\"\n\
+             [transparent.addresses]\n\"*.github.com\" = [\"140.82.112.0/20\", \"192.0.2.1\"]\n",
+        );
+        let mut errors = Vec::new();
+        let t = l.proxy_config(&mut errors).settings.transparent;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            t.original_destination,
+            airlock_proxy::settings::OriginalDestination::Ignore
+        );
+        let sources: Vec<_> = t
+            .sources
+            .iter()
+            .map(|(net, sb)| (net.to_string(), sb.to_string()))
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                ("10.1.0.0/24".to_owned(), "sb-1".to_owned()),
+                ("10.2.0.7/32".to_owned(), "sb-2".to_owned())
+            ]
+        );
+        assert!(t.addresses[0].0.matches("api.github.com"));
+        assert_eq!(t.addresses[0].1.len(), 2);
+    }
+
+    #[test]
+    fn bad_transparent_entries_are_each_reported() {
+        let l = load(
+            "[proxy]\nrequire_auth = true\n[transparent]\nlisten = \"0.0.0.0:15443\"\n\
+             [transparent.sources]\n\"10.1.0.0/33\" = \"sb-1\"\n\"10.3.0.0/24\" = \"has space\"\n\
+             [transparent.addresses]\n\"api..test\" = [\"1.2.3.4\"]\n\"ok.test\" = [\"not-an-ip\"]\n",
+        );
+        let mut errors = Vec::new();
+        l.proxy_config(&mut errors);
+        let all = errors.join("\n");
+        assert!(all.contains("transparent.sources \"10.1.0.0/33\""), "{all}");
+        assert!(all.contains("\"has space\" is not a sandbox id"), "{all}");
+        assert!(all.contains("needs transparent.sources"), "{all}");
+        assert!(all.contains("transparent.addresses \"api..test\""), "{all}");
+        assert!(all.contains("\"not-an-ip\" is not a CIDR"), "{all}");
+        assert_eq!(errors.len(), 5, "{all}");
+    }
 
     #[test]
     fn left_out_keys_keep_the_proxy_defaults() {

@@ -139,6 +139,15 @@ impl Loaded {
                 errors.push("vault.database_url must start with sqlite:// or postgres://".into());
             }
         }
+        if let Some(env) = v
+            .environment
+            .as_deref()
+            .filter(|e| !airlock_vault::valid_name(e))
+        {
+            errors.push(format!(
+                "vault.environment {env:?} must be 1-128 letters, digits, '-', '_', '.' or '@'"
+            ));
+        }
         for (field, url) in [("vault.public_url", &v.public_url), ("vault.url", &v.url)] {
             if let Some(url) = url.as_ref().filter(|u| !is_http_url(u)) {
                 errors.push(format!(
@@ -274,16 +283,17 @@ mod tests {
     #[test]
     fn each_bad_vault_key_is_one_error() {
         let l = load(
-            "[vault]\nrefresh_fraction = 2.0\ndatabase_url = \"mysql://x\"\nurl = \"vault:8090\"\n",
+            "[vault]\nrefresh_fraction = 2.0\ndatabase_url = \"mysql://x\"\nurl = \"vault:8090\"\nenvironment = \"prod env\"\n",
         );
         let mut errors = Vec::new();
         l.check_vault(&mut errors);
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 4, "{errors:?}");
         assert_eq!(
             errors[0],
             "vault.refresh_fraction 2 must be between 0 and 1"
         );
-        assert!(errors[2].starts_with("vault.url \"vault:8090\""));
+        assert!(errors[2].starts_with("vault.environment \"prod env\" must be"));
+        assert!(errors[3].starts_with("vault.url \"vault:8090\""));
     }
 
     #[test]

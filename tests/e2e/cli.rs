@@ -76,7 +76,37 @@ async fn operator_commands_drive_the_vault() {
         &[("ACME_SECRET", CLIENT_SECRET)],
     );
     assert!(saved.contains("••••6789"), "{saved}");
-    let url = cli(a, &["connect", "acme", "--scope", "user:alice"], &[]);
+    // Nothing connected yet: said, not an empty answer.
+    assert_eq!(
+        cli(a, &["connections"], &[]),
+        "no connections yet (start one with `airlock connect PROVIDER`)\n"
+    );
+    // An OAuth scope given as the owner is refused, saying where it goes.
+    let refused = cli_refused(a, &["connect", "acme", "--scope", "repo"]);
+    assert!(
+        refused.contains("\"repo\" is not an owner") && refused.contains("--oauth-scope repo"),
+        "{refused}"
+    );
+    // An OAuth scope that reads as an owner is not guessed at.
+    let refused = cli_refused(a, &["connect", "acme", "--scope", "user:email"]);
+    assert!(
+        refused.contains("ambiguous") && refused.contains("--oauth-scope user:email"),
+        "{refused}"
+    );
+    // --owner is --scope's clearer name. stdout is the URL alone (scripts
+    // read it); the redirect URI to list in the provider's app is beside it.
+    let out = run_cli(a, &["connect", "acme", "--owner", "user:alice"], &[]);
+    assert!(out.status.success());
+    let url = String::from_utf8(out.stdout).unwrap();
+    let said = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(url.lines().count(), 1, "{url}");
+    assert!(
+        said.contains(&format!(
+            "the provider's app must allow the redirect URI {}/oauth/callback",
+            a.vault_url()
+        )),
+        "{said}"
+    );
     assert!(url.starts_with("https://auth.acme.test:"), "{url}");
     assert!(url.contains("code_challenge_method=S256"), "{url}");
     let page = w.follow(url.trim()).await;
@@ -84,6 +114,11 @@ async fn operator_commands_drive_the_vault() {
     let listed = cli(a, &["connections"], &[]);
     assert!(
         listed.contains("acme") && listed.contains("user:alice") && listed.contains("connected"),
+        "{listed}"
+    );
+    // With the granted scopes and when the token expires.
+    assert!(
+        listed.contains("[read write]") && listed.contains(" expires 20"),
         "{listed}"
     );
 
@@ -170,7 +205,7 @@ async fn operator_commands_drive_the_vault() {
 }
 
 /// Runs a command that must fail; its stderr.
-fn cli_refused(a: &Airlock, args: &[&str]) -> String {
+pub(crate) fn cli_refused(a: &Airlock, args: &[&str]) -> String {
     let out = run_cli(a, args, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
@@ -284,27 +319,8 @@ async fn a_proxy_alone_gets_tokens_from_a_remote_vault() {
         None,
     )
     .await;
-    let proxy_with_creds = proxy.proxy_url.replace(
-        "http://",
-        &format!(
-            "http://{}:{}@",
-            created["id"].as_str().unwrap(),
-            created["proxy_secret"].as_str().unwrap()
-        ),
-    );
-    let mut sandbox_env: Vec<(String, String)> = created["env"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect();
-    sandbox_env.retain(|(k, _)| !k.to_ascii_lowercase().ends_with("_proxy"));
-    sandbox_env.push(("HTTPS_PROXY".into(), proxy_with_creds.clone()));
-    sandbox_env.push(("https_proxy".into(), proxy_with_creds));
-    // The CA the sandbox trusts is the proxy's.
-    let proxy_ca = proxy.data_dir.join("ca.pem").display().to_string();
-    sandbox_env.retain(|(k, _)| k != "CURL_CA_BUNDLE");
-    sandbox_env.push(("CURL_CA_BUNDLE".into(), proxy_ca));
+    // The proxy URL with the sandbox's credentials; the CA it trusts is the proxy's.
+    let sandbox_env = super::fleet::through(&proxy, &created);
     let (status, body) = w.sandbox_get(&sandbox_env, "/api/me").await;
     assert_eq!(status, 200, "{body}");
     assert!(w.provider.api_authorizations()[0].starts_with("Bearer acme_at_"));
@@ -363,23 +379,21 @@ fn config_check_reports_every_error_with_lines() {
     assert!(!err.contains("super-secret-value"), "{err}");
 }
 
-/// A first `airlock up` with no config file, started with a relative data
-/// dir: the environment it prints names the CA by an absolute path (a
-/// sandbox resolves it from another directory), stderr says what to do next,
-/// and the vault's database is its owner's only.
-#[test]
-fn a_first_up_without_config_prints_absolute_paths_and_the_next_step() {
+/// Runs `airlock up ARGS` in `dir` (no config from the environment, every
+/// listener on port 0) until it has printed the environment block; that
+/// block, and all it said on stderr.
+fn up_block(dir: &std::path::Path, args: &[&str]) -> (Vec<String>, String) {
     use std::io::{BufRead, BufReader, Read};
-    use std::os::unix::fs::PermissionsExt;
     use std::process::Stdio;
 
-    let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(airlock::binary())
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_remove("AIRLOCK_CONFIG")
         .env_remove("AIRLOCK_DATA_DIR")
-        .env("HOME", dir.path())
-        .args(["up", "--data-dir", "data", "--listen", "127.0.0.1:0"])
+        .env("HOME", dir)
+        .arg("up")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
         .args([
             "--vault-listen",
             "127.0.0.1:0",
@@ -410,7 +424,19 @@ fn a_first_up_without_config_prints_absolute_paths_and_the_next_step() {
         .read_to_string(&mut err)
         .unwrap();
     child.wait().unwrap();
+    (block, err)
+}
 
+/// A first `airlock up` with no config file, started with a relative data
+/// dir: the environment it prints names the CA by an absolute path (a
+/// sandbox resolves it from another directory), stderr says what to do next,
+/// and the vault's database and data dir are its owner's only.
+#[test]
+fn a_first_up_without_config_prints_absolute_paths_and_the_next_step() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (block, err) = up_block(dir.path(), &["--data-dir", "data"]);
     let data = dir.path().canonicalize().unwrap().join("data");
     let cert = block
         .iter()
@@ -426,8 +452,81 @@ fn a_first_up_without_config_prints_absolute_paths_and_the_next_step() {
         err.contains("the sandbox gets no credentials yet"),
         "stderr: {err}"
     );
+    assert!(
+        block.iter().all(|l| !l.contains("credentials")),
+        "the hint is never in the environment block: {block:?}"
+    );
     let db = std::fs::metadata(data.join("airlock.db")).unwrap();
     assert_eq!(db.permissions().mode() & 0o777, 0o600);
+    let dir = std::fs::metadata(&data).unwrap();
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700, "the data dir");
+}
+
+/// `database_url = "sqlite:///path"` with no `?mode=rwc`: the database is
+/// created (0600) rather than refused with "unable to open database file".
+#[test]
+fn a_sqlite_url_without_a_mode_creates_the_database() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("elsewhere/vault.db");
+    std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+    let cfg = dir.path().join("airlock.toml");
+    std::fs::write(
+        &cfg,
+        format!("[vault]\ndatabase_url = \"sqlite://{}\"\n", db.display()),
+    )
+    .unwrap();
+    let (block, err) = up_block(
+        dir.path(),
+        &["--config", cfg.to_str().unwrap(), "--data-dir", "data"],
+    );
+    assert!(
+        block.iter().any(|l| l.starts_with("export HTTPS_PROXY=")),
+        "up did not start: {block:?}\n{err}"
+    );
+    assert!(!err.contains("unable to open database file"), "{err}");
+    let meta = std::fs::metadata(&db).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert!(meta.len() > 0, "migrated");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(!dir.path().join("data/airlock.db").exists());
+}
+
+/// A config file named by a relative path that gives a relative `data_dir`
+/// (relative to the file): `airlock env` names the CA files by absolute
+/// paths, which a sandbox started elsewhere can open.
+#[test]
+fn env_with_a_relative_config_and_data_dir_prints_absolute_ca_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("conf")).unwrap();
+    std::fs::write(
+        dir.path().join("conf/airlock.toml"),
+        "data_dir = \"state\"\n",
+    )
+    .unwrap();
+    let out = Command::new(airlock::binary())
+        .current_dir(dir.path())
+        .env_remove("AIRLOCK_CONFIG")
+        .env_remove("AIRLOCK_DATA_DIR")
+        .env("HOME", dir.path())
+        .args(["env", "--config", "conf/airlock.toml", "--format", "json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let env: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let state = dir.path().canonicalize().unwrap().join("conf/state");
+    for var in ["SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO"] {
+        let path = env[var]
+            .as_str()
+            .unwrap_or_else(|| panic!("{var} in {env}"));
+        assert!(
+            std::path::Path::new(path).is_absolute() && path.starts_with(state.to_str().unwrap()),
+            "{var}={path} is not under {}",
+            state.display()
+        );
+        assert!(std::path::Path::new(path).is_file(), "{var}={path} exists");
+    }
 }
 
 /// `airlock env` prints placeholders only: it must not need the client

@@ -109,7 +109,7 @@ async fn without_opt_in_or_after_the_wait_the_error_carries_the_link() {
         move || h.join().unwrap()
     })
     .await;
-    assert_eq!(status, 403, "{answer}");
+    assert_eq!(status, 401, "{answer}");
     assert!(
         answer
             .to_ascii_lowercase()
@@ -132,7 +132,7 @@ async fn without_opt_in_or_after_the_wait_the_error_carries_the_link() {
         move || h.join().unwrap()
     })
     .await;
-    assert_eq!(status, 403, "{answer}");
+    assert_eq!(status, 401, "{answer}");
     assert!(started.elapsed() >= Duration::from_millis(900));
     assert!(answer.contains("x-airlock-connect-url"), "{answer}");
     // One place: a second held request is refused at once; a client that
@@ -158,7 +158,7 @@ async fn without_opt_in_or_after_the_wait_the_error_carries_the_link() {
     })
     .await;
     assert_eq!(
-        status, 403,
+        status, 401,
         "held again (not 503), then timed out: {answer}"
     );
     assert!(

@@ -90,7 +90,7 @@ async fn connect_reconnect_and_disconnect_in_a_browser() {
         .await
         .contains("reconnected-and-disconnected"));
     let (status, _) = w.sandbox_get(&w.airlock.env, "/api/me").await;
-    assert_eq!(status, 403, "disconnected: no account");
+    assert_eq!(status, 401, "disconnected: no account");
     for name in [
         "connect-connected",
         "reconnect-reconnect-needed",
@@ -197,4 +197,99 @@ async fn the_console_is_locked_down() {
         "the client secret never appears"
     );
     assert!(!dashboard.stdout.contains("<script>"), "no inline script");
+}
+
+/// What an operator reads of a connection (granted scopes, expiry, last
+/// refresh) and of the apps (the redirect URI to register), and an app
+/// deleted from the console: refused while a connection uses it, then done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_what_a_connection_holds_and_deletes_apps() {
+    let w = super::vault::world("", "").await;
+    w.connect("tenant").await;
+    let base = w.airlock.vault_url();
+    let token = w.airlock.admin_token();
+    let jar = tempfile::NamedTempFile::new().unwrap();
+    let jar_path = jar.path().display().to_string();
+    let (b, j) = (base.clone(), jar_path.clone());
+    let dashboard = blocking(move || {
+        let login = format!("token={token}");
+        curl(
+            &[],
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-c",
+                &j,
+                "--data",
+                &login,
+                &format!("{b}/console/login"),
+            ],
+        );
+        curl(&[], &["-s", "-b", &j, &format!("{b}/")])
+    })
+    .await
+    .stdout;
+    assert!(
+        dashboard.contains("<td class=\"scopes\">read write</td>"),
+        "{dashboard}"
+    );
+    assert!(
+        dashboard.contains(" UTC</td><td>never</td>"),
+        "expiry, and no refresh yet: {dashboard}"
+    );
+    assert!(
+        dashboard.contains(&format!(
+            "<code class=\"redirect-uri\">{base}/oauth/callback</code>"
+        )),
+        "{dashboard}"
+    );
+    let csrf = dashboard
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token")
+        .to_owned();
+    let delete = move |b: String, j: String, csrf: String| {
+        let form = format!("provider=acme&tenant=default&environment=default&csrf={csrf}");
+        curl(
+            &[],
+            &[
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "-b",
+                &j,
+                "--data",
+                &form,
+                &format!("{b}/console/apps/delete"),
+            ],
+        )
+    };
+    let (b, j, c) = (base.clone(), jar_path.clone(), csrf.clone());
+    let refused = blocking(move || delete(b, j, c)).await.stdout;
+    assert!(
+        refused.ends_with("\n409"),
+        "refused while a connection uses it: {refused}"
+    );
+    let (_, apps) = super::vault::api(&w.airlock, "GET", "/v1/apps", None, None).await;
+    assert_eq!(apps.as_array().unwrap().len(), 1, "nothing lost: {apps}");
+
+    let (_, conns) = super::vault::api(&w.airlock, "GET", "/v1/connections", None, None).await;
+    let id = conns[0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = super::vault::api(
+        &w.airlock,
+        "DELETE",
+        &format!("/v1/connections/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (b, j, c) = (base.clone(), jar_path.clone(), csrf);
+    let deleted = blocking(move || delete(b, j, c)).await.stdout;
+    assert!(deleted.ends_with("\n303"), "{deleted}");
+    let (_, apps) = super::vault::api(&w.airlock, "GET", "/v1/apps", None, None).await;
+    assert!(apps.as_array().unwrap().is_empty(), "{apps}");
+    w.assert_no_secret_in(&[&dashboard, &refused]);
 }

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod accounts;
 mod bodies;
 mod cli;
 mod config_collisions;
@@ -17,6 +18,7 @@ mod evidence;
 mod examples;
 mod failures;
 mod firewall;
+mod fleet;
 mod foundation;
 mod hmac_signing;
 mod netns;
@@ -29,6 +31,7 @@ mod rules;
 mod sigv4;
 mod status;
 mod step_up;
+mod transparent;
 mod vault;
 mod vault_admin;
 mod vault_errors;

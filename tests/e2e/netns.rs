@@ -2,72 +2,18 @@
 
 use super::containment::*;
 use crate::support::clients::Output;
-use crate::support::{assert_not_leaked, blocking, real_secret, Airlock, TestCa, Upstream};
+use crate::support::{assert_not_leaked, blocking, netns, real_secret, Airlock, TestCa, Upstream};
 
 /// A network namespace whose only way out is the proxy: the honest
 /// containment test. Needs root and `ip` (iproute2); says so when skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_namespace_reaches_the_world_only_through_airlock() {
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    let has_ip = std::process::Command::new("ip").arg("-V").output().is_ok();
-    if !is_root || !has_ip {
+    if !netns::available() {
         crate::support::skip("the network-namespace test needs root and iproute2 (`ip`)");
         return;
     }
-    let id = std::process::id() % 200 + 20;
-    let ns = format!("airlock-sbx-{}", std::process::id());
-    let (host_if, ns_if) = (format!("alh{id}"), format!("aln{id}"));
-    let (host_ip, ns_ip) = (format!("10.231.{id}.1"), format!("10.231.{id}.2"));
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .expect("ip");
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", &ns])
-        .output();
-    run(&["netns", "add", &ns]);
-    struct Cleanup(String, String);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["link", "del", &self.1])
-                .output();
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &self.0])
-                .output();
-        }
-    }
-    let _cleanup = Cleanup(ns.clone(), host_if.clone());
-    run(&[
-        "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
-    ]);
-    run(&["link", "set", &ns_if, "netns", &ns]);
-    run(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
-    run(&["link", "set", &host_if, "up"]);
-    run(&[
-        "netns",
-        "exec",
-        &ns,
-        "ip",
-        "addr",
-        "add",
-        &format!("{ns_ip}/30"),
-        "dev",
-        &ns_if,
-    ]);
-    run(&["netns", "exec", &ns, "ip", "link", "set", &ns_if, "up"]);
-    run(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+    let sandbox = netns::SandboxNamespace::create("sbx", 231);
+    let (ns, host_ip) = (sandbox.name.clone(), sandbox.host_ip.clone());
 
     let ca = TestCa::new();
     let bound = Upstream::start(&ca, &[BOUND]).await;

@@ -45,7 +45,7 @@ fn disconnect_revokes_at_the_provider() {
         assert_eq!(answer["active"], false, "revoked: {answer}");
     }
     let (status, refused) = w.sandbox_get("/api/me");
-    assert_eq!(status, 403, "{refused}");
+    assert_eq!(status, 401, "{refused}");
     assert!(refused.contains("no connected account"), "{refused}");
     assert_eq!(
         api_calls(&w.oidc.state()).len(),
@@ -93,8 +93,10 @@ fn machine_account_uses_client_credentials() {
         "the first token, the dropped one, then the new grant's"
     );
 
+    // Its own variable: a second account of the provider without one is
+    // refused before the provider is asked.
     let bad = format!(
-        r#"{{"name":"bad","provider":"oidc","client_id":"{MACHINE_ID}","client_secret":"wrong-secret"}}"#
+        r#"{{"name":"bad","provider":"oidc","client_id":"{MACHINE_ID}","client_secret":"wrong-secret","expose_as_env":"OIDC_BAD_TOKEN"}}"#
     );
     let (status, answer) = w.admin("POST", "/v1/machine-accounts", Some(&bad));
     // The provider refused the app's credentials: named, nothing stored.

@@ -275,8 +275,8 @@ async fn shared_mode_shows_each_sandbox_its_own_and_needs_a_credential() {
     assert_eq!(json(&b_body)["credential"]["state"], "not_connected");
     let (status, _) = w.sandbox_get(a, "/api/me").await;
     assert_eq!(status, 200);
-    let (status, _) = w.sandbox_get(b, "/api/me").await;
-    assert_eq!(status, 403);
+    let (status, body) = w.sandbox_get(b, "/api/me").await;
+    assert_eq!(status, 401, "{body}");
     let (_, conns) = api(&w.airlock, "GET", "/v1/connections", None, None).await;
     assert_eq!(conns[0]["scope"], "user:alice", "{conns}");
 

@@ -488,7 +488,7 @@ async fn disconnect_revokes_at_the_provider_and_refuses_later_requests() {
         "refresh token revoked (RFC 7009)"
     );
     let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(status, 401, "{body}");
     assert!(
         body.contains("no connected account") && body.contains("provider:acme"),
         "{body}"

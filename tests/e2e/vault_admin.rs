@@ -59,9 +59,10 @@ async fn machine_account_uses_client_credentials() {
     assert_eq!(w.provider.token_requests("client_credentials"), 1);
     let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
     assert_eq!(status, 200, "{body}");
-    // A wrong secret is refused and stores nothing.
+    // A wrong secret is refused and stores nothing (a second account of
+    // the provider needs a variable of its own, or it is refused first).
     let bad = format!(
-        r#"{{"name":"bad","provider":"acme","client_id":"{CLIENT_ID}","client_secret":"wrong-secret"}}"#
+        r#"{{"name":"bad","provider":"acme","client_id":"{CLIENT_ID}","client_secret":"wrong-secret","expose_as_env":"ACME_BAD_TOKEN"}}"#
     );
     let (status, answer) = api(&w.airlock, "POST", "/v1/machine-accounts", Some(bad), None).await;
     assert_eq!(status, 502, "{answer}");
@@ -265,8 +266,9 @@ async fn a_provider_that_revokes_by_deleting_the_grant_is_told_on_disconnect() {
     })
     .await;
     assert_eq!(direct.stdout, "401");
-    let (status, _) = w.sandbox_get(&w.airlock.env, "/api/me").await;
-    assert_eq!(status, 403);
+    let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no connected account"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,4 +327,178 @@ async fn a_provider_that_injects_when_absent_serves_a_bare_fetch() {
     .await;
     assert_eq!(own.stdout, "401", "its own token went as it was");
     w.assert_no_secret_in(&[&bare.stdout, &bare.stderr]);
+}
+
+/// `airlock provider duplicate` copies a catalog provider's setup under a
+/// new name that works end to end; `airlock provider delete` (and
+/// `DELETE /v1/providers/NAME`) refuses while something uses it, naming it,
+/// and refuses catalog and config-file providers; `DELETE /v1/apps?provider=`
+/// sits beside `PUT /v1/apps`. A refusal loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_are_duplicated_and_deleted_only_when_unused() {
+    use super::cli::{cli, cli_refused};
+    let w = world("", "").await;
+    let a = &w.airlock;
+
+    // The config file's provider and a built-in one stay.
+    let (status, body) = api(a, "DELETE", "/v1/providers/acme", None, None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("part of the catalog"),
+        "{body}"
+    );
+    let refused = cli_refused(a, &["provider", "delete", "github"]);
+    assert!(
+        refused.contains("409") && refused.contains("part of the catalog"),
+        "{refused}"
+    );
+    let (status, body) = api(a, "DELETE", "/v1/providers/nope", None, None).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");
+
+    // A copy of acme with its app: connectable at once.
+    let copied = cli(
+        a,
+        &[
+            "provider",
+            "duplicate",
+            "acme",
+            "acme-work",
+            "--display-name",
+            "Acme (work)",
+            "--with-apps",
+        ],
+        &[],
+    );
+    assert!(
+        copied.contains(
+            "provider acme-work copied from acme (sandbox variable ACME_WORK_TOKEN), with its apps"
+        ),
+        "{copied}"
+    );
+    let (_, providers) = api(a, "GET", "/v1/providers", None, None).await;
+    let copy = providers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "acme-work")
+        .unwrap_or_else(|| panic!("{providers}"));
+    let acme = providers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "acme")
+        .unwrap();
+    assert_eq!(copy["token_url"], acme["token_url"]);
+    assert_eq!(copy["hosts"], acme["hosts"]);
+    assert_eq!(copy["env"], "ACME_WORK_TOKEN");
+    assert_eq!(copy["display_name"], "Acme (work)");
+    let apps = cli(a, &["app", "list"], &[]);
+    assert!(apps.contains("default/acme-work"), "{apps}");
+    let url = cli(a, &["connect", "acme-work"], &[]);
+    let page = w.follow(url.trim()).await;
+    assert!(page.contains("Connected"), "{page}");
+    let (_, conns) = api(a, "GET", "/v1/connections", None, None).await;
+    let conn = conns
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["provider"] == "acme-work")
+        .unwrap_or_else(|| panic!("{conns}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, sandbox) = api(
+        a,
+        "POST",
+        "/v1/sandboxes",
+        Some(r#"{"providers":["acme-work"]}"#.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{sandbox}");
+    assert!(sandbox["env"]["ACME_WORK_TOKEN"]
+        .as_str()
+        .unwrap()
+        .starts_with("miosa-tok-"));
+    let sandbox_id = sandbox["id"].as_str().unwrap().to_owned();
+
+    // Bad copies: a taken name, an unknown source, a bad name.
+    let taken = cli_refused(a, &["provider", "duplicate", "github", "acme-work"]);
+    assert!(
+        taken.contains("409") && taken.contains("\"acme-work\" exists already"),
+        "{taken}"
+    );
+    let (status, body) = api(
+        a,
+        "POST",
+        "/v1/providers/nope/duplicate",
+        Some(r#"{"name":"nope-2"}"#.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api(
+        a,
+        "POST",
+        "/v1/providers/acme/duplicate",
+        Some(r#"{"name":"Not Valid"}"#.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("provider name"),
+        "{body}"
+    );
+
+    // In use: refused, naming each user; nothing is lost.
+    let refused = cli_refused(a, &["provider", "delete", "acme-work"]);
+    for said in [
+        "409",
+        "provider \"acme-work\" is still used by",
+        conn.as_str(),
+        "1 app(s): default/default",
+        sandbox_id.as_str(),
+    ] {
+        assert!(refused.contains(said), "{said:?} missing: {refused}");
+    }
+    assert!(cli(a, &["provider", "list"], &[]).contains("acme-work"));
+    let (status, _) = api(a, "GET", &format!("/v1/connections/{conn}"), None, None).await;
+    assert_eq!(status, 200);
+
+    // The app goes through DELETE /v1/apps?provider= (after its connection).
+    let (status, body) = api(a, "DELETE", "/v1/apps", None, None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("?provider=NAME"),
+        "{body}"
+    );
+    let (status, body) = api(a, "DELETE", "/v1/apps?provider=acme-work", None, None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains(&conn), "{body}");
+    cli(a, &["disconnect", &conn], &[]);
+    let (status, body) = api(a, "DELETE", "/v1/apps?provider=acme-work", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deleted"]["provider"], "acme-work");
+    cli(a, &["sandbox", "delete", &sandbox_id], &[]);
+
+    // Unused now: deleted, and a second delete says it is not there.
+    let deleted = cli(a, &["provider", "delete", "acme-work"], &[]);
+    assert_eq!(deleted, "provider acme-work deleted\n");
+    assert!(!cli(a, &["provider", "list"], &[]).contains("acme-work"));
+    let again = cli_refused(a, &["provider", "delete", "acme-work"]);
+    assert!(
+        again.contains("404") && again.contains("not found"),
+        "{again}"
+    );
+    // The source is untouched, and still works.
+    let (status, body) = api(a, "DELETE", "/v1/providers/acme", None, None).await;
+    assert_eq!(status, 409, "{body}");
+    w.connect("tenant").await;
+    let (status, body) = w.sandbox_get(&a.env, "/api/me").await;
+    assert_eq!(status, 200, "{body}");
 }

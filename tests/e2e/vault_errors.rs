@@ -160,7 +160,7 @@ async fn failed_revocation_fails_the_disconnect_and_is_retried_until_confirmed()
     );
     let seen = w.provider.api_authorizations().len();
     let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(status, 401, "{body}");
     assert_eq!(
         w.provider.api_authorizations().len(),
         seen,

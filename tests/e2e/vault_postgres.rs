@@ -28,12 +28,12 @@ fn psql(sql: &str) -> std::io::Result<std::process::Output> {
 }
 
 /// A database made for one test, dropped when the test ends (pass or fail).
-struct TestDatabase {
+pub(crate) struct TestDatabase {
     name: String,
 }
 
 impl TestDatabase {
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
     }
 }
@@ -58,7 +58,7 @@ impl Drop for TestDatabase {
 
 /// A fresh database on the local PostgreSQL, or `None` (skip; a failure
 /// under `CI=true`) when unreachable.
-fn fresh_database() -> Option<TestDatabase> {
+pub(crate) fn fresh_database() -> Option<TestDatabase> {
     let name = format!(
         "airlock_e2e_{}_{}",
         std::process::id(),
@@ -85,7 +85,7 @@ fn fresh_database() -> Option<TestDatabase> {
     }
 }
 
-const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+pub(crate) const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_one_refresh_and_survive_restarts() {

@@ -433,6 +433,48 @@ async fn the_background_refresher_refreshes_short_tokens_ahead_of_expiry() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// A provider whose refresh tokens lapse when idle says `refresh_keepalive`:
+/// with hour-long access tokens and no traffic, the background refresher
+/// still refreshes its grant once it has not been refreshed for that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_s_refresh_keepalive_refreshes_an_idle_grant_with_no_traffic() {
+    let ca = TestCa::new();
+    let provider = OAuthProvider::start(&ca, &[AUTH, API], CLIENT_ID, CLIENT_SECRET).await;
+    let cfg = config(&ca, &provider, "refresh_interval_secs = 1", false).replace(
+        "env = \"ACME_TOKEN\"",
+        "env = \"ACME_TOKEN\"\nrefresh_keepalive = \"2s\"",
+    );
+    assert!(cfg.contains("refresh_keepalive"), "{cfg}");
+    let w = World {
+        ca,
+        provider,
+        airlock: Airlock::start(&cfg),
+    };
+    w.connect("tenant").await;
+    let first = w.provider.current_refresh_token().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.provider.refresh_count() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        w.provider.refresh_count() >= 1,
+        "no keep-alive refresh of an idle grant"
+    );
+    assert_ne!(
+        w.provider.current_refresh_token().unwrap(),
+        first,
+        "the refresh token was used (and rotated)"
+    );
+    assert!(
+        w.provider.api_authorizations().is_empty(),
+        "no sandbox request was needed"
+    );
+    // The rotated grant is the one the sandbox now gets.
+    let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(w.airlock.logs().contains("keep its refresh token alive"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_401_without_a_refresh_token_does_not_condemn_the_connection() {
     // Without probe_url: a 401 is passed on, the connection stays connected.

@@ -6,8 +6,10 @@
 pub mod airlock;
 pub mod clients;
 pub mod git_server;
+pub mod netns;
 pub mod oauth_provider;
 pub mod oidc;
+pub mod private_pg;
 pub mod test_ca;
 pub mod tunnel;
 pub mod upstream;

@@ -16,6 +16,11 @@ const MAX_AGE: Duration = Duration::from_secs(60);
 /// Unknown placeholders are remembered briefly: a sandbox hammering with junk
 /// does not reach the vault for each request.
 const NEGATIVE_AGE: Duration = Duration::from_secs(5);
+/// While the vault cannot be reached, a token it gave is used until it
+/// expires (a token without an expiry: this long after the vault last
+/// confirmed it), and the vault is asked again this often.
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(15 * 60);
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct Entry {
@@ -29,6 +34,13 @@ pub struct CachedTokenSource {
     hits: std::sync::atomic::AtomicU64,
     misses: std::sync::atomic::AtomicU64,
     tokens: moka::future::Cache<(SandboxId, String), Entry>,
+    /// The vault's last answer for each placeholder, when it gave a token:
+    /// what serves while the vault cannot be reached.
+    last_good: moka::future::Cache<(SandboxId, String), Resolved>,
+    /// Sandboxes the vault last said a proxy secret was right for, keyed
+    /// by (sandbox id, SHA-256 of the secret): used only while the vault
+    /// cannot be reached.
+    authenticated: moka::future::Cache<(String, [u8; 32]), SandboxId>,
     hosts: moka::future::Cache<(SandboxId, String), (bool, u64)>,
     policies: moka::future::Cache<(SandboxId, String), (HostPolicy, u64)>,
 }
@@ -50,6 +62,14 @@ impl CachedTokenSource {
                 .max_capacity(100_000)
                 .time_to_live(MAX_AGE)
                 .build(),
+            last_good: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(UNREACHABLE_GRACE)
+                .build(),
+            authenticated: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(UNREACHABLE_GRACE)
+                .build(),
             hosts: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(30))
@@ -65,6 +85,37 @@ impl CachedTokenSource {
     pub fn stats(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (self.hits.load(Relaxed), self.misses.load(Relaxed))
+    }
+
+    /// The cache entry for the vault's answer. A vault that cannot be
+    /// reached is answered from its last token for the placeholder while
+    /// that token is valid; any other answer replaces that token.
+    async fn remember(
+        &self,
+        key: &(SandboxId, String),
+        result: Result<Resolved, TokenError>,
+        generation: u64,
+    ) -> Entry {
+        match &result {
+            Ok(resolved) => self.last_good.insert(key.clone(), resolved.clone()).await,
+            Err(TokenError::Unavailable(_)) => {
+                if let Some(last) = self.last_good.get(key).await {
+                    let usable = last
+                        .expires_at
+                        .is_none_or(|exp| exp - unix_now() > EXPIRY_MARGIN_SECS);
+                    if usable {
+                        return Entry {
+                            result: Ok(last),
+                            valid_until: Instant::now() + UNREACHABLE_RETRY,
+                            generation,
+                        };
+                    }
+                    self.last_good.invalidate(key).await;
+                }
+            }
+            Err(_) => self.last_good.invalidate(key).await,
+        }
+        self.entry(result, generation)
     }
 
     fn entry(&self, result: Result<Resolved, TokenError>, generation: u64) -> Entry {
@@ -117,7 +168,7 @@ impl TokenSource for CachedTokenSource {
             .tokens
             .get_with_by_ref(&key, async {
                 let result = self.inner.resolve(sandbox, placeholder).await;
-                self.entry(result, generation)
+                self.remember(&key, result, generation).await
             })
             .await;
         if entry.valid_until <= Instant::now() {
@@ -170,7 +221,24 @@ impl TokenSource for CachedTokenSource {
     }
 
     async fn authenticate(&self, sandbox_id: &str, secret: &str) -> Result<SandboxId, TokenError> {
-        self.inner.authenticate(sandbox_id, secret).await
+        let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+        let mut hashed = [0u8; 32];
+        hashed.copy_from_slice(digest.as_ref());
+        let key = (sandbox_id.to_owned(), hashed);
+        match self.inner.authenticate(sandbox_id, secret).await {
+            Ok(id) => {
+                self.authenticated.insert(key, id.clone()).await;
+                Ok(id)
+            }
+            Err(TokenError::Unavailable(why)) => match self.authenticated.get(&key).await {
+                Some(id) => Ok(id),
+                None => Err(TokenError::Unavailable(why)),
+            },
+            Err(refused) => {
+                self.authenticated.invalidate(&key).await;
+                Err(refused)
+            }
+        }
     }
 
     async fn refresh(
@@ -181,6 +249,9 @@ impl TokenSource for CachedTokenSource {
     ) -> Result<Resolved, TokenError> {
         let result = self.inner.refresh(sandbox, placeholder, failed).await;
         let key = (sandbox.clone(), placeholder.to_owned());
+        if let Ok(resolved) = &result {
+            self.last_good.insert(key.clone(), resolved.clone()).await;
+        }
         let entry = self.entry(result.clone(), self.inner.generation());
         self.tokens.insert(key, entry).await;
         result
@@ -389,11 +460,17 @@ impl TokenSource for Layered {
 mod tests {
     use super::*;
     use crate::{Binding, BindingKind, ExpiredSignal, SwapLocation};
+    use secrecy::ExposeSecret;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+    #[derive(Default)]
     struct Counting {
         calls: AtomicUsize,
         generation: AtomicU64,
+        /// 0: up; 1: unreachable; 2: the placeholder was revoked.
+        answer: AtomicUsize,
+        /// Seconds the token it gives has left (0: 3600).
+        expires_in: std::sync::atomic::AtomicI64,
     }
 
     #[async_trait::async_trait]
@@ -411,6 +488,19 @@ mod tests {
             if placeholder == "unknown" {
                 return Err(TokenError::UnknownPlaceholder);
             }
+            match self.answer.load(Ordering::SeqCst) {
+                1 => return Err(TokenError::Unavailable("vault down".into())),
+                2 => {
+                    return Err(TokenError::Revoked {
+                        binding: "provider:x".into(),
+                    })
+                }
+                _ => {}
+            }
+            let expires_in = match self.expires_in.load(Ordering::SeqCst) {
+                0 => 3600,
+                s => s,
+            };
             Ok(Resolved {
                 binding: Arc::new(Binding {
                     id: "provider:x".into(),
@@ -429,7 +519,7 @@ mod tests {
                     scope_signals: Default::default(),
                 }),
                 token: SecretString::from("t"),
-                expires_at: Some(unix_now() + 3600),
+                expires_at: Some(unix_now() + expires_in),
                 signing: None,
             })
         }
@@ -461,6 +551,7 @@ mod tests {
                 variable: "X".into(),
                 kind: crate::CredentialKind::Oauth,
                 provider: Some("x".into()),
+                connection: None,
                 hosts: vec![],
                 state: crate::CredentialState::NotConnected,
                 scopes: vec![],
@@ -477,8 +568,8 @@ mod tests {
     #[tokio::test]
     async fn hits_coalesce_and_generation_invalidates() {
         let inner = Arc::new(Counting {
-            calls: AtomicUsize::new(0),
             generation: AtomicU64::new(1),
+            ..Counting::default()
         });
         let cache = Arc::new(CachedTokenSource::new(inner.clone()));
         let sandbox = SandboxId::default_sandbox();
@@ -510,8 +601,8 @@ mod tests {
     #[tokio::test]
     async fn status_is_asked_every_time_and_layers_merge_first_wins() {
         let inner = Arc::new(Counting {
-            calls: AtomicUsize::new(0),
             generation: AtomicU64::new(1),
+            ..Counting::default()
         });
         let cache = CachedTokenSource::new(inner.clone());
         let sandbox = SandboxId::new("sb");
@@ -561,5 +652,61 @@ mod tests {
             ],
             "sorted; the config file's X hides the vault's"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_vault_is_answered_with_the_last_token_until_it_expires() {
+        let inner = Arc::new(Counting {
+            generation: AtomicU64::new(1),
+            ..Counting::default()
+        });
+        let cache = CachedTokenSource::new(inner.clone());
+        let sb = SandboxId::default_sandbox();
+        assert!(cache.resolve(&sb, "ph").await.is_ok());
+        // The change stream was lost and the vault went away.
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        inner.answer.store(1, Ordering::SeqCst);
+        let served = cache
+            .resolve(&sb, "ph")
+            .await
+            .expect("the last token serves");
+        assert_eq!(served.token.expose_secret(), "t");
+        // A token about to expire is not served: the vault's error is.
+        let cache = CachedTokenSource::new(inner.clone());
+        inner.answer.store(0, Ordering::SeqCst);
+        inner
+            .expires_in
+            .store(EXPIRY_MARGIN_SECS + 1, Ordering::SeqCst);
+        assert!(cache.resolve(&sb, "ph").await.is_ok());
+        inner.answer.store(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        assert!(matches!(
+            cache.resolve(&sb, "ph").await,
+            Err(TokenError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_revocation_forgets_the_last_token_before_the_vault_goes_away() {
+        let inner = Arc::new(Counting {
+            generation: AtomicU64::new(1),
+            ..Counting::default()
+        });
+        let cache = CachedTokenSource::new(inner.clone());
+        let sb = SandboxId::default_sandbox();
+        assert!(cache.resolve(&sb, "ph").await.is_ok());
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        inner.answer.store(2, Ordering::SeqCst);
+        assert!(matches!(
+            cache.resolve(&sb, "ph").await,
+            Err(TokenError::Revoked { .. })
+        ));
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        inner.answer.store(1, Ordering::SeqCst);
+        assert!(matches!(
+            cache.resolve(&sb, "ph").await,
+            Err(TokenError::Unavailable(_))
+        ));
     }
 }

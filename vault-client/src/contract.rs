@@ -29,7 +29,62 @@ pub mod paths {
     pub const BOUND_HOST: &str = "/v1/service/bound-host";
     pub const STATUS: &str = "/v1/service/status";
     pub const STEP_UP: &str = "/v1/service/step-up";
+    /// `GET`: a stream of [`super::ChangeNotice`] lines, one per change.
+    pub const CHANGES: &str = "/v1/service/changes";
+    /// `POST` a [`super::RequestBatch`]: a remote proxy's finished requests,
+    /// for the console's recent requests across the fleet.
+    pub const REQUESTS: &str = "/v1/service/requests";
 }
+
+/// A finished request as a remote proxy reports it (the console's recent
+/// requests): never a value, a token or a query string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Unix seconds.
+    pub at: u64,
+    pub sandbox: String,
+    pub mode: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub status: u16,
+    /// The audit line's outcome word.
+    pub outcome: String,
+    /// Binding ids whose placeholders were swapped.
+    #[serde(default)]
+    pub swapped: Vec<String>,
+}
+
+/// `POST /v1/service/requests`: at most [`MAX_REQUEST_BATCH`] records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestBatch {
+    /// Names the proxy that sent them (its host name and process id).
+    pub proxy: String,
+    pub records: Vec<RequestRecord>,
+}
+
+pub const MAX_REQUEST_BATCH: usize = 1000;
+
+/// The answer to a [`RequestBatch`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RequestsAccepted {
+    pub accepted: usize,
+}
+
+/// One line (JSON, then `\n`) of `GET /v1/service/changes`: the vault's
+/// generation, sent when the stream opens, at every change a proxy's
+/// caches must hear of (a disconnect, a revocation, a refresh, a deleted
+/// sandbox; on PostgreSQL, from any replica), and every
+/// [`CHANGE_KEEPALIVE_SECS`] when nothing changes. A proxy drops what it
+/// cached whenever the number differs from the last it saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeNotice {
+    pub generation: u64,
+}
+
+/// How often the change stream repeats itself when nothing changes, so a
+/// proxy can tell a quiet vault from a dead connection.
+pub const CHANGE_KEEPALIVE_SECS: u64 = 15;
 
 /// `POST /v1/service/step-up`; the answer is a [`crate::StepUp`].
 #[derive(Debug, Serialize, Deserialize)]
@@ -231,6 +286,10 @@ pub struct CredentialStatus {
     /// The provider's name for OAuth credentials; `None` for static secrets.
     #[serde(default)]
     pub provider: Option<String>,
+    /// The name of the connection a pinned binding uses; `None` when the
+    /// binding takes the most specific connection the sandbox sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     /// Hosts the token may be sent to (patterns such as `*.example.com`).
     #[serde(default)]
     pub hosts: Vec<String>,

@@ -2,6 +2,8 @@
 //! from its vault (`airlock proxy`). Uses hyper, not reqwest: this is the
 //! proxy's data path.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,20 +17,27 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::contract::{
-    paths, AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest, ErrorAnswer,
-    GuardedAnswer, GuardedRequest, ResolveRequest, ResolvedAnswer, SandboxStatus, StatusRequest,
-    StepUpRequest,
+    paths, AuthenticateAnswer, AuthenticateRequest, BoundHostAnswer, BoundHostRequest,
+    ChangeNotice, ErrorAnswer, GuardedAnswer, GuardedRequest, RequestBatch, RequestsAccepted,
+    ResolveRequest, ResolvedAnswer, SandboxStatus, StatusRequest, StepUpRequest,
+    CHANGE_KEEPALIVE_SECS,
 };
 use crate::{Guarded, HostPolicy, Resolved, SandboxId, StepUp, TokenError, TokenSource};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_RESPONSE: usize = 256 * 1024;
 
+type VaultClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 pub struct RemoteVault {
     base: String,
     service_token: SecretString,
     prefix: String,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: VaultClient,
+    /// Bumped at each change the vault's change stream reports (and when
+    /// the stream is lost), so caches in front of this source drop what
+    /// they hold: a disconnect reaches this proxy in well under a second.
+    generation: Arc<AtomicU64>,
 }
 
 impl RemoteVault {
@@ -49,7 +58,20 @@ impl RemoteVault {
             service_token,
             prefix: prefix.to_owned(),
             client: Client::builder(TokioExecutor::new()).build(connector),
+            generation: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// Follows the vault's change stream until this source is dropped.
+    /// Call once, inside the runtime.
+    pub fn follow_changes(&self) -> tokio::task::JoinHandle<()> {
+        let follower = ChangeFollower {
+            url: format!("{}{}", self.base, paths::CHANGES),
+            service_token: self.service_token.clone(),
+            client: self.client.clone(),
+            generation: self.generation.clone(),
+        };
+        tokio::spawn(follower.run())
     }
 
     /// POSTs `body` and reads the answer: `Ok` for a 2xx, the vault's refusal otherwise.
@@ -95,6 +117,12 @@ impl RemoteVault {
         }
     }
 
+    /// Reports finished requests for the console (`POST /v1/service/requests`).
+    pub async fn report_requests(&self, batch: &RequestBatch) -> Result<usize, TokenError> {
+        let answer: RequestsAccepted = self.call(paths::REQUESTS, batch).await?;
+        Ok(answer.accepted)
+    }
+
     async fn bound_host(&self, sandbox: &SandboxId, host: &str) -> Option<BoundHostAnswer> {
         let request = BoundHostRequest {
             host: host.to_owned(),
@@ -104,10 +132,98 @@ impl RemoteVault {
     }
 }
 
+/// Reads `GET /v1/service/changes` and bumps the generation at each
+/// change, reconnecting with back-off.
+struct ChangeFollower {
+    url: String,
+    service_token: SecretString,
+    client: VaultClient,
+    generation: Arc<AtomicU64>,
+}
+
+/// Longest wait between attempts to reopen the change stream.
+const FOLLOW_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A stream that says nothing for this long is taken for dead.
+const FOLLOW_SILENCE: Duration = Duration::from_secs(CHANGE_KEEPALIVE_SECS * 2 + 5);
+/// A line longer than this is not a notice.
+const MAX_NOTICE_LINE: usize = 4096;
+
+impl ChangeFollower {
+    async fn run(self) {
+        let mut backoff = Duration::from_millis(250);
+        // Only the follower holds the generation once the source is gone.
+        while Arc::strong_count(&self.generation) > 1 {
+            if self.follow_once().await {
+                backoff = Duration::from_millis(250);
+            }
+            // While the stream was down anything may have changed.
+            self.generation.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(FOLLOW_BACKOFF_MAX);
+        }
+    }
+
+    /// Reads one stream until it ends; whether it was opened at all.
+    async fn follow_once(&self) -> bool {
+        let Ok(request) = Request::builder()
+            .method(Method::GET)
+            .uri(&self.url)
+            .header(
+                "authorization",
+                format!("Bearer {}", self.service_token.expose_secret()),
+            )
+            .body(Full::new(Bytes::new()))
+        else {
+            return false;
+        };
+        let response = match tokio::time::timeout(TIMEOUT, self.client.request(request)).await {
+            Ok(Ok(response)) if response.status().is_success() => response,
+            Ok(Ok(response)) => {
+                tracing::warn!(status = %response.status(), "the vault refused its change stream");
+                return false;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "cannot open the vault's change stream");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        let mut last_seen = None;
+        loop {
+            let frame = match tokio::time::timeout(FOLLOW_SILENCE, body.frame()).await {
+                Ok(Some(Ok(frame))) => frame,
+                _ => return true,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Ok(notice) = serde_json::from_slice::<ChangeNotice>(&line) {
+                    if last_seen != Some(notice.generation) {
+                        last_seen = Some(notice.generation);
+                        self.generation.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if pending.len() > MAX_NOTICE_LINE {
+                return true;
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl TokenSource for RemoteVault {
     fn placeholder_prefix(&self) -> &str {
         &self.prefix
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     async fn resolve(

@@ -231,6 +231,7 @@ impl TokenSource for StaticSecrets {
                     variable: r.binding.name.clone(),
                     kind: CredentialKind::Static,
                     provider: None,
+                    connection: None,
                     hosts: r.binding.hosts.iter().map(|h| h.to_string()).collect(),
                     state: CredentialState::Connected,
                     scopes: Vec::new(),

@@ -78,6 +78,42 @@ pub struct Provider {
     /// `WWW-Authenticate: Bearer error="insufficient_scope"`).
     #[serde(default = "ScopeSignal::defaults")]
     pub insufficient_scope: Vec<ScopeSignal>,
+    /// Refresh a connected grant (one with a refresh token) that has not
+    /// been refreshed for this long, even far from expiry, so a refresh
+    /// token that lapses when unused stays alive (`"24h"`, `"12h 30m"`;
+    /// `"0s"` turns it off for this provider). Unset: the vault's
+    /// `keepalive_refresh_secs`.
+    #[serde(
+        default,
+        with = "keepalive_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refresh_keepalive: Option<std::time::Duration>,
+}
+
+/// `refresh_keepalive` as text an operator writes: `"24h"`, `"90m"`, `"1d"`.
+mod keepalive_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map(Some)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "refresh_keepalive is not a duration ({e}); write it like \"24h\", \"90m\" or \"1d\""
+                ))
+            })
+    }
 }
 
 /// A provider's own way to revoke, as data.
@@ -329,6 +365,11 @@ impl Catalog {
         Ok(())
     }
 
+    /// Forgets a provider (one deleted through the API).
+    pub fn remove(&mut self, name: &str) {
+        self.providers.remove(name);
+    }
+
     pub fn get(&self, name: &str) -> Option<&Provider> {
         self.providers.get(name)
     }
@@ -388,6 +429,7 @@ mod tests {
             insufficient_scope: vec![ScopeSignal::default()],
             revoke: None,
             inject_when_absent: false,
+            refresh_keepalive: None,
         };
         let problems = p.problems();
         assert_eq!(problems.len(), 9, "{problems:?}");
@@ -398,6 +440,56 @@ mod tests {
             .iter()
             .any(|p| p.contains("rule 1") && p.contains("start with /")));
         assert!(problems.iter().any(|p| p.contains("probe_url host")));
+    }
+
+    #[test]
+    fn refresh_keepalive_is_a_duration_in_words_and_round_trips() {
+        let base = r#"
+            name = "acme"
+            token_url = "https://auth.acme.test/token"
+            hosts = ["api.acme.test"]
+            env = "ACME_TOKEN"
+        "#;
+        let parse = |extra: &str| toml::from_str::<Provider>(&format!("{base}{extra}"));
+        assert_eq!(parse("").unwrap().refresh_keepalive, None);
+        let day = parse("refresh_keepalive = \"24h\"").unwrap();
+        assert_eq!(
+            day.refresh_keepalive,
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            parse("refresh_keepalive = \"12h 30m\"")
+                .unwrap()
+                .refresh_keepalive,
+            Some(std::time::Duration::from_secs(45_000))
+        );
+        assert_eq!(
+            parse("refresh_keepalive = \"0s\"")
+                .unwrap()
+                .refresh_keepalive,
+            Some(std::time::Duration::ZERO),
+            "zero: off for this provider"
+        );
+        // Stored as JSON (API-added providers) and read back the same.
+        let json = serde_json::to_value(&day).unwrap();
+        assert_eq!(json["refresh_keepalive"], "1day");
+        let back: Provider = serde_json::from_value(json).unwrap();
+        assert_eq!(back, day);
+        let unset = serde_json::to_value(parse("").unwrap()).unwrap();
+        assert!(unset.get("refresh_keepalive").is_none(), "{unset}");
+        for bad in ["\"soon\"", "\"24\"", "86400"] {
+            let err = parse(&format!("refresh_keepalive = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("refresh_keepalive") || err.contains("string"),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse("refresh_keepalive = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("write it like \"24h\""), "{err}");
     }
 
     #[test]

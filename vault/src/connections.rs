@@ -2,7 +2,7 @@
 
 use airlock_vault_client::SecretString;
 use secrecy::ExposeSecret;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::apps::AppCredentials;
 use crate::error::VaultError;
@@ -10,20 +10,33 @@ use crate::flows::FlowOrigin;
 use crate::oauth::{self, AuthorizeLink, ClientCreds};
 use crate::scope::check_name;
 use crate::store::{
-    self, now, ConnectionStatus, GrantKind, NewConnection, ScopeKind, StateRow, TokenUpdate,
+    self, duplicate_name, now, ConnectionStatus, GrantKind, NewConnection, ScopeKind, StateRow,
+    TokenUpdate,
 };
-use crate::{sha256_hex, Scope, Vault, DEFAULT_ENVIRONMENT};
+use crate::{sha256_hex, Provider, Scope, Vault, DEFAULT_ENVIRONMENT};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectionView {
     pub id: String,
     pub tenant: String,
+    pub environment: String,
     pub scope: String,
     pub provider: String,
+    /// Its name, when it has one (a machine account's is its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its own variable name for sandboxes, when not the provider's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variable: Option<String>,
+    /// Its own hosts, when not the provider's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
     pub kind: GrantKind,
     pub status: ConnectionStatus,
     pub scopes: Vec<String>,
     pub expires_at: Option<i64>,
+    /// When its token was last refreshed (Unix seconds); `None`: never.
+    pub refreshed_at: Option<i64>,
     pub last_error: Option<String>,
     pub updated_at: i64,
     /// What the operator should know about this connection (e.g. no refresh token).
@@ -34,6 +47,53 @@ pub struct ConnectionView {
 pub const NO_REFRESH_TOKEN_WARNING: &str =
     "no refresh token: this account must be reconnected when the token expires; \
      the provider may need prompt=consent / access_type=offline";
+
+/// What a connect flow is for: an owner's account at a provider, in an
+/// environment, optionally under a name (`airlock connect github --name work`).
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    pub tenant: String,
+    pub scope: Scope,
+    pub provider: String,
+    /// Scopes to ask for; `None`: the provider's.
+    pub scopes: Option<Vec<String>>,
+    pub environment: String,
+    /// `None`: the owner's unnamed connection.
+    pub name: Option<String>,
+}
+
+/// A machine account in one call (`POST /v1/machine-accounts`): OAuth client
+/// credentials, the variable sandboxes get and the hosts it is sent to. With
+/// `provider`, the provider's token URL, variable and hosts are the defaults;
+/// without, `token_url`, `expose_as_env` and `hosts` are required and a
+/// provider of the account's name is made from them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineAccountSpec {
+    #[serde(default = "crate::sandboxes::default_tenant")]
+    pub tenant: String,
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    pub name: String,
+    #[serde(default)]
+    pub provider: Option<String>,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    #[serde(default)]
+    pub token_url: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The sandbox's variable for it (default: the provider's `env`).
+    #[serde(default)]
+    pub expose_as_env: Option<String>,
+    /// Where its token may go (default: the provider's hosts).
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+}
+
+fn default_environment() -> String {
+    DEFAULT_ENVIRONMENT.into()
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ConnectStarted {
@@ -55,28 +115,40 @@ impl Vault {
         scopes: Option<Vec<String>>,
         environment: &str,
     ) -> Result<ConnectStarted, VaultError> {
-        self.start_connect_from(
-            tenant,
-            scope,
-            provider_name,
+        self.start_connect_request(&ConnectRequest {
+            tenant: tenant.to_owned(),
+            scope: scope.clone(),
+            provider: provider_name.to_owned(),
             scopes,
-            environment,
-            FlowOrigin::default(),
-        )
+            environment: environment.to_owned(),
+            name: None,
+        })
         .await
     }
 
-    /// [`Self::start_connect`], from where `origin` says: completing a flow
-    /// started from a connect link uses that link up.
+    /// Starts a connect flow for `request` (with its environment and name).
+    pub async fn start_connect_request(
+        &self,
+        request: &ConnectRequest,
+    ) -> Result<ConnectStarted, VaultError> {
+        self.start_connect_from(request, FlowOrigin::default())
+            .await
+    }
+
+    /// [`Self::start_connect_request`], from where `origin` says: completing
+    /// a flow started from a connect link uses that link up.
     pub(crate) async fn start_connect_from(
         &self,
-        tenant: &str,
-        scope: &Scope,
-        provider_name: &str,
-        scopes: Option<Vec<String>>,
-        environment: &str,
+        request: &ConnectRequest,
         origin: FlowOrigin,
     ) -> Result<ConnectStarted, VaultError> {
+        let ConnectRequest {
+            tenant,
+            scope,
+            provider: provider_name,
+            environment,
+            ..
+        } = request;
         check_name("tenant", tenant)?;
         let provider = self.provider(provider_name)?;
         if provider.authorize_url.is_none() {
@@ -84,7 +156,25 @@ impl Vault {
                 "provider {provider_name:?} has no authorize_url; use a machine account (client credentials)"
             )));
         }
-        let scopes = scopes.unwrap_or_else(|| provider.scopes.clone());
+        self.check_environment(environment).await?;
+        let (scope_kind, scope_name) = scope.kind_and_name();
+        let name = request.name.clone().unwrap_or_default();
+        if !name.is_empty() {
+            check_name("name", &name)?;
+            self.check_name_free(
+                tenant,
+                environment,
+                provider_name,
+                &name,
+                scope_kind,
+                scope_name,
+            )
+            .await?;
+        }
+        let scopes = request
+            .scopes
+            .clone()
+            .unwrap_or_else(|| provider.scopes.clone());
         if let Some(bad) = scopes.iter().find(|s| s.is_empty() || s.contains(' ')) {
             return Err(VaultError::Invalid(format!(
                 "scope {bad:?} is not a single OAuth scope"
@@ -100,7 +190,6 @@ impl Vault {
             .oauth
             .authorize_url(&provider, &app.for_exchange(None), &redirect, &scopes)?;
         let state_hash = sha256_hex(state.expose_secret());
-        let (scope_kind, scope_name) = scope.kind_and_name();
         let expires_at = now() + self.settings.state_ttl.as_secs() as i64;
         let row = StateRow {
             tenant: tenant.to_owned(),
@@ -114,6 +203,7 @@ impl Vault {
                 .seal("oauth_states.pkce_verifier", &state_hash, &verifier),
             expires_at,
             connect_link: origin.link,
+            name,
         };
         self.store.insert_state(&state_hash, &row).await?;
         let id = self.record_flow(&state_hash, &row, origin.sandbox).await?;
@@ -123,6 +213,36 @@ impl Vault {
             expires_at,
             redirect_uri: redirect,
         })
+    }
+
+    /// Refuses `name` when another owner's connection of `provider` in the
+    /// tenant's environment has it (the same owner reconnects it).
+    async fn check_name_free(
+        &self,
+        tenant: &str,
+        environment: &str,
+        provider: &str,
+        name: &str,
+        scope_kind: ScopeKind,
+        scope_name: &str,
+    ) -> Result<(), VaultError> {
+        match self
+            .store
+            .named_connection(tenant, environment, provider, name)
+            .await?
+        {
+            Some(other)
+                if (other.scope_kind, other.scope_name.as_str()) != (scope_kind, scope_name) =>
+            {
+                Err(VaultError::Conflict(format!(
+                    "{} (connection {}, {})",
+                    duplicate_name(provider, name, environment),
+                    other.id,
+                    connection_view(&other).scope
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Completes a connect flow from the provider's redirect. Nothing is
@@ -209,6 +329,9 @@ impl Vault {
                 environment: &row.environment,
                 client_id: None,
                 token_url: None,
+                name: &row.name,
+                env_name: None,
+                hosts: None,
             })
             .await?;
         self.save_grant(&id, granted).await?;
@@ -245,54 +368,136 @@ impl Vault {
         }
     }
 
-    /// A machine account: a tenant-wide client-credentials connection,
-    /// fetched now and renewed without a user.
-    #[allow(clippy::too_many_arguments)]
+    /// A machine account: a tenant-wide client-credentials connection named
+    /// after itself, fetched now and renewed without a user. Several of one
+    /// provider each need their own variable (`expose_as_env`); a sandbox
+    /// gets each through its own pinned binding.
     pub async fn add_machine_account(
         &self,
-        tenant: &str,
-        name: &str,
-        provider_name: &str,
-        client_id: &str,
-        client_secret: SecretString,
-        token_url: Option<&str>,
-        scopes: Vec<String>,
+        spec: MachineAccountSpec,
     ) -> Result<ConnectionView, VaultError> {
-        check_name("tenant", tenant)?;
-        check_name("name", name)?;
-        let provider = self.provider(provider_name)?;
+        let MachineAccountSpec {
+            tenant,
+            environment,
+            name,
+            provider,
+            client_id,
+            client_secret,
+            token_url,
+            scopes,
+            expose_as_env,
+            hosts,
+        } = spec;
+        check_name("tenant", &tenant)?;
+        check_name("name", &name)?;
+        // A machine account may be the first thing in an environment.
+        check_name("environment", &environment)?;
         if client_id.trim().is_empty() || client_secret.expose_secret().is_empty() {
             return Err(VaultError::Invalid(
                 "client_id and client_secret are required".into(),
             ));
         }
-        if let Some(url) = token_url {
-            let mut probe = provider.clone();
-            probe.token_url = url.to_owned();
-            probe.validate()?;
+        if let Some(bad) = scopes.iter().find(|s| s.is_empty() || s.contains(' ')) {
+            return Err(VaultError::Invalid(format!(
+                "scope {bad:?} is not a single OAuth scope"
+            )));
+        }
+        let (provider, own_provider) = match provider {
+            Some(p) => (self.provider(&p)?, false),
+            None => (
+                self.machine_provider(
+                    &name,
+                    token_url.as_deref(),
+                    &scopes,
+                    expose_as_env.as_deref(),
+                    hosts.as_deref(),
+                )
+                .await?,
+                true,
+            ),
+        };
+        // The account's own token URL, variable and hosts, checked as the
+        // provider's would be.
+        let mut probe = provider.clone();
+        if let Some(url) = &token_url {
+            probe.token_url = url.clone();
+        }
+        if let Some(env) = &expose_as_env {
+            probe.env = env.clone();
+        }
+        if let Some(hosts) = &hosts {
+            if hosts.is_empty() {
+                return Err(VaultError::Invalid(
+                    "hosts may not be empty: the token would be sent nowhere".into(),
+                ));
+            }
+            probe.hosts = hosts.clone();
+        }
+        probe.validate()?;
+        let variable = probe.env.clone();
+        for other in self.store.connections().await? {
+            if other.tenant == tenant
+                && other.environment == environment
+                && other.provider == provider.name
+                && other.scope_kind == ScopeKind::Machine
+                && other.name != name
+                && other.env_name.as_deref().unwrap_or(&provider.env) == variable
+            {
+                return Err(VaultError::Conflict(format!(
+                    "machine account {:?} of provider {} already gives sandboxes {variable} in environment {environment}; \
+                     give this one its own variable with expose_as_env",
+                    other.name, provider.name
+                )));
+            }
+        }
+        if let Some(other) = self
+            .store
+            .named_connection(&tenant, &environment, &provider.name, &name)
+            .await?
+            .filter(|c| c.scope_kind != ScopeKind::Machine)
+        {
+            return Err(VaultError::Conflict(format!(
+                "{} (connection {}, {})",
+                duplicate_name(&provider.name, &name, &environment),
+                other.id,
+                connection_view(&other).scope
+            )));
         }
         let creds = ClientCreds {
-            client_id,
+            client_id: &client_id,
             client_secret: Some(&client_secret),
-            token_url,
+            token_url: token_url.as_deref(),
         };
         // Fetch first: a wrong secret or URL is reported and nothing is stored.
         let granted = self
             .oauth
-            .client_credentials(&provider, &creds, &scopes)
+            .client_credentials(&probe, &creds, &scopes)
             .await?;
+        if own_provider {
+            self.add_provider(provider.clone()).await?;
+        }
+        // A provider made for the account already says its variable and
+        // hosts: its provider's binding reaches it.
+        let (env_name, own_hosts) = if own_provider {
+            (None, None)
+        } else {
+            (expose_as_env.as_deref(), hosts.as_deref())
+        };
         let id = self
             .store
             .upsert_connection(&NewConnection {
-                tenant,
+                tenant: &tenant,
                 scope_kind: ScopeKind::Machine,
-                scope_name: name,
-                provider: provider_name,
+                scope_name: &name,
+                provider: &provider.name,
                 grant_kind: GrantKind::ClientCredentials,
                 scopes: &scopes.join(" "),
-                environment: DEFAULT_ENVIRONMENT,
-                client_id: Some(client_id),
-                token_url,
+                environment: &environment,
+                client_id: Some(&client_id),
+                token_url: token_url.as_deref(),
+                name: &name,
+                env_name,
+                hosts: own_hosts,
             })
             .await?;
         self.store
@@ -306,6 +511,60 @@ impl Vault {
         self.save_grant(&id, granted).await?;
         self.bump_generation();
         self.connection(&id).await
+    }
+
+    /// The provider a machine account given without one gets: its name,
+    /// token URL, scopes, variable and hosts, injected as a bearer token.
+    /// An existing provider of that name is replaced only when it was made
+    /// this way (a machine account of its own name uses it): adding the
+    /// account again updates it.
+    async fn machine_provider(
+        &self,
+        name: &str,
+        token_url: Option<&str>,
+        scopes: &[String],
+        expose_as_env: Option<&str>,
+        hosts: Option<&[String]>,
+    ) -> Result<Provider, VaultError> {
+        let missing: Vec<&str> = [
+            ("token_url", token_url.is_none()),
+            ("expose_as_env", expose_as_env.is_none()),
+            ("hosts", hosts.is_none()),
+        ]
+        .iter()
+        .filter(|(_, absent)| *absent)
+        .map(|(field, _)| *field)
+        .collect();
+        if !missing.is_empty() {
+            return Err(VaultError::Invalid(format!(
+                "machine account {name:?} names no provider, so it needs {}: \
+                 token_url (where to get tokens), expose_as_env (the sandbox's variable) and hosts (where the token may go); \
+                 or give provider = an existing provider",
+                missing.join(", ")
+            )));
+        }
+        if self.provider(name).is_ok() {
+            let made_here = self.store.connections().await?.iter().any(|c| {
+                c.provider == name && c.name == name && c.scope_kind == ScopeKind::Machine
+            });
+            if !made_here {
+                return Err(VaultError::Conflict(format!(
+                    "provider {name:?} exists; add the machine account to it with provider = {name:?} \
+                     (its token URL, variable and hosts are then the defaults), or give the account another name"
+                )));
+            }
+        }
+        let provider: Provider = serde_json::from_value(serde_json::json!({
+            "name": name,
+            "token_url": token_url,
+            "scopes": scopes,
+            "hosts": hosts,
+            "env": expose_as_env,
+            "inject": "bearer",
+        }))
+        .map_err(|e| VaultError::Invalid(format!("machine account {name:?}: {e}")))?;
+        provider.validate()?;
+        Ok(provider)
     }
 
     pub async fn connection(&self, id: &str) -> Result<ConnectionView, VaultError> {
@@ -356,12 +615,17 @@ pub(crate) fn connection_view(row: &store::ConnectionRow) -> ConnectionView {
     ConnectionView {
         id: row.id.clone(),
         tenant: row.tenant.clone(),
+        environment: row.environment.clone(),
         scope,
         provider: row.provider.clone(),
+        name: (!row.name.is_empty()).then(|| row.name.clone()),
+        variable: row.env_name.clone(),
+        hosts: row.own_hosts(),
         kind: row.grant_kind,
         status: row.status,
         scopes: row.scopes.split_whitespace().map(str::to_owned).collect(),
         expires_at: row.expires_at,
+        refreshed_at: row.refreshed_at,
         last_error: row.last_error.clone(),
         updated_at: row.updated_at,
         warnings: connection_warnings(row),

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use crate::connections::ConnectionView;
 use crate::error::VaultError;
 use crate::store::{new_id, now, FlowEnd, FlowRow, FlowState, ScopeKind, StateRow};
-use crate::{sha256_hex, Scope, Vault, DEFAULT_ENVIRONMENT};
+use crate::{sha256_hex, ConnectRequest, Scope, Vault, DEFAULT_ENVIRONMENT};
 
 /// The longest a single `wait` may last; clients wanting longer ask again.
 pub const MAX_WAIT: Duration = Duration::from_secs(120);
@@ -227,18 +227,28 @@ impl Vault {
         Ok(id)
     }
 
-    /// Starts a connect for an owner or a sandbox.
+    /// Starts a connect for an owner or a sandbox. `environment` and `name`
+    /// default to the owner's default environment and unnamed connection;
+    /// for a sandbox, to its environment (another is refused).
     pub async fn start_connect_flow(
         &self,
         target: FlowTarget,
         provider: &str,
         scopes: Option<Vec<String>>,
-        environment: &str,
+        environment: Option<&str>,
+        name: Option<&str>,
     ) -> Result<crate::ConnectStarted, VaultError> {
         match target {
             FlowTarget::Owner { tenant, scope } => {
-                self.start_connect(&tenant, &scope, provider, scopes, environment)
-                    .await
+                self.start_connect_request(&ConnectRequest {
+                    tenant,
+                    scope,
+                    provider: provider.to_owned(),
+                    scopes,
+                    environment: environment.unwrap_or(DEFAULT_ENVIRONMENT).to_owned(),
+                    name: name.map(str::to_owned),
+                })
+                .await
             }
             FlowTarget::Sandbox(id) => {
                 let sandbox = self
@@ -246,15 +256,21 @@ impl Vault {
                     .sandbox(&id)
                     .await?
                     .ok_or_else(|| VaultError::NotFound(format!("sandbox {id:?}")))?;
+                if let Some(asked) = environment.filter(|e| *e != sandbox.environment) {
+                    return Err(VaultError::Invalid(format!(
+                        "sandbox {id} resolves environment {}, not {asked}: leave environment out, \
+                         or connect for the owner instead",
+                        sandbox.environment
+                    )));
+                }
                 self.start_connect_from(
-                    &sandbox.tenant,
-                    &crate::status::sandbox_scope(&sandbox),
-                    provider,
-                    scopes,
-                    if environment.is_empty() {
-                        DEFAULT_ENVIRONMENT
-                    } else {
-                        environment
+                    &ConnectRequest {
+                        tenant: sandbox.tenant.clone(),
+                        scope: self.pin_scope(&sandbox, provider, name).await?,
+                        provider: provider.to_owned(),
+                        scopes,
+                        environment: sandbox.environment.clone(),
+                        name: name.map(str::to_owned),
                     },
                     FlowOrigin {
                         link: None,

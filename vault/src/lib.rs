@@ -15,8 +15,11 @@ pub mod store;
 
 // The vault's domains, each an `impl Vault` block over the store.
 mod apps;
+mod changes;
 mod connections;
+mod environments;
 mod flows;
+mod providers;
 mod revoke;
 mod sandboxes;
 mod scope;
@@ -27,15 +30,17 @@ mod testing;
 mod tokens;
 
 pub use apps::AppView;
-pub use connections::{ConnectStarted, ConnectionView, NO_REFRESH_TOKEN_WARNING};
+pub use connections::{
+    ConnectRequest, ConnectStarted, ConnectionView, MachineAccountSpec, NO_REFRESH_TOKEN_WARNING,
+};
 pub use flows::{FlowOutcome, FlowTarget, FlowView, MAX_WAIT as MAX_FLOW_WAIT};
-pub use sandboxes::{NewSandbox, SandboxCreated, SandboxView};
-pub use scope::Scope;
+pub use sandboxes::{ConnectionPin, NewSandbox, SandboxCreated, SandboxView};
+pub use scope::{valid_name, Scope};
 pub use status::CONNECT_LINK_PATH;
 
 pub use tokens::{RefreshCounts, RefreshStats};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -45,6 +50,7 @@ pub use catalog::{Catalog, Provider};
 pub use crypto::{Kek, Keyring};
 pub use error::VaultError;
 use oauth::OAuth;
+pub use providers::DuplicateProvider;
 pub use revoke::{DisconnectStatus, Disconnected};
 use store::new_id;
 pub use store::{Backend, ConnectionStatus, Store};
@@ -78,7 +84,7 @@ pub struct VaultSettings {
     /// A refreshable connection whose tokens are older than this is
     /// refreshed by the background pass even when its access token is far
     /// from expiry: refresh tokens that lapse when unused stay alive.
-    /// `ZERO` turns it off.
+    /// `ZERO` turns it off. A provider's own `refresh_keepalive` replaces it.
     pub keepalive_refresh: Duration,
     /// Environment variables (CA paths, NO_PROXY) every sandbox also gets.
     pub base_env: Vec<(String, String)>,
@@ -118,6 +124,10 @@ pub struct Vault {
     store: Store,
     keyring: Keyring,
     catalog: RwLock<Catalog>,
+    /// The catalog as given (built in or `catalog_file`, plus the config
+    /// file's `[[provider]]`s), before providers stored through the API:
+    /// what a deleted stored provider falls back to.
+    base_catalog: Catalog,
     oauth: OAuth,
     settings: VaultSettings,
     /// Revoke-pending connections: when each is tried again.
@@ -134,6 +144,7 @@ pub struct Vault {
     instance: String,
     stats: tokens::RefreshStats,
     generation: AtomicU64,
+    changes: changes::Changes,
 }
 
 impl std::fmt::Debug for Vault {
@@ -154,6 +165,7 @@ impl Vault {
         http: reqwest::Client,
         settings: VaultSettings,
     ) -> Result<Arc<Self>, VaultError> {
+        let base_catalog = catalog.clone();
         for stored in store.providers().await? {
             let name = stored.name;
             match serde_json::from_str::<Provider>(&stored.definition) {
@@ -168,6 +180,7 @@ impl Vault {
             store,
             keyring,
             catalog: RwLock::new(catalog),
+            base_catalog,
             oauth: OAuth::new(http).with_revoke_timeout(settings.revoke_timeout),
             settings,
             flows: flows::FlowWaiters::default(),
@@ -178,6 +191,7 @@ impl Vault {
             instance: new_id("vault"),
             stats: tokens::RefreshStats::default(),
             generation: AtomicU64::new(1),
+            changes: changes::Changes::new(1),
         });
         vault.recover_unfinished_refreshes().await?;
         Ok(vault)
@@ -196,10 +210,6 @@ impl Vault {
             "{}/oauth/callback",
             self.settings.public_url.trim_end_matches('/')
         )
-    }
-
-    fn bump_generation(&self) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn provider(&self, name: &str) -> Result<Provider, VaultError> {

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::VaultError;
 use crate::scope::check_name;
-use crate::store::{new_id, now, BindingRow, BindingTarget, SandboxRow};
-use crate::{sha256_hex, Vault, DEFAULT_TENANT};
+use crate::store::{new_id, now, BindingRow, BindingTarget, ConnectionRow, SandboxRow};
+use crate::{sha256_hex, Vault, DEFAULT_ENVIRONMENT, DEFAULT_TENANT};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxCreated {
@@ -24,6 +24,7 @@ pub struct SandboxCreated {
 pub struct SandboxView {
     pub id: String,
     pub tenant: String,
+    pub environment: String,
     pub workspace: Option<String>,
     pub user: Option<String>,
     pub created_at: i64,
@@ -57,6 +58,56 @@ pub struct NewSandbox {
     /// say (`Prefer: wait=N`); absent: the proxy's `consent_wait_secs`.
     #[serde(default)]
     pub consent_wait_secs: Option<u32>,
+    /// Whose connections it resolves (default: `default`).
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    /// Bindings pinned to one named connection each.
+    #[serde(default)]
+    pub connections: Vec<ConnectionPin>,
+}
+
+/// A binding pinned to the connection called `name`: the sandbox gets that
+/// account's token under `variable` (default: the connection's own
+/// variable, else its provider's), never another account's.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPin {
+    /// May be left out when one provider has a connection of that name.
+    #[serde(default)]
+    pub provider: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub variable: Option<String>,
+}
+
+impl std::str::FromStr for ConnectionPin {
+    type Err = VaultError;
+
+    /// `[VARIABLE=][PROVIDER:]NAME`, as the CLI takes it.
+    fn from_str(text: &str) -> Result<Self, VaultError> {
+        let (variable, rest) = match text.split_once('=') {
+            Some((v, rest)) => (Some(v.to_owned()), rest),
+            None => (None, text),
+        };
+        let (provider, name) = match rest.split_once(':') {
+            Some((p, n)) => (Some(p.to_owned()), n.to_owned()),
+            None => (None, rest.to_owned()),
+        };
+        if name.is_empty() || provider.as_deref() == Some("") || variable.as_deref() == Some("") {
+            return Err(VaultError::Invalid(format!(
+                "{text:?} is not a connection: write [VARIABLE=][PROVIDER:]NAME (e.g. GITHUB_PERSONAL_TOKEN=github:personal)"
+            )));
+        }
+        Ok(Self {
+            provider,
+            name,
+            variable,
+        })
+    }
+}
+
+fn default_environment() -> String {
+    DEFAULT_ENVIRONMENT.into()
 }
 
 /// The spec as stored, after checking it compiles; `None` for the empty spec.
@@ -91,6 +142,7 @@ impl Vault {
                 check_name(field, v)?;
             }
         }
+        self.check_environment(&new.environment).await?;
         let id = new.id.clone().unwrap_or_else(|| new_id("sbx"));
         if self.store.sandbox(&id).await?.is_some() {
             return Err(VaultError::Conflict(format!("sandbox {id} already exists")));
@@ -99,6 +151,18 @@ impl Vault {
         for name in &new.providers {
             let provider = self.provider(name)?;
             bindings.push(self.new_binding(&id, &provider.env, BindingTarget::Provider, name));
+        }
+        for pin in &new.connections {
+            let connection = self
+                .pinned_connection(
+                    &new.tenant,
+                    &new.environment,
+                    new.workspace.as_deref(),
+                    new.user.as_deref(),
+                    pin,
+                )
+                .await?;
+            bindings.push(self.pinned_binding(&id, &connection, pin.variable.as_deref())?);
         }
         for name in &new.secrets {
             if self.store.secret(&new.tenant, name).await?.is_none() {
@@ -133,6 +197,7 @@ impl Vault {
             secret_hash: sha256_hex(&proxy_secret),
             created_at: now(),
             consent_wait_secs: new.consent_wait_secs.map(|s| s as i64),
+            environment: new.environment.clone(),
         };
         self.store.insert_sandbox(&row, &bindings).await?;
         self.bump_generation();
@@ -146,37 +211,72 @@ impl Vault {
         })
     }
 
-    /// Makes sure the sidecar sandbox exists and has a placeholder for each
-    /// of `providers` and `secrets`; returns its bindings as (variable, placeholder).
+    /// Makes sure the sidecar sandbox exists in `environment` and has a
+    /// placeholder for each of `providers` and `secrets`, and for each
+    /// connection of its environment that has a variable of its own (a
+    /// machine account's `expose_as_env`, pinned to it); returns its
+    /// bindings as (variable, placeholder).
     pub async fn ensure_sandbox(
         &self,
         id: &str,
+        environment: &str,
         providers: &[String],
         secrets: &[String],
     ) -> Result<Vec<(String, String)>, VaultError> {
-        if self.store.sandbox(id).await?.is_none() {
-            let row = SandboxRow {
-                id: id.to_owned(),
-                tenant: DEFAULT_TENANT.into(),
-                workspace: None,
-                user_name: None,
-                secret_hash: sha256_hex(&generate_placeholder("")),
-                created_at: now(),
-                consent_wait_secs: None,
-            };
-            self.store.ensure_sandbox_row(&row).await?;
+        self.check_environment(environment).await?;
+        match self.store.sandbox(id).await? {
+            None => {
+                let row = SandboxRow {
+                    id: id.to_owned(),
+                    tenant: DEFAULT_TENANT.into(),
+                    workspace: None,
+                    user_name: None,
+                    secret_hash: sha256_hex(&generate_placeholder("")),
+                    created_at: now(),
+                    consent_wait_secs: None,
+                    environment: environment.to_owned(),
+                };
+                self.store.ensure_sandbox_row(&row).await?;
+            }
+            // The sidecar follows its configuration.
+            Some(row) if row.environment != environment => {
+                self.store.set_sandbox_environment(id, environment).await?;
+            }
+            Some(_) => {}
         }
         let existing = self.store.bindings_of(id).await?;
-        let mut missing = Vec::new();
+        let mut missing: Vec<BindingRow> = Vec::new();
+        // Pinned first: a variable of its own wins over its provider's.
+        for c in self.store.connections().await? {
+            let Some(variable) = &c.env_name else {
+                continue;
+            };
+            if c.tenant != DEFAULT_TENANT || c.environment != environment || !c.usable() {
+                continue;
+            }
+            let pinned_here = |b: &BindingRow| {
+                b.target_kind == BindingTarget::Provider
+                    && b.target == c.provider
+                    && b.connection_name.as_deref() == Some(c.name.as_str())
+            };
+            if existing.iter().chain(&missing).any(pinned_here)
+                || existing
+                    .iter()
+                    .chain(&missing)
+                    .any(|b| &b.env_name == variable)
+            {
+                continue;
+            }
+            missing.push(self.pinned_binding(id, &c, None)?);
+        }
         for (kind, names) in [
             (BindingTarget::Provider, providers),
             (BindingTarget::Secret, secrets),
         ] {
             for name in names {
-                if existing
-                    .iter()
-                    .any(|b| b.target_kind == kind && &b.target == name)
-                {
+                if existing.iter().any(|b| {
+                    b.target_kind == kind && &b.target == name && b.connection_name.is_none()
+                }) {
                     continue;
                 }
                 let env = if kind == BindingTarget::Provider {
@@ -189,6 +289,13 @@ impl Vault {
                     .chain(&missing)
                     .find(|b: &&BindingRow| b.env_name == env)
                 {
+                    if kind == BindingTarget::Provider
+                        && other.target_kind == kind
+                        && &other.target == name
+                    {
+                        // Pinned to one of this provider's connections already.
+                        continue;
+                    }
                     // Two values for one variable: refuse rather than pick one silently.
                     return Err(VaultError::Config(format!(
                         "variable {env} is claimed by {kind} {name:?} and by {} {:?}; \
@@ -210,6 +317,155 @@ impl Vault {
             .collect())
     }
 
+    /// The connection `pin` names, checked: it exists in the sandbox's
+    /// tenant and environment, for the provider given, and the sandbox's
+    /// owner sees it.
+    async fn pinned_connection(
+        &self,
+        tenant: &str,
+        environment: &str,
+        workspace: Option<&str>,
+        user: Option<&str>,
+        pin: &ConnectionPin,
+    ) -> Result<ConnectionRow, VaultError> {
+        check_name("connection name", &pin.name)?;
+        let connection = match &pin.provider {
+            Some(provider) => {
+                self.provider(provider)?;
+                match self
+                    .store
+                    .named_connection(tenant, environment, provider, &pin.name)
+                    .await?
+                {
+                    Some(c) => c,
+                    None => {
+                        return Err(self
+                            .no_such_connection(tenant, environment, Some(provider), &pin.name)
+                            .await?)
+                    }
+                }
+            }
+            None => {
+                let mut all = self
+                    .store
+                    .connections_named(tenant, environment, &pin.name)
+                    .await?;
+                match all.len() {
+                    1 => all.remove(0),
+                    0 => {
+                        return Err(self
+                            .no_such_connection(tenant, environment, None, &pin.name)
+                            .await?)
+                    }
+                    _ => {
+                        let providers: Vec<&str> =
+                            all.iter().map(|c| c.provider.as_str()).collect();
+                        return Err(VaultError::Invalid(format!(
+                            "connection name {:?} is used by providers {} in environment {environment}; \
+                             say which: PROVIDER:{}",
+                            pin.name,
+                            providers.join(", "),
+                            pin.name
+                        )));
+                    }
+                }
+            }
+        };
+        if !connection.visible_to(workspace, user) {
+            return Err(VaultError::Invalid(format!(
+                "connection {:?} of {} belongs to {}:{}, which this sandbox's owner is not",
+                pin.name, connection.provider, connection.scope_kind, connection.scope_name
+            )));
+        }
+        Ok(connection)
+    }
+
+    /// Why a pin finds nothing: no such name, or the name is another
+    /// provider's or another environment's.
+    async fn no_such_connection(
+        &self,
+        tenant: &str,
+        environment: &str,
+        provider: Option<&str>,
+        name: &str,
+    ) -> Result<VaultError, VaultError> {
+        let elsewhere: Vec<String> = self
+            .store
+            .connections()
+            .await?
+            .into_iter()
+            .filter(|c| c.tenant == tenant && c.name == name)
+            .map(|c| format!("{} in environment {}", c.provider, c.environment))
+            .collect();
+        let what = match provider {
+            Some(p) => format!("no {p} connection is called {name:?} in environment {environment} of tenant {tenant}"),
+            None => format!("no connection is called {name:?} in environment {environment} of tenant {tenant}"),
+        };
+        Ok(VaultError::NotFound(if elsewhere.is_empty() {
+            format!("{what} (connect one with airlock connect PROVIDER --name {name})")
+        } else {
+            format!("{what}; that name is {}", elsewhere.join(", "))
+        }))
+    }
+
+    /// A binding of `connection` under `variable`, else its own, else its provider's.
+    fn pinned_binding(
+        &self,
+        sandbox: &str,
+        connection: &ConnectionRow,
+        variable: Option<&str>,
+    ) -> Result<BindingRow, VaultError> {
+        let provider = self.provider(&connection.provider)?;
+        let env = variable
+            .or(connection.env_name.as_deref())
+            .unwrap_or(&provider.env);
+        if let Some(v) = variable {
+            let mut probe = provider.clone();
+            probe.env = v.to_owned();
+            if probe.validate().is_err() {
+                return Err(VaultError::Invalid(format!(
+                    "variable {v:?} must be an upper-case environment variable name"
+                )));
+            }
+        }
+        let mut binding =
+            self.new_binding(sandbox, env, BindingTarget::Provider, &connection.provider);
+        binding.connection_name = Some(connection.name.clone());
+        Ok(binding)
+    }
+
+    /// The connection a provider binding of `owner` resolves: its pinned
+    /// one, or the most specific it sees, in its environment, usable now.
+    pub(crate) async fn binding_connection(
+        &self,
+        owner: &SandboxRow,
+        binding: &BindingRow,
+    ) -> Result<Option<ConnectionRow>, VaultError> {
+        match &binding.connection_name {
+            None => {
+                self.store
+                    .visible_connection(
+                        &owner.tenant,
+                        &owner.environment,
+                        &binding.target,
+                        owner.workspace.as_deref(),
+                        owner.user_name.as_deref(),
+                    )
+                    .await
+            }
+            // Never another account: a pin that finds nothing usable is
+            // not connected.
+            Some(name) => Ok(self
+                .store
+                .named_connection(&owner.tenant, &owner.environment, &binding.target, name)
+                .await?
+                .filter(|c| {
+                    c.usable()
+                        && c.visible_to(owner.workspace.as_deref(), owner.user_name.as_deref())
+                })),
+        }
+    }
+
     pub(crate) fn new_binding(
         &self,
         sandbox: &str,
@@ -224,6 +480,7 @@ impl Vault {
             target_kind: kind,
             target: target.to_owned(),
             rules: None,
+            connection_name: None,
         }
     }
 
@@ -291,11 +548,12 @@ impl Vault {
                 .collect();
             let bindings = rows
                 .into_iter()
-                .map(|b| (b.env_name, format!("{}:{}", b.target_kind, b.target)))
+                .map(|b| (b.env_name.clone(), b.id()))
                 .collect();
             out.push(SandboxView {
                 id: s.id,
                 tenant: s.tenant,
+                environment: s.environment,
                 workspace: s.workspace,
                 user: s.user_name,
                 created_at: s.created_at,

@@ -55,7 +55,8 @@ impl TryFrom<String> for Scope {
     }
 }
 
-pub(crate) fn valid_name(name: &str) -> bool {
+/// Whether `name` may name a tenant, workspace, user, environment or connection.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name

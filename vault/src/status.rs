@@ -14,11 +14,11 @@ use airlock_vault_client::{
     SandboxStatus, SecretString, StepUp,
 };
 
-use crate::connections::ConnectStarted;
+use crate::connections::{ConnectRequest, ConnectStarted};
 use crate::error::VaultError;
 use crate::flows::FlowOrigin;
-use crate::store::{now, BindingTarget, ConnectionStatus, LinkRow, SandboxRow};
-use crate::{sha256_hex, Provider, Scope, Vault, DEFAULT_ENVIRONMENT, DEFAULT_TENANT};
+use crate::store::{now, BindingTarget, ConnectionStatus, LinkRow, SandboxRow, ScopeKind};
+use crate::{sha256_hex, Provider, Scope, Vault, DEFAULT_TENANT};
 
 /// The path below `public_url` a connect link opens.
 pub const CONNECT_LINK_PATH: &str = "/connect/";
@@ -46,6 +46,7 @@ impl Vault {
                             variable: b.env_name,
                             kind: CredentialKind::Static,
                             provider: None,
+                            connection: None,
                             hosts: secret.hosts.clone(),
                             state: CredentialState::Connected,
                             scopes: Vec::new(),
@@ -58,15 +59,8 @@ impl Vault {
                     let Ok(provider) = self.provider(&b.target) else {
                         continue;
                     };
-                    let connection = self
-                        .store
-                        .visible_connection(
-                            &owner.tenant,
-                            &b.target,
-                            owner.workspace.as_deref(),
-                            owner.user_name.as_deref(),
-                        )
-                        .await?;
+                    let connection = self.binding_connection(&owner, &b).await?;
+                    let pin = b.connection_name.as_deref();
                     // The same connection resolve would pick, so the state is
                     // what the sandbox's next request meets.
                     let (state, scopes, expires_at) = match &connection {
@@ -97,10 +91,11 @@ impl Vault {
                     let connect_url = match (&state, &connection) {
                         (CredentialState::InsufficientScope, Some(c)) => {
                             let wanted = union_scopes(&scopes, c.needed_scopes.as_deref());
-                            self.connect_link(&owner, &provider, Some(&wanted)).await?
+                            self.connect_link(&owner, &provider, pin, Some(&wanted))
+                                .await?
                         }
                         _ if state.needs_human() => {
-                            self.connect_link(&owner, &provider, None).await?
+                            self.connect_link(&owner, &provider, pin, None).await?
                         }
                         _ => None,
                     };
@@ -108,11 +103,17 @@ impl Vault {
                         variable: b.env_name,
                         kind: CredentialKind::Oauth,
                         provider: Some(provider.name.clone()),
-                        hosts: provider
-                            .host_patterns()
-                            .iter()
-                            .map(|h| h.to_string())
-                            .collect(),
+                        connection: b.connection_name.clone(),
+                        hosts: connection
+                            .as_ref()
+                            .and_then(|c| c.own_hosts())
+                            .unwrap_or_else(|| {
+                                provider
+                                    .host_patterns()
+                                    .iter()
+                                    .map(|h| h.to_string())
+                                    .collect()
+                            }),
                         state,
                         scopes,
                         expires_at,
@@ -125,20 +126,39 @@ impl Vault {
         Ok(status)
     }
 
-    /// A live connect link of `sandbox` for `provider`: one that still has
-    /// at least half its time, or a new one. `None` when no human could
-    /// connect (no authorize flow, or no OAuth app registered).
+    /// A live connect link of `sandbox` for `provider` (and the pinned
+    /// connection name): one that still has at least half its time, or a
+    /// new one. `None` when no human could connect (no authorize flow, or
+    /// no OAuth app registered in the sandbox's environment).
     async fn connect_link(
         &self,
         sandbox: &SandboxRow,
         provider: &Provider,
+        pin: Option<&str>,
         scopes: Option<&[String]>,
     ) -> Result<Option<String>, VaultError> {
         let scopes = scopes.map(|s| s.join(" "));
         if provider.authorize_url.is_none()
-            || !self.has_app(&sandbox.tenant, &provider.name).await?
+            || !self
+                .has_app(&sandbox.tenant, &provider.name, &sandbox.environment)
+                .await?
         {
             return Ok(None);
+        }
+        // A pinned account the sandbox's user does not own (the tenant's, a
+        // machine account) is not the sandbox's to reconnect.
+        if let Some(name) = pin {
+            if let Some(c) = self
+                .store
+                .named_connection(&sandbox.tenant, &sandbox.environment, &provider.name, name)
+                .await?
+            {
+                let own = sandbox_scope(sandbox);
+                let (kind, scope_name) = own.kind_and_name();
+                if (c.scope_kind, c.scope_name.as_str()) != (kind, scope_name) {
+                    return Ok(None);
+                }
+            }
         }
         let ttl = self.settings.connect_link_ttl.as_secs() as i64;
         let now = now();
@@ -147,6 +167,7 @@ impl Vault {
             .live_link(
                 &sandbox.id,
                 &provider.name,
+                pin,
                 scopes.as_deref(),
                 now + ttl / 2,
             )
@@ -177,6 +198,7 @@ impl Vault {
                 expires_at: now + ttl,
                 used_at: None,
                 scopes,
+                connection_name: pin.map(str::to_owned),
             })
             .await?;
         Ok(Some(self.connect_link_url(&id)))
@@ -191,15 +213,20 @@ impl Vault {
 
     /// Whether an OAuth app serves `provider` for `tenant` (its own, or the
     /// default tenant's, as `app_creds` falls back).
-    async fn has_app(&self, tenant: &str, provider: &str) -> Result<bool, VaultError> {
+    async fn has_app(
+        &self,
+        tenant: &str,
+        provider: &str,
+        environment: &str,
+    ) -> Result<bool, VaultError> {
         Ok(self
             .store
-            .app(tenant, provider, DEFAULT_ENVIRONMENT)
+            .app(tenant, provider, environment)
             .await?
             .is_some()
             || self
                 .store
-                .app(DEFAULT_TENANT, provider, DEFAULT_ENVIRONMENT)
+                .app(DEFAULT_TENANT, provider, environment)
                 .await?
                 .is_some())
     }
@@ -232,17 +259,47 @@ impl Vault {
             .as_deref()
             .map(|s| s.split_whitespace().map(str::to_owned).collect());
         self.start_connect_from(
-            &sandbox.tenant,
-            &sandbox_scope(&sandbox),
-            &link.provider,
-            scopes,
-            DEFAULT_ENVIRONMENT,
+            &ConnectRequest {
+                tenant: sandbox.tenant.clone(),
+                // A link connects at the sandbox's own scope, never another
+                // owner's (a pinned name another owner has is refused).
+                scope: sandbox_scope(&sandbox),
+                provider: link.provider.clone(),
+                scopes,
+                environment: sandbox.environment.clone(),
+                name: link.connection_name.clone(),
+            },
             FlowOrigin {
                 link: Some(id_hash),
                 sandbox: Some(sandbox.id.clone()),
             },
         )
         .await
+    }
+
+    /// Where a connect an operator starts for the sandbox puts the
+    /// connection: a pinned name that exists stays with its owner, else the
+    /// sandbox's own scope.
+    pub(crate) async fn pin_scope(
+        &self,
+        sandbox: &SandboxRow,
+        provider: &str,
+        pin: Option<&str>,
+    ) -> Result<Scope, VaultError> {
+        if let Some(name) = pin {
+            if let Some(c) = self
+                .store
+                .named_connection(&sandbox.tenant, &sandbox.environment, provider, name)
+                .await?
+            {
+                return Ok(match c.scope_kind {
+                    ScopeKind::User => Scope::User(c.scope_name),
+                    ScopeKind::Workspace => Scope::Workspace(c.scope_name),
+                    ScopeKind::Tenant | ScopeKind::Machine => Scope::Tenant,
+                });
+            }
+        }
+        Ok(sandbox_scope(sandbox))
     }
 
     /// An upstream said the token of `connection_id` (one `sandbox` resolves)
@@ -267,17 +324,21 @@ impl Vault {
             .connection(connection_id)
             .await?
             .ok_or_else(not_found)?;
-        // Only the connection this sandbox resolves, never another's.
-        let visible = self
-            .store
-            .visible_connection(
-                &owner.tenant,
-                &connection.provider,
-                owner.workspace.as_deref(),
-                owner.user_name.as_deref(),
-            )
-            .await?;
-        if visible.map(|c| c.id).as_deref() != Some(connection_id) {
+        // Only a connection this sandbox resolves, never another's.
+        let mut pin = None;
+        let mut resolves = false;
+        for b in self.store.bindings_of(sandbox.as_str()).await? {
+            if b.target_kind != BindingTarget::Provider || b.target != connection.provider {
+                continue;
+            }
+            let found = self.binding_connection(&owner, &b).await?;
+            if found.is_some_and(|c| c.id == connection_id) {
+                pin = b.connection_name;
+                resolves = true;
+                break;
+            }
+        }
+        if !resolves {
             return Err(not_found());
         }
         let provider = self.provider(&connection.provider)?;
@@ -302,7 +363,9 @@ impl Vault {
             .await?;
         self.bump_generation();
         let wanted = union_scopes(&granted, Some(&noted.join(" ")));
-        let connect_url = self.connect_link(&owner, &provider, Some(&wanted)).await?;
+        let connect_url = self
+            .connect_link(&owner, &provider, pin.as_deref(), Some(&wanted))
+            .await?;
         Ok(StepUp {
             missing,
             connect_url,

@@ -13,13 +13,22 @@ pub(crate) async fn acme_vault(
     token_port: u16,
     settings: VaultSettings,
 ) -> (Arc<Vault>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display());
+    (acme_vault_at(&url, token_port, settings).await, dir)
+}
+
+/// [`acme_vault`] on the database at `url` (SQLite or PostgreSQL).
+pub(crate) async fn acme_vault_at(
+    url: &str,
+    token_port: u16,
+    settings: VaultSettings,
+) -> Arc<Vault> {
     let catalog = format!(
         "[[provider]]\nname = \"acme\"\nauthorize_url = \"http://127.0.0.1:{token_port}/authorize\"\n\
          token_url = \"http://127.0.0.1:{token_port}/token\"\nhosts = [\"api.acme.test\"]\nenv = \"ACME_TOKEN\"\n\
          scopes = [\"read\"]\n"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display());
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -32,14 +41,13 @@ pub(crate) async fn acme_vault(
         .no_proxy()
         .build()
         .unwrap();
-    let vault = Vault::open(
-        Store::open(&url).await.unwrap(),
+    Vault::open(
+        Store::open(url).await.unwrap(),
         Keyring::new(Kek::generate(), vec![]),
         Catalog::from_toml(&catalog).unwrap(),
         http,
         settings,
     )
     .await
-    .unwrap();
-    (vault, dir)
+    .unwrap()
 }

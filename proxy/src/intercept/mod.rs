@@ -14,7 +14,7 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 use crate::audit::{AuditRecord, Mode, Outcome};
@@ -25,11 +25,10 @@ use crate::tls::{FixedCert, HANDSHAKE_RECORD};
 
 /// Terminates the sandbox's TLS with a leaf for the CONNECT host and serves
 /// HTTP/1.1 or HTTP/2 inside it.
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
-    io: TokioIo<hyper::upgrade::Upgraded>,
-    mut ctx: InterceptCtx,
-) {
+pub(crate) async fn serve<IO>(shared: Arc<Shared>, io: IO, mut ctx: InterceptCtx)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let settings = &shared.settings;
     let mut audit = shared.audit(
         ctx.sandbox.clone(),
@@ -73,8 +72,11 @@ pub(crate) async fn serve(
         return;
     };
     if let Some(sni) = start.client_hello().server_name() {
-        if normalize_host(sni).as_deref() != Some(ctx.host.as_str()) {
-            ctx.sni_mismatch = Some(sni.to_owned());
+        if normalize_host(sni).as_deref() != Some(ctx.host.as_str()) && ctx.refusal.is_none() {
+            ctx.refusal = Some(ProxyError::Misdirected(format!(
+                "TLS SNI {sni:?} does not match the CONNECT host {}",
+                ctx.host
+            )));
         }
     }
     let leaf = match shared.leaves.get(&ctx.host).await {

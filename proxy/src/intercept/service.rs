@@ -22,8 +22,10 @@ pub(crate) struct InterceptCtx {
     pub sandbox: SandboxId,
     pub host: String,
     pub port: u16,
-    /// The SNI the client sent, when it named another host than CONNECT did.
-    pub sni_mismatch: Option<String>,
+    /// Set when the connection may carry no request (the SNI named another
+    /// host than CONNECT did; a redirected connection's destination did not
+    /// agree with its SNI): every request gets this error.
+    pub refusal: Option<ProxyError>,
 }
 
 pub(super) async fn handle(
@@ -39,14 +41,8 @@ pub(super) async fn handle(
         ctx.port,
         req.uri().path(),
     );
-    if let Some(sni) = &ctx.sni_mismatch {
-        return refuse(
-            &mut audit,
-            ProxyError::Misdirected(format!(
-                "TLS SNI {sni:?} does not match the CONNECT host {}",
-                ctx.host
-            )),
-        );
+    if let Some(err) = &ctx.refusal {
+        return refuse(&mut audit, err.clone());
     }
     if let Err(err) = check_authority(&req, &ctx.host, ctx.port) {
         return refuse(&mut audit, err);

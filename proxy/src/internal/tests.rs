@@ -24,6 +24,7 @@ fn not_connected(variable: &str, provider: &str, link: &str) -> CredentialStatus
         variable: variable.into(),
         kind: CredentialKind::Oauth,
         provider: Some(provider.into()),
+        connection: None,
         hosts: vec![format!("api.{provider}.test")],
         state: CredentialState::NotConnected,
         scopes: vec![],

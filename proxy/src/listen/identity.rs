@@ -25,7 +25,7 @@ pub(super) async fn authenticate(
         });
     }
     let result = check_credentials(shared, headers).await;
-    if result.is_err() {
+    if matches!(result, Err(ProxyError::ProxyAuth(_))) {
         shared.auth_failures.record(peer);
     }
     result
@@ -40,9 +40,12 @@ async fn check_credentials(shared: &Shared, headers: &HeaderMap) -> Result<Sandb
     let (id, secret) = parse_basic(value.as_bytes()).ok_or(ProxyError::ProxyAuth(
         "Proxy-Authorization must be Basic SANDBOX_ID:SECRET",
     ))?;
-    shared
-        .tokens
-        .authenticate(&id, &secret)
-        .await
-        .map_err(|_| ProxyError::ProxyAuth("unknown sandbox or wrong proxy secret"))
+    match shared.tokens.authenticate(&id, &secret).await {
+        Ok(sandbox) => Ok(sandbox),
+        // The vault cannot say: not the sandbox's fault, and not a guess to slow down.
+        Err(err @ airlock_vault_client::TokenError::Unavailable(_)) => Err(ProxyError::Token(err)),
+        Err(_) => Err(ProxyError::ProxyAuth(
+            "unknown sandbox or wrong proxy secret",
+        )),
+    }
 }

@@ -5,7 +5,7 @@
 mod identity;
 
 use std::convert::Infallible;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +38,36 @@ type HeldSlots = Mutex<Vec<(SandboxId, Slot)>>;
 
 /// Accepts connections until the listener fails.
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io::Result<()> {
+    accept_loop(
+        shared,
+        listener,
+        OverLimit::Answer503,
+        |shared, stream, peer, slot| serve_client(shared, stream, peer.ip(), slot),
+    )
+    .await
+}
+
+/// What a connection over `max_connections` gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OverLimit {
+    /// Its first request gets a `503` (a proxy client reads it).
+    Answer503,
+    /// Closed at once (a redirected TLS client could not read a `503`).
+    Close,
+}
+
+/// Accepts connections until the listener fails: each one within the
+/// global `max_connections` goes to `serve_one` with its slot.
+pub(crate) async fn accept_loop<F, Fut>(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    over_limit: OverLimit,
+    serve_one: F,
+) -> std::io::Result<()>
+where
+    F: Fn(Arc<Shared>, TcpStream, SocketAddr, Slot) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -52,10 +82,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) -> std::io
         let limit = shared.settings.max_connections;
         match shared.all_connections.acquire(limit) {
             Some(slot) => {
-                tokio::spawn(
-                    serve_client(shared.clone(), stream, peer.ip(), slot).instrument(span),
-                );
+                tokio::spawn(serve_one(shared.clone(), stream, peer, slot).instrument(span));
             }
+            None if over_limit == OverLimit::Close => drop(stream),
             None => match shared.busy_connections.acquire(MAX_BUSY_ANSWERS) {
                 // Told why, within bounds; past them, closed at once.
                 Some(slot) => {

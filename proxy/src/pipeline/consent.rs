@@ -71,7 +71,8 @@ pub(crate) fn needs_human(err: &ProxyError) -> Option<&str> {
 }
 
 /// From the sandbox's status: the connect link for `binding`
-/// (`provider:NAME`), and the sandbox's own default wait.
+/// (`provider:NAME`, or `provider:NAME/CONNECTION` when pinned), and the
+/// sandbox's own default wait.
 pub(crate) async fn connect_url(
     shared: &Shared,
     sandbox: &SandboxId,
@@ -80,11 +81,15 @@ pub(crate) async fn connect_url(
     let Ok(status) = shared.tokens.status(sandbox).await else {
         return (None, None);
     };
-    let link = binding.strip_prefix("provider:").and_then(|provider| {
+    let link = binding.strip_prefix("provider:").and_then(|target| {
+        let (provider, pinned) = match target.split_once('/') {
+            Some((provider, name)) => (provider, Some(name)),
+            None => (target, None),
+        };
         status
             .credentials
             .iter()
-            .find(|c| c.provider.as_deref() == Some(provider))
+            .find(|c| c.provider.as_deref() == Some(provider) && c.connection.as_deref() == pinned)
             .and_then(|c| c.connect_url.clone())
     });
     (link, status.consent_wait_secs)

@@ -314,6 +314,7 @@ impl TokenSource for MockTokens {
                     BindingKind::OAuth { .. } => CredentialKind::Oauth,
                 },
                 provider: None,
+                connection: None,
                 hosts: r.binding.hosts.iter().map(|h| h.to_string()).collect(),
                 state: CredentialState::Connected,
                 scopes: Vec::new(),

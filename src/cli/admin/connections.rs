@@ -7,24 +7,39 @@ use clap::Args;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{refusal, rows, secret_from_env, AdminArgs, Api};
+use super::{refusal, rows, AdminArgs, Api};
+use crate::config::SecretSource;
 use crate::Error;
+use airlock_vault_client::ExposeSecret;
 
 #[derive(Args)]
 pub struct ConnectArgs {
     pub provider: String,
-    /// Whose connection this is: tenant, workspace:NAME or user:NAME (OAuth
-    /// scopes go in --oauth-scope).
-    #[arg(long, visible_alias = "owner", default_value = "tenant", value_parser = owner_scope)]
-    pub scope: String,
+    /// Whose connection this is: tenant (the default), workspace:NAME or
+    /// user:NAME. OAuth scopes go in --oauth-scope.
+    #[arg(long, value_name = "OWNER", value_parser = owner_scope, conflicts_with = "scope")]
+    pub owner: Option<String>,
+    /// The same as --owner (its first name). A value that is also an OAuth
+    /// scope (GitHub's user:email) is refused as ambiguous.
+    #[arg(long, value_name = "OWNER", value_parser = owner_scope)]
+    pub scope: Option<String>,
     #[arg(long, default_value = airlock_vault::DEFAULT_TENANT)]
     pub tenant: String,
+    /// The environment the connection is made in, with that environment's
+    /// OAuth app (default: `default`; with --sandbox, the sandbox's).
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// A name for the connection, so sandboxes can be pinned to it
+    /// (`airlock sandbox create --connection github:work`); reconnecting a
+    /// name replaces that connection's grant.
+    #[arg(long)]
+    pub name: Option<String>,
     /// Scopes to request (default: the provider's).
     #[arg(long = "oauth-scope")]
     pub scopes: Vec<String>,
     /// Connect at the scope this sandbox resolves (its user, else its
-    /// workspace, else its tenant) instead of --scope/--tenant.
-    #[arg(long, conflicts_with_all = ["scope", "tenant"])]
+    /// workspace, else its tenant) instead of --owner/--tenant.
+    #[arg(long, conflicts_with_all = ["owner", "scope", "tenant"])]
     pub sandbox: Option<String>,
     /// After printing the URL, wait for the consent and print the outcome
     /// (`connected: ID`, `denied: ERROR (…)`, `failed: …`, `expired`,
@@ -50,22 +65,38 @@ pub struct DisconnectArgs {
     pub admin: AdminArgs,
 }
 
+/// A machine account in one call: without --provider, --token-url,
+/// --expose-as-env and --host make a provider of the account's name.
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("secret").required(true).args(["client_secret_env", "client_secret_file"]))]
 pub struct MachineAccountArgs {
     pub name: String,
+    /// An existing provider (its token URL, variable and hosts are the defaults).
     #[arg(long)]
-    pub provider: String,
+    pub provider: Option<String>,
     #[arg(long)]
     pub client_id: String,
     /// Name of an environment variable holding the client secret.
     #[arg(long)]
-    pub client_secret_env: String,
+    pub client_secret_env: Option<String>,
+    /// A file holding the client secret.
+    #[arg(long)]
+    pub client_secret_file: Option<std::path::PathBuf>,
     #[arg(long)]
     pub token_url: Option<String>,
     #[arg(long = "oauth-scope")]
     pub scopes: Vec<String>,
+    /// The sandbox's variable for this account (default: the provider's);
+    /// several accounts of one provider each need their own.
+    #[arg(long)]
+    pub expose_as_env: Option<String>,
+    /// A host its token may be sent to (repeat; default: the provider's).
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
     #[arg(long, default_value = airlock_vault::DEFAULT_TENANT)]
     pub tenant: String,
+    #[arg(long, default_value = airlock_vault::DEFAULT_ENVIRONMENT)]
+    pub environment: String,
     #[command(flatten)]
     pub admin: AdminArgs,
 }
@@ -77,14 +108,54 @@ fn owner_scope(value: &str) -> Result<String, String> {
         .map(|_| value.to_owned())
         .map_err(|_| {
             format!(
-                "{value:?} is not an owner: --scope says whose connection this is \
-                 (tenant, workspace:NAME or user:NAME); to request the OAuth scope \
-                 {value:?}, use --oauth-scope {value}"
+                "{value:?} is not an owner: --owner (or --scope) says whose connection \
+                 this is (tenant, workspace:NAME or user:NAME); to request the OAuth \
+                 scope {value:?}, use --oauth-scope {value}"
             )
         })
 }
 
+/// OAuth scopes that read as owners (`user:NAME`): given to `--scope`, they
+/// most likely meant `--oauth-scope`. GitHub's, plus any catalog default.
+fn owner_shaped_oauth_scopes() -> Vec<String> {
+    let mut known: Vec<String> = ["user:email", "user:follow"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for p in airlock_vault::Catalog::built_in().all() {
+        known.extend(
+            p.scopes
+                .iter()
+                .filter(|s| airlock_vault::Scope::parse(s).is_ok())
+                .cloned(),
+        );
+    }
+    known
+}
+
+impl ConnectArgs {
+    /// The owner: `--owner`, else `--scope` unless its value is also an
+    /// OAuth scope, else the tenant.
+    fn owner(&self) -> Result<String, Error> {
+        if let Some(owner) = &self.owner {
+            return Ok(owner.clone());
+        }
+        let Some(scope) = &self.scope else {
+            return Ok("tenant".to_owned());
+        };
+        if owner_shaped_oauth_scopes().contains(scope) {
+            return Err(Error::Usage(format!(
+                "--scope {scope} is ambiguous: {scope} is an OAuth scope, and as --scope it would \
+                 make the connection belong to {scope}. Say --oauth-scope {scope} to request the \
+                 scope, or --owner {scope} for that owner"
+            )));
+        }
+        Ok(scope.clone())
+    }
+}
+
 pub fn connect(c: ConnectArgs) -> Result<(), Error> {
+    let owner = c.owner()?;
     let api = Api::new(&c.admin)?;
     let (path, mut body) = match &c.sandbox {
         Some(sandbox) => (
@@ -93,11 +164,17 @@ pub fn connect(c: ConnectArgs) -> Result<(), Error> {
         ),
         None => (
             "/v1/connections",
-            json!({ "provider": c.provider, "scope": c.scope, "tenant": c.tenant }),
+            json!({ "provider": c.provider, "scope": owner, "tenant": c.tenant }),
         ),
     };
     if !c.scopes.is_empty() {
         body["scopes"] = json!(c.scopes);
+    }
+    if let Some(environment) = &c.environment {
+        body["environment"] = json!(environment);
+    }
+    if let Some(name) = &c.name {
+        body["name"] = json!(name);
     }
     let value = api.call(reqwest::Method::POST, path, Some(body))?;
     api.print(&value, |v| {
@@ -211,16 +288,29 @@ fn connection_rows(v: &Value) -> String {
                     .ok()
             })
             .map_or_else(|| "no expiry".to_owned(), |t| format!("expires {t}"));
+        // The provider, with the connection's name when it has one.
+        let provider = match c["name"].as_str() {
+            Some(name) => format!("{}/{name}", c["provider"].as_str().unwrap_or("")),
+            None => c["provider"].as_str().unwrap_or("").to_owned(),
+        };
         let mut line = format!(
-            "{} {:<10} {:<18} {:<16} {:<18} {} [{}]",
+            "{} {:<10} {:<12} {:<18} {:<16} {:<18} {} [{}]",
             c["id"].as_str().unwrap_or(""),
-            c["provider"].as_str().unwrap_or(""),
+            c["environment"].as_str().unwrap_or(""),
+            provider,
             c["scope"].as_str().unwrap_or(""),
             c["status"].as_str().unwrap_or(""),
             c["kind"].as_str().unwrap_or(""),
             expires,
             scopes.join(" ")
         );
+        if let Some(variable) = c["variable"].as_str() {
+            line.push_str(&format!("\n    variable: {variable}"));
+        }
+        if let Some(hosts) = c["hosts"].as_array() {
+            let hosts: Vec<&str> = hosts.iter().filter_map(Value::as_str).collect();
+            line.push_str(&format!("\n    hosts: {}", hosts.join(" ")));
+        }
         for w in c["warnings"].as_array().into_iter().flatten() {
             line.push_str(&format!("\n    warning: {}", w.as_str().unwrap_or("")));
         }
@@ -271,22 +361,58 @@ pub fn disconnect(c: DisconnectArgs) -> Result<(), Error> {
 
 pub fn machine_account(c: MachineAccountArgs) -> Result<(), Error> {
     let api = Api::new(&c.admin)?;
+    let source =
+        match (&c.client_secret_env, &c.client_secret_file) {
+            (Some(var), _) => SecretSource::Env(var.clone()),
+            (None, Some(path)) => SecretSource::File(path.clone()),
+            (None, None) => return Err(Error::Usage(
+                "give the client secret with --client-secret-env VAR or --client-secret-file PATH"
+                    .into(),
+            )),
+        };
+    let secret = source.read("--client-secret-file")?;
     let mut body = json!({
-        "name": c.name, "provider": c.provider, "client_id": c.client_id,
-        "client_secret": secret_from_env(&c.client_secret_env)?, "tenant": c.tenant, "scopes": c.scopes,
+        "name": c.name, "client_id": c.client_id,
+        "client_secret": secret.expose_secret(), "tenant": c.tenant, "scopes": c.scopes,
+        "environment": c.environment,
     });
+    if let Some(provider) = c.provider {
+        body["provider"] = json!(provider);
+    }
     if let Some(url) = c.token_url {
         body["token_url"] = json!(url);
     }
+    if let Some(env) = c.expose_as_env {
+        body["expose_as_env"] = json!(env);
+    }
+    if !c.hosts.is_empty() {
+        body["hosts"] = json!(c.hosts);
+    }
     let value = api.call(reqwest::Method::POST, "/v1/machine-accounts", Some(body))?;
-    api.print(&value, |v| {
-        format!(
-            "machine account {}: {}\n",
-            v["id"].as_str().unwrap_or(""),
-            v["status"].as_str().unwrap_or("")
-        )
-    });
+    api.print(&value, machine_account_line);
     Ok(())
+}
+
+/// `machine account NAME (ID) of PROVIDER in ENVIRONMENT: STATUS`, and the
+/// variable and hosts it has of its own.
+fn machine_account_line(v: &Value) -> String {
+    let text = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+    let mut out = format!(
+        "machine account {} ({}) of {} in environment {}: {}\n",
+        text("name"),
+        text("id"),
+        text("provider"),
+        text("environment"),
+        text("status")
+    );
+    if let Some(variable) = v["variable"].as_str() {
+        out.push_str(&format!(
+            "  sandboxes get it as {variable} (airlock sandbox create --connection {}:{})\n",
+            text("provider"),
+            text("name")
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -301,6 +427,42 @@ mod tests {
         let err = owner_scope("repo").unwrap_err();
         assert!(err.contains("--oauth-scope repo"), "{err}");
         assert!(owner_scope("read:user").is_err());
+    }
+
+    #[test]
+    fn owner_comes_from_owner_or_scope_and_an_oauth_scope_as_scope_is_refused() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            connect: ConnectArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["airlock", "github"], args].concat()).map(|c| c.connect)
+        };
+        let owner = |args: &[&str]| parse(args).unwrap().owner();
+        assert_eq!(owner(&[]).unwrap(), "tenant");
+        assert_eq!(owner(&["--owner", "user:alice"]).unwrap(), "user:alice");
+        assert_eq!(
+            owner(&["--scope", "workspace:eng"]).unwrap(),
+            "workspace:eng"
+        );
+        // GitHub's user:email reads as the user "email": not guessed.
+        let err = owner(&["--scope", "user:email"]).unwrap_err().to_string();
+        assert!(
+            err.contains("ambiguous")
+                && err.contains("--oauth-scope user:email")
+                && err.contains("--owner user:email"),
+            "{err}"
+        );
+        // Said with --owner, it is the owner.
+        assert_eq!(owner(&["--owner", "user:email"]).unwrap(), "user:email");
+        // Not an owner at all: refused while parsing, pointing at --oauth-scope.
+        let err = parse(&["--owner", "repo"]).err().unwrap().to_string();
+        assert!(err.contains("--oauth-scope repo"), "{err}");
+        // One of the two, and neither with --sandbox.
+        assert!(parse(&["--owner", "tenant", "--scope", "tenant"]).is_err());
+        assert!(parse(&["--owner", "user:a", "--sandbox", "sb"]).is_err());
     }
 
     #[test]
@@ -330,6 +492,39 @@ mod tests {
         );
         assert_eq!(line(json!({ "outcome": "expired" })), "expired\n");
         assert_eq!(line(json!({ "outcome": "cancelled" })), "cancelled\n");
+    }
+
+    #[test]
+    fn a_machine_account_is_said_once_with_its_variable() {
+        let out = machine_account_line(&json!({
+            "id": "conn_1", "name": "ci", "provider": "acme", "environment": "default",
+            "status": "connected", "kind": "client_credentials", "variable": "ACME_CI_TOKEN"
+        }));
+        assert_eq!(
+            out,
+            "machine account ci (conn_1) of acme in environment default: connected\n  \
+             sandboxes get it as ACME_CI_TOKEN (airlock sandbox create --connection acme:ci)\n"
+        );
+        let plain = machine_account_line(&json!({
+            "id": "conn_2", "name": "bot", "provider": "acme", "environment": "production",
+            "status": "connected"
+        }));
+        assert_eq!(plain.lines().count(), 1, "{plain}");
+        assert!(!plain.contains("connected (connected)"));
+    }
+
+    #[test]
+    fn connections_show_environment_name_and_own_variable() {
+        let out = connection_rows(&json!([{
+            "id": "c1", "environment": "production", "provider": "acme", "name": "work",
+            "scope": "tenant", "status": "connected", "kind": "client_credentials",
+            "scopes": [], "expires_at": null, "warnings": [],
+            "variable": "ACME_WORK_TOKEN", "hosts": ["api.acme.test"]
+        }]));
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("c1 production acme/work "), "{out}");
+        assert_eq!(lines[1], "    variable: ACME_WORK_TOKEN");
+        assert_eq!(lines[2], "    hosts: api.acme.test");
     }
 
     #[test]

@@ -10,6 +10,33 @@ use crate::Error;
 pub enum ProviderCommand {
     /// List providers: the built-in catalog plus custom ones.
     List(AdminArgs),
+    /// Delete a provider added through the API (refused while connections,
+    /// apps or sandboxes use it, and for catalog or config-file providers).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Copy SOURCE's setup (endpoints, scopes, hosts, injection, rules)
+    /// under the name NEW, as a provider of the API.
+    Duplicate {
+        /// The provider to copy: from the catalog, the config file or the API.
+        source: String,
+        /// The copy's name (lower-case letters, digits, '-' or '_').
+        new: String,
+        /// The copy's sandbox variable (default: from NEW, `github-work` →
+        /// `GITHUB_WORK_TOKEN`).
+        #[arg(long)]
+        env: Option<String>,
+        /// The copy's label in the console.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Copy SOURCE's OAuth apps (client id and secret) too.
+        #[arg(long)]
+        with_apps: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -44,19 +71,61 @@ pub enum AppCommand {
 }
 
 pub fn provider(c: ProviderCommand) -> Result<(), Error> {
-    let ProviderCommand::List(args) = c;
-    let api = Api::new(&args)?;
-    let value = api.call(reqwest::Method::GET, "/v1/providers", None)?;
-    api.print(&value, |v| {
-        rows(v, |p| {
-            format!(
-                "{:<12} {:<16} hosts: {}",
-                p["name"].as_str().unwrap_or(""),
-                p["env"].as_str().unwrap_or(""),
-                p["hosts"]
-            )
-        })
-    });
+    match c {
+        ProviderCommand::List(args) => {
+            let api = Api::new(&args)?;
+            let value = api.call(reqwest::Method::GET, "/v1/providers", None)?;
+            api.print(&value, |v| {
+                rows(v, |p| {
+                    format!(
+                        "{:<12} {:<16} hosts: {}",
+                        p["name"].as_str().unwrap_or(""),
+                        p["env"].as_str().unwrap_or(""),
+                        p["hosts"]
+                    )
+                })
+            });
+        }
+        ProviderCommand::Delete { name, admin } => {
+            let api = Api::new(&admin)?;
+            let value = api.call(
+                reqwest::Method::DELETE,
+                &format!("/v1/providers/{name}"),
+                None,
+            )?;
+            api.print(&value, |_| format!("provider {name} deleted\n"));
+        }
+        ProviderCommand::Duplicate {
+            source,
+            new,
+            env,
+            display_name,
+            with_apps,
+            admin,
+        } => {
+            let api = Api::new(&admin)?;
+            let mut body = json!({ "name": new, "apps": with_apps });
+            if let Some(env) = env {
+                body["env"] = json!(env);
+            }
+            if let Some(label) = display_name {
+                body["display_name"] = json!(label);
+            }
+            let value = api.call(
+                reqwest::Method::POST,
+                &format!("/v1/providers/{source}/duplicate"),
+                Some(body),
+            )?;
+            api.print(&value, |v| {
+                format!(
+                    "provider {} copied from {source} (sandbox variable {}){}\n",
+                    v["name"].as_str().unwrap_or(""),
+                    v["env"].as_str().unwrap_or(""),
+                    if with_apps { ", with its apps" } else { "" }
+                )
+            });
+        }
+    }
     Ok(())
 }
 

@@ -22,6 +22,14 @@ pub enum SandboxCommand {
         /// A static secret the sandbox may use (repeat).
         #[arg(long = "secret")]
         secrets: Vec<String>,
+        /// Whose connections it resolves (default: `default`).
+        #[arg(long, default_value = airlock_vault::DEFAULT_ENVIRONMENT)]
+        environment: String,
+        /// A binding pinned to one named connection: `[VARIABLE=][PROVIDER:]NAME`
+        /// (repeat; e.g. `github:work` gives GITHUB_TOKEN the work account,
+        /// `GITHUB_PERSONAL_TOKEN=github:personal` another variable).
+        #[arg(long = "connection", value_parser = connection_pin)]
+        connections: Vec<airlock_vault::ConnectionPin>,
         /// Seconds its requests wait for a human (connect, reconnect, step-up)
         /// when they do not say (`Prefer: wait=N`).
         #[arg(long)]
@@ -59,6 +67,12 @@ pub enum SandboxCommand {
     },
 }
 
+/// `--connection [VARIABLE=][PROVIDER:]NAME`.
+fn connection_pin(text: &str) -> Result<airlock_vault::ConnectionPin, String> {
+    text.parse()
+        .map_err(|e: airlock_vault::VaultError| e.to_string())
+}
+
 pub fn sandbox(c: SandboxCommand) -> Result<(), Error> {
     match c {
         SandboxCommand::Create {
@@ -67,11 +81,13 @@ pub fn sandbox(c: SandboxCommand) -> Result<(), Error> {
             user,
             providers,
             secrets,
+            environment,
+            connections,
             consent_wait,
             admin,
         } => {
             let api = Api::new(&admin)?;
-            let body = json!({ "tenant": tenant, "workspace": workspace, "user": user, "providers": providers, "secrets": secrets, "consent_wait_secs": consent_wait });
+            let body = json!({ "tenant": tenant, "workspace": workspace, "user": user, "providers": providers, "secrets": secrets, "consent_wait_secs": consent_wait, "environment": environment, "connections": connections });
             let value = api.call(reqwest::Method::POST, "/v1/sandboxes", Some(body))?;
             api.print(&value, |v| {
                 let mut out = format!("# sandbox {}\n", v["id"].as_str().unwrap_or(""));
@@ -92,9 +108,10 @@ pub fn sandbox(c: SandboxCommand) -> Result<(), Error> {
             api.print(&value, |v| {
                 rows(v, |s| {
                     format!(
-                        "{} tenant={} bindings={}",
+                        "{} tenant={} environment={} bindings={}",
                         s["id"].as_str().unwrap_or(""),
                         s["tenant"].as_str().unwrap_or(""),
+                        s["environment"].as_str().unwrap_or(""),
                         s["bindings"]
                     )
                 })
@@ -143,4 +160,24 @@ pub fn sandbox(c: SandboxCommand) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection_pin;
+
+    #[test]
+    fn a_connection_pin_reads_variable_provider_and_name() {
+        let pin = connection_pin("GITHUB_PERSONAL_TOKEN=github:personal").unwrap();
+        assert_eq!(pin.variable.as_deref(), Some("GITHUB_PERSONAL_TOKEN"));
+        assert_eq!(pin.provider.as_deref(), Some("github"));
+        assert_eq!(pin.name, "personal");
+        let pin = connection_pin("ci").unwrap();
+        assert_eq!(
+            (pin.variable, pin.provider, pin.name.as_str()),
+            (None, None, "ci")
+        );
+        let err = connection_pin("github:").unwrap_err();
+        assert!(err.contains("[VARIABLE=][PROVIDER:]NAME"), "{err}");
+    }
 }

@@ -17,8 +17,8 @@ use serde_json::json;
 use super::errors::{self, ApiError, ApiJson};
 use super::state::{require_admin, ApiState};
 use crate::{
-    FlowTarget, FlowView, NewSandbox, Provider, Scope, VaultError, DEFAULT_ENVIRONMENT,
-    DEFAULT_TENANT, MAX_FLOW_WAIT,
+    ConnectRequest, DuplicateProvider, FlowTarget, FlowView, MachineAccountSpec, NewSandbox,
+    Provider, Scope, VaultError, DEFAULT_ENVIRONMENT, DEFAULT_TENANT, MAX_FLOW_WAIT,
 };
 
 pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
@@ -43,6 +43,26 @@ async fn add_provider(
     let name = p.name.clone();
     s.vault.add_provider(p).await?;
     Ok((StatusCode::CREATED, Json(json!({ "name": name }))).into_response())
+}
+
+/// 200 once deleted; 409 naming what still uses it, or for a catalog or
+/// config-file provider; 404 for an unknown one.
+async fn delete_provider(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.vault.delete_provider(&name).await?;
+    Ok(Json(json!({ "deleted": { "provider": name } })))
+}
+
+/// 201 with the new provider's definition.
+async fn duplicate_provider(
+    State(s): State<ApiState>,
+    Path(source): Path<String>,
+    ApiJson(new): ApiJson<DuplicateProvider>,
+) -> Result<Response, ApiError> {
+    let copy = s.vault.duplicate_provider(&source, new).await?;
+    Ok((StatusCode::CREATED, Json(json!(copy))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -92,6 +112,35 @@ async fn delete_app(
     })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppQuery {
+    provider: String,
+    #[serde(default = "tenant")]
+    tenant: String,
+    #[serde(default = "environment")]
+    environment: String,
+}
+
+/// `DELETE /v1/apps?provider=P[&tenant=T&environment=E]`: the same delete as
+/// `DELETE /v1/apps/P`, beside the `PUT /v1/apps` that set it.
+async fn delete_app_by_query(
+    s: State<ApiState>,
+    query: Result<Query<AppQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        VaultError::Invalid(format!(
+            "{} (DELETE /v1/apps needs ?provider=NAME, and takes tenant and environment)",
+            e.body_text()
+        ))
+    })?;
+    let key = AppKey {
+        tenant: q.tenant,
+        environment: q.environment,
+    };
+    delete_app(s, Path(q.provider), Query(key)).await
+}
+
 async fn set_app(
     State(s): State<ApiState>,
     ApiJson(a): ApiJson<SetApp>,
@@ -121,6 +170,9 @@ struct StartConnection {
     scopes: Option<Vec<String>>,
     #[serde(default = "environment")]
     environment: String,
+    /// A name for the connection (`airlock connect github --name work`).
+    #[serde(default)]
+    name: Option<String>,
 }
 
 async fn start_connection(
@@ -130,7 +182,14 @@ async fn start_connection(
     let scope = Scope::parse(c.scope.as_deref().unwrap_or("tenant"))?;
     let started = s
         .vault
-        .start_connect(&c.tenant, &scope, &c.provider, c.scopes, &c.environment)
+        .start_connect_request(&ConnectRequest {
+            tenant: c.tenant,
+            scope,
+            provider: c.provider,
+            scopes: c.scopes,
+            environment: c.environment,
+            name: c.name,
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(json!(started))).into_response())
 }
@@ -148,8 +207,11 @@ struct StartFlow {
     scope: Option<String>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
-    #[serde(default = "environment")]
-    environment: String,
+    /// Default: the sandbox's, or `default` for an owner.
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 /// `POST /v1/connect-flows`: `{id, authorization_url, expires_at, redirect_uri}`.
@@ -171,7 +233,13 @@ async fn start_flow(
     };
     let started = s
         .vault
-        .start_connect_flow(target, &f.provider, f.scopes, &f.environment)
+        .start_connect_flow(
+            target,
+            &f.provider,
+            f.scopes,
+            f.environment.as_deref(),
+            f.name.as_deref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(json!(started))).into_response())
 }
@@ -270,38 +338,16 @@ async fn delete_connection(
     Ok((status, Json(body)).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MachineAccount {
-    #[serde(default = "tenant")]
-    tenant: String,
-    name: String,
-    provider: String,
-    client_id: String,
-    client_secret: SecretString,
-    #[serde(default)]
-    token_url: Option<String>,
-    #[serde(default)]
-    scopes: Vec<String>,
-}
-
 async fn add_machine_account(
     State(s): State<ApiState>,
-    ApiJson(m): ApiJson<MachineAccount>,
+    ApiJson(m): ApiJson<MachineAccountSpec>,
 ) -> Result<Response, ApiError> {
-    let view = s
-        .vault
-        .add_machine_account(
-            &m.tenant,
-            &m.name,
-            &m.provider,
-            &m.client_id,
-            m.client_secret,
-            m.token_url.as_deref(),
-            m.scopes,
-        )
-        .await?;
+    let view = s.vault.add_machine_account(m).await?;
     Ok((StatusCode::CREATED, Json(json!(view))).into_response())
+}
+
+async fn list_environments(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(s.vault.environments().await?)))
 }
 
 async fn list_sandboxes(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -381,6 +427,12 @@ async fn delete_secret(
     ))
 }
 
+/// The console's recent requests: this process's proxy's and the ones
+/// remote proxies reported, newest first.
+async fn list_requests(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    Json(json!(super::console::recent_requests(&s).await))
+}
+
 async fn list_secrets(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     Ok(Json(json!(s.vault.secrets().await?)))
 }
@@ -399,7 +451,15 @@ async fn add_secret(
 pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
     Router::new()
         .route("/v1/providers", get(list_providers).post(add_provider))
-        .route("/v1/apps", get(list_apps).put(set_app).post(set_app))
+        .route("/v1/providers/{name}", delete(delete_provider))
+        .route("/v1/providers/{name}/duplicate", post(duplicate_provider))
+        .route(
+            "/v1/apps",
+            get(list_apps)
+                .put(set_app)
+                .post(set_app)
+                .delete(delete_app_by_query),
+        )
         .route("/v1/apps/{provider}", delete(delete_app))
         .route(
             "/v1/connections",
@@ -412,6 +472,7 @@ pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
         .route("/v1/connect-flows", post(start_flow))
         .route("/v1/connect-flows/{id}", get(get_flow).delete(cancel_flow))
         .route("/v1/machine-accounts", post(add_machine_account))
+        .route("/v1/environments", get(list_environments))
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
         .route("/v1/sandboxes/{id}", delete(delete_sandbox))
         .route(
@@ -419,6 +480,7 @@ pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
             axum::routing::put(set_binding_rules),
         )
         .route("/v1/secrets", get(list_secrets).post(add_secret))
+        .route("/v1/requests", get(list_requests))
         .route("/v1/secrets/{name}", delete(delete_secret))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -205,7 +205,7 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
     let apps = vault.apps().await.unwrap_or_default();
     let mut body = String::new();
 
-    body.push_str("<section class=\"card\"><h2>Accounts</h2><table><thead><tr><th>Provider</th><th>Status</th><th>Scope</th><th></th></tr></thead><tbody>");
+    body.push_str("<section class=\"card\"><h2>Accounts</h2><table><thead><tr><th>Provider</th><th>Status</th><th>Owner</th><th>Granted scopes</th><th>Expires</th><th>Last refresh</th><th></th></tr></thead><tbody>");
     for provider in vault.providers() {
         let mine: Vec<_> = connections
             .iter()
@@ -219,7 +219,7 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
                 "<span class=\"hint\">register an OAuth app first</span>".to_owned()
             };
             body.push_str(&format!(
-                "<tr data-provider=\"{0}\"><td>{1}</td><td><span class=\"status none\">Not connected</span></td><td></td><td>{action}</td></tr>",
+                "<tr data-provider=\"{0}\"><td>{1}</td><td><span class=\"status none\">Not connected</span></td><td></td><td></td><td></td><td></td><td>{action}</td></tr>",
                 escape(&provider.name),
                 escape(provider.label())
             ));
@@ -259,23 +259,36 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
             };
             body.push_str(&format!(
                 "<tr data-provider=\"{0}\"><td>{1}</td><td><span class=\"status {class}\">{label}</span>{notes}</td><td>{2}</td>\
+                 <td class=\"scopes\">{4}</td><td>{5}</td><td>{6}</td>\
                  <td>{reconnect}<form method=\"post\" action=\"/console/disconnect/{3}\" class=\"inline\">{csrf_field}\
                  {force_field}<button type=\"submit\" class=\"danger\">{disconnect_label}</button></form></td></tr>",
                 escape(&provider.name),
                 escape(provider.label()),
                 escape(&c.scope),
                 escape(&c.id),
+                escape(&c.scopes.join(" ")),
+                when(c.expires_at, "does not expire"),
+                when(c.refreshed_at, "never"),
             ));
         }
     }
     body.push_str("</tbody></table></section>");
 
-    body.push_str("<section class=\"card\"><h2>OAuth apps</h2><table><thead><tr><th>Provider</th><th>Tenant</th><th>Client id</th><th>Client secret</th></tr></thead><tbody>");
+    body.push_str(&format!(
+        "<section class=\"card\"><h2>OAuth apps</h2><p class=\"hint\">Redirect URI to register in each provider's app settings: \
+         <code class=\"redirect-uri\">{}</code></p><table><thead><tr><th>Provider</th><th>Tenant</th><th>Environment</th><th>Client id</th>\
+         <th>Client secret</th><th></th></tr></thead><tbody>",
+        escape(&vault.redirect_uri())
+    ));
     for a in &apps {
         body.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            "<tr><td>{0}</td><td>{1}</td><td>{2}</td><td><code>{3}</code></td><td><code>{4}</code></td>\
+             <td><form method=\"post\" action=\"/console/apps/delete\" class=\"inline\">{csrf_field}\
+             <input type=\"hidden\" name=\"provider\" value=\"{0}\"><input type=\"hidden\" name=\"tenant\" value=\"{1}\">\
+             <input type=\"hidden\" name=\"environment\" value=\"{2}\"><button type=\"submit\" class=\"danger\">Delete</button></form></td></tr>",
             escape(&a.provider),
             escape(&a.tenant),
+            escape(&a.environment),
             escape(&a.client_id),
             escape(a.client_secret.as_deref().unwrap_or("not set"))
         ));
@@ -366,39 +379,69 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
         body.push_str("</section>");
     }
     body.push_str("<section class=\"card\"><h2>Recent requests</h2>");
-    match &state.console.recent {
-        Some(recent) => {
-            body.push_str("<table><thead><tr><th>Host</th><th>Path</th><th>Status</th><th>Outcome</th><th>Swapped</th></tr></thead><tbody>");
-            for r in recent().into_iter().take(50) {
-                body.push_str(&format!(
-                    "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(r["host"].as_str().unwrap_or("")),
-                    escape(r["method"].as_str().unwrap_or("")),
-                    escape(r["path"].as_str().unwrap_or("")),
-                    r["status"].as_u64().unwrap_or(0),
-                    escape(r["outcome"].as_str().unwrap_or("")),
-                    escape(
-                        &r["swapped"]
-                            .as_array()
-                            .map(|a| a
-                                .iter()
-                                .filter_map(|v| v.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "))
-                            .unwrap_or_default()
-                    ),
-                ));
-            }
-            body.push_str("</tbody></table>");
+    let recent = recent_requests(&state).await;
+    if recent.is_empty() && state.console.recent.is_none() {
+        body.push_str(
+            "<p class=\"hint\">No proxy has reported a request yet (remote proxies report theirs to the vault).</p>",
+        );
+    } else {
+        body.push_str("<table><thead><tr><th>Proxy</th><th>Host</th><th>Path</th><th>Status</th><th>Outcome</th><th>Swapped</th></tr></thead><tbody>");
+        for r in recent {
+            body.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(r["proxy"].as_str().unwrap_or("this process")),
+                escape(r["host"].as_str().unwrap_or("")),
+                escape(r["method"].as_str().unwrap_or("")),
+                escape(r["path"].as_str().unwrap_or("")),
+                r["status"].as_u64().unwrap_or(0),
+                escape(r["outcome"].as_str().unwrap_or("")),
+                escape(
+                    &r["swapped"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default()
+                ),
+            ));
         }
-        None => body.push_str(
-            "<p class=\"hint\">The proxy runs in another process; see its audit log.</p>",
-        ),
+        body.push_str("</tbody></table>");
     }
     body.push_str(&format!(
         "</section><form method=\"post\" action=\"/console/logout\" class=\"inline\">{csrf_field}<button type=\"submit\">Sign out</button></form>"
     ));
     page(StatusCode::OK, "Console", body)
+}
+
+/// How many recent requests the console shows.
+const RECENT_SHOWN: usize = 50;
+
+/// The newest requests: this process's proxy's and those remote proxies
+/// reported, newest first.
+pub(super) async fn recent_requests(state: &ApiState) -> Vec<serde_json::Value> {
+    let mut all: Vec<serde_json::Value> = match &state.console.recent {
+        Some(recent) => recent().into_iter().take(RECENT_SHOWN).collect(),
+        None => Vec::new(),
+    };
+    match state
+        .vault
+        .store()
+        .recent_requests(RECENT_SHOWN as i64)
+        .await
+    {
+        Ok(reported) => all.extend(reported.into_iter().filter_map(|(proxy, record)| {
+            let mut value = serde_json::to_value(record).ok()?;
+            value["proxy"] = serde_json::Value::String(proxy);
+            Some(value)
+        })),
+        Err(error) => tracing::warn!(%error, "cannot read the proxies' reported requests"),
+    }
+    // Stable: within a second, each feed keeps its own order.
+    all.sort_by_key(|r| std::cmp::Reverse(r["at"].as_u64().unwrap_or(0)));
+    all.truncate(RECENT_SHOWN);
+    all
 }
 
 async fn connect(
@@ -498,6 +541,45 @@ async fn save_app(
 }
 
 #[derive(Deserialize)]
+pub struct AppDeleteForm {
+    csrf: String,
+    provider: String,
+    tenant: String,
+    environment: String,
+}
+
+/// Deletes an app; refused, with the reason on the page, while a
+/// connection still uses it.
+async fn delete_app(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<AppDeleteForm>,
+) -> Response {
+    if let Err(r) = authorized_post(&state, &headers, &form.csrf) {
+        return *r;
+    }
+    match state
+        .vault
+        .delete_app(&form.tenant, &form.provider, &form.environment)
+        .await
+    {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(e) => error_page("Not deleted", &e),
+    }
+}
+
+/// Unix seconds as a UTC time to the minute, or `none` when there is none.
+fn when(at: Option<i64>, none: &str) -> String {
+    let Some(at) = at.and_then(|s| u64::try_from(s).ok()) else {
+        return escape(none);
+    };
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
+    let text = humantime::format_rfc3339_seconds(time).to_string();
+    // 2026-12-03T06:51:06Z → 2026-12-03 06:51 UTC
+    format!("{} {} UTC", &text[..10], &text[11..16])
+}
+
+#[derive(Deserialize)]
 pub struct SecretForm {
     csrf: String,
     name: String,
@@ -570,6 +652,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/console/connect/{provider}", get(connect))
         .route("/console/disconnect/{id}", post(disconnect))
         .route("/console/apps", post(save_app))
+        .route("/console/apps/delete", post(delete_app))
         .route("/console/secrets", post(add_secret))
         .route("/console/app.js", get(app_js))
         .route("/console/style.css", get(style_css))

@@ -77,6 +77,8 @@ impl Api {
                 id: Some("sb".into()),
                 rules: Default::default(),
                 consent_wait_secs: None,
+                environment: "default".into(),
+                connections: Vec::new(),
             })
             .await
             .unwrap();
@@ -323,6 +325,8 @@ async fn status_is_a_service_call_and_its_connect_link_redirects_to_the_provider
             id: Some("sb".into()),
             rules: Default::default(),
             consent_wait_secs: None,
+            environment: "default".into(),
+            connections: Vec::new(),
         })
         .await
         .unwrap();
@@ -380,4 +384,141 @@ async fn status_is_a_service_call_and_its_connect_link_redirects_to_the_provider
         .await
         .unwrap()
         .contains("connect link not found"));
+}
+
+/// A remote proxy following the change stream sees a deleted sandbox as a
+/// new generation at once, and its placeholder is refused next time.
+#[tokio::test]
+async fn the_change_stream_tells_a_remote_proxy_of_a_deleted_sandbox() {
+    let api = Api::start().await;
+    let placeholder = api.sandbox_with_secret().await;
+    let remote = api.remote(SERVICE);
+    let follower = remote.follow_changes();
+    let sandbox = SandboxId::new("sb");
+    assert!(remote.resolve(&sandbox, &placeholder).await.is_ok());
+    // The stream's first line counts as a change (anything may have come before).
+    let opened = wait_for_change(&remote, 1).await;
+    api.vault.delete_sandbox("sb").await.unwrap();
+    wait_for_change(&remote, opened).await;
+    assert!(remote.resolve(&sandbox, &placeholder).await.is_err());
+    // Without the service token, no stream.
+    let refused = api
+        .http
+        .get(format!("{}/v1/service/changes", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    drop(remote);
+    follower.abort();
+}
+
+/// Waits (at most 5 s) until the remote's generation passes `seen`.
+async fn wait_for_change(remote: &RemoteVault, seen: u64) -> u64 {
+    for _ in 0..500 {
+        let now = remote.generation();
+        if now > seen {
+            return now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no change seen after generation {seen}");
+}
+
+/// Environments, names and machine accounts over the admin API: each bad
+/// input answers the status its error type maps to, naming what was wrong,
+/// and a client secret given is never echoed.
+#[tokio::test]
+async fn environments_names_and_machine_accounts_refuse_bad_input() {
+    let api = Api::start().await;
+    let admin = Some(ADMIN);
+    let environments: Value = api
+        .http
+        .get(format!("{}/v1/environments", api.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(environments, json!(["default"]));
+    api.vault
+        .set_app("default", "github", "production", "cid", None)
+        .await
+        .unwrap();
+    let sandbox =
+        |environment: &str| json!({ "providers": ["github"], "environment": environment });
+    let (status, body) = api.post("/v1/sandboxes", admin, sandbox("prodution")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("known: default, production"),
+        "{body}"
+    );
+    let (status, created) = api
+        .post("/v1/sandboxes", admin, sandbox("production"))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    // A flow for that sandbox in another environment.
+    let (status, body) = api
+        .post(
+            "/v1/connect-flows",
+            admin,
+            json!({ "provider": "github", "sandbox": id, "environment": "default" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("resolves environment production"),
+        "{body}"
+    );
+    // Pins: unknown name (404), unknown field in a pin (422).
+    let (status, body) = api
+        .post(
+            "/v1/sandboxes",
+            admin,
+            json!({ "connections": [{ "provider": "github", "name": "work" }] }),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = api
+        .post(
+            "/v1/sandboxes",
+            admin,
+            json!({ "connections": [{ "name": "work", "owner": "x" }] }),
+        )
+        .await;
+    assert_eq!(status, 422);
+    // A machine account without a provider and without a token URL.
+    let (status, body) = api
+        .post(
+            "/v1/machine-accounts",
+            admin,
+            json!({ "name": "billing", "client_id": "id", "client_secret": SECRET_VALUE,
+                    "expose_as_env": "BILLING_TOKEN", "hosts": ["api.billing.test"] }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("needs token_url"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains(SECRET_VALUE));
+    let (status, _) = api
+        .post(
+            "/v1/machine-accounts",
+            admin,
+            json!({ "name": "billing", "client_id": "id", "client_secret": SECRET_VALUE, "host": "x" }),
+        )
+        .await;
+    assert_eq!(status, 422, "unknown fields are refused");
+    assert!(api.vault.connections().await.unwrap().is_empty());
+    assert_eq!(api.vault.sandboxes().await.unwrap().len(), 1);
 }

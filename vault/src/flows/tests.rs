@@ -403,12 +403,20 @@ async fn a_flow_for_a_sandbox_connects_at_the_scope_it_resolves() {
             id: None,
             rules: Default::default(),
             consent_wait_secs: None,
+            environment: "default".into(),
+            connections: Vec::new(),
         })
         .await
         .unwrap();
     let started = w
         .vault
-        .start_connect_flow(FlowTarget::Sandbox(created.id.clone()), "acme", None, "")
+        .start_connect_flow(
+            FlowTarget::Sandbox(created.id.clone()),
+            "acme",
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap();
     let view = w.vault.connect_flow(&started.id).await.unwrap();
@@ -422,7 +430,13 @@ async fn a_flow_for_a_sandbox_connects_at_the_scope_it_resolves() {
     assert_eq!(conn.scope, "user:alice");
     let err = w
         .vault
-        .start_connect_flow(FlowTarget::Sandbox("sbx_nope".into()), "acme", None, "")
+        .start_connect_flow(
+            FlowTarget::Sandbox("sbx_nope".into()),
+            "acme",
+            None,
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, VaultError::NotFound(_)), "{err}");

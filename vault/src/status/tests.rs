@@ -72,6 +72,8 @@ async fn sandbox(vault: &Vault, user: Option<&str>) -> SandboxId {
             id: None,
             rules: Default::default(),
             consent_wait_secs: None,
+            environment: "default".into(),
+            connections: Vec::new(),
         })
         .await
         .unwrap();

@@ -13,6 +13,20 @@ pub struct ProviderRow {
     pub definition: String,
 }
 
+/// What still uses a provider, each by id (apps as `tenant/environment`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderUsers {
+    pub connections: Vec<String>,
+    pub apps: Vec<String>,
+    pub sandboxes: Vec<String>,
+}
+
+impl ProviderUsers {
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty() && self.apps.is_empty() && self.sandboxes.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AppRow {
     pub id: String,
@@ -49,6 +63,94 @@ impl Store {
             .fetch_all(&self.pool)
             .await?,
         )
+    }
+
+    /// Stores a new provider definition; `false` when one of that name is
+    /// stored already (nothing written).
+    pub async fn insert_provider(&self, name: &str, definition: &str) -> Result<bool, VaultError> {
+        let done = sqlx::query(
+            "INSERT INTO providers (name, definition, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(definition)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// What still uses provider `name`: its connections (machine accounts
+    /// included, any status), its apps, and the sandboxes bound to it other
+    /// than `except` (the sidecar, whose binding goes with the provider).
+    pub async fn provider_users(
+        &self,
+        name: &str,
+        except: &str,
+    ) -> Result<ProviderUsers, VaultError> {
+        let column = |rows: Vec<sqlx::any::AnyRow>| {
+            rows.iter()
+                .map(|r| Ok(r.try_get::<String, _>(0)?))
+                .collect::<Result<Vec<String>, VaultError>>()
+        };
+        let connections = sqlx::query("SELECT id FROM connections WHERE provider = $1 ORDER BY id")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?;
+        let apps = sqlx::query(
+            "SELECT tenant || '/' || environment FROM apps WHERE provider = $1 \
+             ORDER BY tenant, environment",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        let sandboxes = sqlx::query(
+            "SELECT DISTINCT sandbox_id FROM bindings WHERE target_kind = 'provider' \
+             AND target = $1 AND sandbox_id <> $2 ORDER BY sandbox_id",
+        )
+        .bind(name)
+        .bind(except)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ProviderUsers {
+            connections: column(connections)?,
+            apps: column(apps)?,
+            sandboxes: column(sandboxes)?,
+        })
+    }
+
+    /// Deletes the stored provider `name`, and `sidecar`'s binding to it,
+    /// only while nothing else uses it (one statement, so a connection, app
+    /// or sandbox added meanwhile keeps it); whether it was deleted.
+    pub async fn delete_unused_provider(
+        &self,
+        name: &str,
+        sidecar: &str,
+    ) -> Result<bool, VaultError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "DELETE FROM providers WHERE name = $1 \
+             AND NOT EXISTS (SELECT 1 FROM connections WHERE provider = $1) \
+             AND NOT EXISTS (SELECT 1 FROM apps WHERE provider = $1) \
+             AND NOT EXISTS (SELECT 1 FROM bindings WHERE target_kind = 'provider' \
+                             AND target = $1 AND sandbox_id <> $2)",
+        )
+        .bind(name)
+        .bind(sidecar)
+        .execute(&mut *tx)
+        .await?;
+        let deleted = done.rows_affected() > 0;
+        if deleted {
+            sqlx::query(
+                "DELETE FROM bindings WHERE sandbox_id = $1 AND target_kind = 'provider' AND target = $2",
+            )
+            .bind(sidecar)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     // ---- apps --------------------------------------------------------------

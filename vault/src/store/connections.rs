@@ -44,9 +44,40 @@ pub struct ConnectionRow {
     pub previous_expires_at: Option<i64>,
     /// Scopes an upstream said the token lacks (space-separated).
     pub needed_scopes: Option<String>,
+    /// The connection's name (`""`: unnamed); a machine account's is its own.
+    pub name: String,
+    /// Its own variable name for sandboxes (`None`: the provider's `env`).
+    pub env_name: Option<String>,
+    /// Its own hosts, space-separated (`None`: the provider's).
+    pub hosts: Option<String>,
 }
 
 impl ConnectionRow {
+    /// Its own hosts, when it has any.
+    pub fn own_hosts(&self) -> Option<Vec<String>> {
+        self.hosts
+            .as_deref()
+            .map(|h| h.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// Tokens of it may be handed out (not being connected or disconnected).
+    pub fn usable(&self) -> bool {
+        !matches!(
+            self.status,
+            ConnectionStatus::Pending | ConnectionStatus::RevokePending
+        )
+    }
+
+    /// Whether a sandbox of `workspace` and `user` sees it (tenant-wide
+    /// connections and machine accounts: every sandbox of the tenant).
+    pub fn visible_to(&self, workspace: Option<&str>, user: Option<&str>) -> bool {
+        match self.scope_kind {
+            ScopeKind::Tenant | ScopeKind::Machine => true,
+            ScopeKind::Workspace => workspace == Some(self.scope_name.as_str()),
+            ScopeKind::User => user == Some(self.scope_name.as_str()),
+        }
+    }
+
     /// Someone holds a lease that has not run out.
     pub fn leased(&self, at: i64) -> bool {
         self.lease_owner.is_some() && self.lease_expires_at.is_some_and(|t| t > at)
@@ -56,7 +87,7 @@ impl ConnectionRow {
 pub(super) const CONNECTION_COLUMNS: &str = "id, tenant, scope_kind, scope_name, provider, grant_kind, status, scopes, \
     access_token, refresh_token, expires_at, obtained_at, client_id, client_secret, token_url, environment, \
     last_error, created_at, updated_at, lease_owner, lease_expires_at, pending_grant, refreshed_at, token_version, \
-    previous_access_token, previous_expires_at, needed_scopes";
+    previous_access_token, previous_expires_at, needed_scopes, name, env_name, hosts";
 
 /// Who a connection belongs to, most specific first (the order in which a
 /// sandbox picks the connection it sees).
@@ -127,8 +158,20 @@ impl FromRow<'_, AnyRow> for ConnectionRow {
             previous_access_token: row.try_get("previous_access_token")?,
             previous_expires_at: row.try_get("previous_expires_at")?,
             needed_scopes: row.try_get("needed_scopes")?,
+            name: row.try_get("name")?,
+            env_name: row.try_get("env_name")?,
+            hosts: row.try_get("hosts")?,
         })
     }
+}
+
+/// A connected grant that may need a keep-alive refresh.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct IdleGrant {
+    pub id: String,
+    pub provider: String,
+    /// When its tokens were obtained (connect or last refresh).
+    pub obtained_at: Option<i64>,
 }
 
 /// Values written when a connection is created or its grant replaced.
@@ -142,6 +185,11 @@ pub struct NewConnection<'a> {
     pub environment: &'a str,
     pub client_id: Option<&'a str>,
     pub token_url: Option<&'a str>,
+    /// `""` for the unnamed connection.
+    pub name: &'a str,
+    /// Its own variable and hosts (machine accounts); `None`: the provider's.
+    pub env_name: Option<&'a str>,
+    pub hosts: Option<&'a [String]>,
 }
 
 /// Sealed token values, sealed by the caller for the connection's id.
@@ -156,17 +204,20 @@ impl Store {
     // ---- connections -------------------------------------------------------
 
     /// Creates the connection, or replaces the grant of the one with the same
-    /// tenant, scope and provider (re-authorising with new scopes). Returns its id.
+    /// tenant, environment, owner, provider and name (re-authorising with new
+    /// scopes). Returns its id. A name another owner's connection of the
+    /// provider has in that environment is refused (`Conflict`).
     pub async fn upsert_connection(&self, new: &NewConnection<'_>) -> Result<String, VaultError> {
         let now = now();
         let id = new_id("conn");
+        let hosts = new.hosts.map(|h| h.join(" "));
         let row = sqlx::query(
             "INSERT INTO connections (id, tenant, scope_kind, scope_name, provider, grant_kind, status, scopes, \
-             client_id, token_url, environment, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11) \
-             ON CONFLICT (tenant, scope_kind, scope_name, provider) DO UPDATE SET grant_kind = excluded.grant_kind, \
+             client_id, token_url, environment, created_at, updated_at, name, env_name, hosts) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11, $12, $13, $14) \
+             ON CONFLICT (tenant, environment, scope_kind, scope_name, provider, name) DO UPDATE SET grant_kind = excluded.grant_kind, \
              scopes = excluded.scopes, client_id = excluded.client_id, token_url = excluded.token_url, \
-             environment = excluded.environment, updated_at = excluded.updated_at, \
+             env_name = excluded.env_name, hosts = excluded.hosts, updated_at = excluded.updated_at, \
              token_version = connections.token_version + 1, pending_grant = NULL, refreshed_at = NULL, \
              lease_owner = NULL, lease_expires_at = NULL, needed_scopes = NULL \
              WHERE connections.status <> 'revoke_pending' \
@@ -183,17 +234,78 @@ impl Store {
         .bind(new.token_url)
         .bind(new.environment)
         .bind(now)
+        .bind(new.name)
+        .bind(new.env_name)
+        .bind(hosts)
         .fetch_optional(&self.pool)
-        .await?;
+        .await;
         match row {
-            Some(row) => Ok(row.try_get("id")?),
+            Ok(Some(row)) => Ok(row.try_get("id")?),
             // The same account is still being revoked at the provider.
-            None => Err(VaultError::Conflict(format!(
+            Ok(None) => Err(VaultError::Conflict(format!(
                 "this {} account of tenant {} is being disconnected (revocation at the provider is pending); \
                  retry later, or remove it now with `airlock disconnect --force`",
                 new.provider, new.tenant
             ))),
+            // Only the name index can refuse an upsert on the full key.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(VaultError::Conflict(duplicate_name(new.provider, new.name, new.environment)))
+            }
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// The connection of `provider` called `name` in a tenant's environment, whoever owns it.
+    pub async fn named_connection(
+        &self,
+        tenant: &str,
+        environment: &str,
+        provider: &str,
+        name: &str,
+    ) -> Result<Option<ConnectionRow>, VaultError> {
+        sqlx::query(&format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant = $1 AND environment = $2 \
+             AND provider = $3 AND name = $4"
+        ))
+        .bind(tenant)
+        .bind(environment)
+        .bind(provider)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| connection_from(&r))
+        .transpose()
+    }
+
+    /// Connections called `name` in a tenant's environment, of any provider.
+    pub async fn connections_named(
+        &self,
+        tenant: &str,
+        environment: &str,
+        name: &str,
+    ) -> Result<Vec<ConnectionRow>, VaultError> {
+        sqlx::query(&format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant = $1 AND environment = $2 \
+             AND name = $3 ORDER BY provider"
+        ))
+        .bind(tenant)
+        .bind(environment)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(connection_from)
+        .collect()
+    }
+
+    /// The environments anything is registered in: apps and connections.
+    pub async fn environments(&self) -> Result<Vec<String>, VaultError> {
+        let rows = sqlx::query(
+            "SELECT environment FROM apps UNION SELECT environment FROM connections ORDER BY environment",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("environment")?)).collect()
     }
 
     /// Notes the scopes an upstream said the connection's token lacks.
@@ -228,7 +340,7 @@ impl Store {
 
     pub async fn connections(&self) -> Result<Vec<ConnectionRow>, VaultError> {
         sqlx::query(&format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY tenant, provider, scope_kind, scope_name"
+            "SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY tenant, environment, provider, scope_kind, scope_name, name"
         ))
         .fetch_all(&self.pool)
         .await?
@@ -237,21 +349,27 @@ impl Store {
         .collect()
     }
 
-    /// The most specific connection of `provider` a sandbox can see:
-    /// its user's, then its workspace's, then the tenant's, then a machine account.
+    /// The most specific connection of `provider` a sandbox of `environment`
+    /// can see: its user's, then its workspace's, then the tenant's, then a
+    /// machine account; at one level the unnamed one, then the oldest. A
+    /// connection with a variable of its own is reached through that
+    /// variable only (a pinned binding), never as its provider's.
     pub async fn visible_connection(
         &self,
         tenant: &str,
+        environment: &str,
         provider: &str,
         workspace: Option<&str>,
         user: Option<&str>,
     ) -> Result<Option<ConnectionRow>, VaultError> {
         let rows = sqlx::query(&format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant = $1 AND provider = $2 AND status NOT IN ('pending', 'revoke_pending') \
-             AND ((scope_kind = 'user' AND scope_name = $3) OR (scope_kind = 'workspace' AND scope_name = $4) \
-             OR scope_kind = 'tenant' OR scope_kind = 'machine') ORDER BY scope_name"
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE tenant = $1 AND environment = $2 AND provider = $3 \
+             AND status NOT IN ('pending', 'revoke_pending') AND env_name IS NULL \
+             AND ((scope_kind = 'user' AND scope_name = $4) OR (scope_kind = 'workspace' AND scope_name = $5) \
+             OR scope_kind = 'tenant' OR scope_kind = 'machine') ORDER BY created_at, id"
         ))
         .bind(tenant)
+        .bind(environment)
         .bind(provider)
         // NULL never equals anything: a sandbox without a user sees no user connection.
         .bind(user)
@@ -261,7 +379,11 @@ impl Store {
         let mut best: Option<ConnectionRow> = None;
         for row in &rows {
             let c = connection_from(row)?;
-            if best.as_ref().is_none_or(|b| c.scope_kind < b.scope_kind) {
+            // Rows come oldest first: only a strictly better one replaces.
+            let better = |b: &ConnectionRow| {
+                (c.scope_kind, !c.name.is_empty()) < (b.scope_kind, !b.name.is_empty())
+            };
+            if best.as_ref().is_none_or(better) {
                 best = Some(c);
             }
         }
@@ -348,18 +470,18 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Ids of connected connections whose token expires before `deadline`.
     /// Connected user grants holding a refresh token whose tokens were
-    /// obtained before `before` (or at an unknown time).
-    pub async fn obtained_before(&self, before: i64) -> Result<Vec<String>, VaultError> {
-        let rows = sqlx::query(
-            "SELECT id FROM connections WHERE status = 'connected' AND grant_kind = 'authorization_code' \
-             AND refresh_token IS NOT NULL AND (obtained_at IS NULL OR obtained_at < $1)",
+    /// obtained before `before` (or at an unknown time): candidates for a
+    /// keep-alive refresh, each with its provider and when it was obtained.
+    pub async fn obtained_before(&self, before: i64) -> Result<Vec<IdleGrant>, VaultError> {
+        Ok(sqlx::query_as::<_, IdleGrant>(
+            "SELECT id, provider, obtained_at FROM connections WHERE status = 'connected' \
+             AND grant_kind = 'authorization_code' AND refresh_token IS NOT NULL \
+             AND (obtained_at IS NULL OR obtained_at < $1) ORDER BY id",
         )
         .bind(before)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+        .await?)
     }
 
     #[cfg(test)]
@@ -372,6 +494,7 @@ impl Store {
             .expect("backdate");
     }
 
+    /// Ids of connected connections whose token expires before `deadline`.
     pub async fn expiring(&self, deadline: i64) -> Result<Vec<String>, VaultError> {
         let rows = sqlx::query(
             "SELECT id FROM connections WHERE status = 'connected' AND expires_at IS NOT NULL AND expires_at < $1",
@@ -381,6 +504,14 @@ impl Store {
         .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
+}
+
+/// What a connection name that is taken says.
+pub(crate) fn duplicate_name(provider: &str, name: &str, environment: &str) -> String {
+    format!(
+        "the name {name:?} is already used by another {provider} connection in environment {environment}; \
+         a name picks one connection per provider and environment: choose another, or reconnect that one"
+    )
 }
 
 /// Writes a grant's tokens and marks the connection connected.

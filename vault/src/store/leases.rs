@@ -48,6 +48,19 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Moves `owner`'s lease on to `until`; false when it is no longer theirs.
+    pub async fn renew_lease(&self, id: &str, owner: &str, until: i64) -> Result<bool, VaultError> {
+        let done = sqlx::query(
+            "UPDATE connections SET lease_expires_at = $1 WHERE id = $2 AND lease_owner = $3",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Keeps a token endpoint's answer (sealed) before it is read, while
     /// `owner` still holds the lease.
     pub async fn keep_answer(

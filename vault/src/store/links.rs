@@ -16,6 +16,8 @@ pub struct LinkRow {
     pub used_at: Option<i64>,
     /// The scopes the link asks for (space-separated); `None`: the provider's.
     pub scopes: Option<String>,
+    /// The connection name of the pinned binding it was made for.
+    pub connection_name: Option<String>,
 }
 
 impl Store {
@@ -23,8 +25,8 @@ impl Store {
 
     pub async fn insert_link(&self, link: &LinkRow) -> Result<(), VaultError> {
         sqlx::query(
-            "INSERT INTO connect_links (id_hash, link_id, sandbox_id, provider, created_at, expires_at, used_at, scopes) \
-             VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
+            "INSERT INTO connect_links (id_hash, link_id, sandbox_id, provider, created_at, expires_at, used_at, scopes, connection_name) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)",
         )
         .bind(&link.id_hash)
         .bind(link.link_id.encode())
@@ -33,6 +35,7 @@ impl Store {
         .bind(link.created_at)
         .bind(link.expires_at)
         .bind(&link.scopes)
+        .bind(&link.connection_name)
         .execute(&self.pool)
         .await?;
         // Links a day past their expiry are of no use, even to say "expired".
@@ -43,23 +46,26 @@ impl Store {
         Ok(())
     }
 
-    /// The unused link of `sandbox` for `provider` that lives longest, if it
-    /// lives past `until`.
+    /// The unused link of `sandbox` for `provider` (and the pinned
+    /// `connection_name`) that lives longest, if it lives past `until`.
     pub async fn live_link(
         &self,
         sandbox: &str,
         provider: &str,
+        connection_name: Option<&str>,
         scopes: Option<&str>,
         until: i64,
     ) -> Result<Option<LinkRow>, VaultError> {
         Ok(sqlx::query_as::<_, LinkRow>(
             "SELECT * FROM connect_links WHERE sandbox_id = $1 AND provider = $2 AND used_at IS NULL \
-             AND expires_at > $3 AND COALESCE(scopes, '') = $4 ORDER BY expires_at DESC LIMIT 1",
+             AND expires_at > $3 AND COALESCE(scopes, '') = $4 AND COALESCE(connection_name, '') = $5 \
+             ORDER BY expires_at DESC LIMIT 1",
         )
         .bind(sandbox)
         .bind(provider)
         .bind(until)
         .bind(scopes.unwrap_or(""))
+        .bind(connection_name.unwrap_or(""))
         .fetch_optional(&self.pool)
         .await?)
     }

@@ -71,10 +71,12 @@ macro_rules! text_enum {
 pub(crate) use text_enum;
 
 mod apps;
+mod changes;
 mod connections;
 mod flows;
 mod leases;
 mod links;
+mod requests;
 mod rotation;
 mod sandboxes;
 mod secrets;
@@ -88,8 +90,10 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
 pub use airlock_vault_client::ConnectionStatus;
-pub use apps::{AppRow, ProviderRow};
-pub use connections::{ConnectionRow, GrantKind, NewConnection, ScopeKind, TokenUpdate};
+pub use apps::{AppRow, ProviderRow, ProviderUsers};
+pub use changes::{ChangeListener, Heard, CHANGES_CHANNEL};
+pub(crate) use connections::duplicate_name;
+pub use connections::{ConnectionRow, GrantKind, IdleGrant, NewConnection, ScopeKind, TokenUpdate};
 pub use flows::{FlowEnd, FlowRow, FlowState, FLOW_KEEP_SECS};
 pub use leases::LeaseEnd;
 pub use links::LinkRow;
@@ -117,6 +121,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_step_up.sql"),
     include_str!("migrations/0007_connect_flows.sql"),
     include_str!("migrations/0008_sandbox_consent_wait.sql"),
+    include_str!("migrations/0009_environments_and_names.sql"),
+    include_str!("migrations/0011_proxy_requests.sql"),
 ];
 
 pub fn now() -> i64 {
@@ -195,11 +201,19 @@ fn prepare_sqlite_file(url: &str) -> Result<String, VaultError> {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// For the change listener's own connection (PostgreSQL only). May
+    /// hold a password: redacted in `Debug`.
+    postgres_url: Option<secrecy::SecretString>,
 }
 
 impl Store {
     /// Opens (creating when needed) the database and applies migrations.
     pub async fn open(url: &str) -> Result<Self, VaultError> {
+        Self::open_at(url, MIGRATIONS.len()).await
+    }
+
+    /// Opens the database with migrations applied up to `version` only.
+    pub(crate) async fn open_at(url: &str, version: usize) -> Result<Self, VaultError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
@@ -234,8 +248,13 @@ impl Store {
             .connect(&url)
             .await
             .map_err(|e| VaultError::Store(format!("cannot open the database: {e}")))?;
-        let store = Self { pool, backend };
-        store.migrate().await?;
+        let postgres_url = (backend == Backend::Postgres).then(|| url.clone().into());
+        let store = Self {
+            pool,
+            backend,
+            postgres_url,
+        };
+        store.migrate(version).await?;
         Ok(store)
     }
 
@@ -243,7 +262,7 @@ impl Store {
         self.backend
     }
 
-    async fn migrate(&self) -> Result<(), VaultError> {
+    async fn migrate(&self, upto: usize) -> Result<(), VaultError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("CREATE TABLE IF NOT EXISTS airlock_schema (version BIGINT NOT NULL)")
             .execute(&mut *tx)
@@ -259,7 +278,7 @@ impl Store {
             .await?
             .try_get("v")?;
         let current = current.unwrap_or(0) as usize;
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+        for (i, migration) in MIGRATIONS.iter().enumerate().take(upto).skip(current) {
             for statement in migration
                 .split(';')
                 .map(str::trim)

@@ -13,6 +13,8 @@ pub struct SandboxRow {
     pub created_at: i64,
     /// Default wait for consent, seconds; `None`: the proxy's.
     pub consent_wait_secs: Option<i64>,
+    /// Whose connections it resolves: those of this environment only.
+    pub environment: String,
 }
 
 /// What a binding stands for; its `target` names it.
@@ -38,6 +40,20 @@ pub struct BindingRow {
     pub target: String,
     /// JSON of the binding's own `RulesSpec`; `None`: its provider's.
     pub rules: Option<String>,
+    /// A provider binding pinned to the connection of that name; `None`:
+    /// the most specific connection the sandbox sees.
+    pub connection_name: Option<String>,
+}
+
+impl BindingRow {
+    /// How audit lines and errors name it: `provider:github`,
+    /// `provider:github/work` when pinned, `secret:NAME`.
+    pub fn id(&self) -> String {
+        match &self.connection_name {
+            Some(name) => format!("{}:{}/{name}", self.target_kind, self.target),
+            None => format!("{}:{}", self.target_kind, self.target),
+        }
+    }
 }
 
 impl Store {
@@ -50,7 +66,7 @@ impl Store {
     ) -> Result<(), VaultError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO sandboxes (id, tenant, workspace, user_name, secret_hash, created_at, consent_wait_secs) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO sandboxes (id, tenant, workspace, user_name, secret_hash, created_at, consent_wait_secs, environment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&s.id)
         .bind(&s.tenant)
@@ -59,6 +75,7 @@ impl Store {
         .bind(&s.secret_hash)
         .bind(s.created_at)
         .bind(s.consent_wait_secs)
+        .bind(&s.environment)
         .execute(&mut *tx)
         .await?;
         insert_bindings(&mut tx, bindings, false).await?;
@@ -69,7 +86,7 @@ impl Store {
     /// Creates the sandbox row unless it exists (replicas may race at start).
     pub async fn ensure_sandbox_row(&self, s: &SandboxRow) -> Result<(), VaultError> {
         sqlx::query(
-            "INSERT INTO sandboxes (id, tenant, workspace, user_name, secret_hash, created_at, consent_wait_secs) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO sandboxes (id, tenant, workspace, user_name, secret_hash, created_at, consent_wait_secs, environment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(&s.id)
@@ -79,8 +96,23 @@ impl Store {
         .bind(&s.secret_hash)
         .bind(s.created_at)
         .bind(s.consent_wait_secs)
+        .bind(&s.environment)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Moves a sandbox to another environment (the sidecar follows its config).
+    pub async fn set_sandbox_environment(
+        &self,
+        id: &str,
+        environment: &str,
+    ) -> Result<(), VaultError> {
+        sqlx::query("UPDATE sandboxes SET environment = $1 WHERE id = $2")
+            .bind(environment)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -167,10 +199,10 @@ async fn insert_bindings(
     skip_taken: bool,
 ) -> Result<(), VaultError> {
     let sql = if skip_taken {
-        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target, rules) VALUES ($1, $2, $3, $4, $5, $6) \
+        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target, rules, connection_name) VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (sandbox_id, env_name) DO NOTHING"
     } else {
-        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target, rules) VALUES ($1, $2, $3, $4, $5, $6)"
+        "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target, rules, connection_name) VALUES ($1, $2, $3, $4, $5, $6, $7)"
     };
     for b in bindings {
         sqlx::query(sql)
@@ -180,6 +212,7 @@ async fn insert_bindings(
             .bind(b.target_kind.as_str())
             .bind(&b.target)
             .bind(&b.rules)
+            .bind(&b.connection_name)
             .execute(&mut **tx)
             .await?;
     }

@@ -18,6 +18,8 @@ pub struct StateRow {
     pub expires_at: i64,
     /// The hash of the connect link this flow was started from, if any.
     pub connect_link: Option<String>,
+    /// The name the connection gets (`""`: unnamed).
+    pub name: String,
 }
 
 impl Store {
@@ -26,7 +28,7 @@ impl Store {
     pub async fn insert_state(&self, state_hash: &str, s: &StateRow) -> Result<(), VaultError> {
         sqlx::query(
             "INSERT INTO oauth_states (state_hash, tenant, scope_kind, scope_name, provider, scopes, environment, \
-             pkce_verifier, expires_at, used, connect_link) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)",
+             pkce_verifier, expires_at, used, connect_link, name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11)",
         )
         .bind(state_hash)
         .bind(&s.tenant)
@@ -38,6 +40,7 @@ impl Store {
         .bind(s.pkce_verifier.encode())
         .bind(s.expires_at)
         .bind(&s.connect_link)
+        .bind(&s.name)
         .execute(&self.pool)
         .await?;
         // Expired states are of no use to anyone.
@@ -53,7 +56,7 @@ impl Store {
     pub async fn take_state(&self, state_hash: &str) -> Result<Option<StateRow>, VaultError> {
         let row = sqlx::query(
             "UPDATE oauth_states SET used = 1 WHERE state_hash = $1 AND used = 0 \
-             RETURNING tenant, scope_kind, scope_name, provider, scopes, environment, pkce_verifier, expires_at, connect_link",
+             RETURNING tenant, scope_kind, scope_name, provider, scopes, environment, pkce_verifier, expires_at, connect_link, name",
         )
         .bind(state_hash)
         .fetch_optional(&self.pool)

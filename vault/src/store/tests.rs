@@ -12,13 +12,24 @@ async fn backends() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
         Store::open(&sqlite_url).await.unwrap(),
         Some(dir),
     )];
-    match fresh_postgres().await {
-        Some(url) => out.push((url.clone(), Store::open(&url).await.unwrap(), None)),
-        None => {
-            eprintln!("SKIPPED PostgreSQL store tests: no server at 127.0.0.1:5432 (database test)")
-        }
+    if let Some(url) = postgres_for("store tests").await {
+        out.push((url.clone(), Store::open(&url).await.unwrap(), None));
     }
     out
+}
+
+/// [`fresh_postgres`] for `what`; with no server, says the PostgreSQL run is
+/// skipped, and fails under CI (`CI=true`), where the server must be there.
+pub(crate) async fn postgres_for(what: &str) -> Option<String> {
+    let url = fresh_postgres().await;
+    if url.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{what}: no PostgreSQL server at 127.0.0.1:5432 (database test), and CI=true"
+        );
+        eprintln!("SKIPPED PostgreSQL for {what}: no server at 127.0.0.1:5432 (database test)");
+    }
+    url
 }
 
 /// A fresh database on the local PostgreSQL, if one answers.
@@ -87,10 +98,12 @@ async fn states_are_taken_once() {
             pkce_verifier: ring.seal("oauth_states.pkce_verifier", "h", &SecretString::from("v")),
             expires_at: now() + 60,
             connect_link: Some("link-hash".into()),
+            name: "work".into(),
         };
         store.insert_state("h", &row).await.unwrap();
         let taken = store.take_state("h").await.unwrap().expect("the state");
         assert_eq!(taken.connect_link.as_deref(), Some("link-hash"), "{url}");
+        assert_eq!(taken.name, "work", "{url}");
         assert!(
             store.take_state("h").await.unwrap().is_none(),
             "{url}: a state is single-use"
@@ -112,24 +125,31 @@ async fn connect_links_are_found_while_live_and_used_once() {
             expires_at,
             used_at: None,
             scopes: None,
+            connection_name: None,
         };
         store.insert_link(&link("old", now() + 10)).await.unwrap();
         store.insert_link(&link("new", now() + 100)).await.unwrap();
-        let live = store.live_link("sbx", "acme", None, now()).await.unwrap();
+        let live = store
+            .live_link("sbx", "acme", None, None, now())
+            .await
+            .unwrap();
         assert_eq!(live.unwrap().id_hash, "new", "{url}: the longest-lived");
         assert!(store
-            .live_link("sbx", "acme", None, now() + 200)
+            .live_link("sbx", "acme", None, None, now() + 200)
             .await
             .unwrap()
             .is_none());
         assert!(store
-            .live_link("other", "acme", None, now())
+            .live_link("other", "acme", None, None, now())
             .await
             .unwrap()
             .is_none());
         assert!(store.use_link("new").await.unwrap());
         assert!(!store.use_link("new").await.unwrap(), "{url}: once");
-        let live = store.live_link("sbx", "acme", None, now()).await.unwrap();
+        let live = store
+            .live_link("sbx", "acme", None, None, now())
+            .await
+            .unwrap();
         assert_eq!(
             live.unwrap().id_hash,
             "old",
@@ -162,6 +182,9 @@ async fn the_most_specific_connection_wins() {
                     environment: "default",
                     client_id: None,
                     token_url: None,
+                    name: "",
+                    env_name: None,
+                    hosts: None,
                 })
                 .await
                 .unwrap();
@@ -186,7 +209,7 @@ async fn the_most_specific_connection_wins() {
             let store = store.clone();
             async move {
                 store
-                    .visible_connection("t", "acme", ws, user)
+                    .visible_connection("t", "default", "acme", ws, user)
                     .await
                     .unwrap()
                     .unwrap()
@@ -201,7 +224,7 @@ async fn the_most_specific_connection_wins() {
         assert_eq!(pick(Some("ws"), Some("bob")).await, ScopeKind::Workspace);
         assert_eq!(pick(None, Some("bob")).await, ScopeKind::Tenant);
         assert!(store
-            .visible_connection("other", "acme", None, None)
+            .visible_connection("other", "default", "acme", None, None)
             .await
             .unwrap()
             .is_none());
@@ -220,6 +243,9 @@ async fn connection_with_token(store: &Store, ring: &Keyring, provider: &str) ->
             environment: "default",
             client_id: None,
             token_url: None,
+            name: "",
+            env_name: None,
+            hosts: None,
         })
         .await
         .unwrap();
@@ -246,6 +272,9 @@ async fn a_revoke_pending_connection_is_never_handed_out_or_brought_back() {
             environment: "default",
             client_id: None,
             token_url: None,
+            name: "",
+            env_name: None,
+            hosts: None,
         };
         let id = store.upsert_connection(&new).await.unwrap();
         let update = |v: &str| TokenUpdate {
@@ -259,7 +288,7 @@ async fn a_revoke_pending_connection_is_never_handed_out_or_brought_back() {
         };
         store.store_tokens(&id, &update("a1")).await.unwrap();
         assert!(store
-            .visible_connection("t", "acme", None, None)
+            .visible_connection("t", "default", "acme", None, None)
             .await
             .unwrap()
             .is_some());
@@ -267,7 +296,7 @@ async fn a_revoke_pending_connection_is_never_handed_out_or_brought_back() {
         let row = store.connection(&id).await.unwrap().unwrap();
         assert_eq!(row.status, ConnectionStatus::RevokePending, "{url}");
         assert!(store
-            .visible_connection("t", "acme", None, None)
+            .visible_connection("t", "default", "acme", None, None)
             .await
             .unwrap()
             .is_none());
@@ -479,4 +508,134 @@ async fn a_sqlite_file_is_created_for_its_owner_only_without_mode_in_the_url() {
             .is_err()
     );
     assert!(!missing.exists());
+}
+
+/// A database of schema 8 with connections, a sandbox and a binding in it
+/// keeps them all through migration 9: the unnamed connection stays
+/// unnamed in environment `default`, a machine account is named after
+/// itself, the sandbox is in `default` and its binding unpinned.
+#[tokio::test]
+async fn migration_9_keeps_connections_sandboxes_and_bindings() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("m.db").display()
+    )];
+    match fresh_postgres().await {
+        Some(url) => urls.push(url),
+        None => eprintln!("SKIPPED PostgreSQL migration test: no server at 127.0.0.1:5432"),
+    }
+    for url in urls {
+        let old = Store::open_at(&url, 8).await.unwrap();
+        for (id, kind, name) in [("conn_t", "tenant", ""), ("conn_m", "machine", "bot")] {
+            sqlx::query(
+                "INSERT INTO connections (id, tenant, scope_kind, scope_name, provider, grant_kind, status, scopes, \
+                 environment, created_at, updated_at) VALUES ($1, 't', $2, $3, 'acme', 'authorization_code', \
+                 'connected', 'read', 'default', 1, 1)",
+            )
+            .bind(id)
+            .bind(kind)
+            .bind(name)
+            .execute(&old.pool)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO sandboxes (id, tenant, secret_hash, created_at) VALUES ('sbx', 't', 'h', 1)",
+        )
+        .execute(&old.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO bindings (placeholder, sandbox_id, env_name, target_kind, target) \
+             VALUES ('ph', 'sbx', 'ACME_TOKEN', 'provider', 'acme')",
+        )
+        .execute(&old.pool)
+        .await
+        .unwrap();
+        drop(old);
+
+        let store = Store::open(&url).await.unwrap();
+        let tenant = store.connection("conn_t").await.unwrap().unwrap();
+        assert_eq!(
+            (tenant.name.as_str(), tenant.environment.as_str()),
+            ("", "default"),
+            "{url}"
+        );
+        assert_eq!(tenant.scopes, "read");
+        let machine = store.connection("conn_m").await.unwrap().unwrap();
+        assert_eq!(machine.name, "bot", "{url}");
+        assert_eq!(
+            store.sandbox("sbx").await.unwrap().unwrap().environment,
+            "default"
+        );
+        let binding = store.binding("ph").await.unwrap().unwrap();
+        assert_eq!(binding.connection_name, None);
+        assert_eq!(binding.id(), "provider:acme");
+        let seen = store
+            .visible_connection("t", "default", "acme", None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seen.id, "conn_t",
+            "{url}: the tenant's before the machine account"
+        );
+
+        // Now the same owner's account may be connected in production too,
+        // and under a name beside the unnamed one.
+        let new = |environment: &'static str,
+                   name: &'static str,
+                   scope: (ScopeKind, &'static str)| NewConnection {
+            tenant: "t",
+            scope_kind: scope.0,
+            scope_name: scope.1,
+            provider: "acme",
+            grant_kind: GrantKind::AuthorizationCode,
+            scopes: "",
+            environment,
+            client_id: None,
+            token_url: None,
+            name,
+            env_name: None,
+            hosts: None,
+        };
+        let prod = store
+            .upsert_connection(&new("production", "", (ScopeKind::Tenant, "")))
+            .await
+            .unwrap();
+        assert_ne!(prod, "conn_t", "{url}");
+        let work = store
+            .upsert_connection(&new("default", "work", (ScopeKind::Tenant, "")))
+            .await
+            .unwrap();
+        // Reconnecting a name is the same row; another owner may not take it.
+        assert_eq!(
+            store
+                .upsert_connection(&new("default", "work", (ScopeKind::Tenant, "")))
+                .await
+                .unwrap(),
+            work
+        );
+        let err = store
+            .upsert_connection(&new("default", "work", (ScopeKind::User, "alice")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, VaultError::Conflict(_)), "{url}: {err}");
+        assert!(err.to_string().contains("\"work\""), "{err}");
+        // The machine account's name is taken in its environment only.
+        store
+            .upsert_connection(&new("production", "bot", (ScopeKind::Tenant, "")))
+            .await
+            .unwrap();
+        assert!(store
+            .upsert_connection(&new("default", "bot", (ScopeKind::Tenant, "")))
+            .await
+            .is_err());
+        assert_eq!(store.connections().await.unwrap().len(), 5, "{url}");
+        assert_eq!(
+            store.environments().await.unwrap(),
+            ["default", "production"]
+        );
+    }
 }

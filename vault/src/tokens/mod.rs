@@ -23,9 +23,11 @@ enum Failure {
     Unavailable(String),
 }
 
-/// A refresh lease outlives the provider call (the HTTP client gives up
-/// after 30 s), so it only runs out when its holder died.
-const LEASE_SECS: i64 = 60;
+/// A refresh lease runs out this long after its holder last renewed it:
+/// a replica that dies mid-refresh holds the connection up no longer.
+const LEASE_SECS: i64 = 10;
+/// The holder renews its lease this often while the provider call runs.
+const LEASE_RENEW: Duration = Duration::from_secs(3);
 /// How long a caller with no valid token to serve waits for another
 /// caller's (or replica's) refresh of the same connection.
 const WAIT_FOR_OTHERS: Duration = Duration::from_secs(35);

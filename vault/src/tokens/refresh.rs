@@ -1,7 +1,6 @@
 //! Refresh: ahead of expiry and on demand, one per connection across
 //! processes through a lease on its row; back-off and the background refresher.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -225,7 +224,13 @@ impl Vault {
         };
         let row = row.clone();
         let task = tokio::spawn(async move {
+            let renewer = tokio::spawn(renew_lease(
+                vault.store.clone(),
+                row.id.clone(),
+                owner.clone(),
+            ));
             let step = vault.refresh_leased(&row, &owner, usable).await;
+            renewer.abort();
             if let Some(wake) = vault.refresh_wake.get(&row.id) {
                 wake.notify_waiters();
             }
@@ -365,10 +370,12 @@ impl Vault {
                     LeaseEnd::Tokens(_) => {
                         bump(&self.stats.granted);
                         self.backoff.remove(id);
+                        // Proxies holding the old token take the new one now.
+                        self.bump_generation();
                         tracing::info!(connection = %id, provider = %row.provider, "token refreshed");
                     }
                     LeaseEnd::Status { reason, .. } => {
-                        self.generation.fetch_add(1, Ordering::Relaxed);
+                        self.bump_generation();
                         tracing::warn!(connection = %id, provider = %row.provider, reason = reason.as_deref().unwrap_or(""), "refresh refused: reconnect needed");
                     }
                     LeaseEnd::RefreshToken(_) => {
@@ -520,7 +527,7 @@ impl Vault {
             .await
         {
             Ok(true) => {
-                self.generation.fetch_add(1, Ordering::Relaxed);
+                self.bump_generation();
                 tracing::warn!(connection = %row.id, provider = %row.provider, reason = why, "reconnect needed");
                 Err(Failure::Reconnect)
             }
@@ -567,30 +574,71 @@ impl Vault {
                 refreshed += usize::from(fresh.granted);
             }
         }
-        let keepalive = self.settings.keepalive_refresh.as_secs() as i64;
-        if keepalive > 0 {
-            let before = now() - keepalive;
-            let idle = match self.store.obtained_before(before).await {
-                Ok(idle) => idle,
-                Err(error) => {
-                    tracing::warn!(%error, "background refresh could not list idle connections");
-                    Vec::new()
-                }
+        refreshed += self.keep_alive_idle(&ids).await;
+        refreshed
+    }
+
+    /// Refreshes connected grants whose tokens are older than their
+    /// provider's `refresh_keepalive` (else the vault's `keepalive_refresh`),
+    /// however far from expiry, leaving out `due` (refreshed this pass
+    /// already); the number of new grants.
+    async fn keep_alive_idle(&self, due: &[String]) -> usize {
+        // Only rows older than the shortest period anyone asks for are read.
+        let Some(shortest) = self.keepalive_periods().into_iter().min() else {
+            return 0;
+        };
+        let now = now();
+        let idle = match self.store.obtained_before(now - shortest).await {
+            Ok(idle) => idle,
+            Err(error) => {
+                tracing::warn!(%error, "background refresh could not list idle connections");
+                return 0;
+            }
+        };
+        let due: std::collections::HashSet<&String> = due.iter().collect();
+        let mut refreshed = 0;
+        for grant in idle.iter().filter(|g| !due.contains(&g.id)) {
+            let Some(period) = self.keepalive_period(&grant.provider) else {
+                continue;
             };
-            let due: std::collections::HashSet<&String> = ids.iter().collect();
-            for id in idle.iter().filter(|id| !due.contains(id)) {
-                let fresh = self
-                    .refresh_connection(id, Reason::KeepAlive { before })
-                    .await;
-                if let Ok(fresh) = fresh {
-                    if fresh.granted {
-                        tracing::info!(connection = %id, "refreshed an idle grant to keep its refresh token alive");
-                    }
-                    refreshed += usize::from(fresh.granted);
+            let before = now - period;
+            if grant.obtained_at.is_some_and(|o| o >= before) {
+                continue;
+            }
+            let fresh = self
+                .refresh_connection(&grant.id, Reason::KeepAlive { before })
+                .await;
+            if let Ok(fresh) = fresh {
+                if fresh.granted {
+                    tracing::info!(connection = %grant.id, provider = %grant.provider, "refreshed an idle grant to keep its refresh token alive");
                 }
+                refreshed += usize::from(fresh.granted);
             }
         }
         refreshed
+    }
+
+    /// The keep-alive period of `provider`'s grants in whole seconds (at
+    /// least one), `None` when off: its own `refresh_keepalive`, else the
+    /// vault's setting.
+    fn keepalive_period(&self, provider: &str) -> Option<i64> {
+        let own = self
+            .provider(provider)
+            .ok()
+            .and_then(|p| p.refresh_keepalive);
+        seconds_unless_off(own.unwrap_or(self.settings.keepalive_refresh))
+    }
+
+    /// Every keep-alive period in force: the vault's and each provider's own.
+    fn keepalive_periods(&self) -> Vec<i64> {
+        let catalog = self.catalog.read().expect("catalog lock");
+        let mut periods: Vec<i64> = catalog
+            .all()
+            .filter_map(|p| p.refresh_keepalive)
+            .filter_map(seconds_unless_off)
+            .collect();
+        periods.extend(seconds_unless_off(self.settings.keepalive_refresh));
+        periods
     }
 
     /// Runs [`Vault::refresh_due`] every `every` until the process ends.
@@ -606,4 +654,24 @@ impl Vault {
             }
         })
     }
+}
+
+/// Keeps `owner`'s lease on connection `id` alive while its refresh runs;
+/// stops when the lease is gone (ended, or taken after it ran out).
+async fn renew_lease(store: crate::store::Store, id: String, owner: String) {
+    loop {
+        tokio::time::sleep(super::LEASE_RENEW).await;
+        match store.renew_lease(&id, &owner, now() + LEASE_SECS).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                tracing::warn!(connection = %id, %error, "could not renew a refresh lease");
+            }
+        }
+    }
+}
+
+/// A keep-alive period in whole seconds, at least one; `None` for zero (off).
+fn seconds_unless_off(period: Duration) -> Option<i64> {
+    (!period.is_zero()).then(|| i64::try_from(period.as_secs().max(1)).unwrap_or(i64::MAX))
 }

@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use super::{Failure, Reason};
 use crate::catalog::Provider;
 use crate::error::VaultError;
-use crate::store::{now, BindingRow, BindingTarget};
+use crate::store::{now, BindingRow, BindingTarget, ConnectionRow};
 use crate::{sha256_hex, Vault};
 
 impl Vault {
@@ -31,7 +31,7 @@ impl Vault {
             .await
             .map_err(unavailable)?
             .ok_or(TokenError::UnknownPlaceholder)?;
-        let binding_id = format!("{}:{}", binding.target_kind, binding.target);
+        let binding_id = binding.id();
         if binding.sandbox_id != sandbox.as_str() {
             return Err(TokenError::WrongSandbox {
                 binding: binding_id,
@@ -98,19 +98,14 @@ impl Vault {
                         binding: binding_id.clone(),
                     })?;
                 let connection = self
-                    .store
-                    .visible_connection(
-                        &owner.tenant,
-                        &binding.target,
-                        owner.workspace.as_deref(),
-                        owner.user_name.as_deref(),
-                    )
+                    .binding_connection(&owner, &binding)
                     .await
                     .map_err(unavailable)?
                     .ok_or_else(|| TokenError::NotConnected {
                         binding: binding_id.clone(),
                     })?;
                 let connection_id = connection.id.clone();
+                let hosts = connection_hosts(&connection, &provider);
                 let result = match failed {
                     Some(failed) => self
                         .refresh_connection(&connection_id, Reason::Failed(failed))
@@ -131,7 +126,7 @@ impl Vault {
                         id: binding_id,
                         name: binding.env_name.clone(),
                         sandbox: sandbox.clone(),
-                        hosts: provider.host_patterns(),
+                        hosts,
                         swap_in: provider.swap_in.clone(),
                         kind: BindingKind::OAuth { connection_id },
                         expired_on: provider.expired_on.clone(),
@@ -276,7 +271,7 @@ impl Vault {
         };
         let mut out = Vec::new();
         for b in self.store.bindings_of(sandbox).await? {
-            let id = format!("{}:{}", b.target_kind, b.target);
+            let id = b.id();
             if b.target_kind == BindingTarget::Secret {
                 if let Some(s) = self.store.secret(&owner.tenant, &b.target).await? {
                     out.push(BindingShape {
@@ -297,9 +292,17 @@ impl Vault {
                     placeholder: b.placeholder.clone(),
                     inject: p.inject.clone(),
                 });
+                // A pinned connection with hosts of its own is bound to those.
+                let hosts = match &b.connection_name {
+                    Some(_) => match self.binding_connection(&owner, &b).await? {
+                        Some(c) => connection_hosts(&c, &p),
+                        None => p.host_patterns(),
+                    },
+                    None => p.host_patterns(),
+                };
                 out.push(BindingShape {
                     id,
-                    hosts: p.host_patterns(),
+                    hosts,
                     swaps_in_body: p.swap_in.contains(&SwapLocation::Body),
                     rules: binding_rules(&b, Some(&p)),
                     inject_absent,
@@ -307,6 +310,17 @@ impl Vault {
             }
         }
         Ok(out)
+    }
+}
+
+/// The hosts a connection's token may go to: its own, else its provider's.
+fn connection_hosts(connection: &ConnectionRow, provider: &Provider) -> Vec<HostPattern> {
+    match connection.own_hosts() {
+        Some(hosts) => hosts
+            .iter()
+            .filter_map(|h| HostPattern::parse(h).ok())
+            .collect(),
+        None => provider.host_patterns(),
     }
 }
 

@@ -207,6 +207,9 @@ pub(super) async fn connection(
             environment: "default",
             client_id: None,
             token_url: None,
+            name: "",
+            env_name: None,
+            hosts: None,
         })
         .await
         .unwrap();
@@ -239,6 +242,8 @@ pub(super) async fn sandbox(vault: &Vault, provider: &str) -> (SandboxId, String
             id: None,
             rules: Default::default(),
             consent_wait_secs: None,
+            environment: "default".into(),
+            connections: Vec::new(),
         })
         .await
         .unwrap();

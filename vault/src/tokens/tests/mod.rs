@@ -11,6 +11,7 @@ use crate::oauth::RawAnswer;
 use crate::store::{now, ConnectionStatus, GrantKind, NewConnection, ScopeKind};
 use crate::VaultSettings;
 
+mod accounts;
 mod fixtures;
 
 use fixtures::*;
@@ -537,6 +538,9 @@ async fn an_app_is_not_deleted_while_a_connection_falls_back_to_it() {
             environment: "default",
             client_id: None,
             token_url: None,
+            name: "",
+            env_name: None,
+            hosts: None,
         })
         .await
         .unwrap();
@@ -603,7 +607,7 @@ async fn a_secret_of_the_sidecar_alone_is_deleted_with_its_placeholder() {
     .unwrap();
     let sidecar = SandboxId::default_sandbox();
     let bound = v
-        .ensure_sandbox(sidecar.as_str(), &[], &["LINEAR_KEY".into()])
+        .ensure_sandbox(sidecar.as_str(), "default", &[], &["LINEAR_KEY".into()])
         .await
         .unwrap();
     let placeholder = bound[0].1.clone();
@@ -622,4 +626,133 @@ async fn a_secret_of_the_sidecar_alone_is_deleted_with_its_placeholder() {
         v.delete_secret("default", "LINEAR_KEY").await.unwrap_err(),
         VaultError::NotFound(_)
     ));
+}
+
+/// Two providers on their own fake token endpoints, one with its own
+/// `refresh_keepalive` line; a tenant connection of each, tokens an hour
+/// from expiry (never due).
+async fn keepalive_world(
+    own: &str,
+    global: Duration,
+    postgres: Option<String>,
+) -> (
+    std::sync::Arc<Fake>,
+    std::sync::Arc<Fake>,
+    World,
+    String,
+    String,
+) {
+    let (own_fake, other_fake) = (Fake::new(), Fake::new());
+    let (own_port, other_port) = (
+        serve(own_fake.clone()).await,
+        serve(other_fake.clone()).await,
+    );
+    let catalog = format!(
+        "{}refresh_keepalive = \"{own}\"\n{}",
+        provider_toml("own", "OWN_TOKEN", own_port, false),
+        provider_toml("other", "OTHER_TOKEN", other_port, false)
+    );
+    let settings = VaultSettings {
+        keepalive_refresh: global,
+        ..settings()
+    };
+    let w = match postgres {
+        Some(url) => World {
+            vault: open(&url, &catalog, settings).await,
+            url,
+            _dir: tempfile::tempdir().unwrap(),
+        },
+        None => world(&catalog, settings).await,
+    };
+    let own_id = connection(&w.vault, "own", true, 3600).await;
+    let other_id = connection(&w.vault, "other", true, 3600).await;
+    (own_fake, other_fake, w, own_id, other_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_s_refresh_keepalive_overrides_the_vault_s() {
+    provider_keepalive(None).await;
+    if let Some(url) = crate::store::tests::postgres_for("the provider keep-alive test").await {
+        provider_keepalive(Some(url)).await;
+    }
+}
+
+async fn provider_keepalive(postgres: Option<String>) {
+    let hour = 3600;
+    let ahead = Duration::from_secs(30);
+    // The vault's keep-alive off; "own" asks for an hour.
+    let (own, other, w, own_id, other_id) =
+        keepalive_world("1h", Duration::ZERO, postgres.clone()).await;
+    // Refreshed half an hour ago: within the hour, left alone.
+    w.vault
+        .store
+        .backdate_tokens(&own_id, now() - hour / 2)
+        .await;
+    w.vault
+        .store
+        .backdate_tokens(&other_id, now() - 2 * hour)
+        .await;
+    assert_eq!(w.vault.refresh_due(ahead).await, 0);
+    assert_eq!((own.granted(), other.granted()), (0, 0));
+    // Not refreshed for two hours: "own" gets one keep-alive grant; "other"
+    // follows the vault's setting (off) however old its tokens.
+    let two_hours_ago = now() - 2 * hour;
+    w.vault.store.backdate_tokens(&own_id, two_hours_ago).await;
+    assert_eq!(w.vault.refresh_due(ahead).await, 1);
+    assert_eq!((own.granted(), other.granted()), (1, 0));
+    let row = w.vault.store.connection(&own_id).await.unwrap().unwrap();
+    assert!(row.obtained_at.unwrap() >= now() - 5, "new tokens stored");
+    assert_eq!(row.status, ConnectionStatus::Connected);
+    // Then quiet until the hour has passed again.
+    assert_eq!(w.vault.refresh_due(ahead).await, 0);
+    assert_eq!(own.granted(), 1);
+
+    // The vault keeps grants alive daily; "own" says "0s": off for it alone.
+    let day = 24 * hour;
+    let again = match postgres {
+        Some(_) => crate::store::tests::postgres_for("the provider keep-alive test").await,
+        None => None,
+    };
+    let (own, other, w, own_id, other_id) =
+        keepalive_world("0s", Duration::from_secs(day as u64), again).await;
+    for id in [&own_id, &other_id] {
+        w.vault.store.backdate_tokens(id, now() - 2 * day).await;
+    }
+    assert_eq!(w.vault.refresh_due(ahead).await, 1);
+    assert_eq!((own.granted(), other.granted()), (0, 1));
+}
+
+/// The spawned background task, with no request at all: a provider whose
+/// grants must be refreshed every second gets one while its access token
+/// is an hour from expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spawned_refresher_keeps_a_provider_s_idle_grant_alive() {
+    let (own, other, w, own_id, _) = keepalive_world("1s", Duration::ZERO, None).await;
+    let first = w.vault.store.connection(&own_id).await.unwrap().unwrap();
+    let task = w.vault.spawn_refresher(Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refreshed = || async {
+        let row = w.vault.store.connection(&own_id).await.unwrap().unwrap();
+        row.token_version > first.token_version && row.refreshed_at.is_some()
+    };
+    while !refreshed().await && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refreshed().await, "the idle grant was refreshed and stored");
+    assert!(own.granted() >= 1);
+    let row = w.vault.store.connection(&own_id).await.unwrap().unwrap();
+    assert!(
+        row.expires_at.unwrap() > now() + 3000,
+        "an hour-long token again"
+    );
+    assert_eq!(
+        other.granted(),
+        0,
+        "the other provider's grant was left alone"
+    );
+    drop(w);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the refresher stopped with its vault")
+        .unwrap();
 }
