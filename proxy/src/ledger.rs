@@ -25,6 +25,8 @@ use crate::firewall::{self, Firewall};
 const RELOAD_EVERY: Duration = Duration::from_secs(30);
 /// Narrowings with a `uses=` caveat counted at once (per process).
 const MAX_COUNTED_NARROWINGS: usize = 100_000;
+/// Verified narrowings kept at once (per process); past it, the cache starts over.
+const MAX_VERIFIED_NARROWINGS: usize = 10_000;
 /// Firewalls kept per sandbox for the sets of narrowed placeholders its
 /// requests carried (building one costs as much as a whole request).
 const MAX_NARROWED_FIREWALLS: usize = 256;
@@ -38,6 +40,15 @@ pub struct TokenLedger {
     /// Requests made under each `uses=N` caveat, by the chain signature
     /// right after it (shared by every further narrowing). Per process.
     narrowed_uses: DashMap<[u8; 32], u32>,
+    /// Narrowed placeholders whose chain verified, by sandbox and placeholder:
+    /// decoding and verifying cost as much as the rest of a request. Expiry
+    /// and uses are still checked on every request.
+    verified: DashMap<(SandboxId, String), Arc<VerifiedNarrowing>>,
+}
+
+struct VerifiedNarrowing {
+    root: String,
+    caveats: Vec<Caveat>,
 }
 
 type NarrowedFirewalls = HashMap<Vec<String>, Arc<Firewall>>;
@@ -151,6 +162,7 @@ impl TokenLedger {
             inner,
             sandboxes: DashMap::new(),
             narrowed_uses: DashMap::new(),
+            verified: DashMap::new(),
         }
     }
 
@@ -186,6 +198,13 @@ impl TokenLedger {
         find(&ledger)
     }
 
+    /// Whether `placeholder` is one of the placeholders `sandbox`'s list holds.
+    fn holds_placeholder(&self, sandbox: &SandboxId, placeholder: &str) -> bool {
+        let ledger = self.ledger(sandbox);
+        let state = ledger.state.read().expect("ledger lock");
+        state.entries.values().any(|e| e.placeholder == placeholder)
+    }
+
     /// A narrowed placeholder: its root resolved, its chain verified, its
     /// expiry and (with `count_use`) its use limits applied; the binding
     /// comes back carrying the caveats about the request itself.
@@ -196,27 +215,51 @@ impl TokenLedger {
         count_use: bool,
         resolve_root: impl AsyncFnOnce(String) -> Result<Resolved, TokenError>,
     ) -> Result<Resolved, TokenError> {
-        let narrowed = placeholder
-            .strip_prefix(self.inner.placeholder_prefix())
-            .and_then(|run| Narrowed::decode(run).ok())
-            .ok_or(TokenError::UnknownPlaceholder)?;
-        let root = self
-            .narrowing_root(sandbox, &narrowed)
-            .await
-            .ok_or(TokenError::UnknownPlaceholder)?;
-        let parent = resolve_root(root.clone()).await?;
+        let key = (sandbox.clone(), placeholder.to_owned());
+        let cached = self.verified.get(&key).map(|v| v.clone());
+        // A verified narrowing holds while its root is still the sandbox's.
+        let cached = cached.filter(|v| self.holds_placeholder(sandbox, &v.root));
+        let (verified, parent) = match cached {
+            Some(verified) => {
+                let parent = resolve_root(verified.root.clone()).await?;
+                (verified, parent)
+            }
+            None => {
+                let narrowed = placeholder
+                    .strip_prefix(self.inner.placeholder_prefix())
+                    .and_then(|run| Narrowed::decode(run).ok())
+                    .ok_or(TokenError::UnknownPlaceholder)?;
+                let root = self
+                    .narrowing_root(sandbox, &narrowed)
+                    .await
+                    .ok_or(TokenError::UnknownPlaceholder)?;
+                let parent = resolve_root(root.clone()).await?;
+                let caveats = narrowed
+                    .verify(&root)
+                    .map_err(|reason| TokenError::Narrowed {
+                        binding: parent.binding.id.clone(),
+                        reason: reason.to_string(),
+                    })?;
+                let verified = Arc::new(VerifiedNarrowing { root, caveats });
+                if self.verified.len() >= MAX_VERIFIED_NARROWINGS {
+                    self.verified.clear();
+                }
+                self.verified.insert(key, verified.clone());
+                (verified, parent)
+            }
+        };
+        let caveats = &verified.caveats;
         let refuse = |reason: NarrowError| TokenError::Narrowed {
             binding: parent.binding.id.clone(),
             reason: reason.to_string(),
         };
-        let caveats = narrowed.verify(&root).map_err(refuse)?;
         let now = unix_now();
         let mut narrowed_by = NarrowedBy {
             placeholder: placeholder.to_owned(),
             allows: Vec::new(),
             body_max: None,
         };
-        for caveat in &caveats {
+        for caveat in caveats {
             match caveat {
                 Caveat::Expires(at) if now > *at => {
                     return Err(refuse(NarrowError::Expired { at: *at }))
@@ -231,7 +274,7 @@ impl TokenLedger {
             }
         }
         if count_use {
-            for caveat in &caveats {
+            for caveat in caveats {
                 if let Caveat::Uses { limit, counter } = caveat {
                     // Bounded memory: past the cap, new counted narrowings are refused.
                     if self.narrowed_uses.len() >= MAX_COUNTED_NARROWINGS
@@ -726,5 +769,26 @@ mod tests {
             !Arc::ptr_eq(&first, &rebuilt),
             "rebuilt after the tokens changed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_narrowing_verified_once_still_expires() {
+        let source = Arc::new(Rotating {
+            current: Mutex::new("tok_CUR_0123456789abcdef".into()),
+            listed: Default::default(),
+        });
+        let ledger = Arc::new(TokenLedger::new(source));
+        let sandbox = SandboxId::default_sandbox();
+        ledger.firewall(&sandbox).await.expect("the list is read");
+        let soon = format!("expires={}", unix_now() + 1);
+        let narrowed = airlock_vault_client::narrow("miosa-tok-", "miosa-tok-PH", &[soon]).unwrap();
+        assert!(ledger.resolve(&sandbox, &narrowed).await.is_ok());
+        assert!(
+            ledger.resolve(&sandbox, &narrowed).await.is_ok(),
+            "verified, kept"
+        );
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let expired = ledger.resolve(&sandbox, &narrowed).await.unwrap_err();
+        assert!(expired.to_string().contains("expired"), "{expired}");
     }
 }
