@@ -561,4 +561,20 @@ async fn a_large_json_upload_whose_binding_cannot_swap_bodies_keeps_its_content_
             .header("authorization")
             .is_some_and(|a| !a.contains(&placeholder)));
     }
+    // The audit counts what the upstream connection took, each byte once.
+    let mut counted = Vec::new();
+    for _ in 0..50 {
+        counted = airlock
+            .logs()
+            .lines()
+            .filter(|l| l.contains("path=/upload"))
+            .filter_map(|l| l.split("request_bytes=").nth(1))
+            .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+            .collect();
+        if counted.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(counted, [len as u64; 2], "request_bytes of the two uploads");
 }

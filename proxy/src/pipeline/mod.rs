@@ -29,7 +29,7 @@ use std::time::Instant;
 use hyper::body::Incoming;
 
 use crate::audit::AuditRecord;
-use crate::body::{boxed, DrainLimit, DrainOnDrop, Metered};
+use crate::body::{boxed, DrainLimit, DrainOnDrop};
 use crate::headers::strip_hop_by_hop;
 use crate::screen::ToSandbox;
 use crate::shared::Shared;
@@ -60,13 +60,11 @@ pub(crate) async fn forward(
             mode,
         },
         // Both are drained when the upstream answers before reading them all
-        // (an early 401); only what the upstream connection took is counted.
+        // (an early 401); what the upstream connection took is counted once,
+        // by the attempt that sends it (`send::metered`).
         BodyPlan::Untouched { read, rest } => BodyPlan::Untouched {
             read,
-            rest: boxed(Metered::new(
-                boxed(DrainOnDrop::new(rest, DrainLimit::DEFAULT)),
-                audit.request_bytes.clone(),
-            )),
+            rest: boxed(DrainOnDrop::new(rest, DrainLimit::DEFAULT)),
         },
         other => other,
     };
