@@ -420,7 +420,7 @@ async fn the_provider_down_for_a_minute_costs_503s_not_the_connection() {
 async fn postgresql_restarted_under_load_loses_nothing() {
     let Some(pg) = crate::support::private_pg::PrivatePostgres::start() else {
         crate::support::skip(
-            "the restart test needs PostgreSQL's server binaries (apt-get install postgresql)",
+            "the restart test needs root and PostgreSQL's server binaries (apt-get install postgresql)",
         );
         return;
     };

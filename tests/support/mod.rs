@@ -21,6 +21,15 @@ pub use upstream::Upstream;
 /// Node modules for the Node clients (undici), installed by `scripts/test`.
 pub const NODE_MODULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/node_modules");
 
+/// Whether the tests run as root (namespaces, iptables, a server run as another user).
+pub fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}
+
 /// Whether this run is CI (`CI=true`), where a test must not skip.
 pub fn in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))

@@ -16,12 +16,7 @@ pub struct SandboxNamespace {
 
 /// Whether namespaces can be made here (root and `ip`).
 pub fn available() -> bool {
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout == b"0\n")
-        .unwrap_or(false);
-    is_root && Command::new("ip").arg("-V").output().is_ok()
+    super::is_root() && Command::new("ip").arg("-V").output().is_ok()
 }
 
 fn ip(args: &[&str]) {

@@ -48,8 +48,12 @@ fn as_postgres(program: &Path, args: &[&str]) -> std::process::Output {
 }
 
 impl PrivatePostgres {
-    /// A new cluster, started; `None` when the binaries are missing.
+    /// A new cluster, started; `None` when the binaries are missing or this
+    /// is not root (the server runs as `postgres`).
     pub fn start() -> Option<Self> {
+        if !super::is_root() {
+            return None;
+        }
         let bin = server_bin()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let chown = Command::new("chown")
