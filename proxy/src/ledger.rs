@@ -551,6 +551,18 @@ mod tests {
         listed: std::sync::atomic::AtomicUsize,
     }
 
+    /// A ledger over a `Rotating` source whose list it has read once.
+    async fn listed_ledger() -> (Arc<Rotating>, Arc<TokenLedger>, SandboxId) {
+        let source = Arc::new(Rotating {
+            current: Mutex::new("tok_CUR_0123456789abcdef".into()),
+            listed: Default::default(),
+        });
+        let ledger = Arc::new(TokenLedger::new(source.clone()));
+        let sandbox = SandboxId::default_sandbox();
+        ledger.firewall(&sandbox).await.expect("the list is read");
+        (source, ledger, sandbox)
+    }
+
     impl Rotating {
         fn resolved(&self, sandbox: &SandboxId) -> Resolved {
             Resolved {
@@ -705,13 +717,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_narrowed_placeholder_resolves_through_its_root_and_made_up_ones_cost_no_reload() {
-        let source = Arc::new(Rotating {
-            current: Mutex::new("tok_CUR_0123456789abcdef".into()),
-            listed: Default::default(),
-        });
-        let ledger = Arc::new(TokenLedger::new(source.clone()));
-        let sandbox = SandboxId::default_sandbox();
-        ledger.firewall(&sandbox).await.expect("the list is read");
+        let (source, ledger, sandbox) = listed_ledger().await;
         let once =
             airlock_vault_client::narrow("miosa-tok-", "miosa-tok-PH", &["uses=1".into()]).unwrap();
         let r = ledger.resolve(&sandbox, &once).await.unwrap();
@@ -742,13 +748,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_narrowed_requests_firewall_is_built_once_per_set_until_the_tokens_change() {
-        let source = Arc::new(Rotating {
-            current: Mutex::new("tok_CUR_0123456789abcdef".into()),
-            listed: Default::default(),
-        });
-        let ledger = Arc::new(TokenLedger::new(source.clone()));
-        let sandbox = SandboxId::default_sandbox();
-        ledger.firewall(&sandbox).await.expect("the list is read");
+        let (source, ledger, sandbox) = listed_ledger().await;
         let narrowed =
             airlock_vault_client::narrow("miosa-tok-", "miosa-tok-PH", &["allow=GET /**".into()])
                 .unwrap();
@@ -773,13 +773,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_narrowing_verified_once_still_expires() {
-        let source = Arc::new(Rotating {
-            current: Mutex::new("tok_CUR_0123456789abcdef".into()),
-            listed: Default::default(),
-        });
-        let ledger = Arc::new(TokenLedger::new(source));
-        let sandbox = SandboxId::default_sandbox();
-        ledger.firewall(&sandbox).await.expect("the list is read");
+        let (_, ledger, sandbox) = listed_ledger().await;
         let soon = format!("expires={}", unix_now() + 1);
         let narrowed = airlock_vault_client::narrow("miosa-tok-", "miosa-tok-PH", &[soon]).unwrap();
         assert!(ledger.resolve(&sandbox, &narrowed).await.is_ok());

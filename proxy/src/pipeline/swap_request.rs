@@ -203,26 +203,20 @@ async fn verify_sigv4(
     let resolved = swapper
         .resolve_signing(form.key_id(), BindingKind::AwsSigV4)
         .await?;
-    let body = match &*body {
-        BodyPlan::Empty => Some(&b""[..]),
+    if matches!(
+        &*body,
         BodyPlan::Whole {
-            data,
-            encoding: None,
+            encoding: Some(_),
             ..
-        } => Some(&data[..]),
-        BodyPlan::Whole { .. } => {
-            return Err(SigningError::Unsupported(
-                "a SigV4-signed body cannot be compressed (Content-Encoding): its hash covers the bytes as sent",
-            )
-            .into())
         }
-        _ => None,
-    };
-    let host = out
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(&out.authority);
+    ) {
+        return Err(SigningError::Unsupported(
+            "a SigV4-signed body cannot be compressed (Content-Encoding): its hash covers the bytes as sent",
+        )
+        .into());
+    }
+    let body = plain_body(body);
+    let host = signed_host(out);
     let view = RequestView {
         method: out.method.as_str(),
         path_and_query: &out.path_and_query,
@@ -231,6 +225,27 @@ async fn verify_sigv4(
         body,
     };
     Ok(Some(Verified::check(form, &resolved, &view, unix_now())?))
+}
+
+/// The body a signature covers, when it is read whole and not compressed.
+fn plain_body(body: &BodyPlan) -> Option<&[u8]> {
+    match body {
+        BodyPlan::Empty => Some(&b""[..]),
+        BodyPlan::Whole {
+            data,
+            encoding: None,
+            ..
+        } => Some(&data[..]),
+        _ => None,
+    }
+}
+
+/// The host a signature covers: `Host` as sent, else the authority.
+fn signed_host(out: &Outgoing) -> &str {
+    out.headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(&out.authority)
 }
 
 /// The HMAC bindings of this host whose signature header the request
@@ -249,20 +264,8 @@ async fn verify_hmac(
     let mut checked = Vec::new();
     for (placeholder, resolved) in signers {
         let found = {
-            let body = match &*body {
-                BodyPlan::Empty => Some(&b""[..]),
-                BodyPlan::Whole {
-                    data,
-                    encoding: None,
-                    ..
-                } => Some(&data[..]),
-                _ => None,
-            };
-            let host = out
-                .headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(&out.authority);
+            let body = plain_body(body);
+            let host = signed_host(out);
             let view = HmacRequest {
                 method: out.method.as_str(),
                 path_and_query: &out.path_and_query,
