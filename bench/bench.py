@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -309,6 +310,8 @@ http {{
     "Bearer {REAL}" ok;
     "Bearer vault-tok-1" expired;
     "~^Bearer vault-tok-[0-9]+$" ok;
+    # The scaling workload's tenants: each has a token of its own.
+    "~^Bearer scale-tok-[0-9a-z-]+$" ok;
   }}
   client_body_temp_path {shm}/body;
   keepalive_requests 100000000;
@@ -644,19 +647,30 @@ def callgrind_swapper(work, target_dir, src, mib=64, every=65536):
     expected = (mib << 20) // every - 1
     if out["verify"].get("tokens_out", -1) < expected:
         FAILURES.append(f"swapcount: {out['verify']} (want ≥ {expected} tokens swapped)")
-    for mode in ("copy", "swap", "scrub"):
+    # scrub1000: the firewall guarding 1 000 tokens (issue 19: its cost must
+    # not grow with the token count). Building that firewall is counted apart
+    # (the same run on an empty body, and the empty copy beside it).
+    runs = {"copy": ("copy", mib, []), "swap": ("swap", mib, []), "scrub": ("scrub", mib, []),
+            "scrub1000": ("scrub", mib, ["1000"]), "copy_empty": ("copy", 0, []),
+            "scrub1000_empty": ("scrub", 0, ["1000"])}
+    for mode, (what, body_mib, extra) in runs.items():
         cg = work / f"callgrind.{mode}.out"
-        p = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}", str(binary),
-                            mode, str(mib), str(every)], text=True, capture_output=True, timeout=1200)
+        argv = [str(binary), what, str(body_mib), str(every), *extra]
+        p = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}", *argv],
+                           text=True, capture_output=True, timeout=1200)
         m = re.search(r"Collected : (\d+)", p.stderr)
         out[mode] = {"ir": int(m.group(1)) if m else None}
         if m is None:
             out[mode]["error"] = p.stderr[-300:]
         log(f"callgrind {mode}: {out[mode].get('ir')} instructions")
     size = mib << 20
-    for mode in ("swap", "scrub"):
-        if out[mode].get("ir") and out["copy"].get("ir"):
-            net = out[mode]["ir"] - out["copy"]["ir"]
+    build = None
+    if out["scrub1000_empty"].get("ir") and out["copy_empty"].get("ir"):
+        build = out["scrub1000_empty"]["ir"] - out["copy_empty"]["ir"]
+        out["scrub1000"]["build_ir"] = build
+    for mode in ("swap", "scrub", "scrub1000"):
+        if out[mode].get("ir") and out["copy"].get("ir") and (mode != "scrub1000" or build is not None):
+            net = out[mode]["ir"] - out["copy"]["ir"] - (build if mode == "scrub1000" else 0)
             out[mode]["net_ir"] = net
             out[mode]["ir_per_byte"] = net / size
     return out
@@ -955,6 +969,445 @@ def token_path(work, pki, binary, upstream_h2, reps, duration, storm_n, results)
     return res
 
 
+# ---------------------------------------------------------------- how cost grows with work (issue 19)
+
+# One shared gateway (`airlock up` with `require_auth = true`, vault on SQLite)
+# populated through the admin API; a second pair with the firewall on and off.
+PORTS_SCALE = {"airlock_scale": 18130, "vault_scale": 18131,
+               "fw_scale_on": 18132, "vault_fw_on": 18133,
+               "fw_scale_off": 18134, "vault_fw_off": 18135}
+PORTS.update({k: v for k, v in PORTS_SCALE.items() if not k.startswith("vault")})
+LABELS["airlock_scale"] = "airlock, shared gateway"
+LABELS["fw_scale_on"] = "airlock, shared gateway, firewall on"
+LABELS["fw_scale_off"] = "airlock, shared gateway, firewall off"
+BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+SCALE_TENANT_SIZE = 100  # sandboxes per tenant: a team's sandboxes share its keys
+SCALE_PER_SANDBOX = 10  # bindings per sandbox on the population axis
+SCALE_MEASURED = 4  # sandboxes the keep-alive clients speak as, spread over the population
+
+
+def start_airlock_shared(work, pki, binary, upstream_h2, name, vault_name, scrub=True):
+    """`airlock up` as a shared gateway: every client names its sandbox in
+    Proxy-Authorization; sandboxes and secrets come from the admin API."""
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    main_port = UP_PORT if upstream_h2 else PORTS["nginx_h1"]
+    conf = d / "airlock.toml"
+    conf.write_text(
+        f"""
+[proxy]
+upstream_ca = ["{pki}/ca.pem"]
+allowed_ports = [{UP_PORT}]
+require_auth = true
+scrub_responses = {"true" if scrub else "false"}
+# 10 000 idle connections, one per sandbox (the per-sandbox cap stays the default).
+max_connections = 12000
+# Opening 10 000 takes minutes (each sandbox's first request loads its
+# tokens and builds its firewall); hyper closes a keep-alive connection that
+# sends no request head within this, so the first ones would be gone.
+header_read_timeout_secs = 600
+
+[resolve]
+"{DOMAIN}" = "127.0.0.1:{main_port}"
+"*.{DOMAIN}" = "127.0.0.1:{main_port}"
+
+[vault]
+public_url = "http://127.0.0.1:{PORTS_SCALE[vault_name]}"
+"""
+    )
+    out = open(d / "stdout.txt", "w")
+    cmd = [
+        str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
+        "--listen", f"127.0.0.1:{PORTS_SCALE[name]}",
+        "--vault-listen", f"127.0.0.1:{PORTS_SCALE[vault_name]}",
+        "--admin-listen", "127.0.0.1:0",
+    ]
+    proc = spawn(name, cmd, work, env={"AIRLOCK_LOG": "warn"}, stdout=out)
+    wait_port(PORTS_SCALE[name], proc)
+    wait_port(PORTS_SCALE[vault_name], proc)
+    proc.ca = d / "data" / "ca.pem"
+    proc.cmd = cmd
+    proc.data = d / "data"
+    proc.vault_port = PORTS_SCALE[vault_name]
+    return proc
+
+
+class AdminApi:
+    """The vault's admin API over one keep-alive connection per thread."""
+
+    def __init__(self, proc):
+        import http.client
+
+        self._mk = lambda: http.client.HTTPConnection("127.0.0.1", proc.vault_port, timeout=60)
+        deadline = time.monotonic() + 30
+        while not (proc.data / "admin.token").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.token = (proc.data / "admin.token").read_text().strip()
+        self.local = threading.local()
+
+    def call(self, method, path, body):
+        import http.client
+
+        for attempt in (0, 1):
+            conn = getattr(self.local, "conn", None) or self._mk()
+            self.local.conn = conn
+            try:
+                conn.request(method, path, body=json.dumps(body).encode(), headers={
+                    "authorization": f"Bearer {self.token}", "content-type": "application/json"})
+                r = conn.getresponse()
+                return r.status, r.read().decode()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self.local.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+class Population:
+    """Tenants, their secrets and their sandboxes, made through the admin API
+    (POST /v1/secrets, POST /v1/sandboxes), as an operator's tooling would.
+    Sandbox i belongs to tenant i // tenant_size; each tenant has its own
+    API_TOKEN for bench.test (a token of its own, which nginx accepts) and
+    filler secrets FILL_1… bound to other hosts."""
+
+    def __init__(self, proc, per_sandbox=SCALE_PER_SANDBOX, tenant_size=SCALE_TENANT_SIZE, prefix="t"):
+        self.api = AdminApi(proc)
+        self.per_sandbox, self.tenant_size, self.prefix = per_sandbox, tenant_size, prefix
+        self.tenants = {}  # name -> secrets made
+        self.sandboxes = []  # {"id", "secret", "tenant", "placeholder", "bindings"}
+        self.bindings = 0
+        self.lock = threading.Lock()
+
+    def _ok(self, what, status, body, want=201):
+        if status != want:
+            raise RuntimeError(f"{what}: {status} {body[:300]}")
+
+    def tenant(self, t, count, threads=4):
+        """Tenant t with at least `count` secrets (API_TOKEN + fillers)."""
+        import concurrent.futures
+
+        name = f"{self.prefix}{t}"
+        have = self.tenants.get(name, 0)
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda j: self._secret(name, j), range(have, count)))
+        self.tenants[name] = max(have, count)
+        return name
+
+    def _secret(self, name, j):
+        # Random like real tokens: shared text would shrink the firewall's tables.
+        if j == 0:
+            body = {"tenant": name, "name": "API_TOKEN", "value": f"scale-tok-{name}-{secrets.token_hex(16)}",
+                    "hosts": [DOMAIN], "swap_in": ["header"]}
+        else:
+            rand = "".join(secrets.choice(BASE62) for _ in range(36))
+            body = {"tenant": name, "name": f"FILL_{j}", "value": f"fill_{rand}",
+                    "hosts": [f"f{j}.{DOMAIN}"], "swap_in": ["header"]}
+        status, text = self.api.call("POST", "/v1/secrets", body)
+        self._ok(f"secret {body['name']} of {name}", status, text)
+
+    def sandbox(self, tenant, bindings):
+        names = ["API_TOKEN"] + [f"FILL_{j}" for j in range(1, bindings)]
+        status, text = self.api.call("POST", "/v1/sandboxes", {"tenant": tenant, "secrets": names})
+        self._ok(f"sandbox of {tenant}", status, text)
+        made = json.loads(text)
+        placeholder = made["env"].get("API_TOKEN")
+        if not placeholder or not placeholder.startswith("miosa-tok-"):
+            raise RuntimeError(f"sandbox of {tenant}: no API_TOKEN placeholder in {sorted(made['env'])}")
+        return {"id": made["id"], "secret": made["proxy_secret"], "tenant": tenant,
+                "placeholder": placeholder, "bindings": bindings}
+
+    def grow(self, count, threads=4, deadline_s=900):
+        """Adds sandboxes until there are `count`; returns seconds taken."""
+        import concurrent.futures
+
+        t0 = time.monotonic()
+        start = len(self.sandboxes)
+        need_tenants = sorted({i // self.tenant_size for i in range(start, count)})
+        for t in need_tenants:  # secrets first (sequential: a few per tenant)
+            self.tenant(t, self.per_sandbox)
+
+        def one(i):
+            if time.monotonic() - t0 > deadline_s:
+                raise RuntimeError(f"population: more than {deadline_s} s to create {count - start} sandboxes")
+            return i, self.sandbox(f"{self.prefix}{i // self.tenant_size}", self.per_sandbox)
+
+        made = {}
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            for i, sb in pool.map(one, range(start, count)):
+                made[i] = sb
+        for i in range(start, count):
+            self.sandboxes.append(made[i])
+            self.bindings += made[i]["bindings"]
+        return time.monotonic() - t0
+
+
+def sandbox_peer(proc, pki, sb, name):
+    import base64
+
+    peer = Peer(name, proc, pki)
+    peer.port = PORTS_SCALE[name]
+    peer.proxy = f"http://127.0.0.1:{peer.port}"
+    peer.proxy_auth = "Basic " + base64.b64encode(f"{sb['id']}:{sb['secret']}".encode()).decode()
+    peer.auth = f"Bearer {sb['placeholder']}"
+    return peer
+
+
+def spread(n, k):
+    """k indices spread evenly over range(n), first and last included."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(j * (n - 1) / (k - 1)) for j in range(k)})
+
+
+def run_oha_many(peers, conns, duration):
+    """One oha per sandbox at once; proxy CPU over the whole window, divided
+    by every response."""
+    pid = peers[0].pid
+    cmds = [oha_cmd(p, conns, duration) for p in peers]
+    cpu0 = cpu_seconds(pid)
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(c, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in cmds]
+    outs = [p.communicate(timeout=duration * 4 + 60) for p in procs]
+    wall = time.monotonic() - t0
+    cpu = cpu_seconds(pid) - cpu0
+    res = {"load1": float(open("/proc/loadavg").read().split()[0]), "sandboxes": len(peers),
+           "conns_each": conns, "proxy_cpu_s": cpu, "wall_s": wall, "rps": 0.0, "responses": 0, "ok_2xx": 0,
+           "p50s_us": [], "errors": {}}
+    for p, (out, err) in zip(procs, outs):
+        if p.returncode != 0:
+            res["error"] = f"oha exit {p.returncode}: {err.strip()[-300:]}"
+            continue
+        data = json.loads(out)
+        codes = {str(k): v for k, v in (data.get("statusCodeDistribution") or {}).items()}
+        res["rps"] += (data.get("summary") or {}).get("requestsPerSec") or 0
+        res["responses"] += sum(codes.values())
+        res["ok_2xx"] += sum(v for k, v in codes.items() if k.startswith("2"))
+        res["errors"].update(data.get("errorDistribution") or {})
+        p50 = (data.get("latencyPercentiles") or {}).get("p50")
+        if p50 is not None:
+            res["p50s_us"].append(p50 * 1e6)
+    res["p50_us"] = statistics.median(res["p50s_us"]) if res["p50s_us"] else None
+    if res["responses"]:
+        res["cpu_us_per_req"] = cpu / res["responses"] * 1e6
+    if not res.get("error") and (res["responses"] == 0 or res["ok_2xx"] != res["responses"] or res["errors"]):
+        res["failed"] = f"{res['ok_2xx']}/{res['responses']} 2xx, errors {res['errors']}"
+    return res
+
+
+def scaling_firewall(work, pki, binary, upstream_h2, reps, duration, size, token_counts):
+    """The firewall's cost by the number of tokens a sandbox holds: two
+    shared gateways populated alike, one with `scrub_responses = false`;
+    keep-alive GETs (16 connections) and a download, interleaved."""
+    out = {"tokens": token_counts, "variants": {}}
+    procs, peers = {}, {}
+    try:
+        for name, vault_name, scrub in (("fw_scale_on", "vault_fw_on", True), ("fw_scale_off", "vault_fw_off", False)):
+            procs[name] = start_airlock_shared(work, pki, binary, upstream_h2, name, vault_name, scrub)
+            pop = Population(procs[name], prefix="fw")
+            t0 = time.monotonic()
+            tenant = pop.tenant(0, max(token_counts))
+            for n in token_counts:
+                sb = pop.sandbox(tenant, n)
+                peers[(name, n)] = sandbox_peer(procs[name], pki, sb, name)
+            out.setdefault("populate_s", {})[name] = round(time.monotonic() - t0, 2)
+            out["secrets"] = max(token_counts)
+        for key, peer in peers.items():
+            ok, detail = sanity(peer)
+            if not ok:
+                FAILURES.append(f"scaling firewall {key}: a swapped GET did not reach nginx intact: {detail}")
+                return out
+            warm_download(peer)
+            run_oha(peer, 16, 1)  # untimed warm-up: ledger, firewall, pools
+        out["command"] = shlex.join(oha_cmd(next(iter(peers.values())), 16, duration))
+        for key in peers:
+            out["variants"][f"{key[0]}_{key[1]}"] = {
+                "firewall": key[0] == "fw_scale_on", "tokens": key[1],
+                "keepalive_c16": {"runs": []}, "download": {"runs": []}}
+        for r in range(reps):
+            for n in token_counts:
+                for name in ("fw_scale_on", "fw_scale_off"):
+                    peer = peers[(name, n)]
+                    v = out["variants"][f"{name}_{n}"]
+                    res = run_oha(peer, 16, duration)
+                    res.pop("cmd", None)
+                    v["keepalive_c16"]["runs"].append(res)
+                    if res.get("failed") or res.get("error"):
+                        FAILURES.append(f"{peer.label}, {n} tokens, keep-alive: {res.get('failed') or res.get('error')}")
+                    res = transfer(peer, "download", size, None)
+                    res.pop("cmd", None)
+                    v["download"]["runs"].append(res)
+                    if res.get("failed"):
+                        FAILURES.append(f"{peer.label}, {n} tokens, download: {res['failed']}")
+                    log(f"scaling firewall rep {r + 1} {name} {n} tokens: "
+                        f"{v['keepalive_c16']['runs'][-1].get('rps') or 0:.0f} req/s, "
+                        f"{v['keepalive_c16']['runs'][-1].get('cpu_us_per_req') or 0:.0f} us CPU/req, "
+                        f"{res.get('mb_s') or 0:.0f} MB/s, {res.get('cpu_s_per_gb') or 0:.2f} s/GB")
+    except Exception as exc:  # noqa: BLE001
+        FAILURES.append(f"scaling firewall: {type(exc).__name__}: {exc}")
+        log(FAILURES[-1])
+    finally:
+        for p in procs.values():
+            p.stop()
+    return out
+
+
+def scaling_population(work, pki, binary, upstream_h2, reps, duration, points, idle_n):
+    """Per-request cost as the gateway's population grows: keep-alive GETs
+    from a few sandboxes spread over it, at each population size; then idle
+    connections, one sandbox after another."""
+    out = {"points": [], "per_sandbox": SCALE_PER_SANDBOX, "tenant_size": SCALE_TENANT_SIZE,
+           "measured_sandboxes": SCALE_MEASURED}
+    proc = None
+    try:
+        proc = start_airlock_shared(work, pki, binary, upstream_h2, "airlock_scale", "vault_scale")
+        out["command"] = shlex.join(proc.cmd)
+        pop = Population(proc)
+        for n in points:
+            secs = pop.grow(n)
+            point = {"sandboxes": len(pop.sandboxes), "bindings": pop.bindings, "tenants": len(pop.tenants),
+                     "populate_s": round(secs, 2), "c1": {"runs": []}, "spread": {"runs": []}}
+            log(f"scaling: {point['sandboxes']} sandboxes, {point['bindings']} bindings "
+                f"({secs:.1f} s to create)")
+            # Always 4 clients: below 4 sandboxes some speak as the same one.
+            idx = spread(len(pop.sandboxes), SCALE_MEASURED)
+            chosen = [pop.sandboxes[idx[j % len(idx)]] for j in range(SCALE_MEASURED)]
+            point["measured"] = sorted({sb["id"] for sb in chosen})
+            peers = [sandbox_peer(proc, pki, sb, "airlock_scale") for sb in chosen]
+            for peer in peers:
+                ok, detail = sanity(peer)
+                if not ok:
+                    FAILURES.append(f"scaling, {n} sandboxes: a swapped GET did not reach nginx intact: {detail}")
+                    return out
+            run_oha_many(peers, 4, 1)  # untimed warm-up
+            point["rss_kib"] = rss_kib(proc.pid)
+            for r in range(reps):
+                res = run_oha(peers[0], 1, duration)
+                res.pop("cmd", None)
+                point["c1"]["runs"].append(res)
+                many = run_oha_many(peers, 4, duration)
+                point["spread"]["runs"].append(many)
+                for what, x in (("1 conn", res), ("spread", many)):
+                    if x.get("failed") or x.get("error"):
+                        FAILURES.append(f"scaling, {n} sandboxes, keep-alive {what}: {x.get('failed') or x.get('error')}")
+                log(f"scaling {point['sandboxes']} sandboxes rep {r + 1}: 1 conn {res.get('rps') or 0:.0f} req/s "
+                    f"{res.get('cpu_us_per_req') or 0:.0f} us CPU/req; {len(peers)} sandboxes x "
+                    f"4 conns {many.get('rps') or 0:.0f} req/s "
+                    f"{many.get('cpu_us_per_req') or 0:.0f} us CPU/req")
+            out["points"].append(point)
+        if out["points"] and proc.alive():
+            out["churn"] = scaling_churn(pop, peers, reps, duration)
+        if idle_n and proc.alive():
+            out["idle"] = scaling_idle(proc, pki, pop, idle_n, work)
+        if not proc.alive():
+            FAILURES.append(f"scaling: airlock died:\n{proc.log_tail()}")
+    except Exception as exc:  # noqa: BLE001
+        FAILURES.append(f"scaling: {type(exc).__name__}: {exc}")
+        log(FAILURES[-1])
+        if proc is not None:
+            out["log_tail"] = proc.log_tail(20)
+    finally:
+        if proc is not None:
+            proc.stop()
+    return out
+
+
+SCALE_CHURN_PER_S = 5
+
+
+def scaling_churn(pop, peers, reps, duration):
+    """The largest population's spread run again while sandboxes are being
+    created (SCALE_CHURN_PER_S a second, a tenant of their own): what a busy
+    gateway's operators do all day."""
+    tenant = pop.tenant("churn", pop.per_sandbox)
+    out = {"rate_per_s": SCALE_CHURN_PER_S, "created": 0, "spread": {"runs": []}}
+    stop = threading.Event()
+
+    def churn():
+        while not stop.wait(1 / SCALE_CHURN_PER_S):
+            try:
+                pop.sandbox(tenant, pop.per_sandbox)
+                out["created"] += 1
+            except Exception as exc:  # noqa: BLE001
+                out["error"] = f"{type(exc).__name__}: {exc}"[:300]
+                return
+
+    pid = peers[0].pid
+    for r in range(reps):
+        # The creations alone first: their CPU (admin API, sealing, SQLite)
+        # is subtracted from the loaded run's, which shares the process.
+        stop.clear()
+        t = threading.Thread(target=churn, daemon=True)
+        made0, cpu0, t0 = out["created"], cpu_seconds(pid), time.monotonic()
+        t.start()
+        time.sleep(duration)
+        stop.set()
+        t.join(30)
+        alone = (cpu_seconds(pid) - cpu0) / max(out["created"] - made0, 1)
+        out.setdefault("cpu_s_per_create", []).append(alone)
+        stop.clear()
+        t = threading.Thread(target=churn, daemon=True)
+        made0 = out["created"]
+        t.start()
+        try:
+            res = run_oha_many(peers, 4, duration)
+        finally:
+            stop.set()
+            t.join(30)
+        made = out["created"] - made0
+        if res.get("responses"):
+            res["cpu_us_per_req_raw"] = res.get("cpu_us_per_req")
+            res["cpu_us_per_req"] = (res["proxy_cpu_s"] - alone * made) / res["responses"] * 1e6
+        out["spread"]["runs"].append(res)
+        if res.get("failed") or res.get("error"):
+            FAILURES.append(f"scaling, sandboxes being created: {res.get('failed') or res.get('error')}")
+        log(f"scaling churn rep {r + 1}: {res.get('rps') or 0:.0f} req/s {res.get('cpu_us_per_req') or 0:.0f} us CPU/req "
+            f"({out['created']} sandboxes created so far)")
+    if out.get("error"):
+        FAILURES.append(f"scaling churn: creating sandboxes failed: {out['error']}")
+    return out
+
+
+def scaling_idle(proc, pki, pop, count, work):
+    """`count` idle intercepted connections, connection i as sandbox
+    i mod population, each after one GET with its own sandbox's placeholder."""
+    import base64
+
+    creds = work / "scaling-creds.txt"
+    creds.write_text("".join(
+        "Basic " + base64.b64encode(f"{sb['id']}:{sb['secret']}".encode()).decode()
+        + f"\tBearer {sb['placeholder']}\n" for sb in pop.sandboxes))
+    peer = sandbox_peer(proc, pki, pop.sandboxes[0], "airlock_scale")
+    cmd = [sys.executable, str(HERE / "idle_hold.py"), "--proxy-port", str(peer.port), "--host", HOST,
+           "--port", str(UP_PORT), "--cafile", str(peer.ca), "--count", str(count), "--request",
+           "--creds", str(creds)]
+    import resource
+
+    asked = count
+    # airlock caps its connections at (open-files limit − 64) / 2 (each may
+    # hold an upstream one); the probe needs one more.
+    fit = (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64) // 2 - 8
+    count = min(count, fit)
+    cmd[cmd.index("--count") + 1] = str(count)
+    time.sleep(1.0)
+    rss0, cpu0 = rss_kib(proc.pid), cpu_seconds(proc.pid)
+    res = {"count": count, "asked": asked, "sandboxes": min(count, len(pop.sandboxes)), "rss_before_kib": rss0}
+    if count < asked:
+        res["capped"] = (f"{count} of {asked}: the open-files limit "
+                         f"({resource.getrlimit(resource.RLIMIT_NOFILE)[0]}) caps airlock's max_connections")
+    hold_idle(cmd, peer, proc.pid, count, cpu0, res)
+    if res.get("opened"):
+        res["kib_per_conn"] = (res["rss_held_kib"] - rss0) / res["opened"]
+    if res.get("failed") or (res.get("opened") or 0) < count or (res.get("alive_after_probe") or 0) < count:
+        FAILURES.append(f"scaling idle: {res.get('opened')}/{count} opened, {res.get('alive_after_probe')} alive; "
+                        f"errors {res.get('errors')}")
+    if (res["probe"] or {}).get("failed") or (res["probe"] or {}).get("error"):
+        FAILURES.append(f"scaling idle: probe while held: {res['probe']}")
+    log(f"scaling idle: {res.get('opened')}/{count} held over {res['sandboxes']} sandboxes, "
+        f"{res.get('kib_per_conn') or 0:.1f} KiB/conn, probe p50 {(res['probe'] or {}).get('p50_us') or 0:.0f} us")
+    return res
+
+
 def start_ceiling(work, pki, binary, airlock_binary, upstream_h2, name="ceiling", env=None):
     """The ceiling: a bare TLS interceptor on airlock's crates (bench/ceiling),
     to the same nginx listener as airlock, setting the credential header the
@@ -1100,10 +1553,42 @@ def oha_cmd(peer, conns, duration, h2=False, keepalive=True, streams=1):
         # oha resolves the URL's host before starting unless told not to; the
         # proxy resolves it (CONNECT carries the name).
         cmd += ["--no-pre-lookup", "-x", peer.proxy]
+        if getattr(peer, "proxy_auth", None):  # shared gateway: the sandbox's credential
+            cmd += ["--proxy-header", f"Proxy-Authorization: {peer.proxy_auth}"]
     else:
         cmd += ["--connect-to", f"{peer.host}:{UP_PORT}:127.0.0.1:{UP_PORT}"]
     cmd.append(url(peer.host))
     return cmd
+
+
+def hold_idle(cmd, peer, pid, count, cpu0, res):
+    """Runs idle_hold.py (`cmd`) against `peer` (process `pid`): connections
+    opened, CPU to open them, RSS while held, a 1 s keep-alive probe while
+    they are held, and how many were still alive after it, into `res`."""
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    try:
+        line = p.stdout.readline()
+        ready = json.loads(line) if line else {"opened": 0, "failed": count, "errors": {"holder": "died"}}
+        res.update({k: ready.get(k) for k in ("opened", "failed", "seconds", "errors")})
+        res["open_cpu_s"] = cpu_seconds(pid) - cpu0
+        time.sleep(1.0)
+        res["rss_held_kib"] = rss_kib(pid)
+        # Responsiveness while they are held: one keep-alive client, 1 s.
+        probe = run_oha(peer, 1, 1)
+        res["probe"] = {k: probe.get(k) for k in ("rps", "p50_us", "p99_us", "failed", "error")}
+        p.stdin.write("check\n")
+        p.stdin.flush()
+        alive = json.loads(p.stdout.readline())
+        res["alive_after_probe"] = alive.get("alive")
+        res["closed_by_proxy"] = alive.get("closed_by_peer")
+        p.stdin.write("close\n")
+        p.stdin.flush()
+        p.stdout.readline()
+    finally:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def run_oha(peer, conns, duration, **kw):
@@ -1145,6 +1630,8 @@ def curl_base(peer):
     cmd = ["curl", "-sS", "--http1.1", "--cacert", str(peer.ca), "-H", f"Authorization: {peer.auth}"]
     if peer.proxy:
         cmd += ["-x", peer.proxy]
+        if getattr(peer, "proxy_auth", None):
+            cmd += ["--proxy-header", f"Proxy-Authorization: {peer.proxy_auth}"]
     else:
         cmd += ["--resolve", f"{peer.host}:{UP_PORT}:127.0.0.1"]
     return cmd
@@ -1281,31 +1768,8 @@ def idle_test(peer, count, with_request, work):
     time.sleep(1.0)
     rss0 = rss_kib(peer.pid)
     cpu0 = cpu_seconds(peer.pid)
-    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
     res = {"count": count, "with_request": with_request, "rss_before_kib": rss0}
-    try:
-        line = p.stdout.readline()
-        ready = json.loads(line) if line else {"opened": 0, "failed": count, "errors": {"holder": "died"}}
-        res.update({k: ready.get(k) for k in ("opened", "failed", "seconds", "errors")})
-        res["open_cpu_s"] = cpu_seconds(peer.pid) - cpu0
-        time.sleep(1.0)
-        res["rss_held_kib"] = rss_kib(peer.pid)
-        # Responsiveness while they are held: one keep-alive client, 1 s.
-        probe = run_oha(peer, 1, 1)
-        res["probe"] = {k: probe.get(k) for k in ("rps", "p50_us", "p99_us", "failed", "error")}
-        p.stdin.write("check\n")
-        p.stdin.flush()
-        alive = json.loads(p.stdout.readline())
-        res["alive_after_probe"] = alive.get("alive")
-        res["closed_by_proxy"] = alive.get("closed_by_peer")
-        p.stdin.write("close\n")
-        p.stdin.flush()
-        p.stdout.readline()
-    finally:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    hold_idle(cmd, peer, peer.pid, count, cpu0, res)
     time.sleep(2.0)
     res["rss_after_close_kib"] = rss_kib(peer.pid)
     if res.get("opened"):
@@ -1408,8 +1872,13 @@ def main():
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/airlock-bench"))
     ap.add_argument("--out", help="where results.json, charts/ and BENCHMARKS.md go")
     ap.add_argument("--no-profile", action="store_true")
-    ap.add_argument("--workloads", help="comma list of keepalive,h2,newconn,first,transfer,idle,vault,firewall,rules,allocs,"
-                    "callgrind (default: all; --smoke leaves out callgrind, which builds bench/swapcount)")
+    ap.add_argument("--workloads", help="comma list of keepalive,h2,newconn,first,transfer,idle,vault,firewall,rules,"
+                    "scaling,allocs,callgrind (default: all; --smoke leaves out allocs and callgrind, which build "
+                    "extra binaries)")
+    ap.add_argument("--scale-sandboxes", help="scaling: population sizes, growing (default 1,100,1000,10000; "
+                    "smoke 1,100); each sandbox holds 10 bindings")
+    ap.add_argument("--scale-tokens", help="scaling: tokens one sandbox holds, firewall on vs off "
+                    "(default 1,10,100,1000; smoke 1,100)")
     ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h2",
                     help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
     ap.add_argument("--target-dir", help="cargo target dir (for the swapcount build)")
@@ -1432,7 +1901,7 @@ def main():
     size = (args.size_mib or (32 if smoke else 1024)) * 1024 * 1024
     idle_n = args.idle or (200 if smoke else 10000)
     conn_levels = [int(c) for c in args.conns.split(",")]
-    all_workloads = "keepalive,h2,newconn,first,transfer,idle,vault,firewall,rules,allocs,callgrind"
+    all_workloads = "keepalive,h2,newconn,first,transfer,idle,vault,firewall,rules,scaling,allocs,callgrind"
     # Smoke runs leave out the two that build extra binaries.
     smoke_workloads = all_workloads.replace(",allocs", "").replace(",callgrind", "")
     workloads = set((args.workloads or (smoke_workloads if smoke else all_workloads)).split(","))
@@ -1719,6 +2188,19 @@ def main():
         if "rules" in workloads:
             # -- 7. request rules and a narrowed placeholder on the keep-alive path
             wl["rules"] = rules_cost(work, pki, args.airlock, args.airlock_upstream == "h2", reps, duration)
+
+        if "scaling" in workloads:
+            # -- 9. how cost grows with work: a shared gateway's population,
+            # the tokens a sandbox holds (firewall on vs off), idle connections
+            scale_reps = min(reps, 3)
+            points = [int(x) for x in (args.scale_sandboxes or ("1,100" if smoke else "1,100,1000,10000")).split(",")]
+            tokens = [int(x) for x in (args.scale_tokens or ("1,100" if smoke else "1,10,100,1000")).split(",")]
+            wl["scaling"] = {
+                "firewall": scaling_firewall(work, pki, args.airlock, args.airlock_upstream == "h2", scale_reps,
+                                             duration, size, tokens),
+                "population": scaling_population(work, pki, args.airlock, args.airlock_upstream == "h2",
+                                                 scale_reps, duration, points, idle_n),
+            }
 
         if "callgrind" in workloads:
             results["callgrind"] = callgrind_swapper(work, args.target_dir or Path(args.airlock).parent.parent,

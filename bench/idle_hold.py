@@ -6,6 +6,9 @@ the proxy's minted certificate (verified against --cafile), and, with
 --request, one keep-alive GET whose response is read in full. Then nothing:
 the connection stays open until the driver says so.
 
+With --creds FILE (shared-gateway mode), connection i sends line i mod n of
+FILE: `Proxy-Authorization` value, a tab, the `Authorization` value of its GET.
+
 Protocol with the driver (stdin/stdout, one JSON object per line):
   -> {"event": "ready", "opened": N, "failed": F, "seconds": T, "errors": {...}}
   <- "check"   -> {"event": "alive", "alive": A, "closed_by_peer": C}
@@ -23,7 +26,16 @@ import sys
 import time
 
 
-async def open_one(args, ctx, sem, errors):
+def creds_of(args, i):
+    """(Proxy-Authorization value or None, Authorization value) of connection i."""
+    if not args.creds_lines:
+        return None, args.auth
+    proxy_auth, _, auth = args.creds_lines[i % len(args.creds_lines)].partition("\t")
+    return proxy_auth, auth or args.auth
+
+
+async def open_one(args, ctx, sem, errors, i=0):
+    proxy_auth, auth = creds_of(args, i)
     async with sem:
         try:
             reader, writer = await asyncio.wait_for(
@@ -34,8 +46,9 @@ async def open_one(args, ctx, sem, errors):
             return None
         try:
             target = f"{args.host}:{args.port}"
+            extra = f"Proxy-Authorization: {proxy_auth}\r\n" if proxy_auth else ""
             writer.write(
-                f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode()
+                f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}\r\n".encode()
             )
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
             status = head.split(b" ", 2)[1]
@@ -50,7 +63,7 @@ async def open_one(args, ctx, sem, errors):
                 writer.write(
                     (
                         f"GET / HTTP/1.1\r\nHost: {target}\r\n"
-                        f"Authorization: {args.auth}\r\n\r\n"
+                        f"Authorization: {auth}\r\n\r\n"
                     ).encode()
                 )
                 status = (await read_response(reader)).encode()
@@ -58,7 +71,7 @@ async def open_one(args, ctx, sem, errors):
                     errors[f"GET {status.decode(errors='replace')}"] += 1
                     writer.close()
                     return None
-            return reader, writer
+            return reader, writer, auth
         except Exception as exc:  # noqa: BLE001 - counted, reported
             errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
             writer.close()
@@ -86,11 +99,11 @@ async def read_response(reader):
     return status
 
 
-async def get_once(reader, writer, args):
+async def get_once(reader, writer, auth, args):
     target = f"{args.host}:{args.port}"
     try:
         writer.write(
-            f"GET / HTTP/1.1\r\nHost: {target}\r\nAuthorization: {args.auth}\r\n\r\n".encode()
+            f"GET / HTTP/1.1\r\nHost: {target}\r\nAuthorization: {auth}\r\n\r\n".encode()
         )
         status = await read_response(reader)
         return status
@@ -114,7 +127,12 @@ async def main():
     p.add_argument("--parallel", type=int, default=64)
     p.add_argument("--request", action="store_true")
     p.add_argument("--auth", default="")
+    p.add_argument("--creds", help="file: per-connection Proxy-Authorization TAB Authorization")
     args = p.parse_args()
+    args.creds_lines = []
+    if args.creds:
+        with open(args.creds) as f:
+            args.creds_lines = [line.rstrip("\n") for line in f if line.strip()]
 
     ctx = ssl.create_default_context(cafile=args.cafile)
     ctx.set_alpn_protocols(["http/1.1"])
@@ -122,7 +140,7 @@ async def main():
     errors = collections.Counter()
     start = time.monotonic()
     results = await asyncio.gather(
-        *(open_one(args, ctx, sem, errors) for _ in range(args.count))
+        *(open_one(args, ctx, sem, errors, i) for i in range(args.count))
     )
     held = [r for r in results if r is not None]
     emit(
@@ -140,19 +158,19 @@ async def main():
         cmd = line.strip()
         if cmd == "check":
             closed = sum(
-                1 for r, w in held if r.at_eof() or w.transport.is_closing()
+                1 for r, w, _ in held if r.at_eof() or w.transport.is_closing()
             )
             emit({"event": "alive", "alive": len(held) - closed, "closed_by_peer": closed})
         elif cmd == "fire":
             # One GET on every held connection at once: (a 401 storm when the
             # token behind --auth has expired upstream).
             t0 = time.monotonic()
-            statuses = await asyncio.gather(*(get_once(r, w, args) for r, w in held))
+            statuses = await asyncio.gather(*(get_once(r, w, a, args) for r, w, a in held))
             counts = collections.Counter(statuses)
             emit({"event": "fired", "seconds": round(time.monotonic() - t0, 4),
                   "statuses": dict(counts)})
         elif cmd in ("close", ""):
-            for _, w in held:
+            for _, w, _ in held:
                 w.close()
             await asyncio.sleep(0.2)
             emit({"event": "closed"})

@@ -80,6 +80,16 @@ def aggregate(results):
     for v in ((wl.get("rules") or {}).get("variants") or {}).values():
         for key in ("keepalive_c1", "keepalive_c16"):
             agg_runs(v[key], ["rps", "p50_us", "cpu_us_per_req"])
+    sc = wl.get("scaling") or {}
+    for v in ((sc.get("firewall") or {}).get("variants") or {}).values():
+        agg_runs(v["keepalive_c16"], ["rps", "p50_us", "cpu_us_per_req"])
+        agg_runs(v["download"], ["mb_s", "cpu_s_per_gb"])
+    for pt in (sc.get("population") or {}).get("points") or []:
+        for key in ("c1", "spread"):
+            agg_runs(pt[key], ["rps", "p50_us", "cpu_us_per_req"])
+    churn = (sc.get("population") or {}).get("churn")
+    if churn:
+        agg_runs(churn["spread"], ["rps", "p50_us", "cpu_us_per_req"])
     results["targets"] = targets(results)
 
 
@@ -149,6 +159,7 @@ def targets(results):
     add("RSS per idle intercepted connection (after one GET each)", "≤ 24 KiB", per,
         None if per is None else per <= 24, f"{fmt_num(per, 1)} KiB ({fmt_num(n)} held)")
     ceiling_targets(results, add)
+    scaling_targets(results, add)
     tp = wl.get("token_path") or {}
     v50 = med(get(tp, "throughput", "c1", "vault", "p50_us"))
     s50 = med(get(tp, "throughput", "c1", "static", "p50_us"))
@@ -174,7 +185,8 @@ def targets(results):
     if cg.get("swap", {}).get("ir_per_byte") is not None:
         add(f"callgrind: swapper on a {cg['body_mib']} MiB body", "instruction count recorded",
             cg["swap"]["ir_per_byte"], None,
-            f"{cg['swap']['ir_per_byte']:.2f} instr/byte swap, {cg['scrub'].get('ir_per_byte', 0):.2f} scrub",
+            f"{cg['swap']['ir_per_byte']:.2f} instr/byte swap, {cg['scrub'].get('ir_per_byte', 0):.2f} scrub, "
+            f"{cg.get('scrub1000', {}).get('ir_per_byte', 0):.2f} scrub guarding 1 000 tokens",
             "repeatable: compare across commits")
     else:
         add("callgrind: swapper on a 64 MiB body", "instruction count recorded", None, None,
@@ -222,6 +234,185 @@ def ceiling_targets(results, add):
     c = get(wl, "idle_after_request", "ceiling", "kib_per_conn")
     add("RSS per idle intercepted connection after a request", "≤ 24 KiB", a,
         None if a is None else a <= 24, f"{fmt_num(a, 1)} KiB (ceiling {fmt_num(c, 1)} KiB)")
+
+
+# ---------------------------------------------------------------- how cost grows with work (issue 19)
+
+SCALE_FLAT = 0.05  # per decade, of the smallest population's figure
+SCALE_FW_COST = 0.05  # firewall on vs off
+
+
+def slope_per_decade(xs, ys):
+    """Least-squares slope of ys against log10(xs): change per tenfold."""
+    pts = [(math.log10(x), y) for x, y in zip(xs, ys) if x and y is not None]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    den = sum((p[0] - mx) ** 2 for p in pts)
+    return None if den == 0 else sum((p[0] - mx) * (p[1] - my) for p in pts) / den
+
+
+def scaling_slopes(pop):
+    """{"c1"|"spread": (µs per decade, relative to the first point)} of CPU per request."""
+    pts = pop.get("points") or []
+    out = {}
+    for key in ("c1", "spread"):
+        xs = [p["sandboxes"] for p in pts]
+        ys = [med(p[key].get("cpu_us_per_req")) for p in pts]
+        s = slope_per_decade(xs, ys)
+        base = ys[0] if ys else None
+        out[key] = (s, None if s is None or not base else s / base)
+    return out
+
+
+def scaling_fw_costs(fw, kind):
+    """[(tokens, on ÷ off − 1 of CPU, on ÷ off of throughput)] for keep-alive or download."""
+    v = fw.get("variants") or {}
+    key, cpu, rate = (("keepalive_c16", "cpu_us_per_req", "rps") if kind == "keepalive"
+                      else ("download", "cpu_s_per_gb", "mb_s"))
+    rows = []
+    for n in fw.get("tokens") or []:
+        on, off = v.get(f"fw_scale_on_{n}", {}).get(key, {}), v.get(f"fw_scale_off_{n}", {}).get(key, {})
+        c = ratio(med(on.get(cpu)), med(off.get(cpu)))
+        r = ratio(med(on.get(rate)), med(off.get(rate)))
+        rows.append((n, None if c is None else c - 1, r))
+    return rows
+
+
+def scaling_targets(results, add):
+    sc = get(results, "workloads", "scaling") or {}
+    if not sc:
+        return
+    pop = sc.get("population") or {}
+    pts = pop.get("points") or []
+    span = (f"{fmt_num(pts[0]['sandboxes'])} → {fmt_num(pts[-1]['sandboxes'])} sandboxes, "
+            f"{fmt_num(pts[0]['bindings'])} → {fmt_num(pts[-1]['bindings'])} bindings") if pts else ""
+    for key, what in (("spread", f"{pop.get('measured_sandboxes', 4)} sandboxes × 4 conns"), ("c1", "1 conn")):
+        s, rel = scaling_slopes(pop).get(key, (None, None))
+        add(f"Shared gateway: proxy CPU per keep-alive request as the population grows ({what})",
+            f"flat: slope ≤ {SCALE_FLAT:.0%} of the smallest population's figure per decade",
+            rel, None if rel is None else rel <= SCALE_FLAT,
+            "not measured" if s is None else f"{s:+.1f} µs per decade ({rel:+.1%})", span)
+    fw = sc.get("firewall") or {}
+    for kind, unit in (("keepalive", "CPU/request, 16 conns"), ("download", "CPU/GB")):
+        rows = scaling_fw_costs(fw, kind)
+        costs = [c for _, c, _ in rows if c is not None]
+        shown = "; ".join(f"{fmt_num(n)}: {'?' if c is None else f'{c:+.0%}'}" for n, c, _ in rows)
+        add(f"Firewall cost on {'keep-alive' if kind == 'keepalive' else 'download'} vs firewall off "
+            f"({unit}), by tokens the sandbox holds", f"≤ {SCALE_FW_COST:.0%}",
+            max(costs) if costs else None, None if not costs or len(costs) < len(rows) else max(costs) <= SCALE_FW_COST,
+            shown or "not measured", "shared gateway, `scrub_responses = false` as the baseline")
+    idle = pop.get("idle") or {}
+    n = idle.get("asked") or idle.get("count")
+    if n:
+        held = min(idle.get("opened") or 0, idle.get("alive_after_probe") or 0)
+        add(f"Shared gateway: {fmt_num(n)} idle connections held", f"all {fmt_num(n)} held", held, held >= n,
+            f"{fmt_num(held)} over {fmt_num(idle.get('sandboxes'))} sandboxes, "
+            f"{fmt_num(idle.get('kib_per_conn'), 1)} KiB/conn",
+            "one GET each with its sandbox's placeholder" + (f"; {idle['capped']}" if idle.get("capped") else ""))
+
+
+def scaling_section(sc, w):
+    w("## 9. How cost grows with work (issue 19): a shared gateway")
+    w("")
+    if not sc:
+        w("Not measured in this run.")
+        w("")
+        return
+    pop = sc.get("population") or {}
+    pts = pop.get("points") or []
+    w(f"`airlock up` with `require_auth = true` (vault on SQLite, in the process). The population is made "
+      f"through the admin API (`POST /v1/secrets`, `POST /v1/sandboxes`, 4 at a time): tenant *k* owns "
+      f"sandboxes {pop.get('tenant_size', 100)}·k to {pop.get('tenant_size', 100)}·k + "
+      f"{pop.get('tenant_size', 100) - 1} and {pop.get('per_sandbox', 10)} secrets, its own "
+      f"`API_TOKEN` for bench.test and fillers bound to other hosts; every sandbox binds all "
+      f"{pop.get('per_sandbox', 10)}, so bindings = 10 × sandboxes. At each size, keep-alive GETs speak as "
+      f"sandboxes spread over the population (first, last and between; `Proxy-Authorization` per sandbox, "
+      f"each with its own placeholder): one connection as the first, then "
+      f"{pop.get('measured_sandboxes', 4)} sandboxes × 4 connections at once. CPU per request = the "
+      "proxy's utime+stime over the run ÷ every response.")
+    w("")
+    if pop.get("log_tail") and not pts:
+        w(f"Not measured: {pop['log_tail'][:300]}")
+        w("")
+    if pts:
+        w("| sandboxes | bindings | tenants | made in | RSS | 1 conn: req/s | p50 | CPU µs/req | "
+          "spread: req/s | p50 | CPU µs/req |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        for p in pts:
+            c1, sp = p["c1"], p["spread"]
+            w(f"| {fmt_num(p['sandboxes'])} | {fmt_num(p['bindings'])} | {fmt_num(p['tenants'])} | "
+              f"{p['populate_s']:.1f} s | {fmt_mib(p.get('rss_kib'))} | {fmt_stat(c1.get('rps'))} | "
+              f"{fmt_stat(c1.get('p50_us'), fmt_us)} | {fmt_stat(c1.get('cpu_us_per_req'), lambda v: f'{v:.0f}')} | "
+              f"{fmt_stat(sp.get('rps'))} | {fmt_stat(sp.get('p50_us'), fmt_us)} | "
+              f"{fmt_stat(sp.get('cpu_us_per_req'), lambda v: f'{v:.0f}')} |")
+        w("")
+        slopes = scaling_slopes(pop)
+        parts = []
+        for key, what in (("c1", "1 connection"), ("spread", "spread")):
+            s, rel = slopes.get(key, (None, None))
+            if s is not None:
+                parts.append(f"{what} **{s:+.1f} µs per decade** ({rel:+.1%} of the smallest population's figure)")
+        if parts:
+            w("Slope of proxy CPU per request against log10(sandboxes) (least squares over the medians): "
+              + "; ".join(parts) + ".")
+            w("")
+    churn = pop.get("churn") or {}
+    if churn and pts:
+        last = pts[-1]["spread"]
+        a, b = med(churn["spread"].get("cpu_us_per_req")), med(last.get("cpu_us_per_req"))
+        w(f"**While sandboxes are being created** ({churn.get('rate_per_s')} a second through the admin API, "
+          f"{fmt_num(churn.get('created'))} in all, on top of {fmt_num(pts[-1]['sandboxes'])}): the spread run "
+          f"again gives {fmt_stat(churn['spread'].get('rps'))} req/s, p50 "
+          f"{fmt_stat(churn['spread'].get('p50_us'), fmt_us)}, **{fmt_stat(churn['spread'].get('cpu_us_per_req'), lambda q: f'{q:.0f}')} "
+          f"µs CPU/request** ({fmt_x(ratio(a, b))} the quiet figure). The creations' own CPU (admin API, "
+          "sealing, SQLite; same process) is measured alone just before each run, "
+          f"{fmt_num(1e3 * statistics.median(churn.get('cpu_s_per_create') or [0]), 1)} ms per sandbox, and "
+          "subtracted.")
+        w("")
+    fw = sc.get("firewall") or {}
+    v = fw.get("variants") or {}
+    if v:
+        w(f"**Tokens a sandbox holds, firewall on vs off.** Two more shared gateways, populated alike (one tenant "
+          f"with {fmt_num(fw.get('secrets'))} secrets; one sandbox per token count, binding that many), one with "
+          "`scrub_responses = false`. The firewall guards every token the sandbox could obtain in every "
+          "spelling, so its pattern set grows with the count. Keep-alive GETs (16 connections) and a "
+          f"{fmt_mib((v[next(iter(v))]['download']['runs'] or [{}])[0].get('bytes', 0) / 1024)} download, "
+          "interleaved; ratios are on ÷ off at the same count.")
+        w("")
+        w("| tokens | firewall | keep-alive req/s | p50 | CPU µs/req | download MB/s | CPU s/GB |")
+        w("|---|---|---|---|---|---|---|")
+        for n in fw.get("tokens") or []:
+            on, off = v.get(f"fw_scale_on_{n}"), v.get(f"fw_scale_off_{n}")
+            for name, x in (("off", off), ("on", on)):
+                if not x:
+                    continue
+
+                def cell(key, field, f=fmt_num, x=x, name=name):
+                    text = fmt_stat(x[key].get(field), f)
+                    b = med((off or {}).get(key, {}).get(field))
+                    if name == "on" and med(x[key].get(field)) and b:
+                        text += f" ({fmt_x(med(x[key].get(field)) / b)})"
+                    return text
+
+                w(f"| {fmt_num(n)} | {name} | {cell('keepalive_c16', 'rps')} | "
+                  f"{cell('keepalive_c16', 'p50_us', fmt_us)} | "
+                  f"{cell('keepalive_c16', 'cpu_us_per_req', lambda q: f'{q:.0f}')} | "
+                  f"{cell('download', 'mb_s')} | {cell('download', 'cpu_s_per_gb', lambda q: f'{q:.2f}')} |")
+        w("")
+    idle = pop.get("idle") or {}
+    if idle:
+        probe = idle.get("probe") or {}
+        w(f"**Idle connections**: {fmt_num(idle.get('opened'))}/{fmt_num(idle.get('count'))} intercepted "
+          f"connections opened (CONNECT with connection *i* speaking as sandbox *i* mod "
+          f"{fmt_num(idle.get('sandboxes'))}, TLS, one GET with that sandbox's placeholder) in "
+          f"{fmt_num(idle.get('seconds'), 1)} s and held; {fmt_num(idle.get('alive_after_probe'))} still open "
+          f"after a 1 s probe (req/s {fmt_num(probe.get('rps'))}, p50 {fmt_us(probe.get('p50_us'))}); RSS "
+          f"{fmt_mib(idle.get('rss_before_kib'))} → {fmt_mib(idle.get('rss_held_kib'))} "
+          f"({fmt_num(idle.get('kib_per_conn'), 1)} KiB per connection, its sandbox's first request included)."
+          + (f" Asked for {fmt_num(idle.get('asked'))}: {idle['capped']}." if idle.get("capped") else ""))
+        w("")
 
 
 # ---------------------------------------------------------------- formatting
@@ -513,7 +704,7 @@ def markdown(results, chart_files, report_dir, charts_abs):
             w(f"> - {f.splitlines()[0]}")
         w("")
 
-    w("## Targets (issue 8) against this run")
+    w("## Targets (issues 8 and 19) against this run")
     w("")
     w("| target | goal | this run | met? | note |")
     w("|---|---|---|---|---|")
@@ -796,6 +987,7 @@ def markdown(results, chart_files, report_dir, charts_abs):
         w("")
     firewall_section(wl.get("firewall") or {}, w)
     rules_section(wl.get("rules") or {}, w)
+    scaling_section(wl.get("scaling") or {}, w)
     cg = results.get("callgrind") or {}
     w("## callgrind: the body swapper on a fixed body")
     w("")
@@ -803,14 +995,16 @@ def markdown(results, chart_files, report_dir, charts_abs):
         w(f"[bench/swapcount](bench/swapcount/src/main.rs) feeds a {cg['body_mib']} MiB text body in 16 KiB chunks "
           f"(a placeholder every {cg['placeholder_every'] // 1024} KiB) through airlock's streaming request-body "
           "swapper (`body_swap::streaming`) and, separately, its response firewall (`firewall::Firewall::body`); "
-          "`copy` drains the same body untouched and is subtracted. Instruction counts do not depend on the "
+          "`copy` drains the same body untouched and is subtracted; `scrub1000` is the firewall guarding "
+          "1 000 tokens (the measured one and 999 others), less the instructions that build it (counted on "
+          "an empty body). Instruction counts do not depend on the "
           "machine's load, so they compare across commits.")
         w("")
         w(f"`{cg['command']}`")
         w("")
         w("| mode | instructions | minus copy | per byte |")
         w("|---|---|---|---|")
-        for mode in ("copy", "swap", "scrub"):
+        for mode in ("copy", "swap", "scrub", "scrub1000"):
             x = cg.get(mode, {})
             per = x.get("ir_per_byte")
             w(f"| {mode} | {fmt_num(x.get('ir'))} | {fmt_num(x.get('net_ir'))} | "
@@ -892,7 +1086,7 @@ def markdown(results, chart_files, report_dir, charts_abs):
     w("## Reproduce")
     w("")
     w("```sh")
-    w("bench/run            # full run: installs peers, builds airlock, ~25 min, rewrites this file")
+    w("bench/run            # full run: installs peers, builds airlock, ~40 min on 2 cores, rewrites this file")
     w("bench/run --smoke    # ~1.5 min: 1 short run each, small sizes; exits non-zero if airlock mis-proxies")
     w("BENCH_SRC=/path/to/exported/tree bench/run   # measure another source tree (e.g. `git archive` of a commit)")
     w("python3 bench/bench.py --report-only bench/results.json   # redraw charts and rewrite this file")

@@ -86,6 +86,12 @@ pub enum Error {
         #[source]
         source: VaultError,
     },
+    #[error("[[tenant]] {tenant}: {source}")]
+    Tenant {
+        tenant: String,
+        #[source]
+        source: VaultError,
+    },
     #[error("the admin and service tokens must differ")]
     SameTokens,
     /// Variables both the config file and the vault give the sidecar sandbox.

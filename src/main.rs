@@ -48,6 +48,9 @@ enum Command {
     App(admin::AppCommand),
     /// Start connecting an account: prints the URL to open.
     Connect(admin::ConnectArgs),
+    /// Finish a connect from your own callback handler: the state and code
+    /// the provider sent to the tenant's redirect URI.
+    ConnectComplete(admin::ConnectCompleteArgs),
     /// List connected accounts and their status.
     Connections(AdminArgs),
     /// Revoke and delete a connection.
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
         Command::Provider(c) => admin::provider(c),
         Command::App(c) => admin::app(c),
         Command::Connect(c) => admin::connect(c),
+        Command::ConnectComplete(c) => admin::connect_complete(c),
         Command::Connections(c) => admin::connections(c),
         Command::Disconnect(c) => admin::disconnect(c),
         Command::MachineAccount(c) => admin::machine_account(c),

@@ -26,6 +26,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let pq = if pq.starts_with('/') { pq.to_owned() } else { format!("/{pq}") };
+    // The proxy only ever judges a target that parsed as a URI's.
+    let Ok(target) = http::uri::PathAndQuery::try_from(pq.as_str()) else {
+        return;
+    };
     let mut rules: Vec<String> = Vec::new();
     for line in lines.by_ref() {
         if line.is_empty() {
@@ -36,12 +40,12 @@ fuzz_target!(|data: &[u8]| {
     let body: Vec<&str> = lines.collect();
     let body = Bytes::from(body.join("\n"));
     let request = || {
-        RuleRequest::new(&method, &pq).with_body(body.clone(), Some("application/json"))
+        RuleRequest::new(&method, target.clone()).with_body(body.clone(), Some("application/json"))
     };
 
     // The GraphQL reader alone, on every input.
-    let path = pq.split('?').next().unwrap_or("/");
-    let query = pq.split_once('?').map(|(_, q)| q);
+    let path = target.path();
+    let query = target.query();
     let facts = operations_of(&method, query, Some(&body), Some("application/json"));
     if let GraphqlFacts::Operations(ops) = &facts {
         assert!(!ops.is_empty());

@@ -123,7 +123,7 @@ pub fn swapper(prefix: &str) -> Swapper {
         secrets(prefix),
         scanner(prefix),
         SandboxId::default_sandbox(),
-        HOST.into(),
+        HOST,
     )
 }
 

@@ -131,23 +131,24 @@ impl serde::Serialize for Outcome {
 pub struct AuditRecord {
     pub sandbox: SandboxId,
     pub mode: Mode,
-    pub method: String,
-    pub host: String,
+    /// `None` when there was no request line yet (a refused connection).
+    pub method: Option<http::Method>,
+    pub host: Arc<str>,
     pub port: u16,
     /// Path only: the query can hold secrets of its own.
     pub path: String,
     pub status: u16,
     pub outcome: Outcome,
     pub swapped: Vec<String>,
-    /// Placeholders passed through a body as text (bound elsewhere).
-    pub inert: crate::swap::InertMarks,
-    /// What a dry-run binding's rules would have refused (`binding: rule`).
-    pub rules_dry_run: crate::swap::InertMarks,
+    /// Placeholders passed through a body as text (bound elsewhere), and
+    /// what a dry-run binding's rules would have refused: the swapper's.
+    pub marks: Option<Arc<crate::swap::Marks>>,
     pub refused: Option<String>,
     pub upstream_time: Option<Duration>,
     pub started: Instant,
     pub request_bytes: Arc<AtomicU64>,
-    pub response_bytes: Arc<AtomicU64>,
+    /// Counted by the answer's body, which owns this record until it ends.
+    pub response_bytes: u64,
     telemetry: Telemetry,
     /// The span the request was made in: it gets the status and outcome too.
     span: tracing::Span,
@@ -159,27 +160,27 @@ impl AuditRecord {
         sandbox: SandboxId,
         mode: Mode,
         method: &str,
-        host: &str,
+        host: impl Into<Arc<str>>,
         port: u16,
         path: &str,
     ) -> Self {
         Self {
             sandbox,
             mode,
-            method: method.to_owned(),
-            host: host.to_owned(),
+            // A standard method, or a short extension one, is not allocated.
+            method: http::Method::from_bytes(method.as_bytes()).ok(),
+            host: host.into(),
             port,
             path: path.to_owned(),
             status: 0,
             outcome: Outcome::Ok,
             swapped: Vec::new(),
-            inert: Default::default(),
-            rules_dry_run: Default::default(),
+            marks: None,
             refused: None,
             upstream_time: None,
             started: Instant::now(),
             request_bytes: Arc::default(),
-            response_bytes: Arc::default(),
+            response_bytes: 0,
             telemetry: telemetry.clone(),
             span: tracing::Span::current(),
         }
@@ -199,32 +200,32 @@ impl AuditRecord {
     /// the request's span: once per request, from this record. `completed`
     /// is false when the client or upstream went away before the response
     /// body ended.
-    pub fn emit(&self, completed: bool) {
+    pub fn emit(&mut self, completed: bool) {
         let outcome = self.final_outcome(completed);
         self.count(outcome);
-        self.remember(outcome);
         self.span.record("status", self.status);
         self.span.record("outcome", outcome.as_str());
         tracing::info!(
             target: TARGET,
             sandbox = %self.sandbox,
             mode = self.mode.as_str(),
-            method = %self.method,
+            method = crate::telemetry::method_str(self.method.as_ref()),
             host = %self.host,
             port = self.port,
             path = %self.path,
             status = self.status,
             outcome = outcome.as_str(),
-            swapped = %self.swapped.join(","),
-            inert = %self.inert.lock().map(|m| m.join(",")).unwrap_or_default(),
-            rules_dry_run = %self.rules_dry_run.lock().map(|m| m.join("; ")).unwrap_or_default(),
+            swapped = %Joined(&self.swapped, ","),
+            inert = %JoinedMarks(self.marks.as_ref().map(|m| &m.inert), ","),
+            rules_dry_run = %JoinedMarks(self.marks.as_ref().map(|m| &m.dry_run), "; "),
             refused = self.refused.as_deref().unwrap_or(""),
             upstream_ms = self.upstream_time.map(|d| d.as_secs_f64() * 1e3),
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
             request_bytes = self.request_bytes.load(Ordering::Relaxed),
-            response_bytes = self.response_bytes.load(Ordering::Relaxed),
+            response_bytes = self.response_bytes,
             "request"
         );
+        self.remember(outcome);
     }
 
     /// The metrics side of the same line: same outcome words.
@@ -253,20 +254,22 @@ impl AuditRecord {
         }
     }
 
-    fn remember(&self, outcome: Outcome) {
+    /// Last: the entry takes the record's strings instead of copies.
+    fn remember(&mut self, outcome: Outcome) {
         let entry = RecentRequest {
             at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-            sandbox: self.sandbox.to_string(),
+            sandbox: self.sandbox.clone(),
             mode: self.mode.as_str(),
-            method: self.method.clone(),
+            method: self.method.take(),
             host: self.host.clone(),
-            path: self.path.clone(),
+            path: std::mem::take(&mut self.path),
             status: self.status,
             outcome: outcome.as_str(),
-            swapped: self.swapped.clone(),
+            swapped: std::mem::take(&mut self.swapped),
+            response_bytes: self.response_bytes,
         };
         if self.telemetry.outbox.is_open() {
             self.telemetry
@@ -274,6 +277,33 @@ impl AuditRecord {
                 .offer(entry.clone(), &self.telemetry.metrics);
         }
         self.telemetry.recent.push(entry);
+    }
+}
+
+/// A list written joined, without building the joined string first.
+struct Joined<'a>(&'a [String], &'static str);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(self.1)?;
+            }
+            f.write_str(item)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Joined`] of marks a body's fork may still be adding to.
+struct JoinedMarks<'a>(Option<&'a std::sync::Mutex<Vec<String>>>, &'static str);
+
+impl std::fmt::Display for JoinedMarks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.map(|m| m.lock()) {
+            Some(Ok(marks)) => Joined(&marks, self.1).fmt(f),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -322,6 +352,16 @@ mod tests {
             assert_eq!(outcome.as_str(), word);
             assert_eq!(serde_json::to_value(outcome).unwrap(), word);
         }
+    }
+
+    #[test]
+    fn lists_are_written_joined() {
+        let items = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        assert_eq!(Joined(&items, ",").to_string(), "a,b,c");
+        assert_eq!(Joined(&[], ",").to_string(), "");
+        let marks = std::sync::Mutex::new(vec!["x: r1".to_owned(), "y: r2".to_owned()]);
+        assert_eq!(JoinedMarks(Some(&marks), "; ").to_string(), "x: r1; y: r2");
+        assert_eq!(JoinedMarks(None, "; ").to_string(), "");
     }
 
     #[test]

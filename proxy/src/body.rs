@@ -33,32 +33,45 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
-/// Counts the data bytes that pass through, and runs `on_drop` once the body
-/// is finished or abandoned (with the count and whether it reached the end).
-pub struct Metered {
+/// Counts the data bytes that pass through, into a shared counter (a
+/// request body the upstream connection reads) or for `on_drop`, which runs
+/// once the body is finished or abandoned with whether it reached the end and
+/// the count.
+pub struct Metered<F: FnOnce(bool, u64) = fn(bool, u64)> {
     inner: ProxyBody,
-    bytes: Arc<AtomicU64>,
+    shared: Option<Arc<AtomicU64>>,
+    counted: u64,
     finished: bool,
-    on_drop: Option<Box<dyn FnOnce(bool) + Send>>,
+    /// Generic, not boxed: the audit's closure costs no allocation of its own.
+    on_drop: Option<F>,
 }
 
 impl Metered {
     pub fn new(inner: ProxyBody, bytes: Arc<AtomicU64>) -> Self {
         Self {
             inner,
-            bytes,
+            shared: Some(bytes),
+            counted: 0,
             finished: false,
             on_drop: None,
         }
     }
+}
 
-    pub fn on_drop(mut self, f: impl FnOnce(bool) + Send + 'static) -> Self {
-        self.on_drop = Some(Box::new(f));
-        self
+impl<F: FnOnce(bool, u64)> Metered<F> {
+    /// Counts for `on_drop` alone (the answer's body owns its audit record).
+    pub fn with_on_drop(inner: ProxyBody, on_drop: F) -> Self {
+        Self {
+            inner,
+            shared: None,
+            counted: 0,
+            finished: false,
+            on_drop: Some(on_drop),
+        }
     }
 }
 
-impl Body for Metered {
+impl<F: FnOnce(bool, u64) + Unpin> Body for Metered<F> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -70,7 +83,11 @@ impl Body for Metered {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let len = data.len() as u64;
+                    self.counted += len;
+                    if let Some(shared) = &self.shared {
+                        shared.fetch_add(len, Ordering::Relaxed);
+                    }
                 }
             }
             Poll::Ready(None) => self.finished = true,
@@ -88,10 +105,10 @@ impl Body for Metered {
     }
 }
 
-impl Drop for Metered {
+impl<F: FnOnce(bool, u64)> Drop for Metered<F> {
     fn drop(&mut self) {
         if let Some(f) = self.on_drop.take() {
-            f(self.finished || self.inner.is_end_stream());
+            f(self.finished || self.inner.is_end_stream(), self.counted);
         }
     }
 }
@@ -295,5 +312,14 @@ mod tests {
         let mut body = Metered::new(full(Bytes::from_static(b"12345")), bytes.clone());
         while body.frame().await.is_some() {}
         assert_eq!(bytes.load(Ordering::Relaxed), 5);
+        // Without a shared counter, `on_drop` gets the count.
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let report = seen.clone();
+        let mut body = Metered::with_on_drop(full(Bytes::from_static(b"123")), move |done, n| {
+            *report.lock().unwrap() = Some((done, n));
+        });
+        while body.frame().await.is_some() {}
+        drop(body);
+        assert_eq!(*seen.lock().unwrap(), Some((true, 3)));
     }
 }

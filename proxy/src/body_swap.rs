@@ -57,8 +57,10 @@ pub enum Collected {
     },
 }
 
-/// Reads `body` until it ends or more than `bound` bytes arrived.
+/// Reads `body` until it ends or more than `bound` bytes arrived. A body of
+/// one frame (the usual small answer) is kept without a queue or a copy.
 pub async fn collect_up_to(mut body: ProxyBody, bound: usize) -> Result<Collected, BoxError> {
+    let mut first: Option<Bytes> = None;
     let mut read = VecDeque::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
@@ -66,26 +68,32 @@ pub async fn collect_up_to(mut body: ProxyBody, bound: usize) -> Result<Collecte
         match frame.into_data() {
             Ok(data) => {
                 total += data.len();
-                read.push_back(data);
+                if first.is_none() && read.is_empty() {
+                    first = Some(data);
+                } else {
+                    read.extend(first.take());
+                    read.push_back(data);
+                }
                 if total > bound {
+                    read.extend(first.take());
                     return Ok(Collected::Partial { read, rest: body });
                 }
             }
             Err(frame) => {
                 let trailers = frame.into_trailers().ok();
-                return Ok(Collected::Whole(concat(read, total), trailers));
+                return Ok(Collected::Whole(concat(first, read, total), trailers));
             }
         }
     }
-    Ok(Collected::Whole(concat(read, total), None))
+    Ok(Collected::Whole(concat(first, read, total), None))
 }
 
-fn concat(parts: VecDeque<Bytes>, total: usize) -> Bytes {
-    if parts.len() == 1 {
-        return parts.into_iter().next().expect("one part");
+fn concat(first: Option<Bytes>, rest: VecDeque<Bytes>, total: usize) -> Bytes {
+    if rest.is_empty() {
+        return first.unwrap_or_default();
     }
     let mut out = BytesMut::with_capacity(total);
-    for p in parts {
+    for p in rest {
         out.extend_from_slice(&p);
     }
     out.freeze()
@@ -280,7 +288,7 @@ mod tests {
             Arc::new(src),
             Arc::new(Scanner::new("miosa-tok-")),
             SandboxId::default_sandbox(),
-            "api.test".into(),
+            "api.test",
         )
     }
 

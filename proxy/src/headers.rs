@@ -5,12 +5,17 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// Removes connection-scoped headers (RFC 9110 §7.6.1), including those the
 /// `Connection` header names. `TE: trailers` survives: it asks for trailers end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most answers say only `Connection: keep-alive` (or `close`): words
+    // that are no header here or are removed below anyway, so nothing is
+    // collected (nor allocated) for them.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| !is_connection_word(name))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
         if name != header::TE {
@@ -40,6 +45,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// `Connection` options that name no end-to-end header to remove: the
+/// connection words, and the hop-by-hop headers removed in any case.
+fn is_connection_word(name: &str) -> bool {
+    [
+        "keep-alive",
+        "close",
+        "upgrade",
+        "te",
+        "proxy-connection",
+        "transfer-encoding",
+    ]
+    .iter()
+    .any(|w| name.eq_ignore_ascii_case(w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +77,12 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h[header::TE], "trailers");
         assert_eq!(h["x-keep"], "yes");
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Keep-Alive, Upgrade".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert("x-keep", "yes".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
     }
 }

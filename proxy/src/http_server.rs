@@ -20,7 +20,6 @@ macro_rules! http1_limits {
             .header_read_timeout($settings.header_read_timeout)
             .max_buf_size(max_buf_size($settings))
             .max_headers($settings.max_headers)
-            .preserve_header_case(true)
     };
 }
 

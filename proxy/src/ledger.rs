@@ -98,6 +98,17 @@ fn unix_now() -> i64 {
 
 impl LedgerState {
     /// Adds or updates; true when the set of guarded tokens changed.
+    /// `record` would change nothing: the token is guarded at least as long.
+    fn knows(&self, token: &SecretString, expires_at: Option<i64>) -> bool {
+        self.entries.get(&fingerprint(token)).is_some_and(|entry| {
+            match (entry.keep_until, expires_at) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(kept), Some(wanted)) => kept >= wanted,
+            }
+        })
+    }
+
     fn record(&mut self, placeholder: &str, token: &SecretString, expires_at: Option<i64>) -> bool {
         if token.expose_secret().is_empty() {
             return false;
@@ -248,6 +259,38 @@ impl TokenLedger {
                 (verified, parent)
             }
         };
+        self.apply_caveats(&verified, placeholder, parent, count_use)
+    }
+
+    /// [`Self::resolve_narrowed`] without waiting: a narrowing verified
+    /// before whose root the cache answers at once; `None` otherwise.
+    fn resolve_narrowed_now(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+    ) -> Option<Result<Resolved, TokenError>> {
+        let key = (sandbox.clone(), placeholder.to_owned());
+        let verified = self.verified.get(&key).map(|v| v.clone())?;
+        if !self.holds_placeholder(sandbox, &verified.root) {
+            return None;
+        }
+        let parent = match self.inner.resolve_now(sandbox, &verified.root)? {
+            Ok(parent) => parent,
+            Err(error) => return Some(Err(error)),
+        };
+        Some(self.apply_caveats(&verified, placeholder, parent, true))
+    }
+
+    /// The caveats of a verified narrowing applied: expiry and (with
+    /// `count_use`) uses now, the rest carried on the binding for the
+    /// request itself.
+    fn apply_caveats(
+        &self,
+        verified: &VerifiedNarrowing,
+        placeholder: &str,
+        parent: Resolved,
+        count_use: bool,
+    ) -> Result<Resolved, TokenError> {
         let caveats = &verified.caveats;
         let refuse = |reason: NarrowError| TokenError::Narrowed {
             binding: parent.binding.id.clone(),
@@ -360,13 +403,25 @@ impl TokenLedger {
     /// Records a token the proxy is about to use for `sandbox`.
     pub fn record(&self, sandbox: &SandboxId, placeholder: &str, resolved: &Resolved) {
         let ledger = self.ledger(sandbox);
-        let mut state = ledger.state.write().expect("ledger lock");
         // A token that expires is still guarded a while after: clocks differ.
         let keep = resolved.expires_at.map(|e| e + 300);
+        // Every request records its token: most find it known, under the
+        // shared lock, and do not queue for the exclusive one. (Signing
+        // keys carry more secrets than the token: always the full path.)
+        if resolved.signing.is_none()
+            && ledger
+                .state
+                .read()
+                .expect("ledger lock")
+                .knows(&resolved.token, keep)
+        {
+            return;
+        }
+        let mut state = ledger.state.write().expect("ledger lock");
         let mut changed = state.record(placeholder, &resolved.token, keep);
         // A signing binding's other real keys: guarded from the first request
         // that uses them, not only once the source's list is read again.
-        for (ph, key) in signing_secrets(resolved) {
+        for (ph, key) in signing_secrets(placeholder, resolved) {
             changed |= state.record(&ph, &key, keep);
         }
         if changed {
@@ -438,6 +493,28 @@ impl TokenLedger {
 impl TokenSource for TokenLedger {
     fn placeholder_prefix(&self) -> &str {
         self.inner.placeholder_prefix()
+    }
+
+    fn resolve_now(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+    ) -> Option<Result<Resolved, TokenError>> {
+        let answer = match self.inner.resolve_now(sandbox, placeholder)? {
+            // Perhaps narrowed (else `resolve` says it is unknown).
+            Err(TokenError::UnknownPlaceholder) => {
+                self.resolve_narrowed_now(sandbox, placeholder)?
+            }
+            other => other,
+        };
+        if let Ok(resolved) = &answer {
+            self.record(sandbox, placeholder, resolved);
+        }
+        Some(answer)
+    }
+
+    fn host_policy_now(&self, sandbox: &SandboxId, host: &str) -> Option<HostPolicy> {
+        self.inner.host_policy_now(sandbox, host)
     }
 
     async fn resolve(
@@ -520,9 +597,18 @@ impl TokenSource for TokenLedger {
 }
 
 /// (placeholder, real key) of a signing binding's keys besides its token:
-/// an AWS secret access key and session token.
-fn signing_secrets(resolved: &Resolved) -> Vec<(String, SecretString)> {
+/// an AWS secret access key and session token; an OAuth 1.0a connection's
+/// consumer key and secret and token secret.
+fn signing_secrets(placeholder: &str, resolved: &Resolved) -> Vec<(String, SecretString)> {
     match resolved.signing.as_deref() {
+        Some(airlock_vault_client::SigningKeys::OAuth1(k)) => {
+            let p = airlock_vault_client::oauth1::placeholders(placeholder);
+            vec![
+                (p.consumer_key, k.consumer_key.clone()),
+                (p.consumer_secret, k.consumer_secret.clone()),
+                (p.token_secret, k.token_secret.clone()),
+            ]
+        }
         Some(airlock_vault_client::SigningKeys::AwsSigV4(k)) => {
             let mut out = vec![(
                 k.placeholder_secret.expose_secret().to_owned(),
@@ -768,6 +854,34 @@ mod tests {
         assert!(
             !Arc::ptr_eq(&first, &rebuilt),
             "rebuilt after the tokens changed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_narrowed_placeholder_is_answered_at_once_and_still_counts_its_uses() {
+        let source = Arc::new(Rotating {
+            current: Mutex::new("tok_CUR_0123456789abcdef".into()),
+            listed: Default::default(),
+        });
+        let cached = Arc::new(airlock_vault_client::CachedTokenSource::new(source));
+        let ledger = Arc::new(TokenLedger::new(cached));
+        let sandbox = SandboxId::default_sandbox();
+        ledger.firewall(&sandbox).await.expect("the list is read");
+        let twice =
+            airlock_vault_client::narrow("miosa-tok-", "miosa-tok-PH", &["uses=2".into()]).unwrap();
+        assert!(
+            ledger.resolve_now(&sandbox, &twice).is_none(),
+            "not verified yet: the slow path verifies it"
+        );
+        ledger.resolve(&sandbox, &twice).await.unwrap();
+        let now = ledger.resolve_now(&sandbox, &twice).expect("at once");
+        let r = now.unwrap();
+        assert_eq!(r.token.expose_secret(), "tok_CUR_0123456789abcdef");
+        assert_eq!(r.binding.narrowed.as_ref().unwrap().placeholder, twice);
+        let spent = ledger.resolve_now(&sandbox, &twice).expect("at once");
+        assert!(
+            spent.unwrap_err().to_string().contains("2 uses are spent"),
+            "the shortcut counts uses like the slow path"
         );
     }
 

@@ -45,6 +45,7 @@ mod tls;
 mod transparent;
 mod tunnel;
 pub mod upstream;
+pub mod wire_choice;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

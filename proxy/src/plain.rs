@@ -29,7 +29,7 @@ pub(crate) async fn handle(
         sandbox.clone(),
         Mode::Http,
         req.method().as_str(),
-        &host,
+        host.as_str(),
         port,
         req.uri().path(),
     );
@@ -53,24 +53,32 @@ pub(crate) async fn handle(
     if let Err(err) = shared.check_port(port) {
         return refuse(&mut audit, err);
     }
-    let pq = req
+    let path_and_query = req
         .uri()
         .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let (parts, body) = req.into_parts();
     let swapper = shared.swapper(sandbox, host.clone()).plaintext();
-    let authority = if port == 80 {
+    let text = if port == 80 {
         host_for_uri(&host)
     } else {
         format!("{}:{port}", host_for_uri(&host))
+    };
+    let authority = match http::uri::Authority::try_from(text) {
+        Ok(authority) => authority,
+        Err(_) => {
+            let err = ProxyError::BadRequest(format!("{host} cannot be a URL's host"));
+            return refuse(&mut audit, err);
+        }
     };
     let out = Outgoing {
         method: parts.method,
         headers: parts.headers,
         scheme: "http",
         authority,
-        path_and_query: pq,
+        path_and_query,
+        version: parts.version,
     };
     forward(shared, out, body, swapper, audit).await
 }

@@ -8,6 +8,7 @@ use airlock_vault_client::{
 };
 use apollo_parser::cst;
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::Method;
 
 /// GraphQL documents nest; a hostile one must not cost more than this.
@@ -19,8 +20,8 @@ const MAX_GRAPHQL_TOKENS: usize = 100_000;
 /// GraphQL rule's method and path match.
 pub struct RuleRequest {
     method: Method,
-    path: String,
-    query: Option<String>,
+    /// Shared with the request's URI, not copied.
+    target: PathAndQuery,
     /// The whole (decoded) body, when the proxy kept it.
     body: Option<Bytes>,
     content_type: Option<String>,
@@ -30,19 +31,10 @@ pub struct RuleRequest {
 }
 
 impl RuleRequest {
-    pub fn new(method: &Method, path_and_query: &str) -> Self {
-        let (path, query) = match path_and_query.split_once('?') {
-            Some((p, q)) => (p, Some(q.to_owned())),
-            None => (path_and_query, None),
-        };
+    pub fn new(method: &Method, target: PathAndQuery) -> Self {
         Self {
             method: method.clone(),
-            path: if path.is_empty() {
-                "/".into()
-            } else {
-                path.to_owned()
-            },
-            query,
+            target,
             body: None,
             content_type: None,
             body_len: None,
@@ -74,7 +66,7 @@ impl RuleRequest {
                 .get_or_init(|| {
                     operations_of(
                         &self.method,
-                        self.query.as_deref(),
+                        self.target.query(),
                         self.body.as_deref(),
                         self.content_type.as_deref(),
                     )
@@ -83,7 +75,7 @@ impl RuleRequest {
         };
         rules.check(&RequestFacts {
             method: self.method.as_str(),
-            path: &self.path,
+            path: self.target.path(),
             graphql: &graphql,
         })
     }
@@ -293,21 +285,25 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let get = RuleRequest::new(&Method::GET, "/repos/acme/web?per_page=1");
+        let get = RuleRequest::new(
+            &Method::GET,
+            PathAndQuery::from_static("/repos/acme/web?per_page=1"),
+        );
         assert!(get.check(&rules).is_ok());
         assert!(
             get.graphql.get().is_none(),
             "no GraphQL rule matched: never read"
         );
         let body = Bytes::from_static(br#"{"query":"mutation M { m }"}"#);
-        let post =
-            RuleRequest::new(&Method::POST, "/graphql").with_body(body, Some("application/json"));
+        let post = RuleRequest::new(&Method::POST, PathAndQuery::from_static("/graphql"))
+            .with_body(body, Some("application/json"));
         assert!(post.check(&rules).is_err());
         assert!(post.graphql.get().is_some());
-        let query = RuleRequest::new(&Method::POST, "/graphql").with_body(
-            Bytes::from_static(br#"{"query":"{ viewer { login } }"}"#),
-            None,
-        );
+        let query = RuleRequest::new(&Method::POST, PathAndQuery::from_static("/graphql"))
+            .with_body(
+                Bytes::from_static(br#"{"query":"{ viewer { login } }"}"#),
+                None,
+            );
         assert!(query.check(&rules).is_ok());
     }
 }

@@ -149,18 +149,20 @@ async fn screen_body(
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(clean.len()));
         return Ok(boxed(Holding::new(full(clean), held)));
     }
-    let small = headers
+    let announced = headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .is_some_and(|len| len <= WHOLE_LIMIT);
-    if small {
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if let Some(announced) = announced.filter(|len| *len <= WHOLE_LIMIT) {
         return match body_swap::collect_up_to(body, WHOLE_LIMIT)
             .await
             .map_err(reading)?
         {
             Collected::Whole(data, trailers) => {
-                let clean = Bytes::from(firewall.scrub(&data).into_owned());
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(clean.len()));
+                // The same bytes back, uncopied, when nothing matched.
+                let clean = firewall.scrub_bytes(data);
+                if clean.len() != announced {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(clean.len()));
+                }
                 let mut trailers = trailers;
                 if let Some(t) = trailers.as_mut() {
                     firewall.scrub_headers(t);
@@ -174,7 +176,7 @@ async fn screen_body(
         };
     }
     headers.remove(header::CONTENT_LENGTH);
-    Ok(boxed(firewall.body(body)))
+    Ok(firewall.body(body))
 }
 
 /// A body that keeps its share of the decompression budget until it is

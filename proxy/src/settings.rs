@@ -75,6 +75,64 @@ pub struct ProxySettings {
     pub consent_webhook: Option<ConsentWebhook>,
     /// Connections redirected to the transparent listeners.
     pub transparent: TransparentSettings,
+    /// The HTTP version spoken to each upstream.
+    pub upstream_protocol: UpstreamProtocols,
+}
+
+/// Which HTTP version airlock speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// Starts from the sandbox's own: a request that came over HTTP/2 goes
+    /// out over HTTP/2 where the upstream offers it (ALPN), an HTTP/1.1
+    /// request over HTTP/1.1. A busy upstream then gets the wire it answers
+    /// faster on, measured per upstream ([`crate::wire_choice`]).
+    #[default]
+    Auto,
+    /// Always HTTP/1.1.
+    Http1,
+    /// HTTP/2 where the upstream offers it, whatever the sandbox speaks.
+    Http2,
+}
+
+/// Which pooled client a request takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamWire {
+    /// HTTP/1.1 only (no ALPN `h2`).
+    Http1,
+    /// ALPN offers `h2` and `http/1.1`; the upstream picks.
+    Alpn,
+}
+
+/// The default, and hosts that differ from it (first match wins).
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamProtocols {
+    pub default: UpstreamProtocol,
+    pub hosts: Vec<(airlock_vault_client::HostPattern, UpstreamProtocol)>,
+}
+
+impl UpstreamProtocols {
+    /// The wire for a request to `host` that the sandbox sent as `client`,
+    /// before measurement.
+    pub fn wire(&self, host: &str, client: http::Version) -> UpstreamWire {
+        self.plan(host, client).0
+    }
+
+    /// The wire to start from, and whether `auto` leaves the choice to
+    /// measurement ([`crate::wire_choice`]).
+    pub fn plan(&self, host: &str, client: http::Version) -> (UpstreamWire, bool) {
+        let protocol = self
+            .hosts
+            .iter()
+            .find(|(pattern, _)| pattern.matches(host))
+            .map_or(self.default, |(_, p)| *p);
+        match protocol {
+            UpstreamProtocol::Http1 => (UpstreamWire::Http1, false),
+            UpstreamProtocol::Http2 => (UpstreamWire::Alpn, false),
+            UpstreamProtocol::Auto if client == http::Version::HTTP_2 => (UpstreamWire::Alpn, true),
+            UpstreamProtocol::Auto => (UpstreamWire::Http1, true),
+        }
+    }
 }
 
 /// How connections redirected to airlock (iptables `REDIRECT`, or a DNS
@@ -157,6 +215,7 @@ impl Default for ProxySettings {
             max_held_requests: 256,
             consent_webhook: None,
             transparent: TransparentSettings::default(),
+            upstream_protocol: UpstreamProtocols::default(),
         }
     }
 }
@@ -165,4 +224,52 @@ impl Default for ProxySettings {
 /// the proxy is built (so port 0 works and the real port is known).
 pub fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_vault_client::HostPattern;
+
+    #[test]
+    fn auto_follows_the_sandbox_and_hosts_override_it() {
+        let protocols = UpstreamProtocols {
+            default: UpstreamProtocol::Auto,
+            hosts: vec![
+                (
+                    HostPattern::parse("grpc.test").unwrap(),
+                    UpstreamProtocol::Http2,
+                ),
+                (
+                    HostPattern::parse("*.old.test").unwrap(),
+                    UpstreamProtocol::Http1,
+                ),
+            ],
+        };
+        use http::Version;
+        assert_eq!(
+            protocols.wire("api.test", Version::HTTP_11),
+            UpstreamWire::Http1
+        );
+        assert_eq!(
+            protocols.wire("api.test", Version::HTTP_2),
+            UpstreamWire::Alpn
+        );
+        assert_eq!(
+            protocols.wire("grpc.test", Version::HTTP_11),
+            UpstreamWire::Alpn
+        );
+        assert_eq!(
+            protocols.wire("a.old.test", Version::HTTP_2),
+            UpstreamWire::Http1
+        );
+        let always_h2 = UpstreamProtocols {
+            default: UpstreamProtocol::Http2,
+            hosts: Vec::new(),
+        };
+        assert_eq!(
+            always_h2.wire("api.test", Version::HTTP_10),
+            UpstreamWire::Alpn
+        );
+    }
 }

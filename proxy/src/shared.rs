@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub telemetry: Telemetry,
     /// Places for requests held for consent (`max_held_requests`).
     pub held: Arc<tokio::sync::Semaphore>,
+    /// Which upstream wire each busy upstream answers faster on (`auto`).
+    pub wire_choice: crate::wire_choice::WireChoice,
 }
 
 impl Shared {
@@ -106,6 +108,7 @@ impl Shared {
             busy_connections: GlobalSlots::default(),
             telemetry,
             held: Arc::new(tokio::sync::Semaphore::new(settings_held)),
+            wire_choice: Default::default(),
         }
     }
 
@@ -115,7 +118,7 @@ impl Shared {
         sandbox: SandboxId,
         mode: Mode,
         method: &str,
-        host: &str,
+        host: impl Into<Arc<str>>,
         port: u16,
         path: &str,
     ) -> AuditRecord {
@@ -123,7 +126,7 @@ impl Shared {
     }
 
     /// The swapper for one request of `sandbox` to `host`.
-    pub fn swapper(&self, sandbox: SandboxId, host: String) -> Swapper {
+    pub fn swapper(&self, sandbox: SandboxId, host: impl Into<Arc<str>>) -> Swapper {
         Swapper::new(self.tokens.clone(), self.scanner.clone(), sandbox, host)
             .counting_inert(self.telemetry.metrics.inert_placeholders.clone())
     }

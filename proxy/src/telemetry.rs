@@ -15,15 +15,30 @@ const RECENT_CAPACITY: usize = 200;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RecentRequest {
     pub at: u64,
-    pub sandbox: String,
+    pub sandbox: airlock_vault_client::SandboxId,
     pub mode: &'static str,
-    pub method: String,
-    pub host: String,
+    #[serde(serialize_with = "serialize_method")]
+    pub method: Option<http::Method>,
+    pub host: Arc<str>,
     pub path: String,
     pub status: u16,
     /// [`crate::audit::Outcome::as_str`]: the audit line's word.
     pub outcome: &'static str,
     pub swapped: Vec<String>,
+    /// Body bytes the sandbox was sent.
+    pub response_bytes: u64,
+}
+
+/// A request's method as written in its record: `-` before there was one.
+pub fn method_str(method: Option<&http::Method>) -> &str {
+    method.map_or("-", http::Method::as_str)
+}
+
+fn serialize_method<S: serde::Serializer>(
+    method: &Option<http::Method>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(method_str(method.as_ref()))
 }
 
 /// The last [`RECENT_CAPACITY`] finished requests. Cheap to clone; clones
@@ -138,15 +153,30 @@ mod tests {
     fn entry(path: &str) -> RecentRequest {
         RecentRequest {
             at: 0,
-            sandbox: "s".into(),
+            sandbox: airlock_vault_client::SandboxId::new("s"),
             mode: "intercept",
-            method: "GET".into(),
+            method: Some(http::Method::GET),
             host: "h".into(),
             path: path.into(),
             status: 200,
             outcome: "ok",
             swapped: Vec::new(),
+            response_bytes: 0,
         }
+    }
+
+    #[test]
+    fn an_entry_is_written_for_the_console_as_plain_values() {
+        let mut e = entry("/x");
+        e.response_bytes = 42;
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["sandbox"], "s");
+        assert_eq!(json["method"], "GET");
+        assert_eq!(json["host"], "h");
+        assert_eq!(json["response_bytes"], 42);
+        // A connection refused before a request line has no method.
+        e.method = None;
+        assert_eq!(serde_json::to_value(&e).unwrap()["method"], "-");
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub(crate) async fn relay<C>(
         audit
             .request_bytes
             .store(up + prefix.len() as u64, Ordering::Relaxed);
-        audit.response_bytes.store(down, Ordering::Relaxed);
+        audit.response_bytes = down;
     }
     audit.emit(result.is_ok());
 }

@@ -19,6 +19,7 @@ use rustls_pki_types::CertificateDer;
 use crate::body::ProxyBody;
 use crate::egress::{DialError, Dialer};
 use crate::error::ProxyError;
+use crate::settings::UpstreamWire;
 
 /// Connector service for the pooled client: every connection goes through the dialler.
 #[derive(Clone)]
@@ -207,12 +208,17 @@ pub fn client_tls_config(roots: RootCertStore) -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
-/// Pooled client to upstreams.
+type PooledClient = Client<HttpsConnector<DialConnector>, ProxyBody>;
+
+/// Pooled clients to upstreams, one per [`UpstreamWire`].
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<DialConnector>, ProxyBody>,
+    /// ALPN offers `h2` and `http/1.1`.
+    alpn: PooledClient,
+    /// HTTP/1.1 only.
+    http1: PooledClient,
     /// HTTP/1.1 only: WebSocket upgrades; these connections are not pooled.
-    upgrade_client: Client<HttpsConnector<DialConnector>, ProxyBody>,
+    upgrade_client: PooledClient,
     response_timeout: Duration,
 }
 
@@ -234,24 +240,39 @@ impl Upstream {
         let upgrade_client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(upgrade_connector);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(DialConnector {
-                dialer,
-                sink_after_close: true,
-            });
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(idle_timeout)
-            .pool_max_idle_per_host(256)
-            .http2_adaptive_window(true)
-            .build(connector);
+        let pooled = |connector: HttpsConnector<DialConnector>| {
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(idle_timeout)
+                .pool_max_idle_per_host(256)
+                .http2_adaptive_window(true)
+                .build(connector)
+        };
+        let alpn = pooled(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(DialConnector {
+                    dialer: dialer.clone(),
+                    sink_after_close: true,
+                }),
+        );
+        let http1 = pooled(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(DialConnector {
+                    dialer,
+                    sink_after_close: true,
+                }),
+        );
         Self {
-            client,
+            alpn,
+            http1,
             upgrade_client,
             response_timeout,
         }
@@ -265,22 +286,33 @@ impl Upstream {
         Self::send_with(&self.upgrade_client, self.response_timeout, req).await
     }
 
-    /// Sends `req` (absolute URI) and waits for the response head.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
-        Self::send_with(&self.client, self.response_timeout, req).await
+    /// Sends `req` (absolute URI) over `wire` and waits for the response head.
+    pub async fn send(
+        &self,
+        req: Request<ProxyBody>,
+        wire: UpstreamWire,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let client = match wire {
+            UpstreamWire::Alpn => &self.alpn,
+            UpstreamWire::Http1 => &self.http1,
+        };
+        Self::send_with(client, self.response_timeout, req).await
     }
 
     async fn send_with(
-        client: &Client<HttpsConnector<DialConnector>, ProxyBody>,
+        client: &PooledClient,
         response_timeout: Duration,
         req: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let host = req.uri().host().unwrap_or_default().to_owned();
+        // Shared with the request's URI, not copied: needed only on failure.
+        let authority = req.uri().authority().cloned();
+        let host = || authority.as_ref().map_or("", |a| a.host());
         match tokio::time::timeout(response_timeout, client.request(req)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(classify_client_error(&host, &err)),
+            Ok(Err(err)) => Err(classify_client_error(host(), &err)),
             Err(_) => Err(ProxyError::Timeout(format!(
-                "{host} did not answer within {response_timeout:?}"
+                "{} did not answer within {response_timeout:?}",
+                host()
             ))),
         }
     }

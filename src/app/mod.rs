@@ -137,8 +137,14 @@ impl App {
         let static_secrets = Arc::new(Swappable::new(self.prepared.secrets.clone()));
         let vault = match listeners.vault {
             Some(listener) => Some(
-                self.start_vault(listener, listeners.vault_addr, &proxy_url, &mut tasks)
-                    .await?,
+                self.start_vault(
+                    listener,
+                    listeners.vault_addr,
+                    &proxy_url,
+                    &static_secrets,
+                    &mut tasks,
+                )
+                .await?,
             ),
             None => None,
         };
@@ -241,11 +247,52 @@ impl App {
         })
     }
 
+    /// The console's list of the config file's `[[secret]]`s: names and
+    /// hosts as the proxy serves them now (after reloads too), kinds as the
+    /// file said at start.
+    fn config_secrets_feed(&self, secrets: &Arc<Swappable>) -> airlock_vault::api::ConfigSecrets {
+        let kinds: std::collections::HashMap<String, String> = self
+            .loaded
+            .config
+            .secrets
+            .iter()
+            .map(|s| {
+                let s = s.get_ref();
+                (s.name.clone(), s.kind.as_str().to_owned())
+            })
+            .collect();
+        let kinds = Arc::new(kinds);
+        let secrets = secrets.clone();
+        Arc::new(move || {
+            let (secrets, kinds) = (secrets.clone(), kinds.clone());
+            Box::pin(async move {
+                let sandbox = airlock_vault_client::SandboxId::default_sandbox();
+                let status = secrets.status(&sandbox).await.unwrap_or_else(|error| {
+                    tracing::warn!(target: crate::LOG_TARGET, %error, "cannot list the config file's secrets");
+                    airlock_vault_client::contract::SandboxStatus::empty(&sandbox)
+                });
+                status
+                    .credentials
+                    .into_iter()
+                    .map(|c| airlock_vault::api::ConfigSecretView {
+                        kind: kinds
+                            .get(&c.variable)
+                            .cloned()
+                            .unwrap_or_else(|| "static".into()),
+                        name: c.variable,
+                        hosts: c.hosts,
+                    })
+                    .collect()
+            })
+        })
+    }
+
     async fn start_vault(
         &self,
         listener: TcpListener,
         addr: SocketAddr,
         proxy_url: &str,
+        static_secrets: &Arc<Swappable>,
         tasks: &mut Tasks,
     ) -> Result<LocalVault, Error> {
         let (loaded, prepared) = (&self.loaded, &self.prepared);
@@ -290,6 +337,7 @@ impl App {
                         .collect()
                 }),
             );
+            state = state.with_config_secrets(self.config_secrets_feed(static_secrets));
         }
         tracing::info!(target: crate::LOG_TARGET, listen = %addr, public_url = %loaded.config.vault.public_url(addr), "vault listening");
         tasks.spawn(async move {

@@ -57,10 +57,10 @@ pub(super) fn spawn(
 fn record(r: RecentRequest) -> RequestRecord {
     RequestRecord {
         at: r.at,
-        sandbox: r.sandbox,
+        sandbox: r.sandbox.to_string(),
         mode: r.mode.to_owned(),
-        method: r.method,
-        host: r.host,
+        method: airlock_proxy::telemetry::method_str(r.method.as_ref()).to_owned(),
+        host: r.host.to_string(),
         path: r.path,
         status: r.status,
         outcome: r.outcome.to_owned(),

@@ -154,6 +154,15 @@ pub async fn open(
                 source,
             })?;
     }
+    for (tenant, settings) in &parsed.tenants {
+        vault
+            .set_tenant(tenant, settings.clone())
+            .await
+            .map_err(|source| Error::Tenant {
+                tenant: tenant.clone(),
+                source,
+            })?;
+    }
     let admin_token = admin_token(files)?;
     let service_token = service_token(files)?;
     if admin_token.expose_secret() == service_token.expose_secret() {

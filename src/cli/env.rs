@@ -73,8 +73,8 @@ pub fn env(args: EnvArgs) -> Result<(), Error> {
             None => proxy.clone(),
         };
         let placeholders: Vec<(String, String)> = bindings
-            .into_iter()
-            .map(|b| (b.env_name, b.placeholder))
+            .iter()
+            .flat_map(|b| opened.vault.binding_env(b))
             .collect();
         Ok::<_, Error>(sandbox_env::build(
             &url,

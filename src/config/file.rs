@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use airlock_proxy::settings::UpstreamProtocol;
 use airlock_proxy::InterceptMode;
 use airlock_vault_client::{
     ForeignBody, RulesMode, RulesSpec, SecretString, SwapLocation, Verdict,
@@ -39,6 +40,9 @@ pub struct Config {
     /// OAuth client registrations.
     #[serde(default, rename = "app")]
     pub apps: Vec<Spanned<AppSection>>,
+    /// Tenants' white-label settings (branding, redirect URI, app fallback).
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<Spanned<TenantSection>>,
     /// Connections redirected to airlock by the sandbox's network (clients
     /// that ignore proxy settings).
     #[serde(default)]
@@ -91,6 +95,12 @@ pub struct ProxySection {
     pub ca_cert: Option<PathBuf>,
     pub ca_key: Option<PathBuf>,
     pub add_via: Option<bool>,
+    /// HTTP version to upstreams: `auto` (the sandbox's), `http1` or `http2`.
+    pub upstream_protocol: Option<UpstreamProtocol>,
+    /// Hosts always reached over HTTP/1.1, whatever `upstream_protocol` says.
+    pub upstream_http1_hosts: Vec<String>,
+    /// Hosts reached over HTTP/2 where they offer it, whatever `upstream_protocol` says.
+    pub upstream_http2_hosts: Vec<String>,
     pub connect_timeout_secs: Option<u64>,
     pub response_timeout_secs: Option<u64>,
     pub tls_handshake_timeout_secs: Option<u64>,
@@ -265,6 +275,17 @@ pub enum SecretKind {
     Hmac,
 }
 
+impl SecretKind {
+    /// The word the config file uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Static => "static",
+            Self::AwsSigV4 => "aws_sigv4",
+            Self::Hmac => "hmac",
+        }
+    }
+}
+
 impl SecretSection {
     /// `aws_sigv4`: the variable of the placeholder secret access key.
     pub fn secret_variable(&self) -> &str {
@@ -308,6 +329,22 @@ pub struct AppSection {
     pub client_secret: Option<SecretString>,
     pub client_secret_env: Option<String>,
     pub client_secret_file: Option<PathBuf>,
+}
+
+/// `[[tenant]]`: the fields of `PUT /v1/tenants/{name}`, written into the
+/// vault at start.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub accent_color: Option<String>,
+    pub logo_url: Option<String>,
+    pub support_url: Option<String>,
+    pub return_url: Option<String>,
+    pub redirect_uri: Option<String>,
+    #[serde(default)]
+    pub use_default_apps: bool,
 }
 
 fn default_tenant() -> String {

@@ -78,6 +78,8 @@ pub struct Parsed {
     pub secrets: Vec<PendingSecret>,
     pub providers: Vec<airlock_vault::Provider>,
     pub apps: Vec<PendingApp>,
+    /// `[[tenant]]`: white-label settings, checked.
+    pub tenants: Vec<(String, airlock_vault::TenantSettings)>,
 }
 
 impl Loaded {
@@ -134,6 +136,7 @@ impl Loaded {
         self.check_vault(&mut errors);
         let providers = self.providers(&mut errors);
         let apps = self.pending_apps(&mut errors, app_secrets);
+        let tenants = self.tenants(&mut errors);
         if !errors.is_empty() {
             return Err(ConfigError::Invalid {
                 path: self.display_path(),
@@ -145,6 +148,7 @@ impl Loaded {
             secrets,
             providers,
             apps,
+            tenants,
         })
     }
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use airlock_proxy::egress::{EgressLists, OverrideTarget, ResolveOverrides};
-use airlock_proxy::settings::{ConsentWebhook, TransparentSettings};
+use airlock_proxy::settings::{
+    ConsentWebhook, TransparentSettings, UpstreamProtocol, UpstreamProtocols,
+};
 use airlock_proxy::ProxySettings;
 use airlock_vault_client::{HostPattern, SandboxId};
 use rustls_pki_types::CertificateDer;
@@ -100,6 +102,7 @@ impl Loaded {
         let resolve = self.resolve_overrides(errors);
         settings.passthrough_hosts =
             host_patterns("passthrough_hosts", &p.passthrough_hosts, errors);
+        settings.upstream_protocol = upstream_protocols(p, errors);
         if settings.decompression_budget < settings.max_decoded_body {
             errors.push(format!(
                 "proxy.decompression_budget_bytes ({}) is smaller than proxy.max_decoded_body_bytes ({}): no compressed body of the allowed size could be decoded",
@@ -308,6 +311,28 @@ fn apply_scalars(p: &ProxySection, s: &mut ProxySettings) {
     at_least_one(&mut s.max_held_requests, p.max_held_requests);
 }
 
+/// `upstream_protocol` and the hosts that differ from it; a host named in
+/// both lists is a mistake, not a tie to break.
+fn upstream_protocols(p: &ProxySection, errors: &mut Vec<String>) -> UpstreamProtocols {
+    for h in &p.upstream_http1_hosts {
+        if p.upstream_http2_hosts.contains(h) {
+            errors.push(format!(
+                "proxy.upstream_http1_hosts and proxy.upstream_http2_hosts both name {h:?}"
+            ));
+        }
+    }
+    let one = host_patterns("upstream_http1_hosts", &p.upstream_http1_hosts, errors);
+    let two = host_patterns("upstream_http2_hosts", &p.upstream_http2_hosts, errors);
+    UpstreamProtocols {
+        default: p.upstream_protocol.unwrap_or_default(),
+        hosts: one
+            .into_iter()
+            .map(|h| (h, UpstreamProtocol::Http1))
+            .chain(two.into_iter().map(|h| (h, UpstreamProtocol::Http2)))
+            .collect(),
+    }
+}
+
 fn host_patterns(field: &str, list: &[String], errors: &mut Vec<String>) -> Vec<HostPattern> {
     let mut patterns = Vec::new();
     for h in list {
@@ -409,6 +434,31 @@ mod tests {
         assert!(all.contains("transparent.addresses \"api..test\""), "{all}");
         assert!(all.contains("\"not-an-ip\" is not a CIDR"), "{all}");
         assert_eq!(errors.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn upstream_protocol_and_its_host_lists() {
+        let mut errors = Vec::new();
+        let c =
+            load("[proxy]\nupstream_protocol = \"http2\"\nupstream_http1_hosts = [\"old.test\"]\n")
+                .proxy_config(&mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let p = &c.settings.upstream_protocol;
+        assert_eq!(p.default, UpstreamProtocol::Http2);
+        assert_eq!(p.hosts.len(), 1);
+        let mut errors = Vec::new();
+        load(
+            "[proxy]\nupstream_http1_hosts = [\"a.test\"]\nupstream_http2_hosts = [\"a.test\", \"bad..test\"]\n",
+        )
+        .proxy_config(&mut errors);
+        let all = errors.join("\n");
+        assert!(all.contains("both name \"a.test\""), "{all}");
+        assert!(all.contains("upstream_http2_hosts"), "{all}");
+        assert_eq!(errors.len(), 2, "{all}");
+        assert!(toml::from_str::<crate::config::file::Config>(
+            "[proxy]\nupstream_protocol = \"h3\"\n"
+        )
+        .is_err());
     }
 
     #[test]

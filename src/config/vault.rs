@@ -170,6 +170,45 @@ impl Loaded {
         providers
     }
 
+    /// `[[tenant]]` entries, each checked as the API checks them.
+    pub(super) fn tenants(
+        &self,
+        errors: &mut Vec<String>,
+    ) -> Vec<(String, airlock_vault::TenantSettings)> {
+        let mut out: Vec<(String, airlock_vault::TenantSettings)> = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for spanned in &self.config.tenants {
+            let line = self.line_of(spanned.span().start);
+            let t = spanned.get_ref();
+            let at = format!("line {line}: tenant {:?}", t.name);
+            if !airlock_vault::valid_name(&t.name) {
+                errors.push(format!(
+                    "{at}: name must be 1-128 letters, digits, '-', '_', '.' or '@'"
+                ));
+                continue;
+            }
+            if seen.contains(&t.name.as_str()) {
+                errors.push(format!("{at}: given twice"));
+                continue;
+            }
+            seen.push(&t.name);
+            let settings = airlock_vault::TenantSettings {
+                display_name: t.display_name.clone(),
+                accent_color: t.accent_color.clone(),
+                logo_url: t.logo_url.clone(),
+                support_url: t.support_url.clone(),
+                return_url: t.return_url.clone(),
+                redirect_uri: t.redirect_uri.clone(),
+                use_default_apps: t.use_default_apps,
+            };
+            match settings.validated() {
+                Ok(s) => out.push((t.name.clone(), s)),
+                Err(e) => errors.push(format!("{at}: {e}")),
+            }
+        }
+        out
+    }
+
     pub(super) fn pending_apps(
         &self,
         errors: &mut Vec<String>,
@@ -242,6 +281,34 @@ mod tests {
     use super::super::tests::load;
     use super::*;
     use airlock_vault_client::ExposeSecret;
+
+    #[test]
+    fn tenants_are_checked_like_the_api_checks_them() {
+        let loaded = load(
+            "[[tenant]]\nname = \"acme\"\ndisplay_name = \"Acme\"\naccent_color = \"#FF5500\"\n\
+             redirect_uri = \"https://connect.acme.example/oauth/callback\"\nuse_default_apps = true\n",
+        );
+        let mut errors = Vec::new();
+        let tenants = loaded.tenants(&mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(tenants.len(), 1);
+        assert_eq!(tenants[0].1.accent_color.as_deref(), Some("#ff5500"));
+        assert!(tenants[0].1.use_default_apps);
+
+        let loaded = load(
+            "[[tenant]]\nname = \"acme\"\nlogo_url = \"javascript:x\"\n\n\
+             [[tenant]]\nname = \"acme\"\n\n[[tenant]]\nname = \"no spaces\"\n",
+        );
+        let mut errors = Vec::new();
+        assert!(loaded.tenants(&mut errors).is_empty());
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with("line 1: tenant \"acme\": invalid request: logo_url"),
+            "{errors:?}"
+        );
+        assert!(errors[1].contains("given twice"), "{errors:?}");
+        assert!(errors[2].contains("name must be"), "{errors:?}");
+    }
 
     #[test]
     fn left_out_timings_keep_the_vault_defaults() {

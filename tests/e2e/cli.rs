@@ -13,7 +13,7 @@ const CLIENT_SECRET: &str = "cs_REALCLIENTSECRET_0123456789";
 
 /// Runs `airlock ARGS` against `a`'s vault and data dir; returns stdout.
 /// Runs an operator command against `a`'s vault.
-fn run_cli(a: &Airlock, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+pub(crate) fn run_cli(a: &Airlock, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let vault_url = a.vault_url();
     let mut cmd = Command::new(airlock::binary());
     cmd.args(args)

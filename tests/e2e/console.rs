@@ -1,6 +1,9 @@
 //! The console in a real browser (Debian's chromium via playwright-core):
 //! connect against the fake provider, see Connected; the provider refuses a
-//! refresh, see Reconnect needed; reconnect; disconnect. Screenshots land in
+//! refresh, see Reconnect needed; reconnect; disconnect. And everything else
+//! an operator does there (`tests/node/console_manage.test.mjs`): connect at
+//! workspace level with chosen scopes, re-authorize, apps, providers, the
+//! config file's secrets, environments, sandboxes. Screenshots land in
 //! `target/console-screenshots/`.
 
 use std::path::PathBuf;
@@ -9,21 +12,21 @@ use std::time::Duration;
 use super::vault::{acme_config, World};
 use crate::support::clients::{curl, node};
 use crate::support::oauth_provider::OAuthProvider;
-use crate::support::{blocking, skip, Airlock, TestCa, NODE_MODULES};
+use crate::support::{blocking, Airlock, TestCa, NODE_MODULES};
 
 fn browser_present() -> bool {
-    let chromium = std::path::Path::new("/usr/bin/chromium").exists();
-    let playwright = std::path::Path::new(NODE_MODULES)
-        .join("playwright-core")
-        .exists();
-    if !(chromium && playwright) {
-        skip("the console browser test needs /usr/bin/chromium and playwright-core (scripts/test installs both)");
-    }
-    chromium && playwright
+    crate::support::browser_present("the console browser test")
 }
 
 async fn run_phase(w: &World, phase: &str, shots: &std::path::Path) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/console.test.mjs");
+    let script = if phase == "manage" {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/node/console_manage.test.mjs"
+        )
+    } else {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node/console.test.mjs")
+    };
     let env = vec![
         (
             "CONSOLE_URL".to_owned(),
@@ -48,19 +51,24 @@ async fn run_phase(w: &World, phase: &str, shots: &std::path::Path) -> String {
     out.stdout
 }
 
+/// The fake OAuth provider the console's `acme` app talks to.
+async fn acme_provider(ca: &TestCa) -> OAuthProvider {
+    OAuthProvider::start(
+        ca,
+        &["auth.acme.test", "api.acme.test"],
+        "airlock-test-client",
+        "cs_REALCLIENTSECRET_0123456789",
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_reconnect_and_disconnect_in_a_browser() {
     if !browser_present() {
         return;
     }
     let ca = TestCa::new();
-    let provider = OAuthProvider::start(
-        &ca,
-        &["auth.acme.test", "api.acme.test"],
-        "airlock-test-client",
-        "cs_REALCLIENTSECRET_0123456789",
-    )
-    .await;
+    let provider = acme_provider(&ca).await;
     let airlock = Airlock::start(&acme_config(
         &ca,
         provider.port(),
@@ -107,13 +115,7 @@ async fn connect_reconnect_and_disconnect_in_a_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_is_locked_down() {
     let ca = TestCa::new();
-    let provider = OAuthProvider::start(
-        &ca,
-        &["auth.acme.test", "api.acme.test"],
-        "airlock-test-client",
-        "cs_REALCLIENTSECRET_0123456789",
-    )
-    .await;
+    let provider = acme_provider(&ca).await;
     let airlock = Airlock::start(&acme_config(&ca, provider.port(), "", ""));
     let base = airlock.vault_url();
     let token = airlock.admin_token();
@@ -197,6 +199,101 @@ async fn the_console_is_locked_down() {
         "the client secret never appears"
     );
     assert!(!dashboard.stdout.contains("<script>"), "no inline script");
+}
+
+/// Every state-changing form of the console refuses a request without the
+/// session's CSRF token (403), or without a session (the sign-in page), and
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_form_needs_the_session_and_its_csrf_token() {
+    let w = super::vault::world("", "").await;
+    w.connect("tenant").await;
+    let base = w.airlock.vault_url();
+    let token = w.airlock.admin_token();
+    let forms: [(&str, &str); 8] = [
+        (
+            "/console/connect",
+            "provider=acme&owner=workspace&owner_name=ws1&scopes=read",
+        ),
+        (
+            "/console/apps",
+            "provider=acme&client_id=forged&environment=forged",
+        ),
+        (
+            "/console/apps/delete",
+            "provider=acme&tenant=default&environment=default",
+        ),
+        (
+            "/console/providers",
+            "name=forged&token_url=https%3A%2F%2Fa.test%2Ft&hosts=a.test&env=FORGED_TOKEN",
+        ),
+        (
+            "/console/providers/duplicate",
+            "source=acme&name=forged-copy",
+        ),
+        ("/console/providers/delete", "name=acme"),
+        ("/console/sandboxes", "workspace=forged&provider=acme"),
+        ("/console/sandboxes/delete", "id=default"),
+    ];
+    let (_, before_sandboxes) =
+        super::vault::api(&w.airlock, "GET", "/v1/sandboxes", None, None).await;
+    let codes = blocking(move || {
+        let jar = tempfile::NamedTempFile::new().unwrap();
+        let jar_path = jar.path().display().to_string();
+        curl(
+            &[],
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-c",
+                &jar_path,
+                "--data",
+                &format!("token={token}"),
+                &format!("{base}/console/login"),
+            ],
+        );
+        let mut codes = Vec::new();
+        for (path, form) in forms {
+            let status = |args: &[&str]| {
+                let mut all = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}"];
+                all.extend_from_slice(args);
+                curl(&[], &all).stdout
+            };
+            let url = format!("{base}{path}");
+            let forged = format!("{form}&csrf=forged");
+            codes.push((
+                path,
+                status(&["-b", &jar_path, "--data", &forged, &url]),
+                status(&["-b", &jar_path, "--data", form, &url]),
+                status(&["--data", &forged, &url]),
+            ));
+        }
+        codes
+    })
+    .await;
+    for (path, forged, missing, no_session) in codes {
+        assert_eq!(forged, "403", "{path}: a forged CSRF token");
+        assert_eq!(missing, "403", "{path}: no CSRF token");
+        assert_eq!(no_session, "401", "{path}: no session");
+    }
+    let (_, conns) = super::vault::api(&w.airlock, "GET", "/v1/connections", None, None).await;
+    assert_eq!(conns.as_array().unwrap().len(), 1, "{conns}");
+    assert_eq!(conns[0]["scope"], "tenant");
+    let (_, apps) = super::vault::api(&w.airlock, "GET", "/v1/apps", None, None).await;
+    assert_eq!(apps.as_array().unwrap().len(), 1, "{apps}");
+    assert_eq!(apps[0]["client_id"], "airlock-test-client");
+    let (_, providers) = super::vault::api(&w.airlock, "GET", "/v1/providers", None, None).await;
+    assert!(
+        providers
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| !p["name"].as_str().unwrap().starts_with("forged")),
+        "{providers}"
+    );
+    let (_, sandboxes) = super::vault::api(&w.airlock, "GET", "/v1/sandboxes", None, None).await;
+    assert_eq!(sandboxes, before_sandboxes);
 }
 
 /// What an operator reads of a connection (granted scopes, expiry, last
@@ -292,4 +389,296 @@ async fn the_console_shows_what_a_connection_holds_and_deletes_apps() {
     let (_, apps) = super::vault::api(&w.airlock, "GET", "/v1/apps", None, None).await;
     assert!(apps.as_array().unwrap().is_empty(), "{apps}");
     w.assert_no_secret_in(&[&dashboard, &refused]);
+}
+
+/// A `[[secret]]` the console must list without its value.
+const CONFIG_SECRET_VALUE: &str = "sk_config_REALVALUE_0123456789";
+
+/// Everything an operator does in the console, in a browser; each change
+/// checked through the admin API (in the script and here), each bad input
+/// refused with a clear message and nothing changed, markup shown as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_does_everything_in_the_console() {
+    if !browser_present() {
+        return;
+    }
+    let ca = TestCa::new();
+    let provider = acme_provider(&ca).await;
+    let config = format!(
+        "{}\n[[secret]]\nname = \"CONFIG_KEY\"\nvalue = \"{CONFIG_SECRET_VALUE}\"\nhosts = [\"api.config.test\"]\n",
+        acme_config(&ca, provider.port(), "refresh_interval_secs = 3600", "")
+    );
+    let airlock = Airlock::start(&config);
+    let w = World {
+        ca,
+        provider,
+        airlock,
+    };
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    let out = run_phase(&w, "manage", &shots).await;
+    assert!(out.contains("\"done\":true"), "{out}");
+
+    // What the browser did, read back through the API.
+    let (_, conns) = super::vault::api(&w.airlock, "GET", "/v1/connections", None, None).await;
+    let conns = conns.as_array().unwrap().clone();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    assert_eq!(conns[0]["scope"], "workspace:ws1");
+    assert_eq!(conns[0]["name"], "work");
+    assert_eq!(
+        conns[0]["scopes"],
+        serde_json::json!(["read", "write", "extra"])
+    );
+    let (_, apps) = super::vault::api(&w.airlock, "GET", "/v1/apps", None, None).await;
+    let mut apps: Vec<String> = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{}/{}/{}", a["provider"], a["environment"], a["client_id"]))
+        .collect();
+    apps.sort();
+    assert_eq!(
+        apps,
+        [
+            "\"acme\"/\"default\"/\"airlock-test-client\"",
+            "\"acme\"/\"staging\"/\"staging-client-2\"",
+            "\"beta\"/\"default\"/\"beta-client\"",
+        ]
+    );
+    let (_, envs) = super::vault::api(&w.airlock, "GET", "/v1/environments", None, None).await;
+    assert_eq!(envs, serde_json::json!(["default", "staging"]));
+    let (_, sandboxes) = super::vault::api(&w.airlock, "GET", "/v1/sandboxes", None, None).await;
+    assert!(
+        sandboxes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["workspace"] != "ws1"),
+        "the sandbox made in the browser was deleted there: {sandboxes}"
+    );
+
+    // The sidecar resolves at tenant level: the workspace's account is not its.
+    let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+    assert_eq!(status, 401, "the sidecar sees no tenant connection: {body}");
+
+    for name in [
+        "signed-in",
+        "connect-form",
+        "connected-workspace",
+        "reauthorized",
+        "refused-connect-no-user",
+        "refused-connect-markup-name",
+        "refused-connect-bad-scope",
+        "refused-empty-client-id",
+        "refused-app-in-use",
+        "refused-provider-bad-url",
+        "refused-provider-bad-scope",
+        "refused-provider-in-use",
+        "refused-app-bad-url",
+        "app-edit",
+        "environment-staging",
+        "provider-added",
+        "provider-duplicated",
+        "sandbox-created",
+        "done",
+    ] {
+        assert!(
+            shots.join(format!("manage-{name}.png")).exists(),
+            "screenshot {name}"
+        );
+    }
+    // No page the browser loaded held a secret: client secrets, tokens, the
+    // config file's secret value.
+    let pages = std::fs::read_to_string(shots.join("manage-pages.html")).unwrap();
+    assert!(pages.contains("CONFIG_KEY"), "the pages were recorded");
+    w.assert_no_secret_in(&[&pages]);
+    for secret in [CONFIG_SECRET_VALUE, "cs_STAGING_secret_abcdef"] {
+        assert!(!pages.contains(secret), "{secret} appeared in a page");
+    }
+}
+
+/// The console lists the config file's `[[secret]]`s as the proxy serves
+/// them: after a SIGHUP reload, the new file's, never a value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_file_secrets_are_listed_read_only_and_follow_a_reload() {
+    let ca = TestCa::new();
+    let provider = acme_provider(&ca).await;
+    let base_config = acme_config(&ca, provider.port(), "", "");
+    let with_secret = |name: &str, value: &str, host: &str| {
+        format!("{base_config}\n[[secret]]\nname = \"{name}\"\nvalue = \"{value}\"\nhosts = [\"{host}\"]\n")
+    };
+    let airlock = Airlock::start(&with_secret(
+        "CONFIG_KEY",
+        CONFIG_SECRET_VALUE,
+        "api.config.test",
+    ));
+    let (base, token) = (airlock.vault_url(), airlock.admin_token());
+    let jar = tempfile::NamedTempFile::new().unwrap();
+    let jar_path = jar.path().display().to_string();
+    let dashboard = move || {
+        let (base, token, jar_path) = (base.clone(), token.clone(), jar_path.clone());
+        blocking(move || {
+            curl(
+                &[],
+                &[
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-c",
+                    &jar_path,
+                    "--data",
+                    &format!("token={token}"),
+                    &format!("{base}/console/login"),
+                ],
+            );
+            curl(&[], &["-s", "-b", &jar_path, &format!("{base}/")]).stdout
+        })
+    };
+    let before = dashboard().await;
+    let row = |page: &str, name: &str| {
+        page.split(&format!("<tr data-secret=\"{name}\""))
+            .nth(1)
+            .and_then(|rest| rest.split("</tr>").next())
+            .map(str::to_owned)
+    };
+    let listed = row(&before, "CONFIG_KEY").expect("the config secret is listed");
+    assert!(listed.contains("class=\"config-secret\""), "{listed}");
+    assert!(
+        listed.contains("<td>static</td><td>api.config.test</td>"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("config file") && !listed.contains("<form"),
+        "read-only: {listed}"
+    );
+    assert!(!before.contains(CONFIG_SECRET_VALUE), "never the value");
+
+    let new_value = "sk_reloaded_REALVALUE_987654321";
+    std::fs::write(
+        &airlock.config_path,
+        with_secret("RELOADED_KEY", new_value, "api.reloaded.test"),
+    )
+    .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &airlock.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    airlock.wait_for_log("configuration reloaded");
+    let after = dashboard().await;
+    assert!(
+        row(&after, "CONFIG_KEY").is_none(),
+        "the old file's secret is gone"
+    );
+    let listed = row(&after, "RELOADED_KEY").expect("the reloaded secret is listed");
+    assert!(listed.contains("api.reloaded.test"), "{listed}");
+    assert!(!after.contains(new_value) && !after.contains(CONFIG_SECRET_VALUE));
+}
+
+/// Reconnect on a workspace connection asks again for that connection (its
+/// owner, environment and granted scopes), not for a new tenant one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_in_the_console_keeps_the_connection_s_owner_and_scopes() {
+    let w = super::vault::world("", "require_auth = true").await;
+    let body = r#"{"provider":"acme","scope":"workspace:ws1","scopes":["read","extra"]}"#;
+    let (status, started) = super::vault::api(
+        &w.airlock,
+        "POST",
+        "/v1/connections",
+        Some(body.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    w.follow(started["authorization_url"].as_str().unwrap())
+        .await;
+    let sandbox = r#"{"workspace":"ws1","providers":["acme"]}"#;
+    let (status, created) = super::vault::api(
+        &w.airlock,
+        "POST",
+        "/v1/sandboxes",
+        Some(sandbox.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let env: Vec<(String, String)> = created["env"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(w.sandbox_get(&env, "/api/me").await.0, 200);
+    w.provider.set_refuse_refresh(true);
+    w.provider.set_expire_all_access_tokens();
+    let (status, body) = w.sandbox_get(&env, "/api/me").await;
+    assert_eq!(status, 401, "{body}");
+    w.provider.set_refuse_refresh(false);
+
+    let (base, token) = (w.airlock.vault_url(), w.airlock.admin_token());
+    let jar = tempfile::NamedTempFile::new().unwrap();
+    let jar_path = jar.path().display().to_string();
+    let (b, j) = (base.clone(), jar_path.clone());
+    let dashboard = blocking(move || {
+        curl(
+            &[],
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-c",
+                &j,
+                "--data",
+                &format!("token={token}"),
+                &format!("{b}/console/login"),
+            ],
+        );
+        curl(&[], &["-s", "-b", &j, &format!("{b}/")]).stdout
+    })
+    .await;
+    assert!(dashboard.contains("Reconnect needed"), "{dashboard}");
+    let link = dashboard
+        .split("href=\"/console/connect/acme?")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a Reconnect link")
+        .replace("&amp;", "&");
+    assert!(
+        link.contains("scope=workspace%3Aws1") && link.contains("scopes=read+extra"),
+        "{link}"
+    );
+    let location = blocking(move || {
+        curl(
+            &[],
+            &[
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{redirect_url}",
+                "-b",
+                &jar_path,
+                &format!("{base}/console/connect/acme?{link}"),
+            ],
+        )
+        .stdout
+    })
+    .await;
+    assert!(location.contains("/authorize?"), "{location}");
+    assert!(location.contains("scope=read+extra"), "{location}");
+    w.follow(&location).await;
+
+    let (_, conns) = super::vault::api(&w.airlock, "GET", "/v1/connections", None, None).await;
+    let conns = conns.as_array().unwrap();
+    assert_eq!(
+        conns.len(),
+        1,
+        "the same connection, no tenant one: {conns:?}"
+    );
+    assert_eq!(conns[0]["scope"], "workspace:ws1");
+    assert_eq!(conns[0]["status"], "connected");
+    assert_eq!(conns[0]["scopes"], serde_json::json!(["read", "extra"]));
+    assert_eq!(w.sandbox_get(&env, "/api/me").await.0, 200);
+    w.assert_no_secret_in(&[&dashboard]);
 }

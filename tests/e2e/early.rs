@@ -16,8 +16,11 @@ async fn world(alpn: &[&[u8]]) -> (TestCa, Upstream, Airlock, String) {
     let ca = TestCa::new();
     let api = Upstream::start_with_config(ca.server_config(&[HOST], alpn)).await;
     let real = real_secret("early");
+    // HTTP/2 where the upstream offers it, whatever the client speaks: the
+    // h2 upstream's flow control is what these tests are about.
+    let upstream_protocol = "upstream_protocol = \"http2\"";
     let cfg = format!(
-        "[proxy]\nupstream_ca = [{:?}]\n\n[resolve]\n\"{HOST}\" = \"127.0.0.1:{}\"\n\n[[secret]]\nname = \"API_KEY\"\nvalue = {real:?}\nhosts = [\"{HOST}\"]\nswap_in = [\"header\"]\n",
+        "[proxy]\nupstream_ca = [{:?}]\n{upstream_protocol}\n[resolve]\n\"{HOST}\" = \"127.0.0.1:{}\"\n\n[[secret]]\nname = \"API_KEY\"\nvalue = {real:?}\nhosts = [\"{HOST}\"]\nswap_in = [\"header\"]\n",
         ca.cert_pem_path().display().to_string(),
         api.port()
     );

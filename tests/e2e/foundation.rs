@@ -149,15 +149,20 @@ async fn curl_swaps_the_bearer_placeholder_over_http1_and_http2() {
         assert!(r.header("proxy-authorization").is_none());
         assert!(r.header("via").is_none());
     }
-    assert_eq!(
-        requests[0].version, "HTTP/2.0",
-        "upstream offers h2, so airlock uses it"
+    // `upstream_protocol = "auto"`: the upstream leg speaks what the sandbox spoke.
+    assert_eq!(requests[0].version, "HTTP/1.1");
+    assert_eq!(requests[1].version, "HTTP/2.0", "upstream offers h2");
+    // On HTTP/2 the name is `:authority` only, never a second `Host` (nginx
+    // refuses both); on HTTP/1.1 one `Host`.
+    assert_eq!(requests[0].header("host"), Some(API));
+    let hosts = requests[0].headers.iter().filter(|(n, _)| n == "host");
+    assert_eq!(hosts.count(), 1, "{:?}", requests[0].headers);
+    assert!(
+        requests[1].header("host").is_none(),
+        "{:?}",
+        requests[1].headers
     );
-    for r in &requests {
-        // An HTTP/1.1 client's Host becomes :authority, not a second Host (nginx refuses both).
-        assert!(r.header("host").is_none(), "{:?}", r.headers);
-        assert_eq!(r.authority.as_deref(), Some(API));
-    }
+    assert_eq!(requests[1].authority.as_deref(), Some(API));
     assert!(
         !w.api.raw_contains(&w.placeholder),
         "the placeholder reached the upstream"
@@ -165,6 +170,114 @@ async fn curl_swaps_the_bearer_placeholder_over_http1_and_http2() {
     let logs = w.airlock.wait_for_log("swapped=secret:GITHUB_TOKEN");
     assert!(logs.contains("airlock::audit"), "{logs}");
     assert!(logs.contains("path=/repos"), "{logs}");
+}
+
+/// `auto`: a busy upstream gets the wire it answers faster on. This one's
+/// HTTP/2 is 20 ms slower: after the warm-up on the sandbox's own HTTP/2 and
+/// the learning requests, an HTTP/2 client's requests reach it over HTTP/1.1.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_moves_a_busy_upstream_to_the_wire_it_answers_faster_on() {
+    use airlock_proxy::wire_choice::{MIN_SAMPLES, WARMUP};
+    let w = world("").await;
+    let total = WARMUP + 2 * MIN_SAMPLES + 20;
+    let env = w.env();
+    let auth = format!("Authorization: Bearer {}", w.placeholder);
+    let out = blocking(move || {
+        let mut args: Vec<String> = ["--http2", "-w", "%{http_code}\n", "-H", &auth]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for _ in 0..total {
+            args.push("https://api.github.test/slow-h2/20".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&env, &args)
+    })
+    .await;
+    assert!(out.success(), "curl failed: {}", out.stderr);
+    assert_eq!(
+        out.stdout.matches("200").count() as u64,
+        total,
+        "{}",
+        out.stdout
+    );
+    let versions: Vec<String> = w.api.requests().into_iter().map(|r| r.version).collect();
+    assert_eq!(versions.len() as u64, total);
+    let (warmup, rest) = versions.split_at(WARMUP as usize);
+    assert!(warmup.iter().all(|v| v == "HTTP/2.0"), "{versions:?}");
+    let (learning, settled) = rest.split_at(2 * MIN_SAMPLES as usize);
+    assert_eq!(
+        learning.iter().filter(|v| *v == "HTTP/1.1").count() as u64,
+        MIN_SAMPLES,
+        "{versions:?}"
+    );
+    assert!(settled.iter().all(|v| v == "HTTP/1.1"), "{versions:?}");
+    // The operator is told what was chosen, and why.
+    let logs = w.airlock.wait_for_log("upstream protocol measured");
+    assert!(
+        logs.contains("faster=\"http1\"") || logs.contains("faster=http1"),
+        "{logs}"
+    );
+    w.assert_no_leak(&[&out.stdout, &out.stderr]);
+}
+
+/// The upstream versions of one HTTP/1.1 and one HTTP/2 request through
+/// airlock with `proxy_extra`.
+async fn upstream_versions(proxy_extra: &str) -> Vec<String> {
+    let w = world(proxy_extra).await;
+    for flag in ["--http1.1", "--http2"] {
+        let env = w.env();
+        let auth = format!("Authorization: Bearer {}", w.placeholder);
+        let out = blocking(move || {
+            curl(
+                &env,
+                &[
+                    flag,
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                    &auth,
+                    "https://api.github.test/repos",
+                ],
+            )
+        })
+        .await;
+        assert!(out.stdout.ends_with("200"), "{} {}", out.stdout, out.stderr);
+    }
+    w.api.requests().into_iter().map(|r| r.version).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_protocol_can_be_fixed_for_every_host_or_some() {
+    let h2 = "HTTP/2.0".to_owned();
+    let h1 = "HTTP/1.1".to_owned();
+    assert_eq!(
+        upstream_versions("upstream_protocol = \"http2\"\n").await,
+        [h2.clone(), h2.clone()]
+    );
+    assert_eq!(
+        upstream_versions("upstream_protocol = \"http1\"\n").await,
+        [h1.clone(), h1.clone()]
+    );
+    // A host list beats the default; other hosts keep it.
+    assert_eq!(
+        upstream_versions("upstream_http2_hosts = [\"*.github.test\"]\n").await,
+        [h2.clone(), h2.clone()]
+    );
+    assert_eq!(
+        upstream_versions(
+            "upstream_protocol = \"http2\"\nupstream_http1_hosts = [\"api.github.test\"]\n"
+        )
+        .await,
+        [h1.clone(), h1]
+    );
+    assert_eq!(
+        upstream_versions(
+            "upstream_protocol = \"http1\"\nupstream_http2_hosts = [\"other.test\"]\n"
+        )
+        .await[1],
+        "HTTP/1.1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,7 @@ mod fleet;
 mod foundation;
 mod hmac_signing;
 mod netns;
+mod oauth1;
 mod oidc;
 mod oidc_accounts;
 #[cfg(feature = "otel")]
@@ -37,3 +38,4 @@ mod vault_admin;
 mod vault_errors;
 mod vault_postgres;
 mod vault_refresh;
+mod white_label;

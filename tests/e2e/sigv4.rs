@@ -3,10 +3,10 @@
 //! again with the real keys; a fake S3/STS (tests/support/fake_s3.py)
 //! checks every signature with botocore's own signer and the REAL secret.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use crate::support::clients::python;
+use crate::support::python_fake::PythonFake;
 use crate::support::{assert_not_leaked, blocking, skip, with_env, Airlock, TestCa};
 
 const S3: &str = "s3.test";
@@ -15,61 +15,16 @@ const OTHER: &str = "other.test";
 const REAL_KEY_ID: &str = "AKIAREALKEY7EXAMPLE1";
 const REAL_SECRET: &str = "real/Secret+Key0123456789abcdefEXAMPLEKEY";
 
-struct FakeAws {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for FakeAws {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl FakeAws {
-    fn start(ca: &TestCa, session_token: Option<&str>) -> FakeAws {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = ca.leaf_pem(&[S3, STS, OTHER]);
-        let cert_path = dir.path().join("cert.pem");
-        let key_path = dir.path().join("key.pem");
-        std::fs::write(&cert_path, cert).unwrap();
-        std::fs::write(&key_path, key).unwrap();
-        let log = dir.path().join("requests.jsonl");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/fake_s3.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .args([&cert_path, &key_path])
-            .args([REAL_KEY_ID, REAL_SECRET])
-            .arg(&log)
-            .args(session_token)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().expect("fake S3 prints its port");
-        FakeAws {
-            child,
-            port,
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// One JSON object per request the fake received.
-    fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
+/// The fake S3/STS: every signature checked by botocore with the real secret.
+fn fake_aws(ca: &TestCa, session_token: Option<&str>) -> PythonFake {
+    let extra: Vec<&str> = session_token.into_iter().collect();
+    PythonFake::start(
+        ca,
+        "fake_s3.py",
+        &[S3, STS, OTHER],
+        &[REAL_KEY_ID, REAL_SECRET],
+        &extra,
+    )
 }
 
 /// Whether boto3 and the aws CLI are installed (scripts/test's venv).
@@ -87,7 +42,7 @@ fn have_aws_tools() -> bool {
 
 struct World {
     _ca: TestCa,
-    aws: FakeAws,
+    aws: PythonFake,
     airlock: Airlock,
     env: Vec<(String, String)>,
 }
@@ -102,7 +57,7 @@ fn world_with(extra_secret_keys: &str, session_token: Option<&str>) -> Option<Wo
         return None;
     }
     let ca = TestCa::new();
-    let aws = FakeAws::start(&ca, session_token);
+    let aws = fake_aws(&ca, session_token);
     let cfg = format!(
         r#"[proxy]
 upstream_ca = [{ca:?}]
@@ -674,7 +629,7 @@ async fn airlock_does_not_start_when_sts_refuses_the_role() {
         return;
     }
     let ca = TestCa::new();
-    let aws = FakeAws::start(&ca, None);
+    let aws = fake_aws(&ca, None);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("airlock.toml");
     std::fs::write(

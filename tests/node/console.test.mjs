@@ -34,7 +34,8 @@ try {
 
   const connectVia = async (label) => {
     const [popup] = await Promise.all([page.waitForEvent("popup"), row.locator(`a:has-text("${label}")`).click()]);
-    await popup.waitForEvent("close", { timeout: 15000 });
+    // It may have closed already: its close event is not replayed.
+    if (!popup.isClosed()) await popup.waitForEvent("close", { timeout: 30000 });
     await page.waitForFunction(() => {
       const cell = document.querySelector("tr[data-provider=acme] .status");
       return cell && cell.textContent.trim() === "Connected";

@@ -10,6 +10,7 @@ pub mod netns;
 pub mod oauth_provider;
 pub mod oidc;
 pub mod private_pg;
+pub mod python_fake;
 pub mod test_ca;
 pub mod tunnel;
 pub mod upstream;
@@ -41,6 +42,21 @@ pub fn in_ci() -> bool {
 pub fn skip(why: &str) {
     assert!(!in_ci(), "CI=true and this test cannot run: {why}");
     eprintln!("SKIPPED: {why}");
+}
+
+/// Debian's chromium and playwright-core (tests/node) are there; says the
+/// test (`what`) is skipped when not, which fails under CI.
+pub fn browser_present(what: &str) -> bool {
+    let chromium = std::path::Path::new("/usr/bin/chromium").exists();
+    let playwright = std::path::Path::new(NODE_MODULES)
+        .join("playwright-core")
+        .exists();
+    if !(chromium && playwright) {
+        skip(&format!(
+            "{what} needs /usr/bin/chromium and playwright-core (scripts/test installs both)"
+        ));
+    }
+    chromium && playwright
 }
 
 /// Runs a blocking client (curl, git, python) off the runtime's threads, so

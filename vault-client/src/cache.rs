@@ -22,6 +22,47 @@ const NEGATIVE_AGE: Duration = Duration::from_secs(5);
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(15 * 60);
 const UNREACHABLE_RETRY: Duration = Duration::from_secs(5);
 
+/// How long a host policy is reused.
+const POLICY_AGE: Duration = Duration::from_secs(30);
+/// Fresh answers kept for the synchronous shortcut, per sandbox; past
+/// this (a sandbox trying junk placeholders) its map starts again.
+const HOT_PER_SANDBOX: usize = 256;
+/// Sandboxes in the shortcut maps; past this they start again.
+const HOT_SANDBOXES: usize = 100_000;
+
+/// Fresh answers by sandbox, then by placeholder or host: looked up with
+/// borrowed keys, without waiting, so a cache hit allocates no key and
+/// boxes no future. The moka caches stay the source of truth (capacity,
+/// one vault call per miss); these only mirror their fresh entries.
+struct HotMap<V>(dashmap::DashMap<SandboxId, std::collections::HashMap<String, V>>);
+
+impl<V: Clone> HotMap<V> {
+    fn new() -> Self {
+        Self(dashmap::DashMap::new())
+    }
+
+    fn get(&self, sandbox: &SandboxId, key: &str) -> Option<V> {
+        self.0.get(sandbox)?.get(key).cloned()
+    }
+
+    fn put(&self, sandbox: &SandboxId, key: &str, value: V) {
+        if self.0.len() >= HOT_SANDBOXES && !self.0.contains_key(sandbox) {
+            self.0.clear();
+        }
+        let mut map = self.0.entry(sandbox.clone()).or_default();
+        if map.len() >= HOT_PER_SANDBOX && !map.contains_key(key) {
+            map.clear();
+        }
+        map.insert(key.to_owned(), value);
+    }
+
+    fn remove(&self, sandbox: &SandboxId, key: &str) {
+        if let Some(mut map) = self.0.get_mut(sandbox) {
+            map.remove(key);
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     result: Result<Resolved, TokenError>,
@@ -43,6 +84,15 @@ pub struct CachedTokenSource {
     authenticated: moka::future::Cache<(String, [u8; 32]), SandboxId>,
     hosts: moka::future::Cache<(SandboxId, String), (bool, u64)>,
     policies: moka::future::Cache<(SandboxId, String), (HostPolicy, u64)>,
+    hot_tokens: HotMap<Entry>,
+    /// (policy, generation, when it was asked).
+    hot_policies: HotMap<(HostPolicy, u64, Instant)>,
+}
+
+impl Entry {
+    fn fresh(&self, generation: u64) -> bool {
+        self.generation == generation && self.valid_until > Instant::now()
+    }
 }
 
 fn unix_now() -> i64 {
@@ -76,8 +126,10 @@ impl CachedTokenSource {
                 .build(),
             policies: moka::future::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(30))
+                .time_to_live(POLICY_AGE)
                 .build(),
+            hot_tokens: HotMap::new(),
+            hot_policies: HotMap::new(),
         }
     }
 
@@ -155,12 +207,14 @@ impl TokenSource for CachedTokenSource {
         let key = (sandbox.clone(), placeholder.to_owned());
         let generation = self.inner.generation();
         if let Some(entry) = self.tokens.get(&key).await {
-            if entry.generation == generation && entry.valid_until > Instant::now() {
+            if entry.fresh(generation) {
                 self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.hot_tokens.put(sandbox, placeholder, entry.clone());
                 return entry.result;
             }
             self.tokens.invalidate(&key).await;
         }
+        self.hot_tokens.remove(sandbox, placeholder);
         self.misses
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Concurrent misses for one placeholder share one vault call.
@@ -173,8 +227,28 @@ impl TokenSource for CachedTokenSource {
             .await;
         if entry.valid_until <= Instant::now() {
             self.tokens.invalidate(&key).await;
+        } else if entry.generation == generation {
+            self.hot_tokens.put(sandbox, placeholder, entry.clone());
         }
         entry.result
+    }
+
+    fn resolve_now(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+    ) -> Option<Result<Resolved, TokenError>> {
+        let entry = self.hot_tokens.get(sandbox, placeholder)?;
+        if !entry.fresh(self.inner.generation()) {
+            return None;
+        }
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(entry.result)
+    }
+
+    fn host_policy_now(&self, sandbox: &SandboxId, host: &str) -> Option<HostPolicy> {
+        let (policy, generation, asked) = self.hot_policies.get(sandbox, host)?;
+        (generation == self.inner.generation() && asked.elapsed() < POLICY_AGE).then_some(policy)
     }
 
     async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool {
@@ -204,10 +278,13 @@ impl TokenSource for CachedTokenSource {
                 return policy;
             }
         }
+        let asked = Instant::now();
         let policy = self.inner.host_policy(sandbox, host).await;
         self.policies
             .insert(key, (policy.clone(), generation))
             .await;
+        self.hot_policies
+            .put(sandbox, host, (policy.clone(), generation, asked));
         policy
     }
 
@@ -248,6 +325,8 @@ impl TokenSource for CachedTokenSource {
         failed: &SecretString,
     ) -> Result<Resolved, TokenError> {
         let result = self.inner.refresh(sandbox, placeholder, failed).await;
+        // The failed token must not be served again from the shortcut.
+        self.hot_tokens.remove(sandbox, placeholder);
         let key = (sandbox.clone(), placeholder.to_owned());
         if let Ok(resolved) = &result {
             self.last_good.insert(key.clone(), resolved.clone()).await;
@@ -563,6 +642,62 @@ mod tests {
         fn generation(&self) -> u64 {
             self.generation.load(Ordering::SeqCst)
         }
+    }
+
+    #[tokio::test]
+    async fn the_shortcut_serves_only_fresh_answers() {
+        let inner = Arc::new(Counting {
+            generation: AtomicU64::new(1),
+            ..Counting::default()
+        });
+        let cache = CachedTokenSource::new(inner.clone());
+        let sandbox = SandboxId::default_sandbox();
+        assert!(
+            cache.resolve_now(&sandbox, "p").is_none(),
+            "nothing asked yet"
+        );
+        cache.resolve(&sandbox, "p").await.unwrap();
+        let hit = cache.resolve_now(&sandbox, "p").expect("a fresh answer");
+        assert_eq!(hit.unwrap().token.expose_secret(), "t");
+        assert!(cache.resolve_now(&SandboxId::new("other"), "p").is_none());
+        // A disconnect, revocation or refresh anywhere: not served any more.
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        assert!(cache.resolve_now(&sandbox, "p").is_none());
+        cache.resolve(&sandbox, "p").await.unwrap();
+        assert!(cache.resolve_now(&sandbox, "p").is_some());
+        // The token the upstream refused is not served again.
+        cache
+            .refresh(&sandbox, "p", &SecretString::from("t"))
+            .await
+            .unwrap();
+        assert!(cache.resolve_now(&sandbox, "p").is_none());
+        // A token about to expire is not served from the shortcut either.
+        inner.expires_in.store(10, Ordering::SeqCst);
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        cache.resolve(&sandbox, "p").await.unwrap();
+        assert!(cache.resolve_now(&sandbox, "p").is_none());
+        // Host policies: fresh ones only, too.
+        assert!(cache.host_policy_now(&sandbox, "api.test").is_none());
+        cache.host_policy(&sandbox, "api.test").await;
+        assert!(cache.host_policy_now(&sandbox, "api.test").is_some());
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        assert!(cache.host_policy_now(&sandbox, "api.test").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_sandbox_trying_junk_placeholders_keeps_the_shortcut_bounded() {
+        let inner = Arc::new(Counting::default());
+        let cache = CachedTokenSource::new(inner);
+        let sandbox = SandboxId::default_sandbox();
+        for i in 0..(HOT_PER_SANDBOX + 10) {
+            cache.hot_tokens.put(
+                &sandbox,
+                &format!("junk{i}"),
+                cache.entry(Err(TokenError::UnknownPlaceholder), 0),
+            );
+        }
+        let held = cache.hot_tokens.0.get(&sandbox).unwrap().len();
+        assert!(held <= HOT_PER_SANDBOX, "{held}");
     }
 
     #[tokio::test]

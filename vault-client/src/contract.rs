@@ -442,6 +442,21 @@ pub struct ResolvedAnswer {
     pub expires_at: Option<i64>,
     #[serde(serialize_with = "expose")]
     pub token: SecretString,
+    /// An OAuth 1.0a connection's other real credentials; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth1: Option<WireOAuth1>,
+}
+
+/// What the proxy signs an OAuth 1.0a binding's requests with, besides its
+/// access token.
+#[derive(Serialize, Deserialize)]
+pub struct WireOAuth1 {
+    #[serde(serialize_with = "expose")]
+    pub consumer_key: SecretString,
+    #[serde(serialize_with = "expose")]
+    pub consumer_secret: SecretString,
+    #[serde(serialize_with = "expose")]
+    pub token_secret: SecretString,
 }
 
 impl From<&Resolved> for ResolvedAnswer {
@@ -471,6 +486,14 @@ impl From<&Resolved> for ResolvedAnswer {
             },
             expires_at: r.expires_at,
             token: r.token.clone(),
+            oauth1: match r.signing.as_deref() {
+                Some(crate::SigningKeys::OAuth1(k)) => Some(WireOAuth1 {
+                    consumer_key: k.consumer_key.clone(),
+                    consumer_secret: k.consumer_secret.clone(),
+                    token_secret: k.token_secret.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -505,7 +528,13 @@ impl ResolvedAnswer {
             }),
             token: self.token,
             expires_at: self.expires_at,
-            signing: None,
+            signing: self.oauth1.map(|k| {
+                Arc::new(crate::SigningKeys::OAuth1(crate::oauth1::OAuth1Keys {
+                    consumer_key: k.consumer_key,
+                    consumer_secret: k.consumer_secret,
+                    token_secret: k.token_secret,
+                }))
+            }),
         }
     }
 }
@@ -739,6 +768,38 @@ mod tests {
         assert_eq!(back.binding.inject, Some(Injection::Bearer));
         assert_eq!(back.token.expose_secret(), "tok");
         assert!(back.binding.allows_host("api.github.com"));
+        assert!(back.signing.is_none());
+
+        // An OAuth 1.0a connection's keys cross to a remote proxy; the
+        // answer's Debug shows none of them.
+        let mut oauth1 = resolved.clone();
+        oauth1.signing = Some(Arc::new(crate::SigningKeys::OAuth1(
+            crate::oauth1::OAuth1Keys {
+                consumer_key: SecretString::from("ck-real".to_owned()),
+                consumer_secret: SecretString::from("cs-real".to_owned()),
+                token_secret: SecretString::from("ts-real".to_owned()),
+            },
+        )));
+        let json = serde_json::to_string(&ResolvedAnswer::from(&oauth1)).unwrap();
+        assert!(json.ends_with(
+            r#""token":"tok","oauth1":{"consumer_key":"ck-real","consumer_secret":"cs-real","token_secret":"ts-real"}}"#
+        ), "{json}");
+        let back = serde_json::from_str::<ResolvedAnswer>(&json)
+            .unwrap()
+            .into_resolved(&SandboxId::new("sb"));
+        let Some(crate::SigningKeys::OAuth1(k)) = back.signing.as_deref() else {
+            panic!("OAuth 1.0a keys were lost");
+        };
+        assert_eq!(
+            (
+                k.consumer_key.expose_secret(),
+                k.consumer_secret.expose_secret(),
+                k.token_secret.expose_secret()
+            ),
+            ("ck-real", "cs-real", "ts-real")
+        );
+        let debug = format!("{:?}", back.signing);
+        assert!(!debug.contains("real"), "{debug}");
     }
 
     #[test]

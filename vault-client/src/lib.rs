@@ -9,6 +9,7 @@ mod cache;
 pub mod contract;
 mod hosts;
 mod narrow;
+pub mod oauth1;
 mod placeholder;
 mod remote;
 mod rules;
@@ -73,6 +74,13 @@ impl fmt::Debug for SandboxId {
 impl fmt::Display for SandboxId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Written as its string, so a record can hold the id without copying it.
+impl serde::Serialize for SandboxId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 
@@ -411,6 +419,25 @@ pub trait TokenSource: Send + Sync + 'static {
     /// The binding and current token for `placeholder`, as seen by `sandbox`.
     async fn resolve(&self, sandbox: &SandboxId, placeholder: &str)
         -> Result<Resolved, TokenError>;
+
+    /// What [`TokenSource::resolve`] would answer, when it is at hand
+    /// without waiting (a fresh cache entry); `None`: ask `resolve`. The
+    /// proxy asks this first on every swap, so a cache hit costs no boxed
+    /// future. Wrappers that do not pass it on just lose the shortcut.
+    fn resolve_now(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+    ) -> Option<Result<Resolved, TokenError>> {
+        let _ = (sandbox, placeholder);
+        None
+    }
+
+    /// [`TokenSource::host_policy`] when it is at hand without waiting.
+    fn host_policy_now(&self, sandbox: &SandboxId, host: &str) -> Option<HostPolicy> {
+        let _ = (sandbox, host);
+        None
+    }
 
     /// Whether `sandbox` has any binding for `host`: such hosts are intercepted.
     async fn is_bound_host(&self, sandbox: &SandboxId, host: &str) -> bool;

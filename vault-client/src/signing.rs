@@ -12,6 +12,9 @@ use secrecy::SecretString;
 pub enum SigningKeys {
     AwsSigV4(AwsSigV4Keys),
     Hmac(HmacKeys),
+    /// An OAuth 1.0a connection: the binding's token is the real access
+    /// token; its placeholders come from [`crate::oauth1::placeholders`].
+    OAuth1(crate::oauth1::OAuth1Keys),
 }
 
 impl fmt::Debug for SigningKeys {
@@ -23,6 +26,7 @@ impl fmt::Debug for SigningKeys {
                 .field("session_token", &k.session_token.is_some())
                 .finish_non_exhaustive(),
             Self::Hmac(k) => f.debug_struct("Hmac").field("spec", &k.spec).finish(),
+            Self::OAuth1(k) => f.debug_tuple("OAuth1").field(k).finish(),
         }
     }
 }

@@ -44,7 +44,9 @@ impl StaticSecrets {
                     hosts: s.hosts,
                     swap_in: s.swap_in,
                     kind: match s.signing.as_deref() {
-                        None => BindingKind::Static,
+                        // OAuth 1.0a keys come from vault connections,
+                        // never from the config; signing keys are never swapped as text.
+                        None | Some(SigningKeys::OAuth1(_)) => BindingKind::Static,
                         Some(SigningKeys::AwsSigV4(_)) => BindingKind::AwsSigV4,
                         Some(SigningKeys::Hmac(_)) => BindingKind::Hmac,
                     },

@@ -72,9 +72,10 @@ impl Vault {
     }
 
     /// Deletes a tenant's app for `provider` in `environment`. Refused while
-    /// a connection refreshes or revokes with it: the tenant's own
-    /// connections, and for the default tenant's app also those of tenants
-    /// without an app of their own (they fall back to it).
+    /// a connection refreshes or revokes with it: those whose grant it
+    /// issued (and, for connections from before that was recorded, the
+    /// tenant's own and, for the default tenant's app, those of tenants
+    /// without an app of their own).
     pub async fn delete_app(
         &self,
         tenant: &str,
@@ -96,8 +97,10 @@ impl Vault {
         let mut users = Vec::new();
         // Whether each other tenant falls back to this app, asked once per tenant.
         let mut falls_back = std::collections::HashMap::new();
-        for (id, owner) in self.store.app_connections(provider, environment).await? {
-            let uses = if owner == tenant {
+        for (id, owner, issuer) in self.store.app_connections(provider, environment).await? {
+            let uses = if let Some(issuer) = issuer {
+                issuer == tenant
+            } else if owner == tenant {
                 true
             } else if tenant != DEFAULT_TENANT {
                 false
@@ -127,21 +130,87 @@ impl Vault {
         Ok(self.store.apps().await?.iter().map(app_view).collect())
     }
 
+    /// The app a new connect of `tenant` uses: its own, else the default
+    /// tenant's when the tenant allows that (`use_default_apps`), else a
+    /// refusal naming both ways out. Also says whose app it is.
+    pub(crate) async fn resolve_app(
+        &self,
+        tenant: &str,
+        provider: &str,
+        environment: &str,
+    ) -> Result<(String, AppCredentials), VaultError> {
+        if let Some(app) = self.store.app(tenant, provider, environment).await? {
+            return Ok((tenant.to_owned(), self.open_app(app)?));
+        }
+        if tenant == DEFAULT_TENANT || !self.uses_default_apps(tenant).await? {
+            return Err(no_app(tenant, provider, environment));
+        }
+        match self
+            .store
+            .app(DEFAULT_TENANT, provider, environment)
+            .await?
+        {
+            Some(app) => Ok((DEFAULT_TENANT.to_owned(), self.open_app(app)?)),
+            None => Err(no_app(tenant, provider, environment)),
+        }
+    }
+
+    /// The credentials of the app a new connect of `tenant` uses.
+    #[cfg(test)]
     pub(crate) async fn app_creds(
         &self,
         tenant: &str,
         provider: &str,
         environment: &str,
     ) -> Result<AppCredentials, VaultError> {
-        let app = match self.store.app(tenant, provider, environment).await? {
-            Some(app) => app,
-            // A tenant without its own app uses the default tenant's (white-label is opt-in).
-            None => self
+        Ok(self.resolve_app(tenant, provider, environment).await?.1)
+    }
+
+    /// The app of `app_tenant` that issued a grant: refresh, revoke and the
+    /// code exchange must use the client the grant belongs to, whatever the
+    /// tenant registered since.
+    pub(crate) async fn issuing_app(
+        &self,
+        app_tenant: &str,
+        provider: &str,
+        environment: &str,
+    ) -> Result<AppCredentials, VaultError> {
+        let app = self
+            .store
+            .app(app_tenant, provider, environment)
+            .await?
+            .ok_or_else(|| {
+                VaultError::Invalid(format!(
+                    "the OAuth app of tenant {app_tenant} for provider {provider:?} (environment {environment}) \
+                     that issued this grant is gone; register it again (airlock app set) or reconnect"
+                ))
+            })?;
+        self.open_app(app)
+    }
+
+    /// Whose app served a grant recorded before white-label: the tenant's
+    /// own if it has one, else the default tenant's (the fallback of then).
+    pub(crate) async fn legacy_app_tenant(
+        &self,
+        tenant: &str,
+        provider: &str,
+        environment: &str,
+    ) -> Result<String, VaultError> {
+        Ok(
+            if self
                 .store
-                .app(DEFAULT_TENANT, provider, environment)
+                .app(tenant, provider, environment)
                 .await?
-                .ok_or_else(|| VaultError::Invalid(format!("no OAuth app is registered for provider {provider:?}; add one first (airlock app set)")))?,
-        };
+                .is_some()
+            {
+                tenant.to_owned()
+            } else {
+                DEFAULT_TENANT.to_owned()
+            },
+        )
+    }
+
+    fn open_app(&self, app: store::AppRow) -> Result<AppCredentials, VaultError> {
         let secret = app
             .client_secret
             .as_ref()
@@ -152,6 +221,19 @@ impl Vault {
             client_secret: secret,
         })
     }
+}
+
+fn no_app(tenant: &str, provider: &str, environment: &str) -> VaultError {
+    if tenant == DEFAULT_TENANT {
+        return VaultError::Invalid(format!(
+            "no OAuth app is registered for provider {provider:?} (environment {environment}); add one first (airlock app set)"
+        ));
+    }
+    VaultError::Invalid(format!(
+        "tenant {tenant} has no OAuth app for provider {provider:?} (environment {environment}): register its own \
+         (airlock app set --tenant {tenant}, or PUT /v1/apps with tenant), or let it use the default tenant's apps \
+         (PUT /v1/tenants/{tenant} with use_default_apps: true)"
+    ))
 }
 
 /// An app's (or a machine account's) client id and opened secret.

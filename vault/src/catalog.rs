@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use airlock_vault_client::{
-    ExpiredSignal, HostPattern, RequestRules, RulesMode, RulesSpec, ScopeSignal, SwapLocation,
-    Verdict,
+    oauth1, ExpiredSignal, HostPattern, RequestRules, RulesMode, RulesSpec, ScopeSignal,
+    SwapLocation, Verdict,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +32,19 @@ pub struct Provider {
     pub display_name: Option<String>,
     #[serde(default)]
     pub authorize_url: Option<String>,
+    /// OAuth 2's token endpoint; for OAuth 1.0a the access token endpoint
+    /// (also written `access_token_url`).
+    #[serde(alias = "access_token_url")]
     pub token_url: String,
+    /// OAuth 1.0a (RFC 5849): where the vault asks for a request token. Its
+    /// presence makes the provider OAuth 1.0a: connections hold an access
+    /// token and a token secret, and sandboxes sign with placeholders
+    /// (docs/SIGNING.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_token_url: Option<String>,
+    /// OAuth 1.0a only: `HMAC-SHA1`, the one method airlock signs with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_method: Option<String>,
     #[serde(default)]
     pub revoke_url: Option<String>,
     #[serde(default)]
@@ -188,6 +200,11 @@ fn default_inject() -> String {
 }
 
 impl Provider {
+    /// Whether connections of this provider are OAuth 1.0a.
+    pub fn is_oauth1(&self) -> bool {
+        self.request_token_url.is_some()
+    }
+
     pub fn label(&self) -> &str {
         self.display_name.as_deref().unwrap_or(&self.name)
     }
@@ -206,7 +223,27 @@ impl Provider {
                 self.name
             ));
         }
+        if self.is_oauth1() && self.authorize_url.is_none() {
+            out.push("an OAuth 1.0a provider (request_token_url) needs authorize_url".into());
+        }
+        if self.is_oauth1() && self.probe_url.is_some() {
+            // The probe sends the token unsigned, which OAuth 1.0a APIs refuse.
+            out.push(
+                "probe_url is not supported for OAuth 1.0a providers (request_token_url)".into(),
+            );
+        }
+        match self.signature_method.as_deref() {
+            None => {}
+            Some(m) if !self.is_oauth1() => out.push(format!(
+                "signature_method {m:?} is for OAuth 1.0a providers (with request_token_url)"
+            )),
+            Some(oauth1::HMAC_SHA1) => {}
+            Some(m) => out.push(format!(
+                "signature_method {m:?} is not supported: airlock signs OAuth 1.0a with HMAC-SHA1"
+            )),
+        }
         for (field, url) in [
+            ("request_token_url", self.request_token_url.as_deref()),
             ("authorize_url", self.authorize_url.as_deref()),
             ("token_url", Some(self.token_url.as_str())),
             ("revoke_url", self.revoke_url.as_deref()),
@@ -397,6 +434,7 @@ mod tests {
             "microsoft",
             "linkedin",
             "x",
+            "x_oauth1",
         ] {
             let p = catalog
                 .get(name)
@@ -412,6 +450,8 @@ mod tests {
             display_name: None,
             authorize_url: Some("ftp://x".into()),
             token_url: "not a url".into(),
+            request_token_url: None,
+            signature_method: None,
             revoke_url: None,
             scopes: vec![],
             hosts: vec![],

@@ -48,6 +48,15 @@ impl Vault {
         self.changes.generation.send_replace(generation);
     }
 
+    /// Another replica changed something, or may have: the providers it
+    /// added or deleted are read again, then proxies hear of it.
+    async fn heard_of_a_change(&self) {
+        if let Err(error) = self.reload_providers().await {
+            tracing::warn!(%error, "could not read the providers again after another replica's change");
+        }
+        self.bump_seen();
+    }
+
     /// Follows the generation: the receiver wakes on every change, from
     /// this replica or (PostgreSQL) another.
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
@@ -101,7 +110,7 @@ async fn listen(vault: Weak<Vault>) {
                 Ok(Some(made)) => {
                     listener = Some(made);
                     // Whatever happened before it listened is not known.
-                    me.bump_seen();
+                    me.heard_of_a_change().await;
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -120,7 +129,7 @@ async fn listen(vault: Weak<Vault>) {
         let Some(me) = vault.upgrade() else { return };
         match heard {
             Ok(Heard::Change(from)) if from == me.instance => {}
-            Ok(Heard::Change(_) | Heard::Reconnected) => me.bump_seen(),
+            Ok(Heard::Change(_) | Heard::Reconnected) => me.heard_of_a_change().await,
             Err(error) => {
                 tracing::warn!(%error, "lost the other replicas' changes; listening again");
                 listener = None;

@@ -135,6 +135,23 @@ impl Vault {
             .await
     }
 
+    /// [`Self::start_connect_request`] whose browser returns to `return_to`
+    /// after a successful callback (on the tenant's `return_url` origin).
+    pub async fn start_connect_returning(
+        &self,
+        request: &ConnectRequest,
+        return_to: Option<&str>,
+    ) -> Result<ConnectStarted, VaultError> {
+        self.start_connect_from(
+            request,
+            FlowOrigin {
+                return_to: return_to.map(str::to_owned),
+                ..FlowOrigin::default()
+            },
+        )
+        .await
+    }
+
     /// [`Self::start_connect_request`], from where `origin` says: completing
     /// a flow started from a connect link uses that link up.
     pub(crate) async fn start_connect_from(
@@ -180,15 +197,24 @@ impl Vault {
                 "scope {bad:?} is not a single OAuth scope"
             )));
         }
-        let app = self.app_creds(tenant, provider_name, environment).await?;
-        let redirect = self.redirect_uri();
+        let return_to = match origin.return_to.as_deref() {
+            Some(r) => Some(self.check_return_to(tenant, r).await?),
+            None => None,
+        };
+        let (app_tenant, app) = self.resolve_app(tenant, provider_name, environment).await?;
+        // The tenant's own callback origin when it has one (white-label).
+        let redirect = self.redirect_uri_for(tenant).await?;
         let AuthorizeLink {
             url,
             state,
             pkce_verifier: verifier,
-        } = self
-            .oauth
-            .authorize_url(&provider, &app.for_exchange(None), &redirect, &scopes)?;
+        } = if provider.is_oauth1() {
+            self.oauth1_authorize_link(&provider, &app, &redirect)
+                .await?
+        } else {
+            self.oauth
+                .authorize_url(&provider, &app.for_exchange(None), &redirect, &scopes)?
+        };
         let state_hash = sha256_hex(state.expose_secret());
         let expires_at = now() + self.settings.state_ttl.as_secs() as i64;
         let row = StateRow {
@@ -204,6 +230,9 @@ impl Vault {
             expires_at,
             connect_link: origin.link,
             name,
+            redirect_uri: Some(redirect.clone()),
+            app_tenant: Some(app_tenant),
+            return_to,
         };
         self.store.insert_state(&state_hash, &row).await?;
         let id = self.record_flow(&state_hash, &row, origin.sandbox).await?;
@@ -212,6 +241,36 @@ impl Vault {
             authorization_url: url,
             expires_at,
             redirect_uri: redirect,
+        })
+    }
+
+    /// OAuth 1.0a: asks the provider for a request token whose callback is
+    /// airlock's, carrying a fresh `state`; the user is sent to authorize it.
+    /// The request token and its secret are what the flow keeps (sealed,
+    /// bound to the state, in place of a PKCE verifier).
+    async fn oauth1_authorize_link(
+        &self,
+        provider: &Provider,
+        app: &AppCredentials,
+        redirect: &str,
+    ) -> Result<AuthorizeLink, VaultError> {
+        let state = airlock_vault_client::generate_placeholder("");
+        let mut callback = url::Url::parse(redirect)
+            .map_err(|e| VaultError::Config(format!("public_url gives no callback URL: {e}")))?;
+        callback.query_pairs_mut().append_pair("state", &state);
+        let request = self
+            .oauth
+            .oauth1_request_token(provider, &app.for_exchange(None), callback.as_str())
+            .await?;
+        let authorize = provider.authorize_url.as_deref().unwrap_or_default();
+        let mut url = url::Url::parse(authorize)
+            .map_err(|e| VaultError::Config(format!("authorize_url {authorize:?}: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("oauth_token", request.token.expose_secret());
+        Ok(AuthorizeLink {
+            url: url.to_string(),
+            state: SecretString::from(state),
+            pkce_verifier: request.to_secret(),
         })
     }
 
@@ -301,16 +360,34 @@ impl Vault {
         code: &str,
     ) -> Result<ConnectionView, VaultError> {
         let provider = self.provider(&row.provider)?;
+        // The app the authorize URL named; flows from before that was kept
+        // resolve it as then (the tenant's own, else the default tenant's).
+        let app_tenant = match &row.app_tenant {
+            Some(t) => t.clone(),
+            None => {
+                self.legacy_app_tenant(&row.tenant, &row.provider, &row.environment)
+                    .await?
+            }
+        };
         let app = self
-            .app_creds(&row.tenant, &row.provider, &row.environment)
+            .issuing_app(&app_tenant, &row.provider, &row.environment)
             .await?;
+        let redirect = row
+            .redirect_uri
+            .clone()
+            .unwrap_or_else(|| self.redirect_uri());
         let verifier =
             self.keyring
                 .open("oauth_states.pkce_verifier", state_hash, &row.pkce_verifier)?;
         let creds = app.for_exchange(None);
+        if provider.is_oauth1() {
+            return self
+                .oauth1_exchange_and_store(row, &app_tenant, &provider, &creds, &verifier, code)
+                .await;
+        }
         let granted = self
             .oauth
-            .exchange_code(&provider, &creds, &self.redirect_uri(), code, &verifier)
+            .exchange_code(&provider, &creds, &redirect, code, &verifier)
             .await?;
         let scopes = granted
             .scopes
@@ -332,11 +409,72 @@ impl Vault {
                 name: &row.name,
                 env_name: None,
                 hosts: None,
+                app_tenant: Some(&app_tenant),
             })
             .await?;
         self.save_grant(&id, granted).await?;
         self.bump_generation();
         tracing::info!(connection = %id, provider = %row.provider, "account connected");
+        self.connection(&id).await
+    }
+
+    /// OAuth 1.0a: trades the request token kept with the flow and the
+    /// callback's `oauth_verifier` for an access token and token secret.
+    async fn oauth1_exchange_and_store(
+        &self,
+        row: &StateRow,
+        app_tenant: &str,
+        provider: &Provider,
+        creds: &oauth::ClientCreds<'_>,
+        kept: &SecretString,
+        verifier: &str,
+    ) -> Result<ConnectionView, VaultError> {
+        let request = oauth::oauth1::TokenPair::from_secret(kept).ok_or_else(|| {
+            VaultError::Invalid(
+                "this connect was not started as OAuth 1.0a (the provider changed): start it again"
+                    .into(),
+            )
+        })?;
+        let access = self
+            .oauth
+            .oauth1_access_token(provider, creds, &request, verifier)
+            .await?;
+        let id = self
+            .store
+            .upsert_connection(&NewConnection {
+                tenant: &row.tenant,
+                scope_kind: row.scope_kind,
+                scope_name: &row.scope_name,
+                provider: &row.provider,
+                grant_kind: GrantKind::AuthorizationCode,
+                scopes: &row.scopes,
+                environment: &row.environment,
+                client_id: None,
+                token_url: None,
+                name: &row.name,
+                env_name: None,
+                hosts: None,
+                app_tenant: Some(app_tenant),
+            })
+            .await?;
+        let update = TokenUpdate {
+            access_token: self
+                .keyring
+                .seal("connections.access_token", &id, &access.token),
+            refresh_token: None,
+            // OAuth 1.0a tokens do not expire unless revoked.
+            expires_at: None,
+        };
+        let secret = self
+            .keyring
+            .seal("connections.token_secret", &id, &access.secret);
+        self.store
+            .store_oauth1_tokens(&id, &update, &secret)
+            .await?;
+        self.backoff.remove(&id);
+        self.probed.remove(&id);
+        self.bump_generation();
+        tracing::info!(connection = %id, provider = %row.provider, "account connected (OAuth 1.0a)");
         self.connection(&id).await
     }
 
@@ -403,6 +541,11 @@ impl Vault {
             )));
         }
         let (provider, own_provider) = match provider {
+            Some(p) if self.provider(&p)?.is_oauth1() => {
+                return Err(VaultError::Invalid(format!(
+                    "provider {p:?} is OAuth 1.0a: it has no client-credentials grant, connect a user account instead"
+                )))
+            }
             Some(p) => (self.provider(&p)?, false),
             None => (
                 self.machine_provider(
@@ -498,6 +641,7 @@ impl Vault {
                 name: &name,
                 env_name,
                 hosts: own_hosts,
+                app_tenant: None,
             })
             .await?;
         self.store
@@ -600,7 +744,14 @@ impl Vault {
                 )?),
             }),
             _ => {
-                self.app_creds(&row.tenant, &row.provider, &row.environment)
+                let issuer = match &row.app_tenant {
+                    Some(t) => t.clone(),
+                    None => {
+                        self.legacy_app_tenant(&row.tenant, &row.provider, &row.environment)
+                            .await?
+                    }
+                };
+                self.issuing_app(&issuer, &row.provider, &row.environment)
                     .await
             }
         }
@@ -634,8 +785,10 @@ pub(crate) fn connection_view(row: &store::ConnectionRow) -> ConnectionView {
 
 pub(crate) fn connection_warnings(row: &store::ConnectionRow) -> Vec<String> {
     let mut warnings = Vec::new();
+    // OAuth 1.0a tokens (those with a token secret) do not expire.
     if row.grant_kind == GrantKind::AuthorizationCode
         && row.refresh_token.is_none()
+        && row.token_secret.is_none()
         && row.status == ConnectionStatus::Connected
     {
         warnings.push(NO_REFRESH_TOKEN_WARNING.to_owned());

@@ -8,6 +8,10 @@ pub enum Step {
     Refresh,
     ClientCredentials,
     Revocation,
+    /// OAuth 1.0a: asking for a request token.
+    RequestToken,
+    /// OAuth 1.0a: trading the verified request token for an access token.
+    AccessToken,
 }
 
 impl std::fmt::Display for Step {
@@ -17,6 +21,8 @@ impl std::fmt::Display for Step {
             Self::Refresh => "token refresh",
             Self::ClientCredentials => "client-credentials grant",
             Self::Revocation => "token revocation",
+            Self::RequestToken => "OAuth 1.0a request-token call",
+            Self::AccessToken => "OAuth 1.0a access-token call",
         })
     }
 }

@@ -135,6 +135,8 @@ pub(crate) struct FlowOrigin {
     pub link: Option<String>,
     /// The sandbox it was started for.
     pub sandbox: Option<String>,
+    /// Where the browser goes after a successful callback (unchecked yet).
+    pub return_to: Option<String>,
 }
 
 /// Whose connection a flow makes.
@@ -237,17 +239,21 @@ impl Vault {
         scopes: Option<Vec<String>>,
         environment: Option<&str>,
         name: Option<&str>,
+        return_to: Option<&str>,
     ) -> Result<crate::ConnectStarted, VaultError> {
         match target {
             FlowTarget::Owner { tenant, scope } => {
-                self.start_connect_request(&ConnectRequest {
-                    tenant,
-                    scope,
-                    provider: provider.to_owned(),
-                    scopes,
-                    environment: environment.unwrap_or(DEFAULT_ENVIRONMENT).to_owned(),
-                    name: name.map(str::to_owned),
-                })
+                self.start_connect_returning(
+                    &ConnectRequest {
+                        tenant,
+                        scope,
+                        provider: provider.to_owned(),
+                        scopes,
+                        environment: environment.unwrap_or(DEFAULT_ENVIRONMENT).to_owned(),
+                        name: name.map(str::to_owned),
+                    },
+                    return_to,
+                )
                 .await
             }
             FlowTarget::Sandbox(id) => {
@@ -275,6 +281,7 @@ impl Vault {
                     FlowOrigin {
                         link: None,
                         sandbox: Some(sandbox.id),
+                        return_to: return_to.map(str::to_owned),
                     },
                 )
                 .await
@@ -413,6 +420,119 @@ impl Vault {
             // Expired (just recorded), or used: finish_connect says which.
             _ => finish().await,
         }
+    }
+}
+
+/// What the page of a callback needs to know about its flow before the
+/// flow is completed (and its state used up).
+#[derive(Debug, Clone, Default)]
+pub struct CallbackContext {
+    pub tenant: Option<String>,
+    pub flow_id: Option<String>,
+    /// Checked against the tenant's `return_url` when the flow started.
+    pub return_to: Option<String>,
+}
+
+/// `POST /v1/connect/complete`: what a platform's own callback handler
+/// passes on from the provider's redirect.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub error_description: Option<String>,
+    /// When given, the flow must be this tenant's (a platform serving
+    /// several tenants from one handler cannot finish another's by mistake).
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// What `POST /v1/connect/complete` answers: the flow and its connection
+/// (never a token).
+#[derive(Debug, Clone, Serialize)]
+pub struct Completed {
+    pub flow_id: Option<String>,
+    pub connection: ConnectionView,
+}
+
+impl Vault {
+    /// The flow of `state` as its callback page needs it; empty for states
+    /// it does not know (the completion then says why).
+    pub async fn callback_context(&self, state: &str) -> CallbackContext {
+        if state.is_empty() {
+            return CallbackContext::default();
+        }
+        let hash = sha256_hex(state);
+        let flow = self.store.flow_by_state(&hash).await.ok().flatten();
+        let row = self.store.unused_state(&hash).await.ok().flatten();
+        CallbackContext {
+            tenant: flow
+                .as_ref()
+                .map(|f| f.tenant.clone())
+                .or_else(|| row.as_ref().map(|r| r.tenant.clone())),
+            flow_id: flow.map(|f| f.id),
+            return_to: row.and_then(|r| r.return_to),
+        }
+    }
+
+    /// Finishes a flow from the platform's own callback handler, exactly as
+    /// `/oauth/callback` would. Missing or contradictory fields, and a state
+    /// of another tenant, are refused before the state is touched, so the
+    /// rightful callback can still finish the flow.
+    pub async fn complete_connect(&self, req: &CompleteRequest) -> Result<Completed, VaultError> {
+        let state = req
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                VaultError::Invalid("state is required (the state the provider sent back)".into())
+            })?;
+        let code = req.code.as_deref().filter(|c| !c.is_empty());
+        let error = req.error.as_deref().filter(|e| !e.is_empty());
+        match (code, error) {
+            (None, None) => {
+                return Err(VaultError::Invalid(
+                    "give code, or error (and error_description) as the provider sent them".into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(VaultError::Invalid(
+                    "give either code or error, not both".into(),
+                ))
+            }
+            _ => {}
+        }
+        if req.error_description.is_some() && error.is_none() {
+            return Err(VaultError::Invalid(
+                "error_description comes with error".into(),
+            ));
+        }
+        let hash = sha256_hex(state);
+        if let Some(tenant) = &req.tenant {
+            crate::scope::check_name("tenant", tenant)?;
+            let owner = match self.store.unused_state(&hash).await? {
+                Some(row) => Some(row.tenant),
+                None => self.store.flow_by_state(&hash).await?.map(|f| f.tenant),
+            };
+            if owner.as_deref().is_some_and(|o| o != tenant) {
+                return Err(VaultError::Invalid(format!(
+                    "this state is not of a connect flow of tenant {tenant}: nothing was completed"
+                )));
+            }
+        }
+        let flow_id = self.store.flow_by_state(&hash).await?.map(|f| f.id);
+        let connection = self
+            .complete_connect_flow(state, code, error, req.error_description.as_deref())
+            .await?;
+        Ok(Completed {
+            flow_id,
+            connection,
+        })
     }
 }
 

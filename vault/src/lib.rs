@@ -25,6 +25,7 @@ mod sandboxes;
 mod scope;
 mod secrets;
 mod status;
+mod tenants;
 #[cfg(test)]
 mod testing;
 mod tokens;
@@ -33,10 +34,14 @@ pub use apps::AppView;
 pub use connections::{
     ConnectRequest, ConnectStarted, ConnectionView, MachineAccountSpec, NO_REFRESH_TOKEN_WARNING,
 };
-pub use flows::{FlowOutcome, FlowTarget, FlowView, MAX_WAIT as MAX_FLOW_WAIT};
+pub use flows::{
+    CallbackContext, CompleteRequest, Completed, FlowOutcome, FlowTarget, FlowView,
+    MAX_WAIT as MAX_FLOW_WAIT,
+};
 pub use sandboxes::{ConnectionPin, NewSandbox, SandboxCreated, SandboxView};
 pub use scope::{valid_name, Scope};
 pub use status::CONNECT_LINK_PATH;
+pub use tenants::{Branding, TenantSettings, TenantView};
 
 pub use tokens::{RefreshCounts, RefreshStats};
 
@@ -128,6 +133,9 @@ pub struct Vault {
     /// file's `[[provider]]`s), before providers stored through the API:
     /// what a deleted stored provider falls back to.
     base_catalog: Catalog,
+    /// Held while stored providers and the catalog change together, so a
+    /// reload after another replica's change cannot undo a local one.
+    provider_writes: tokio::sync::Mutex<()>,
     oauth: OAuth,
     settings: VaultSettings,
     /// Revoke-pending connections: when each is tried again.
@@ -166,21 +174,14 @@ impl Vault {
         settings: VaultSettings,
     ) -> Result<Arc<Self>, VaultError> {
         let base_catalog = catalog.clone();
-        for stored in store.providers().await? {
-            let name = stored.name;
-            match serde_json::from_str::<Provider>(&stored.definition) {
-                Ok(p) => catalog.upsert(p)?,
-                Err(e) => {
-                    tracing::warn!(provider = %name, error = %e, "stored provider definition is unreadable")
-                }
-            }
-        }
+        with_stored_providers(&store, &mut catalog).await?;
         let vault = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             store,
             keyring,
             catalog: RwLock::new(catalog),
             base_catalog,
+            provider_writes: tokio::sync::Mutex::new(()),
             oauth: OAuth::new(http).with_revoke_timeout(settings.revoke_timeout),
             settings,
             flows: flows::FlowWaiters::default(),
@@ -230,10 +231,22 @@ impl Vault {
             .collect()
     }
 
+    /// Reads the providers stored through the API again (another replica
+    /// added, changed or deleted one). The catalog is built aside and then
+    /// swapped in: no lock is held while the database answers.
+    pub(crate) async fn reload_providers(&self) -> Result<(), VaultError> {
+        let _writing = self.provider_writes.lock().await;
+        let mut catalog = self.base_catalog.clone();
+        with_stored_providers(&self.store, &mut catalog).await?;
+        *self.catalog.write().expect("catalog lock") = catalog;
+        Ok(())
+    }
+
     /// Adds or replaces a custom provider; kept in the database.
     pub async fn add_provider(&self, provider: Provider) -> Result<(), VaultError> {
         provider.validate()?;
         let json = serde_json::to_string(&provider).expect("provider serialises");
+        let _writing = self.provider_writes.lock().await;
         self.store.upsert_provider(&provider.name, &json).await?;
         self.catalog
             .write()
@@ -255,6 +268,20 @@ impl Vault {
         }
         Ok(rewrapped)
     }
+}
+
+/// `catalog` with the providers stored through the API on top.
+async fn with_stored_providers(store: &Store, catalog: &mut Catalog) -> Result<(), VaultError> {
+    for stored in store.providers().await? {
+        let name = stored.name;
+        match serde_json::from_str::<Provider>(&stored.definition) {
+            Ok(p) => catalog.upsert(p)?,
+            Err(e) => {
+                tracing::warn!(provider = %name, error = %e, "stored provider definition is unreadable")
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn sha256_hex(s: &str) -> String {

@@ -48,6 +48,7 @@ impl Vault {
             )));
         }
         let sidecar = SandboxId::DEFAULT;
+        let writing = self.provider_writes.lock().await;
         // Checked and deleted in one statement; read again for the message
         // if a user appeared in between.
         if !self.store.delete_unused_provider(name, sidecar).await? {
@@ -61,6 +62,7 @@ impl Vault {
                 None => catalog.remove(name),
             }
         }
+        drop(writing);
         self.bump_generation();
         Ok(())
     }
@@ -85,6 +87,7 @@ impl Vault {
         copy.display_name = new.display_name;
         copy.validate()?;
         let json = serde_json::to_string(&copy).expect("provider serialises");
+        let writing = self.provider_writes.lock().await;
         if !self.store.insert_provider(&copy.name, &json).await? {
             return Err(VaultError::Conflict(format!(
                 "provider {:?} exists already: choose another name for the copy of {source:?}",
@@ -95,6 +98,7 @@ impl Vault {
             .write()
             .expect("catalog lock")
             .upsert(copy.clone())?;
+        drop(writing);
         self.bump_generation();
         if new.apps {
             for app in self.store.apps().await? {

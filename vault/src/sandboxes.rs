@@ -200,7 +200,12 @@ impl Vault {
             environment: new.environment.clone(),
         };
         self.store.insert_sandbox(&row, &bindings).await?;
-        self.bump_generation();
+        // Proxies cache per sandbox id: a fresh random id has nothing cached
+        // to go stale, so only a chosen id (perhaps of a deleted sandbox)
+        // empties every proxy's caches, which a busy gateway pays for.
+        if new.id.is_some() {
+            self.bump_generation();
+        }
         let proxy_url = self.proxy_url_with_credential(&id, &proxy_secret);
         let env = self.sandbox_env(&proxy_url, &bindings);
         Ok(SandboxCreated {
@@ -312,9 +317,21 @@ impl Vault {
             .store
             .bindings_of(id)
             .await?
-            .into_iter()
-            .map(|b| (b.env_name, b.placeholder))
+            .iter()
+            .flat_map(|b| self.binding_env(b))
             .collect())
+    }
+
+    /// A binding's variables: its own, and for an OAuth 1.0a provider the
+    /// consumer key and secret and token secret placeholders made from it.
+    pub fn binding_env(&self, b: &BindingRow) -> Vec<(String, String)> {
+        let oauth1 = b.target_kind == BindingTarget::Provider
+            && self.provider(&b.target).is_ok_and(|p| p.is_oauth1());
+        if oauth1 {
+            airlock_vault_client::oauth1::environment(&b.env_name, &b.placeholder)
+        } else {
+            vec![(b.env_name.clone(), b.placeholder.clone())]
+        }
     }
 
     /// The connection `pin` names, checked: it exists in the sandbox's
@@ -502,11 +519,7 @@ impl Vault {
                 .map(|k| (k.to_string(), proxy_url.to_owned()))
                 .collect();
         env.extend(self.settings.base_env.iter().cloned());
-        env.extend(
-            bindings
-                .iter()
-                .map(|b| (b.env_name.clone(), b.placeholder.clone())),
-        );
+        env.extend(bindings.iter().flat_map(|b| self.binding_env(b)));
         env
     }
 
@@ -571,5 +584,55 @@ impl Vault {
         }
         self.bump_generation();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use airlock_vault_client::TokenSource;
+
+    use crate::testing::acme_vault;
+    use crate::{NewSandbox, VaultSettings};
+
+    fn new_sandbox(id: Option<&str>) -> NewSandbox {
+        NewSandbox {
+            tenant: "default".into(),
+            workspace: None,
+            user: None,
+            providers: vec!["acme".into()],
+            secrets: vec![],
+            id: id.map(Into::into),
+            rules: Default::default(),
+            consent_wait_secs: None,
+            connections: vec![],
+            environment: "default".into(),
+        }
+    }
+
+    /// A busy gateway creating sandboxes must not empty every proxy's
+    /// caches each time; a chosen id may be a deleted sandbox's, so it does.
+    #[tokio::test]
+    async fn only_a_chosen_sandbox_id_makes_proxies_forget_their_caches() {
+        let (vault, _dir) = acme_vault(9, VaultSettings::default()).await;
+        let before = vault.generation();
+        vault.create_sandbox(new_sandbox(None)).await.unwrap();
+        vault.create_sandbox(new_sandbox(None)).await.unwrap();
+        assert_eq!(
+            vault.generation(),
+            before,
+            "a random id changed the generation"
+        );
+
+        vault
+            .create_sandbox(new_sandbox(Some("sbx-reused")))
+            .await
+            .unwrap();
+        let after_create = vault.generation();
+        assert!(after_create > before, "a chosen id left proxies' caches");
+        vault.delete_sandbox("sbx-reused").await.unwrap();
+        assert!(
+            vault.generation() > after_create,
+            "a delete left proxies' caches"
+        );
     }
 }

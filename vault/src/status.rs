@@ -212,7 +212,8 @@ impl Vault {
     }
 
     /// Whether an OAuth app serves `provider` for `tenant` (its own, or the
-    /// default tenant's, as `app_creds` falls back).
+    /// default tenant's when the tenant uses the default apps, as
+    /// `resolve_app` decides).
     async fn has_app(
         &self,
         tenant: &str,
@@ -224,11 +225,12 @@ impl Vault {
             .app(tenant, provider, environment)
             .await?
             .is_some()
-            || self
-                .store
-                .app(DEFAULT_TENANT, provider, environment)
-                .await?
-                .is_some())
+            || (self.uses_default_apps(tenant).await?
+                && self
+                    .store
+                    .app(DEFAULT_TENANT, provider, environment)
+                    .await?
+                    .is_some()))
     }
 
     /// Opens a connect link: the provider's authorize flow for the link's
@@ -272,6 +274,7 @@ impl Vault {
             FlowOrigin {
                 link: Some(id_hash),
                 sandbox: Some(sandbox.id.clone()),
+                return_to: None,
             },
         )
         .await

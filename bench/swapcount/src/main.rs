@@ -3,7 +3,9 @@
 //! prints what came out. Run under `valgrind --tool=callgrind`; the bench
 //! divides the instruction count by the body size.
 //!
-//! usage: airlock-swapcount swap|scrub|copy [MiB] [placeholder every N bytes]
+//! usage: airlock-swapcount swap|scrub|copy [MiB] [placeholder every N bytes] [tokens guarded]
+//! (`scrub` with more than one token guards fillers of the same length too:
+//! the firewall's cost as a sandbox's token count grows.)
 //! (`copy` drains the same body untouched: the baseline to subtract.
 //! SWAPCOUNT_VERIFY=1 also counts the real tokens that came out.)
 
@@ -54,6 +56,7 @@ async fn main() {
     let mode = args.get(1).map(String::as_str).unwrap_or("swap");
     let mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
     let every: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(65536);
+    let guarded: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
     let chunks = body(mib << 20, every);
     let input: usize = chunks.iter().map(Bytes::len).sum();
 
@@ -75,16 +78,29 @@ async fn main() {
     let out_body = match mode {
         "swap" => {
             let scanner = Arc::new(Scanner::new(tokens.placeholder_prefix()));
-            let swapper = Swapper::new(tokens, scanner, SandboxId::default_sandbox(), "bench.test".into());
+            let swapper = Swapper::new(tokens, scanner, SandboxId::default_sandbox(), "bench.test");
             streaming(VecDeque::new(), as_body(chunks), swapper, Context::Raw, StreamMode::Swap)
         }
         "scrub" => {
             // The response firewall, as every intercepted answer meets it.
-            let firewall = Firewall::new([Guarded {
-                token: SecretString::from(REAL.to_owned()),
-                placeholder: PLACEHOLDER.to_owned(),
-            }])
-            .expect("one token");
+            let fillers = (1..guarded).map(|i| Guarded {
+                token: SecretString::from(format!("filler-secret-{i:08}-{:x}", i * 7919)),
+                placeholder: format!("miosa-tok-F{i:031}"),
+            });
+            let firewall = Firewall::new(
+                std::iter::once(Guarded {
+                    token: SecretString::from(REAL.to_owned()),
+                    placeholder: PLACEHOLDER.to_owned(),
+                })
+                .chain(fillers),
+            )
+            .expect("tokens");
+            eprintln!(
+                "firewall: {} tokens, {} spellings, {} KiB",
+                firewall.token_count(),
+                firewall.pattern_count(),
+                firewall.memory_usage() / 1024
+            );
             Arc::new(firewall).body(as_body(chunks))
         }
         _ => as_body(chunks),

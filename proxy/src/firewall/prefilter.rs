@@ -9,7 +9,7 @@
 //! gram is one of them: from `stride - 1` bytes before the probe, until a
 //! spelling starting at the probe would end. The matches are those of one
 //! search over the whole buffer (leftmost-longest, non-overlapping):
-//! property-tested in `tests/prefilter.rs`.
+//! property-tested in `firewall/tests/properties.rs`.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -95,5 +95,54 @@ impl Hasher for GramHasher {
     fn write_u64(&mut self, n: u64) {
         let h = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         self.0 = h ^ (h >> 29);
+    }
+}
+
+/// Bytes of a spelling's start that [`StartFilter`] keeps.
+pub(super) const START: usize = 4;
+
+/// Which 4-byte strings begin some spelling, one bit per hashed start in a
+/// table about one sixteenth full. A stream's tail is open only where a
+/// spelling could begin, and with many tokens nearly every byte begins one,
+/// so this check (one load from a table that stays in cache) spares most
+/// tail positions the automaton walk.
+pub(super) struct StartFilter {
+    bits: Box<[u64]>,
+    shift: u32,
+}
+
+impl StartFilter {
+    /// `None` when some spelling is shorter than [`START`].
+    pub(super) fn new<'a>(needles: impl IntoIterator<Item = &'a [u8]> + Clone) -> Option<Self> {
+        let count = needles.clone().into_iter().count();
+        let bit_count = (count * 16).next_power_of_two().clamp(1 << 12, 1 << 20);
+        let mut filter = StartFilter {
+            bits: vec![0u64; bit_count / 64].into_boxed_slice(),
+            shift: 32 - bit_count.trailing_zeros(),
+        };
+        for needle in needles {
+            let bit = filter.bit(needle.get(..START)?);
+            filter.bits[bit / 64] |= 1 << (bit % 64);
+        }
+        Some(filter)
+    }
+
+    /// Whether a spelling could begin with `data`'s first [`START`] bytes
+    /// (`data` holds at least that many).
+    #[inline]
+    pub(super) fn may_start(&self, data: &[u8]) -> bool {
+        let bit = self.bit(&data[..START]);
+        self.bits[bit / 64] & (1 << (bit % 64)) != 0
+    }
+
+    #[inline]
+    fn bit(&self, start: &[u8]) -> usize {
+        let word = u32::from_le_bytes([start[0], start[1], start[2], start[3]]);
+        // Fibonacci hashing: the top bits of the product index the table.
+        (word.wrapping_mul(0x9E37_79B1) >> self.shift) as usize
+    }
+
+    pub(super) fn memory_usage(&self) -> usize {
+        self.bits.len() * std::mem::size_of::<u64>()
     }
 }

@@ -12,11 +12,16 @@ use http_body::{Body, Frame, SizeHint};
 use super::Firewall;
 use crate::body::{BoxError, ProxyBody};
 
-/// The unsettled tail of one stream: the longest suffix that is a proper
-/// prefix of some spelling, never longer than the longest spelling − 1.
+/// The unsettled tail of one stream, in two stages. The input not yet
+/// settled: the longest suffix that is a proper prefix of some spelling,
+/// shorter than the longest spelling. And scrubbed output not yet released:
+/// a replacement can complete a spelling with the bytes beside it, so output
+/// near one is searched again and such a spelling masked, as
+/// [`Firewall::scrub`] does. Together under twice the longest spelling.
 #[derive(Default)]
 pub struct Holdback {
     held: BytesMut,
+    unreleased: BytesMut,
     matches: Vec<Match>,
 }
 
@@ -27,7 +32,7 @@ impl Holdback {
 
     /// Bytes currently held back.
     pub fn held_len(&self) -> usize {
-        self.held.len()
+        self.held.len() + self.unreleased.len()
     }
 
     /// Scrubs `chunk` as the continuation of the stream and returns what can
@@ -42,11 +47,11 @@ impl Holdback {
         let settled = fw.settle(&chunk, false, &mut self.matches);
         self.held.extend_from_slice(&chunk[settled..]);
         if self.matches.is_empty() {
-            return chunk.slice(..settled);
+            return self.release(fw, chunk.slice(..settled), false, false);
         }
         let mut out = BytesMut::with_capacity(settled + 64);
         fw.write_scrubbed(&chunk[..settled], &self.matches, &mut out);
-        out.freeze()
+        self.release(fw, out.freeze(), true, false)
     }
 
     /// The stream ended: everything held is settled.
@@ -58,6 +63,7 @@ impl Holdback {
     /// when `complete`), appending the output to `out`.
     pub fn push_into(&mut self, fw: &Firewall, chunk: &[u8], complete: bool, out: &mut BytesMut) {
         self.matches.clear();
+        let start = out.len();
         if self.held.is_empty() {
             let settled = fw.settle(chunk, complete, &mut self.matches);
             fw.write_scrubbed(&chunk[..settled], &self.matches, out);
@@ -68,20 +74,49 @@ impl Holdback {
             let ready = self.held.split_to(settled);
             fw.write_scrubbed(&ready, &self.matches, out);
         }
-        debug_assert!(self.held.len() < fw.longest_pattern());
+        let replaced = !self.matches.is_empty();
+        if self.unreleased.is_empty() && !replaced && (complete || self.held.is_empty()) {
+            return;
+        }
+        let scrubbed = out.split_off(start).freeze();
+        out.extend_from_slice(&self.release(fw, scrubbed, replaced, complete));
     }
 
     fn drain(&mut self, fw: &Firewall, complete: bool) -> Bytes {
         self.matches.clear();
         let settled = fw.settle(&self.held, complete, &mut self.matches);
         let ready = self.held.split_to(settled);
-        debug_assert!(self.held.len() < fw.longest_pattern());
         if self.matches.is_empty() {
-            return ready.freeze();
+            return self.release(fw, ready.freeze(), false, complete);
         }
         let mut out = BytesMut::with_capacity(ready.len() + 64);
         fw.write_scrubbed(&ready, &self.matches, &mut out);
-        out.freeze()
+        self.release(fw, out.freeze(), true, complete)
+    }
+
+    /// The second stage: `scrubbed` is the next settled output, `replaced`
+    /// whether it holds a replacement. Output with no replacement in or
+    /// before it needs no second search: the first stage found every
+    /// spelling there. Only its tail may be completed by a replacement still
+    /// to come, and only when the first stage holds input back.
+    fn release(&mut self, fw: &Firewall, scrubbed: Bytes, replaced: bool, complete: bool) -> Bytes {
+        if self.unreleased.is_empty() && !replaced {
+            if complete || self.held.is_empty() {
+                return scrubbed;
+            }
+            let open = fw.first_open(&scrubbed, 0);
+            self.unreleased.extend_from_slice(&scrubbed[open..]);
+            return scrubbed.slice(..open);
+        }
+        self.unreleased.extend_from_slice(&scrubbed);
+        self.matches.clear();
+        // Until the first stage is done, a replacement may still come.
+        let settled = fw.settle(&self.unreleased, complete, &mut self.matches);
+        let mut ready = self.unreleased.split_to(settled);
+        fw.mask(&mut ready, &self.matches);
+        debug_assert!(self.held.len() < fw.longest_pattern());
+        debug_assert!(self.unreleased.len() < fw.longest_pattern());
+        ready.freeze()
     }
 }
 

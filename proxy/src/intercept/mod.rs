@@ -34,7 +34,7 @@ where
         ctx.sandbox.clone(),
         Mode::Intercept,
         "-",
-        &ctx.host,
+        ctx.host.as_str(),
         ctx.port,
         "",
     );
@@ -99,11 +99,12 @@ where
     let Some(tls) = handshake_step(&mut audit, step) else {
         return;
     };
-    let ctx = Arc::new(ctx);
+    let conn = Arc::new(service::Connection::new(ctx));
     let for_service = shared.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = for_service.clone();
-        let ctx = ctx.clone();
+        let conn = conn.clone();
+        let ctx = &conn.ctx;
         // One span per request; the path without its query (it can hold secrets).
         let span = tracing::info_span!(
             "request",
@@ -115,13 +116,9 @@ where
             outcome = tracing::field::Empty,
         );
         async move {
-            Ok::<_, Infallible>(
-                service::handle(&shared, req, &ctx)
-                    .await
-                    .into_response(),
-            )
-        }
-        .instrument(span)
+                Ok::<_, Infallible>(service::handle(&shared, req, &conn).await.into_response())
+            }
+            .instrument(span)
     });
     if let Err(error) = crate::http_server::auto(settings)
         .serve_connection_with_upgrades(TokioIo::new(tls), service)

@@ -25,10 +25,12 @@ pub(crate) fn refuse(audit: &mut AuditRecord, err: ProxyError) -> ToSandbox {
 
 /// Hands `answer` to the sandbox, counting its body bytes; the audit line is
 /// written when the body ends or is dropped.
-pub(crate) fn on_body_end(audit: AuditRecord, answer: ToSandbox) -> ToSandbox {
-    let response_bytes = audit.response_bytes.clone();
+pub(crate) fn on_body_end(mut audit: AuditRecord, answer: ToSandbox) -> ToSandbox {
     answer.map_body(move |body| {
-        boxed(Metered::new(body, response_bytes).on_drop(move |completed| audit.emit(completed)))
+        boxed(Metered::with_on_drop(body, move |completed, bytes| {
+            audit.response_bytes = bytes;
+            audit.emit(completed)
+        }))
     })
 }
 
@@ -70,7 +72,6 @@ mod tests {
         let telemetry = Telemetry::default();
         let mut audit = record(&telemetry);
         audit.status = 200;
-        let bytes = audit.response_bytes.clone();
         let answer = ToSandbox::local(http::Response::new(crate::body::full("hello".into())));
         let answer = on_body_end(audit, answer);
         assert!(
@@ -82,7 +83,7 @@ mod tests {
         let recent = telemetry.recent.newest_first();
         assert_eq!(recent.len(), 1);
         assert_eq!(recent[0].outcome, "ok");
-        assert_eq!(bytes.load(std::sync::atomic::Ordering::Relaxed), 5);
+        assert_eq!(recent[0].response_bytes, 5);
     }
 
     #[tokio::test]

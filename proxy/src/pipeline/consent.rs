@@ -155,8 +155,8 @@ impl Hold {
             sandbox: sandbox.to_string(),
             binding: binding.to_owned(),
             reason,
-            method: audit.method.clone(),
-            host: audit.host.clone(),
+            method: crate::telemetry::method_str(audit.method.as_ref()).to_owned(),
+            host: audit.host.to_string(),
             path: audit.path.clone(),
             connect_url: link.map(str::to_owned),
         };
@@ -225,7 +225,12 @@ fn announce(shared: &Shared, hook: ConsentWebhook, entry: &HeldRequest) {
             .body(crate::body::full(bytes::Bytes::from(body)));
         let outcome = match request {
             Ok(request) => {
-                match tokio::time::timeout(WEBHOOK_TIMEOUT, upstream.send(request)).await {
+                match tokio::time::timeout(
+                    WEBHOOK_TIMEOUT,
+                    upstream.send(request, crate::settings::UpstreamWire::Alpn),
+                )
+                .await
+                {
                     Ok(Ok(answer)) if answer.status().is_success() => Ok(()),
                     Ok(Ok(answer)) => Err(format!("answered {}", answer.status())),
                     Ok(Err(e)) => Err(e.to_string()),

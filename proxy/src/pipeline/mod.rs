@@ -34,6 +34,7 @@ use crate::headers::strip_hop_by_hop;
 use crate::screen::ToSandbox;
 use crate::shared::Shared;
 use crate::swap::Swapper;
+use crate::wire_choice;
 use body_plan::{plan_body, BodyPlan};
 use close::{on_body_end, refuse};
 use replay::{refresh_and_replay, Replayed};
@@ -71,14 +72,26 @@ pub(crate) async fn forward(
     let screening = shared.settings.scrub_responses;
     // Every token the sandbox could obtain, not only this request's.
     let guarded = screening && shared.ledger.firewall(&audit.sandbox).await.is_some();
+    let (start, measured) = shared
+        .settings
+        .upstream_protocol
+        .plan(&audit.host, out.version);
+    // Plain `http://` has no ALPN: both wires are HTTP/1.1.
+    let measured = measured && out.scheme == "https" && !wire_choice::pinned(&out.headers);
+    let wire = if measured {
+        shared.wire_choice.choose(out.authority.as_str(), start)
+    } else {
+        start
+    };
     let attempt = UpstreamAttempt {
         upstream: &shared.upstream,
         out: &out,
         guarded,
         add_via: shared.settings.add_via,
+        wire,
         request_bytes: audit.request_bytes.clone(),
     };
-    audit.rules_dry_run = swapper.dry_run_marks();
+    audit.marks = Some(swapper.marks());
     let asked_wait = consent::asked_wait(&out.headers);
     let (request, mut hold) = match consent::build_or_hold(
         shared,
@@ -93,17 +106,17 @@ pub(crate) async fn forward(
         Ok(built) => built,
         Err(err) => return refuse(&mut audit, err),
     };
-    audit.swapped = swapper
-        .swapped_bindings()
-        .iter()
-        .map(|b| b.id.clone())
-        .collect();
-    audit.inert = swapper.inert_marks();
+    audit.swapped = swapper.swapped_ids();
     let sent = Instant::now();
     let response = match attempt.send(request).await {
         Ok(r) => r,
         Err(err) => return refuse(&mut audit, err),
     };
+    if measured {
+        shared
+            .wire_choice
+            .record(out.authority.as_str(), wire, sent.elapsed());
+    }
     let tokens = shared.tokens.as_ref();
     let sandbox = audit.sandbox.clone();
     let replayed = refresh_and_replay(

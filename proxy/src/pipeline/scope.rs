@@ -146,7 +146,7 @@ mod tests {
             tokens.clone(),
             Arc::new(Scanner::new(PREFIX)),
             SandboxId::default_sandbox(),
-            HOST.into(),
+            HOST,
         );
         let mut headers = HeaderMap::new();
         headers.insert(header.0, HeaderValue::from_str(&header.1).unwrap());

@@ -1,6 +1,7 @@
 //! The send stage: one attempt is the swap stage's request handed to the
 //! pooled upstream client. The replay layer asks for a second attempt.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -10,22 +11,26 @@ use crate::body::{boxed, Metered, ProxyBody};
 use crate::error::ProxyError;
 use crate::pipeline::body_plan::BodyPlan;
 use crate::pipeline::swap_request::{build, Outgoing};
+use crate::settings::UpstreamWire;
 use crate::swap::Swapper;
 use crate::upstream::Upstream;
 
 /// Builds and sends one attempt of a request. A trait so the replay layer
-/// can be tested against a scripted upstream.
-#[async_trait::async_trait]
+/// can be tested against a scripted upstream; used only generically, so its
+/// futures are not boxed (two allocations per request fewer).
 pub(crate) trait Attempt: Sync {
     /// The request with the swapper's current tokens.
-    async fn build(
+    fn build(
         &self,
         swapper: &mut Swapper,
         plan: &mut BodyPlan,
-    ) -> Result<Request<ProxyBody>, ProxyError>;
+    ) -> impl Future<Output = Result<Request<ProxyBody>, ProxyError>> + Send;
 
     /// Sends it and waits for the answer's head.
-    async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError>;
+    fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send;
 }
 
 /// The real attempt: swap, then the pooled client.
@@ -35,11 +40,12 @@ pub(crate) struct UpstreamAttempt<'a> {
     /// The response firewall will read the answer.
     pub guarded: bool,
     pub add_via: bool,
+    /// HTTP/1.1 or ALPN to this upstream.
+    pub wire: UpstreamWire,
     /// The audit's `request_bytes`.
     pub request_bytes: Arc<AtomicU64>,
 }
 
-#[async_trait::async_trait]
 impl Attempt for UpstreamAttempt<'_> {
     async fn build(
         &self,
@@ -51,7 +57,7 @@ impl Attempt for UpstreamAttempt<'_> {
 
     async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
         let request = metered(request, &self.request_bytes);
-        Ok(self.upstream.send(request).await?.map(boxed))
+        Ok(self.upstream.send(request, self.wire).await?.map(boxed))
     }
 }
 
@@ -59,6 +65,10 @@ impl Attempt for UpstreamAttempt<'_> {
 /// and encoding), for this attempt only: not what was read from the client.
 fn metered(request: Request<ProxyBody>, counter: &Arc<AtomicU64>) -> Request<ProxyBody> {
     counter.store(0, Ordering::Relaxed);
+    // Nothing to count: no wrapper (and no allocation) for a body-less request.
+    if http_body::Body::is_end_stream(request.body()) {
+        return request;
+    }
     let counter = counter.clone();
     request.map(|body| boxed(Metered::new(body, counter)))
 }
@@ -80,5 +90,9 @@ mod tests {
             request.into_body().collect().await.unwrap();
             assert_eq!(counter.load(Ordering::Relaxed), 5);
         }
+        // A body-less attempt counts nothing, and resets what the last one counted.
+        let request = metered(Request::new(crate::body::empty()), &counter);
+        assert!(http_body::Body::is_end_stream(request.body()));
+        assert_eq!(counter.load(Ordering::Relaxed), 0);
     }
 }

@@ -3,6 +3,7 @@
 //! a replay, so the original is never changed.
 
 use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Uri, Version};
 
 use crate::body::{empty, with_trailers, ProxyBody};
@@ -12,6 +13,7 @@ use crate::error::ProxyError;
 use crate::pipeline::body_plan::BodyPlan;
 use crate::rules::RuleRequest;
 use crate::signing::hmac::{HmacRequest, HmacSigned};
+use crate::signing::oauth1::{OAuth1Request, OAuth1Signed};
 use crate::signing::{self, RequestView, SigningError, Verified};
 use crate::swap::Swapper;
 use airlock_vault_client::BindingKind;
@@ -23,8 +25,10 @@ pub struct Outgoing {
     pub method: Method,
     pub headers: HeaderMap,
     pub scheme: &'static str,
-    pub authority: String,
-    pub path_and_query: String,
+    pub authority: Authority,
+    pub path_and_query: PathAndQuery,
+    /// The HTTP version the sandbox sent it with (the upstream wire may follow it).
+    pub version: Version,
 }
 
 /// Swaps `out` (and the body) into a request ready to send. `guarded`: the
@@ -36,7 +40,7 @@ pub(crate) async fn build(
     guarded: bool,
     add_via: bool,
 ) -> Result<Request<ProxyBody>, ProxyError> {
-    let mut rule_request = RuleRequest::new(&out.method, &out.path_and_query);
+    let mut rule_request = RuleRequest::new(&out.method, out.path_and_query.clone());
     match body {
         BodyPlan::Whole { data, .. } => {
             let content_type = out
@@ -60,30 +64,52 @@ pub(crate) async fn build(
     // first; its signature and session token then leave the request, and
     // it is signed again with the real keys once everything else is done.
     let mut signed = verify_sigv4(out, swapper, body).await?;
+    // Signed with an OAuth 1.0a connection's placeholders: its `OAuth`
+    // header leaves the request and is written again last, like HMAC.
+    let oauth1_signed = match signed {
+        Some(_) => None,
+        None => verify_oauth1(out, swapper, body).await?,
+    };
     // Generic HMAC bindings of this host whose signature header it carries.
-    let hmac_signed = match signed {
-        Some(_) => Vec::new(),
-        None => verify_hmac(out, swapper, body).await?,
+    let hmac_signed = match (&signed, &oauth1_signed) {
+        (None, None) => verify_hmac(out, swapper, body).await?,
+        _ => Vec::new(),
     };
     let mut headers = out.headers.clone();
-    let original_pq = match &signed {
-        Some(v) => v.strip(&mut headers, &out.path_and_query),
+    // The signature's query parameters leave the URL.
+    let stripped = signed
+        .as_ref()
+        .map(|v| v.strip(&mut headers, out.path_and_query.as_str()));
+    if let Some(signer) = &oauth1_signed {
+        signer.strip(&mut headers);
+    }
+    let swapped_pq = swapper
+        .swap_path_and_query(stripped.as_deref().unwrap_or(out.path_and_query.as_str()))
+        .await?;
+    let pq = match swapped_pq.or(stripped) {
+        Some(changed) => PathAndQuery::try_from(changed)
+            .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URL: {e}")))?,
         None => out.path_and_query.clone(),
     };
-    let pq = swapper
-        .swap_path_and_query(&original_pq)
-        .await?
-        .unwrap_or(original_pq);
     // `Host` was checked against the CONNECT target; the client derives it
     // (HTTP/1.1) or `:authority` (HTTP/2) from the URI. Sending both makes
     // HTTP/2 servers such as nginx refuse the request.
     headers.remove(header::HOST);
-    if signed.is_none() {
+    if signed.is_none() && oauth1_signed.is_none() {
         swapper.inject_when_absent(&mut headers).await;
     }
     swapper.swap_headers(&mut headers).await?;
     if let Some(verified) = signed.as_mut() {
-        return build_signed(out, swapper, body, verified, headers, pq, add_via).await;
+        return build_signed(
+            out,
+            swapper,
+            body,
+            verified,
+            headers,
+            pq.as_str().to_owned(),
+            add_via,
+        )
+        .await;
     }
     let context = body_swap::context_of(&headers);
     // The body as sent, when it is known before sending (for HMAC signing).
@@ -142,7 +168,7 @@ pub(crate) async fn build(
         BodyPlan::Spent => return Err(ProxyError::Internal("request body already sent".into())),
     };
     swapper.check_required().await?;
-    if guarded || !swapper.swapped_bindings().is_empty() {
+    if guarded || swapper.has_swapped() {
         // The firewall must see the response's bytes, not a compressed form of them.
         headers.insert(
             header::ACCEPT_ENCODING,
@@ -156,17 +182,29 @@ pub(crate) async fn build(
         // Last: over the request exactly as it will be sent.
         let view = HmacRequest {
             method: out.method.as_str(),
-            path_and_query: &pq,
-            host: &out.authority,
+            path_and_query: pq.as_str(),
+            host: out.authority.as_str(),
             headers: &headers,
             body: sent_body.as_deref(),
         };
         let (name, value) = signer.header(&view)?;
         headers.insert(name, value);
     }
+    if let Some(signer) = &oauth1_signed {
+        let view = OAuth1Request {
+            method: out.method.as_str(),
+            scheme: out.scheme,
+            host: out.authority.as_str(),
+            path_and_query: pq.as_str(),
+            headers: &headers,
+            body: sent_body.as_deref(),
+        };
+        let value = signer.header(&view, unix_now(), &airlock_vault_client::oauth1::nonce())?;
+        headers.append(header::AUTHORIZATION, value);
+    }
     let uri = Uri::builder()
         .scheme(out.scheme)
-        .authority(out.authority.as_str())
+        .authority(out.authority.clone())
         .path_and_query(pq)
         .build()
         .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URL: {e}")))?;
@@ -197,7 +235,7 @@ async fn verify_sigv4(
         },
         holds: |text: &[u8]| !scanner.scan(text, true).0.is_empty(),
     };
-    let Some(form) = signing::detect(&out.headers, &out.path_and_query, test)? else {
+    let Some(form) = signing::detect(&out.headers, out.path_and_query.as_str(), test)? else {
         return Ok(None);
     };
     let resolved = swapper
@@ -219,7 +257,7 @@ async fn verify_sigv4(
     let host = signed_host(out);
     let view = RequestView {
         method: out.method.as_str(),
-        path_and_query: &out.path_and_query,
+        path_and_query: out.path_and_query.as_str(),
         host,
         headers: &out.headers,
         body,
@@ -245,7 +283,7 @@ fn signed_host(out: &Outgoing) -> &str {
     out.headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or(&out.authority)
+        .unwrap_or(out.authority.as_str())
 }
 
 /// The HMAC bindings of this host whose signature header the request
@@ -268,7 +306,7 @@ async fn verify_hmac(
             let host = signed_host(out);
             let view = HmacRequest {
                 method: out.method.as_str(),
-                path_and_query: &out.path_and_query,
+                path_and_query: out.path_and_query.as_str(),
                 host,
                 headers: &out.headers,
                 body,
@@ -283,6 +321,65 @@ async fn verify_hmac(
         }
     }
     Ok(checked)
+}
+
+/// The request's OAuth 1.0a signature, checked with the placeholder
+/// secrets, when its `oauth_token` is a placeholder; its binding then
+/// checked like a swap (sandbox, host, rules).
+async fn verify_oauth1(
+    out: &Outgoing,
+    swapper: &mut Swapper,
+    body: &mut BodyPlan,
+) -> Result<Option<OAuth1Signed>, ProxyError> {
+    let (form, bearer) = {
+        let scanner = swapper.scanner();
+        let is = |token: &str| {
+            scanner
+                .scan(token.as_bytes(), true)
+                .0
+                .first()
+                .is_some_and(|f| f.range.start == 0 && f.range.end == token.len())
+        };
+        let form = signing::oauth1::detect(&out.headers, is, |text: &[u8]| {
+            !scanner.scan(text, true).0.is_empty()
+        })?;
+        let bearer = match form {
+            Some(_) => None,
+            None => signing::oauth1::detect_bearer(&out.headers, |token: &str| {
+                let found = scanner.scan(token.as_bytes(), true).0.into_iter().next()?;
+                (found.range.start == 0 && found.range.end == token.len())
+                    .then_some(found.placeholder)
+            }),
+        };
+        (form, bearer)
+    };
+    let Some(form) = form else {
+        // `Bearer <access token placeholder>` of an OAuth 1.0a binding:
+        // signed from scratch; any other binding's is swapped as usual.
+        let Some(placeholder) = bearer else {
+            return Ok(None);
+        };
+        if !swapper.is_oauth1(&placeholder).await {
+            return Ok(None);
+        }
+        let resolved = swapper.resolve_oauth1(&placeholder).await?;
+        return Ok(OAuth1Signed::from_bearer(&resolved));
+    };
+    let resolved = swapper.resolve_oauth1(form.token()).await?;
+    let view = OAuth1Request {
+        method: out.method.as_str(),
+        scheme: out.scheme,
+        host: signed_host(out),
+        path_and_query: out.path_and_query.as_str(),
+        headers: &out.headers,
+        body: plain_body(body),
+    };
+    Ok(Some(OAuth1Signed::check(
+        &form,
+        &resolved,
+        &view,
+        unix_now(),
+    )?))
 }
 
 fn unix_now() -> i64 {
@@ -347,14 +444,19 @@ async fn build_signed(
     if add_via {
         headers.append(header::VIA, HeaderValue::from_static("1.1 airlock"));
     }
-    let pq = verified.sign(out.method.as_str(), &mut headers, &pq, &out.authority)?;
+    let pq = verified.sign(
+        out.method.as_str(),
+        &mut headers,
+        &pq,
+        out.authority.as_str(),
+    )?;
     let body = match later {
         Later::Ready(data, trailers) => with_trailers(verified.whole_body(&data)?, trailers),
         Later::Stream(read, rest) => verified.body(read, rest)?,
     };
     let uri = Uri::builder()
         .scheme(out.scheme)
-        .authority(out.authority.as_str())
+        .authority(out.authority.clone())
         .path_and_query(pq)
         .build()
         .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream URL: {e}")))?;
@@ -391,8 +493,9 @@ mod tests {
             method: Method::POST,
             headers: map,
             scheme: "https",
-            authority: HOST.into(),
-            path_and_query: "/v1/things?q=1".into(),
+            authority: Authority::from_static(HOST),
+            path_and_query: PathAndQuery::from_static("/v1/things?q=1"),
+            version: Version::HTTP_11,
         }
     }
 
@@ -401,7 +504,7 @@ mod tests {
             tokens.clone(),
             Arc::new(Scanner::new(PREFIX)),
             SandboxId::default_sandbox(),
-            HOST.into(),
+            HOST,
         )
     }
 
@@ -515,7 +618,7 @@ mod tests {
     ) -> (Result<Request<ProxyBody>, ProxyError>, Swapper) {
         let mut out = outgoing(headers);
         out.method = method;
-        out.path_and_query = path.into();
+        out.path_and_query = PathAndQuery::try_from(path).unwrap();
         let mut swapper = swapper(tokens);
         let mut plan = body;
         let result = build(&out, &mut swapper, &mut plan, false, false).await;
@@ -626,11 +729,11 @@ mod tests {
         )
         .await;
         assert_eq!(ok.unwrap().headers()["authorization"], "Bearer real-token");
-        let marks = swapper.dry_run_marks().lock().unwrap().clone();
+        let marks = swapper.marks().dry_run.lock().unwrap().clone();
         assert_eq!(marks, ["secret:GH: rule 1 (deny DELETE /**)"]);
         let (ok, swapper) = try_build(&tokens, Method::GET, "/", &[], BodyPlan::Empty).await;
         assert!(ok.is_ok());
-        assert!(swapper.dry_run_marks().lock().unwrap()[0].contains("require"));
+        assert!(swapper.marks().dry_run.lock().unwrap()[0].contains("require"));
     }
 
     #[tokio::test]

@@ -45,22 +45,23 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 pub(crate) async fn websocket(
     shared: &Shared,
     mut req: Request<Incoming>,
-    authority: String,
+    authority: http::uri::Authority,
     mut swapper: Swapper,
     mut audit: AuditRecord,
 ) -> ToSandbox {
     audit.mode = Mode::Websocket;
     let extended_connect = req.method() == Method::CONNECT;
     let client_side = hyper::upgrade::on(&mut req);
-    let pq = req
+    let target = req
         .uri()
         .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let pq = target.as_str().to_owned();
     let mut headers = req.headers().clone();
     // Sent upstream as an HTTP/1.1 GET upgrade, so judged as one.
-    swapper.set_rule_request(RuleRequest::new(&Method::GET, &pq));
-    audit.rules_dry_run = swapper.dry_run_marks();
+    swapper.set_rule_request(RuleRequest::new(&Method::GET, target));
+    audit.marks = Some(swapper.marks());
     let pq = match swapper.swap_path_and_query(&pq).await {
         Ok(swapped) => swapped.unwrap_or(pq),
         Err(err) => return refuse(&mut audit, err),
@@ -74,11 +75,7 @@ pub(crate) async fn websocket(
     if let Err(err) = swapper.check_required().await {
         return refuse(&mut audit, err);
     }
-    audit.swapped = swapper
-        .swapped_bindings()
-        .iter()
-        .map(|b| b.id.clone())
-        .collect();
+    audit.swapped = swapper.swapped_ids();
     // permessage-deflate would hide the frames from the response firewall.
     headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -96,7 +93,7 @@ pub(crate) async fn websocket(
     }
     let uri = match Uri::builder()
         .scheme("https")
-        .authority(authority.as_str())
+        .authority(authority)
         .path_and_query(pq)
         .build()
     {
@@ -181,9 +178,7 @@ pub(crate) async fn websocket(
         audit
             .request_bytes
             .store(up.unwrap_or(0), Ordering::Relaxed);
-        audit
-            .response_bytes
-            .store(down.unwrap_or(0), Ordering::Relaxed);
+        audit.response_bytes = down.unwrap_or(0);
         audit.emit(ok);
     });
     // Servers echo the subprotocol the client offered: a placeholder there

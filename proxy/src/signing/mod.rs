@@ -12,6 +12,7 @@
 
 pub mod chunked;
 pub mod hmac;
+pub mod oauth1;
 pub mod sigv4;
 
 use std::collections::VecDeque;
@@ -48,11 +49,11 @@ pub enum SigningError {
     },
     #[error("the AWS SigV4 signature was not made with binding {binding}'s placeholder secret access key (the one `airlock env` prints), or the request changed after it was signed")]
     Mismatch { binding: String },
-    #[error("the request's X-Amz-Date is {skew} s from airlock's clock; at most {MAX_CLOCK_SKEW_SECS} s is allowed (is the sandbox's clock right?)")]
+    #[error("the request's signing time (X-Amz-Date, timestamp header or oauth_timestamp) is {skew} s from airlock's clock; at most {MAX_CLOCK_SKEW_SECS} s is allowed (is the sandbox's clock right?)")]
     ClockSkew { skew: i64 },
     #[error("the presigned URL expired {ago} s ago")]
     Expired { ago: i64 },
-    #[error("placeholder of binding {binding} is a signing key (AWS SigV4 or HMAC): sign requests with it instead of sending it as text")]
+    #[error("placeholder of binding {binding} is a signing key (AWS SigV4, HMAC or OAuth 1.0a): sign requests with it instead of sending it as text")]
     NotSwappable { binding: String },
     #[error("binding {binding} is not an AWS SigV4 binding; its placeholder cannot be an AWS access key id")]
     NotSigV4 { binding: String },
@@ -62,6 +63,14 @@ pub enum SigningError {
     HmacMismatch { binding: String },
     #[error("binding {binding} needs its timestamp header, in Unix seconds")]
     HmacTimestamp { binding: String },
+    #[error("malformed OAuth 1.0a Authorization header: {what}")]
+    OAuth1Malformed { what: String },
+    #[error("the OAuth 1.0a signature was not made with binding {binding}'s placeholder consumer secret and token secret (the ones `airlock env` prints), or the request changed after it was signed")]
+    OAuth1Mismatch { binding: String },
+    #[error("oauth_consumer_key is not binding {binding}'s placeholder consumer key (the one `airlock env` prints)")]
+    OAuth1ConsumerKey { binding: String },
+    #[error("binding {binding} is not an OAuth 1.0a connection; its placeholder cannot be an oauth_token")]
+    NotOAuth1 { binding: String },
     #[error("the body does not match x-amz-content-sha256")]
     PayloadMismatch,
     #[error("aws-chunked body: {0}")]
@@ -75,6 +84,7 @@ impl SigningError {
         use http::StatusCode;
         match self {
             Self::Malformed { .. }
+            | Self::OAuth1Malformed { .. }
             | Self::PayloadMismatch
             | Self::Chunked(_)
             | Self::Unsupported(_) => StatusCode::BAD_REQUEST,
@@ -85,7 +95,10 @@ impl SigningError {
             | Self::NotSigV4 { .. }
             | Self::SessionToken { .. }
             | Self::HmacMismatch { .. }
-            | Self::HmacTimestamp { .. } => StatusCode::FORBIDDEN,
+            | Self::HmacTimestamp { .. }
+            | Self::OAuth1Mismatch { .. }
+            | Self::OAuth1ConsumerKey { .. }
+            | Self::NotOAuth1 { .. } => StatusCode::FORBIDDEN,
         }
     }
 
@@ -101,6 +114,10 @@ impl SigningError {
             Self::SessionToken { .. } => "sigv4_session_token",
             Self::HmacMismatch { .. } => "hmac_signature_mismatch",
             Self::HmacTimestamp { .. } => "hmac_timestamp",
+            Self::OAuth1Malformed { .. } => "oauth1_malformed",
+            Self::OAuth1Mismatch { .. } => "oauth1_signature_mismatch",
+            Self::OAuth1ConsumerKey { .. } => "oauth1_consumer_key",
+            Self::NotOAuth1 { .. } => "oauth1_not_signing_binding",
             Self::PayloadMismatch => "sigv4_payload_mismatch",
             Self::Chunked(_) => "sigv4_chunked",
             Self::Unsupported(_) => "signing_unsupported",

@@ -34,16 +34,23 @@ pub use scanner::{encode_token, Context, Found, Scanner, Spelling, MAX_RANDOM_LE
 /// "expired" answer is judged by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwapSite {
-    pub placeholder: String,
+    /// Index of the placeholder in the swapper's resolved list.
+    pub resolved: usize,
     pub location: SwapLocation,
     /// The header it sat in, for header and Basic swaps.
     pub header: Option<HeaderName>,
 }
 
-/// Placeholders left in a body as inert text (bound elsewhere, or not this
-/// sandbox's): binding ids for the audit line. Shared with the body's fork,
-/// which finds them while the body streams.
-pub type InertMarks = Arc<std::sync::Mutex<Vec<String>>>;
+/// What a request's audit line notes besides its swaps. Shared with the
+/// body's fork, which adds to it while the body streams; one allocation.
+#[derive(Debug, Default)]
+pub struct Marks {
+    /// Placeholders left in a body as inert text (bound elsewhere, or not
+    /// this sandbox's): binding ids.
+    pub inert: std::sync::Mutex<Vec<String>>,
+    /// Refusals a dry-run binding's rules would have made (`binding: rule`).
+    pub dry_run: std::sync::Mutex<Vec<String>>,
+}
 
 /// What to do with one placeholder found in a body.
 enum BodyAction {
@@ -58,7 +65,7 @@ pub struct Swapper {
     tokens: Arc<dyn TokenSource>,
     scanner: Arc<Scanner>,
     sandbox: SandboxId,
-    host: String,
+    host: Arc<str>,
     /// Plain-text requests may not carry placeholders at all.
     plaintext: bool,
     resolved: Vec<(String, Resolved)>,
@@ -68,7 +75,7 @@ pub struct Swapper {
     sites: Vec<SwapSite>,
     /// The header being swapped, so sites can name it.
     current_header: Option<HeaderName>,
-    inert: InertMarks,
+    marks: Arc<Marks>,
     /// `airlock_inert_placeholders`, when a proxy counts them.
     inert_counter: Option<Counter>,
     /// What the bindings' request rules are asked about; `None` refuses
@@ -76,8 +83,6 @@ pub struct Swapper {
     rule_request: Option<Arc<RuleRequest>>,
     /// Bindings whose rules already passed for this request.
     rules_passed: Vec<String>,
-    /// Refusals a dry-run binding's rules would have made, for the audit line.
-    dry_run: InertMarks,
     /// The sandbox's host policy, once asked.
     policy: Option<HostPolicy>,
 }
@@ -87,8 +92,9 @@ impl Swapper {
         tokens: Arc<dyn TokenSource>,
         scanner: Arc<Scanner>,
         sandbox: SandboxId,
-        host: String,
+        host: impl Into<Arc<str>>,
     ) -> Self {
+        let host = host.into();
         Self {
             tokens,
             scanner,
@@ -99,11 +105,10 @@ impl Swapper {
             basic: Vec::new(),
             sites: Vec::new(),
             current_header: None,
-            inert: InertMarks::default(),
+            marks: Arc::default(),
             inert_counter: None,
             rule_request: None,
             rules_passed: Vec::new(),
-            dry_run: InertMarks::default(),
             policy: None,
         }
     }
@@ -119,14 +124,18 @@ impl Swapper {
         self.rules_passed.clear();
     }
 
-    /// `binding: rule` for each refusal a dry-run binding's rules would have made.
-    pub fn dry_run_marks(&self) -> InertMarks {
-        self.dry_run.clone()
+    /// The audit line's marks: inert placeholders, dry-run refusals.
+    pub fn marks(&self) -> Arc<Marks> {
+        self.marks.clone()
     }
 
     /// The binding's rules, once per request. A dry-run binding's refusal is
     /// logged and marked for the audit line instead.
     fn check_rules(&mut self, binding: &Binding) -> Result<(), ProxyError> {
+        // Nothing to judge and no uses to count: nothing to remember either.
+        if binding.narrowed.is_none() && binding.rules.is_open() {
+            return Ok(());
+        }
         // A narrowed placeholder is judged apart from its parent's.
         let key = binding
             .narrowed
@@ -206,7 +215,7 @@ impl Swapper {
             });
         }
         tracing::warn!(binding, rule, host = %self.host, "dry run: the binding's rules would refuse this request");
-        if let Ok(mut marks) = self.dry_run.lock() {
+        if let Ok(mut marks) = self.marks.dry_run.lock() {
             marks.push(format!("{binding}: {rule}"));
         }
         Ok(())
@@ -216,7 +225,11 @@ impl Swapper {
     /// the source once per request.
     async fn host_policy(&mut self) -> HostPolicy {
         if self.policy.is_none() {
-            self.policy = Some(self.tokens.host_policy(&self.sandbox, &self.host).await);
+            let policy = match self.tokens.host_policy_now(&self.sandbox, &self.host) {
+                Some(policy) => policy,
+                None => self.tokens.host_policy(&self.sandbox, &self.host).await,
+            };
+            self.policy = Some(policy);
         }
         self.policy.clone().unwrap_or_default()
     }
@@ -319,11 +332,10 @@ impl Swapper {
             basic: Vec::new(),
             sites: Vec::new(),
             current_header: None,
-            inert: self.inert.clone(),
+            marks: self.marks.clone(),
             inert_counter: self.inert_counter.clone(),
             rule_request: self.rule_request.clone(),
             rules_passed: self.rules_passed.clone(),
-            dry_run: self.dry_run.clone(),
             policy: self.policy.clone(),
         }
     }
@@ -332,14 +344,26 @@ impl Swapper {
         self.basic.iter().cloned()
     }
 
-    /// Binding ids of placeholders passed through a body as inert text.
-    pub fn inert_marks(&self) -> InertMarks {
-        self.inert.clone()
-    }
-
     /// (placeholder, binding, token) for everything swapped so far.
     pub fn swapped(&self) -> impl Iterator<Item = (&str, &Resolved)> {
         self.resolved.iter().map(|(p, r)| (p.as_str(), r))
+    }
+
+    /// Whether this request carries any binding's token.
+    pub fn has_swapped(&self) -> bool {
+        !self.resolved.is_empty()
+    }
+
+    /// Ids of the bindings whose tokens this request carries, each once,
+    /// for the audit line (without the list [`Self::swapped_bindings`] builds).
+    pub fn swapped_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::with_capacity(self.resolved.len());
+        for (_, r) in &self.resolved {
+            if !ids.iter().any(|id| *id == r.binding.id) {
+                ids.push(r.binding.id.clone());
+            }
+        }
+        ids
     }
 
     /// Bindings whose tokens this request carries, each once.
@@ -360,7 +384,7 @@ impl Swapper {
     pub fn in_injection_slot(&self, placeholder: &str, inject: Option<&Injection>) -> bool {
         self.sites
             .iter()
-            .filter(|s| s.placeholder == placeholder)
+            .filter(|s| self.resolved[s.resolved].0 == placeholder)
             .any(|site| match inject {
                 None => matches!(site.location, SwapLocation::Header | SwapLocation::Basic),
                 Some(Injection::Basic { .. }) => site.location == SwapLocation::Basic,
@@ -386,7 +410,10 @@ impl Swapper {
         if let Some(i) = self.resolved.iter().position(|(p, _)| p == placeholder) {
             return Ok(i);
         }
-        let resolved = self.tokens.resolve(&self.sandbox, placeholder).await?;
+        let resolved = match self.tokens.resolve_now(&self.sandbox, placeholder) {
+            Some(answer) => answer?,
+            None => self.tokens.resolve(&self.sandbox, placeholder).await?,
+        };
         self.resolved.push((placeholder.to_owned(), resolved));
         Ok(self.resolved.len() - 1)
     }
@@ -406,11 +433,11 @@ impl Swapper {
         if !binding.allows_host(&self.host) {
             return Err(ProxyError::HostNotAllowed {
                 binding: binding.id.clone(),
-                host: self.host.clone(),
+                host: self.host.to_string(),
                 allowed: binding.hosts_display(),
             });
         }
-        if binding.kind.is_signing() {
+        if binding.kind.is_signing() || self.resolved[index].1.signing.is_some() {
             // Its token is a key that only works inside a signature
             // airlock makes (crate::signing); as text it would only leak.
             return Err(crate::signing::SigningError::NotSwappable {
@@ -424,7 +451,7 @@ impl Swapper {
         let binding = binding.clone();
         self.check_rules(&binding)?;
         let site = SwapSite {
-            placeholder: placeholder.to_owned(),
+            resolved: index,
             location,
             header: self.current_header.clone(),
         };
@@ -442,6 +469,46 @@ impl Swapper {
         placeholder: &str,
         kind: BindingKind,
     ) -> Result<Resolved, ProxyError> {
+        self.resolve_signed_with(placeholder, |r| {
+            (r.binding.kind != kind).then(|| crate::signing::SigningError::NotSigV4 {
+                binding: r.binding.id.clone(),
+            })
+        })
+        .await
+    }
+
+    /// [`Self::resolve_signing`] for an OAuth 1.0a connection's access token
+    /// placeholder (an `oauth_token` the request was signed with).
+    pub async fn resolve_oauth1(&mut self, placeholder: &str) -> Result<Resolved, ProxyError> {
+        self.resolve_signed_with(placeholder, |r| {
+            (!matches!(
+                r.signing.as_deref(),
+                Some(airlock_vault_client::SigningKeys::OAuth1(_))
+            ))
+            .then(|| crate::signing::SigningError::NotOAuth1 {
+                binding: r.binding.id.clone(),
+            })
+        })
+        .await
+    }
+
+    /// Whether `placeholder` names an OAuth 1.0a connection's binding (an
+    /// unknown or refused one is not: the usual swap says why).
+    pub async fn is_oauth1(&mut self, placeholder: &str) -> bool {
+        match self.lookup(placeholder).await {
+            Ok(i) => matches!(
+                self.resolved[i].1.signing.as_deref(),
+                Some(airlock_vault_client::SigningKeys::OAuth1(_))
+            ),
+            Err(_) => false,
+        }
+    }
+
+    async fn resolve_signed_with(
+        &mut self,
+        placeholder: &str,
+        wrong_kind: impl Fn(&Resolved) -> Option<crate::signing::SigningError>,
+    ) -> Result<Resolved, ProxyError> {
         let index = self.lookup(placeholder).await?;
         let binding = self.resolved[index].1.binding.clone();
         if self.plaintext {
@@ -452,19 +519,16 @@ impl Swapper {
         if !binding.allows_host(&self.host) {
             return Err(ProxyError::HostNotAllowed {
                 binding: binding.id.clone(),
-                host: self.host.clone(),
+                host: self.host.to_string(),
                 allowed: binding.hosts_display(),
             });
         }
-        if binding.kind != kind {
-            return Err(crate::signing::SigningError::NotSigV4 {
-                binding: binding.id.clone(),
-            }
-            .into());
+        if let Some(e) = wrong_kind(&self.resolved[index].1) {
+            return Err(e.into());
         }
         self.check_rules(&binding)?;
         let site = SwapSite {
-            placeholder: placeholder.to_owned(),
+            resolved: index,
             location: SwapLocation::Header,
             header: Some(AUTHORIZATION),
         };
@@ -519,7 +583,7 @@ impl Swapper {
             if binding.on_foreign_body == ForeignBody::Refuse {
                 return Err(ProxyError::HostNotAllowed {
                     binding: binding.id.clone(),
-                    host: self.host.clone(),
+                    host: self.host.to_string(),
                     allowed: binding.hosts_display(),
                 });
             }
@@ -539,7 +603,7 @@ impl Swapper {
     }
 
     fn mark_inert(&self, binding: &str) {
-        if let Ok(mut marks) = self.inert.lock() {
+        if let Ok(mut marks) = self.marks.inert.lock() {
             if !marks.iter().any(|m| m == binding) {
                 marks.push(binding.to_owned());
             }
@@ -584,7 +648,7 @@ impl Swapper {
             // one is still refused unless it may carry the token.
             let token = self.resolve(&f.placeholder, location).await?;
             out.extend_from_slice(&input[last..f.range.start]);
-            out.extend_from_slice(&encode_token(token.expose_secret(), f.spelling, context));
+            scanner::write_token(&mut out, token.expose_secret(), f.spelling, context);
             last = f.range.end;
         }
         out.extend_from_slice(&input[last..]);
@@ -607,7 +671,6 @@ impl Swapper {
 
     /// Swaps in every header value, and inside `Authorization: Basic`.
     pub async fn swap_headers(&mut self, headers: &mut HeaderMap) -> Result<(), ProxyError> {
-        let mut replacements = Vec::new();
         for name in headers.keys() {
             // A header name is a credential position too, but never a place
             // a token can be written: checked like a value, then refused.
@@ -621,7 +684,9 @@ impl Swapper {
                 ));
             }
         }
-        for (name, value) in headers.iter() {
+        // In place: repeated headers keep their order, and nothing is copied
+        // but the swapped values.
+        for (name, value) in headers.iter_mut() {
             self.current_header = Some(name.clone());
             let mut swapped = self
                 .swap_bytes(value.as_bytes(), SwapLocation::Header, Context::Raw)
@@ -633,33 +698,16 @@ impl Swapper {
                 }
             }
             if let Some(bytes) = swapped {
-                replacements.push((name.clone(), value.clone(), bytes));
+                let mut swapped = HeaderValue::from_maybe_shared(bytes::Bytes::from(bytes))
+                    .map_err(|_| ProxyError::InvalidToken {
+                        binding: self.swapped_ids().join(","),
+                    })?;
+                // HPACK must never index a header that carries a credential.
+                swapped.set_sensitive(true);
+                *value = swapped;
             }
         }
         self.current_header = None;
-        for (name, old, bytes) in replacements {
-            let mut value =
-                HeaderValue::from_bytes(&bytes).map_err(|_| ProxyError::InvalidToken {
-                    binding: self
-                        .swapped_bindings()
-                        .iter()
-                        .map(|b| b.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                })?;
-            // HPACK must never index a header that carries a credential.
-            value.set_sensitive(true);
-            // Replace exactly the value that was swapped; repeated headers keep their order.
-            let all: Vec<HeaderValue> = headers
-                .get_all(&name)
-                .iter()
-                .map(|v| if v == old { value.clone() } else { v.clone() })
-                .collect();
-            headers.remove(&name);
-            for v in all {
-                headers.append(name.clone(), v);
-            }
-        }
         Ok(())
     }
 

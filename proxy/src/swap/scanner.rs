@@ -106,12 +106,15 @@ impl Scanner {
             if run >= PLACEHOLDER_MIN_RANDOM_LEN {
                 found.push(Found {
                     range: start..body_start + run,
-                    placeholder: format!(
-                        "{}{}",
-                        self.prefix,
-                        std::str::from_utf8(&haystack[body_start..body_start + run])
-                            .unwrap_or_default()
-                    ),
+                    placeholder: {
+                        // Sized once: `format!` grew it three times.
+                        let random = std::str::from_utf8(&haystack[body_start..body_start + run])
+                            .unwrap_or_default();
+                        let mut p = String::with_capacity(self.prefix.len() + random.len());
+                        p.push_str(&self.prefix);
+                        p.push_str(random);
+                        p
+                    },
                     spelling: self.spellings[m.pattern().as_usize()],
                 });
             }
@@ -159,16 +162,22 @@ impl Scanner {
 
 /// Writes `token` for the place a placeholder was found.
 pub fn encode_token(token: &str, spelling: Spelling, context: Context) -> Vec<u8> {
-    let json = || serde_json::to_string(token).expect("strings serialise");
+    let mut out = Vec::with_capacity(token.len());
+    write_token(&mut out, token, spelling, context);
+    out
+}
+
+/// [`encode_token`], appended to `out` (a raw token is not copied twice).
+pub fn write_token(out: &mut Vec<u8>, token: &str, spelling: Spelling, context: Context) {
     match (spelling, context) {
         (Spelling::JsonEscaped, _) | (Spelling::Plain, Context::Json) => {
-            let quoted = json();
-            quoted.as_bytes()[1..quoted.len() - 1].to_vec()
+            let quoted = serde_json::to_string(token).expect("strings serialise");
+            out.extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
         }
         (Spelling::Percent, _) | (Spelling::Plain, Context::Url) => {
-            percent_encode(token).into_bytes()
+            out.extend_from_slice(percent_encode(token).as_bytes());
         }
-        (Spelling::Plain, Context::Raw) => token.as_bytes().to_vec(),
+        (Spelling::Plain, Context::Raw) => out.extend_from_slice(token.as_bytes()),
     }
 }
 

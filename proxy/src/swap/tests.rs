@@ -27,7 +27,7 @@ fn swapper(src: Arc<StaticSecrets>, host: &str) -> Swapper {
         src,
         Arc::new(Scanner::new("miosa-tok-")),
         SandboxId::default_sandbox(),
-        host.into(),
+        host,
     )
 }
 
@@ -241,7 +241,7 @@ async fn bodies_to_other_hosts_keep_placeholders_as_inert_text() {
     assert_eq!(out, body.as_bytes());
     assert!(s.swapped_bindings().is_empty(), "nothing was swapped");
     assert_eq!(
-        *s.inert_marks().lock().unwrap(),
+        *s.marks().inert.lock().unwrap(),
         vec!["secret:GITHUB_TOKEN"]
     );
     // A header to the same host is a credential position: refused.

@@ -48,7 +48,7 @@ pub(super) async fn serve_connection(
                 audit_sandbox,
                 Mode::Transparent,
                 "-",
-                &host,
+                host.as_str(),
                 redirected.port,
                 "",
             );
@@ -115,7 +115,7 @@ pub(super) async fn serve_connection(
                 addrs,
             } => {
                 let _slot = slot;
-                let mut audit = shared.audit(sandbox, Mode::Tunnel, "-", &host, port, "");
+                let mut audit = shared.audit(sandbox, Mode::Tunnel, "-", host.as_str(), port, "");
                 match shared.dialer.dial_checked(&host, &addrs).await {
                     Ok(upstream) => crate::tunnel::relay(stream, upstream, &prefix, audit).await,
                     Err(err) => {

@@ -50,8 +50,60 @@ pub struct ConnectArgs {
     /// flow expires).
     #[arg(long, requires = "wait", value_name = "SECS")]
     pub timeout: Option<u64>,
+    /// Where the browser goes after a successful consent: on the origin of
+    /// the tenant's return_url (white-label).
+    #[arg(long, value_name = "URL")]
+    pub return_to: Option<String>,
     #[command(flatten)]
     pub admin: AdminArgs,
+}
+
+/// `airlock connect-complete`: what a platform's own callback handler got
+/// from the provider, passed on to `POST /v1/connect/complete`.
+#[derive(Args)]
+pub struct ConnectCompleteArgs {
+    /// The `state` the provider sent back.
+    #[arg(long)]
+    pub state: String,
+    /// The authorization `code` the provider sent back.
+    #[arg(long, required_unless_present = "error", conflicts_with = "error")]
+    pub code: Option<String>,
+    /// The provider's `error` instead of a code (e.g. access_denied).
+    #[arg(long)]
+    pub error: Option<String>,
+    #[arg(long, requires = "error")]
+    pub error_description: Option<String>,
+    /// Refuse unless the flow is this tenant's.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+pub fn connect_complete(c: ConnectCompleteArgs) -> Result<(), Error> {
+    let api = Api::new(&c.admin)?;
+    let mut body = json!({ "state": c.state });
+    for (key, value) in [
+        ("code", &c.code),
+        ("error", &c.error),
+        ("error_description", &c.error_description),
+        ("tenant", &c.tenant),
+    ] {
+        if let Some(v) = value {
+            body[key] = json!(v);
+        }
+    }
+    let value = api.call(reqwest::Method::POST, "/v1/connect/complete", Some(body))?;
+    api.print(&value, |v| {
+        format!(
+            "connected: {} ({} of tenant {}, flow {})\n",
+            v["connection"]["id"].as_str().unwrap_or(""),
+            v["connection"]["provider"].as_str().unwrap_or(""),
+            v["connection"]["tenant"].as_str().unwrap_or(""),
+            v["flow_id"].as_str().unwrap_or("-")
+        )
+    });
+    Ok(())
 }
 
 #[derive(Args)]
@@ -175,6 +227,9 @@ pub fn connect(c: ConnectArgs) -> Result<(), Error> {
     }
     if let Some(name) = &c.name {
         body["name"] = json!(name);
+    }
+    if let Some(return_to) = &c.return_to {
+        body["return_to"] = json!(return_to);
     }
     let value = api.call(reqwest::Method::POST, path, Some(body))?;
     api.print(&value, |v| {

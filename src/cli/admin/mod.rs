@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use connections::{
-    connect, connections, disconnect, machine_account, ConnectArgs, DisconnectArgs,
-    MachineAccountArgs,
+    connect, connect_complete, connections, disconnect, machine_account, ConnectArgs,
+    ConnectCompleteArgs, DisconnectArgs, MachineAccountArgs,
 };
 pub use providers::{app, provider, AppCommand, ProviderCommand};
 pub use sandboxes::{sandbox, SandboxCommand};

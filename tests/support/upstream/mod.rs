@@ -205,6 +205,16 @@ async fn handle(
             .body(PatternBody { remaining: n }.boxed())
             .unwrap();
     }
+    if let Some(ms) = path.strip_prefix("/slow-h2/") {
+        // An upstream whose HTTP/2 is slower than its HTTP/1.1.
+        let Ok(ms) = ms.parse::<u64>() else {
+            return text(StatusCode::BAD_REQUEST, "bad delay\n");
+        };
+        if parts.version == hyper::Version::HTTP_2 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        return text(StatusCode::OK, "ok\n");
+    }
     if path == "/upload" && (method == Method::POST || method == Method::PUT) {
         let json = serde_json::json!({ "received": body_len }).to_string();
         return Response::builder()

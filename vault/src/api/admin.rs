@@ -17,8 +17,9 @@ use serde_json::json;
 use super::errors::{self, ApiError, ApiJson};
 use super::state::{require_admin, ApiState};
 use crate::{
-    ConnectRequest, DuplicateProvider, FlowTarget, FlowView, MachineAccountSpec, NewSandbox,
-    Provider, Scope, VaultError, DEFAULT_ENVIRONMENT, DEFAULT_TENANT, MAX_FLOW_WAIT,
+    CompleteRequest, ConnectRequest, DuplicateProvider, FlowTarget, FlowView, MachineAccountSpec,
+    NewSandbox, Provider, Scope, TenantSettings, TenantView, VaultError, DEFAULT_ENVIRONMENT,
+    DEFAULT_TENANT, MAX_FLOW_WAIT,
 };
 
 pub(super) async fn readyz(State(state): State<ApiState>) -> Response {
@@ -173,6 +174,10 @@ struct StartConnection {
     /// A name for the connection (`airlock connect github --name work`).
     #[serde(default)]
     name: Option<String>,
+    /// Where the browser goes after a successful callback (on the tenant's
+    /// `return_url` origin).
+    #[serde(default)]
+    return_to: Option<String>,
 }
 
 async fn start_connection(
@@ -182,14 +187,17 @@ async fn start_connection(
     let scope = Scope::parse(c.scope.as_deref().unwrap_or("tenant"))?;
     let started = s
         .vault
-        .start_connect_request(&ConnectRequest {
-            tenant: c.tenant,
-            scope,
-            provider: c.provider,
-            scopes: c.scopes,
-            environment: c.environment,
-            name: c.name,
-        })
+        .start_connect_returning(
+            &ConnectRequest {
+                tenant: c.tenant,
+                scope,
+                provider: c.provider,
+                scopes: c.scopes,
+                environment: c.environment,
+                name: c.name,
+            },
+            c.return_to.as_deref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(json!(started))).into_response())
 }
@@ -212,6 +220,8 @@ struct StartFlow {
     environment: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    return_to: Option<String>,
 }
 
 /// `POST /v1/connect-flows`: `{id, authorization_url, expires_at, redirect_uri}`.
@@ -239,6 +249,7 @@ async fn start_flow(
             f.scopes,
             f.environment.as_deref(),
             f.name.as_deref(),
+            f.return_to.as_deref(),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(json!(started))).into_response())
@@ -262,6 +273,47 @@ fn flow_wait(query: &HashMap<String, String>) -> Result<Duration, VaultError> {
         ))
     })?;
     Ok(Duration::from_secs(secs).min(MAX_FLOW_WAIT))
+}
+
+/// `POST /v1/connect/complete`: a platform's own callback handler passes
+/// on `{state, code}` (or the provider's `error`); the flow finishes as on
+/// `/oauth/callback` and the answer is the connection, never a token.
+async fn complete_connect(
+    State(s): State<ApiState>,
+    ApiJson(c): ApiJson<CompleteRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let done = s.vault.complete_connect(&c).await.inspect_err(|e| {
+        tracing::info!(error = %e, "connect completion refused");
+    })?;
+    Ok(Json(json!(done)))
+}
+
+async fn list_tenants(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!(s.vault.tenants().await?)))
+}
+
+async fn get_tenant(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<TenantView>, ApiError> {
+    Ok(Json(s.vault.tenant(&name).await?))
+}
+
+/// `PUT /v1/tenants/{name}`: replaces the tenant's white-label settings.
+async fn set_tenant(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    ApiJson(settings): ApiJson<TenantSettings>,
+) -> Result<Json<TenantView>, ApiError> {
+    Ok(Json(s.vault.set_tenant(&name, settings).await?))
+}
+
+async fn delete_tenant(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.vault.delete_tenant(&name).await?;
+    Ok(Json(json!({ "deleted": { "tenant": name } })))
 }
 
 /// `GET /v1/connect-flows/{id}?wait=SECONDS`: the flow at once when it has
@@ -471,6 +523,12 @@ pub(super) fn routes(state: &ApiState) -> Router<ApiState> {
         )
         .route("/v1/connect-flows", post(start_flow))
         .route("/v1/connect-flows/{id}", get(get_flow).delete(cancel_flow))
+        .route("/v1/connect/complete", post(complete_connect))
+        .route("/v1/tenants", get(list_tenants))
+        .route(
+            "/v1/tenants/{name}",
+            get(get_tenant).put(set_tenant).delete(delete_tenant),
+        )
         .route("/v1/machine-accounts", post(add_machine_account))
         .route("/v1/environments", get(list_environments))
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))

@@ -1,20 +1,29 @@
-//! The console page: providers and their status, connect and disconnect,
-//! OAuth apps (secrets write-only), machine accounts, static secrets,
-//! sandboxes, and recent requests. Server-rendered; the only script is a
-//! static file (strict CSP, no inline code). Login with the admin token;
-//! every form carries the session's CSRF token.
+//! The console page: environments, accounts and their status, connect (owner,
+//! environment, name, scopes), re-authorize with other scopes, disconnect,
+//! OAuth apps (secrets write-only), providers, machine accounts, static
+//! secrets (the config file's read-only), sandboxes, and recent requests.
+//! Server-rendered; the only script is a static file (strict CSP, no inline
+//! code). Login with the admin token; every form carries the session's CSRF
+//! token.
 
+mod actions;
+mod input;
+mod sections;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use dashmap::DashMap;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::html::{escape, secure};
 use super::state::ApiState;
@@ -25,6 +34,18 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 /// Recent proxy requests, when the proxy runs in this process.
 pub type RecentRequests = Arc<dyn Fn() -> Vec<serde_json::Value> + Send + Sync>;
+
+/// One `[[secret]]` of the config file as the console lists it: never its value.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigSecretView {
+    pub name: String,
+    pub kind: String,
+    pub hosts: Vec<String>,
+}
+
+/// The config file's secrets as they are now (they reload on SIGHUP).
+pub type ConfigSecrets =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Vec<ConfigSecretView>> + Send>> + Send + Sync>;
 
 struct Session {
     csrf: String,
@@ -37,6 +58,8 @@ pub struct Console {
     recent: Option<RecentRequests>,
     /// Requests the proxy holds for consent now (same feed shape).
     held: Option<RecentRequests>,
+    /// The config file's `[[secret]]`s, when this process's proxy serves them.
+    config_secrets: Option<ConfigSecrets>,
 }
 
 impl Console {
@@ -45,6 +68,17 @@ impl Console {
             sessions: DashMap::new(),
             recent,
             held,
+            config_secrets: None,
+        }
+    }
+
+    /// The same feeds with the config file's secrets (before serving: no sessions yet).
+    pub(super) fn with_config_secrets(&self, feed: ConfigSecrets) -> Self {
+        Self {
+            sessions: DashMap::new(),
+            recent: self.recent.clone(),
+            held: self.held.clone(),
+            config_secrets: Some(feed),
         }
     }
 }
@@ -144,6 +178,7 @@ async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -> Re
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
+    #[serde(default)]
     csrf: String,
     /// Disconnect: delete even without confirmed revocation.
     #[serde(default)]
@@ -192,7 +227,11 @@ async fn logout(
     Redirect::to("/").into_response()
 }
 
-async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+async fn dashboard(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     let Some(csrf) = session(&state, &headers) else {
         return login_page(None);
     };
@@ -203,23 +242,53 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
     );
     let connections = vault.connections().await.unwrap_or_default();
     let apps = vault.apps().await.unwrap_or_default();
-    let mut body = String::new();
+    let providers = vault.providers();
+    let environments = vault.environments().await.unwrap_or_default();
+    let stored: Vec<String> = vault
+        .store()
+        .providers()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    let vault_secrets = vault.secrets().await.unwrap_or_default();
+    let view = sections::View {
+        environment: query
+            .get("environment")
+            .map(String::as_str)
+            .filter(|e| crate::valid_name(e)),
+        query: &query,
+        csrf_field: &csrf_field,
+    };
+    let mut body = sections::environments(&view, &environments);
 
-    body.push_str("<section class=\"card\"><h2>Accounts</h2><table><thead><tr><th>Provider</th><th>Status</th><th>Owner</th><th>Granted scopes</th><th>Expires</th><th>Last refresh</th><th></th></tr></thead><tbody>");
-    for provider in vault.providers() {
+    body.push_str("<section class=\"card\" id=\"accounts\"><h2>Accounts</h2><table><thead><tr><th>Provider</th><th>Name</th><th>Environment</th>\
+                   <th>Status</th><th>Owner</th><th>Granted scopes</th><th>Expires</th><th>Last refresh</th><th></th></tr></thead><tbody>");
+    for provider in &providers {
         let mine: Vec<_> = connections
             .iter()
-            .filter(|c| c.provider == provider.name)
+            .filter(|c| c.provider == provider.name && view.shows(&c.environment))
             .collect();
         let has_app = apps.iter().any(|a| a.provider == provider.name);
         if mine.is_empty() {
             let action = if has_app && provider.authorize_url.is_some() {
-                format!("<a class=\"button connect\" href=\"/console/connect/{0}\" data-connect=\"{0}\">Connect</a>", escape(&provider.name))
+                format!(
+                    "<a class=\"button connect\" href=\"/console/connect/{0}{1}\" data-connect=\"{0}\">Connect</a> \
+                     <a class=\"button\" href=\"/?connect={0}{2}#connect\">Other owner or scopes…</a>",
+                    escape(&provider.name),
+                    view.environment
+                        .map(|e| format!("?environment={}", escape(e)))
+                        .unwrap_or_default(),
+                    view.environment
+                        .map(|e| format!("&amp;environment={}", escape(e)))
+                        .unwrap_or_default(),
+                )
             } else {
                 "<span class=\"hint\">register an OAuth app first</span>".to_owned()
             };
             body.push_str(&format!(
-                "<tr data-provider=\"{0}\"><td>{1}</td><td><span class=\"status none\">Not connected</span></td><td></td><td></td><td></td><td></td><td>{action}</td></tr>",
+                "<tr data-provider=\"{0}\"><td>{1}</td><td></td><td></td><td><span class=\"status none\">Not connected</span></td><td></td><td></td><td></td><td></td><td>{action}</td></tr>",
                 escape(&provider.name),
                 escape(provider.label())
             ));
@@ -253,15 +322,32 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
                 ("", "Disconnect")
             };
             let reconnect = if c.status == S::ReconnectNeeded && provider.authorize_url.is_some() {
-                format!("<a class=\"button connect\" href=\"/console/connect/{0}\" data-connect=\"{0}\">Reconnect</a> ", escape(&provider.name))
+                // The same connection: its owner, name, environment and scopes.
+                let link: String = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("environment", &c.environment)
+                    .append_pair("scope", &c.scope)
+                    .append_pair("name", c.name.as_deref().unwrap_or(""))
+                    .append_pair("scopes", &c.scopes.join(" "))
+                    .finish();
+                format!(
+                    "<a class=\"button connect\" href=\"/console/connect/{0}?{1}\" data-connect=\"{0}\">Reconnect</a> ",
+                    escape(&provider.name),
+                    escape(&link)
+                )
             } else {
                 String::new()
             };
+            let reauthorize = if c.status == S::RevokePending {
+                String::new()
+            } else {
+                sections::reauthorize(&view, c, provider)
+            };
             body.push_str(&format!(
-                "<tr data-provider=\"{0}\"><td>{1}</td><td><span class=\"status {class}\">{label}</span>{notes}</td><td>{2}</td>\
+                "<tr data-provider=\"{0}\" data-connection=\"{3}\"><td>{1}</td><td class=\"name\">{7}</td><td>{8}</td>\
+                 <td><span class=\"status {class}\">{label}</span>{notes}</td><td>{2}</td>\
                  <td class=\"scopes\">{4}</td><td>{5}</td><td>{6}</td>\
                  <td>{reconnect}<form method=\"post\" action=\"/console/disconnect/{3}\" class=\"inline\">{csrf_field}\
-                 {force_field}<button type=\"submit\" class=\"danger\">{disconnect_label}</button></form></td></tr>",
+                 {force_field}<button type=\"submit\" class=\"danger\">{disconnect_label}</button></form>{reauthorize}</td></tr>",
                 escape(&provider.name),
                 escape(provider.label()),
                 escape(&c.scope),
@@ -269,36 +355,31 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
                 escape(&c.scopes.join(" ")),
                 when(c.expires_at, "does not expire"),
                 when(c.refreshed_at, "never"),
+                escape(c.name.as_deref().unwrap_or("")),
+                escape(&c.environment),
             ));
         }
     }
     body.push_str("</tbody></table></section>");
-
-    body.push_str(&format!(
-        "<section class=\"card\"><h2>OAuth apps</h2><p class=\"hint\">Redirect URI to register in each provider's app settings: \
-         <code class=\"redirect-uri\">{}</code></p><table><thead><tr><th>Provider</th><th>Tenant</th><th>Environment</th><th>Client id</th>\
-         <th>Client secret</th><th></th></tr></thead><tbody>",
-        escape(&vault.redirect_uri())
+    // Tenants with their own callback origin register that one instead.
+    let own_redirects: Vec<(String, String)> = vault
+        .tenants()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| t.settings.redirect_uri.map(|r| (t.tenant, r)))
+        .collect();
+    body.push_str(&sections::connect(&view, &providers, &environments));
+    body.push_str(&sections::apps(
+        &view,
+        &apps,
+        &providers,
+        &stored,
+        &environments,
+        &vault.redirect_uri(),
+        &own_redirects,
     ));
-    for a in &apps {
-        body.push_str(&format!(
-            "<tr><td>{0}</td><td>{1}</td><td>{2}</td><td><code>{3}</code></td><td><code>{4}</code></td>\
-             <td><form method=\"post\" action=\"/console/apps/delete\" class=\"inline\">{csrf_field}\
-             <input type=\"hidden\" name=\"provider\" value=\"{0}\"><input type=\"hidden\" name=\"tenant\" value=\"{1}\">\
-             <input type=\"hidden\" name=\"environment\" value=\"{2}\"><button type=\"submit\" class=\"danger\">Delete</button></form></td></tr>",
-            escape(&a.provider),
-            escape(&a.tenant),
-            escape(&a.environment),
-            escape(&a.client_id),
-            escape(a.client_secret.as_deref().unwrap_or("not set"))
-        ));
-    }
-    body.push_str(&format!(
-        "</tbody></table><form method=\"post\" action=\"/console/apps\" class=\"grid\">{csrf_field}\
-         <label>Provider<input name=\"provider\" required></label><label>Client id<input name=\"client_id\" required></label>\
-         <label>Client secret<input type=\"password\" name=\"client_secret\" autocomplete=\"off\" placeholder=\"unchanged when empty\"></label>\
-         <button type=\"submit\">Save app</button></form></section>"
-    ));
+    body.push_str(&sections::providers(&view, &providers, &stored, &apps));
 
     body.push_str("<section class=\"card\"><h2>Machine accounts</h2><ul>");
     for c in connections
@@ -314,36 +395,22 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
     }
     body.push_str("</ul></section>");
 
-    body.push_str("<section class=\"card\"><h2>Static secrets</h2><ul>");
-    for s in vault.secrets().await.unwrap_or_default() {
-        body.push_str(&format!(
-            "<li><code>{}</code> → {}</li>",
-            escape(s["name"].as_str().unwrap_or("")),
-            escape(&s["hosts"].to_string())
-        ));
-    }
-    body.push_str(&format!(
-        "</ul><form method=\"post\" action=\"/console/secrets\" class=\"grid\">{csrf_field}\
-         <label>Name<input name=\"name\" required pattern=\"[A-Za-z_][A-Za-z0-9_]*\"></label>\
-         <label>Value<input type=\"password\" name=\"value\" autocomplete=\"off\" required></label>\
-         <label>Hosts<input name=\"hosts\" placeholder=\"api.example.com, *.example.com\" required></label>\
-         <button type=\"submit\">Add secret</button></form></section>"
+    let from_config = match &state.console.config_secrets {
+        Some(feed) => Some(feed().await),
+        None => None,
+    };
+    body.push_str(&sections::secrets(
+        &view,
+        from_config.as_deref(),
+        &vault_secrets,
     ));
-
-    body.push_str("<section class=\"card\"><h2>Sandboxes</h2><ul>");
-    for s in vault.sandboxes().await.unwrap_or_default() {
-        let vars: Vec<String> = s
-            .bindings
-            .iter()
-            .map(|(k, v)| format!("{k} ({v})"))
-            .collect();
-        body.push_str(&format!(
-            "<li><code>{}</code> · {}</li>",
-            escape(&s.id),
-            escape(&vars.join(", "))
-        ));
-    }
-    body.push_str("</ul></section>");
+    body.push_str(&sections::sandboxes(
+        &view,
+        &vault.sandboxes().await.unwrap_or_default(),
+        &connections,
+        &vault_secrets,
+        &environments,
+    ));
 
     if let Some(held) = &state.console.held {
         let held = held();
@@ -385,15 +452,19 @@ async fn dashboard(State(state): State<ApiState>, headers: HeaderMap) -> Respons
             "<p class=\"hint\">No proxy has reported a request yet (remote proxies report theirs to the vault).</p>",
         );
     } else {
-        body.push_str("<table><thead><tr><th>Proxy</th><th>Host</th><th>Path</th><th>Status</th><th>Outcome</th><th>Swapped</th></tr></thead><tbody>");
+        body.push_str("<table><thead><tr><th>Proxy</th><th>Host</th><th>Path</th><th>Status</th><th>Bytes</th><th>Outcome</th><th>Swapped</th></tr></thead><tbody>");
         for r in recent {
             body.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(r["proxy"].as_str().unwrap_or("this process")),
                 escape(r["host"].as_str().unwrap_or("")),
                 escape(r["method"].as_str().unwrap_or("")),
                 escape(r["path"].as_str().unwrap_or("")),
                 r["status"].as_u64().unwrap_or(0),
+                // Sent to the sandbox; remote proxies do not report it.
+                r["response_bytes"]
+                    .as_u64()
+                    .map_or_else(String::new, |n| n.to_string()),
                 escape(r["outcome"].as_str().unwrap_or("")),
                 escape(
                     &r["swapped"]
@@ -444,25 +515,35 @@ pub(super) async fn recent_requests(state: &ApiState) -> Vec<serde_json::Value> 
     all
 }
 
+/// The quick Connect and Reconnect links: tenant level and the provider's
+/// scopes unless the link says (`?environment=E&scope=S&name=N&scopes=A+B`,
+/// a reconnect's own), in the environment the console shows.
 async fn connect(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(provider): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     if session(&state, &headers).is_none() {
         return login_page(Some("Sign in to connect accounts."));
     }
-    match state
-        .vault
-        .start_connect(
-            DEFAULT_TENANT,
-            &Scope::Tenant,
-            &provider,
-            None,
-            DEFAULT_ENVIRONMENT,
-        )
-        .await
-    {
+    let q = |k: &str| query.get(k).and_then(|v| input::optional(v));
+    let request = (|| -> Result<crate::ConnectRequest, crate::VaultError> {
+        let scopes = input::scopes(&q("scopes").unwrap_or_default())?;
+        Ok(crate::ConnectRequest {
+            tenant: DEFAULT_TENANT.into(),
+            scope: q("scope").map_or(Ok(Scope::Tenant), |s| Scope::parse(&s))?,
+            provider,
+            scopes: (!scopes.is_empty()).then_some(scopes),
+            environment: q("environment").unwrap_or_else(|| DEFAULT_ENVIRONMENT.into()),
+            name: q("name"),
+        })
+    })();
+    let started = match request {
+        Ok(request) => state.vault.start_connect_request(&request).await,
+        Err(e) => Err(e),
+    };
+    match started {
         Ok(started) => Redirect::to(&started.authorization_url).into_response(),
         Err(e) => error_page("Not connected", &e),
     }
@@ -508,11 +589,58 @@ async fn disconnect(
 
 #[derive(Deserialize)]
 pub struct AppForm {
+    #[serde(default)]
     csrf: String,
     provider: String,
+    #[serde(default)]
     client_id: String,
     #[serde(default)]
     client_secret: String,
+    #[serde(default)]
+    tenant: String,
+    #[serde(default)]
+    environment: String,
+    /// A provider added through the console or the API: its URLs and
+    /// default scopes may change with its app (empty: unchanged).
+    #[serde(default)]
+    authorize_url: String,
+    #[serde(default)]
+    token_url: String,
+    #[serde(default)]
+    scopes: String,
+}
+
+/// The provider as the app form changes it; `None` when it changes nothing.
+/// Refused for catalog and config-file providers, whose endpoints are fixed.
+async fn changed_provider(
+    state: &ApiState,
+    form: &AppForm,
+) -> Result<Option<crate::Provider>, crate::VaultError> {
+    let mut provider = state.vault.provider(form.provider.trim())?;
+    let before = provider.clone();
+    if let Some(url) = input::optional(&form.authorize_url) {
+        provider.authorize_url = Some(url);
+    }
+    if let Some(url) = input::optional(&form.token_url) {
+        provider.token_url = url;
+    }
+    let scopes = input::scopes(&form.scopes)?;
+    if !scopes.is_empty() {
+        provider.scopes = scopes;
+    }
+    if provider == before {
+        return Ok(None);
+    }
+    let stored = state.vault.store().providers().await?;
+    if !stored.iter().any(|p| p.name == provider.name) {
+        return Err(crate::VaultError::Conflict(format!(
+            "provider {:?} comes from the catalog or the config file: its URLs and scopes are fixed; \
+             duplicate it under Providers to change them",
+            provider.name
+        )));
+    }
+    provider.validate()?;
+    Ok(Some(provider))
 }
 
 async fn save_app(
@@ -523,25 +651,45 @@ async fn save_app(
     if let Err(r) = authorized_post(&state, &headers, &form.csrf) {
         return *r;
     }
+    if form.client_id.trim().is_empty() {
+        return error_page(
+            "Not saved",
+            &crate::VaultError::Invalid("the app needs a client id".into()),
+        );
+    }
+    // Checked before anything is stored, so a refusal changes nothing.
+    let provider = match changed_provider(&state, &form).await {
+        Ok(p) => p,
+        Err(e) => return error_page("Not saved", &e),
+    };
+    let tenant = input::optional(&form.tenant).unwrap_or_else(|| DEFAULT_TENANT.into());
+    let environment =
+        input::optional(&form.environment).unwrap_or_else(|| DEFAULT_ENVIRONMENT.into());
     let secret = (!form.client_secret.is_empty()).then(|| SecretString::from(form.client_secret));
-    match state
+    if let Err(e) = state
         .vault
         .set_app(
-            DEFAULT_TENANT,
+            &tenant,
             form.provider.trim(),
-            DEFAULT_ENVIRONMENT,
+            &environment,
             form.client_id.trim(),
             secret,
         )
         .await
     {
-        Ok(_) => Redirect::to("/").into_response(),
-        Err(e) => error_page("Not saved", &e),
+        return error_page("Not saved", &e);
     }
+    if let Some(provider) = provider {
+        if let Err(e) = state.vault.add_provider(provider).await {
+            return error_page("App saved, provider not changed", &e);
+        }
+    }
+    Redirect::to("/#apps").into_response()
 }
 
 #[derive(Deserialize)]
 pub struct AppDeleteForm {
+    #[serde(default)]
     csrf: String,
     provider: String,
     tenant: String,
@@ -581,6 +729,7 @@ fn when(at: Option<i64>, none: &str) -> String {
 
 #[derive(Deserialize)]
 pub struct SecretForm {
+    #[serde(default)]
     csrf: String,
     name: String,
     value: SecretString,
@@ -617,7 +766,9 @@ fn error_page(title: &str, e: &crate::VaultError) -> Response {
         super::errors::status(e),
         title,
         format!(
-            "<section class=\"card\"><p class=\"err\">{}</p></section>",
+            "<section class=\"card\"><h1 class=\"err\">{}</h1><p class=\"err message\">{}</p>\
+             <p>Nothing was changed. <a href=\"/\">Back to the console</a></p></section>",
+            escape(title),
             escape(&e.to_string())
         ),
     )
@@ -649,11 +800,20 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/", get(dashboard))
         .route("/console/login", post(login))
         .route("/console/logout", post(logout))
+        .route("/console/connect", post(actions::connect))
         .route("/console/connect/{provider}", get(connect))
         .route("/console/disconnect/{id}", post(disconnect))
         .route("/console/apps", post(save_app))
         .route("/console/apps/delete", post(delete_app))
         .route("/console/secrets", post(add_secret))
+        .route("/console/providers", post(actions::add_provider))
+        .route("/console/providers/delete", post(actions::delete_provider))
+        .route(
+            "/console/providers/duplicate",
+            post(actions::duplicate_provider),
+        )
+        .route("/console/sandboxes", post(actions::create_sandbox))
+        .route("/console/sandboxes/delete", post(actions::delete_sandbox))
         .route("/console/app.js", get(app_js))
         .route("/console/style.css", get(style_css))
 }

@@ -19,7 +19,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 
-pub use console::RecentRequests;
+pub use console::{ConfigSecretView, ConfigSecrets, RecentRequests};
 pub use errors::{status, ApiError, ApiJson};
 pub use state::ApiState;
 
@@ -33,6 +33,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(console::routes())
         .route("/oauth/callback", get(callback::oauth_callback))
         .route("/connect/{id}", get(callback::connect_link))
+        .route("/branding/{tenant}/style.css", get(callback::branding_css))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(admin::readyz))
         .fallback(|| async { ApiError(crate::VaultError::NotFound("route".into())) })

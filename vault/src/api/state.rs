@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::console::{Console, RecentRequests};
+use super::console::{ConfigSecrets, Console, RecentRequests};
 use super::errors::ApiError;
 use crate::error::VaultError;
 use crate::{sha256_hex, Vault};
@@ -38,6 +38,12 @@ impl ApiState {
     /// requests it holds for a human now.
     pub fn with_proxy_feeds(mut self, recent: RecentRequests, held: RecentRequests) -> Self {
         self.console = Arc::new(Console::new(Some(recent), Some(held)));
+        self
+    }
+
+    /// Lets the console list the config file's `[[secret]]`s (never their values).
+    pub fn with_config_secrets(mut self, feed: ConfigSecrets) -> Self {
+        self.console = Arc::new(self.console.with_config_secrets(feed));
         self
     }
 

@@ -416,6 +416,7 @@ async fn a_flow_for_a_sandbox_connects_at_the_scope_it_resolves() {
             None,
             None,
             None,
+            None,
         )
         .await
         .unwrap();
@@ -433,6 +434,7 @@ async fn a_flow_for_a_sandbox_connects_at_the_scope_it_resolves() {
         .start_connect_flow(
             FlowTarget::Sandbox("sbx_nope".into()),
             "acme",
+            None,
             None,
             None,
             None,

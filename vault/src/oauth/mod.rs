@@ -12,6 +12,7 @@ use oauth2::{
 use secrecy::{ExposeSecret, SecretString};
 
 mod answer;
+pub mod oauth1;
 #[cfg(test)]
 mod tests;
 

@@ -44,6 +44,7 @@ async fn tenant_connection(vault: &Vault, provider: &str) -> String {
             name: "",
             env_name: None,
             hosts: None,
+            app_tenant: None,
         })
         .await
         .unwrap()
@@ -432,4 +433,57 @@ async fn app_and_secret_deletes_refuse_while_in_use_on_both_databases() {
             .unwrap()
             .is_none());
     }
+}
+
+/// Two replicas on one PostgreSQL database: a provider added, duplicated or
+/// deleted on one is seen by the other once it hears the change (it used
+/// to need a restart).
+#[tokio::test]
+async fn another_replica_sees_providers_added_and_deleted() {
+    let Some(url) = crate::store::tests::postgres_for("provider changes across replicas").await
+    else {
+        return;
+    };
+    let a = acme_vault_at(&url, 9, VaultSettings::default()).await;
+    let b = acme_vault_at(&url, 9, VaultSettings::default()).await;
+    a.spawn_change_sync();
+    b.spawn_change_sync();
+    // Until b listens, a's notice could go unheard (b then reloads anyway).
+    let mut changes = b.subscribe_changes();
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.changed())
+        .await
+        .expect("b listens")
+        .unwrap();
+    let seen_by_b = |name: &'static str, present: bool| {
+        let b = b.clone();
+        async move {
+            for _ in 0..100 {
+                if b.provider(name).is_ok() == present {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("replica b: provider {name} present should be {present}");
+        }
+    };
+    a.add_provider(custom("acme2", "https://auth.acme2.test/token"))
+        .await
+        .unwrap();
+    seen_by_b("acme2", true).await;
+    a.duplicate_provider(
+        "acme2",
+        DuplicateProvider {
+            name: "acme3".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    seen_by_b("acme3", true).await;
+    assert_eq!(b.provider("acme3").unwrap().env, "ACME3_TOKEN");
+    a.delete_provider("acme2").await.unwrap();
+    seen_by_b("acme2", false).await;
+    // The catalog's own provider stays.
+    assert!(b.provider("acme").is_ok());
+    assert!(b.provider("acme3").is_ok());
 }

@@ -224,14 +224,15 @@ impl Store {
     }
 
     /// Connections of `provider` in `environment` that refresh and revoke
-    /// with an app (machine accounts carry their own client): (id, tenant).
+    /// with an app (machine accounts carry their own client): (id, tenant,
+    /// the tenant whose app issued the grant, when recorded).
     pub async fn app_connections(
         &self,
         provider: &str,
         environment: &str,
-    ) -> Result<Vec<(String, String)>, VaultError> {
+    ) -> Result<Vec<(String, String, Option<String>)>, VaultError> {
         let rows = sqlx::query(
-            "SELECT id, tenant FROM connections WHERE provider = $1 AND environment = $2 \
+            "SELECT id, tenant, app_tenant FROM connections WHERE provider = $1 AND environment = $2 \
              AND client_id IS NULL ORDER BY id",
         )
         .bind(provider)
@@ -239,7 +240,13 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("tenant")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("tenant")?,
+                    r.try_get("app_tenant")?,
+                ))
+            })
             .collect()
     }
 

@@ -50,6 +50,11 @@ pub struct ConnectionRow {
     pub env_name: Option<String>,
     /// Its own hosts, space-separated (`None`: the provider's).
     pub hosts: Option<String>,
+    /// The tenant whose OAuth app issued its grant (refresh and revoke use
+    /// that app); `None` for machine accounts, which carry their own client.
+    pub app_tenant: Option<String>,
+    /// An OAuth 1.0a connection's token secret (sealed); `None` for OAuth 2.
+    pub token_secret: Option<Sealed>,
 }
 
 impl ConnectionRow {
@@ -87,7 +92,7 @@ impl ConnectionRow {
 pub(super) const CONNECTION_COLUMNS: &str = "id, tenant, scope_kind, scope_name, provider, grant_kind, status, scopes, \
     access_token, refresh_token, expires_at, obtained_at, client_id, client_secret, token_url, environment, \
     last_error, created_at, updated_at, lease_owner, lease_expires_at, pending_grant, refreshed_at, token_version, \
-    previous_access_token, previous_expires_at, needed_scopes, name, env_name, hosts";
+    previous_access_token, previous_expires_at, needed_scopes, name, env_name, hosts, app_tenant, token_secret";
 
 /// Who a connection belongs to, most specific first (the order in which a
 /// sandbox picks the connection it sees).
@@ -161,6 +166,8 @@ impl FromRow<'_, AnyRow> for ConnectionRow {
             name: row.try_get("name")?,
             env_name: row.try_get("env_name")?,
             hosts: row.try_get("hosts")?,
+            app_tenant: row.try_get("app_tenant")?,
+            token_secret: row.try_get("token_secret")?,
         })
     }
 }
@@ -190,6 +197,8 @@ pub struct NewConnection<'a> {
     /// Its own variable and hosts (machine accounts); `None`: the provider's.
     pub env_name: Option<&'a str>,
     pub hosts: Option<&'a [String]>,
+    /// The tenant whose OAuth app issued the grant (`None`: its own client).
+    pub app_tenant: Option<&'a str>,
 }
 
 /// Sealed token values, sealed by the caller for the connection's id.
@@ -213,11 +222,12 @@ impl Store {
         let hosts = new.hosts.map(|h| h.join(" "));
         let row = sqlx::query(
             "INSERT INTO connections (id, tenant, scope_kind, scope_name, provider, grant_kind, status, scopes, \
-             client_id, token_url, environment, created_at, updated_at, name, env_name, hosts) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11, $12, $13, $14) \
+             client_id, token_url, environment, created_at, updated_at, name, env_name, hosts, app_tenant) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
              ON CONFLICT (tenant, environment, scope_kind, scope_name, provider, name) DO UPDATE SET grant_kind = excluded.grant_kind, \
              scopes = excluded.scopes, client_id = excluded.client_id, token_url = excluded.token_url, \
-             env_name = excluded.env_name, hosts = excluded.hosts, updated_at = excluded.updated_at, \
+             env_name = excluded.env_name, hosts = excluded.hosts, app_tenant = excluded.app_tenant, \
+             updated_at = excluded.updated_at, \
              token_version = connections.token_version + 1, pending_grant = NULL, refreshed_at = NULL, \
              lease_owner = NULL, lease_expires_at = NULL, needed_scopes = NULL \
              WHERE connections.status <> 'revoke_pending' \
@@ -237,6 +247,7 @@ impl Store {
         .bind(new.name)
         .bind(new.env_name)
         .bind(hosts)
+        .bind(new.app_tenant)
         .fetch_optional(&self.pool)
         .await;
         match row {
@@ -392,6 +403,30 @@ impl Store {
 
     pub async fn store_tokens(&self, id: &str, update: &TokenUpdate) -> Result<(), VaultError> {
         write_tokens(&self.pool, id, update).await
+    }
+
+    /// An OAuth 1.0a grant: the access token and its token secret in one write.
+    pub async fn store_oauth1_tokens(
+        &self,
+        id: &str,
+        update: &TokenUpdate,
+        token_secret: &Sealed,
+    ) -> Result<(), VaultError> {
+        sqlx::query(
+            "UPDATE connections SET previous_access_token = access_token, previous_expires_at = expires_at, \
+             access_token = $1, refresh_token = NULL, expires_at = $2, token_secret = $3, \
+             obtained_at = $4, status = 'connected', last_error = NULL, updated_at = $4, \
+             token_version = token_version + 1, pending_grant = NULL \
+             WHERE id = $5 AND status <> 'revoke_pending'",
+        )
+        .bind(update.access_token.encode())
+        .bind(update.expires_at)
+        .bind(token_secret.encode())
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn set_status(

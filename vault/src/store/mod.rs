@@ -81,6 +81,7 @@ mod rotation;
 mod sandboxes;
 mod secrets;
 mod states;
+mod tenants;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -101,6 +102,7 @@ pub use rotation::SealedCell;
 pub use sandboxes::{BindingRow, BindingTarget, SandboxRow};
 pub use secrets::SecretRow;
 pub use states::StateRow;
+pub use tenants::TenantRow;
 
 use crate::crypto::Sealed;
 use crate::error::VaultError;
@@ -123,6 +125,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_sandbox_consent_wait.sql"),
     include_str!("migrations/0009_environments_and_names.sql"),
     include_str!("migrations/0011_proxy_requests.sql"),
+    include_str!("migrations/0012_white_label.sql"),
+    include_str!("migrations/0013_oauth1_token_secret.sql"),
 ];
 
 pub fn now() -> i64 {

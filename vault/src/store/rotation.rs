@@ -18,6 +18,7 @@ const SEALED_COLUMNS: &[(&str, &str, &[&str])] = &[
             "client_secret",
             "pending_grant",
             "previous_access_token",
+            "token_secret",
         ],
     ),
     ("oauth_states", "state_hash", &["pkce_verifier"]),

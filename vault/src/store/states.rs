@@ -20,6 +20,15 @@ pub struct StateRow {
     pub connect_link: Option<String>,
     /// The name the connection gets (`""`: unnamed).
     pub name: String,
+    /// The redirect URI the authorize URL named; the code exchange must send
+    /// the same. `None` (flows from before white-label): the vault's own.
+    pub redirect_uri: Option<String>,
+    /// The tenant whose app the flow was started with; `None`: resolved
+    /// again at the exchange (flows from before white-label).
+    pub app_tenant: Option<String>,
+    /// Where the browser goes after a successful callback (checked against
+    /// the tenant's `return_url` when the flow started).
+    pub return_to: Option<String>,
 }
 
 impl Store {
@@ -28,7 +37,8 @@ impl Store {
     pub async fn insert_state(&self, state_hash: &str, s: &StateRow) -> Result<(), VaultError> {
         sqlx::query(
             "INSERT INTO oauth_states (state_hash, tenant, scope_kind, scope_name, provider, scopes, environment, \
-             pkce_verifier, expires_at, used, connect_link, name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11)",
+             pkce_verifier, expires_at, used, connect_link, name, redirect_uri, app_tenant, return_to) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $11, $12, $13, $14)",
         )
         .bind(state_hash)
         .bind(&s.tenant)
@@ -41,6 +51,9 @@ impl Store {
         .bind(s.expires_at)
         .bind(&s.connect_link)
         .bind(&s.name)
+        .bind(&s.redirect_uri)
+        .bind(&s.app_tenant)
+        .bind(&s.return_to)
         .execute(&self.pool)
         .await?;
         // Expired states are of no use to anyone.
@@ -56,7 +69,21 @@ impl Store {
     pub async fn take_state(&self, state_hash: &str) -> Result<Option<StateRow>, VaultError> {
         let row = sqlx::query(
             "UPDATE oauth_states SET used = 1 WHERE state_hash = $1 AND used = 0 \
-             RETURNING tenant, scope_kind, scope_name, provider, scopes, environment, pkce_verifier, expires_at, connect_link, name",
+             RETURNING tenant, scope_kind, scope_name, provider, scopes, environment, pkce_verifier, expires_at, \
+             connect_link, name, redirect_uri, app_tenant, return_to",
+        )
+        .bind(state_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| StateRow::from_row(&r)).transpose()?)
+    }
+
+    /// The unused state `state_hash`, without using it up: for checks that
+    /// refuse a completion and leave the flow to its rightful owner.
+    pub async fn unused_state(&self, state_hash: &str) -> Result<Option<StateRow>, VaultError> {
+        let row = sqlx::query(
+            "SELECT tenant, scope_kind, scope_name, provider, scopes, environment, pkce_verifier, expires_at, \
+             connect_link, name, redirect_uri, app_tenant, return_to FROM oauth_states WHERE state_hash = $1 AND used = 0",
         )
         .bind(state_hash)
         .fetch_optional(&self.pool)

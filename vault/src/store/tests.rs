@@ -99,10 +99,22 @@ async fn states_are_taken_once() {
             expires_at: now() + 60,
             connect_link: Some("link-hash".into()),
             name: "work".into(),
+            redirect_uri: Some("https://connect.customer.example/cb".into()),
+            app_tenant: Some("default".into()),
+            return_to: None,
         };
         store.insert_state("h", &row).await.unwrap();
+        let peeked = store.unused_state("h").await.unwrap().expect("unused");
+        assert_eq!(peeked.redirect_uri, row.redirect_uri, "{url}");
         let taken = store.take_state("h").await.unwrap().expect("the state");
         assert_eq!(taken.connect_link.as_deref(), Some("link-hash"), "{url}");
+        assert_eq!(
+            taken.redirect_uri.as_deref(),
+            Some("https://connect.customer.example/cb"),
+            "{url}"
+        );
+        assert_eq!(taken.app_tenant.as_deref(), Some("default"), "{url}");
+        assert!(store.unused_state("h").await.unwrap().is_none(), "{url}");
         assert_eq!(taken.name, "work", "{url}");
         assert!(
             store.take_state("h").await.unwrap().is_none(),
@@ -185,6 +197,7 @@ async fn the_most_specific_connection_wins() {
                     name: "",
                     env_name: None,
                     hosts: None,
+                    app_tenant: None,
                 })
                 .await
                 .unwrap();
@@ -246,6 +259,7 @@ async fn connection_with_token(store: &Store, ring: &Keyring, provider: &str) ->
             name: "",
             env_name: None,
             hosts: None,
+            app_tenant: None,
         })
         .await
         .unwrap();
@@ -275,6 +289,7 @@ async fn a_revoke_pending_connection_is_never_handed_out_or_brought_back() {
             name: "",
             env_name: None,
             hosts: None,
+            app_tenant: None,
         };
         let id = store.upsert_connection(&new).await.unwrap();
         let update = |v: &str| TokenUpdate {
@@ -599,6 +614,7 @@ async fn migration_9_keeps_connections_sandboxes_and_bindings() {
             name,
             env_name: None,
             hosts: None,
+            app_tenant: None,
         };
         let prod = store
             .upsert_connection(&new("production", "", (ScopeKind::Tenant, "")))
@@ -637,5 +653,179 @@ async fn migration_9_keeps_connections_sandboxes_and_bindings() {
             store.environments().await.unwrap(),
             ["default", "production"]
         );
+    }
+}
+
+/// Migration 12 (white-label) keeps every connection working as before: a
+/// tenant that used the default tenant's app keeps using it (and is marked
+/// so), one with its own app keeps that, machine accounts carry their own.
+#[tokio::test]
+async fn migration_12_records_whose_app_each_connection_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("m12.db").display()
+    )];
+    if let Some(url) = postgres_for("migration 12").await {
+        urls.push(url);
+    }
+    let before = MIGRATIONS
+        .iter()
+        .position(|m| m.contains("CREATE TABLE tenant_settings"))
+        .expect("the white-label migration");
+    for url in urls {
+        let old = Store::open_at(&url, before).await.unwrap();
+        for (tenant, provider) in [("default", "acme"), ("own", "acme")] {
+            sqlx::query(
+                "INSERT INTO apps (id, tenant, provider, environment, client_id, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'default', 'cid', 1, 1)",
+            )
+            .bind(format!("app_{tenant}"))
+            .bind(tenant)
+            .bind(provider)
+            .execute(&old.pool)
+            .await
+            .unwrap();
+        }
+        for (id, tenant, kind, client) in [
+            ("conn_fallback", "borrower", "tenant", None),
+            ("conn_own", "own", "tenant", None),
+            ("conn_default", "default", "tenant", None),
+            ("conn_machine", "borrower", "machine", Some("m-cid")),
+        ] {
+            sqlx::query(
+                "INSERT INTO connections (id, tenant, scope_kind, scope_name, provider, grant_kind, status, scopes, \
+                 environment, created_at, updated_at, client_id, name) VALUES ($1, $2, $3, '', 'acme', 'authorization_code', \
+                 'connected', 'read', 'default', 1, 1, $4, $5)",
+            )
+            .bind(id)
+            .bind(tenant)
+            .bind(kind)
+            .bind(client)
+            .bind(if kind == "machine" { "bot" } else { "" })
+            .execute(&old.pool)
+            .await
+            .unwrap();
+        }
+        drop(old);
+
+        let store = Store::open(&url).await.unwrap();
+        let issuer = |id: &'static str| {
+            let store = store.clone();
+            async move { store.connection(id).await.unwrap().unwrap().app_tenant }
+        };
+        assert_eq!(
+            issuer("conn_fallback").await.as_deref(),
+            Some("default"),
+            "{url}"
+        );
+        assert_eq!(issuer("conn_own").await.as_deref(), Some("own"), "{url}");
+        assert_eq!(
+            issuer("conn_default").await.as_deref(),
+            Some("default"),
+            "{url}"
+        );
+        assert_eq!(issuer("conn_machine").await, None, "{url}");
+        let borrower = store
+            .tenant("borrower")
+            .await
+            .unwrap()
+            .expect("kept on the fallback");
+        assert_eq!(borrower.use_default_apps, 1, "{url}");
+        assert!(store.tenant("own").await.unwrap().is_none(), "{url}");
+        let conn = store.connection("conn_own").await.unwrap().unwrap();
+        assert_eq!(
+            (conn.scopes.as_str(), conn.status),
+            ("read", ConnectionStatus::Connected)
+        );
+    }
+}
+
+/// Migration 13 (an OAuth 1.0a connection's token secret) keeps the
+/// connections of the schema before it, without a token secret; an OAuth
+/// 1.0a grant then writes its token and token secret in one statement.
+#[tokio::test]
+async fn migration_13_keeps_connections_and_adds_the_token_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("m13.db").display()
+    )];
+    if let Some(url) = postgres_for("migration 13").await {
+        urls.push(url);
+    }
+    let ring = Keyring::new(Kek::generate(), vec![]);
+    let before_13 = MIGRATIONS
+        .iter()
+        .position(|m| m.contains("ADD COLUMN token_secret"))
+        .expect("migration 13 is listed");
+    for url in urls {
+        let old = Store::open_at(&url, before_13).await.unwrap();
+        let token = ring.seal(
+            "connections.access_token",
+            "conn_o",
+            &SecretString::from("at-old".to_owned()),
+        );
+        sqlx::query(
+            "INSERT INTO connections (id, tenant, scope_kind, scope_name, provider, grant_kind, status, scopes, \
+             environment, created_at, updated_at, access_token, name) VALUES ('conn_o', 't', 'tenant', '', 'acme', \
+             'authorization_code', 'connected', 'read', 'default', 1, 1, $1, '')",
+        )
+        .bind(token.encode())
+        .execute(&old.pool)
+        .await
+        .unwrap();
+        drop(old);
+
+        let store = Store::open(&url).await.unwrap();
+        let row = store.connection("conn_o").await.unwrap().unwrap();
+        assert_eq!(row.scopes, "read", "{url}");
+        assert_eq!(
+            row.access_token.as_ref().map(Sealed::encode),
+            Some(token.encode())
+        );
+        assert!(row.token_secret.is_none(), "{url}");
+
+        let update = TokenUpdate {
+            access_token: ring.seal(
+                "connections.access_token",
+                "conn_o",
+                &SecretString::from("at-new".to_owned()),
+            ),
+            refresh_token: None,
+            expires_at: None,
+        };
+        let secret = ring.seal(
+            "connections.token_secret",
+            "conn_o",
+            &SecretString::from("ts-new".to_owned()),
+        );
+        store
+            .store_oauth1_tokens("conn_o", &update, &secret)
+            .await
+            .unwrap();
+        let row = store.connection("conn_o").await.unwrap().unwrap();
+        let open = |kind: &str, s: &Option<Sealed>| {
+            ring.open(kind, "conn_o", s.as_ref().unwrap())
+                .unwrap()
+                .expose_secret()
+                .to_owned()
+        };
+        assert_eq!(
+            open("connections.access_token", &row.access_token),
+            "at-new"
+        );
+        assert_eq!(
+            open("connections.token_secret", &row.token_secret),
+            "ts-new"
+        );
+        assert_eq!(row.expires_at, None);
+        // Key rotation knows the new column.
+        assert!(store
+            .sealed_values()
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.column == "token_secret" && c.kind() == "connections.token_secret"));
     }
 }

@@ -4,10 +4,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use airlock_vault_client::oauth1::OAuth1Keys;
 use airlock_vault_client::{
     AbsentInjection, Binding, BindingKind, Guarded, HostPattern, HostPolicy, RequestRules,
-    Requirement, Resolved, RulesMode, RulesSpec, SandboxId, SandboxStatus, StepUp, SwapLocation,
-    TokenError, TokenSource,
+    Requirement, Resolved, RulesMode, RulesSpec, SandboxId, SandboxStatus, SigningKeys, StepUp,
+    SwapLocation, TokenError, TokenSource,
 };
 use secrecy::SecretString;
 
@@ -106,6 +107,15 @@ impl Vault {
                     })?;
                 let connection_id = connection.id.clone();
                 let hosts = connection_hosts(&connection, &provider);
+                let oauth1 = if provider.is_oauth1() {
+                    Some(
+                        self.oauth1_keys(&connection)
+                            .await
+                            .map_err(|e| TokenError::Unavailable(format!("{binding_id}: {e}")))?,
+                    )
+                } else {
+                    None
+                };
                 let result = match failed {
                     Some(failed) => self
                         .refresh_connection(&connection_id, Reason::Failed(failed))
@@ -138,10 +148,38 @@ impl Vault {
                     }),
                     token,
                     expires_at,
-                    signing: None,
+                    signing: oauth1.map(|k| Arc::new(SigningKeys::OAuth1(k))),
                 })
             }
         }
+    }
+
+    /// An OAuth 1.0a connection's consumer key and secret (its app's client
+    /// id and secret) and token secret.
+    async fn oauth1_keys(&self, connection: &ConnectionRow) -> Result<OAuth1Keys, VaultError> {
+        // The app that issued the grant signs its requests.
+        let app = self.connection_creds(connection).await?;
+        let consumer_secret = app.client_secret.ok_or_else(|| {
+            VaultError::Config(format!(
+                "the app of provider {} has no client_secret (the OAuth 1.0a consumer secret)",
+                connection.provider
+            ))
+        })?;
+        let token_secret = connection
+            .token_secret
+            .as_ref()
+            .ok_or_else(|| {
+                VaultError::Reconnect("the connection holds no OAuth 1.0a token secret".into())
+            })
+            .and_then(|s| {
+                self.keyring
+                    .open("connections.token_secret", &connection.id, s)
+            })?;
+        Ok(OAuth1Keys {
+            consumer_key: SecretString::from(app.client_id),
+            consumer_secret,
+            token_secret,
+        })
     }
 
     /// The current token of each of the sandbox's bindings, and the one a
@@ -161,6 +199,20 @@ impl Vault {
                         placeholder: b.placeholder.clone(),
                         token: previous.0,
                         expires_at: previous.1,
+                    });
+                }
+            }
+            if let Some(SigningKeys::OAuth1(k)) = resolved.signing.as_deref() {
+                let p = airlock_vault_client::oauth1::placeholders(&b.placeholder);
+                for (placeholder, token) in [
+                    (p.consumer_key, &k.consumer_key),
+                    (p.consumer_secret, &k.consumer_secret),
+                    (p.token_secret, &k.token_secret),
+                ] {
+                    out.push(Guarded {
+                        placeholder,
+                        token: token.clone(),
+                        expires_at: None,
                     });
                 }
             }

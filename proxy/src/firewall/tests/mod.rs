@@ -49,8 +49,11 @@ fn leaks(out: &[u8], tokens: &[&str]) -> Option<String> {
 }
 
 #[test]
-fn probes_are_used_only_when_every_spelling_is_long_enough() {
-    assert!(one().filter.is_some());
+fn probes_are_used_only_for_many_spellings_all_long_enough() {
+    // One token: aho-corasick's prefiltered DFA is cheaper than probes.
+    assert!(one().filter.is_none() && one().small.is_some());
+    let (_, _, thousand) = thousand();
+    assert!(thousand.filter.is_some() && thousand.small.is_none());
     // A 12-byte token: probes 5 bytes apart would cost more than they save.
     let short = firewall(&[("abcdefghijkl", PLACEHOLDER)]);
     assert!(short.filter.is_none());
@@ -195,6 +198,16 @@ fn leftmost_longest_prefers_the_padded_tail() {
     assert_eq!(STANDARD.decode(&out).unwrap()[1..], *PLACEHOLDER.as_bytes());
 }
 
+/// The first position whose tail is a proper prefix of some pattern.
+fn naive_first_open(pats: &[Vec<u8>], data: &[u8]) -> usize {
+    (0..data.len())
+        .find(|&i| {
+            let s = &data[i..];
+            pats.iter().any(|p| p.len() > s.len() && p.starts_with(s))
+        })
+        .unwrap_or(data.len())
+}
+
 #[test]
 fn first_open_agrees_with_a_naive_reading() {
     let fw = firewall(&[
@@ -207,14 +220,7 @@ fn first_open_agrees_with_a_naive_reading() {
         .flat_map(|t| patterns::spellings(t, "P"))
         .map(|(_, f, _)| f)
         .collect();
-    let naive = |data: &[u8]| {
-        (0..data.len())
-            .find(|&i| {
-                let s = &data[i..];
-                pats.iter().any(|p| p.len() > s.len() && p.starts_with(s))
-            })
-            .unwrap_or(data.len())
-    };
+    let naive = |data: &[u8]| naive_first_open(&pats, data);
     for data in [
         &b"xxabcdefgh"[..],
         b"xxabcdefghijkl",
@@ -226,6 +232,40 @@ fn first_open_agrees_with_a_naive_reading() {
         b"",
     ] {
         assert_eq!(fw.first_open(data, 0), naive(data), "{data:?}");
+    }
+}
+
+/// With a thousand tokens nearly every byte begins some spelling, so the
+/// four-byte start filter decides most tail positions: it must never hide an
+/// open one.
+#[test]
+fn first_open_with_a_thousand_tokens_agrees_with_a_naive_reading() {
+    let (tokens, placeholders, fw) = thousand();
+    assert!(fw.starts.is_some());
+    let pats: Vec<Vec<u8>> = tokens
+        .iter()
+        .zip(&placeholders)
+        .flat_map(|(t, p)| patterns::spellings(t, p))
+        .map(|(_, f, _)| f)
+        .collect();
+    let naive = |data: &[u8]| naive_first_open(&pats, data);
+    let mut cases: Vec<Vec<u8>> = vec![b"lorem ipsum dolor sit amet, consectetur\n\n".to_vec()];
+    for i in [0usize, 7, 999] {
+        for (_, spelling, _) in patterns::spellings(&tokens[i], &placeholders[i]) {
+            for cut in [1, 3, 4, 5, spelling.len() - 1] {
+                let mut data = b"lorem ipsum dolor ".to_vec();
+                data.extend_from_slice(&spelling[..cut]);
+                cases.push(data);
+            }
+        }
+    }
+    for data in &cases {
+        assert_eq!(
+            fw.first_open(data, 0),
+            naive(data),
+            "{:?}",
+            String::from_utf8_lossy(data)
+        );
     }
 }
 
@@ -245,6 +285,55 @@ fn settled_tail_is_exactly_the_open_prefix() {
     assert_eq!(&hold.push(&fw, Bytes::from_static(b"i!"))[..], b"P1i!");
     assert_eq!(&hold.push(&fw, Bytes::from_static(b"abc"))[..], b"");
     assert_eq!(&hold.finish(&fw)[..], b"abc");
+}
+
+#[test]
+fn a_spelling_that_a_replacement_completes_is_masked_whole_and_streamed() {
+    // Found by proptest in CI: base64 of a token's first 18 bytes, then a
+    // second token. Its replacement's first base64 digit (`b`, from `m`)
+    // is the one the first token's next byte (`n`) would give, so replacing
+    // the second token completed a spelling of the first.
+    let first = "ya29.a0Af\"H\\/tok\u{e9}n";
+    let second = "sk-proj-QRSTUVWXYZ0123456789";
+    let fw = firewall(&[
+        (first, "miosa-tok-THREE3333333333333333333333333"),
+        (second, "miosa-tok-two"),
+    ]);
+    let mut raw = first.as_bytes()[..first.len() - 1].to_vec();
+    raw.extend_from_slice(second.as_bytes());
+    let body = STANDARD.encode(&raw).into_bytes();
+    assert_eq!(
+        leaks(&body, &[first]),
+        None,
+        "the first token is not in the input"
+    );
+    let whole = fw.scrub(&body).into_owned();
+    assert_eq!(leaks(&whole, &[first, second]), None);
+    assert!(!fw.contains(&whole));
+    // The first token's spelling is masked; the second's placeholder stays.
+    let masked = whole.iter().position(|&b| b == b'*').expect("a mask");
+    assert_eq!(masked, 0);
+    assert!(find(
+        &whole,
+        &STANDARD.encode("miosa-tok-two").as_bytes()[1..16]
+    ));
+    for size in [1, 5, 24, 25, 1000] {
+        let mut hold = Holdback::new();
+        let mut streamed = Vec::new();
+        for c in body.chunks(size) {
+            streamed.extend_from_slice(&hold.push(&fw, Bytes::copy_from_slice(c)));
+        }
+        streamed.extend_from_slice(&hold.finish(&fw));
+        assert_eq!(streamed, whole, "in chunks of {size}");
+        let mut hold = Holdback::new();
+        let mut out = BytesMut::new();
+        let pieces: Vec<&[u8]> = body.chunks(size).collect();
+        for (i, c) in pieces.iter().enumerate() {
+            hold.push_into(&fw, c, i + 1 == pieces.len(), &mut out);
+        }
+        assert_eq!(&out[..], &whole[..], "pushed into, in chunks of {size}");
+        assert_eq!(hold.held_len(), 0);
+    }
 }
 
 #[test]
@@ -403,7 +492,7 @@ fn a_thousand_tokens_build_and_scrub() {
     let mut streamed = Vec::new();
     for c in body.chunks(7) {
         streamed.extend_from_slice(&hold.push(&fw, Bytes::copy_from_slice(c)));
-        assert!(hold.held_len() < fw.longest_pattern());
+        assert!(hold.held_len() < 2 * fw.longest_pattern());
     }
     streamed.extend_from_slice(&hold.finish(&fw));
     assert_eq!(streamed, whole);
@@ -412,6 +501,28 @@ fn a_thousand_tokens_build_and_scrub() {
         fw.pattern_count(),
         fw.memory_usage() / 1024
     );
+}
+
+/// A shared gateway keeps one firewall per active sandbox: ten random
+/// 40-byte tokens must not cost a DFA's megabyte.
+#[test]
+fn ten_tokens_fit_in_a_small_firewall() {
+    let tokens: Vec<String> = (0..10)
+        .map(|i| format!("fill_{i}{}", "aZ3kQ9xW7mP2".repeat(3)))
+        .collect();
+    let fw = Firewall::new(tokens.iter().enumerate().map(|(i, t)| Guarded {
+        token: SecretString::from(t.as_str()),
+        placeholder: format!("miosa-tok-{i:02}{}", "Pp".repeat(11)),
+    }))
+    .unwrap();
+    assert!(
+        fw.memory_usage() < 256 << 10,
+        "10 tokens: {} KiB of automata",
+        fw.memory_usage() >> 10
+    );
+    let header = HeaderName::from_bytes(tokens[3].to_ascii_lowercase().as_bytes()).unwrap();
+    assert!(fw.contains(tokens[3].as_bytes()));
+    assert!(fw.names.find(header.as_str().as_bytes()).is_some());
 }
 
 #[test]

@@ -38,7 +38,6 @@ impl Scripted {
     }
 }
 
-#[async_trait::async_trait]
 impl Attempt for Scripted {
     async fn build(
         &self,
@@ -83,7 +82,7 @@ fn swapper(tokens: &Arc<MockTokens>) -> Swapper {
         tokens.clone(),
         Arc::new(Scanner::new(PREFIX)),
         SandboxId::default_sandbox(),
-        "api.example.test".into(),
+        "api.example.test",
     )
 }
 

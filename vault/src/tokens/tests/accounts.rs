@@ -34,6 +34,7 @@ async fn named(
             name,
             env_name: None,
             hosts: None,
+            app_tenant: None,
         })
         .await
         .unwrap();
@@ -287,6 +288,7 @@ async fn bad_pins_are_refused_clearly_and_make_nothing() {
             name: "work",
             env_name: None,
             hosts: None,
+            app_tenant: None,
         })
         .await
         .unwrap();
@@ -394,6 +396,7 @@ async fn a_name_picks_one_connection_per_provider_and_environment() {
             name: "work",
             env_name: None,
             hosts: None,
+            app_tenant: None,
         })
         .await
         .unwrap_err();

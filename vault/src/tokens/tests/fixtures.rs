@@ -210,6 +210,7 @@ pub(super) async fn connection(
             name: "",
             env_name: None,
             hosts: None,
+            app_tenant: None,
         })
         .await
         .unwrap();

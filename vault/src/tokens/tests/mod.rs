@@ -541,6 +541,7 @@ async fn an_app_is_not_deleted_while_a_connection_falls_back_to_it() {
             name: "",
             env_name: None,
             hosts: None,
+            app_tenant: None,
         })
         .await
         .unwrap();

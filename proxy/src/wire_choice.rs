@@ -1,0 +1,300 @@
+//! `upstream_protocol = "auto"`: which wire (HTTP/1.1, or ALPN offering
+//! HTTP/2) each upstream answers faster on, measured on live traffic.
+//!
+//! A host starts on the sandbox's own protocol. Once it has had
+//! [`WARMUP`] requests, the other wire is tried until both have
+//! [`MIN_SAMPLES`] answers; from then on requests take the wire whose recent
+//! time to the response head is lower (the other one must be [`MARGIN`]
+//! faster to take over), and one request in [`EXPLORE_EVERY`] takes the
+//! slower wire so a change on the upstream's side is noticed. Requests that
+//! need HTTP/2 semantics (gRPC, `TE: trailers`) are never moved.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use http::HeaderMap;
+
+use crate::settings::UpstreamWire;
+
+/// Requests to a host before anything is measured: a host seldom used keeps
+/// the sandbox's protocol.
+pub const WARMUP: u64 = 32;
+/// Answers each wire needs before the two are compared.
+pub const MIN_SAMPLES: u64 = 8;
+/// One request in this many takes the slower wire.
+pub const EXPLORE_EVERY: u64 = 100;
+/// The other wire must be this much faster (per mille) to take over.
+pub const MARGIN: u64 = 100;
+/// Hosts measured at once; others keep the sandbox's protocol.
+const MAX_HOSTS: usize = 4096;
+
+/// Time to the response head, per upstream and wire.
+#[derive(Default)]
+pub struct WireChoice {
+    hosts: DashMap<Arc<str>, Arc<HostWires>>,
+}
+
+#[derive(Default)]
+struct HostWires {
+    requests: AtomicU64,
+    /// Indexed by [`slot`].
+    wires: [WireStats; 2],
+    /// The faster wire last logged: 0 none yet, else [`slot`] + 1.
+    logged: std::sync::atomic::AtomicU8,
+}
+
+#[derive(Default)]
+struct WireStats {
+    samples: AtomicU64,
+    /// Exponentially weighted mean, in nanoseconds.
+    mean_ns: AtomicU64,
+}
+
+fn slot(wire: UpstreamWire) -> usize {
+    match wire {
+        UpstreamWire::Http1 => 0,
+        UpstreamWire::Alpn => 1,
+    }
+}
+
+fn wire_name(wire: UpstreamWire) -> &'static str {
+    match wire {
+        UpstreamWire::Http1 => "http1",
+        UpstreamWire::Alpn => "alpn",
+    }
+}
+
+fn other(wire: UpstreamWire) -> UpstreamWire {
+    match wire {
+        UpstreamWire::Http1 => UpstreamWire::Alpn,
+        UpstreamWire::Alpn => UpstreamWire::Http1,
+    }
+}
+
+/// gRPC and requests asking for trailers keep the protocol they came with.
+pub fn pinned(headers: &HeaderMap) -> bool {
+    let grpc = headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let trailers = headers.get_all(http::header::TE).iter().any(|v| {
+        v.as_bytes()
+            .windows(8)
+            .any(|w| w.eq_ignore_ascii_case(b"trailers"))
+    });
+    grpc || trailers
+}
+
+impl HostWires {
+    fn samples(&self, wire: UpstreamWire) -> u64 {
+        self.wires[slot(wire)].samples.load(Ordering::Relaxed)
+    }
+
+    fn mean_ns(&self, wire: UpstreamWire) -> u64 {
+        self.wires[slot(wire)].mean_ns.load(Ordering::Relaxed)
+    }
+
+    fn measured(&self) -> bool {
+        self.samples(UpstreamWire::Http1) >= MIN_SAMPLES
+            && self.samples(UpstreamWire::Alpn) >= MIN_SAMPLES
+    }
+
+    /// The wire answering faster so far, once both are measured.
+    fn faster(&self) -> Option<UpstreamWire> {
+        self.measured().then(|| {
+            if self.mean_ns(UpstreamWire::Http1) <= self.mean_ns(UpstreamWire::Alpn) {
+                UpstreamWire::Http1
+            } else {
+                UpstreamWire::Alpn
+            }
+        })
+    }
+}
+
+impl WireChoice {
+    /// The wire for the next request to `host`, whose default (the
+    /// sandbox's own protocol) is `start`.
+    pub fn choose(&self, host: &str, start: UpstreamWire) -> UpstreamWire {
+        let Some(stats) = self.stats(host) else {
+            return start;
+        };
+        let n = stats.requests.fetch_add(1, Ordering::Relaxed);
+        if n < WARMUP {
+            return start;
+        }
+        let alt = other(start);
+        // Learning: every other request takes the other wire.
+        if !stats.measured() {
+            return if n % 2 == 0 { alt } else { start };
+        }
+        let faster = if stats.mean_ns(alt).saturating_mul(1000)
+            < stats.mean_ns(start).saturating_mul(1000 - MARGIN)
+        {
+            alt
+        } else {
+            start
+        };
+        if n % EXPLORE_EVERY == 0 {
+            other(faster)
+        } else {
+            faster
+        }
+    }
+
+    /// Notes how long `host` took to answer on `wire`.
+    pub fn record(&self, host: &str, wire: UpstreamWire, took: Duration) {
+        let Some(stats) = self.hosts.get(host) else {
+            return;
+        };
+        if stats.requests.load(Ordering::Relaxed) <= WARMUP {
+            return;
+        }
+        let w = &stats.wires[slot(wire)];
+        let x = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let n = w.samples.fetch_add(1, Ordering::Relaxed);
+        // Races between two answers lose one of them: an estimate, not a count.
+        let old = w.mean_ns.load(Ordering::Relaxed);
+        let new = if n == 0 {
+            x
+        } else {
+            // Weight 1/8: a few answers move it, one outlier does not.
+            old - old / 8 + x / 8
+        };
+        w.mean_ns.store(new, Ordering::Relaxed);
+        // Said once each time a host's faster wire changes, so an operator
+        // can see what `auto` chose.
+        let Some(faster) = stats.faster() else {
+            return;
+        };
+        let mark = slot(faster) as u8 + 1;
+        // Read first: a write on every answer would bounce the cache line.
+        if stats.logged.load(Ordering::Relaxed) != mark
+            && stats.logged.swap(mark, Ordering::Relaxed) != mark
+        {
+            tracing::info!(
+                upstream = host,
+                faster = wire_name(faster),
+                http1_us = stats.mean_ns(UpstreamWire::Http1) / 1000,
+                alpn_us = stats.mean_ns(UpstreamWire::Alpn) / 1000,
+                "upstream protocol measured"
+            );
+        }
+    }
+
+    /// The wire answering `host` faster so far, once both are measured.
+    pub fn preferred(&self, host: &str) -> Option<UpstreamWire> {
+        self.hosts.get(host)?.faster()
+    }
+
+    fn stats(&self, host: &str) -> Option<Arc<HostWires>> {
+        if let Some(stats) = self.hosts.get(host) {
+            return Some(stats.clone());
+        }
+        if self.hosts.len() >= MAX_HOSTS {
+            return None;
+        }
+        Some(self.hosts.entry(Arc::from(host)).or_default().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H1: UpstreamWire = UpstreamWire::Http1;
+    const H2: UpstreamWire = UpstreamWire::Alpn;
+
+    /// Sends `n` requests to `host` whose answers take `h1` or `h2`; the wires taken.
+    fn drive(
+        c: &WireChoice,
+        host: &str,
+        start: UpstreamWire,
+        n: u64,
+        h1: u64,
+        h2: u64,
+    ) -> Vec<UpstreamWire> {
+        (0..n)
+            .map(|_| {
+                let wire = c.choose(host, start);
+                let took = if wire == H1 { h1 } else { h2 };
+                c.record(host, wire, Duration::from_micros(took));
+                wire
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_host_keeps_the_sandboxs_protocol_until_it_is_busy() {
+        let c = WireChoice::default();
+        assert!(drive(&c, "a.test", H2, WARMUP, 100, 900)
+            .iter()
+            .all(|w| *w == H2));
+        assert_eq!(c.preferred("a.test"), None, "nothing measured yet");
+    }
+
+    #[test]
+    fn the_faster_wire_wins_and_the_slower_is_still_tried_now_and_then() {
+        let c = WireChoice::default();
+        // HTTP/2 behind an HTTP/2 client, but HTTP/1.1 answers in a third of the time.
+        let taken = drive(&c, "a.test", H2, WARMUP + 2 * MIN_SAMPLES, 100, 300);
+        let learning = &taken[WARMUP as usize..];
+        assert_eq!(
+            learning.iter().filter(|w| **w == H1).count() as u64,
+            MIN_SAMPLES
+        );
+        assert_eq!(c.preferred("a.test"), Some(H1));
+        let settled = drive(&c, "a.test", H2, 1000, 100, 300);
+        let h2 = settled.iter().filter(|w| **w == H2).count();
+        assert!((5..=15).contains(&h2), "explored {h2} times in 1000");
+        // The upstream changes: HTTP/2 becomes much faster, and is taken again.
+        drive(&c, "a.test", H2, 3 * EXPLORE_EVERY, 900, 100);
+        let later = drive(&c, "a.test", H2, 200, 900, 100);
+        assert!(later.iter().filter(|w| **w == H2).count() > 190);
+        assert_eq!(c.preferred("a.test"), Some(H2));
+    }
+
+    #[test]
+    fn a_small_difference_keeps_the_sandboxs_protocol() {
+        let c = WireChoice::default();
+        drive(&c, "a.test", H1, WARMUP + 2 * MIN_SAMPLES, 100, 95);
+        let settled = drive(&c, "a.test", H1, 500, 100, 95);
+        assert!(settled.iter().filter(|w| **w == H1).count() >= 490);
+    }
+
+    #[test]
+    fn hosts_are_measured_apart() {
+        let c = WireChoice::default();
+        drive(&c, "slow-h2.test", H2, 200, 100, 300);
+        drive(&c, "fast-h2.test", H2, 200, 300, 100);
+        assert_eq!(c.preferred("slow-h2.test"), Some(H1));
+        assert_eq!(c.preferred("fast-h2.test"), Some(H2));
+    }
+
+    #[test]
+    fn grpc_and_trailers_are_pinned() {
+        let mut h = HeaderMap::new();
+        assert!(!pinned(&h));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/grpc+proto".parse().unwrap(),
+        );
+        assert!(pinned(&h));
+        let mut h = HeaderMap::new();
+        h.insert(http::header::TE, "gzip, Trailers".parse().unwrap());
+        assert!(pinned(&h));
+    }
+
+    #[test]
+    fn past_the_host_cap_nothing_is_measured() {
+        let c = WireChoice::default();
+        for i in 0..MAX_HOSTS {
+            c.choose(&format!("h{i}.test"), H1);
+        }
+        assert_eq!(c.hosts.len(), MAX_HOSTS);
+        assert!(drive(&c, "one-more.test", H1, 200, 900, 100)
+            .iter()
+            .all(|w| *w == H1));
+        assert_eq!(c.hosts.len(), MAX_HOSTS);
+    }
+}
