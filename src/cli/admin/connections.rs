@@ -62,11 +62,17 @@ pub struct ConnectArgs {
 /// from the provider, passed on to `POST /v1/connect/complete`.
 #[derive(Args)]
 pub struct ConnectCompleteArgs {
-    /// The `state` the provider sent back.
-    #[arg(long)]
+    /// The `state` the provider sent back. States and codes are URL-safe
+    /// base64, so they may begin with `-`.
+    #[arg(long, allow_hyphen_values = true)]
     pub state: String,
     /// The authorization `code` the provider sent back.
-    #[arg(long, required_unless_present = "error", conflicts_with = "error")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        required_unless_present = "error",
+        conflicts_with = "error"
+    )]
     pub code: Option<String>,
     /// The provider's `error` instead of a code (e.g. access_denied).
     #[arg(long)]
@@ -518,6 +524,27 @@ mod tests {
         // One of the two, and neither with --sandbox.
         assert!(parse(&["--owner", "tenant", "--scope", "tenant"]).is_err());
         assert!(parse(&["--owner", "user:a", "--sandbox", "sb"]).is_err());
+    }
+
+    #[test]
+    fn a_state_and_code_that_begin_with_a_dash_are_values_not_flags() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            complete: ConnectCompleteArgs,
+        }
+        // URL-safe base64 starts with `-` one time in 64 (CI met one).
+        let c = Cli::try_parse_from([
+            "airlock", "--state", "-GimnngQXX6Q", "--code", "-9Ezny2o", "--tenant", "acme",
+        ])
+        .unwrap()
+        .complete;
+        assert_eq!(c.state, "-GimnngQXX6Q");
+        assert_eq!(c.code.as_deref(), Some("-9Ezny2o"));
+        assert_eq!(c.tenant.as_deref(), Some("acme"));
+        // A missing value is still a clear refusal, not the next flag as a value.
+        assert!(Cli::try_parse_from(["airlock", "--code", "x", "--state"]).is_err());
     }
 
     #[test]
