@@ -536,7 +536,13 @@ mod tests {
         }
         // URL-safe base64 starts with `-` one time in 64 (CI met one).
         let c = Cli::try_parse_from([
-            "airlock", "--state", "-GimnngQXX6Q", "--code", "-9Ezny2o", "--tenant", "acme",
+            "airlock",
+            "--state",
+            "-GimnngQXX6Q",
+            "--code",
+            "-9Ezny2o",
+            "--tenant",
+            "acme",
         ])
         .unwrap()
         .complete;
