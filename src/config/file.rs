@@ -313,6 +313,7 @@ impl SecretSection {
             default: self.rules_default,
             require: self.require,
             mode: self.rules_mode,
+            inject_when_absent: None,
         }
     }
 }

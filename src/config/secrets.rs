@@ -546,6 +546,7 @@ pub fn assign_placeholders(
                 on_foreign_body: s.on_foreign_body,
                 rules: s.rules,
                 signing: signing.or(hmac),
+                inject_when_absent: None,
             }
         })
         .collect();
