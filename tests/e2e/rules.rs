@@ -803,3 +803,72 @@ async fn a_correctly_signed_narrowing_with_a_malformed_caveat_is_refused_and_not
         "{lines:#?}"
     );
 }
+
+/// `inject_when_absent` on a `[[secret]]`: Python `requests` with no
+/// credential at all gets the real token upstream for the secret that opted
+/// in, in its own slot; another secret's host stays bare; an echo of the
+/// header comes back as the placeholder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_that_injects_when_absent_serves_a_bare_requests_call_and_only_its_own() {
+    const OTHER: &str = "api.other.test";
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[GITHUB, OTHER]).await;
+    let real = real_secret("inject");
+    let other_real = real_secret("bare");
+    let cfg = format!(
+        r#"[proxy]
+upstream_ca = [{ca:?}]
+
+[resolve]
+{GITHUB:?} = "127.0.0.1:{port}"
+{OTHER:?} = "127.0.0.1:{port}"
+
+[[secret]]
+name = "API_KEY"
+value = {real:?}
+hosts = [{GITHUB:?}]
+inject = "header:X-Api-Key"
+inject_when_absent = true
+rules = ["allow GET /echo-headers"]
+
+[[secret]]
+name = "OTHER_TOKEN"
+value = {other_real:?}
+hosts = [{OTHER:?}]
+"#,
+        ca = ca.cert_pem_path().display().to_string(),
+        port = upstream.port(),
+    );
+    let airlock = Airlock::start(&cfg);
+    let placeholder = airlock.var("API_KEY");
+    let script = format!(
+        r#"
+import requests
+for url in ["https://{GITHUB}/echo-headers", "https://{OTHER}/echo-headers", "https://{GITHUB}/denied"]:
+    r = requests.get(url, timeout=20)
+    print(r.status_code, r.headers.get("x-airlock-error", "-"), r.json().get("x-api-key", "-") if r.status_code == 200 else "-")
+"#
+    );
+    let env = airlock.env.clone();
+    let out = blocking(move || python(&env, &script)).await;
+    assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("200 - {placeholder}").as_str(),
+            "200 - -",
+            "403 rule_denied -"
+        ],
+        "injected and echoed back as the placeholder; the other host bare; rules apply"
+    );
+    let sent = upstream.requests();
+    assert_eq!(sent.len(), 2, "the refused request was not sent");
+    assert_eq!(sent[0].header("x-api-key"), Some(real.as_str()));
+    assert_eq!(sent[0].header("authorization"), None);
+    assert_eq!(sent[1].header("x-api-key"), None);
+    assert_eq!(sent[1].header("authorization"), None, "no token for OTHER");
+    let logs = airlock.logs();
+    assert_not_leaked(&real, &[&out.stdout, &out.stderr, &logs]);
+    assert_not_leaked(&other_real, &[&out.stdout, &out.stderr, &logs]);
+}
