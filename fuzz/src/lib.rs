@@ -92,6 +92,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 on_foreign_body: Default::default(),
                 rules: Default::default(),
                 signing: None,
+                inject_when_absent: None,
             },
             StaticSecret {
                 name: "OTHER_HOST".into(),
@@ -102,6 +103,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 on_foreign_body: Default::default(),
                 rules: Default::default(),
                 signing: None,
+                inject_when_absent: None,
             },
             StaticSecret {
                 name: "HEADER_ONLY".into(),
@@ -112,6 +114,7 @@ fn build_secrets(prefix: &str) -> Arc<StaticSecrets> {
                 on_foreign_body: Default::default(),
                 rules: Default::default(),
                 signing: None,
+                inject_when_absent: None,
             },
         ],
     ))

@@ -282,6 +282,7 @@ mod tests {
                 on_foreign_body: Default::default(),
                 rules: Default::default(),
                 signing: None,
+                inject_when_absent: None,
             }],
         );
         Swapper::new(

@@ -211,6 +211,13 @@ pub struct SecretSection {
     /// `enforce` (default) or `dry_run` (log and audit, refuse nothing).
     #[serde(default)]
     pub rules_mode: RulesMode,
+    /// Where the token goes when airlock puts it in itself (`bearer`,
+    /// `token`, `basic:USER`, `header:NAME`); default `bearer`.
+    pub inject: Option<String>,
+    /// Put the placeholder in the `inject` slot of requests to `hosts` that
+    /// carry no credential at all, then swap it as usual.
+    #[serde(default)]
+    pub inject_when_absent: bool,
     /// `static` (default: `value…` is swapped for the placeholder) or
     /// `aws_sigv4` (airlock checks the sandbox's SigV4 signature made with
     /// placeholders and signs again with the real keys; docs/SIGNING.md).
@@ -313,6 +320,7 @@ impl SecretSection {
             default: self.rules_default,
             require: self.require,
             mode: self.rules_mode,
+            inject_when_absent: None,
         }
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use airlock_vault_client::{
     generate_placeholder, is_valid_placeholder, parse_template, AwsSigV4Keys, ExposeSecret,
-    ForeignBody, HmacAlgorithm, HmacKeys, HmacSpec, HostPattern, RequestRules, SecretString,
-    SessionToken, SignatureEncoding, SigningKeys, StaticSecret, SwapLocation,
+    ForeignBody, HmacAlgorithm, HmacKeys, HmacSpec, HostPattern, Injection, RequestRules,
+    SecretString, SessionToken, SignatureEncoding, SigningKeys, StaticSecret, SwapLocation,
 };
 
 use super::file::{SecretKind, SecretSection};
@@ -48,6 +48,8 @@ pub struct PendingSecret {
     pub aws: Option<PendingAws>,
     /// `kind = "hmac"`: how requests are signed; `value` is the real secret.
     pub hmac: Option<HmacSpec>,
+    /// `inject_when_absent = true`: the slot its placeholder goes into.
+    pub inject_when_absent: Option<Injection>,
 }
 
 /// `role_arn` and the keys that go with it.
@@ -109,6 +111,49 @@ fn assume_role(s: &SecretSection, problems: &mut Vec<String>) -> Option<AssumeRo
         endpoint,
         region,
     })
+}
+
+/// The slot `inject_when_absent` puts the placeholder in (`inject`, default
+/// `bearer`): checked to be a form airlock knows and a place `swap_in` lets
+/// the placeholder be swapped, else the injected request would be refused.
+fn injection(
+    s: &SecretSection,
+    swap_in: &BTreeSet<SwapLocation>,
+    problems: &mut Vec<String>,
+) -> Option<Injection> {
+    let inject = match s.inject.as_deref().map(Injection::parse) {
+        None => Injection::Bearer,
+        Some(Ok(inject)) => inject,
+        Some(Err(e)) => {
+            problems.push(e.to_string());
+            return None;
+        }
+    };
+    if !s.inject_when_absent {
+        if s.inject.is_some() {
+            problems.push("inject goes with inject_when_absent = true".into());
+        }
+        return None;
+    }
+    if s.kind != SecretKind::Static {
+        problems.push(
+            "inject_when_absent does not apply to signing kinds (aws_sigv4, hmac): the sandbox signs its own requests"
+                .into(),
+        );
+        return None;
+    }
+    let needs = match inject {
+        Injection::Basic { .. } => SwapLocation::Basic,
+        _ => SwapLocation::Header,
+    };
+    if !swap_in.contains(&needs) {
+        problems.push(format!(
+            "inject_when_absent with inject = \"{inject}\" needs \"{}\" in swap_in",
+            needs.as_str()
+        ));
+        return None;
+    }
+    Some(inject)
 }
 
 /// An `hmac` secret's signing rule, from its `signature_…` keys.
@@ -295,6 +340,7 @@ impl Loaded {
             if swap_in.is_empty() {
                 problems.push("swap_in is empty: the placeholder could never be swapped".into());
             }
+            let inject_when_absent = injection(s, &swap_in, &mut problems);
             errors.extend(problems.into_iter().map(|p| format!("{at}: {p}")));
             if let Some(value) = value {
                 secrets.push(PendingSecret {
@@ -307,6 +353,7 @@ impl Loaded {
                     rules,
                     aws,
                     hmac,
+                    inject_when_absent,
                 });
             }
         }
@@ -546,6 +593,7 @@ pub fn assign_placeholders(
                 on_foreign_body: s.on_foreign_body,
                 rules: s.rules,
                 signing: signing.or(hmac),
+                inject_when_absent: s.inject_when_absent,
             }
         })
         .collect();
@@ -695,6 +743,53 @@ mod tests {
     }
 
     #[test]
+    fn inject_when_absent_takes_a_known_slot_that_swap_in_allows() {
+        let secret = |keys: &str| {
+            format!("[[secret]]\nname = \"T\"\nvalue = \"x\"\nhosts = [\"a.test\"]\n{keys}\n")
+        };
+        let (ok, err) = errors_of(&secret("inject_when_absent = true"));
+        assert_eq!(err, "");
+        assert_eq!(ok[0].inject_when_absent, Some(Injection::Bearer));
+        let (ok, err) = errors_of(&secret(
+            "inject_when_absent = true\ninject = \"header:X-Api-Key\"",
+        ));
+        assert_eq!(err, "");
+        assert_eq!(
+            ok[0].inject_when_absent,
+            Some(Injection::Header {
+                name: "x-api-key".into()
+            })
+        );
+        let (ok, err) = errors_of(&secret(""));
+        assert_eq!((err.as_str(), &ok[0].inject_when_absent), ("", &None));
+        for (keys, says) in [
+            (
+                "inject_when_absent = true\ninject = \"cookie\"",
+                "inject \"cookie\" must be bearer, token, basic:USER or header:NAME",
+            ),
+            (
+                "inject = \"bearer\"",
+                "inject goes with inject_when_absent = true",
+            ),
+            (
+                "inject_when_absent = true\ninject = \"basic:x\"\nswap_in = [\"header\"]",
+                "inject = \"basic:x\" needs \"basic\" in swap_in",
+            ),
+            (
+                "inject_when_absent = true\nswap_in = [\"body\"]",
+                "inject = \"bearer\" needs \"header\" in swap_in",
+            ),
+        ] {
+            let (_, err) = errors_of(&secret(keys));
+            assert!(err.contains(says), "{keys}: {err}");
+        }
+        let (_, err) = errors_of(
+            "[[secret]]\nname = \"T\"\nkind = \"hmac\"\nvalue = \"x\"\nhosts = [\"a.test\"]\nsignature_header = \"X-S\"\nsignature_template = \"{method}\"\ninject_when_absent = true\n",
+        );
+        assert!(err.contains("does not apply to signing kinds"), "{err}");
+    }
+
+    #[test]
     fn aws_placeholders_for_the_secret_and_token_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let pending = || {
@@ -714,6 +809,7 @@ mod tests {
                     assume_role: None,
                 }),
                 hmac: None,
+                inject_when_absent: None,
             }]
         };
         let phs = |s: &StaticSecret| match s.signing.as_deref() {
@@ -747,6 +843,7 @@ mod tests {
                 rules: Default::default(),
                 aws: None,
                 hmac: None,
+                inject_when_absent: None,
             }]
         };
         let first = assign_placeholders(dir.path(), DEFAULT_PREFIX, pending()).unwrap();

@@ -666,3 +666,209 @@ async fn narrowing_with_bad_caveats_is_refused_by_the_cli() {
         "{stderr}"
     );
 }
+
+/// The audit lines of narrowed refusals, once the first is written.
+fn narrowed_audit_lines(w: &World) -> Vec<String> {
+    w.airlock
+        .wait_for_log("outcome=\"narrowed_refused\"")
+        .lines()
+        .filter(|l| l.contains("outcome=\"narrowed_refused\""))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_narrowed_body_cap_passes_small_bodies_and_refuses_larger_ones_with_an_audit_line() {
+    let w = world("").await;
+    let env = w.airlock.env.clone();
+    let capped = narrow_py(&env, &w.placeholder, &["body_max=64"]).await;
+    let bearer = format!("authorization: Bearer {capped}");
+    let small = "s".repeat(64);
+    let ok = w
+        .curl("POST", "/upload", &["-H", &bearer, "--data-binary", &small])
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.raw);
+    let large = "L".repeat(65);
+    let refused = w
+        .curl("POST", "/upload", &["-H", &bearer, "--data-binary", &large])
+        .await;
+    assert_eq!(
+        (refused.status, refused.error.as_str()),
+        (403, "narrowed_refused"),
+        "{}",
+        refused.raw
+    );
+    assert!(
+        refused
+            .body
+            .contains("allows bodies up to 64 bytes; this request's is larger"),
+        "{}",
+        refused.body
+    );
+    // Chunked, with no length announced: this binding swaps in bodies, so
+    // airlock reads it whole and judges its real length.
+    let chunked = async |data: &str| {
+        w.curl(
+            "POST",
+            "/upload",
+            &[
+                "--http1.1",
+                "-H",
+                &bearer,
+                "-H",
+                "transfer-encoding: chunked",
+                "--data-binary",
+                data,
+            ],
+        )
+        .await
+    };
+    let small_chunked = chunked("tiny").await;
+    assert_eq!(small_chunked.status, 200, "{}", small_chunked.raw);
+    let large_chunked = chunked(&large).await;
+    assert_eq!(
+        large_chunked.error, "narrowed_refused",
+        "{}",
+        large_chunked.raw
+    );
+    // Only the small bodies reached the upstream, with the parent's token.
+    let sent = w.github.requests();
+    assert_eq!(w.upstream_paths(), ["POST /upload", "POST /upload"]);
+    assert_eq!((sent[0].body_len, sent[1].body_len), (64, 4));
+    assert_eq!(
+        sent[0].header("authorization"),
+        Some(format!("Bearer {}", w.real).as_str())
+    );
+    // Each refusal has its audit line: binding and reason, no placeholder.
+    let lines = narrowed_audit_lines(&w);
+    assert!(!lines.is_empty());
+    assert!(
+        lines.iter().any(|l| l.contains(
+            "refused=\"narrowed placeholder of binding secret:GITHUB_TOKEN: the narrowed placeholder allows bodies up to 64 bytes"
+        ) && l.contains("status=403")
+            && l.contains("path=/upload")),
+        "{lines:#?}"
+    );
+    for line in &lines {
+        assert!(!line.contains(&capped), "{line}");
+        assert!(!line.contains(&w.placeholder), "{line}");
+    }
+    w.assert_no_leak(&[&ok.raw, &refused.raw, &large_chunked.raw]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correctly_signed_narrowing_with_a_malformed_caveat_is_refused_and_nothing_is_sent() {
+    let w = world("").await;
+    let env = w.airlock.env.clone();
+    // The documented recipe signs anything: each chain below verifies, but
+    // one caveat in it cannot be read.
+    for (caveats, named) in [
+        (vec!["colour=blue"], "unknown caveat"),
+        (
+            vec!["allow=GET /user", "expires=soon"],
+            "expires takes unix seconds",
+        ),
+        (vec!["uses=0"], "uses takes a whole number above 0"),
+        (
+            vec!["allow=get /user"],
+            "malformed caveat \"allow=get /user\"",
+        ),
+        (vec!["body_max=-1"], "body_max takes a number of bytes"),
+    ] {
+        let bad = narrow_py(&env, &w.placeholder, &caveats).await;
+        let refused = w
+            .curl(
+                "GET",
+                "/user",
+                &["-H", &format!("authorization: Bearer {bad}")],
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.error.as_str()),
+            (403, "narrowed_refused"),
+            "{caveats:?}: {}",
+            refused.raw
+        );
+        assert!(
+            refused.body.contains("malformed caveat") && refused.body.contains(named),
+            "{caveats:?}: {}",
+            refused.body
+        );
+        w.assert_no_leak(&[&refused.raw]);
+    }
+    assert!(w.upstream_paths().is_empty(), "{:?}", w.upstream_paths());
+    let lines = narrowed_audit_lines(&w);
+    assert!(
+        lines.iter().any(|l| l.contains("malformed caveat")),
+        "{lines:#?}"
+    );
+}
+
+/// `inject_when_absent` on a `[[secret]]`: Python `requests` with no
+/// credential at all gets the real token upstream for the secret that opted
+/// in, in its own slot; another secret's host stays bare; an echo of the
+/// header comes back as the placeholder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_that_injects_when_absent_serves_a_bare_requests_call_and_only_its_own() {
+    const OTHER: &str = "api.other.test";
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[GITHUB, OTHER]).await;
+    let real = real_secret("inject");
+    let other_real = real_secret("bare");
+    let cfg = format!(
+        r#"[proxy]
+upstream_ca = [{ca:?}]
+
+[resolve]
+{GITHUB:?} = "127.0.0.1:{port}"
+{OTHER:?} = "127.0.0.1:{port}"
+
+[[secret]]
+name = "API_KEY"
+value = {real:?}
+hosts = [{GITHUB:?}]
+inject = "header:X-Api-Key"
+inject_when_absent = true
+rules = ["allow GET /echo-headers"]
+
+[[secret]]
+name = "OTHER_TOKEN"
+value = {other_real:?}
+hosts = [{OTHER:?}]
+"#,
+        ca = ca.cert_pem_path().display().to_string(),
+        port = upstream.port(),
+    );
+    let airlock = Airlock::start(&cfg);
+    let placeholder = airlock.var("API_KEY");
+    let script = format!(
+        r#"
+import requests
+for url in ["https://{GITHUB}/echo-headers", "https://{OTHER}/echo-headers", "https://{GITHUB}/denied"]:
+    r = requests.get(url, timeout=20)
+    print(r.status_code, r.headers.get("x-airlock-error", "-"), r.json().get("x-api-key", "-") if r.status_code == 200 else "-")
+"#
+    );
+    let env = airlock.env.clone();
+    let out = blocking(move || python(&env, &script)).await;
+    assert!(out.success(), "{}{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("200 - {placeholder}").as_str(),
+            "200 - -",
+            "403 rule_denied -"
+        ],
+        "injected and echoed back as the placeholder; the other host bare; rules apply"
+    );
+    let sent = upstream.requests();
+    assert_eq!(sent.len(), 2, "the refused request was not sent");
+    assert_eq!(sent[0].header("x-api-key"), Some(real.as_str()));
+    assert_eq!(sent[0].header("authorization"), None);
+    assert_eq!(sent[1].header("x-api-key"), None);
+    assert_eq!(sent[1].header("authorization"), None, "no token for OTHER");
+    let logs = airlock.logs();
+    assert_not_leaked(&real, &[&out.stdout, &out.stderr, &logs]);
+    assert_not_leaked(&other_real, &[&out.stdout, &out.stderr, &logs]);
+}

@@ -326,7 +326,101 @@ async fn a_provider_that_injects_when_absent_serves_a_bare_fetch() {
     })
     .await;
     assert_eq!(own.stdout, "401", "its own token went as it was");
-    w.assert_no_secret_in(&[&bare.stdout, &bare.stderr]);
+    // The sandbox's own binding policy opts out: a bare fetch stays bare,
+    // while the placeholder still works.
+    let said = super::cli::cli(
+        &w.airlock,
+        &[
+            "sandbox",
+            "rules",
+            "default",
+            "ACME_TOKEN",
+            "--inject-when-absent",
+            "off",
+        ],
+        &[],
+    );
+    assert_eq!(
+        said,
+        "ACME_TOKEN of sandbox default: the provider's rules; never injects its placeholder\n"
+    );
+    let (status, body) = bare_fetch(&w).await;
+    assert_eq!(status, 401, "opted out: no token added: {body}");
+    let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
+    assert_eq!(status, 200, "{body}");
+    w.assert_no_secret_in(&[&bare.stdout, &bare.stderr, &body]);
+}
+
+/// curl with no credential at all, as `oauth.fetch(url)` sends: (status, body).
+async fn bare_fetch(w: &World) -> (u16, String) {
+    let env = w.airlock.env.clone();
+    let out = crate::support::blocking(move || {
+        crate::support::clients::curl(
+            &env,
+            &[
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                &format!("https://{API}/api/me"),
+            ],
+        )
+    })
+    .await;
+    let (body, status) = out.stdout.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        status.trim().parse().unwrap_or(0),
+        format!("{body}{}", out.stderr),
+    )
+}
+
+/// A provider that does not inject: one sandbox binding opts in through its
+/// own policy (the admin API) and a bare fetch gets the real token upstream;
+/// opted out again, the same fetch stays bare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_opts_in_to_injecting_when_absent_over_its_provider() {
+    let w = world("", "").await;
+    w.connect("tenant").await;
+    let (status, body) = bare_fetch(&w).await;
+    assert_eq!(status, 401, "the provider does not inject: {body}");
+    assert!(w.provider.api_authorizations().is_empty());
+    let (status, set) = api(
+        &w.airlock,
+        "PUT",
+        "/v1/sandboxes/default/rules/ACME_TOKEN",
+        Some(r#"{"inject_when_absent":true}"#.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["rules"]["inject_when_absent"], true, "{set}");
+    let (status, opted_in) = bare_fetch(&w).await;
+    assert_eq!(status, 200, "{opted_in}");
+    let real = w.provider.issued_access_tokens()[0].clone();
+    assert_eq!(w.provider.api_authorizations(), [format!("Bearer {real}")]);
+    let (_, sandboxes) = api(&w.airlock, "GET", "/v1/sandboxes", None, None).await;
+    assert_eq!(
+        sandboxes[0]["rules"]["ACME_TOKEN"]["inject_when_absent"], true,
+        "{sandboxes}"
+    );
+    // Back to the provider's default with `{}`: bare again.
+    let (status, _) = api(
+        &w.airlock,
+        "PUT",
+        "/v1/sandboxes/default/rules/ACME_TOKEN",
+        Some("{}".into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, bare) = bare_fetch(&w).await;
+    assert_eq!(status, 401, "{bare}");
+    assert_eq!(
+        w.provider.api_authorizations().len(),
+        1,
+        "nothing more sent with a token"
+    );
+    let logs = w.airlock.logs();
+    w.assert_no_secret_in(&[&opted_in, &bare, &logs]);
 }
 
 /// `airlock provider duplicate` copies a catalog provider's setup under a

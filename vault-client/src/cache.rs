@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use crate::{HostPolicy, Resolved, SandboxId, SandboxStatus, StepUp, TokenError, TokenSource};
+use crate::{
+    AbsentInjection, HostPolicy, Resolved, SandboxId, SandboxStatus, StepUp, TokenError,
+    TokenSource,
+};
 
 /// A token is used until this long before it expires.
 const EXPIRY_MARGIN_SECS: i64 = 30;
@@ -480,7 +483,15 @@ impl TokenSource for Layered {
         let mut policy = self.first.host_policy(sandbox, host).await;
         let second = self.second.host_policy(sandbox, host).await;
         policy.required.extend(second.required);
-        policy.inject_absent = policy.inject_absent.or(second.inject_absent);
+        // A config secret and a vault binding that would both inject on
+        // this host: the request is not guessed, as within one source.
+        let injecting = policy
+            .inject_absent
+            .take()
+            .into_iter()
+            .chain(second.inject_absent)
+            .collect();
+        policy.inject_absent = AbsentInjection::sole(injecting, sandbox.as_str(), host);
         policy
     }
 
@@ -754,6 +765,7 @@ mod tests {
             on_foreign_body: Default::default(),
             rules: Default::default(),
             signing: None,
+            inject_when_absent: None,
         };
         let secret2 = crate::StaticSecret {
             name: "A_KEY".into(),
@@ -764,6 +776,7 @@ mod tests {
             on_foreign_body: Default::default(),
             rules: Default::default(),
             signing: None,
+            inject_when_absent: None,
         };
         let layered = Layered {
             first: Arc::new(crate::StaticSecrets::new(
@@ -843,5 +856,41 @@ mod tests {
             cache.resolve(&sb, "ph").await,
             Err(TokenError::Unavailable(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn layered_sources_that_both_inject_on_a_host_make_neither_inject() {
+        use crate::{HostPattern, Injection, StaticSecret, StaticSecrets};
+        let sbx = SandboxId::default_sandbox();
+        let source = |name: &str, host: &str| -> Arc<dyn TokenSource> {
+            Arc::new(StaticSecrets::new(
+                "miosa-tok-",
+                sbx.clone(),
+                vec![StaticSecret {
+                    name: name.into(),
+                    value: SecretString::from("real"),
+                    placeholder: crate::generate_placeholder("miosa-tok-"),
+                    hosts: vec![HostPattern::parse(host).unwrap()],
+                    swap_in: SwapLocation::defaults(),
+                    on_foreign_body: Default::default(),
+                    rules: Default::default(),
+                    signing: None,
+                    inject_when_absent: Some(Injection::Bearer),
+                }],
+            ))
+        };
+        let layered = Layered {
+            first: source("A", "*.shared.test"),
+            second: source("B", "api.shared.test"),
+        };
+        let only_first = layered.host_policy(&sbx, "www.shared.test").await;
+        assert_eq!(only_first.inject_absent.unwrap().binding, "secret:A");
+        assert_eq!(
+            layered
+                .host_policy(&sbx, "api.shared.test")
+                .await
+                .inject_absent,
+            None
+        );
     }
 }

@@ -364,6 +364,27 @@ pub struct AbsentInjection {
     pub inject: String,
 }
 
+impl AbsentInjection {
+    /// The one binding that injects on `host`, if exactly one would: when
+    /// several would, the request is not guessed and none does.
+    pub fn sole(mut candidates: Vec<AbsentInjection>, sandbox: &str, host: &str) -> Option<Self> {
+        match candidates.len() {
+            0 => None,
+            1 => candidates.pop(),
+            _ => {
+                let ids: Vec<&str> = candidates.iter().map(|c| c.binding.as_str()).collect();
+                tracing::warn!(
+                    sandbox,
+                    host,
+                    bindings = %ids.join(", "),
+                    "several bindings inject when absent on this host: none does"
+                );
+                None
+            }
+        }
+    }
+}
+
 /// A placeholder's binding and its current real token.
 #[derive(Clone)]
 pub struct Resolved {

@@ -52,6 +52,10 @@ pub enum RulesMode {
 /// The rules as written: config (`rules`, `rules_default`, `require`,
 /// `rules_mode` on a `[[secret]]` or `[[provider]]`), the admin API and the
 /// service API. [`RequestRules::compile`] checks them.
+///
+/// As a binding's own policy (`PUT /v1/sandboxes/ID/rules/VARIABLE`) it may
+/// also say `inject_when_absent`: the vault decides that (host policy), so
+/// it never reaches a proxy's compiled rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesSpec {
@@ -64,6 +68,10 @@ pub struct RulesSpec {
     pub require: bool,
     #[serde(default, skip_serializing_if = "is_enforce")]
     pub mode: RulesMode,
+    /// A binding's own say on injecting its token into requests that carry
+    /// none; `None` leaves it to the provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_when_absent: Option<bool>,
 }
 
 fn is_enforce(mode: &RulesMode) -> bool {
@@ -73,6 +81,14 @@ fn is_enforce(mode: &RulesMode) -> bool {
 impl RulesSpec {
     pub fn is_empty(&self) -> bool {
         self == &Self::default()
+    }
+
+    /// The request rules alone, without the binding's injection say.
+    pub fn request_rules(&self) -> RulesSpec {
+        RulesSpec {
+            inject_when_absent: None,
+            ..self.clone()
+        }
     }
 }
 
@@ -415,7 +431,7 @@ impl RequestRules {
         }
         if errors.is_empty() {
             Ok(Self {
-                spec: spec.clone(),
+                spec: spec.request_rules(),
                 rules,
                 default: spec.default,
                 require: spec.require,
@@ -819,5 +835,24 @@ mod tests {
         assert_eq!(serde_json::to_value(&spec).unwrap()["mode"], "dry_run");
         assert_eq!(serde_json::to_string(&RulesSpec::default()).unwrap(), "{}");
         assert!(serde_json::from_str::<RulesSpec>(r#"{"allow":[]}"#).is_err());
+    }
+
+    #[test]
+    fn the_injection_say_is_kept_as_written_but_never_compiled_into_rules() {
+        let spec: RulesSpec =
+            serde_json::from_str(r#"{"rules":["allow GET /a"],"inject_when_absent":false}"#)
+                .unwrap();
+        assert_eq!(spec.inject_when_absent, Some(false));
+        assert!(!spec.is_empty());
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap()["inject_when_absent"],
+            false
+        );
+        let compiled = RequestRules::compile(&spec).unwrap();
+        // What proxies receive: the rules only, so an older proxy reads them.
+        assert_eq!(compiled.spec().inject_when_absent, None);
+        assert_eq!(compiled.spec(), &spec.request_rules());
+        let only: RulesSpec = serde_json::from_str(r#"{"inject_when_absent":true}"#).unwrap();
+        assert!(only.request_rules().is_empty());
     }
 }

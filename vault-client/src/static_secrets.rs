@@ -7,8 +7,9 @@ use secrecy::SecretString;
 
 use crate::contract::{CredentialKind, CredentialState, CredentialStatus, SandboxStatus};
 use crate::{
-    Binding, BindingKind, ForeignBody, Guarded, HostPattern, HostPolicy, RequestRules, Requirement,
-    Resolved, SandboxId, SigningKeys, StepUp, SwapLocation, TokenError, TokenSource,
+    AbsentInjection, Binding, BindingKind, ForeignBody, Guarded, HostPattern, HostPolicy,
+    Injection, RequestRules, Requirement, Resolved, SandboxId, SigningKeys, StepUp, SwapLocation,
+    TokenError, TokenSource,
 };
 
 /// One configured secret, already validated.
@@ -23,6 +24,9 @@ pub struct StaticSecret {
     /// For a signing kind (`aws_sigv4`): the keys; `value` is then the real
     /// access key id and `placeholder` the sandbox's.
     pub signing: Option<Arc<SigningKeys>>,
+    /// `inject_when_absent`: the slot its placeholder goes into on a request
+    /// to its hosts that carries no credential; `None`: never injected.
+    pub inject_when_absent: Option<Injection>,
 }
 
 /// Static secrets of the one sidecar sandbox.
@@ -30,10 +34,26 @@ pub struct StaticSecrets {
     prefix: String,
     sandbox: SandboxId,
     by_placeholder: HashMap<String, Resolved>,
+    /// Secrets that inject when absent: (binding id, placeholder, slot, hosts).
+    injecting: Vec<(AbsentInjection, Vec<HostPattern>)>,
 }
 
 impl StaticSecrets {
     pub fn new(prefix: impl Into<String>, sandbox: SandboxId, secrets: Vec<StaticSecret>) -> Self {
+        let injecting = secrets
+            .iter()
+            .filter_map(|s| {
+                let inject = s.inject_when_absent.as_ref()?;
+                Some((
+                    AbsentInjection {
+                        binding: format!("secret:{}", s.name),
+                        placeholder: s.placeholder.clone(),
+                        inject: inject.to_string(),
+                    },
+                    s.hosts.clone(),
+                ))
+            })
+            .collect();
         let by_placeholder = secrets
             .into_iter()
             .map(|s| {
@@ -72,6 +92,7 @@ impl StaticSecrets {
             prefix: prefix.into(),
             sandbox,
             by_placeholder,
+            injecting,
         }
     }
 
@@ -192,11 +213,16 @@ impl TokenSource for StaticSecrets {
             .map(|(p, _)| p.clone())
             .collect();
         signers.sort();
-        // Config secrets have no injection slot, so none injects itself.
+        let injecting = self
+            .injecting
+            .iter()
+            .filter(|(_, hosts)| hosts.iter().any(|p| p.matches(host)))
+            .map(|(a, _)| a.clone())
+            .collect();
         HostPolicy {
             required: out,
             signers,
-            inject_absent: None,
+            inject_absent: AbsentInjection::sole(injecting, sandbox.as_str(), host),
         }
     }
 
@@ -271,6 +297,7 @@ mod tests {
             on_foreign_body: Default::default(),
             rules: Default::default(),
             signing: None,
+            inject_when_absent: None,
         };
         (
             StaticSecrets::new("miosa-tok-", SandboxId::default_sandbox(), vec![secret]),
@@ -344,6 +371,7 @@ mod tests {
             on_foreign_body: Default::default(),
             rules: Default::default(),
             signing: None,
+            inject_when_absent: None,
         };
         let src = StaticSecrets::new("miosa-tok-", sbx.clone(), vec![secret]);
         assert!(src.may_swap_body(&sbx, "api.llm.test").await);
@@ -351,6 +379,69 @@ mod tests {
         assert!(
             !src.may_swap_body(&SandboxId::new("other"), "api.llm.test")
                 .await
+        );
+    }
+
+    fn injecting(name: &str, host: &str, inject: &str) -> StaticSecret {
+        StaticSecret {
+            name: name.into(),
+            value: SecretString::from("real"),
+            placeholder: generate_placeholder("miosa-tok-"),
+            hosts: vec![HostPattern::parse(host).unwrap()],
+            swap_in: SwapLocation::defaults(),
+            on_foreign_body: Default::default(),
+            rules: Default::default(),
+            signing: None,
+            inject_when_absent: Some(Injection::parse(inject).unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_injects_when_absent_is_named_for_its_hosts_only_and_never_two() {
+        let sbx = SandboxId::default_sandbox();
+        let one = injecting("API_KEY", "api.one.test", "header:X-Api-Key");
+        let placeholder = one.placeholder.clone();
+        let (plain, _) = source();
+        let both = StaticSecrets::new(
+            "miosa-tok-",
+            sbx.clone(),
+            vec![
+                one,
+                injecting("OTHER", "api.two.test", "bearer"),
+                injecting("SECOND", "api.two.test", "basic:x"),
+            ],
+        );
+        let policy = both.host_policy(&sbx, "api.one.test").await;
+        assert_eq!(
+            policy.inject_absent,
+            Some(AbsentInjection {
+                binding: "secret:API_KEY".into(),
+                placeholder,
+                inject: "header:x-api-key".into(),
+            })
+        );
+        // Two would inject on one host: neither does.
+        assert_eq!(
+            both.host_policy(&sbx, "api.two.test").await.inject_absent,
+            None
+        );
+        assert_eq!(
+            both.host_policy(&sbx, "elsewhere.test").await.inject_absent,
+            None
+        );
+        assert_eq!(
+            both.host_policy(&SandboxId::new("other"), "api.one.test")
+                .await
+                .inject_absent,
+            None
+        );
+        // Not opted in: never injected.
+        assert_eq!(
+            plain
+                .host_policy(&sbx, "api.github.com")
+                .await
+                .inject_absent,
+            None
         );
     }
 }

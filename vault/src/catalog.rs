@@ -344,6 +344,7 @@ impl Provider {
             default: self.rules_default,
             require: self.require,
             mode: self.rules_mode,
+            inject_when_absent: None,
         }
     }
 

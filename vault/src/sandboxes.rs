@@ -111,9 +111,19 @@ fn default_environment() -> String {
 }
 
 /// The spec as stored, after checking it compiles; `None` for the empty spec.
-fn rules_json(variable: &str, spec: &RulesSpec) -> Result<Option<String>, VaultError> {
+fn rules_json(
+    variable: &str,
+    target: BindingTarget,
+    spec: &RulesSpec,
+) -> Result<Option<String>, VaultError> {
     if spec.is_empty() {
         return Ok(None);
+    }
+    // Injecting needs a slot to put the placeholder in; a vault secret has none.
+    if target == BindingTarget::Secret && spec.inject_when_absent == Some(true) {
+        return Err(VaultError::Invalid(format!(
+            "rules of {variable}: inject_when_absent needs an injection slot, which a vault secret has not (providers have `inject`)"
+        )));
     }
     RequestRules::compile(spec).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -186,7 +196,7 @@ impl Vault {
                     "rules name the variable {variable}, which none of the sandbox's providers or secrets gives"
                 )));
             };
-            binding.rules = rules_json(variable, spec)?;
+            binding.rules = rules_json(variable, binding.target_kind, spec)?;
         }
         let proxy_secret = generate_placeholder("");
         let row = SandboxRow {
@@ -531,10 +541,17 @@ impl Vault {
         variable: &str,
         spec: &RulesSpec,
     ) -> Result<(), VaultError> {
-        let json = rules_json(variable, spec)?;
         if self.store.sandbox(sandbox).await?.is_none() {
             return Err(VaultError::NotFound(format!("sandbox {sandbox}")));
         }
+        let target = self
+            .store
+            .bindings_of(sandbox)
+            .await?
+            .into_iter()
+            .find(|b| b.env_name == variable)
+            .map_or(BindingTarget::Provider, |b| b.target_kind);
+        let json = rules_json(variable, target, spec)?;
         if !self
             .store
             .set_binding_rules(sandbox, variable, json.as_deref())
@@ -634,5 +651,89 @@ mod tests {
             vault.generation() > after_create,
             "a delete left proxies' caches"
         );
+    }
+
+    fn policy(json: &str) -> airlock_vault_client::RulesSpec {
+        serde_json::from_str(json).unwrap()
+    }
+
+    /// A binding's own policy turns injecting on or off over its
+    /// provider's default, for that binding alone; a vault secret, which
+    /// has no slot, cannot be told to.
+    #[tokio::test]
+    async fn a_binding_opts_in_and_out_of_injecting_when_absent() {
+        let (vault, _dir) = acme_vault(9, VaultSettings::default()).await;
+        let host = "api.acme.test";
+        let on = vault.create_sandbox(new_sandbox(None)).await.unwrap().id;
+        let off = vault.create_sandbox(new_sandbox(None)).await.unwrap().id;
+        assert_eq!(
+            vault.host_policy(&on, host).await.unwrap().inject_absent,
+            None,
+            "acme does not inject by default"
+        );
+        vault
+            .set_binding_rules(&on, "ACME_TOKEN", &policy(r#"{"inject_when_absent":true}"#))
+            .await
+            .unwrap();
+        let injecting = vault.host_policy(&on, host).await.unwrap().inject_absent;
+        let injecting = injecting.expect("opted in");
+        assert_eq!(
+            (injecting.binding.as_str(), injecting.inject.as_str()),
+            ("provider:acme", "bearer")
+        );
+        assert_eq!(
+            vault
+                .host_policy(&on, "other.test")
+                .await
+                .unwrap()
+                .inject_absent,
+            None
+        );
+        assert_eq!(
+            vault.host_policy(&off, host).await.unwrap().inject_absent,
+            None,
+            "another sandbox's binding is not affected"
+        );
+        vault
+            .set_binding_rules(
+                &on,
+                "ACME_TOKEN",
+                &policy(r#"{"inject_when_absent":false}"#),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            vault.host_policy(&on, host).await.unwrap().inject_absent,
+            None
+        );
+
+        vault
+            .add_secret(
+                "default",
+                "LINEAR_KEY",
+                airlock_vault_client::SecretString::from("lin_value_1234"),
+                vec!["api.linear.test".into()],
+                None,
+            )
+            .await
+            .unwrap();
+        let mut with_secret = new_sandbox(None);
+        with_secret.secrets = vec!["LINEAR_KEY".into()];
+        let sbx = vault.create_sandbox(with_secret.clone()).await.unwrap().id;
+        let err = vault
+            .set_binding_rules(
+                &sbx,
+                "LINEAR_KEY",
+                &policy(r#"{"inject_when_absent":true}"#),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("needs an injection slot"), "{err}");
+        with_secret.rules.insert(
+            "LINEAR_KEY".into(),
+            policy(r#"{"inject_when_absent":true}"#),
+        );
+        let err = vault.create_sandbox(with_secret).await.unwrap_err();
+        assert!(err.to_string().contains("needs an injection slot"), "{err}");
     }
 }

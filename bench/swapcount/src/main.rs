@@ -72,6 +72,7 @@ async fn main() {
             on_foreign_body: Default::default(),
             rules: Default::default(),
             signing: None,
+            inject_when_absent: None,
         }],
     );
     let tokens: Arc<dyn TokenSource> = Arc::new(secrets);

@@ -17,6 +17,7 @@ fn setup(swap_in: &[SwapLocation]) -> (Arc<StaticSecrets>, String) {
             on_foreign_body: Default::default(),
             rules: Default::default(),
             signing: None,
+            inject_when_absent: None,
         }],
     );
     (Arc::new(secrets), placeholder)
@@ -175,6 +176,7 @@ async fn token_with_line_break_is_refused_not_injected() {
             on_foreign_body: Default::default(),
             rules: Default::default(),
             signing: None,
+            inject_when_absent: None,
         }],
     ));
     let mut swap = swapper(src, "api.github.com");
@@ -282,4 +284,45 @@ async fn a_placeholder_written_right_after_another_is_still_swapped() {
     let (found, hold) = Scanner::new("miosa-tok-").scan(&body.as_bytes()[..cut], false);
     assert!(found.is_empty(), "{found:?}");
     assert_eq!(hold, 2);
+}
+
+/// A `[[secret]]` with `inject_when_absent`: a bare request over TLS gets
+/// its placeholder in the secret's slot (then swapped); plain `http://` never.
+#[tokio::test]
+async fn a_secret_injects_into_a_bare_request_in_its_slot_but_never_over_plain_http() {
+    let placeholder = generate_placeholder("miosa-tok-");
+    let src = Arc::new(StaticSecrets::new(
+        "miosa-tok-",
+        SandboxId::default_sandbox(),
+        vec![StaticSecret {
+            name: "API_KEY".into(),
+            value: SecretString::from(REAL),
+            placeholder: placeholder.clone(),
+            hosts: vec![HostPattern::parse("api.github.com").unwrap()],
+            swap_in: SwapLocation::defaults(),
+            on_foreign_body: Default::default(),
+            rules: Default::default(),
+            signing: None,
+            inject_when_absent: Some(Injection::Basic { user: "x".into() }),
+        }],
+    ));
+    let mut headers = HeaderMap::new();
+    let mut swap = swapper(src.clone(), "api.github.com");
+    swap.inject_when_absent(&mut headers).await;
+    let expected = format!("Basic {}", BASE64.encode(format!("x:{placeholder}")));
+    assert_eq!(headers["authorization"], expected.as_str());
+    swap.swap_headers(&mut headers).await.unwrap();
+    assert_eq!(
+        headers["authorization"],
+        format!("Basic {}", BASE64.encode(format!("x:{REAL}"))).as_str()
+    );
+    let mut bare = HeaderMap::new();
+    let mut plain = swapper(src.clone(), "api.github.com").plaintext();
+    plain.inject_when_absent(&mut bare).await;
+    assert!(bare.is_empty(), "nothing added over plain http");
+    let mut elsewhere = HeaderMap::new();
+    swapper(src, "example.com")
+        .inject_when_absent(&mut elsewhere)
+        .await;
+    assert!(elsewhere.is_empty(), "only on the secret's hosts");
 }

@@ -56,6 +56,11 @@ pub enum SandboxCommand {
         /// Log and audit what the rules would refuse; refuse nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Put the placeholder into requests to the binding's hosts that
+        /// carry no credential at all (`on`), or never (`off`); left out:
+        /// as the provider says. Alone, it keeps the provider's rules.
+        #[arg(long, value_enum)]
+        inject_when_absent: Option<Switch>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -65,6 +70,13 @@ pub enum SandboxCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+/// `on` or `off`, for a binding's say that overrides its provider's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// `--connection [VARIABLE=][PROVIDER:]NAME`.
@@ -124,6 +136,7 @@ pub fn sandbox(c: SandboxCommand) -> Result<(), Error> {
             default,
             require,
             dry_run,
+            inject_when_absent,
             admin,
         } => {
             let api = Api::new(&admin)?;
@@ -134,19 +147,32 @@ pub fn sandbox(c: SandboxCommand) -> Result<(), Error> {
             if dry_run {
                 body["mode"] = json!("dry_run");
             }
+            if let Some(switch) = inject_when_absent {
+                body["inject_when_absent"] = json!(switch == Switch::On);
+            }
             let value = api.call(
                 reqwest::Method::PUT,
                 &format!("/v1/sandboxes/{id}/rules/{variable}"),
                 Some(body),
             )?;
             api.print(&value, |v| {
-                let spec = &v["rules"];
+                let mut spec = v["rules"].clone();
+                let inject = spec
+                    .as_object_mut()
+                    .and_then(|o| o.remove("inject_when_absent"))
+                    .and_then(|b| b.as_bool());
                 let list = spec["rules"].as_array().map_or(0, Vec::len);
-                if spec.as_object().is_some_and(|o| o.is_empty()) {
-                    format!("{variable} of sandbox {id}: the provider's rules\n")
+                let rules = if spec.as_object().is_some_and(|o| o.is_empty()) {
+                    "the provider's rules".to_owned()
                 } else {
-                    format!("{variable} of sandbox {id}: {list} rule(s) set\n")
-                }
+                    format!("{list} rule(s) set")
+                };
+                let inject = match inject {
+                    Some(true) => "; injects its placeholder when a request carries none",
+                    Some(false) => "; never injects its placeholder",
+                    None => "",
+                };
+                format!("{variable} of sandbox {id}: {rules}{inject}\n")
             });
         }
         SandboxCommand::Delete { id, admin } => {

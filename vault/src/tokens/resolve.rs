@@ -291,26 +291,10 @@ impl Vault {
                 dry_run: b.rules.mode() == RulesMode::DryRun,
             })
             .collect();
-        let injecting: Vec<&BindingShape> = shapes
-            .iter()
-            .filter(|b| b.inject_absent.is_some())
-            .collect();
-        let inject_absent = match injecting.as_slice() {
-            [one] => one.inject_absent.clone(),
-            [] => None,
-            several => {
-                tracing::warn!(
-                    sandbox,
-                    host,
-                    bindings = %several.iter().map(|b| b.id.as_str()).collect::<Vec<_>>().join(", "),
-                    "several bindings inject when absent on this host: none does"
-                );
-                None
-            }
-        };
+        let injecting = shapes.into_iter().filter_map(|b| b.inject_absent).collect();
         Ok(HostPolicy {
             required,
-            inject_absent,
+            inject_absent: AbsentInjection::sole(injecting, sandbox, host),
             // The vault holds no signing secrets yet (config only).
             signers: Vec::new(),
         })
@@ -339,7 +323,9 @@ impl Vault {
                     });
                 }
             } else if let Ok(p) = self.provider(&b.target) {
-                let inject_absent = p.inject_when_absent.then(|| AbsentInjection {
+                // The binding's own say first, else its provider's.
+                let inject = own_inject_when_absent(&b).unwrap_or(p.inject_when_absent);
+                let inject_absent = inject.then(|| AbsentInjection {
                     binding: id.clone(),
                     placeholder: b.placeholder.clone(),
                     inject: p.inject.clone(),
@@ -384,14 +370,30 @@ struct BindingShape {
     inject_absent: Option<AbsentInjection>,
 }
 
+/// What the binding's own policy says of `inject_when_absent`; `None`
+/// leaves it to the provider (an unreadable policy injects nothing).
+fn own_inject_when_absent(row: &BindingRow) -> Option<bool> {
+    let json = row.rules.as_deref()?;
+    match serde_json::from_str::<RulesSpec>(json) {
+        Ok(spec) => spec.inject_when_absent,
+        Err(_) => Some(false),
+    }
+}
+
 /// The binding's own rules, else its provider's. Rules are checked when
 /// written; ones that no longer compile refuse everything rather than open up.
+/// A policy that only says `inject_when_absent` keeps the provider's rules:
+/// turning injection on must not drop them.
 pub(crate) fn binding_rules(row: &BindingRow, provider: Option<&Provider>) -> Arc<RequestRules> {
-    let spec = match &row.rules {
+    let own = match &row.rules {
         Some(json) => match serde_json::from_str::<RulesSpec>(json) {
-            Ok(spec) => spec,
+            Ok(spec) => Some(spec.request_rules()).filter(|s| !s.is_empty()),
             Err(_) => return Arc::new(RequestRules::deny_all()),
         },
+        None => None,
+    };
+    let spec = match own {
+        Some(spec) => spec,
         None => match provider {
             Some(p) => p.rules_spec(),
             None => return Arc::default(),
@@ -495,5 +497,43 @@ impl TokenSource for Vault {
 
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BindingTarget;
+    use crate::testing::acme_vault;
+    use crate::VaultSettings;
+
+    /// Turning injection on must not drop the provider's rules.
+    #[tokio::test]
+    async fn a_policy_that_only_says_inject_keeps_the_provider_s_rules() {
+        let (vault, _dir) = acme_vault(9, VaultSettings::default()).await;
+        let mut provider = vault.provider("acme").unwrap();
+        provider.rules = vec!["allow GET /api/me".into()];
+        let row = |rules: Option<&str>| BindingRow {
+            placeholder: "p".into(),
+            sandbox_id: "s".into(),
+            env_name: "ACME_TOKEN".into(),
+            target_kind: BindingTarget::Provider,
+            target: "acme".into(),
+            rules: rules.map(Into::into),
+            connection_name: None,
+        };
+        let kept = binding_rules(
+            &row(Some(r#"{"inject_when_absent":true}"#)),
+            Some(&provider),
+        );
+        assert_eq!(kept.spec().rules, ["allow GET /api/me"]);
+        let own = binding_rules(
+            &row(Some(
+                r#"{"rules":["allow GET /x"],"inject_when_absent":true}"#,
+            )),
+            Some(&provider),
+        );
+        assert_eq!(own.spec().rules, ["allow GET /x"]);
+        assert_eq!(own.spec().inject_when_absent, None, "never sent to proxies");
     }
 }
