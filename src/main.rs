@@ -63,6 +63,9 @@ enum Command {
     /// Store a static secret in the vault.
     #[command(subcommand)]
     Secret(admin::SecretCommand),
+    /// A tenant's white-label settings: branding, redirect URI, return URL, default apps.
+    #[command(subcommand)]
+    Tenant(admin::TenantCommand),
     /// Narrow a placeholder offline into one that can do less.
     #[command(subcommand)]
     Placeholder(placeholder::PlaceholderCommand),
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
         Command::MachineAccount(c) => admin::machine_account(c),
         Command::Sandbox(c) => admin::sandbox(c),
         Command::Secret(c) => admin::secret(c),
+        Command::Tenant(c) => admin::tenant(c),
         Command::Placeholder(c) => placeholder::placeholder(c),
         Command::Transparent(c) => transparent::transparent(c),
         Command::Completions { shell } => {

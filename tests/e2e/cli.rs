@@ -204,6 +204,90 @@ async fn operator_commands_drive_the_vault() {
     assert!(cli_refused(a, &["secret", "delete", "LINEAR_KEY"]).contains("not found"));
 }
 
+/// `airlock tenant`: white-label settings set piece by piece, shown, listed,
+/// refused with the vault's reasons, and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_commands_keep_a_tenant_s_white_label_settings() {
+    let w = super::vault::world("", "").await;
+    let a = &w.airlock;
+    assert!(cli(a, &["tenant", "list"], &[]).contains("no tenant has settings"));
+    let saved = cli(
+        a,
+        &[
+            "tenant",
+            "set",
+            "acme-corp",
+            "--display-name",
+            "Acme Corp",
+            "--accent-color",
+            "#0A7",
+            "--support-url",
+            "https://help.acme.example/",
+            "--use-default-apps",
+            "true",
+        ],
+        &[],
+    );
+    assert!(
+        saved.contains("display_name: Acme Corp") && saved.contains("accent_color: #0a7"),
+        "normalised by the vault: {saved}"
+    );
+    // Only what is given changes; an empty value unsets.
+    cli(
+        a,
+        &[
+            "tenant",
+            "set",
+            "acme-corp",
+            "--redirect-uri",
+            "https://app.acme.example/oauth/callback",
+            "--support-url",
+            "",
+        ],
+        &[],
+    );
+    let shown: Value =
+        serde_json::from_str(&cli(a, &["tenant", "show", "acme-corp", "--json"], &[])).unwrap();
+    assert_eq!(shown["display_name"], "Acme Corp");
+    assert_eq!(shown["use_default_apps"], true);
+    assert!(shown["support_url"].is_null(), "{shown}");
+    assert_eq!(
+        shown["effective_redirect_uri"],
+        "https://app.acme.example/oauth/callback"
+    );
+    let text = cli(a, &["tenant", "show", "acme-corp"], &[]);
+    assert!(
+        text.contains("redirect URI its flows use: https://app.acme.example/oauth/callback"),
+        "{text}"
+    );
+    // Every bad value is named at once; nothing changes.
+    let refused = cli_refused(
+        a,
+        &[
+            "tenant",
+            "set",
+            "acme-corp",
+            "--accent-color",
+            "red",
+            "--return-url",
+            "http://app.acme.example/",
+        ],
+    );
+    assert!(
+        refused.contains("accent_color \"red\" must be #rgb or #rrggbb")
+            && refused.contains("return_url must be https://"),
+        "{refused}"
+    );
+    assert!(cli(a, &["tenant", "show", "acme-corp"], &[]).contains("accent_color: #0a7"));
+    let listed = cli(a, &["tenant", "list"], &[]);
+    assert!(
+        listed.contains("acme-corp") && listed.contains("name=Acme Corp"),
+        "{listed}"
+    );
+    assert!(cli(a, &["tenant", "delete", "acme-corp"], &[]).contains("deleted"));
+    assert!(cli_refused(a, &["tenant", "delete", "acme-corp"]).contains("not found"));
+}
+
 /// Runs a command that must fail; its stderr.
 pub(crate) fn cli_refused(a: &Airlock, args: &[&str]) -> String {
     let out = run_cli(a, args, &[]);

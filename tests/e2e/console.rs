@@ -2,9 +2,11 @@
 //! connect against the fake provider, see Connected; the provider refuses a
 //! refresh, see Reconnect needed; reconnect; disconnect. And everything else
 //! an operator does there (`tests/node/console_manage.test.mjs`): connect at
-//! workspace level with chosen scopes, re-authorize, apps, providers, the
-//! config file's secrets, environments, sandboxes. Screenshots land in
-//! `target/console-screenshots/`.
+//! workspace level with chosen scopes, re-authorize, apps, providers (OAuth
+//! 1.0a too), the config file's secrets, environments, sandboxes, tenants'
+//! white-label settings and connecting for a tenant, machine accounts, vault
+//! secrets deleted. Screenshots land in `target/console-screenshots/`; each
+//! one's path is printed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -104,10 +106,9 @@ async fn connect_reconnect_and_disconnect_in_a_browser() {
         "reconnect-reconnect-needed",
         "reconnect-disconnected",
     ] {
-        assert!(
-            shots.join(format!("{name}.png")).exists(),
-            "screenshot {name}"
-        );
+        let path = shots.join(format!("{name}.png"));
+        assert!(path.exists(), "screenshot {name}");
+        println!("screenshot: {}", path.display());
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
@@ -210,7 +211,7 @@ async fn every_console_form_needs_the_session_and_its_csrf_token() {
     w.connect("tenant").await;
     let base = w.airlock.vault_url();
     let token = w.airlock.admin_token();
-    let forms: [(&str, &str); 8] = [
+    let forms: [(&str, &str); 12] = [
         (
             "/console/connect",
             "provider=acme&owner=workspace&owner_name=ws1&scopes=read",
@@ -234,6 +235,13 @@ async fn every_console_form_needs_the_session_and_its_csrf_token() {
         ("/console/providers/delete", "name=acme"),
         ("/console/sandboxes", "workspace=forged&provider=acme"),
         ("/console/sandboxes/delete", "id=default"),
+        ("/console/secrets/delete", "name=FORGED&tenant=default"),
+        (
+            "/console/machine-accounts",
+            "name=forged&provider=acme&client_id=airlock-test-client&client_secret=x",
+        ),
+        ("/console/tenants", "tenant=forged&display_name=Forged"),
+        ("/console/tenants/delete", "tenant=forged"),
     ];
     let (_, before_sandboxes) =
         super::vault::api(&w.airlock, "GET", "/v1/sandboxes", None, None).await;
@@ -294,6 +302,12 @@ async fn every_console_form_needs_the_session_and_its_csrf_token() {
     );
     let (_, sandboxes) = super::vault::api(&w.airlock, "GET", "/v1/sandboxes", None, None).await;
     assert_eq!(sandboxes, before_sandboxes);
+    let (_, tenants) = super::vault::api(&w.airlock, "GET", "/v1/tenants", None, None).await;
+    assert_eq!(
+        tenants,
+        serde_json::json!([]),
+        "no tenant from a forged form"
+    );
 }
 
 /// What an operator reads of a connection (granted scopes, expiry, last
@@ -462,6 +476,17 @@ async fn an_operator_does_everything_in_the_console() {
     let (status, body) = w.sandbox_get(&w.airlock.env, "/api/me").await;
     assert_eq!(status, 401, "the sidecar sees no tenant connection: {body}");
 
+    let (_, tenants) = super::vault::api(&w.airlock, "GET", "/v1/tenants", None, None).await;
+    assert_eq!(tenants[0]["tenant"], "acme-corp", "{tenants}");
+    assert_eq!(tenants[0]["display_name"], "Acme <b>Corp</b>");
+    assert_eq!(tenants[0]["use_default_apps"], true);
+    let (_, secrets) = super::vault::api(&w.airlock, "GET", "/v1/secrets", None, None).await;
+    assert_eq!(
+        secrets,
+        serde_json::json!([]),
+        "the vault secret was deleted"
+    );
+
     for name in [
         "signed-in",
         "connect-form",
@@ -481,19 +506,36 @@ async fn an_operator_does_everything_in_the_console() {
         "provider-added",
         "provider-duplicated",
         "sandbox-created",
+        "refused-provider-oauth1-no-authorize",
+        "provider-oauth1",
+        "tenant-form",
+        "refused-tenant-settings",
+        "tenant-saved",
+        "tenant-edit",
+        "connected-tenant",
+        "refused-machine-account-wrong-secret",
+        "refused-machine-account-no-token-url",
+        "machine-account-form",
+        "machine-account-added",
+        "refused-secret-in-use",
+        "secret-deleted",
         "done",
     ] {
-        assert!(
-            shots.join(format!("manage-{name}.png")).exists(),
-            "screenshot {name}"
-        );
+        let path = shots.join(format!("manage-{name}.png"));
+        assert!(path.exists(), "screenshot {name}");
+        println!("screenshot: {}", path.display());
     }
     // No page the browser loaded held a secret: client secrets, tokens, the
     // config file's secret value.
     let pages = std::fs::read_to_string(shots.join("manage-pages.html")).unwrap();
     assert!(pages.contains("CONFIG_KEY"), "the pages were recorded");
     w.assert_no_secret_in(&[&pages]);
-    for secret in [CONFIG_SECRET_VALUE, "cs_STAGING_secret_abcdef"] {
+    for secret in [
+        CONFIG_SECRET_VALUE,
+        "cs_STAGING_secret_abcdef",
+        "cs_WRONG_machine_secret",
+        "sk_vault_REALVALUE_0123456789",
+    ] {
         assert!(!pages.contains(secret), "{secret} appeared in a page");
     }
 }

@@ -2,7 +2,9 @@
 // chromium (never a downloaded browser): connect at workspace level with
 // chosen scopes, re-authorize with other scopes, create and edit apps,
 // providers (add, duplicate, delete, refused while in use), the config
-// file's secrets, environments, sandboxes with pinned connections. Bad
+// file's secrets, environments, sandboxes with pinned connections, OAuth
+// 1.0a providers, tenants' white-label settings and connecting for a tenant,
+// machine accounts in one call, vault secrets deleted (refused in use). Bad
 // input shows a clear message and changes nothing (checked through the
 // admin API); data with markup shows as text. Screenshots: manage-*.png.
 import { createRequire } from "node:module";
@@ -245,10 +247,140 @@ try {
   await Promise.all([page.waitForNavigation(), page.locator("tr[data-provider-def=acme-copy] button:has-text('Delete')").click()]);
   check(!(await api("GET", "/v1/providers")).body.some((p) => p.name === "acme-copy"), "the copy is deleted");
 
-  // 7. Sandboxes: create with the pinned connection, then delete.
+  // 8. OAuth 1.0a providers: a request-token URL without an authorize URL is
+  // refused; with one, the provider is OAuth 1.0a (no machine accounts).
+  const fillLegacy = async (authorize) => {
+    await providerForm().locator("input[name=name]").fill("legacy");
+    await providerForm().locator("input[name=display_name]").fill("Legacy API");
+    await providerForm().locator("input[name=authorize_url]").fill(authorize);
+    await providerForm().locator("input[name=token_url]").fill("https://api.legacy.test/oauth/access_token");
+    await providerForm().locator("input[name=request_token_url]").fill("https://api.legacy.test/oauth/request_token");
+    await providerForm().locator("input[name=hosts]").fill("api.legacy.test");
+    await providerForm().locator("input[name=env]").fill("LEGACY_TOKEN");
+  };
+  await fillLegacy("");
+  await refused("provider-oauth1-no-authorize", () => providerForm().locator("button[type=submit]").click(), "needs authorize_url");
+  await fillLegacy("https://api.legacy.test/oauth/authorize");
+  await shot(page, "provider-oauth1-form");
+  await Promise.all([page.waitForNavigation(), providerForm().locator("button[type=submit]").click()]);
+  const legacy = (await api("GET", "/v1/providers")).body.find((p) => p.name === "legacy");
+  check(legacy && legacy.request_token_url === "https://api.legacy.test/oauth/request_token"
+    && legacy.token_url === "https://api.legacy.test/oauth/access_token", `legacy is OAuth 1.0a: ${JSON.stringify(legacy)}`);
+  check((await page.locator("tr[data-provider-def=legacy] .badge.oauth1").count()) === 1, "marked OAuth 1.0a");
+  check((await page.locator('form.machine-form select[name=provider] option[value="legacy"]').count()) === 0,
+    "an OAuth 1.0a provider has no client-credentials grant: not offered for machine accounts");
+  await shot(page, "provider-oauth1");
+  await Promise.all([page.waitForNavigation(), page.locator("tr[data-provider-def=legacy] button:has-text('Delete')").click()]);
+  check(!(await api("GET", "/v1/providers")).body.some((p) => p.name === "legacy"), "legacy is deleted");
+
+  // 9. Tenants (white-label): bad settings refused, every reason named; saved;
+  // edited (the form holds them; saving replaces them all).
+  const tenantForm = () => page.locator("form.tenant-form");
+  const fillTenant = async (colour, returnUrl) => {
+    await tenantForm().locator("input[name=tenant]").fill("acme-corp");
+    await tenantForm().locator("input[name=display_name]").fill("Acme <b>Corp</b>");
+    await tenantForm().locator("input[name=accent_color]").fill(colour);
+    await tenantForm().locator("input[name=support_url]").fill("https://help.acme.example/");
+    await tenantForm().locator("input[name=return_url]").fill(returnUrl);
+    await tenantForm().locator("input[name=use_default_apps]").check();
+  };
+  await fillTenant("red", "http://app.acme.example/");
+  await shot(page, "tenant-form");
+  await Promise.all([page.waitForNavigation(), tenantForm().locator("button[type=submit]").click()]);
+  const tenantRefusal = (await page.locator(".message").innerText()).trim();
+  check(tenantRefusal.includes("must be #rgb or #rrggbb") && tenantRefusal.includes("return_url must be https://"),
+    `both bad settings are named: ${tenantRefusal}`);
+  await shot(page, "refused-tenant-settings");
+  check((await api("GET", "/v1/tenants")).body.length === 0, "no tenant saved from refused settings");
+  await page.goto(CONSOLE_URL);
+  await fillTenant("#0A7", "https://app.acme.example/");
+  await Promise.all([page.waitForNavigation(), tenantForm().locator("button[type=submit]").click()]);
+  let corp = (await api("GET", "/v1/tenants/acme-corp")).body;
+  check(corp.accent_color === "#0a7" && corp.use_default_apps === true && corp.display_name === "Acme <b>Corp</b>"
+    && corp.support_url === "https://help.acme.example/", `acme-corp saved: ${JSON.stringify(corp)}`);
+  const corpRow = page.locator("tr[data-tenant-settings=acme-corp]");
+  check((await corpRow.locator(".display-name").innerText()) === "Acme <b>Corp</b>", "the name with markup shows as text");
+  check((await corpRow.locator("b").count()) === 0, "no element from the name");
+  await shot(page, "tenant-saved");
+  await Promise.all([page.waitForNavigation(), corpRow.locator("a:has-text('Edit')").click()]);
+  check((await tenantForm().locator("input[name=accent_color]").inputValue()) === "#0a7", "the editor holds the settings");
+  check(await tenantForm().locator("input[name=use_default_apps]").isChecked(), "and the checkbox");
+  await tenantForm().locator("input[name=support_url]").fill("");
+  await tenantForm().locator("input[name=logo_url]").fill("https://cdn.acme.example/logo.png");
+  await shot(page, "tenant-edit");
+  await Promise.all([page.waitForNavigation(), tenantForm().locator("button[type=submit]").click()]);
+  corp = (await api("GET", "/v1/tenants/acme-corp")).body;
+  check(corp.support_url == null && corp.logo_url === "https://cdn.acme.example/logo.png" && corp.accent_color === "#0a7",
+    `acme-corp edited: ${JSON.stringify(corp)}`);
+
+  // 10. Connect for another tenant: it is listed; its connection is its own
+  // (through the default tenant's app, which it may use); then disconnected.
+  const tenantConnect = page.locator("form.connect-form");
+  check((await tenantConnect.locator("select[name=tenant] option[value=acme-corp]").count()) === 1, "the tenant is listed");
+  await tenantConnect.locator("select[name=tenant]").selectOption("acme-corp");
+  await tenantConnect.locator("select[name=provider]").selectOption("acme");
+  await tenantConnect.locator("select[name=owner]").selectOption("tenant");
+  await tenantConnect.locator("input[name=owner_name]").fill("");
+  await tenantConnect.locator("input[name=name]").fill("corp");
+  await connectThrough(() => tenantConnect.locator("button[type=submit]").click());
+  const corpConnection = await connectionNamed("corp");
+  check(corpConnection && corpConnection.tenant === "acme-corp" && corpConnection.scope === "tenant",
+    `connected for acme-corp: ${JSON.stringify(corpConnection)}`);
+  const corpConnectionRow = page.locator(`tr[data-connection="${corpConnection.id}"]`);
+  check((await corpConnectionRow.innerText()).includes("tenant acme-corp"), "the accounts table names the tenant");
+  await shot(page, "connected-tenant");
+  await Promise.all([page.waitForNavigation(), corpConnectionRow.locator("button:has-text('Disconnect')").click()]);
+  check(!(await connectionNamed("corp")), "the tenant's connection is disconnected");
+  await page.goto(CONSOLE_URL);
+
+  // 11. Machine accounts in one call: a wrong secret and a missing token URL
+  // are refused and store nothing; added; its row; deleted.
+  const acmeDef = (await api("GET", "/v1/providers")).body.find((p) => p.name === "acme");
+  const machineForm = () => page.locator("form.machine-form");
+  const fillMachine = async (secret, tokenUrl) => {
+    await machineForm().locator("input[name=name]").fill("ci-bot");
+    await machineForm().locator("select[name=provider]").selectOption("");
+    await machineForm().locator("input[name=client_id]").fill("airlock-test-client");
+    await machineForm().locator("input[name=client_secret]").fill(secret);
+    await machineForm().locator("input[name=token_url]").fill(tokenUrl);
+    await machineForm().locator("input[name=expose_as_env]").fill("CI_BOT_TOKEN");
+    await machineForm().locator("input[name=hosts]").fill("api.acme.test");
+    await machineForm().locator("textarea[name=scopes]").fill("read");
+  };
+  await fillMachine("cs_WRONG_machine_secret", acmeDef.token_url);
+  await refused("machine-account-wrong-secret", () => machineForm().locator("button[type=submit]").click(), "refused the client credentials of app");
+  await fillMachine("cs_REALCLIENTSECRET_0123456789", "");
+  await refused("machine-account-no-token-url", () => machineForm().locator("button[type=submit]").click(), "needs token_url");
+  check(!(await connectionNamed("ci-bot")), "no machine account from refused input");
+  await fillMachine("cs_REALCLIENTSECRET_0123456789", acmeDef.token_url);
+  await shot(page, "machine-account-form");
+  await Promise.all([page.waitForNavigation(), machineForm().locator("button[type=submit]").click()]);
+  const bot = await connectionNamed("ci-bot");
+  check(bot && bot.kind === "client_credentials" && bot.status === "connected" && bot.scopes.join(" ") === "read",
+    `the machine account: ${JSON.stringify(bot)}`);
+  const botRow = page.locator("tr[data-machine-account=ci-bot]");
+  const botText = await botRow.innerText();
+  check(botText.includes("CI_BOT_TOKEN") && botText.includes("api.acme.test") && botText.includes("connected"), `its row: ${botText}`);
+  await shot(page, "machine-account-added");
+  await Promise.all([page.waitForNavigation(), botRow.locator("button:has-text('Delete')").click()]);
+  check(!(await connectionNamed("ci-bot")), "the machine account is deleted");
+  await page.goto(CONSOLE_URL);
+  check((await page.locator("tr[data-machine-account=ci-bot]").count()) === 0, "and gone from the list");
+
+  // 12. A vault static secret: added, then bound to the sandbox below.
+  const secretForm = page.locator("form.secret-form");
+  await secretForm.locator("input[name=name]").fill("VAULT_KEY");
+  await secretForm.locator("input[name=value]").fill("sk_vault_REALVALUE_0123456789");
+  await secretForm.locator("input[name=hosts]").fill("api.vault.test");
+  await Promise.all([page.waitForNavigation(), secretForm.locator("button[type=submit]").click()]);
+  check((await api("GET", "/v1/secrets")).body.some((s) => s.name === "VAULT_KEY"), "the vault secret is stored");
+
+  // 7. Sandboxes: create with the pinned connection and the vault secret;
+  // the secret cannot be deleted under it; then delete both.
   const sandboxForm = page.locator("form.sandbox-form");
   await sandboxForm.locator("input[name=workspace]").fill("ws1");
   await sandboxForm.locator('input[name=pin][value="acme:work"]').check();
+  await sandboxForm.locator('input[name=secret][value="VAULT_KEY"]').check();
   await shot(page, "sandbox-form");
   await Promise.all([page.waitForNavigation(), sandboxForm.locator("button[type=submit]").click()]);
   const sandboxId = (await page.locator("code.sandbox-id").innerText()).trim();
@@ -260,8 +392,15 @@ try {
   check(created && created.workspace === "ws1", `the sandbox: ${JSON.stringify(created)}`);
   check(created.bindings.some(([variable]) => variable === "ACME_TOKEN"), "bound to the connection");
   await page.goto(CONSOLE_URL);
+  const vaultKeyRow = () => page.locator('tr[data-secret="VAULT_KEY"]');
+  await refused("secret-in-use", () => vaultKeyRow().locator("button:has-text('Delete')").click(), "still bound to 1 sandbox");
+  check((await api("GET", "/v1/secrets")).body.some((s) => s.name === "VAULT_KEY"), "the secret in use is kept");
   await Promise.all([page.waitForNavigation(), page.locator(`tr[data-sandbox="${sandboxId}"] button:has-text('Delete')`).click()]);
   check(!(await api("GET", "/v1/sandboxes")).body.some((s) => s.id === sandboxId), "the sandbox is deleted");
+  await Promise.all([page.waitForNavigation(), vaultKeyRow().locator("button:has-text('Delete')").click()]);
+  check(!(await api("GET", "/v1/secrets")).body.some((s) => s.name === "VAULT_KEY"), "the vault secret is deleted");
+  check((await vaultKeyRow().count()) === 0, "and gone from the list");
+  await shot(page, "secret-deleted");
   await shot(page, "done");
 
   writeFileSync(`${SCREENSHOTS}/manage-pages.html`, pages.join("\n<!-- page -->\n"));

@@ -5,6 +5,7 @@ mod connections;
 mod providers;
 mod sandboxes;
 mod secrets;
+mod tenants;
 
 use std::path::PathBuf;
 
@@ -21,6 +22,7 @@ pub use connections::{
 pub use providers::{app, provider, AppCommand, ProviderCommand};
 pub use sandboxes::{sandbox, SandboxCommand};
 pub use secrets::{secret, SecretCommand};
+pub use tenants::{tenant, TenantCommand};
 
 use crate::app;
 use crate::config::{Flags, Loaded, SecretSource};

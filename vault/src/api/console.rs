@@ -1,6 +1,7 @@
-//! The console page: environments, accounts and their status, connect (owner,
-//! environment, name, scopes), re-authorize with other scopes, disconnect,
-//! OAuth apps (secrets write-only), providers, machine accounts, static
+//! The console page: environments, accounts and their status, connect
+//! (tenant, owner, environment, name, scopes), re-authorize with other
+//! scopes, disconnect, OAuth apps (secrets write-only), providers (OAuth 2
+//! and 1.0a), tenants' white-label settings, machine accounts, static
 //! secrets (the config file's read-only), sandboxes, and recent requests.
 //! Server-rendered; the only script is a static file (strict CSP, no inline
 //! code). Login with the admin token; every form carries the session's CSRF
@@ -253,6 +254,8 @@ async fn dashboard(
         .map(|p| p.name)
         .collect();
     let vault_secrets = vault.secrets().await.unwrap_or_default();
+    let tenant_settings = vault.tenants().await.unwrap_or_default();
+    let tenants = sections::known_tenants(&tenant_settings, &apps, &connections);
     let view = sections::View {
         environment: query
             .get("environment")
@@ -350,7 +353,7 @@ async fn dashboard(
                  {force_field}<button type=\"submit\" class=\"danger\">{disconnect_label}</button></form>{reauthorize}</td></tr>",
                 escape(&provider.name),
                 escape(provider.label()),
-                escape(&c.scope),
+                escape(&owner_of(c)),
                 escape(&c.id),
                 escape(&c.scopes.join(" ")),
                 when(c.expires_at, "does not expire"),
@@ -362,14 +365,21 @@ async fn dashboard(
     }
     body.push_str("</tbody></table></section>");
     // Tenants with their own callback origin register that one instead.
-    let own_redirects: Vec<(String, String)> = vault
-        .tenants()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|t| t.settings.redirect_uri.map(|r| (t.tenant, r)))
+    let own_redirects: Vec<(String, String)> = tenant_settings
+        .iter()
+        .filter_map(|t| {
+            t.settings
+                .redirect_uri
+                .clone()
+                .map(|r| (t.tenant.clone(), r))
+        })
         .collect();
-    body.push_str(&sections::connect(&view, &providers, &environments));
+    body.push_str(&sections::connect(
+        &view,
+        &providers,
+        &environments,
+        &tenants,
+    ));
     body.push_str(&sections::apps(
         &view,
         &apps,
@@ -380,20 +390,14 @@ async fn dashboard(
         &own_redirects,
     ));
     body.push_str(&sections::providers(&view, &providers, &stored, &apps));
+    body.push_str(&sections::tenants(&view, &tenant_settings));
 
-    body.push_str("<section class=\"card\"><h2>Machine accounts</h2><ul>");
-    for c in connections
-        .iter()
-        .filter(|c| c.kind == crate::store::GrantKind::ClientCredentials)
-    {
-        body.push_str(&format!(
-            "<li>{} · {} · {}</li>",
-            escape(&c.scope),
-            escape(&c.provider),
-            escape(c.status.as_str())
-        ));
-    }
-    body.push_str("</ul></section>");
+    body.push_str(&sections::machine_accounts(
+        &view,
+        &connections,
+        &providers,
+        &tenants,
+    ));
 
     let from_config = match &state.console.config_secrets {
         Some(feed) => Some(feed().await),
@@ -484,6 +488,16 @@ async fn dashboard(
         "</section><form method=\"post\" action=\"/console/logout\" class=\"inline\">{csrf_field}<button type=\"submit\">Sign out</button></form>"
     ));
     page(StatusCode::OK, "Console", body)
+}
+
+/// A connection's owner as the accounts table shows it: the tenant named
+/// when it is not the default one.
+fn owner_of(c: &crate::ConnectionView) -> String {
+    if c.tenant == DEFAULT_TENANT {
+        c.scope.clone()
+    } else {
+        format!("{} · tenant {}", c.scope, c.tenant)
+    }
 }
 
 /// How many recent requests the console shows.
@@ -734,6 +748,8 @@ pub struct SecretForm {
     name: String,
     value: SecretString,
     hosts: String,
+    #[serde(default)]
+    tenant: String,
 }
 
 async fn add_secret(
@@ -752,10 +768,16 @@ async fn add_secret(
         .collect();
     match state
         .vault
-        .add_secret(DEFAULT_TENANT, form.name.trim(), form.value, hosts, None)
+        .add_secret(
+            &input::optional(&form.tenant).unwrap_or_else(|| DEFAULT_TENANT.into()),
+            form.name.trim(),
+            form.value,
+            hosts,
+            None,
+        )
         .await
     {
-        Ok(_) => Redirect::to("/").into_response(),
+        Ok(_) => Redirect::to("/#secrets").into_response(),
         Err(e) => error_page("Not saved", &e),
     }
 }
@@ -806,6 +828,13 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/console/apps", post(save_app))
         .route("/console/apps/delete", post(delete_app))
         .route("/console/secrets", post(add_secret))
+        .route("/console/secrets/delete", post(actions::delete_secret))
+        .route(
+            "/console/machine-accounts",
+            post(actions::add_machine_account),
+        )
+        .route("/console/tenants", post(actions::save_tenant))
+        .route("/console/tenants/delete", post(actions::delete_tenant))
         .route("/console/providers", post(actions::add_provider))
         .route("/console/providers/delete", post(actions::delete_provider))
         .route(

@@ -1,19 +1,21 @@
 //! The console's state-changing forms beyond sign-in: connect with an owner,
 //! environment, name and scopes; providers added, deleted, duplicated;
-//! sandboxes created and deleted. Each checks the session and its CSRF token
+//! sandboxes created and deleted; machine accounts added; tenants'
+//! white-label settings saved and deleted; vault static secrets deleted. Each checks the session and its CSRF token
 //! first; a refusal is a page naming what was wrong, and changes nothing.
 
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{authorized_post, error_page, escape, input, page};
 use crate::api::state::ApiState;
 use crate::{
-    ConnectRequest, ConnectionPin, DuplicateProvider, NewSandbox, Provider, VaultError,
-    DEFAULT_ENVIRONMENT, DEFAULT_TENANT,
+    ConnectRequest, ConnectionPin, DuplicateProvider, MachineAccountSpec, NewSandbox, Provider,
+    TenantSettings, VaultError, DEFAULT_ENVIRONMENT, DEFAULT_TENANT,
 };
 
 fn default_tenant() -> String {
@@ -97,6 +99,9 @@ pub struct ProviderForm {
     authorize_url: String,
     #[serde(default)]
     token_url: String,
+    /// Set: the provider is OAuth 1.0a (`token_url` is its access-token URL).
+    #[serde(default)]
+    request_token_url: String,
     #[serde(default)]
     revoke_url: String,
     #[serde(default)]
@@ -126,6 +131,7 @@ impl ProviderForm {
             "display_name": input::optional(&self.display_name),
             "authorize_url": input::optional(&self.authorize_url),
             "token_url": self.token_url.trim(),
+            "request_token_url": input::optional(&self.request_token_url),
             "revoke_url": input::optional(&self.revoke_url),
             "scopes": input::scopes(&self.scopes)?,
             "hosts": input::hosts(&self.hosts),
@@ -138,8 +144,9 @@ impl ProviderForm {
     }
 }
 
-/// Adds a custom OAuth2 provider; an existing name is refused (an added
-/// provider's URLs and scopes are edited from its app).
+/// Adds a custom OAuth 2 (or, with a request-token URL, OAuth 1.0a)
+/// provider; an existing name is refused (an added provider's URLs and
+/// scopes are edited from its app).
 pub async fn add_provider(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -323,6 +330,180 @@ pub async fn delete_sandbox(
     }
 }
 
+#[derive(Deserialize)]
+pub struct MachineAccountForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    provider: String,
+    #[serde(default = "default_tenant")]
+    tenant: String,
+    #[serde(default)]
+    environment: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<SecretString>,
+    #[serde(default)]
+    token_url: String,
+    #[serde(default)]
+    expose_as_env: String,
+    #[serde(default)]
+    hosts: String,
+    #[serde(default)]
+    scopes: String,
+}
+
+impl MachineAccountForm {
+    /// The API's spec: empty fields are the provider's defaults (or, without
+    /// a provider, missing, which the vault names).
+    fn spec(self) -> Result<MachineAccountSpec, VaultError> {
+        let hosts = input::hosts(&self.hosts);
+        Ok(MachineAccountSpec {
+            tenant: input::optional(&self.tenant).unwrap_or_else(default_tenant),
+            environment: input::optional(&self.environment)
+                .unwrap_or_else(|| DEFAULT_ENVIRONMENT.into()),
+            name: self.name.trim().to_owned(),
+            provider: input::optional(&self.provider),
+            client_id: self.client_id.trim().to_owned(),
+            // Absent or empty: the vault says both are required.
+            client_secret: self.client_secret.unwrap_or_else(|| SecretString::from("")),
+            token_url: input::optional(&self.token_url),
+            scopes: input::scopes(&self.scopes)?,
+            expose_as_env: input::optional(&self.expose_as_env),
+            hosts: (!hosts.is_empty()).then_some(hosts),
+        })
+    }
+}
+
+/// Adds a machine account in one call, as `POST /v1/machine-accounts`: its
+/// token is fetched first, so a wrong secret or URL stores nothing.
+pub async fn add_machine_account(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<MachineAccountForm>,
+) -> Response {
+    if let Err(r) = authorized_post(&state, &headers, &form.csrf) {
+        return *r;
+    }
+    let added = match form.spec() {
+        Ok(spec) => state.vault.add_machine_account(spec).await,
+        Err(e) => Err(e),
+    };
+    match added {
+        Ok(_) => Redirect::to("/#machine-accounts").into_response(),
+        Err(e) => error_page("Machine account not added", &e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct TenantForm {
+    #[serde(default)]
+    csrf: String,
+    tenant: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    accent_color: String,
+    #[serde(default)]
+    logo_url: String,
+    #[serde(default)]
+    support_url: String,
+    #[serde(default)]
+    return_url: String,
+    #[serde(default)]
+    redirect_uri: String,
+    /// A checkbox: present when checked.
+    #[serde(default)]
+    use_default_apps: Option<String>,
+}
+
+impl TenantForm {
+    /// Every setting, as `PUT /v1/tenants/NAME` takes them (the vault checks
+    /// them all, as it does for the API).
+    fn settings(&self) -> TenantSettings {
+        TenantSettings {
+            display_name: input::optional(&self.display_name),
+            accent_color: input::optional(&self.accent_color),
+            logo_url: input::optional(&self.logo_url),
+            support_url: input::optional(&self.support_url),
+            return_url: input::optional(&self.return_url),
+            redirect_uri: input::optional(&self.redirect_uri),
+            use_default_apps: self.use_default_apps.is_some(),
+        }
+    }
+}
+
+/// Saves a tenant's white-label settings (all of them, like the API's `PUT`).
+pub async fn save_tenant(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<TenantForm>,
+) -> Response {
+    if let Err(r) = authorized_post(&state, &headers, &form.csrf) {
+        return *r;
+    }
+    match state
+        .vault
+        .set_tenant(form.tenant.trim(), form.settings())
+        .await
+    {
+        Ok(_) => Redirect::to("/#tenants").into_response(),
+        Err(e) => error_page("Tenant not saved", &e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct TenantNameForm {
+    #[serde(default)]
+    csrf: String,
+    tenant: String,
+}
+
+/// Forgets a tenant's settings: its pages and redirect URI go back to the
+/// defaults (its apps and connections stay).
+pub async fn delete_tenant(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<TenantNameForm>,
+) -> Response {
+    if let Err(r) = authorized_post(&state, &headers, &form.csrf) {
+        return *r;
+    }
+    match state.vault.delete_tenant(form.tenant.trim()).await {
+        Ok(()) => Redirect::to("/#tenants").into_response(),
+        Err(e) => error_page("Tenant settings not deleted", &e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SecretKeyForm {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    #[serde(default = "default_tenant")]
+    tenant: String,
+}
+
+/// Deletes a vault static secret; refused, naming the sandboxes, while one
+/// holds its placeholder. The config file's secrets have no such form.
+pub async fn delete_secret(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Form(form): Form<SecretKeyForm>,
+) -> Response {
+    if let Err(r) = authorized_post(&state, &headers, &form.csrf) {
+        return *r;
+    }
+    let tenant = input::optional(&form.tenant).unwrap_or_else(default_tenant);
+    match state.vault.delete_secret(&tenant, form.name.trim()).await {
+        Ok(()) => Redirect::to("/#secrets").into_response(),
+        Err(e) => error_page("Secret not deleted", &e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +544,7 @@ mod tests {
             display_name: String::new(),
             authorize_url: authorize.into(),
             token_url: "https://auth.beta.test/token".into(),
+            request_token_url: String::new(),
             revoke_url: String::new(),
             scopes: scopes.into(),
             hosts: "api.beta.test".into(),
@@ -384,5 +566,67 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("may not contain"), "{e}");
+    }
+
+    #[test]
+    fn a_request_token_url_makes_an_oauth1_provider() {
+        let form = |authorize: &str| ProviderForm {
+            csrf: String::new(),
+            name: "legacy".into(),
+            display_name: String::new(),
+            authorize_url: authorize.into(),
+            token_url: "https://api.legacy.test/oauth/access_token".into(),
+            request_token_url: "https://api.legacy.test/oauth/request_token".into(),
+            revoke_url: String::new(),
+            scopes: String::new(),
+            hosts: "api.legacy.test".into(),
+            env: "LEGACY_TOKEN".into(),
+            inject: String::new(),
+        };
+        let p = form("https://api.legacy.test/oauth/authorize")
+            .provider()
+            .unwrap();
+        assert!(p.is_oauth1());
+        assert_eq!(p.token_url, "https://api.legacy.test/oauth/access_token");
+        let e = form("").provider().unwrap_err().to_string();
+        assert!(e.contains("needs authorize_url"), "{e}");
+    }
+
+    #[test]
+    fn a_machine_account_form_leaves_empty_fields_to_the_provider() {
+        // As the browser posts it: every field, the empty ones too.
+        let form: MachineAccountForm = serde_json::from_value(json!({
+            "csrf": "x", "name": "ci-bot", "provider": "", "client_id": " id ",
+            "client_secret": "s3cret", "token_url": "https://a.test/token",
+            "expose_as_env": "", "hosts": "api.a.test, b.test", "scopes": "read\nwrite",
+        }))
+        .unwrap();
+        let spec = form.spec().unwrap();
+        assert_eq!(spec.name, "ci-bot");
+        assert_eq!(spec.provider, None);
+        assert_eq!(spec.client_id, "id");
+        assert_eq!(spec.tenant, DEFAULT_TENANT);
+        assert_eq!(spec.environment, DEFAULT_ENVIRONMENT);
+        assert_eq!(spec.token_url.as_deref(), Some("https://a.test/token"));
+        assert_eq!(spec.expose_as_env, None);
+        assert_eq!(spec.hosts.unwrap(), ["api.a.test", "b.test"]);
+        assert_eq!(spec.scopes, ["read", "write"]);
+    }
+
+    #[test]
+    fn a_tenant_form_sets_every_field_and_the_checkbox() {
+        let form: TenantForm = serde_json::from_value(json!({
+            "csrf": "x", "tenant": "acme", "display_name": " Acme ", "accent_color": "#ABC",
+            "logo_url": "", "support_url": "", "return_url": "", "redirect_uri": "",
+        }))
+        .unwrap();
+        let s = form.settings();
+        assert_eq!(s.display_name.as_deref(), Some("Acme"));
+        assert_eq!(s.accent_color.as_deref(), Some("#ABC"));
+        assert_eq!(s.logo_url, None);
+        assert!(!s.use_default_apps);
+        let form: TenantForm =
+            serde_json::from_value(json!({ "tenant": "acme", "use_default_apps": "1" })).unwrap();
+        assert!(form.settings().use_default_apps);
     }
 }
