@@ -1,8 +1,9 @@
 //! The console's state-changing forms beyond sign-in: connect with an owner,
 //! environment, name and scopes; providers added, deleted, duplicated;
 //! sandboxes created and deleted; machine accounts added; tenants'
-//! white-label settings saved and deleted; vault static secrets deleted. Each checks the session and its CSRF token
-//! first; a refusal is a page naming what was wrong, and changes nothing.
+//! white-label settings saved and deleted; vault static secrets deleted.
+//! Each checks the session and its CSRF token first; a refusal is a page
+//! naming what was wrong, and changes nothing.
 
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
