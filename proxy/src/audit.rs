@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use airlock_vault_client::SandboxId;
 
 use crate::error::ProxyError;
-use crate::metrics::{ReasonLabel, RequestLabels};
+use crate::metrics::{ReasonLabel, RequestLabels, WireLabel};
 use crate::telemetry::{RecentRequest, Telemetry};
 
 /// Where audit lines go; select it with a tracing filter or a JSON formatter.
@@ -145,6 +145,8 @@ pub struct AuditRecord {
     pub marks: Option<Arc<crate::swap::Marks>>,
     pub refused: Option<String>,
     pub upstream_time: Option<Duration>,
+    /// The HTTP version the upstream answered on.
+    pub upstream_version: Option<http::Version>,
     pub started: Instant,
     pub request_bytes: Arc<AtomicU64>,
     /// Counted by the answer's body, which owns this record until it ends.
@@ -178,6 +180,7 @@ impl AuditRecord {
             marks: None,
             refused: None,
             upstream_time: None,
+            upstream_version: None,
             started: Instant::now(),
             request_bytes: Arc::default(),
             response_bytes: 0,
@@ -251,6 +254,14 @@ impl AuditRecord {
         }
         if let Some(t) = self.upstream_time {
             m.upstream_latency.observe(t.as_secs_f64());
+        }
+        if let Some(version) = self.upstream_version {
+            let wire = if version == http::Version::HTTP_2 {
+                "h2"
+            } else {
+                "http1"
+            };
+            m.upstream_answers.get_or_create(&WireLabel { wire }).inc();
         }
     }
 

@@ -31,6 +31,13 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// The upstream wire: `http1` or `h2` for what answered, `http1` or `alpn`
+/// for what `upstream_protocol = "auto"` measured faster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WireLabel {
+    pub wire: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -40,6 +47,10 @@ pub struct Metrics {
     pub refreshes: Family<ReasonLabel, Counter>,
     pub connection_errors: Family<ReasonLabel, Counter>,
     pub upstream_latency: Histogram,
+    /// Answers by the HTTP version the upstream spoke.
+    pub upstream_answers: Family<WireLabel, Counter>,
+    /// Upstreams `auto` has measured, by the wire that answers them faster.
+    pub upstream_faster_wire: Family<WireLabel, Gauge>,
     pub open_connections: Gauge,
     pub certificates_minted: Gauge,
     pub token_cache_hits: Gauge,
@@ -124,6 +135,18 @@ impl Metrics {
             "Time to the upstream's response head",
             upstream_latency.clone(),
         );
+        let upstream_answers = Family::<WireLabel, Counter>::default();
+        registry.register(
+            "upstream_answers",
+            "Upstream answers by the HTTP version they came on (http1, h2)",
+            upstream_answers.clone(),
+        );
+        let upstream_faster_wire = Family::<WireLabel, Gauge>::default();
+        registry.register(
+            "upstream_faster_wire",
+            "Upstreams measured by upstream_protocol = auto, by the wire they answer faster on (http1, alpn)",
+            upstream_faster_wire.clone(),
+        );
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -184,6 +207,8 @@ impl Metrics {
             refreshes,
             connection_errors,
             upstream_latency,
+            upstream_answers,
+            upstream_faster_wire,
             open_connections,
             certificates_minted,
             token_cache_hits,

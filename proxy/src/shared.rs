@@ -92,6 +92,8 @@ impl Shared {
         let scanner = Arc::new(Scanner::new(tokens.placeholder_prefix()));
         let ledger = Arc::new(TokenLedger::new(tokens));
         let settings_held = settings.max_held_requests;
+        let wire_choice =
+            crate::wire_choice::WireChoice::new(telemetry.metrics.upstream_faster_wire.clone());
         Self {
             auth_failures: AuthFailures::new(settings.auth_failures_per_minute),
             decompression: Budget::new(settings.decompression_budget),
@@ -108,7 +110,7 @@ impl Shared {
             busy_connections: GlobalSlots::default(),
             telemetry,
             held: Arc::new(tokio::sync::Semaphore::new(settings_held)),
-            wire_choice: Default::default(),
+            wire_choice,
         }
     }
 

@@ -16,6 +16,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 use http::HeaderMap;
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::metrics::WireLabel;
 use crate::settings::UpstreamWire;
 
 /// Requests to a host before anything is measured: a host seldom used keeps
@@ -34,6 +38,8 @@ const MAX_HOSTS: usize = 4096;
 #[derive(Default)]
 pub struct WireChoice {
     hosts: DashMap<Arc<str>, Arc<HostWires>>,
+    /// Hosts by their faster wire, for the metrics endpoint.
+    faster_wire: Family<WireLabel, Gauge>,
 }
 
 #[derive(Default)]
@@ -63,6 +69,15 @@ fn wire_name(wire: UpstreamWire) -> &'static str {
     match wire {
         UpstreamWire::Http1 => "http1",
         UpstreamWire::Alpn => "alpn",
+    }
+}
+
+/// The wire a `logged` mark stands for.
+fn marked(mark: u8) -> Option<UpstreamWire> {
+    match mark {
+        1 => Some(UpstreamWire::Http1),
+        2 => Some(UpstreamWire::Alpn),
+        _ => None,
     }
 }
 
@@ -113,6 +128,14 @@ impl HostWires {
 }
 
 impl WireChoice {
+    /// Counts measured hosts by their faster wire in `faster_wire`.
+    pub fn new(faster_wire: Family<WireLabel, Gauge>) -> Self {
+        Self {
+            hosts: DashMap::new(),
+            faster_wire,
+        }
+    }
+
     /// The wire for the next request to `host`, whose default (the
     /// sandbox's own protocol) is `start`.
     pub fn choose(&self, host: &str, start: UpstreamWire) -> UpstreamWire {
@@ -169,22 +192,37 @@ impl WireChoice {
         };
         let mark = slot(faster) as u8 + 1;
         // Read first: a write on every answer would bounce the cache line.
-        if stats.logged.load(Ordering::Relaxed) != mark
-            && stats.logged.swap(mark, Ordering::Relaxed) != mark
-        {
-            tracing::info!(
-                upstream = host,
-                faster = wire_name(faster),
-                http1_us = stats.mean_ns(UpstreamWire::Http1) / 1000,
-                alpn_us = stats.mean_ns(UpstreamWire::Alpn) / 1000,
-                "upstream protocol measured"
-            );
+        if stats.logged.load(Ordering::Relaxed) == mark {
+            return;
         }
+        let was = stats.logged.swap(mark, Ordering::Relaxed);
+        if was == mark {
+            return;
+        }
+        if let Some(before) = marked(was) {
+            self.gauge(before).dec();
+        }
+        self.gauge(faster).inc();
+        tracing::info!(
+            upstream = host,
+            faster = wire_name(faster),
+            http1_us = stats.mean_ns(UpstreamWire::Http1) / 1000,
+            alpn_us = stats.mean_ns(UpstreamWire::Alpn) / 1000,
+            "upstream protocol measured"
+        );
     }
 
     /// The wire answering `host` faster so far, once both are measured.
     pub fn preferred(&self, host: &str) -> Option<UpstreamWire> {
         self.hosts.get(host)?.faster()
+    }
+
+    fn gauge(&self, wire: UpstreamWire) -> Gauge {
+        self.faster_wire
+            .get_or_create(&WireLabel {
+                wire: wire_name(wire),
+            })
+            .clone()
     }
 
     fn stats(&self, host: &str) -> Option<Arc<HostWires>> {
@@ -263,12 +301,20 @@ mod tests {
     }
 
     #[test]
-    fn hosts_are_measured_apart() {
-        let c = WireChoice::default();
+    fn hosts_are_measured_apart_and_counted_by_their_faster_wire() {
+        let gauges = Family::<WireLabel, Gauge>::default();
+        let hosts_on = |wire| gauges.get_or_create(&WireLabel { wire }).get();
+        let c = WireChoice::new(gauges.clone());
         drive(&c, "slow-h2.test", H2, 200, 100, 300);
         drive(&c, "fast-h2.test", H2, 200, 300, 100);
+        drive(&c, "also-slow-h2.test", H2, 200, 100, 300);
         assert_eq!(c.preferred("slow-h2.test"), Some(H1));
         assert_eq!(c.preferred("fast-h2.test"), Some(H2));
+        assert_eq!((hosts_on("http1"), hosts_on("alpn")), (2, 1));
+        // One host's HTTP/2 gets faster: it moves from one count to the other.
+        drive(&c, "slow-h2.test", H2, 3 * EXPLORE_EVERY, 900, 100);
+        assert_eq!(c.preferred("slow-h2.test"), Some(H2));
+        assert_eq!((hosts_on("http1"), hosts_on("alpn")), (1, 2));
     }
 
     #[test]

@@ -218,6 +218,36 @@ async fn auto_moves_a_busy_upstream_to_the_wire_it_answers_faster_on() {
         logs.contains("faster=\"http1\"") || logs.contains("faster=http1"),
         "{logs}"
     );
+    // And the metrics endpoint shows the wire each answer came on, and how
+    // many upstreams are measured faster on which wire.
+    let url = format!("{}/metrics", w.airlock.metrics_url());
+    let value = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let h1_answers = "airlock_upstream_answers_total{wire=\"http1\"}";
+    let h2_answers = "airlock_upstream_answers_total{wire=\"h2\"}";
+    // A request is counted when its answer's body ends, which may be just
+    // after curl has read it: asked again for a while.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        let u = url.clone();
+        metrics = blocking(move || curl(&[], &["-s", &u]).stdout).await;
+        if value(&metrics, h1_answers) + value(&metrics, h2_answers) == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        value(&metrics, "airlock_upstream_faster_wire{wire=\"http1\"}"),
+        1,
+        "{metrics}"
+    );
+    let (h1, h2) = (value(&metrics, h1_answers), value(&metrics, h2_answers));
+    let on_h1 = versions.iter().filter(|v| *v == "HTTP/1.1").count() as u64;
+    assert_eq!((h1, h2), (on_h1, total - on_h1), "{metrics}");
     w.assert_no_leak(&[&out.stdout, &out.stderr]);
 }
 

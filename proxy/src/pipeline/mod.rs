@@ -169,6 +169,7 @@ pub(crate) async fn forward(
         }
     }
     audit.upstream_time = Some(sent.elapsed());
+    audit.upstream_version = Some(response.version());
     audit.status = response.status().as_u16();
     let firewall = if screening {
         // Asked again: this request's swaps and refreshes are in it now.
