@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use airlock_vault_client::SandboxId;
 
 use crate::error::ProxyError;
-use crate::metrics::{ReasonLabel, RequestLabels, WireLabel};
+use crate::metrics::{ReasonLabel, RequestLabels};
 use crate::telemetry::{RecentRequest, Telemetry};
 
 /// Where audit lines go; select it with a tracing filter or a JSON formatter.
@@ -255,14 +255,11 @@ impl AuditRecord {
         if let Some(t) = self.upstream_time {
             m.upstream_latency.observe(t.as_secs_f64());
         }
-        if let Some(version) = self.upstream_version {
-            let wire = if version == http::Version::HTTP_2 {
-                "h2"
-            } else {
-                "http1"
-            };
-            m.upstream_answers.get_or_create(&WireLabel { wire }).inc();
-        }
+        match self.upstream_version {
+            Some(http::Version::HTTP_2) => m.upstream_answers_h2.inc(),
+            Some(_) => m.upstream_answers_http1.inc(),
+            None => 0,
+        };
     }
 
     /// Last: the entry takes the record's strings instead of copies.
