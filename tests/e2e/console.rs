@@ -20,6 +20,25 @@ fn browser_present() -> bool {
     crate::support::browser_present("the console browser test")
 }
 
+/// Signs in to the console with the admin token (the session cookie kept in
+/// `jar`) and returns the dashboard's HTML.
+pub(crate) fn console_dashboard(base: &str, token: &str, jar: &str) -> String {
+    curl(
+        &[],
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-c",
+            jar,
+            "--data",
+            &format!("token={token}"),
+            &format!("{base}/console/login"),
+        ],
+    );
+    curl(&[], &["-s", "-b", jar, &format!("{base}/")]).stdout
+}
+
 async fn run_phase(w: &World, phase: &str, shots: &std::path::Path) -> String {
     let script = if phase == "manage" {
         concat!(
@@ -322,25 +341,7 @@ async fn the_console_shows_what_a_connection_holds_and_deletes_apps() {
     let jar = tempfile::NamedTempFile::new().unwrap();
     let jar_path = jar.path().display().to_string();
     let (b, j) = (base.clone(), jar_path.clone());
-    let dashboard = blocking(move || {
-        let login = format!("token={token}");
-        curl(
-            &[],
-            &[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-c",
-                &j,
-                "--data",
-                &login,
-                &format!("{b}/console/login"),
-            ],
-        );
-        curl(&[], &["-s", "-b", &j, &format!("{b}/")])
-    })
-    .await
-    .stdout;
+    let dashboard = blocking(move || console_dashboard(&b, &token, &j)).await;
     assert!(
         dashboard.contains("<td class=\"scopes\">read write</td>"),
         "{dashboard}"
@@ -560,22 +561,7 @@ async fn the_config_file_secrets_are_listed_read_only_and_follow_a_reload() {
     let jar_path = jar.path().display().to_string();
     let dashboard = move || {
         let (base, token, jar_path) = (base.clone(), token.clone(), jar_path.clone());
-        blocking(move || {
-            curl(
-                &[],
-                &[
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-c",
-                    &jar_path,
-                    "--data",
-                    &format!("token={token}"),
-                    &format!("{base}/console/login"),
-                ],
-            );
-            curl(&[], &["-s", "-b", &jar_path, &format!("{base}/")]).stdout
-        })
+        blocking(move || console_dashboard(&base, &token, &jar_path))
     };
     let before = dashboard().await;
     let row = |page: &str, name: &str| {
@@ -662,23 +648,7 @@ async fn reconnect_in_the_console_keeps_the_connection_s_owner_and_scopes() {
     let jar = tempfile::NamedTempFile::new().unwrap();
     let jar_path = jar.path().display().to_string();
     let (b, j) = (base.clone(), jar_path.clone());
-    let dashboard = blocking(move || {
-        curl(
-            &[],
-            &[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-c",
-                &j,
-                "--data",
-                &format!("token={token}"),
-                &format!("{b}/console/login"),
-            ],
-        );
-        curl(&[], &["-s", "-b", &j, &format!("{b}/")]).stdout
-    })
-    .await;
+    let dashboard = blocking(move || console_dashboard(&b, &token, &j)).await;
     assert!(dashboard.contains("Reconnect needed"), "{dashboard}");
     let link = dashboard
         .split("href=\"/console/connect/acme?")

@@ -366,21 +366,7 @@ async fn a_tenant_s_own_app_and_callback_origin_and_a_platform_that_calls_comple
     let dashboard = blocking(move || {
         let jar = tempfile::NamedTempFile::new().unwrap();
         let jar_path = jar.path().display().to_string();
-        let login = format!("token={token}");
-        let _ = curl(
-            &[],
-            &[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-c",
-                &jar_path,
-                "--data",
-                &login,
-                &format!("{base}/console/login"),
-            ],
-        );
-        curl(&[], &["-s", "-b", &jar_path, &format!("{base}/")]).stdout
+        super::console::console_dashboard(&base, &token, &jar_path)
     })
     .await;
     assert!(
