@@ -396,21 +396,7 @@ impl Vault {
             .unwrap_or(row.scopes.clone());
         let id = self
             .store
-            .upsert_connection(&NewConnection {
-                tenant: &row.tenant,
-                scope_kind: row.scope_kind,
-                scope_name: &row.scope_name,
-                provider: &row.provider,
-                grant_kind: GrantKind::AuthorizationCode,
-                scopes: &scopes,
-                environment: &row.environment,
-                client_id: None,
-                token_url: None,
-                name: &row.name,
-                env_name: None,
-                hosts: None,
-                app_tenant: Some(&app_tenant),
-            })
+            .upsert_connection(&flow_connection(row, &scopes, &app_tenant))
             .await?;
         self.save_grant(&id, granted).await?;
         self.bump_generation();
@@ -441,21 +427,7 @@ impl Vault {
             .await?;
         let id = self
             .store
-            .upsert_connection(&NewConnection {
-                tenant: &row.tenant,
-                scope_kind: row.scope_kind,
-                scope_name: &row.scope_name,
-                provider: &row.provider,
-                grant_kind: GrantKind::AuthorizationCode,
-                scopes: &row.scopes,
-                environment: &row.environment,
-                client_id: None,
-                token_url: None,
-                name: &row.name,
-                env_name: None,
-                hosts: None,
-                app_tenant: Some(app_tenant),
-            })
+            .upsert_connection(&flow_connection(row, &row.scopes, app_tenant))
             .await?;
         let update = TokenUpdate {
             access_token: self
@@ -794,4 +766,28 @@ pub(crate) fn connection_warnings(row: &store::ConnectionRow) -> Vec<String> {
         warnings.push(NO_REFRESH_TOKEN_WARNING.to_owned());
     }
     warnings
+}
+
+/// The connection a browser flow makes: the flow's owner, provider,
+/// environment and name, granted `scopes` by `app_tenant`'s app.
+fn flow_connection<'a>(
+    row: &'a StateRow,
+    scopes: &'a str,
+    app_tenant: &'a str,
+) -> NewConnection<'a> {
+    NewConnection {
+        tenant: &row.tenant,
+        scope_kind: row.scope_kind,
+        scope_name: &row.scope_name,
+        provider: &row.provider,
+        grant_kind: GrantKind::AuthorizationCode,
+        scopes,
+        environment: &row.environment,
+        client_id: None,
+        token_url: None,
+        name: &row.name,
+        env_name: None,
+        hosts: None,
+        app_tenant: Some(app_tenant),
+    }
 }
