@@ -17,38 +17,10 @@ pub enum EnvFormat {
     K8s,
 }
 
-/// Variables that replace a runtime's trust store: they get system roots plus
-/// airlock's CA, or every host airlock only tunnels would stop verifying.
-const REPLACING_CA_VARS: [&str; 6] = [
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "GIT_SSL_CAINFO",
-    "AWS_CA_BUNDLE",
-    "PIP_CERT",
-];
-/// Variables that add to a runtime's roots: airlock's CA alone.
-const ADDING_CA_VARS: [&str; 2] = ["NODE_EXTRA_CA_CERTS", "DENO_CERT"];
+pub use airlock_vault_client::secret_kind::is_reserved_variable as is_reserved;
+use airlock_vault_client::secret_kind::{ADDING_CA_VARS, REPLACING_CA_VARS};
 
 pub const NO_PROXY: &str = "localhost,127.0.0.1,::1";
-
-const PROXY_VARS: [&str; 6] = [
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "NO_PROXY",
-    "no_proxy",
-];
-
-/// A variable [`build`] sets itself: a credential may not use its name.
-pub fn is_reserved(name: &str) -> bool {
-    PROXY_VARS
-        .iter()
-        .chain(&REPLACING_CA_VARS)
-        .chain(&ADDING_CA_VARS)
-        .any(|v| v.eq_ignore_ascii_case(name))
-}
 
 /// Names that occur more than once in `vars`, each once, in order.
 pub fn duplicate_names(vars: &[(String, String)]) -> Vec<String> {

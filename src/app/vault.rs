@@ -209,9 +209,20 @@ pub async fn sidecar_bindings(
 ) -> Result<Vec<(String, String)>, Error> {
     let bindings = sidecar_bindings_unchecked(vault, environment).await?;
     let rows = vault.store().bindings_of(SandboxId::DEFAULT).await?;
+    let mut claimed = Vec::new();
+    for row in &rows {
+        // Each variable of the binding: an AWS secret's secret key and
+        // session token too.
+        for (variable, _) in vault
+            .binding_env(airlock_vault::DEFAULT_TENANT, row)
+            .await?
+        {
+            claimed.push((variable, row));
+        }
+    }
     let mut errors = Vec::new();
     for name in config_secrets {
-        if let Some(row) = rows.iter().find(|b| &b.env_name == name) {
+        if let Some((_, row)) = claimed.iter().find(|(v, _)| v == name) {
             errors.push(format!(
                 "variable {name} is claimed by the config file's [[secret]] {name:?} and by the vault's {} {:?}; \
                  a sandbox can get only one value for it (rename the secret, or set the provider's env)",

@@ -61,9 +61,9 @@ pub fn env(args: EnvArgs) -> Result<(), Error> {
             return Ok(prepared.environment(&proxy, &bindings));
         }
         let bindings = store.bindings_of(&args.sandbox).await?;
-        if row.is_none() {
+        let Some(row) = row else {
             return Err(Error::UnknownSandbox(args.sandbox.clone()));
-        }
+        };
         eprintln!(
             "airlock: the proxy secret of sandbox {} was shown once at creation; put it in the proxy URL as ID:SECRET@",
             args.sandbox
@@ -72,10 +72,7 @@ pub fn env(args: EnvArgs) -> Result<(), Error> {
             Some((scheme, rest)) => format!("{scheme}://{}@{rest}", args.sandbox),
             None => proxy.clone(),
         };
-        let placeholders: Vec<(String, String)> = bindings
-            .iter()
-            .flat_map(|b| opened.vault.binding_env(b))
-            .collect();
+        let placeholders = opened.vault.bindings_env(&row.tenant, &bindings).await?;
         Ok::<_, Error>(sandbox_env::build(
             &url,
             &prepared.ca_path,

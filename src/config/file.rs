@@ -267,45 +267,34 @@ pub struct SecretSection {
     pub timestamp_header: Option<String>,
 }
 
-/// What a `[[secret]]` is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SecretKind {
-    /// A token swapped for its placeholder wherever `swap_in` allows.
-    #[default]
-    Static,
-    /// AWS Signature Version 4 credentials, signed again by airlock.
-    #[serde(rename = "aws_sigv4")]
-    AwsSigV4,
-    /// A secret requests are signed with (HMAC over a template), signed
-    /// again by airlock.
-    Hmac,
-}
-
-impl SecretKind {
-    /// The word the config file uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Static => "static",
-            Self::AwsSigV4 => "aws_sigv4",
-            Self::Hmac => "hmac",
-        }
-    }
-}
+/// What a `[[secret]]` is (shared with the vault's secrets).
+pub use airlock_vault_client::SecretKind;
 
 impl SecretSection {
+    /// `hmac`: the `signature_…` keys as written.
+    pub fn hmac_settings(&self) -> airlock_vault_client::HmacSettings {
+        airlock_vault_client::HmacSettings {
+            signature_header: self.signature_header.clone(),
+            signature_template: self.signature_template.clone(),
+            signature_algorithm: self.signature_algorithm.clone(),
+            signature_encoding: self.signature_encoding.clone(),
+            signature_prefix: self.signature_prefix.clone(),
+            timestamp_header: self.timestamp_header.clone(),
+        }
+    }
+
     /// `aws_sigv4`: the variable of the placeholder secret access key.
     pub fn secret_variable(&self) -> &str {
         self.secret_variable
             .as_deref()
-            .unwrap_or("AWS_SECRET_ACCESS_KEY")
+            .unwrap_or(airlock_vault_client::secret_kind::DEFAULT_SECRET_VARIABLE)
     }
 
     /// `aws_sigv4`: the variable of the placeholder session token.
     pub fn session_token_variable(&self) -> &str {
         self.session_token_variable
             .as_deref()
-            .unwrap_or("AWS_SESSION_TOKEN")
+            .unwrap_or(airlock_vault_client::secret_kind::DEFAULT_SESSION_TOKEN_VARIABLE)
     }
 
     pub fn has_session_token(&self) -> bool {

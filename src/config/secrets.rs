@@ -5,10 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
+use airlock_vault_client::secret_kind::{
+    access_key_id_problem, is_env_name, misplaced_settings, signing_variable_problem,
+    GivenSettings, RoleSupport,
+};
 use airlock_vault_client::{
-    generate_placeholder, is_valid_placeholder, parse_template, AwsSigV4Keys, ExposeSecret,
-    ForeignBody, HmacAlgorithm, HmacKeys, HmacSpec, HostPattern, Injection, RequestRules,
-    SecretString, SessionToken, SignatureEncoding, SigningKeys, StaticSecret, SwapLocation,
+    generate_placeholder, is_valid_placeholder, AwsSigV4Keys, ExposeSecret, ForeignBody, HmacKeys,
+    HmacSpec, HostPattern, Injection, RequestRules, SecretString, SessionToken, SigningKeys,
+    StaticSecret, SwapLocation,
 };
 
 use super::file::{SecretKind, SecretSection};
@@ -136,10 +140,7 @@ fn injection(
         return None;
     }
     if s.kind != SecretKind::Static {
-        problems.push(
-            "inject_when_absent does not apply to signing kinds (aws_sigv4, hmac): the sandbox signs its own requests"
-                .into(),
-        );
+        // Said by `misplaced_settings`, shared with the vault.
         return None;
     }
     let needs = match inject {
@@ -158,68 +159,7 @@ fn injection(
 
 /// An `hmac` secret's signing rule, from its `signature_…` keys.
 fn hmac_spec(s: &SecretSection, problems: &mut Vec<String>) -> Option<HmacSpec> {
-    let header = match s.signature_header.as_deref() {
-        Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => h.to_ascii_lowercase(),
-        Some(h) => {
-            problems.push(format!("signature_header {h:?} is not a header name"));
-            return None;
-        }
-        None => {
-            problems.push("kind = \"hmac\" needs signature_header".into());
-            return None;
-        }
-    };
-    let template = match s.signature_template.as_deref().map(parse_template) {
-        Some(Ok(t)) => t,
-        Some(Err(e)) => {
-            problems.push(format!("signature_template: {e}"));
-            return None;
-        }
-        None => {
-            problems.push("kind = \"hmac\" needs signature_template".into());
-            return None;
-        }
-    };
-    let algorithm = match s.signature_algorithm.as_deref() {
-        None => HmacAlgorithm::Sha256,
-        Some(a) => match HmacAlgorithm::parse(a) {
-            Some(a) => a,
-            None => {
-                problems.push(format!(
-                    "signature_algorithm {a:?} must be sha256, sha384, sha512 or sha1"
-                ));
-                return None;
-            }
-        },
-    };
-    let encoding = match s.signature_encoding.as_deref() {
-        None => SignatureEncoding::Hex,
-        Some(e) => match SignatureEncoding::parse(e) {
-            Some(e) => e,
-            None => {
-                problems.push(format!("signature_encoding {e:?} must be hex or base64"));
-                return None;
-            }
-        },
-    };
-    let timestamp_header = match s.timestamp_header.as_deref() {
-        Some(h) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
-            Some(h.to_ascii_lowercase())
-        }
-        Some(h) => {
-            problems.push(format!("timestamp_header {h:?} is not a header name"));
-            return None;
-        }
-        None => None,
-    };
-    Some(HmacSpec {
-        header,
-        prefix: s.signature_prefix.clone().unwrap_or_default(),
-        template,
-        algorithm,
-        encoding,
-        timestamp_header,
-    })
+    s.hmac_settings().spec(problems)
 }
 
 /// The real keys of an `aws_sigv4` secret, before its placeholders exist.
@@ -258,8 +198,15 @@ impl Loaded {
             let at = format!("line {line}: secret {:?}", s.name);
             let mut problems = Vec::new();
             let (value, aws) = match s.kind {
-                SecretKind::Static => {
-                    if s.access_key_id.is_some()
+                SecretKind::Static => (self.secret_value(s, &mut problems), None),
+                SecretKind::AwsSigV4 => self.aws_keys(s, &mut problems),
+                SecretKind::Hmac => (self.secret_value(s, &mut problems), None),
+            };
+            problems.extend(misplaced_settings(
+                s.kind,
+                GivenSettings {
+                    value: s.value.is_some() || s.value_env.is_some() || s.value_file.is_some(),
+                    aws: s.access_key_id.is_some()
                         || s.access_key_id_env.is_some()
                         || s.access_key_id_file.is_some()
                         || s.secret_access_key.is_some()
@@ -267,34 +214,17 @@ impl Loaded {
                         || s.secret_access_key_file.is_some()
                         || s.has_session_token()
                         || s.secret_variable.is_some()
-                        || s.session_token_variable.is_some()
-                    {
-                        problems.push(
-                            "access_key_id…, secret_access_key…, session_token… and their variables go with kind = \"aws_sigv4\""
-                                .into(),
-                        );
-                    }
-                    (self.secret_value(s, &mut problems), None)
-                }
-                SecretKind::AwsSigV4 => self.aws_keys(s, &mut problems),
-                SecretKind::Hmac => (self.secret_value(s, &mut problems), None),
-            };
+                        || s.session_token_variable.is_some(),
+                    hmac: s.hmac_settings().any(),
+                    swap_in: s.swap_in.is_some(),
+                    role: false,
+                    inject_when_absent: s.inject_when_absent,
+                },
+                RoleSupport::Allowed,
+            ));
             let hmac = match s.kind {
                 SecretKind::Hmac => hmac_spec(s, &mut problems),
-                _ => {
-                    if s.signature_header.is_some()
-                        || s.signature_template.is_some()
-                        || s.signature_algorithm.is_some()
-                        || s.signature_encoding.is_some()
-                        || s.signature_prefix.is_some()
-                        || s.timestamp_header.is_some()
-                    {
-                        problems.push(
-                            "signature_… and timestamp_header go with kind = \"hmac\"".into(),
-                        );
-                    }
-                    None
-                }
+                _ => None,
             };
             if let Some(placeholder) = &s.placeholder {
                 if !is_valid_placeholder(prefix, placeholder) {
@@ -323,12 +253,6 @@ impl Loaded {
                     Arc::default()
                 }
             };
-            if s.kind != SecretKind::Static && s.swap_in.is_some() {
-                problems.push(
-                    "swap_in does not apply to signing kinds (aws_sigv4, hmac): airlock signs the request again, it swaps nothing"
-                        .into(),
-                );
-            }
             let swap_in = match s.kind {
                 // A signing key is never swapped as text; the set only says
                 // where the request names it (SigV4's Authorization).
@@ -368,18 +292,8 @@ impl Loaded {
         problems: &mut Vec<String>,
     ) -> (Option<SecretString>, Option<PendingAws>) {
         self.check_name(s, problems);
-        if s.value.is_some() || s.value_env.is_some() || s.value_file.is_some() {
-            problems.push(
-                "kind = \"aws_sigv4\" takes access_key_id… and secret_access_key…, not value…"
-                    .into(),
-            );
-        }
         for var in [s.secret_variable(), s.session_token_variable()] {
-            if !is_env_name(var) || crate::sandbox_env::is_reserved(var) {
-                problems.push(format!(
-                    "variable {var:?} must be a valid environment variable name that airlock does not set itself"
-                ));
-            }
+            problems.extend(signing_variable_problem(var));
         }
         let mut read = |keys: &'static SourceKeys,
                         value: Option<&SecretString>,
@@ -438,10 +352,7 @@ impl Loaded {
             false,
         );
         if let Some(k) = &key_id {
-            // It goes into `Credential=ID/…`, so it cannot hold a slash.
-            if k.expose_secret().contains(['/', ',', ' ', '=']) {
-                problems.push("access_key_id holds '/', ',', '=' or a space".into());
-            }
+            problems.extend(access_key_id_problem(k.expose_secret()).map(String::from));
         }
         let assume_role = assume_role(s, problems);
         match (key_id, secret) {
@@ -507,12 +418,6 @@ impl Loaded {
             }
         }
     }
-}
-
-fn is_env_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit()
 }
 
 const PLACEHOLDERS_FILE: &str = "placeholders.json";
@@ -609,7 +514,7 @@ pub fn assign_placeholders(
 mod tests {
     use super::super::tests::load;
     use super::*;
-    use airlock_vault_client::DEFAULT_PREFIX;
+    use airlock_vault_client::{HmacAlgorithm, SignatureEncoding, DEFAULT_PREFIX};
 
     fn errors_of(text: &str) -> (Vec<PendingSecret>, String) {
         let mut errors = Vec::new();

@@ -3,6 +3,7 @@
 //! request signed with the real secret, checked here with Python's own
 //! `hmac` module.
 
+use super::cli::cli;
 use crate::support::clients::python;
 use crate::support::upstream::Upstream;
 use crate::support::{assert_not_leaked, blocking, with_env, Airlock, TestCa};
@@ -16,18 +17,69 @@ struct World {
     api: Upstream,
     airlock: Airlock,
     env: Vec<(String, String)>,
+    /// Stored in the vault: the run that stored it (its data folder is in use).
+    _storing: Option<Airlock>,
 }
 
 async fn world() -> World {
+    world_in(false).await
+}
+
+/// With `in_vault`, the secret is stored with `airlock secret add --kind
+/// hmac` and airlock started again on that vault, the config holding none.
+async fn world_in(in_vault: bool) -> World {
     let ca = TestCa::new();
     let api = Upstream::start(&ca, &[API]).await;
-    let cfg = format!(
+    let base = format!(
         r#"[proxy]
 upstream_ca = [{ca:?}]
 
 [resolve]
 {API:?} = "127.0.0.1:{port}"
-
+"#,
+        ca = ca.cert_pem_path().display().to_string(),
+        port = api.port(),
+    );
+    let (airlock, storing) = if in_vault {
+        let mut storing = Airlock::start(&base);
+        // The template with real line breaks, as `$'…'` gives them in bash.
+        let template = TEMPLATE.replace(r"\n", "\n");
+        let stored = cli(
+            &storing,
+            &[
+                "secret",
+                "add",
+                "SIGNING_SECRET",
+                "--kind",
+                "hmac",
+                "--value-env",
+                "REAL_HMAC",
+                "--host",
+                API,
+                "--signature-header",
+                "X-Signature",
+                "--signature-prefix",
+                "sha256=",
+                "--signature-template",
+                &template,
+                "--timestamp-header",
+                "X-Timestamp",
+            ],
+            &[("REAL_HMAC", REAL)],
+        );
+        assert!(
+            stored.contains("secret SIGNING_SECRET (hmac) stored"),
+            "{stored}"
+        );
+        let listed = cli(&storing, &["secret", "list"], &[]);
+        assert!(listed.contains("SIGNING_SECRET kind=hmac"), "{listed}");
+        assert_not_leaked(REAL, &[&stored, &listed, &storing.logs()]);
+        storing.stop();
+        let airlock = Airlock::restart_in(&base, &storing.data_dir);
+        (airlock, Some(storing))
+    } else {
+        let cfg = format!(
+            r#"{base}
 [[secret]]
 name = "SIGNING_SECRET"
 kind = "hmac"
@@ -37,17 +89,17 @@ signature_header = "X-Signature"
 signature_prefix = "sha256="
 signature_template = "{TEMPLATE}"
 timestamp_header = "X-Timestamp"
-"#,
-        ca = ca.cert_pem_path().display().to_string(),
-        port = api.port(),
-    );
-    let airlock = Airlock::start(&cfg);
+"#
+        );
+        (Airlock::start(&cfg), None)
+    };
     let env = airlock.env.clone();
     World {
         _ca: ca,
         api,
         airlock,
         env,
+        _storing: storing,
     }
 }
 
@@ -75,7 +127,29 @@ print(r.status_code, r.headers.get("x-airlock-error", "-"))
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_signed_with_the_placeholder_reach_the_api_signed_with_the_real_secret() {
-    let w = world().await;
+    signed_again_with_the_real_secret(&world().await).await;
+}
+
+/// The same with the secret and its signing settings stored in the vault.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_stored_in_the_vault_signs_requests_again() {
+    let w = world_in(true).await;
+    signed_again_with_the_real_secret(&w).await;
+    // A wrong signature is refused as for a config secret.
+    let env = w.env.clone();
+    let wrong = blocking(move || python(&env, &client(Some("not-the-placeholder"), 0))).await;
+    assert_eq!(
+        wrong.stdout.trim(),
+        "403 hmac_signature_mismatch",
+        "{}",
+        wrong.stderr
+    );
+    assert_eq!(w.api.requests().len(), 1, "the refused one was not sent");
+}
+
+/// Python signs with the placeholder; the API gets the request signed
+/// with the real secret, checked by Python's own `hmac`.
+async fn signed_again_with_the_real_secret(w: &World) {
     let placeholder = w.airlock.var("SIGNING_SECRET");
     assert_ne!(placeholder, REAL);
     let env = w.env.clone();

@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use super::cli::cli;
 use crate::support::clients::python;
 use crate::support::python_fake::PythonFake;
 use crate::support::{assert_not_leaked, blocking, skip, with_env, Airlock, TestCa};
@@ -45,6 +46,18 @@ struct World {
     aws: PythonFake,
     airlock: Airlock,
     env: Vec<(String, String)>,
+    /// `Keys::Vault`: the first run, where the keys were stored; its data
+    /// folder is the one `airlock` runs on now.
+    _storing: Option<Airlock>,
+}
+
+/// Where the real keys are kept.
+#[derive(Clone, Copy)]
+enum Keys<'a> {
+    /// A config-file `[[secret]]`, with these extra keys.
+    Config(&'a str),
+    /// The vault, stored with `airlock secret add --kind aws_sigv4`.
+    Vault,
 }
 
 fn world(extra_secret_keys: &str) -> Option<World> {
@@ -52,13 +65,17 @@ fn world(extra_secret_keys: &str) -> Option<World> {
 }
 
 fn world_with(extra_secret_keys: &str, session_token: Option<&str>) -> Option<World> {
+    world_in(Keys::Config(extra_secret_keys), session_token)
+}
+
+fn world_in(keys: Keys<'_>, session_token: Option<&str>) -> Option<World> {
     if !have_aws_tools() {
         skip("boto3 or the aws CLI is missing (run scripts/test once)");
         return None;
     }
     let ca = TestCa::new();
     let aws = fake_aws(&ca, session_token);
-    let cfg = format!(
+    let base = format!(
         r#"[proxy]
 upstream_ca = [{ca:?}]
 
@@ -71,7 +88,19 @@ upstream_ca = [{ca:?}]
 name = "OTHER_TOKEN"
 value = "other-real-token"
 hosts = [{OTHER:?}]
-
+"#,
+        ca = ca.cert_pem_path().display().to_string(),
+        port = aws.port,
+    );
+    let real_env = [
+        ("REAL_AWS_KEY_ID", REAL_KEY_ID),
+        ("REAL_AWS_SECRET", REAL_SECRET),
+        ("REAL_AWS_TOKEN", session_token.unwrap_or("")),
+    ];
+    let (airlock, storing) = match keys {
+        Keys::Config(extra_secret_keys) => {
+            let cfg = format!(
+                r#"{base}
 [[secret]]
 name = "AWS_ACCESS_KEY_ID"
 kind = "aws_sigv4"
@@ -79,17 +108,48 @@ access_key_id = {REAL_KEY_ID:?}
 secret_access_key_env = "REAL_AWS_SECRET"
 hosts = [{S3:?}, {STS:?}]
 {extra_secret_keys}
-"#,
-        ca = ca.cert_pem_path().display().to_string(),
-        port = aws.port,
-    );
-    let airlock = Airlock::start_with_env(
-        &cfg,
-        &[
-            ("REAL_AWS_SECRET", REAL_SECRET),
-            ("REAL_AWS_TOKEN", session_token.unwrap_or("")),
-        ],
-    );
+"#
+            );
+            (Airlock::start_with_env(&cfg, &real_env), None)
+        }
+        Keys::Vault => {
+            let mut storing = Airlock::start(&base);
+            let mut args = vec![
+                "secret",
+                "add",
+                "AWS_ACCESS_KEY_ID",
+                "--kind",
+                "aws_sigv4",
+                "--access-key-id-env",
+                "REAL_AWS_KEY_ID",
+                "--secret-access-key-env",
+                "REAL_AWS_SECRET",
+                "--host",
+                S3,
+                "--host",
+                STS,
+            ];
+            if session_token.is_some() {
+                args.extend(["--session-token-env", "REAL_AWS_TOKEN"]);
+            }
+            let stored = cli(&storing, &args, &real_env);
+            assert!(
+                stored.contains("secret AWS_ACCESS_KEY_ID (aws_sigv4) stored"),
+                "{stored}"
+            );
+            let listed = cli(&storing, &["secret", "list", "--json"], &[]);
+            let row: serde_json::Value = serde_json::from_str(&listed).unwrap();
+            assert_eq!(row[0]["kind"], "aws_sigv4", "{listed}");
+            for real in [REAL_KEY_ID, REAL_SECRET].into_iter().chain(session_token) {
+                assert_not_leaked(real, &[&stored, &listed, &storing.logs()]);
+            }
+            storing.stop();
+            // The sidecar binds the vault's secrets when it starts; the real
+            // keys are in no variable of airlock's now, only in the vault.
+            let airlock = Airlock::restart_in(&base, &storing.data_dir);
+            (airlock, Some(storing))
+        }
+    };
     let home = tempfile::tempdir().unwrap().keep();
     let env = with_env(
         &airlock.env,
@@ -106,6 +166,7 @@ hosts = [{S3:?}, {STS:?}]
         aws,
         airlock,
         env,
+        _storing: storing,
     })
 }
 
@@ -129,6 +190,25 @@ print(sts.get_caller_identity()["UserId"])
 #[tokio::test(flavor = "multi_thread")]
 async fn boto3_and_the_aws_cli_work_with_placeholder_keys_only() {
     let Some(w) = world("") else { return };
+    boto3_and_the_aws_cli_work(&w).await;
+}
+
+/// The same with the keys stored in the vault (`airlock secret add`).
+#[tokio::test(flavor = "multi_thread")]
+async fn boto3_and_the_aws_cli_work_with_keys_stored_in_the_vault() {
+    let Some(w) = world_in(Keys::Vault, None) else {
+        return;
+    };
+    assert!(
+        w.env.iter().all(|(k, _)| k != "AWS_SESSION_TOKEN"),
+        "no session token stored, none given"
+    );
+    boto3_and_the_aws_cli_work(&w).await;
+}
+
+/// boto3 (a multipart upload among its calls) and the aws CLI sign with
+/// the placeholders; every request reaches S3/STS signed with the real keys.
+async fn boto3_and_the_aws_cli_work(w: &World) {
     let key_ph = w.airlock.var("AWS_ACCESS_KEY_ID");
     let secret_ph = w.airlock.var("AWS_SECRET_ACCESS_KEY");
     assert_ne!(key_ph, REAL_KEY_ID);
@@ -342,12 +422,54 @@ assert r.status_code == 200 and r.content == b"presigned body", (r.status_code, 
 print(s3.get_object(Bucket="bkt", Key="echo-keys")["Body"].read().decode())
 "#;
 
+const REAL_TOKEN: &str = "FwoGZXIvYXdzEREAL/session+token0123456789";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn presigned_urls_and_echoed_keys_with_a_session_token() {
-    const REAL_TOKEN: &str = "FwoGZXIvYXdzEREAL/session+token0123456789";
     let Some(w) = world_with(r#"session_token_env = "REAL_AWS_TOKEN""#, Some(REAL_TOKEN)) else {
         return;
     };
+    presigned_urls_and_echoed_keys(&w).await;
+}
+
+/// The same with the keys and token stored in the vault; `airlock env`
+/// prints the three placeholders `airlock up` did.
+#[tokio::test(flavor = "multi_thread")]
+async fn presigned_urls_and_echoed_keys_with_a_session_token_stored_in_the_vault() {
+    let Some(w) = world_in(Keys::Vault, Some(REAL_TOKEN)) else {
+        return;
+    };
+    let a = &w.airlock;
+    let out = std::process::Command::new(crate::support::airlock::binary())
+        .args(["env", "--format", "json", "--config"])
+        .arg(&a.config_path)
+        .arg("--data-dir")
+        .arg(&a.data_dir)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        assert_eq!(printed[var], a.var(var).as_str(), "{var}: {printed}");
+    }
+    for real in [REAL_KEY_ID, REAL_SECRET, REAL_TOKEN] {
+        assert_not_leaked(real, &[&printed.to_string()]);
+    }
+    presigned_urls_and_echoed_keys(&w).await;
+}
+
+/// boto3 presigns a URL and reads keys the upstream echoes, all with the
+/// placeholders and the session token placeholder.
+async fn presigned_urls_and_echoed_keys(w: &World) {
     let key_ph = w.airlock.var("AWS_ACCESS_KEY_ID");
     let secret_ph = w.airlock.var("AWS_SECRET_ACCESS_KEY");
     let token_ph = w.airlock.var("AWS_SESSION_TOKEN");

@@ -483,6 +483,8 @@ impl TokenSource for Layered {
         let mut policy = self.first.host_policy(sandbox, host).await;
         let second = self.second.host_policy(sandbox, host).await;
         policy.required.extend(second.required);
+        // Vault HMAC secrets sign too, beside the config file's.
+        policy.signers.extend(second.signers);
         // A config secret and a vault binding that would both inject on
         // this host: the request is not guessed, as within one source.
         let injecting = policy
@@ -892,5 +894,50 @@ mod tests {
                 .inject_absent,
             None
         );
+    }
+
+    /// A vault HMAC secret signs beside the config file's: the layered
+    /// policy names both (it once named the config file's alone).
+    #[tokio::test]
+    async fn layered_sources_name_the_signers_of_both() {
+        use crate::{
+            HmacKeys, HmacSettings, HostPattern, SigningKeys, StaticSecret, StaticSecrets,
+        };
+        let sbx = SandboxId::default_sandbox();
+        let spec = HmacSettings {
+            signature_header: Some("X-Sig".into()),
+            signature_template: Some("{method}".into()),
+            ..Default::default()
+        }
+        .spec(&mut Vec::new())
+        .unwrap();
+        let source = |name: &str, placeholder: &str| -> Arc<dyn TokenSource> {
+            Arc::new(StaticSecrets::new(
+                "miosa-tok-",
+                sbx.clone(),
+                vec![StaticSecret {
+                    name: name.into(),
+                    value: SecretString::from("real"),
+                    placeholder: placeholder.into(),
+                    hosts: vec![HostPattern::parse("api.signed.test").unwrap()],
+                    swap_in: SwapLocation::defaults(),
+                    on_foreign_body: Default::default(),
+                    rules: Default::default(),
+                    signing: Some(Arc::new(SigningKeys::Hmac(HmacKeys { spec: spec.clone() }))),
+                    inject_when_absent: None,
+                }],
+            ))
+        };
+        let layered = Layered {
+            first: source("A", "miosa-tok-AAAA"),
+            second: source("B", "miosa-tok-BBBB"),
+        };
+        let policy = layered.host_policy(&sbx, "api.signed.test").await;
+        assert_eq!(policy.signers, vec!["miosa-tok-AAAA", "miosa-tok-BBBB"]);
+        assert!(layered
+            .host_policy(&sbx, "other.test")
+            .await
+            .signers
+            .is_empty());
     }
 }

@@ -445,6 +445,43 @@ pub struct ResolvedAnswer {
     /// An OAuth 1.0a connection's other real credentials; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth1: Option<WireOAuth1>,
+    /// A vault AWS SigV4 secret: `token` is the real access key id, these
+    /// are the rest; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_sigv4: Option<WireAwsSigV4>,
+    /// A vault HMAC secret: `token` is the real signing secret, this says
+    /// how requests are signed; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac: Option<WireHmac>,
+}
+
+/// What the proxy signs an AWS SigV4 binding's requests with, besides its
+/// access key id, and the placeholders the sandbox signs with.
+#[derive(Serialize, Deserialize)]
+pub struct WireAwsSigV4 {
+    pub secret_variable: String,
+    #[serde(serialize_with = "expose")]
+    pub placeholder_secret: SecretString,
+    #[serde(serialize_with = "expose")]
+    pub secret_access_key: SecretString,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<WireSessionToken>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct WireSessionToken {
+    pub variable: String,
+    pub placeholder: String,
+    #[serde(serialize_with = "expose")]
+    pub token: SecretString,
+}
+
+/// How an HMAC binding's requests are signed (nothing secret): the
+/// `signature_…` settings as written in a config `[[secret]]`.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WireHmac {
+    pub settings: crate::HmacSettings,
 }
 
 /// What the proxy signs an OAuth 1.0a binding's requests with, besides its
@@ -466,7 +503,7 @@ impl From<&Resolved> for ResolvedAnswer {
             binding: WireBinding {
                 connection_id: match &b.kind {
                     BindingKind::OAuth { connection_id } => Some(connection_id.clone()),
-                    // A signing binding never crosses the wire: the vault holds none.
+                    // A signing binding's keys travel beside it (`aws_sigv4`, `hmac`).
                     BindingKind::Static | BindingKind::AwsSigV4 | BindingKind::Hmac => None,
                 },
                 expired_on: b.expired_on.clone(),
@@ -494,6 +531,25 @@ impl From<&Resolved> for ResolvedAnswer {
                 }),
                 _ => None,
             },
+            aws_sigv4: match r.signing.as_deref() {
+                Some(crate::SigningKeys::AwsSigV4(k)) => Some(WireAwsSigV4 {
+                    secret_variable: k.secret_variable.clone(),
+                    placeholder_secret: k.placeholder_secret.clone(),
+                    secret_access_key: k.secret_access_key.clone(),
+                    session_token: k.session_token.as_ref().map(|t| WireSessionToken {
+                        variable: t.variable.clone(),
+                        placeholder: t.placeholder.clone(),
+                        token: t.token.clone(),
+                    }),
+                }),
+                _ => None,
+            },
+            hmac: match r.signing.as_deref() {
+                Some(crate::SigningKeys::Hmac(k)) => Some(WireHmac {
+                    settings: crate::HmacSettings::of(&k.spec),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -503,7 +559,44 @@ impl ResolvedAnswer {
     /// this proxy does not understand are left out rather than refused.
     pub fn into_resolved(self, sandbox: &SandboxId) -> Resolved {
         let b = self.binding;
-        let rules = Arc::new(b.rules());
+        let mut rules = Arc::new(b.rules());
+        let mut signing = self.oauth1.map(|k| {
+            Arc::new(crate::SigningKeys::OAuth1(crate::oauth1::OAuth1Keys {
+                consumer_key: k.consumer_key,
+                consumer_secret: k.consumer_secret,
+                token_secret: k.token_secret,
+            }))
+        });
+        let mut kind = match b.connection_id {
+            Some(connection_id) => BindingKind::OAuth { connection_id },
+            None => BindingKind::Static,
+        };
+        if let Some(k) = self.aws_sigv4 {
+            kind = BindingKind::AwsSigV4;
+            signing = Some(Arc::new(crate::SigningKeys::AwsSigV4(
+                crate::AwsSigV4Keys {
+                    secret_variable: k.secret_variable,
+                    placeholder_secret: k.placeholder_secret,
+                    secret_access_key: k.secret_access_key,
+                    session_token: k.session_token.map(|t| crate::SessionToken {
+                        variable: t.variable,
+                        placeholder: t.placeholder,
+                        token: t.token,
+                    }),
+                },
+            )));
+        } else if let Some(h) = self.hmac {
+            kind = BindingKind::Hmac;
+            // Settings this proxy cannot read (a newer vault's): no keys and
+            // no request allowed, rather than a signing key sent as text.
+            signing = h
+                .settings
+                .spec(&mut Vec::new())
+                .map(|spec| Arc::new(crate::SigningKeys::Hmac(crate::HmacKeys { spec })));
+            if signing.is_none() {
+                rules = Arc::new(RequestRules::deny_all());
+            }
+        }
         Resolved {
             binding: Arc::new(Binding {
                 id: b.id,
@@ -515,10 +608,7 @@ impl ResolvedAnswer {
                     .filter_map(|h| HostPattern::parse(h).ok())
                     .collect(),
                 swap_in: b.swap_in,
-                kind: match b.connection_id {
-                    Some(connection_id) => BindingKind::OAuth { connection_id },
-                    None => BindingKind::Static,
-                },
+                kind,
                 expired_on: b.expired_on,
                 inject: b.inject.as_deref().and_then(|s| Injection::parse(s).ok()),
                 on_foreign_body: b.on_foreign_body,
@@ -528,13 +618,7 @@ impl ResolvedAnswer {
             }),
             token: self.token,
             expires_at: self.expires_at,
-            signing: self.oauth1.map(|k| {
-                Arc::new(crate::SigningKeys::OAuth1(crate::oauth1::OAuth1Keys {
-                    consumer_key: k.consumer_key,
-                    consumer_secret: k.consumer_secret,
-                    token_secret: k.token_secret,
-                }))
-            }),
+            signing,
         }
     }
 }
@@ -800,6 +884,122 @@ mod tests {
         );
         let debug = format!("{:?}", back.signing);
         assert!(!debug.contains("real"), "{debug}");
+    }
+
+    #[test]
+    fn vault_signing_secrets_cross_the_wire_with_their_keys() {
+        let binding = |kind| {
+            Arc::new(Binding {
+                id: "secret:AWS_ACCESS_KEY_ID".into(),
+                name: "AWS_ACCESS_KEY_ID".into(),
+                sandbox: SandboxId::new("sb"),
+                hosts: vec![HostPattern::parse("s3.test").unwrap()],
+                swap_in: [SwapLocation::Header].into_iter().collect(),
+                kind,
+                expired_on: Vec::new(),
+                inject: None,
+                on_foreign_body: ForeignBody::Pass,
+                rules: Default::default(),
+                narrowed: None,
+                scope_signals: Default::default(),
+            })
+        };
+        let aws = Resolved {
+            binding: binding(BindingKind::AwsSigV4),
+            token: SecretString::from("AKIAREAL"),
+            expires_at: None,
+            signing: Some(Arc::new(crate::SigningKeys::AwsSigV4(
+                crate::AwsSigV4Keys {
+                    secret_variable: "AWS_SECRET_ACCESS_KEY".into(),
+                    placeholder_secret: SecretString::from("ph-sk"),
+                    secret_access_key: SecretString::from("sk-real"),
+                    session_token: Some(crate::SessionToken {
+                        variable: "AWS_SESSION_TOKEN".into(),
+                        placeholder: "ph-st".into(),
+                        token: SecretString::from("st-real"),
+                    }),
+                },
+            ))),
+        };
+        let json = serde_json::to_string(&ResolvedAnswer::from(&aws)).unwrap();
+        assert!(json.ends_with(concat!(
+            r#""token":"AKIAREAL","aws_sigv4":{"secret_variable":"AWS_SECRET_ACCESS_KEY","placeholder_secret":"ph-sk","#,
+            r#""secret_access_key":"sk-real","session_token":{"variable":"AWS_SESSION_TOKEN","placeholder":"ph-st","token":"st-real"}}}"#
+        )), "{json}");
+        let back = serde_json::from_str::<ResolvedAnswer>(&json)
+            .unwrap()
+            .into_resolved(&SandboxId::new("sb"));
+        assert_eq!(back.binding.kind, BindingKind::AwsSigV4);
+        let Some(crate::SigningKeys::AwsSigV4(k)) = back.signing.as_deref() else {
+            panic!("AWS keys were lost");
+        };
+        let t = k.session_token.as_ref().unwrap();
+        assert_eq!(
+            (
+                k.secret_variable.as_str(),
+                k.placeholder_secret.expose_secret(),
+                k.secret_access_key.expose_secret(),
+                t.variable.as_str(),
+                t.placeholder.as_str(),
+                t.token.expose_secret()
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "ph-sk",
+                "sk-real",
+                "AWS_SESSION_TOKEN",
+                "ph-st",
+                "st-real"
+            )
+        );
+        let debug = format!("{:?} {:?}", back.signing, back);
+        assert!(!debug.contains("real"), "{debug}");
+
+        let spec = crate::HmacSettings {
+            signature_header: Some("X-Sig".into()),
+            signature_template: Some("{method}\n{path}\n{body_sha256}".into()),
+            signature_prefix: Some("sha256=".into()),
+            ..Default::default()
+        }
+        .spec(&mut Vec::new())
+        .unwrap();
+        let hmac = Resolved {
+            binding: binding(BindingKind::Hmac),
+            token: SecretString::from("hmac-real"),
+            expires_at: None,
+            signing: Some(Arc::new(crate::SigningKeys::Hmac(crate::HmacKeys {
+                spec: spec.clone(),
+            }))),
+        };
+        let json = serde_json::to_string(&ResolvedAnswer::from(&hmac)).unwrap();
+        assert!(
+            json.contains(r#""hmac":{"signature_header":"x-sig","#),
+            "{json}"
+        );
+        let back = serde_json::from_str::<ResolvedAnswer>(&json)
+            .unwrap()
+            .into_resolved(&SandboxId::new("sb"));
+        assert_eq!(back.binding.kind, BindingKind::Hmac);
+        let Some(crate::SigningKeys::Hmac(k)) = back.signing.as_deref() else {
+            panic!("HMAC spec was lost");
+        };
+        assert_eq!(k.spec, spec);
+        assert_eq!(back.token.expose_secret(), "hmac-real");
+
+        // Settings this proxy cannot read: no keys, every request refused.
+        let json = json.replace(
+            r#""signature_algorithm":"sha256""#,
+            r#""signature_algorithm":"sha3""#,
+        );
+        let back = serde_json::from_str::<ResolvedAnswer>(&json)
+            .unwrap()
+            .into_resolved(&SandboxId::new("sb"));
+        assert_eq!(back.binding.kind, BindingKind::Hmac);
+        assert!(back.signing.is_none());
+        assert_eq!(
+            back.binding.rules.spec().default,
+            Some(crate::Verdict::Deny)
+        );
     }
 
     #[test]

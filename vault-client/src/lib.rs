@@ -14,6 +14,7 @@ mod placeholder;
 mod remote;
 mod rules;
 mod scope_signals;
+pub mod secret_kind;
 mod signing;
 mod static_secrets;
 
@@ -39,6 +40,7 @@ pub use rules::{
 };
 pub use scope_signals::{scopes_in, ScopeSignal, MAX_SIGNAL_BODY};
 pub use secrecy::{ExposeSecret, SecretString};
+pub use secret_kind::{HmacSettings, SecretKind};
 pub use signing::{
     parse_template, AwsSigV4Keys, HmacAlgorithm, HmacKeys, HmacSpec, SessionToken,
     SignatureEncoding, SigningKeys, TemplateError, TemplatePart,

@@ -40,6 +40,7 @@ pub use flows::{
 };
 pub use sandboxes::{ConnectionPin, NewSandbox, SandboxCreated, SandboxView};
 pub use scope::{valid_name, Scope};
+pub use secrets::{NewSecret, SigningSettings};
 pub use status::CONNECT_LINK_PATH;
 pub use tenants::{Branding, TenantSettings, TenantView};
 

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use airlock_vault_client::{generate_placeholder, RequestRules, RulesSpec};
+use airlock_vault_client::secret_kind::INJECT_WHEN_ABSENT_SIGNING;
+use airlock_vault_client::{generate_placeholder, RequestRules, RulesSpec, SecretKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::VaultError;
@@ -114,16 +115,21 @@ fn default_environment() -> String {
 fn rules_json(
     variable: &str,
     target: BindingTarget,
+    secret_kind: Option<SecretKind>,
     spec: &RulesSpec,
 ) -> Result<Option<String>, VaultError> {
     if spec.is_empty() {
         return Ok(None);
     }
-    // Injecting needs a slot to put the placeholder in; a vault secret has none.
-    if target == BindingTarget::Secret && spec.inject_when_absent == Some(true) {
-        return Err(VaultError::Invalid(format!(
-            "rules of {variable}: inject_when_absent needs an injection slot, which a vault secret has not (providers have `inject`)"
-        )));
+    // Injecting needs a slot to put the placeholder in; a vault secret has
+    // none, and a signing one's sandbox signs its own requests.
+    if let (BindingTarget::Secret, Some(true)) = (target, spec.inject_when_absent) {
+        let why = if secret_kind.is_some_and(SecretKind::is_signing) {
+            INJECT_WHEN_ABSENT_SIGNING
+        } else {
+            crate::secrets::INJECT_WHEN_ABSENT_VAULT
+        };
+        return Err(VaultError::Invalid(format!("rules of {variable}: {why}")));
     }
     RequestRules::compile(spec).map_err(|errors| {
         let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
@@ -183,11 +189,13 @@ impl Vault {
             }
             bindings.push(self.new_binding(&id, name, BindingTarget::Secret, name));
         }
+        // Every variable, a signing binding's extra ones (an AWS secret's
+        // secret key and session token) included.
+        let variables = self.bindings_env(&new.tenant, &bindings).await?;
         let mut seen = std::collections::BTreeSet::new();
-        if let Some(dup) = bindings.iter().find(|b| !seen.insert(b.env_name.clone())) {
+        if let Some((dup, _)) = variables.iter().find(|(v, _)| !seen.insert(v.clone())) {
             return Err(VaultError::Invalid(format!(
-                "two bindings would use the variable {}",
-                dup.env_name
+                "two bindings would use the variable {dup}"
             )));
         }
         for (variable, spec) in &new.rules {
@@ -196,7 +204,8 @@ impl Vault {
                     "rules name the variable {variable}, which none of the sandbox's providers or secrets gives"
                 )));
             };
-            binding.rules = rules_json(variable, binding.target_kind, spec)?;
+            let kind = self.secret_kind_of(&new.tenant, binding).await?;
+            binding.rules = rules_json(variable, binding.target_kind, kind, spec)?;
         }
         let proxy_secret = generate_placeholder("");
         let row = SandboxRow {
@@ -217,7 +226,7 @@ impl Vault {
             self.bump_generation();
         }
         let proxy_url = self.proxy_url_with_credential(&id, &proxy_secret);
-        let env = self.sandbox_env(&proxy_url, &bindings);
+        let env = self.sandbox_env(&proxy_url, &new.tenant, &bindings).await?;
         Ok(SandboxCreated {
             id,
             proxy_secret,
@@ -321,27 +330,69 @@ impl Vault {
                 missing.push(self.new_binding(id, &env, kind, name));
             }
         }
+        // A signing secret's extra variables (an AWS secret's secret key)
+        // may meet another binding's.
+        let all: Vec<BindingRow> = existing.iter().chain(&missing).cloned().collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for (variable, _) in self.bindings_env(DEFAULT_TENANT, &all).await? {
+            if !seen.insert(variable.clone()) {
+                return Err(VaultError::Config(format!(
+                    "variable {variable} is given by two of the sandbox's bindings; \
+                     a sandbox can get only one value for it (rename the secret's variables)"
+                )));
+            }
+        }
         self.store.add_bindings(&missing).await?;
         self.bump_generation();
-        Ok(self
-            .store
-            .bindings_of(id)
-            .await?
-            .iter()
-            .flat_map(|b| self.binding_env(b))
-            .collect())
+        let bindings = self.store.bindings_of(id).await?;
+        self.bindings_env(DEFAULT_TENANT, &bindings).await
     }
 
     /// A binding's variables: its own, and for an OAuth 1.0a provider the
     /// consumer key and secret and token secret placeholders made from it.
-    pub fn binding_env(&self, b: &BindingRow) -> Vec<(String, String)> {
-        let oauth1 = b.target_kind == BindingTarget::Provider
-            && self.provider(&b.target).is_ok_and(|p| p.is_oauth1());
-        if oauth1 {
-            airlock_vault_client::oauth1::environment(&b.env_name, &b.placeholder)
-        } else {
-            vec![(b.env_name.clone(), b.placeholder.clone())]
+    /// An AWS SigV4 secret's adds its placeholder secret access key and
+    /// session token, made from it likewise. `tenant` owns the sandbox.
+    pub async fn binding_env(
+        &self,
+        tenant: &str,
+        b: &BindingRow,
+    ) -> Result<Vec<(String, String)>, VaultError> {
+        Ok(match b.target_kind {
+            BindingTarget::Provider if self.provider(&b.target).is_ok_and(|p| p.is_oauth1()) => {
+                airlock_vault_client::oauth1::environment(&b.env_name, &b.placeholder)
+            }
+            BindingTarget::Provider => vec![(b.env_name.clone(), b.placeholder.clone())],
+            BindingTarget::Secret => {
+                let row = self.store.secret(tenant, &b.target).await?;
+                Self::secret_binding_env(row.as_ref(), &b.env_name, &b.placeholder)
+            }
+        })
+    }
+
+    /// The kind of the vault secret a binding names; `None` for a provider
+    /// (or a secret gone meanwhile).
+    async fn secret_kind_of(
+        &self,
+        tenant: &str,
+        b: &BindingRow,
+    ) -> Result<Option<SecretKind>, VaultError> {
+        Ok(match b.target_kind {
+            BindingTarget::Secret => self.store.secret(tenant, &b.target).await?.map(|s| s.kind),
+            BindingTarget::Provider => None,
+        })
+    }
+
+    /// [`Self::binding_env`] of each binding, in order.
+    pub async fn bindings_env(
+        &self,
+        tenant: &str,
+        bindings: &[BindingRow],
+    ) -> Result<Vec<(String, String)>, VaultError> {
+        let mut env = Vec::new();
+        for b in bindings {
+            env.extend(self.binding_env(tenant, b).await?);
         }
+        Ok(env)
     }
 
     /// The connection `pin` names, checked: it exists in the sandbox's
@@ -518,19 +569,20 @@ impl Vault {
         }
     }
 
-    pub(crate) fn sandbox_env(
+    pub(crate) async fn sandbox_env(
         &self,
         proxy_url: &str,
+        tenant: &str,
         bindings: &[BindingRow],
-    ) -> Vec<(String, String)> {
+    ) -> Result<Vec<(String, String)>, VaultError> {
         let mut env: Vec<(String, String)> =
             ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"]
                 .iter()
                 .map(|k| (k.to_string(), proxy_url.to_owned()))
                 .collect();
         env.extend(self.settings.base_env.iter().cloned());
-        env.extend(bindings.iter().flat_map(|b| self.binding_env(b)));
-        env
+        env.extend(self.bindings_env(tenant, bindings).await?);
+        Ok(env)
     }
 
     /// Sets the request rules of one binding of a sandbox (an empty spec
@@ -541,17 +593,20 @@ impl Vault {
         variable: &str,
         spec: &RulesSpec,
     ) -> Result<(), VaultError> {
-        if self.store.sandbox(sandbox).await?.is_none() {
+        let Some(row) = self.store.sandbox(sandbox).await? else {
             return Err(VaultError::NotFound(format!("sandbox {sandbox}")));
-        }
-        let target = self
+        };
+        let binding = self
             .store
             .bindings_of(sandbox)
             .await?
             .into_iter()
-            .find(|b| b.env_name == variable)
-            .map_or(BindingTarget::Provider, |b| b.target_kind);
-        let json = rules_json(variable, target, spec)?;
+            .find(|b| b.env_name == variable);
+        let (target, kind) = match &binding {
+            Some(b) => (b.target_kind, self.secret_kind_of(&row.tenant, b).await?),
+            None => (BindingTarget::Provider, None),
+        };
+        let json = rules_json(variable, target, kind, spec)?;
         if !self
             .store
             .set_binding_rules(sandbox, variable, json.as_deref())

@@ -24,6 +24,22 @@ pub(crate) async fn acme_vault_at(
     token_port: u16,
     settings: VaultSettings,
 ) -> Arc<Vault> {
+    acme_vault_keyed(
+        url,
+        token_port,
+        settings,
+        Keyring::new(Kek::generate(), vec![]),
+    )
+    .await
+}
+
+/// [`acme_vault_at`] sealing with `keyring` (a key rotation's).
+pub(crate) async fn acme_vault_keyed(
+    url: &str,
+    token_port: u16,
+    settings: VaultSettings,
+    keyring: Keyring,
+) -> Arc<Vault> {
     let catalog = format!(
         "[[provider]]\nname = \"acme\"\nauthorize_url = \"http://127.0.0.1:{token_port}/authorize\"\n\
          token_url = \"http://127.0.0.1:{token_port}/token\"\nhosts = [\"api.acme.test\"]\nenv = \"ACME_TOKEN\"\n\
@@ -43,7 +59,7 @@ pub(crate) async fn acme_vault_at(
         .unwrap();
     Vault::open(
         Store::open(url).await.unwrap(),
-        Keyring::new(Kek::generate(), vec![]),
+        keyring,
         Catalog::from_toml(&catalog).unwrap(),
         http,
         settings,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use airlock_vault_client::{RulesSpec, SecretString, SwapLocation};
+use airlock_vault_client::{RulesSpec, SecretString};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -451,18 +451,6 @@ async fn delete_sandbox(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AddSecret {
-    #[serde(default = "tenant")]
-    tenant: String,
-    name: String,
-    value: SecretString,
-    hosts: Vec<String>,
-    #[serde(default)]
-    swap_in: Option<Vec<SwapLocation>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct TenantKey {
     #[serde(default = "tenant")]
     tenant: String,
@@ -491,12 +479,9 @@ async fn list_secrets(State(s): State<ApiState>) -> Result<Json<serde_json::Valu
 
 async fn add_secret(
     State(s): State<ApiState>,
-    ApiJson(a): ApiJson<AddSecret>,
+    ApiJson(a): ApiJson<crate::NewSecret>,
 ) -> Result<Response, ApiError> {
-    let view = s
-        .vault
-        .add_secret(&a.tenant, &a.name, a.value, a.hosts, a.swap_in)
-        .await?;
+    let view = s.vault.put_secret(a).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 

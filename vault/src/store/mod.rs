@@ -127,6 +127,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_proxy_requests.sql"),
     include_str!("migrations/0012_white_label.sql"),
     include_str!("migrations/0013_oauth1_token_secret.sql"),
+    include_str!("migrations/0014_signing_secrets.sql"),
 ];
 
 pub fn now() -> i64 {

@@ -23,7 +23,11 @@ const SEALED_COLUMNS: &[(&str, &str, &[&str])] = &[
     ),
     ("oauth_states", "state_hash", &["pkce_verifier"]),
     ("connect_links", "id_hash", &["link_id"]),
-    ("secrets", "id", &["value"]),
+    (
+        "secrets",
+        "id",
+        &["value", "secret_access_key", "session_token"],
+    ),
 ];
 
 #[derive(Debug)]

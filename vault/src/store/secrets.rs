@@ -3,6 +3,8 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use airlock_vault_client::SecretKind;
+
 use super::{now, Store};
 use crate::crypto::Sealed;
 use crate::error::VaultError;
@@ -12,14 +14,24 @@ pub struct SecretRow {
     pub id: String,
     pub tenant: String,
     pub name: String,
+    /// The token; for `aws_sigv4`, the access key id (sealed `secrets.value`).
     pub value: Sealed,
     pub hosts: Vec<String>,
     pub swap_in: Vec<String>,
+    pub kind: SecretKind,
+    /// JSON of the signing settings that are no secret
+    /// ([`crate::secrets::SigningSettings`]); `None` for `static`.
+    pub signing: Option<String>,
+    /// `aws_sigv4`: sealed `secrets.secret_access_key`.
+    pub secret_access_key: Option<Sealed>,
+    /// `aws_sigv4` with temporary credentials: sealed `secrets.session_token`.
+    pub session_token: Option<Sealed>,
 }
 
 fn secret_from(row: &AnyRow) -> Result<SecretRow, VaultError> {
     let hosts: String = row.try_get("hosts")?;
     let swap_in: String = row.try_get("swap_in")?;
+    let kind: String = row.try_get("kind")?;
     Ok(SecretRow {
         id: row.try_get("id")?,
         tenant: row.try_get("tenant")?,
@@ -27,32 +39,40 @@ fn secret_from(row: &AnyRow) -> Result<SecretRow, VaultError> {
         value: row.try_get("value")?,
         hosts: serde_json::from_str(&hosts).unwrap_or_default(),
         swap_in: serde_json::from_str(&swap_in).unwrap_or_default(),
+        // A kind this vault does not know (a newer one's) is never served
+        // as a plain token.
+        kind: SecretKind::parse(&kind).ok_or_else(|| {
+            VaultError::Store(format!("secret kind {kind:?} is not one this vault knows"))
+        })?,
+        signing: row.try_get("signing")?,
+        secret_access_key: row.try_get("secret_access_key")?,
+        session_token: row.try_get("session_token")?,
     })
 }
 
 impl Store {
     // ---- static secrets ----------------------------------------------------
 
-    pub async fn upsert_secret(
-        &self,
-        id: &str,
-        tenant: &str,
-        name: &str,
-        value: &Sealed,
-        hosts: &[String],
-        swap_in: &[String],
-    ) -> Result<(), VaultError> {
+    /// Writes the secret, replacing every field of one of the same tenant and name.
+    pub async fn upsert_secret(&self, s: &SecretRow) -> Result<(), VaultError> {
         sqlx::query(
-            "INSERT INTO secrets (id, tenant, name, value, hosts, swap_in, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value, hosts = excluded.hosts, swap_in = excluded.swap_in",
+            "INSERT INTO secrets (id, tenant, name, value, hosts, swap_in, created_at, kind, signing, secret_access_key, session_token) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value, hosts = excluded.hosts, swap_in = excluded.swap_in, \
+             kind = excluded.kind, signing = excluded.signing, secret_access_key = excluded.secret_access_key, \
+             session_token = excluded.session_token",
         )
-        .bind(id)
-        .bind(tenant)
-        .bind(name)
-        .bind(value.encode())
-        .bind(serde_json::to_string(hosts).expect("strings serialise"))
-        .bind(serde_json::to_string(swap_in).expect("strings serialise"))
+        .bind(&s.id)
+        .bind(&s.tenant)
+        .bind(&s.name)
+        .bind(s.value.encode())
+        .bind(serde_json::to_string(&s.hosts).expect("strings serialise"))
+        .bind(serde_json::to_string(&s.swap_in).expect("strings serialise"))
         .bind(now())
+        .bind(s.kind.as_str())
+        .bind(s.signing.as_deref())
+        .bind(s.secret_access_key.as_ref().map(Sealed::encode))
+        .bind(s.session_token.as_ref().map(Sealed::encode))
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -829,3 +829,101 @@ async fn migration_13_keeps_connections_and_adds_the_token_secret() {
             .any(|c| c.column == "token_secret" && c.kind() == "connections.token_secret"));
     }
 }
+
+/// Migration 14 (secrets of a signing kind) keeps the secrets written
+/// before it as `static`, their value as sealed; a signing secret then
+/// keeps its sealed keys, and key rotation knows them.
+#[tokio::test]
+async fn migration_14_keeps_old_secrets_static_and_seals_signing_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec![format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("m14.db").display()
+    )];
+    if let Some(url) = postgres_for("migration 14").await {
+        urls.push(url);
+    }
+    let ring = Keyring::new(Kek::generate(), vec![]);
+    let before_14 = MIGRATIONS
+        .iter()
+        .position(|m| m.contains("ADD COLUMN secret_access_key"))
+        .expect("migration 14 is listed");
+    for url in urls {
+        let old = Store::open_at(&url, before_14).await.unwrap();
+        let value = ring.seal("secrets.value", "sec_old", &SecretString::from("old-value"));
+        sqlx::query(
+            "INSERT INTO secrets (id, tenant, name, value, hosts, swap_in, created_at) \
+             VALUES ('sec_old', 'default', 'OLD', $1, '[\"a.test\"]', '[\"header\"]', 1)",
+        )
+        .bind(value.encode())
+        .execute(&old.pool)
+        .await
+        .unwrap();
+        drop(old);
+
+        let store = Store::open(&url).await.unwrap();
+        let row = store.secret("default", "OLD").await.unwrap().unwrap();
+        assert_eq!(row.kind, airlock_vault_client::SecretKind::Static, "{url}");
+        assert_eq!(row.value, value);
+        assert!(
+            row.signing.is_none() && row.secret_access_key.is_none() && row.session_token.is_none()
+        );
+
+        let sealed =
+            |kind: &str, v: &str| ring.seal(kind, "sec_aws", &SecretString::from(v.to_owned()));
+        let aws = SecretRow {
+            id: "sec_aws".into(),
+            tenant: "default".into(),
+            name: "AWS_ACCESS_KEY_ID".into(),
+            value: sealed("secrets.value", "AKIA1"),
+            hosts: vec!["s3.test".into()],
+            swap_in: vec!["header".into()],
+            kind: airlock_vault_client::SecretKind::AwsSigV4,
+            signing: Some(r#"{"secret_variable":"AWS_SECRET_ACCESS_KEY"}"#.into()),
+            secret_access_key: Some(sealed("secrets.secret_access_key", "sk1")),
+            session_token: Some(sealed("secrets.session_token", "st1")),
+        };
+        store.upsert_secret(&aws).await.unwrap();
+        let back = store
+            .secret("default", "AWS_ACCESS_KEY_ID")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.kind, aws.kind);
+        assert_eq!(back.signing, aws.signing);
+        assert_eq!(back.secret_access_key, aws.secret_access_key);
+        assert_eq!(back.session_token, aws.session_token);
+        // Written again as static, its keys go.
+        store
+            .upsert_secret(&SecretRow {
+                kind: airlock_vault_client::SecretKind::Static,
+                signing: None,
+                secret_access_key: None,
+                session_token: None,
+                ..aws.clone()
+            })
+            .await
+            .unwrap();
+        let back = store
+            .secret("default", "AWS_ACCESS_KEY_ID")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(back.secret_access_key.is_none() && back.session_token.is_none());
+        store.upsert_secret(&aws).await.unwrap();
+        let cells = store.sealed_values().await.unwrap();
+        for column in ["secret_access_key", "session_token"] {
+            let cell = cells
+                .iter()
+                .find(|c| c.table == "secrets" && c.column == column)
+                .unwrap_or_else(|| panic!("{column} is rotated"));
+            assert!(ring
+                .open(
+                    &cell.kind(),
+                    &cell.key,
+                    &Sealed::decode(&cell.value).unwrap()
+                )
+                .is_ok());
+        }
+    }
+}

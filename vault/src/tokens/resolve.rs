@@ -7,10 +7,10 @@ use std::sync::Arc;
 use airlock_vault_client::oauth1::OAuth1Keys;
 use airlock_vault_client::{
     AbsentInjection, Binding, BindingKind, Guarded, HostPattern, HostPolicy, RequestRules,
-    Requirement, Resolved, RulesMode, RulesSpec, SandboxId, SandboxStatus, SigningKeys, StepUp,
-    SwapLocation, TokenError, TokenSource,
+    Requirement, Resolved, RulesMode, RulesSpec, SandboxId, SandboxStatus, SecretKind, SigningKeys,
+    StepUp, SwapLocation, TokenError, TokenSource,
 };
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{Failure, Reason};
 use crate::catalog::Provider;
@@ -60,6 +60,9 @@ impl Vault {
                     .keyring
                     .open("secrets.value", &secret.id, &secret.value)
                     .map_err(unavailable)?;
+                let signing = self
+                    .secret_signing_keys(&secret, placeholder)
+                    .map_err(|e| TokenError::Unavailable(format!("{binding_id}: {e}")))?;
                 let swap_in = secret
                     .swap_in
                     .iter()
@@ -79,7 +82,11 @@ impl Vault {
                             .filter_map(|h| HostPattern::parse(h).ok())
                             .collect(),
                         swap_in,
-                        kind: BindingKind::Static,
+                        kind: match secret.kind {
+                            SecretKind::Static => BindingKind::Static,
+                            SecretKind::AwsSigV4 => BindingKind::AwsSigV4,
+                            SecretKind::Hmac => BindingKind::Hmac,
+                        },
                         expired_on: Vec::new(),
                         inject: None,
                         on_foreign_body: Default::default(),
@@ -89,7 +96,7 @@ impl Vault {
                     }),
                     token,
                     expires_at: None,
-                    signing: None,
+                    signing,
                 })
             }
             BindingTarget::Provider => {
@@ -202,6 +209,21 @@ impl Vault {
                     });
                 }
             }
+            // A vault AWS secret's other real keys map back to their placeholders.
+            if let Some(SigningKeys::AwsSigV4(k)) = resolved.signing.as_deref() {
+                out.push(Guarded {
+                    placeholder: k.placeholder_secret.expose_secret().to_owned(),
+                    token: k.secret_access_key.clone(),
+                    expires_at: None,
+                });
+                if let Some(t) = &k.session_token {
+                    out.push(Guarded {
+                        placeholder: t.placeholder.clone(),
+                        token: t.token.clone(),
+                        expires_at: None,
+                    });
+                }
+            }
             if let Some(SigningKeys::OAuth1(k)) = resolved.signing.as_deref() {
                 let p = airlock_vault_client::oauth1::placeholders(&b.placeholder);
                 for (placeholder, token) in [
@@ -291,12 +313,13 @@ impl Vault {
                 dry_run: b.rules.mode() == RulesMode::DryRun,
             })
             .collect();
+        let mut signers: Vec<String> = shapes.iter().filter_map(|b| b.signer.clone()).collect();
+        signers.sort();
         let injecting = shapes.into_iter().filter_map(|b| b.inject_absent).collect();
         Ok(HostPolicy {
             required,
             inject_absent: AbsentInjection::sole(injecting, sandbox, host),
-            // The vault holds no signing secrets yet (config only).
-            signers: Vec::new(),
+            signers,
         })
     }
 
@@ -320,6 +343,7 @@ impl Vault {
                         swaps_in_body: s.swap_in.iter().any(|l| l == SwapLocation::Body.as_str()),
                         rules: binding_rules(&b, None),
                         inject_absent: None,
+                        signer: (s.kind == SecretKind::Hmac).then(|| b.placeholder.clone()),
                     });
                 }
             } else if let Ok(p) = self.provider(&b.target) {
@@ -344,6 +368,7 @@ impl Vault {
                     swaps_in_body: p.swap_in.contains(&SwapLocation::Body),
                     rules: binding_rules(&b, Some(&p)),
                     inject_absent,
+                    signer: None,
                 });
             }
         }
@@ -368,6 +393,9 @@ struct BindingShape {
     swaps_in_body: bool,
     rules: Arc<RequestRules>,
     inject_absent: Option<AbsentInjection>,
+    /// An HMAC secret's placeholder: requests carrying its signature header
+    /// are checked and signed again.
+    signer: Option<String>,
 }
 
 /// What the binding's own policy says of `inject_when_absent`; `None`
