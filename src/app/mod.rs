@@ -318,7 +318,7 @@ impl App {
                 .as_deref()
                 .unwrap_or(airlock_vault::DEFAULT_ENVIRONMENT);
             bindings =
-                vault::sidecar_bindings(&vault, environment, &prepared.secret_names()).await?;
+                vault::sidecar_bindings(&vault, environment, &prepared.secret_variables()).await?;
             // The console shows what the in-process proxy did.
             let recent = self.telemetry.recent.clone();
             let held = self.telemetry.held.clone();
@@ -473,7 +473,7 @@ impl App {
 
     fn print_sandbox_env(&self, proxy_url: &str, bindings: &[(String, String)]) {
         let env = self.prepared.environment(proxy_url, bindings);
-        if self.prepared.secret_names().is_empty() && bindings.is_empty() {
+        if self.prepared.secret_variables().is_empty() && bindings.is_empty() {
             // On stderr (stdout is the environment block a wrapper reads),
             // and before it, so whoever has read the block has this too.
             eprintln!("{NO_CREDENTIALS_YET}");

@@ -67,7 +67,7 @@ impl Prepared {
     }
 
     /// Variables the config file's `[[secret]]`s claim.
-    pub fn secret_names(&self) -> Vec<String> {
+    pub fn secret_variables(&self) -> Vec<String> {
         self.secrets
             .environment()
             .into_iter()
@@ -191,7 +191,7 @@ mod tests {
         };
         let prepared = Prepared::new(&loaded, &loaded.effective(&flags)).unwrap();
         assert!(prepared.ca_path.exists() && prepared.bundle_path.exists());
-        assert_eq!(prepared.secret_names(), vec!["T".to_owned()]);
+        assert_eq!(prepared.secret_variables(), vec!["T".to_owned()]);
         // Without the proxy variables, which depend on the sandbox.
         let base = prepared.base_env();
         assert!(base.iter().any(|(k, _)| k == "NO_PROXY"));

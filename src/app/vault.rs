@@ -200,12 +200,12 @@ fn catalog(files: &VaultFiles, providers: &[airlock_vault::Provider]) -> Result<
 /// with an app or a connection of the default tenant there, each
 /// connection there with a variable of its own (pinned to it), and every
 /// static secret of the tenant. A variable also claimed by a config-file
-/// `[[secret]]` (`config_secrets`) is an error naming both: a sandbox gets
+/// `[[secret]]` (`config_variables`: an AWS secret's three, say) is an error naming both: a sandbox gets
 /// one value per name.
 pub async fn sidecar_bindings(
     vault: &Vault,
     environment: &str,
-    config_secrets: &[String],
+    config_variables: &[String],
 ) -> Result<Vec<(String, String)>, Error> {
     let bindings = sidecar_bindings_unchecked(vault, environment).await?;
     let rows = vault.store().bindings_of(SandboxId::DEFAULT).await?;
@@ -221,10 +221,10 @@ pub async fn sidecar_bindings(
         }
     }
     let mut errors = Vec::new();
-    for name in config_secrets {
+    for name in config_variables {
         if let Some((_, row)) = claimed.iter().find(|(v, _)| v == name) {
             errors.push(format!(
-                "variable {name} is claimed by the config file's [[secret]] {name:?} and by the vault's {} {:?}; \
+                "variable {name} is claimed by a config file [[secret]] and by the vault's {} {:?}; \
                  a sandbox can get only one value for it (rename the secret, or set the provider's env)",
                 row.target_kind, row.target
             ));

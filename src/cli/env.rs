@@ -56,7 +56,7 @@ pub fn env(args: EnvArgs) -> Result<(), Error> {
                 (None, None) => airlock_vault::DEFAULT_ENVIRONMENT.to_owned(),
             };
             let bindings =
-                vault::sidecar_bindings(&opened.vault, &environment, &prepared.secret_names())
+                vault::sidecar_bindings(&opened.vault, &environment, &prepared.secret_variables())
                     .await?;
             return Ok(prepared.environment(&proxy, &bindings));
         }

@@ -167,7 +167,7 @@ async fn a_config_secret_colliding_with_a_provider_added_through_the_api_stops_u
     a.stop();
     let err = up_refuses(&a.config_path, &a.data_dir);
     assert!(
-        err.contains("variable GITHUB_TOKEN is claimed by the config file's [[secret]] \"GITHUB_TOKEN\" and by the vault's provider \"github\""),
+        err.contains("variable GITHUB_TOKEN is claimed by a config file [[secret]] and by the vault's provider \"github\""),
         "{err}"
     );
     assert!(!err.contains(SECRET_VALUE) && !err.contains("cs_github_secret_value"));
