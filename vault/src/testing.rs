@@ -67,3 +67,35 @@ pub(crate) async fn acme_vault_keyed(
     .await
     .unwrap()
 }
+
+/// Serves `app` on a loopback port of its own; the port.
+pub(crate) async fn serve_on_loopback(app: axum::Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+/// A token endpoint's answer to a code exchange: the grant of `access` and
+/// `refresh` (scope `read`, an hour), or `invalid_grant` when `refused`.
+pub(crate) fn code_exchange_answer(
+    refused: bool,
+    access: &str,
+    refresh: &str,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    if refused {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "error": "invalid_grant", "error_description": "code expired"
+            })),
+        );
+    }
+    (
+        axum::http::StatusCode::OK,
+        axum::Json(serde_json::json!({
+            "access_token": access, "token_type": "bearer",
+            "expires_in": 3600, "refresh_token": refresh, "scope": "read",
+        })),
+    )
+}

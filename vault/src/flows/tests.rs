@@ -30,28 +30,15 @@ async fn token_endpoint(e: Arc<Endpoint>) -> u16 {
                 e.requests.fetch_add(1, Ordering::SeqCst);
                 let delay = e.delay_ms.load(Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(delay)).await;
-                if e.refuse.load(Ordering::SeqCst) {
-                    return (
-                        axum::http::StatusCode::BAD_REQUEST,
-                        axum::Json(serde_json::json!({
-                            "error": "invalid_grant", "error_description": "code expired"
-                        })),
-                    );
-                }
-                (
-                    axum::http::StatusCode::OK,
-                    axum::Json(serde_json::json!({
-                        "access_token": ACCESS, "token_type": "bearer",
-                        "expires_in": 3600, "refresh_token": REFRESH, "scope": "read",
-                    })),
+                crate::testing::code_exchange_answer(
+                    e.refuse.load(Ordering::SeqCst),
+                    ACCESS,
+                    REFRESH,
                 )
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    port
+    crate::testing::serve_on_loopback(app).await
 }
 
 struct World {

@@ -25,10 +25,7 @@ async fn token_endpoint() -> u16 {
             }))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    port
+    crate::testing::serve_on_loopback(app).await
 }
 
 struct World {

@@ -50,29 +50,16 @@ async fn token_endpoint(e: Arc<Endpoint>) -> u16 {
                         client_id,
                         redirect_uri: form.get("redirect_uri").cloned().unwrap_or_default(),
                     });
-                    if form.get("code").map(String::as_str) == Some("bad-code") {
-                        return (
-                            axum::http::StatusCode::BAD_REQUEST,
-                            axum::Json(serde_json::json!({
-                                "error": "invalid_grant", "error_description": "code expired"
-                            })),
-                        );
-                    }
-                    (
-                        axum::http::StatusCode::OK,
-                        axum::Json(serde_json::json!({
-                            "access_token": ACCESS, "token_type": "bearer",
-                            "expires_in": 3600, "refresh_token": REFRESH, "scope": "read",
-                        })),
+                    crate::testing::code_exchange_answer(
+                        form.get("code").map(String::as_str) == Some("bad-code"),
+                        ACCESS,
+                        REFRESH,
                     )
                 }
             },
         ),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    port
+    crate::testing::serve_on_loopback(app).await
 }
 
 struct World {

@@ -120,10 +120,7 @@ pub(super) async fn serve(fake: Arc<Fake>) -> u16 {
         .route("/token", axum::routing::post(token))
         .route("/me", axum::routing::get(me))
         .with_state(fake);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    port
+    crate::testing::serve_on_loopback(app).await
 }
 
 pub(super) fn provider_toml(name: &str, env: &str, port: u16, probe: bool) -> String {
