@@ -5,6 +5,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// Removes connection-scoped headers (RFC 9110 §7.6.1), including those the
 /// `Connection` header names. `TE: trailers` survives: it asks for trailers end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names first: most heads carry none of these, and
+    // removing each by name costs a hash lookup apiece.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Most answers say only `Connection: keep-alive` (or `close`): words
     // that are no header here or are removed below anyway, so nothing is
     // collected (nor allocated) for them.
@@ -43,6 +48,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if keep_te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// A header [`strip_hop_by_hop`] removes (or, for `TE`, rewrites) whatever
+/// `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 /// `Connection` options that name no end-to-end header to remove: the
@@ -84,5 +102,32 @@ mod tests {
         h.insert("x-keep", "yes".parse().unwrap());
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        // The one-pass check must know every name the removal list has.
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), "gzip".parse().unwrap());
+            h.insert("x-keep", "yes".parse().unwrap());
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name}: {h:?}");
+        }
+        let mut untouched = HeaderMap::new();
+        untouched.insert("x-keep", "yes".parse().unwrap());
+        untouched.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        let before = untouched.clone();
+        strip_hop_by_hop(&mut untouched);
+        assert_eq!(untouched, before);
     }
 }

@@ -3,13 +3,14 @@
 //!
 //! A host starts on the sandbox's own protocol. Once it has had
 //! [`WARMUP`] requests, the other wire is tried until both have
-//! [`MIN_SAMPLES`] answers; from then on requests take the wire whose recent
-//! time to the response head is lower (the other one must be [`MARGIN`]
-//! faster to take over), and one request in [`EXPLORE_EVERY`] takes the
-//! slower wire so a change on the upstream's side is noticed. Requests that
+//! [`MIN_SAMPLES`] answers; from then on requests take one wire, the
+//! verdict: the host's first protocol unless the other answers [`MARGIN`]
+//! faster (recent time to the response head), and after that whichever wire
+//! last beat the other by [`MARGIN`]. One request in [`EXPLORE_EVERY`] takes
+//! the other wire so a change on the upstream's side is noticed. Requests that
 //! need HTTP/2 semantics (gRPC, `TE: trailers`) are never moved.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,13 +43,17 @@ pub struct WireChoice {
     faster_wire: Family<WireLabel, Gauge>,
 }
 
-#[derive(Default)]
 struct HostWires {
     requests: AtomicU64,
     /// Indexed by [`slot`].
     wires: [WireStats; 2],
-    /// The faster wire last logged: 0 none yet, else [`slot`] + 1.
-    logged: std::sync::atomic::AtomicU8,
+    /// The protocol of the host's first request: kept unless the other
+    /// wire measures [`MARGIN`] faster.
+    first: UpstreamWire,
+    /// The wire requests take once both are measured: 0 before, else
+    /// [`slot`] + 1. It changes only when the other wire is [`MARGIN`]
+    /// faster; the log line and the gauge follow it.
+    verdict: AtomicU8,
 }
 
 #[derive(Default)]
@@ -72,13 +77,17 @@ fn wire_name(wire: UpstreamWire) -> &'static str {
     }
 }
 
-/// The wire a `logged` mark stands for.
+/// The wire a `verdict` mark stands for.
 fn marked(mark: u8) -> Option<UpstreamWire> {
     match mark {
         1 => Some(UpstreamWire::Http1),
         2 => Some(UpstreamWire::Alpn),
         _ => None,
     }
+}
+
+fn mark_of(wire: UpstreamWire) -> u8 {
+    slot(wire) as u8 + 1
 }
 
 fn other(wire: UpstreamWire) -> UpstreamWire {
@@ -102,6 +111,15 @@ pub fn pinned(headers: &HeaderMap) -> bool {
 }
 
 impl HostWires {
+    fn new(first: UpstreamWire) -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            wires: Default::default(),
+            first,
+            verdict: AtomicU8::new(0),
+        }
+    }
+
     fn samples(&self, wire: UpstreamWire) -> u64 {
         self.wires[slot(wire)].samples.load(Ordering::Relaxed)
     }
@@ -115,15 +133,14 @@ impl HostWires {
             && self.samples(UpstreamWire::Alpn) >= MIN_SAMPLES
     }
 
-    /// The wire answering faster so far, once both are measured.
-    fn faster(&self) -> Option<UpstreamWire> {
-        self.measured().then(|| {
-            if self.mean_ns(UpstreamWire::Http1) <= self.mean_ns(UpstreamWire::Alpn) {
-                UpstreamWire::Http1
-            } else {
-                UpstreamWire::Alpn
-            }
-        })
+    fn verdict(&self) -> Option<UpstreamWire> {
+        marked(self.verdict.load(Ordering::Relaxed))
+    }
+
+    /// `challenger` answers at least [`MARGIN`] faster than `holder`.
+    fn clearly_faster(&self, challenger: UpstreamWire, holder: UpstreamWire) -> bool {
+        self.mean_ns(challenger).saturating_mul(1000)
+            < self.mean_ns(holder).saturating_mul(1000 - MARGIN)
     }
 }
 
@@ -139,29 +156,19 @@ impl WireChoice {
     /// The wire for the next request to `host`, whose default (the
     /// sandbox's own protocol) is `start`.
     pub fn choose(&self, host: &str, start: UpstreamWire) -> UpstreamWire {
-        let Some(stats) = self.stats(host) else {
+        let Some(stats) = self.stats(host, start) else {
             return start;
         };
         let n = stats.requests.fetch_add(1, Ordering::Relaxed);
         if n < WARMUP {
             return start;
         }
-        let alt = other(start);
-        // Learning: every other request takes the other wire.
-        if !stats.measured() {
-            return if n % 2 == 0 { alt } else { start };
-        }
-        let faster = if stats.mean_ns(alt).saturating_mul(1000)
-            < stats.mean_ns(start).saturating_mul(1000 - MARGIN)
-        {
-            alt
-        } else {
-            start
-        };
-        if n % EXPLORE_EVERY == 0 {
-            other(faster)
-        } else {
-            faster
+        match stats.verdict() {
+            // Learning: every other request takes the other wire.
+            None if n % 2 == 0 => other(start),
+            None => start,
+            Some(faster) if n % EXPLORE_EVERY == 0 => other(faster),
+            Some(faster) => faster,
         }
     }
 
@@ -185,36 +192,47 @@ impl WireChoice {
             old - old / 8 + x / 8
         };
         w.mean_ns.store(new, Ordering::Relaxed);
-        // Said once each time a host's faster wire changes, so an operator
-        // can see what `auto` chose.
-        let Some(faster) = stats.faster() else {
+        if !stats.measured() {
+            return;
+        }
+        // The verdict moves only when the other wire is clearly faster, so
+        // two wires answering alike do not take turns (nor flood the log).
+        let mark = stats.verdict.load(Ordering::Relaxed);
+        let holder = marked(mark).unwrap_or(stats.first);
+        let challenger = other(holder);
+        let verdict = if stats.clearly_faster(challenger, holder) {
+            challenger
+        } else if mark == 0 {
+            holder
+        } else {
             return;
         };
-        let mark = slot(faster) as u8 + 1;
-        // Read first: a write on every answer would bounce the cache line.
-        if stats.logged.load(Ordering::Relaxed) == mark {
+        // One answer makes each change: the one whose exchange succeeds.
+        if stats
+            .verdict
+            .compare_exchange(mark, mark_of(verdict), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
             return;
         }
-        let was = stats.logged.swap(mark, Ordering::Relaxed);
-        if was == mark {
-            return;
-        }
-        if let Some(before) = marked(was) {
+        if let Some(before) = marked(mark) {
             self.gauge(before).dec();
         }
-        self.gauge(faster).inc();
+        self.gauge(verdict).inc();
+        // Said once each time a host's wire changes, so an operator can see
+        // what `auto` chose.
         tracing::info!(
             upstream = host,
-            faster = wire_name(faster),
+            faster = wire_name(verdict),
             http1_us = stats.mean_ns(UpstreamWire::Http1) / 1000,
             alpn_us = stats.mean_ns(UpstreamWire::Alpn) / 1000,
             "upstream protocol measured"
         );
     }
 
-    /// The wire answering `host` faster so far, once both are measured.
+    /// The wire `host`'s requests take, once both are measured.
     pub fn preferred(&self, host: &str) -> Option<UpstreamWire> {
-        self.hosts.get(host)?.faster()
+        self.hosts.get(host)?.verdict()
     }
 
     fn gauge(&self, wire: UpstreamWire) -> Gauge {
@@ -225,14 +243,19 @@ impl WireChoice {
             .clone()
     }
 
-    fn stats(&self, host: &str) -> Option<Arc<HostWires>> {
+    fn stats(&self, host: &str, start: UpstreamWire) -> Option<Arc<HostWires>> {
         if let Some(stats) = self.hosts.get(host) {
             return Some(stats.clone());
         }
         if self.hosts.len() >= MAX_HOSTS {
             return None;
         }
-        Some(self.hosts.entry(Arc::from(host)).or_default().clone())
+        let entry = self.hosts.entry(Arc::from(host));
+        Some(
+            entry
+                .or_insert_with(|| Arc::new(HostWires::new(start)))
+                .clone(),
+        )
     }
 }
 
@@ -315,6 +338,40 @@ mod tests {
         drive(&c, "slow-h2.test", H2, 3 * EXPLORE_EVERY, 900, 100);
         assert_eq!(c.preferred("slow-h2.test"), Some(H2));
         assert_eq!((hosts_on("http1"), hosts_on("alpn")), (1, 2));
+    }
+
+    #[test]
+    fn wires_answering_alike_do_not_take_turns() {
+        // Each wire is the faster one every other answer, by a few percent:
+        // the verdict (what requests take, the log line, the gauge) stays.
+        let gauges = Family::<WireLabel, Gauge>::default();
+        let c = WireChoice::new(gauges.clone());
+        let mut verdicts = Vec::new();
+        for i in 0..2_000u64 {
+            let (h1, h2) = if i % 2 == 0 { (100, 104) } else { (104, 100) };
+            drive(&c, "alike.test", H1, 1, h1, h2);
+            verdicts.extend(c.preferred("alike.test"));
+        }
+        assert!(verdicts.len() > 1_900);
+        assert!(
+            verdicts.iter().all(|w| *w == H1),
+            "the first protocol stays"
+        );
+        let hosts_on = |wire| gauges.get_or_create(&WireLabel { wire }).get();
+        assert_eq!((hosts_on("http1"), hosts_on("alpn")), (1, 0));
+    }
+
+    #[test]
+    fn a_change_needs_the_margin_both_ways() {
+        let c = WireChoice::default();
+        drive(&c, "a.test", H1, 200, 300, 100);
+        assert_eq!(c.preferred("a.test"), Some(H2));
+        // HTTP/1.1 becomes a little faster than HTTP/2: not enough to go back.
+        drive(&c, "a.test", H1, 20 * EXPLORE_EVERY, 95, 100);
+        assert_eq!(c.preferred("a.test"), Some(H2));
+        // Clearly faster: it does.
+        drive(&c, "a.test", H1, 20 * EXPLORE_EVERY, 50, 100);
+        assert_eq!(c.preferred("a.test"), Some(H1));
     }
 
     #[test]

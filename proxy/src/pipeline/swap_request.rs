@@ -226,13 +226,7 @@ async fn verify_sigv4(
 ) -> Result<Option<Verified>, ProxyError> {
     let scanner = swapper.scanner();
     let test = signing::PlaceholderTest {
-        is: |key: &str| {
-            scanner
-                .scan(key.as_bytes(), true)
-                .0
-                .first()
-                .is_some_and(|f| f.range.start == 0 && f.range.end == key.len())
-        },
+        is: |key: &str| scanner.whole(key.as_bytes()).is_some(),
         holds: |text: &[u8]| !scanner.scan(text, true).0.is_empty(),
     };
     let Some(form) = signing::detect(&out.headers, out.path_and_query.as_str(), test)? else {
@@ -333,22 +327,14 @@ async fn verify_oauth1(
 ) -> Result<Option<OAuth1Signed>, ProxyError> {
     let (form, bearer) = {
         let scanner = swapper.scanner();
-        let is = |token: &str| {
-            scanner
-                .scan(token.as_bytes(), true)
-                .0
-                .first()
-                .is_some_and(|f| f.range.start == 0 && f.range.end == token.len())
-        };
+        let is = |token: &str| scanner.whole(token.as_bytes()).is_some();
         let form = signing::oauth1::detect(&out.headers, is, |text: &[u8]| {
             !scanner.scan(text, true).0.is_empty()
         })?;
         let bearer = match form {
             Some(_) => None,
             None => signing::oauth1::detect_bearer(&out.headers, |token: &str| {
-                let found = scanner.scan(token.as_bytes(), true).0.into_iter().next()?;
-                (found.range.start == 0 && found.range.end == token.len())
-                    .then_some(found.placeholder)
+                scanner.whole(token.as_bytes()).map(|f| f.placeholder)
             }),
         };
         (form, bearer)

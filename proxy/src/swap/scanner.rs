@@ -155,6 +155,34 @@ impl Scanner {
             .map_or(0, <[u8]>::len)
     }
 
+    /// The placeholder `text` is, when it is one and nothing else (in any
+    /// spelling): what [`Self::scan`] would find spanning all of it, without
+    /// scanning on or collecting.
+    pub fn whole(&self, text: &[u8]) -> Option<Found> {
+        let m = self.patterns.find(text)?;
+        if m.start() != 0 {
+            return None;
+        }
+        let random = &text[m.end()..];
+        let run = random
+            .iter()
+            .take(MAX_RANDOM_LEN + 1)
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
+        if run < PLACEHOLDER_MIN_RANDOM_LEN || run != random.len() {
+            return None;
+        }
+        let random = std::str::from_utf8(random).ok()?;
+        let mut placeholder = String::with_capacity(self.prefix.len() + random.len());
+        placeholder.push_str(&self.prefix);
+        placeholder.push_str(random);
+        Some(Found {
+            range: 0..text.len(),
+            placeholder,
+            spelling: self.spellings[m.pattern().as_usize()],
+        })
+    }
+
     pub fn contains(&self, haystack: &[u8]) -> bool {
         !self.scan(haystack, true).0.is_empty()
     }

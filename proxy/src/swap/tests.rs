@@ -49,6 +49,44 @@ fn scanner_finds_whole_placeholders_in_every_spelling() {
 }
 
 #[test]
+fn whole_agrees_with_a_scan_that_spans_the_text() {
+    let scanner = Scanner::new("miosa-tok-");
+    let p = generate_placeholder("miosa-tok-");
+    let random = &p["miosa-tok-".len()..];
+    let escaped = format!("miosa%2Dtok%2D{random}");
+    let long = format!("miosa-tok-{}", "a".repeat(MAX_RANDOM_LEN + 2));
+    let cases = [
+        p.as_str(),
+        escaped.as_str(),
+        long.as_str(),
+        "miosa-tok-short",
+        "miosa-tok-miosa-tok-AbCdEfGhIjKlMnOpQrStUv",
+        "xmiosa-tok-AbCdEfGhIjKlMnOpQrStUv",
+        "miosa-tok-AbCdEfGhIjKlMnOpQrStUv!",
+        "",
+    ];
+    for text in cases {
+        let by_scan = scanner
+            .scan(text.as_bytes(), true)
+            .0
+            .into_iter()
+            .next()
+            .filter(|f| f.range == (0..text.len()));
+        let whole = scanner.whole(text.as_bytes());
+        assert_eq!(
+            whole.as_ref().map(|f| (&f.placeholder, f.spelling)),
+            by_scan.as_ref().map(|f| (&f.placeholder, f.spelling)),
+            "{text}"
+        );
+    }
+    assert_eq!(scanner.whole(p.as_bytes()).unwrap().placeholder, p);
+    assert_eq!(
+        scanner.whole(escaped.as_bytes()).unwrap().spelling,
+        Spelling::Percent
+    );
+}
+
+#[test]
 fn a_prefix_inside_a_false_start_is_still_found() {
     // Found by the `scanner` fuzz target.
     let scanner = Scanner::new("miosa-tok-");
