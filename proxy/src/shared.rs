@@ -28,9 +28,9 @@ pub(crate) struct Shared {
     pub dialer: Arc<Dialer>,
     pub upstream: Upstream,
     pub scanner: Arc<Scanner>,
-    /// Cloned per intercepted connection with that host's leaf; clones share
-    /// the session cache and ticketer.
-    pub tls_template: rustls::ServerConfig,
+    /// The interception template cloned once per host's leaf; the clones
+    /// share the session cache and ticketer.
+    pub tls_configs: crate::tls::LeafConfigs,
     pub auth_failures: AuthFailures,
     pub connections: ConnectionSlots,
     /// Every client connection, whatever its sandbox.
@@ -104,7 +104,7 @@ impl Shared {
             dialer,
             upstream,
             scanner,
-            tls_template: crate::tls::interception_template(),
+            tls_configs: crate::tls::LeafConfigs::new(crate::tls::interception_template()),
             connections: ConnectionSlots::default(),
             all_connections: GlobalSlots::default(),
             busy_connections: GlobalSlots::default(),

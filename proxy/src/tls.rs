@@ -1,5 +1,6 @@
 //! The interception side of TLS: one server configuration template, cloned
-//! per connection with a resolver that serves the CONNECT host's leaf.
+//! once per leaf with a resolver that serves the CONNECT host's leaf, and
+//! shared by that host's connections.
 
 use std::sync::Arc;
 
@@ -41,11 +42,82 @@ pub(crate) fn interception_template() -> rustls::ServerConfig {
     config
 }
 
+/// Hosts whose server configuration is kept; past this they start again.
+const MAX_CONFIGS: usize = 4096;
+
+/// One server configuration per host's current leaf. A connection holds its
+/// configuration for life: one each cost every idle connection its own copy
+/// (and every handshake the copying).
+pub(crate) struct LeafConfigs {
+    template: rustls::ServerConfig,
+    by_host: dashmap::DashMap<String, (Arc<CertifiedKey>, Arc<rustls::ServerConfig>)>,
+}
+
+impl LeafConfigs {
+    pub fn new(template: rustls::ServerConfig) -> Self {
+        Self {
+            template,
+            by_host: dashmap::DashMap::new(),
+        }
+    }
+
+    /// The configuration serving `leaf` for `host`: the kept one while the
+    /// leaf cache still gives the same leaf, a new one when it was reminted.
+    pub fn for_leaf(&self, host: &str, leaf: Arc<CertifiedKey>) -> Arc<rustls::ServerConfig> {
+        if let Some(kept) = self.by_host.get(host) {
+            if Arc::ptr_eq(&kept.0, &leaf) {
+                return kept.1.clone();
+            }
+        }
+        let mut config = self.template.clone();
+        config.cert_resolver = Arc::new(FixedCert(leaf.clone()));
+        let config = Arc::new(config);
+        if self.by_host.len() >= MAX_CONFIGS && !self.by_host.contains_key(host) {
+            self.by_host.clear();
+        }
+        self.by_host.insert(host.to_owned(), (leaf, config.clone()));
+        config
+    }
+}
+
 #[derive(Debug)]
 struct NoCert;
 
 impl ResolvesServerCert for NoCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(host: &str) -> Arc<CertifiedKey> {
+        let ca = airlock_certs::CertificateAuthority::generate("test CA").unwrap();
+        Arc::new(ca.mint_leaf(host).unwrap())
+    }
+
+    #[test]
+    fn a_hosts_connections_share_one_config_until_its_leaf_changes() {
+        let configs = LeafConfigs::new(interception_template());
+        let first = leaf("a.test");
+        let one = configs.for_leaf("a.test", first.clone());
+        let two = configs.for_leaf("a.test", first.clone());
+        assert!(Arc::ptr_eq(&one, &two));
+        assert_eq!(
+            one.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        // Another host, and a reminted leaf, get their own.
+        let other = configs.for_leaf("b.test", leaf("b.test"));
+        assert!(!Arc::ptr_eq(&one, &other));
+        let new_leaf = leaf("a.test");
+        let reminted = configs.for_leaf("a.test", new_leaf.clone());
+        assert!(!Arc::ptr_eq(&one, &reminted));
+        assert!(Arc::ptr_eq(
+            &reminted,
+            &configs.for_leaf("a.test", new_leaf)
+        ));
     }
 }

@@ -21,7 +21,7 @@ use crate::audit::{AuditRecord, Mode, Outcome};
 use crate::error::ProxyError;
 use crate::rewind::Rewind;
 use crate::shared::Shared;
-use crate::tls::{FixedCert, HANDSHAKE_RECORD};
+use crate::tls::HANDSHAKE_RECORD;
 
 /// Terminates the sandbox's TLS with a leaf for the CONNECT host and serves
 /// HTTP/1.1 or HTTP/2 inside it.
@@ -88,17 +88,15 @@ where
             return;
         }
     };
-    let mut config = shared.tls_template.clone();
-    config.cert_resolver = Arc::new(FixedCert(leaf));
+    let config = shared.tls_configs.for_leaf(&ctx.host, leaf);
     // A failure here usually means the client distrusts our CA or hung up.
-    let step = tokio::time::timeout(
-        settings.tls_handshake_timeout,
-        start.into_stream(Arc::new(config)),
-    )
-    .await;
+    let step =
+        tokio::time::timeout(settings.tls_handshake_timeout, start.into_stream(config)).await;
     let Some(tls) = handshake_step(&mut audit, step) else {
         return;
     };
+    // Its requests write their own lines: this one only spoke for the handshake.
+    drop(audit);
     let conn = Arc::new(service::Connection::new(ctx));
     let for_service = shared.clone();
     let service = service_fn(move |req: Request<Incoming>| {
