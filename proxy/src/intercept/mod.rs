@@ -113,10 +113,15 @@ where
             status = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        async move {
+        // Boxed: hyper keeps a slot the size of the service's future for the
+        // connection's life, so a request's state (kilobytes) would stay
+        // allocated on every idle keep-alive connection.
+        Box::pin(
+            async move {
                 Ok::<_, Infallible>(service::handle(&shared, req, &conn).await.into_response())
             }
-            .instrument(span)
+            .instrument(span),
+        )
     });
     if let Err(error) = crate::http_server::auto(settings)
         .serve_connection_with_upgrades(TokioIo::new(tls), service)

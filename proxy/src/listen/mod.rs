@@ -135,7 +135,11 @@ async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: IpAddr, _slo
     let service = service_fn(move |req| {
         let shared = for_service.clone();
         let held = held.clone();
-        async move { Ok::<_, Infallible>(dispatch(&shared, req, peer, &held).await.into_response()) }
+        // Boxed, as in `intercept::serve`: no request's state stays with an
+        // idle keep-alive connection.
+        Box::pin(async move {
+            Ok::<_, Infallible>(dispatch(&shared, req, peer, &held).await.into_response())
+        })
     });
     if let Err(error) = crate::http_server::http1(&shared.settings)
         .serve_connection(TokioIo::new(stream), service)

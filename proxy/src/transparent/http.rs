@@ -50,7 +50,11 @@ pub(super) async fn serve_connection(
     let service = service_fn(move |req| {
         let shared = for_service.clone();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, req, &conn).await.into_response()) }
+        // Boxed, as in `intercept::serve`: no request's state stays with an
+        // idle keep-alive connection.
+        Box::pin(
+            async move { Ok::<_, Infallible>(handle(&shared, req, &conn).await.into_response()) },
+        )
     });
     if let Err(error) = crate::http_server::http1(&shared.settings)
         .serve_connection(TokioIo::new(stream), service)
