@@ -93,11 +93,7 @@ impl Scanner {
         while let Some(m) = self.patterns.find(&haystack[at..]) {
             let start = at + m.start();
             let body_start = at + m.end();
-            let run = haystack[body_start..]
-                .iter()
-                .take(MAX_RANDOM_LEN + 1)
-                .take_while(|b| b.is_ascii_alphanumeric())
-                .count();
+            let run = random_run(&haystack[body_start..]);
             let reaches_end = body_start + run == haystack.len();
             if reaches_end && !complete && run <= MAX_RANDOM_LEN {
                 hold_from = start;
@@ -106,15 +102,7 @@ impl Scanner {
             if run >= PLACEHOLDER_MIN_RANDOM_LEN {
                 found.push(Found {
                     range: start..body_start + run,
-                    placeholder: {
-                        // Sized once: `format!` grew it three times.
-                        let random = std::str::from_utf8(&haystack[body_start..body_start + run])
-                            .unwrap_or_default();
-                        let mut p = String::with_capacity(self.prefix.len() + random.len());
-                        p.push_str(&self.prefix);
-                        p.push_str(random);
-                        p
-                    },
+                    placeholder: self.placeholder(&haystack[body_start..body_start + run]),
                     spelling: self.spellings[m.pattern().as_usize()],
                 });
             }
@@ -164,28 +152,40 @@ impl Scanner {
             return None;
         }
         let random = &text[m.end()..];
-        let run = random
-            .iter()
-            .take(MAX_RANDOM_LEN + 1)
-            .take_while(|b| b.is_ascii_alphanumeric())
-            .count();
+        let run = random_run(random);
         if run < PLACEHOLDER_MIN_RANDOM_LEN || run != random.len() {
             return None;
         }
-        let random = std::str::from_utf8(random).ok()?;
-        let mut placeholder = String::with_capacity(self.prefix.len() + random.len());
-        placeholder.push_str(&self.prefix);
-        placeholder.push_str(random);
         Some(Found {
             range: 0..text.len(),
-            placeholder,
+            placeholder: self.placeholder(random),
             spelling: self.spellings[m.pattern().as_usize()],
         })
+    }
+
+    /// The prefix and `random` (alphanumeric, so valid UTF-8), sized once:
+    /// `format!` grew it three times.
+    fn placeholder(&self, random: &[u8]) -> String {
+        let random = std::str::from_utf8(random).unwrap_or_default();
+        let mut p = String::with_capacity(self.prefix.len() + random.len());
+        p.push_str(&self.prefix);
+        p.push_str(random);
+        p
     }
 
     pub fn contains(&self, haystack: &[u8]) -> bool {
         !self.scan(haystack, true).0.is_empty()
     }
+}
+
+/// Length of the alphanumeric run `after` a prefix begins with, counted up
+/// to one past the longest a placeholder may have.
+fn random_run(after: &[u8]) -> usize {
+    after
+        .iter()
+        .take(MAX_RANDOM_LEN + 1)
+        .take_while(|b| b.is_ascii_alphanumeric())
+        .count()
 }
 
 /// Writes `token` for the place a placeholder was found.
