@@ -128,10 +128,13 @@ fn intercept(
 ) -> ToSandbox {
     let shared = shared.clone();
     let span = tracing::debug_span!("intercept", host = %ctx.host, port = ctx.port, sandbox = %ctx.sandbox);
+    // Taken out here: the request would keep its room in the task for the
+    // tunnel's whole life.
+    let upgrade = hyper::upgrade::on(req);
     tokio::spawn(
         async move {
             let _slot = slot;
-            match hyper::upgrade::on(req).await {
+            match upgrade.await {
                 Ok(upgraded) => crate::intercept::serve(shared, TokioIo::new(upgraded), ctx).await,
                 Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
             }

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Replays `prefix` before reading from `inner`; writes go straight through.
+/// The prefix is freed once replayed: the stream can live for hours.
 pub struct Rewind<IO> {
     prefix: Vec<u8>,
     offset: usize,
@@ -34,6 +35,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
             let start = self.offset;
             buf.put_slice(&self.prefix[start..start + n]);
             self.offset += n;
+            if self.offset == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.offset = 0;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -84,5 +89,23 @@ mod tests {
         let mut out = String::new();
         r.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "hello world");
+        assert_eq!(r.prefix.capacity(), 0, "the replayed prefix is freed");
+    }
+
+    #[tokio::test]
+    async fn a_prefix_longer_than_the_reader_buffer_is_replayed_whole() {
+        let (a, b) = tokio::io::duplex(64);
+        drop(a);
+        let mut r = Rewind::new(b"0123456789".to_vec(), b);
+        let mut chunk = [0u8; 4];
+        let mut out = Vec::new();
+        loop {
+            let n = r.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(out, b"0123456789");
     }
 }

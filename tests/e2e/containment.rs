@@ -564,3 +564,102 @@ async fn config_reload_on_sighup_keeps_connections_and_swaps_the_new_secret() {
     airlock.wait_for_log("not reloaded");
     assert_eq!(send(&mut conn, get()).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_protocol_is_served_and_a_silent_connection_is_closed() {
+    let r = range("header_read_timeout_secs = 1").await;
+    let proxy = r.airlock.proxy_addr();
+    let ca = r.airlock.ca_path();
+    let target = format!("{BOUND}:443");
+    let auth = format!("Bearer {}", r.placeholder);
+    let request = |uri: String| {
+        http::Request::get(uri)
+            .header("authorization", auth.as_str())
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .unwrap()
+    };
+
+    // By ALPN, and by the preface from a client that offered no ALPN.
+    let h2: &[u8] = b"h2";
+    let h1: &[u8] = b"http/1.1";
+    for (alpn, speak_h2, path) in [
+        (vec![h2], true, "/alpn-h2"),
+        (vec![h1], false, "/alpn-h1"),
+        (vec![], true, "/no-alpn-h2"),
+        (vec![], false, "/no-alpn-h1"),
+    ] {
+        let tls = tunnel::tls_through(proxy, &target, BOUND, &ca, &alpn).await;
+        let answer = if speak_h2 {
+            let mut sender = tunnel::h2_client(tls).await;
+            sender
+                .send_request(request(format!("https://{BOUND}{path}")))
+                .await
+        } else {
+            let mut sender = tunnel::h1_client(tls).await;
+            let mut req = request(path.to_owned());
+            req.headers_mut()
+                .insert("host", http::HeaderValue::from_static(BOUND));
+            sender.send_request(req).await
+        };
+        let (status, ..) = tunnel::collect(answer.expect("an answer")).await;
+        assert_eq!(status, 200, "{path}");
+        let seen = r.bound.requests().pop().expect("the upstream saw it");
+        assert_eq!(seen.path_and_query, path);
+        assert_eq!(
+            seen.header("authorization"),
+            Some(format!("Bearer {}", r.real).as_str()),
+            "{path}"
+        );
+    }
+
+    // A request head trickled in two TLS records after a pause is served whole.
+    let mut tls = tunnel::tls_through(proxy, &target, BOUND, &ca, &[h1]).await;
+    tls.write_all(format!("GET /trickled HTTP/1.1\r\nHost: {BOUND}\r\n").as_bytes())
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tls.write_all(format!("Authorization: {auth}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = r.bound.requests().pop().expect("the upstream saw it");
+    assert_eq!(seen.path_and_query, "/trickled");
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {}", r.real).as_str())
+    );
+
+    // A connection that says nothing after its handshake is closed once
+    // header_read_timeout has passed, and counted.
+    let mut silent = tunnel::tls_through(proxy, &target, BOUND, &ca, &[h1]).await;
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent connection was still open after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed too soon: {:?}",
+        started.elapsed()
+    );
+    let metrics = blocking({
+        let url = format!("{}/metrics", r.airlock.metrics_url());
+        move || curl(&[], &["-s", &url])
+    })
+    .await;
+    assert!(
+        metrics
+            .stdout
+            .contains("airlock_connection_errors_total{reason=\"header_read_timeout\"} 1"),
+        "{}",
+        metrics.stdout
+    );
+    r.no_leak(&[&metrics]);
+}

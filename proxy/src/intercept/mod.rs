@@ -13,90 +13,30 @@ use airlock_vault_client::normalize_host;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 use crate::audit::{AuditRecord, Mode, Outcome};
 use crate::error::ProxyError;
+use crate::http_server::Negotiated;
 use crate::rewind::Rewind;
 use crate::shared::Shared;
 use crate::tls::HANDSHAKE_RECORD;
 
 /// Terminates the sandbox's TLS with a leaf for the CONNECT host and serves
 /// HTTP/1.1 or HTTP/2 inside it.
+///
+/// The handshake's future and the stream are boxed: a connection's task is
+/// as large as its largest state, and moved-from locals keep their room, so
+/// the handshake's state (3.5 KiB) would otherwise stay allocated beside the
+/// served connection for its whole life.
 pub(crate) async fn serve<IO>(shared: Arc<Shared>, io: IO, mut ctx: InterceptCtx)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let settings = &shared.settings;
-    let mut audit = shared.audit(
-        ctx.sandbox.clone(),
-        Mode::Intercept,
-        "-",
-        ctx.host.as_str(),
-        ctx.port,
-        "",
-    );
-    // The first byte tells TLS (a handshake record) from a client that
-    // speaks plain HTTP into the tunnel; the latter gets an answer it can read.
-    let mut io = io;
-    let mut first = [0u8; 1];
-    let first_read =
-        tokio::time::timeout(settings.tls_handshake_timeout, io.read_exact(&mut first)).await;
-    if !matches!(first_read, Ok(Ok(_))) {
-        audit.outcome = if first_read.is_err() {
-            Outcome::TlsHandshakeTimeout
-        } else {
-            Outcome::ClientClosed
-        };
-        audit.emit(false);
-        return;
-    }
-    if first[0] != HANDSHAKE_RECORD {
-        let err = ProxyError::NotTls {
-            host: ctx.host.clone(),
-        };
-        let _ = io.write_all(&err.to_http1_bytes()).await;
-        let _ = io.shutdown().await;
-        audit.status = err.status().as_u16();
-        audit.outcome = Outcome::from(&err);
-        audit.refused = Some("not TLS after CONNECT".into());
-        audit.emit(true);
-        return;
-    }
-    let io = Rewind::new(first.to_vec(), io);
-    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
-    let step = tokio::time::timeout(settings.tls_handshake_timeout, acceptor).await;
-    let Some(start) = handshake_step(&mut audit, step) else {
+    let Some(tls) = Box::pin(handshake(&shared, io, &mut ctx)).await else {
         return;
     };
-    if let Some(sni) = start.client_hello().server_name() {
-        if normalize_host(sni).as_deref() != Some(ctx.host.as_str()) && ctx.refusal.is_none() {
-            ctx.refusal = Some(ProxyError::Misdirected(format!(
-                "TLS SNI {sni:?} does not match the CONNECT host {}",
-                ctx.host
-            )));
-        }
-    }
-    let leaf = match shared.leaves.get(&ctx.host).await {
-        Ok(leaf) => leaf,
-        Err(error) => {
-            tracing::warn!(%error, "could not mint a leaf certificate");
-            audit.outcome = Outcome::MintFailed;
-            audit.emit(false);
-            return;
-        }
-    };
-    let config = shared.tls_configs.for_leaf(&ctx.host, leaf);
-    // A failure here usually means the client distrusts our CA or hung up.
-    let step =
-        tokio::time::timeout(settings.tls_handshake_timeout, start.into_stream(config)).await;
-    let Some(tls) = handshake_step(&mut audit, step) else {
-        return;
-    };
-    // Its requests write their own lines: this one only spoke for the handshake.
-    drop(audit);
     let conn = Arc::new(service::Connection::new(ctx));
     let for_service = shared.clone();
     let service = service_fn(move |req: Request<Incoming>| {
@@ -123,15 +63,88 @@ where
             .instrument(span),
         )
     });
-    if let Err(error) = crate::http_server::auto(settings)
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await
+    let negotiated = Negotiated::from_alpn(tls.get_ref().1.alpn_protocol());
+    let (settings, metrics) = (&shared.settings, &shared.telemetry.metrics);
+    if let Err(error) =
+        crate::http_server::serve_tls(settings, metrics, tls, negotiated, service).await
     {
-        if let Some(e) = error.downcast_ref::<hyper::Error>() {
-            crate::http_server::count_connection_error(&shared.telemetry.metrics, e);
-        }
         tracing::debug!(%error, "intercepted connection ended with an error");
     }
+}
+
+/// The sandbox's TLS handshake with a leaf for the CONNECT host, or `None`
+/// once the audit line says why there is none. Its audit record speaks only
+/// for the handshake: requests write their own.
+async fn handshake<IO>(
+    shared: &Shared,
+    io: IO,
+    ctx: &mut InterceptCtx,
+) -> Option<Box<tokio_rustls::server::TlsStream<Rewind<IO>>>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let settings = &shared.settings;
+    let mut audit = shared.audit(
+        ctx.sandbox.clone(),
+        Mode::Intercept,
+        "-",
+        ctx.host.as_str(),
+        ctx.port,
+        "",
+    );
+    // The first byte tells TLS (a handshake record) from a client that
+    // speaks plain HTTP into the tunnel; the latter gets an answer it can read.
+    let mut io = io;
+    let mut first = [0u8; 1];
+    let first_read =
+        tokio::time::timeout(settings.tls_handshake_timeout, io.read_exact(&mut first)).await;
+    if !matches!(first_read, Ok(Ok(_))) {
+        audit.outcome = if first_read.is_err() {
+            Outcome::TlsHandshakeTimeout
+        } else {
+            Outcome::ClientClosed
+        };
+        audit.emit(false);
+        return None;
+    }
+    if first[0] != HANDSHAKE_RECORD {
+        let err = ProxyError::NotTls {
+            host: ctx.host.clone(),
+        };
+        let _ = io.write_all(&err.to_http1_bytes()).await;
+        let _ = io.shutdown().await;
+        audit.status = err.status().as_u16();
+        audit.outcome = Outcome::from(&err);
+        audit.refused = Some("not TLS after CONNECT".into());
+        audit.emit(true);
+        return None;
+    }
+    let io = Rewind::new(first.to_vec(), io);
+    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let step = tokio::time::timeout(settings.tls_handshake_timeout, acceptor).await;
+    let start = handshake_step(&mut audit, step)?;
+    if let Some(sni) = start.client_hello().server_name() {
+        if normalize_host(sni).as_deref() != Some(ctx.host.as_str()) && ctx.refusal.is_none() {
+            ctx.refusal = Some(ProxyError::Misdirected(format!(
+                "TLS SNI {sni:?} does not match the CONNECT host {}",
+                ctx.host
+            )));
+        }
+    }
+    let leaf = match shared.leaves.get(&ctx.host).await {
+        Ok(leaf) => leaf,
+        Err(error) => {
+            tracing::warn!(%error, "could not mint a leaf certificate");
+            audit.outcome = Outcome::MintFailed;
+            audit.emit(false);
+            return None;
+        }
+    };
+    let config = shared.tls_configs.for_leaf(&ctx.host, leaf);
+    // A failure here usually means the client distrusts our CA or hung up.
+    let step =
+        tokio::time::timeout(settings.tls_handshake_timeout, start.into_stream(config)).await;
+    handshake_step(&mut audit, step).map(Box::new)
 }
 
 /// The value of a timed TLS handshake step, or `None` once the audit line

@@ -37,7 +37,13 @@ pub(super) async fn serve_connection(
     let local = stream.local_addr().ok();
     let sandbox = sandbox_for(&shared, peer.ip());
     let audit_sandbox = sandbox.clone().unwrap_or_else(|_| SandboxId::new("-"));
-    let hello = read_client_hello(&mut stream, shared.settings.tls_handshake_timeout).await;
+    // Boxed: its 4 KiB read chunk would otherwise keep its room in the
+    // connection's task for the connection's whole life.
+    let hello = Box::pin(read_client_hello(
+        &mut stream,
+        shared.settings.tls_handshake_timeout,
+    ))
+    .await;
     let (prefix, sni) = match hello {
         Ok(read) => read,
         Err(failure) => {
