@@ -73,6 +73,22 @@ impl Negotiated {
             None => Self::Nothing,
         }
     }
+
+    /// Without ALPN, the client's first bytes tell: HTTP/2's preface starts
+    /// `PRI `, a method no HTTP/1.1 request has. Fewer bytes than that are
+    /// left to hyper-util's sniffing.
+    fn or_by_preface(self, first: &[u8]) -> Self {
+        match self {
+            Self::Nothing if first.len() >= 4 => {
+                if first.starts_with(b"PRI ") {
+                    Self::Http2
+                } else {
+                    Self::Http1
+                }
+            }
+            chosen => chosen,
+        }
+    }
 }
 
 /// How much of the client's first bytes is read before hyper takes over: as
@@ -106,7 +122,7 @@ async fn first_bytes<I: AsyncRead + Unpin>(io: &mut I) -> std::io::Result<Vec<u8
 /// Serves an intercepted TLS connection on the protocol its handshake chose.
 /// hyper's buffers (16 KiB) are allocated only once the client has sent its
 /// first bytes, within `header_read_timeout`; a client that offered no ALPN
-/// is told apart by its preface.
+/// is told apart by those bytes.
 pub(crate) async fn serve_tls<I, S, B>(
     settings: &ProxySettings,
     metrics: &Metrics,
@@ -133,6 +149,7 @@ where
             return Ok(());
         }
     };
+    let negotiated = negotiated.or_by_preface(&first);
     let io = TokioIo::new(Rewind::new(first, io));
     // HTTP/2 and sniffing connections are boxed (1.5 KiB each), so an
     // HTTP/1.1 connection's task is only as large as its own state.
@@ -212,6 +229,29 @@ mod tests {
         assert_eq!(Negotiated::from_alpn(Some(b"h2")), Negotiated::Http2);
         assert_eq!(Negotiated::from_alpn(Some(b"http/1.1")), Negotiated::Http1);
         assert_eq!(Negotiated::from_alpn(None), Negotiated::Nothing);
+    }
+
+    #[test]
+    fn without_alpn_the_first_bytes_pick_the_protocol() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(
+            Negotiated::Nothing.or_by_preface(preface),
+            Negotiated::Http2
+        );
+        assert_eq!(
+            Negotiated::Nothing.or_by_preface(b"GET / HTTP/1.1\r\n"),
+            Negotiated::Http1
+        );
+        assert_eq!(
+            Negotiated::Nothing.or_by_preface(b"PRI"),
+            Negotiated::Nothing
+        );
+        // ALPN's choice stands whatever follows.
+        assert_eq!(Negotiated::Http1.or_by_preface(preface), Negotiated::Http1);
+        assert_eq!(
+            Negotiated::Http2.or_by_preface(b"GET / HTTP/1.1\r\n"),
+            Negotiated::Http2
+        );
     }
 
     #[tokio::test]
