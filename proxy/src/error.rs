@@ -110,6 +110,8 @@ pub enum ProxyError {
     BodyReadTimeout { after: std::time::Duration },
     #[error("request body too large: {0}")]
     BodyTooLarge(String),
+    #[error("the request head is {size} bytes; at most {max} are accepted (max_header_bytes)")]
+    HeadTooLarge { size: usize, max: usize },
     #[error("a placeholder was found in a body that keeps its Content-Length (binary upload); send the credential in a header")]
     BodyNotSwappable,
     #[error("the sandbox's request body ended early: {0}")]
@@ -156,6 +158,7 @@ impl ProxyError {
             | Self::TooManyHeld { .. }
             | Self::UnknownPlaceholder
             | Self::BodyTooLarge(_)
+            | Self::HeadTooLarge { .. }
             | Self::TooManyAuthFailures { .. }
             | Self::TooManyConnections { .. }
             | Self::ProxyBusy { .. }
@@ -185,6 +188,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::ProxyBusy { .. }
             | Self::DecompressionBudget { .. }
@@ -264,6 +268,7 @@ impl ProxyError {
             Self::Timeout(_) => "upstream_timeout",
             Self::Upstream(_) => "upstream_error",
             Self::BodyTooLarge(_) => "body_too_large",
+            Self::HeadTooLarge { .. } => "header_too_large",
             Self::TooManyAuthFailures { .. } => "auth_rate_limited",
             Self::TooManyConnections { .. } => "too_many_connections",
             Self::ProxyBusy { .. } => "proxy_busy",

@@ -137,26 +137,36 @@ async fn bad_input_gets_a_clear_error_and_the_proxy_keeps_serving() {
     drop(s);
     w.assert_still_serving().await;
 
-    // Oversized request head.
-    let env = w.env();
-    let huge = format!("X-Huge: {}", "a".repeat(100 * 1024));
-    let out = blocking(move || {
-        curl(
-            &env,
-            &[
-                "--http1.1",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-H",
-                &huge,
-                "https://api.github.test/",
-            ],
-        )
-    })
-    .await;
-    assert_eq!(out.stdout, "431", "{}", out.stderr);
+    // Oversized request head, each time (hyper's own limit let one in when
+    // a single read brought the rest of it): never forwarded.
+    for _ in 0..4 {
+        let env = w.env();
+        let huge = format!("X-Huge: {}", "a".repeat(100 * 1024));
+        let out = blocking(move || {
+            curl(
+                &env,
+                &[
+                    "--http1.1",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                    &huge,
+                    "https://api.github.test/",
+                ],
+            )
+        })
+        .await;
+        assert_eq!(out.stdout, "431", "{}", out.stderr);
+    }
+    assert!(
+        w.api
+            .requests()
+            .iter()
+            .all(|r| r.header("x-huge").is_none()),
+        "an oversized head reached the upstream"
+    );
     w.assert_still_serving().await;
 
     // Garbage instead of an HTTP request on the proxy port.

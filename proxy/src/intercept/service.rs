@@ -73,6 +73,9 @@ pub(super) async fn handle(
     if let Some(err) = &ctx.refusal {
         return refuse(&mut audit, err.clone());
     }
+    if let Some(err) = crate::headers::head_too_large(&req, shared.settings.max_header_bytes) {
+        return refuse(&mut audit, err);
+    }
     if let Err(err) = check_authority(
         &req,
         &ctx.host,

@@ -159,6 +159,17 @@ async fn dispatch(
     peer: IpAddr,
     held: &HeldSlots,
 ) -> ToSandbox {
+    if let Some(err) = crate::headers::head_too_large(&req, shared.settings.max_header_bytes) {
+        let mut audit = shared.audit(
+            SandboxId::new("-"),
+            Mode::Http,
+            req.method().as_str(),
+            req.uri().host().unwrap_or("-"),
+            req.uri().port_u16().unwrap_or(0),
+            "",
+        );
+        return refuse(&mut audit, err);
+    }
     let sandbox = match identity::authenticate(shared, req.headers(), peer).await {
         Ok(sandbox) => sandbox,
         Err(err) => {

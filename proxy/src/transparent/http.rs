@@ -89,6 +89,9 @@ async fn handle(shared: &Shared, mut req: Request<Incoming>, conn: &Connection) 
     if let Some(err) = refusal {
         return refuse(&mut audit, err);
     }
+    if let Some(err) = crate::headers::head_too_large(&req, shared.settings.max_header_bytes) {
+        return refuse(&mut audit, err);
+    }
     let Some(host) = host else {
         return refuse(
             &mut audit,
