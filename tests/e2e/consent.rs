@@ -317,11 +317,7 @@ async fn a_webhook_receiver_that_is_down_costs_nothing_but_a_log_line() {
     assert_eq!(code, 200, "{page}");
     let (status, answer) = blocking(move || waiting.join().unwrap()).await;
     assert_eq!(status, 200, "{answer}");
-    let metrics = blocking({
-        let url = format!("{}/metrics", w.airlock.metrics_url());
-        move || curl(&[], &["-s", &url])
-    })
-    .await;
+    let metrics = w.airlock.scrape_metrics().await;
     assert!(
         metrics
             .stdout

@@ -467,11 +467,7 @@ async fn hostile_clients_are_refused_and_the_proxy_keeps_serving() {
     assert!(last.header("x-injected").is_none());
 
     // Metrics saw the limits.
-    let metrics = blocking({
-        let url = format!("{}/metrics", r.airlock.metrics_url());
-        move || curl(&[], &["-s", &url])
-    })
-    .await;
+    let metrics = r.airlock.scrape_metrics().await;
     assert!(
         metrics
             .stdout
@@ -649,11 +645,7 @@ async fn every_client_protocol_is_served_and_a_silent_connection_is_closed() {
         "closed too soon: {:?}",
         started.elapsed()
     );
-    let metrics = blocking({
-        let url = format!("{}/metrics", r.airlock.metrics_url());
-        move || curl(&[], &["-s", &url])
-    })
-    .await;
+    let metrics = r.airlock.scrape_metrics().await;
     assert!(
         metrics
             .stdout

@@ -277,6 +277,12 @@ impl Airlock {
         wait_for_listen(&self.log_path, "metrics listening")
     }
 
+    /// The metrics endpoint's text, fetched with curl off the runtime.
+    pub async fn scrape_metrics(&self) -> super::clients::Output {
+        let url = format!("{}/metrics", self.metrics_url());
+        super::blocking(move || super::clients::curl(&[], &["-s", &url])).await
+    }
+
     /// The admin API credential airlock created in its data dir.
     pub fn admin_token(&self) -> String {
         if let Some(token) = &self.admin_token_env {

@@ -159,30 +159,24 @@ async fn dispatch(
     peer: IpAddr,
     held: &HeldSlots,
 ) -> ToSandbox {
-    if let Some(err) = crate::headers::head_too_large(&req, shared.settings.max_header_bytes) {
+    // Refused before anyone is known: the audit line names no sandbox.
+    let refuse_unknown = |mode: Mode, err: ProxyError| {
         let mut audit = shared.audit(
             SandboxId::new("-"),
-            Mode::Http,
+            mode,
             req.method().as_str(),
             req.uri().host().unwrap_or("-"),
             req.uri().port_u16().unwrap_or(0),
             "",
         );
-        return refuse(&mut audit, err);
+        refuse(&mut audit, err)
+    };
+    if let Some(err) = crate::headers::head_too_large(&req, shared.settings.max_header_bytes) {
+        return refuse_unknown(Mode::Http, err);
     }
     let sandbox = match identity::authenticate(shared, req.headers(), peer).await {
         Ok(sandbox) => sandbox,
-        Err(err) => {
-            let mut audit = shared.audit(
-                SandboxId::new("-"),
-                Mode::Auth,
-                req.method().as_str(),
-                req.uri().host().unwrap_or("-"),
-                req.uri().port_u16().unwrap_or(0),
-                "",
-            );
-            return refuse(&mut audit, err);
-        }
+        Err(err) => return refuse_unknown(Mode::Auth, err),
     };
     req.headers_mut().remove(header::PROXY_AUTHORIZATION);
     if req.method() == Method::CONNECT {
