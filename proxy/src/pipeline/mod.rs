@@ -78,11 +78,8 @@ pub(crate) async fn forward(
         .plan(&audit.host, out.version);
     // Plain `http://` has no ALPN: both wires are HTTP/1.1.
     let measured = measured && out.scheme == "https" && !wire_choice::pinned(&out.headers);
-    let wire = if measured {
-        shared.wire_choice.choose(out.authority.as_str(), start)
-    } else {
-        start
-    };
+    let pick = measured.then(|| shared.wire_choice.choose(out.authority.as_str(), start));
+    let wire = pick.as_ref().map_or(start, |p| p.wire);
     let attempt = UpstreamAttempt {
         upstream: &shared.upstream,
         out: &out,
@@ -112,10 +109,8 @@ pub(crate) async fn forward(
         Ok(r) => r,
         Err(err) => return refuse(&mut audit, err),
     };
-    if measured {
-        shared
-            .wire_choice
-            .record(out.authority.as_str(), wire, sent.elapsed());
+    if let Some(pick) = pick {
+        shared.wire_choice.record(pick, sent.elapsed());
     }
     let tokens = shared.tokens.as_ref();
     let sandbox = audit.sandbox.clone();

@@ -205,14 +205,19 @@ async fn handle(
             .body(PatternBody { remaining: n }.boxed())
             .unwrap();
     }
-    if let Some(ms) = path.strip_prefix("/slow-h2/") {
-        // An upstream whose HTTP/2 is slower than its HTTP/1.1.
-        let Ok(ms) = ms.parse::<u64>() else {
+    if let Some(delays) = path.strip_prefix("/slow-h2/") {
+        // An upstream whose HTTP/2 is slower than its HTTP/1.1:
+        // `/slow-h2/H2_MS[/H1_MS]`.
+        let (h2, h1) = delays.split_once('/').unwrap_or((delays, "0"));
+        let (Ok(h2), Ok(h1)) = (h2.parse::<u64>(), h1.parse::<u64>()) else {
             return text(StatusCode::BAD_REQUEST, "bad delay\n");
         };
-        if parts.version == hyper::Version::HTTP_2 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
+        let ms = if parts.version == hyper::Version::HTTP_2 {
+            h2
+        } else {
+            h1
+        };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
         return text(StatusCode::OK, "ok\n");
     }
     if path == "/upload" && (method == Method::POST || method == Method::PUT) {
