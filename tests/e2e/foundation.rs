@@ -183,18 +183,10 @@ async fn auto_moves_a_busy_upstream_to_the_wire_it_answers_faster_on() {
     use airlock_proxy::wire_choice::{MIN_SAMPLES, WARMUP};
     let w = world("").await;
     let total = WARMUP + 2 * MIN_SAMPLES + 20;
-    let env = w.env();
-    let auth = format!("Authorization: Bearer {}", w.placeholder);
+    let (env, auth) = (w.env(), format!("Authorization: Bearer {}", w.placeholder));
     let out = blocking(move || {
-        let mut args: Vec<String> = ["--http2", "-w", "%{http_code}\n", "-H", &auth]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        for _ in 0..total {
-            args.push("https://api.github.test/slow-h2/20".into());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        curl(&env, &args)
+        let url = "https://api.github.test/slow-h2/20";
+        curl_many(&env, &["--http2", "-H", &auth], url, total)
     })
     .await;
     assert!(out.success(), "curl failed: {}", out.stderr);
@@ -259,24 +251,9 @@ async fn auto_moves_a_busy_upstream_to_the_wire_it_answers_faster_on() {
     let burst = 12u64;
     let (env, auth) = (w.env(), format!("Authorization: Bearer {}", w.placeholder));
     let burst_out = blocking(move || {
-        let mut args: Vec<String> = [
-            "--http2",
-            "--parallel",
-            "--parallel-max",
-            "12",
-            "-w",
-            "%{http_code}\n",
-            "-H",
-            &auth,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        for _ in 0..burst {
-            args.push("https://api.github.test/slow-h2/20/300".into());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        curl(&env, &args)
+        let options = ["--http2", "--parallel", "--parallel-max", "12", "-H", &auth];
+        let url = "https://api.github.test/slow-h2/20/300";
+        curl_many(&env, &options, url, burst)
     })
     .await;
     assert!(burst_out.success(), "curl failed: {}", burst_out.stderr);
@@ -295,6 +272,19 @@ async fn auto_moves_a_busy_upstream_to_the_wire_it_answers_faster_on() {
         &burst_out.stdout,
         &burst_out.stderr,
     ]);
+}
+
+/// One curl run fetching `url` `n` times with `options`, printing each status.
+fn curl_many(
+    env: &[(String, String)],
+    options: &[&str],
+    url: &str,
+    n: u64,
+) -> crate::support::clients::Output {
+    let mut args: Vec<&str> = options.to_vec();
+    args.extend(["-w", "%{http_code}\n"]);
+    args.extend((0..n).map(|_| url));
+    curl(env, &args)
 }
 
 /// The upstream versions of one HTTP/1.1 and one HTTP/2 request through

@@ -78,6 +78,9 @@ pub(crate) async fn forward(
         .plan(&audit.host, out.version);
     // Plain `http://` has no ALPN: both wires are HTTP/1.1.
     let measured = measured && out.scheme == "https" && !wire_choice::pinned(&out.headers);
+    // The pick counts this request as awaiting its host's answer until it
+    // is recorded below (or dropped with a refusal); a request held for
+    // consent counts too, which at worst offers HTTP/2 a little early.
     let pick = measured.then(|| shared.wire_choice.choose(out.authority.as_str(), start));
     let wire = pick.as_ref().map_or(start, |p| p.wire);
     let attempt = UpstreamAttempt {
