@@ -206,8 +206,8 @@ async fn handle(
             .unwrap();
     }
     if let Some(delays) = path.strip_prefix("/slow-h2/") {
-        // An upstream whose HTTP/2 is slower than its HTTP/1.1:
-        // `/slow-h2/H2_MS[/H1_MS]`.
+        // Each HTTP version answers after its own delay,
+        // `/slow-h2/H2_MS[/H1_MS]` (HTTP/1.1 at once unless given).
         let (h2, h1) = delays.split_once('/').unwrap_or((delays, "0"));
         let (Ok(h2), Ok(h1)) = (h2.parse::<u64>(), h1.parse::<u64>()) else {
             return text(StatusCode::BAD_REQUEST, "bad delay\n");
