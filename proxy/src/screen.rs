@@ -4,6 +4,7 @@
 //! line (reason phrase), headers, body in every content coding airlock
 //! decodes, and trailers. Nothing else turns upstream bytes into a response.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -68,15 +69,39 @@ const WHOLE_LIMIT: usize = 64 * 1024;
 /// Screens one upstream answer. `firewall` is `None` when the sandbox has no
 /// token at all (or scrubbing is off); hop-by-hop headers go either way.
 /// `decoding` bounds a compressed answer that must be decoded to be screened.
-pub async fn screen(
+///
+/// Not an `async fn`: the head is screened at once, so the future (one per
+/// request) keeps only what the body's screening needs.
+pub fn screen<'a>(
     response: Response<ProxyBody>,
     firewall: Option<Arc<Firewall>>,
-    decoding: Decoding<'_>,
-) -> Result<ToSandbox, ProxyError> {
+    decoding: Decoding<'a>,
+) -> impl Future<Output = Result<ToSandbox, ProxyError>> + Send + 'a {
+    let head = screen_head(response, firewall);
+    async move {
+        match head {
+            Head::Done(answer) => Ok(answer),
+            Head::BodyToScreen(mut parts, body, firewall) => {
+                let body = screen_body(&mut parts.headers, body, firewall, decoding).await?;
+                Ok(ToSandbox(Response::from_parts(parts, body)))
+            }
+        }
+    }
+}
+
+/// An answer whose head is screened.
+enum Head {
+    /// Nothing more to screen.
+    Done(ToSandbox),
+    /// The body is still to be screened.
+    BodyToScreen(http::response::Parts, ProxyBody, Arc<Firewall>),
+}
+
+fn screen_head(response: Response<ProxyBody>, firewall: Option<Arc<Firewall>>) -> Head {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let Some(firewall) = firewall else {
-        return Ok(ToSandbox(Response::from_parts(parts, body)));
+        return Head::Done(ToSandbox(Response::from_parts(parts, body)));
     };
     firewall.scrub_headers(&mut parts.headers);
     if let Some(reason) = parts.extensions.get::<hyper::ext::ReasonPhrase>() {
@@ -95,10 +120,9 @@ pub async fn screen(
     }
     // HEAD, 204, 304 and friends: nothing to read, and the length stays.
     if http_body::Body::is_end_stream(&body) {
-        return Ok(ToSandbox(Response::from_parts(parts, body)));
+        return Head::Done(ToSandbox(Response::from_parts(parts, body)));
     }
-    let body = screen_body(&mut parts.headers, body, firewall, decoding).await?;
-    Ok(ToSandbox(Response::from_parts(parts, body)))
+    Head::BodyToScreen(parts, body, firewall)
 }
 
 async fn screen_body(

@@ -279,41 +279,47 @@ impl Upstream {
     }
 
     /// Sends an HTTP/1.1 upgrade request on a connection of its own.
-    pub async fn send_upgrade(
+    pub fn send_upgrade(
         &self,
         req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        Self::send_with(&self.upgrade_client, self.response_timeout, req).await
+    ) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> + Send + 'static {
+        Self::send_with(&self.upgrade_client, self.response_timeout, req)
     }
 
     /// Sends `req` (absolute URI) over `wire` and waits for the response head.
-    pub async fn send(
+    pub fn send(
         &self,
         req: Request<ProxyBody>,
         wire: UpstreamWire,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> + Send + 'static {
         let client = match wire {
             UpstreamWire::Alpn => &self.alpn,
             UpstreamWire::Http1 => &self.http1,
         };
-        Self::send_with(client, self.response_timeout, req).await
+        Self::send_with(client, self.response_timeout, req)
     }
 
-    async fn send_with(
+    /// Not an `async fn`: the request is handed to the client before the
+    /// future is made, so the future (one per request) does not also keep
+    /// room for the request.
+    fn send_with(
         client: &PooledClient,
         response_timeout: Duration,
         req: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> + Send + 'static {
         // Shared with the request's URI, not copied: needed only on failure.
         let authority = req.uri().authority().cloned();
-        let host = || authority.as_ref().map_or("", |a| a.host());
-        match tokio::time::timeout(response_timeout, client.request(req)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(classify_client_error(host(), &err)),
-            Err(_) => Err(ProxyError::Timeout(format!(
-                "{} did not answer within {response_timeout:?}",
-                host()
-            ))),
+        let answer = tokio::time::timeout(response_timeout, client.request(req));
+        async move {
+            let host = || authority.as_ref().map_or("", |a| a.host());
+            match answer.await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(err)) => Err(classify_client_error(host(), &err)),
+                Err(_) => Err(ProxyError::Timeout(format!(
+                    "{} did not answer within {response_timeout:?}",
+                    host()
+                ))),
+            }
         }
     }
 }

@@ -10,18 +10,25 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use airlock_vault_client::normalize_host;
-use http::Request;
+use futures_util::FutureExt;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 use crate::audit::{AuditRecord, Mode, Outcome};
+use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::http_server::Negotiated;
 use crate::rewind::Rewind;
 use crate::shared::Shared;
 use crate::tls::HANDSHAKE_RECORD;
+
+/// One request's answer, as the connection's service gives it to hyper.
+type RequestFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>,
+>;
 
 /// Terminates the sandbox's TLS with a leaf for the CONNECT host and serves
 /// HTTP/1.1 or HTTP/2 inside it.
@@ -41,7 +48,6 @@ where
     let for_service = shared.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = for_service.clone();
-        let conn = conn.clone();
         let ctx = &conn.ctx;
         // One span per request; the path without its query (it can hold secrets).
         let span = tracing::info_span!(
@@ -54,14 +60,24 @@ where
             outcome = tracing::field::Empty,
         );
         // Boxed: hyper keeps a slot the size of the service's future for the
-        // connection's life, so a request's state (kilobytes) would stay
-        // allocated on every idle keep-alive connection.
-        Box::pin(
-            async move {
-                Ok::<_, Infallible>(service::handle(&shared, req, &conn).await.into_response())
-            }
-            .instrument(span),
-        )
+        // connection's life, so a request's state would stay allocated on
+        // every idle keep-alive connection. The forwarded request's future
+        // is boxed as it is (a wrapping `async` block would keep its
+        // arguments twice); the rare routes share one wrapper.
+        let route = span.in_scope(|| service::route(&shared, req, &conn));
+        let answer: RequestFuture = match route {
+            service::Route::Forward(out, body, swapper, audit) => Box::pin(
+                crate::pipeline::forward(shared, out, body, swapper, audit)
+                    .map(|answer| Ok(answer.into_response()))
+                    .instrument(span),
+            ),
+            route => Box::pin(
+                service::answer_rare(shared, route)
+                    .map(|answer| Ok(answer.into_response()))
+                    .instrument(span),
+            ),
+        };
+        answer
     });
     let negotiated = Negotiated::from_alpn(tls.get_ref().1.alpn_protocol());
     let (settings, metrics) = (&shared.settings, &shared.telemetry.metrics);

@@ -11,7 +11,7 @@ use http::uri::{Authority, PathAndQuery};
 use http::Request;
 use hyper::body::Incoming;
 
-use crate::audit::Mode;
+use crate::audit::{AuditRecord, Mode};
 use crate::error::ProxyError;
 use crate::parse::host_for_uri;
 use crate::pipeline::close::refuse;
@@ -19,6 +19,7 @@ use crate::pipeline::websocket::{is_upgrade, websocket};
 use crate::pipeline::{forward, Outgoing};
 use crate::screen::ToSandbox;
 use crate::shared::Shared;
+use crate::swap::Swapper;
 
 /// What an intercepted connection was opened for.
 pub(crate) struct InterceptCtx {
@@ -56,11 +57,22 @@ impl Connection {
     }
 }
 
-pub(super) async fn handle(
-    shared: &Shared,
-    req: Request<Incoming>,
-    conn: &Connection,
-) -> ToSandbox {
+/// What a request on an intercepted connection goes on to, decided
+/// without waiting.
+pub(super) enum Route {
+    /// Refused (or answered) already.
+    Answered(ToSandbox),
+    /// airlock's own host.
+    Internal {
+        method: http::Method,
+        path: String,
+        audit: AuditRecord,
+    },
+    WebSocket(Request<Incoming>, Authority, Swapper, AuditRecord),
+    Forward(Outgoing, Incoming, Swapper, AuditRecord),
+}
+
+pub(super) fn route(shared: &Shared, req: Request<Incoming>, conn: &Connection) -> Route {
     let ctx = &conn.ctx;
     let mut audit = shared.audit(
         ctx.sandbox.clone(),
@@ -70,11 +82,12 @@ pub(super) async fn handle(
         ctx.port,
         req.uri().path(),
     );
+    let refused = |audit: &mut AuditRecord, err| Route::Answered(refuse(audit, err));
     if let Some(err) = &ctx.refusal {
-        return refuse(&mut audit, err.clone());
+        return refused(&mut audit, err.clone());
     }
     if let Some(err) = crate::headers::head_too_large(&req, shared.settings.max_header_bytes) {
-        return refuse(&mut audit, err);
+        return refused(&mut audit, err);
     }
     if let Err(err) = check_authority(
         &req,
@@ -82,19 +95,22 @@ pub(super) async fn handle(
         ctx.port,
         conn.authority.as_ref().map(Authority::as_str),
     ) {
-        return refuse(&mut audit, err);
+        return refused(&mut audit, err);
     }
     if crate::internal::is_internal(&ctx.host) {
-        let path = req.uri().path().to_owned();
-        return crate::internal::handle(shared, req.method(), &path, audit).await;
+        return Route::Internal {
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            audit,
+        };
     }
     let Some(authority) = conn.authority.clone() else {
         let err = ProxyError::BadRequest(format!("{} cannot be a URL's host", ctx.host));
-        return refuse(&mut audit, err);
+        return refused(&mut audit, err);
     };
     let swapper = shared.swapper(ctx.sandbox.clone(), conn.host.clone());
     if is_upgrade(&req) {
-        return websocket(shared, req, authority, swapper, audit).await;
+        return Route::WebSocket(req, authority, swapper, audit);
     }
     let path_and_query = req
         .uri()
@@ -110,7 +126,25 @@ pub(super) async fn handle(
         path_and_query,
         version: parts.version,
     };
-    forward(shared, out, body, swapper, audit).await
+    Route::Forward(out, body, swapper, audit)
+}
+
+/// The answer to a request [`route`] did not answer at once.
+pub(super) async fn answer_rare(shared: Arc<Shared>, route: Route) -> ToSandbox {
+    match route {
+        Route::Answered(answer) => answer,
+        Route::Internal {
+            method,
+            path,
+            audit,
+        } => crate::internal::handle(&shared, &method, &path, audit).await,
+        Route::WebSocket(req, authority, swapper, audit) => {
+            websocket(&shared, req, authority, swapper, audit).await
+        }
+        Route::Forward(out, body, swapper, audit) => {
+            forward(shared, out, body, swapper, audit).await
+        }
+    }
 }
 
 /// `Host`/`:authority` must name the host and port the connection was opened for.

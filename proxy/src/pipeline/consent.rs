@@ -286,24 +286,21 @@ pub(crate) async fn new_token(
     None
 }
 
-/// Stage 2 with consent: builds the request; when it meets an account a
-/// human must connect and may wait, holds it (nothing sent) and builds again
-/// until the account resolves or the wait ends. Else the error, with the
-/// connect link.
-pub(crate) async fn build_or_hold(
+/// Stage 2 with consent, after the first build failed with `err`: when it
+/// met an account a human must connect and the request may wait, holds it
+/// (nothing sent) and builds it again on every tick until the account
+/// resolves or the wait ends. Else the error, with the connect link.
+pub(crate) async fn hold_until_built(
     shared: &Shared,
     attempt: &UpstreamAttempt<'_>,
     swapper: &mut Swapper,
     plan: &mut BodyPlan,
     audit: &AuditRecord,
     asked: Option<Duration>,
+    mut err: ProxyError,
 ) -> Result<(Request<ProxyBody>, Option<Hold>), ProxyError> {
     let mut hold: Option<Hold> = None;
     loop {
-        let err = match attempt.build(swapper, plan).await {
-            Ok(request) => return Ok((request, hold)),
-            Err(err) => err,
-        };
         let Some(binding) = needs_human(&err).map(str::to_owned) else {
             return Err(err);
         };
@@ -334,6 +331,10 @@ pub(crate) async fn build_or_hold(
         if !hold.as_ref().expect("just set").tick().await {
             return Err(with_link(err));
         }
+        err = match attempt.build(swapper, plan).await {
+            Ok(request) => return Ok((request, hold)),
+            Err(err) => err,
+        };
     }
 }
 

@@ -24,6 +24,8 @@ pub(crate) mod websocket;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
+use std::ops::Deref;
 use std::time::Instant;
 
 use hyper::body::Incoming;
@@ -42,153 +44,187 @@ use send::{Attempt, UpstreamAttempt};
 pub use swap_request::Outgoing;
 
 /// Sends the request and streams the answer back to the sandbox.
-pub(crate) async fn forward(
-    shared: &Shared,
+///
+/// Its future is allocated once per request, so it is kept small: not an
+/// `async fn` (whose arguments would be stored twice: as given, and moved
+/// into the body), and the rare waits (consent, refresh and replay, step-up,
+/// signed requests) are boxed where they happen.
+///
+/// `shared` is `&Shared` or an `Arc<Shared>`: with the latter the future is
+/// `'static`, and a connection's service can return it as it is, without an
+/// outer future that would keep the arguments a second time.
+#[allow(clippy::manual_async_fn)] // see above: an `async fn` stores its arguments twice
+pub(crate) fn forward<S>(
+    shared: S,
     mut out: Outgoing,
     body: Incoming,
     mut swapper: Swapper,
     mut audit: AuditRecord,
-) -> ToSandbox {
-    strip_hop_by_hop(&mut out.headers);
-    let plan = match plan_body(shared, &out.headers, body, &audit).await {
-        Ok(plan) => plan,
-        Err(err) => return refuse(&mut audit, err),
-    };
-    let mut plan = match plan {
+) -> impl Future<Output = ToSandbox> + Send
+where
+    S: Deref<Target = Shared> + Send + Sync,
+{
+    async move {
+        let shared: &Shared = &shared;
+        strip_hop_by_hop(&mut out.headers);
+        let mut plan = match plan_body(shared, &out.headers, body, &audit).await {
+            Ok(plan) => drained_when_dropped(plan),
+            Err(err) => return refuse(&mut audit, err),
+        };
+        let screening = shared.settings.scrub_responses;
+        // Every token the sandbox could obtain, not only this request's.
+        let guarded = screening && shared.ledger.firewall(&audit.sandbox).await.is_some();
+        let (start, measured) = shared
+            .settings
+            .upstream_protocol
+            .plan(&audit.host, out.version);
+        // Plain `http://` has no ALPN: both wires are HTTP/1.1.
+        let measured = measured && out.scheme == "https" && !wire_choice::pinned(&out.headers);
+        // The pick counts this request as awaiting its host's answer until it
+        // is recorded below (or dropped with a refusal); a request held for
+        // consent counts too, which at worst offers HTTP/2 a little early.
+        let pick = measured.then(|| shared.wire_choice.choose(out.authority.as_str(), start));
+        let wire = pick.as_ref().map_or(start, |p| p.wire);
+        let attempt = UpstreamAttempt {
+            upstream: &shared.upstream,
+            out: &out,
+            guarded,
+            add_via: shared.settings.add_via,
+            wire,
+            request_bytes: audit.request_bytes.clone(),
+        };
+        audit.marks = Some(swapper.marks());
+        let asked_wait = consent::asked_wait(&out.headers);
+        let built = match attempt.build(&mut swapper, &mut plan).await {
+            Ok(request) => Ok((request, None)),
+            Err(err) if consent::needs_human(&err).is_none() => Err(err),
+            // Boxed: rare, and it would make every request's future larger.
+            Err(err) => {
+                Box::pin(consent::hold_until_built(
+                    shared,
+                    &attempt,
+                    &mut swapper,
+                    &mut plan,
+                    &audit,
+                    asked_wait,
+                    err,
+                ))
+                .await
+            }
+        };
+        let (request, mut hold) = match built {
+            Ok(built) => built,
+            Err(err) => return refuse(&mut audit, err),
+        };
+        audit.swapped = swapper.swapped_ids();
+        let sent = Instant::now();
+        let response = match attempt.send(request).await {
+            Ok(r) => r,
+            Err(err) => return refuse(&mut audit, err),
+        };
+        if let Some(pick) = pick {
+            shared.wire_choice.record(pick, sent.elapsed());
+        }
+        let tokens = shared.tokens.as_ref();
+        let sandbox = audit.sandbox.clone();
+        let replayed = refresh_and_replay(
+            &attempt,
+            tokens,
+            &sandbox,
+            &mut swapper,
+            &mut plan,
+            response,
+        )
+        .await;
+        let response = match replayed {
+            Ok(Replayed { response, outcome }) => {
+                if let Some(outcome) = outcome {
+                    audit.outcome = outcome;
+                }
+                response
+            }
+            Err(err) => return refuse(&mut audit, err),
+        };
+        let (insufficient, response) =
+            scope::screen_scopes(tokens, &sandbox, &swapper, response).await;
+        let mut response = match insufficient {
+            None => response,
+            Some(lacking) => {
+                audit.outcome = crate::audit::Outcome::InsufficientScope;
+                let stepped = consent::StepUpWait {
+                    shared,
+                    attempt: &attempt,
+                    asked: asked_wait,
+                    audit: &audit,
+                };
+                // Boxed: rare, and it would make every request's future larger.
+                let waited = Box::pin(stepped.wait_and_resend(
+                    &mut swapper,
+                    &mut plan,
+                    &mut hold,
+                    lacking,
+                    response,
+                ))
+                .await;
+                match waited {
+                    Ok((response, still_lacking)) => {
+                        if !still_lacking {
+                            audit.outcome = crate::audit::Outcome::Ok;
+                        }
+                        response
+                    }
+                    Err(err) => return refuse(&mut audit, err),
+                }
+            }
+        };
+        if let Some(h) = &hold {
+            // The agent sees a slow answer; this says why.
+            if let Ok(v) = http::HeaderValue::from_str(&h.since.elapsed().as_millis().to_string()) {
+                response.headers_mut().insert("x-airlock-held-ms", v);
+            }
+        }
+        audit.upstream_time = Some(sent.elapsed());
+        audit.upstream_version = Some(response.version());
+        audit.status = response.status().as_u16();
+        let firewall = if screening {
+            // Asked again: this request's swaps and refreshes are in it now.
+            let current = shared.ledger.firewall(&audit.sandbox).await;
+            let narrowed = swapper.narrowed_swaps();
+            if narrowed.is_empty() {
+                current
+            } else {
+                shared
+                    .ledger
+                    .firewall_for_narrowed(&audit.sandbox, &narrowed)
+            }
+        } else {
+            None
+        };
+        let decoding = crate::screen::Decoding {
+            max: shared.settings.max_decoded_body,
+            budget: &shared.decompression,
+        };
+        match crate::screen::screen(response, firewall, decoding).await {
+            Ok(answer) => on_body_end(audit, answer),
+            Err(err) => refuse(&mut audit, err),
+        }
+    }
+}
+
+/// A body streamed once is drained when the upstream answers before reading
+/// it all (an early 401); what the upstream connection took is counted once,
+/// by the attempt that sends it (`send::metered`).
+fn drained_when_dropped(plan: BodyPlan) -> BodyPlan {
+    match plan {
         BodyPlan::Stream { read, rest, mode } => BodyPlan::Stream {
             read,
             rest: boxed(DrainOnDrop::new(rest, DrainLimit::DEFAULT)),
             mode,
         },
-        // Both are drained when the upstream answers before reading them all
-        // (an early 401); what the upstream connection took is counted once,
-        // by the attempt that sends it (`send::metered`).
         BodyPlan::Untouched { read, rest } => BodyPlan::Untouched {
             read,
             rest: boxed(DrainOnDrop::new(rest, DrainLimit::DEFAULT)),
         },
         other => other,
-    };
-    let screening = shared.settings.scrub_responses;
-    // Every token the sandbox could obtain, not only this request's.
-    let guarded = screening && shared.ledger.firewall(&audit.sandbox).await.is_some();
-    let (start, measured) = shared
-        .settings
-        .upstream_protocol
-        .plan(&audit.host, out.version);
-    // Plain `http://` has no ALPN: both wires are HTTP/1.1.
-    let measured = measured && out.scheme == "https" && !wire_choice::pinned(&out.headers);
-    // The pick counts this request as awaiting its host's answer until it
-    // is recorded below (or dropped with a refusal); a request held for
-    // consent counts too, which at worst offers HTTP/2 a little early.
-    let pick = measured.then(|| shared.wire_choice.choose(out.authority.as_str(), start));
-    let wire = pick.as_ref().map_or(start, |p| p.wire);
-    let attempt = UpstreamAttempt {
-        upstream: &shared.upstream,
-        out: &out,
-        guarded,
-        add_via: shared.settings.add_via,
-        wire,
-        request_bytes: audit.request_bytes.clone(),
-    };
-    audit.marks = Some(swapper.marks());
-    let asked_wait = consent::asked_wait(&out.headers);
-    let (request, mut hold) = match consent::build_or_hold(
-        shared,
-        &attempt,
-        &mut swapper,
-        &mut plan,
-        &audit,
-        asked_wait,
-    )
-    .await
-    {
-        Ok(built) => built,
-        Err(err) => return refuse(&mut audit, err),
-    };
-    audit.swapped = swapper.swapped_ids();
-    let sent = Instant::now();
-    let response = match attempt.send(request).await {
-        Ok(r) => r,
-        Err(err) => return refuse(&mut audit, err),
-    };
-    if let Some(pick) = pick {
-        shared.wire_choice.record(pick, sent.elapsed());
-    }
-    let tokens = shared.tokens.as_ref();
-    let sandbox = audit.sandbox.clone();
-    let replayed = refresh_and_replay(
-        &attempt,
-        tokens,
-        &sandbox,
-        &mut swapper,
-        &mut plan,
-        response,
-    )
-    .await;
-    let response = match replayed {
-        Ok(Replayed { response, outcome }) => {
-            if let Some(outcome) = outcome {
-                audit.outcome = outcome;
-            }
-            response
-        }
-        Err(err) => return refuse(&mut audit, err),
-    };
-    let (insufficient, response) = scope::screen_scopes(tokens, &sandbox, &swapper, response).await;
-    let mut response = match insufficient {
-        None => response,
-        Some(lacking) => {
-            audit.outcome = crate::audit::Outcome::InsufficientScope;
-            let stepped = consent::StepUpWait {
-                shared,
-                attempt: &attempt,
-                asked: asked_wait,
-                audit: &audit,
-            };
-            match stepped
-                .wait_and_resend(&mut swapper, &mut plan, &mut hold, lacking, response)
-                .await
-            {
-                Ok((response, still_lacking)) => {
-                    if !still_lacking {
-                        audit.outcome = crate::audit::Outcome::Ok;
-                    }
-                    response
-                }
-                Err(err) => return refuse(&mut audit, err),
-            }
-        }
-    };
-    if let Some(h) = &hold {
-        // The agent sees a slow answer; this says why.
-        if let Ok(v) = http::HeaderValue::from_str(&h.since.elapsed().as_millis().to_string()) {
-            response.headers_mut().insert("x-airlock-held-ms", v);
-        }
-    }
-    audit.upstream_time = Some(sent.elapsed());
-    audit.upstream_version = Some(response.version());
-    audit.status = response.status().as_u16();
-    let firewall = if screening {
-        // Asked again: this request's swaps and refreshes are in it now.
-        let current = shared.ledger.firewall(&audit.sandbox).await;
-        let narrowed = swapper.narrowed_swaps();
-        if narrowed.is_empty() {
-            current
-        } else {
-            shared
-                .ledger
-                .firewall_for_narrowed(&audit.sandbox, &narrowed)
-        }
-    } else {
-        None
-    };
-    let decoding = crate::screen::Decoding {
-        max: shared.settings.max_decoded_body,
-        budget: &shared.decompression,
-    };
-    match crate::screen::screen(response, firewall, decoding).await {
-        Ok(answer) => on_body_end(audit, answer),
-        Err(err) => refuse(&mut audit, err),
     }
 }

@@ -5,6 +5,8 @@
 //! body was kept (the replay buffer: [`BodyPlan::replayable`]), sends the
 //! request once more. Anything else passes through untouched.
 
+use std::future::Future;
+
 use airlock_vault_client::{
     BindingKind, ExpiredSignal, ExposeSecret, Resolved, SandboxId, TokenError, TokenSource,
 };
@@ -31,15 +33,47 @@ pub(crate) struct Replayed {
 
 /// Looks at the first answer; refreshes and replays once when it says an
 /// injected token expired.
-pub(crate) async fn refresh_and_replay(
+///
+/// Not an `async fn`: whether the answer can mean expiry is known without
+/// waiting, and only then is the rest (kilobytes of state) boxed, so an
+/// ordinary answer does not make every request's future larger.
+pub(crate) fn refresh_and_replay<'a, A: Attempt>(
+    attempt: &'a A,
+    tokens: &'a dyn TokenSource,
+    sandbox: &'a SandboxId,
+    swapper: &'a mut Swapper,
+    plan: &'a mut BodyPlan,
+    response: Response<ProxyBody>,
+) -> impl Future<Output = Result<Replayed, ProxyError>> + Send + 'a {
+    let candidates = expiry_candidates(swapper, &response);
+    async move {
+        if candidates.is_empty() {
+            return Ok(Replayed {
+                response,
+                outcome: None,
+            });
+        }
+        Box::pin(replay_expired(
+            attempt, tokens, sandbox, swapper, plan, response, candidates,
+        ))
+        .await
+    }
+}
+
+/// `(placeholder, signals)` of the OAuth tokens that sat in their slot and
+/// whose provider says an answer like this one can mean they expired.
+type Candidates = Vec<(String, Vec<ExpiredSignal>)>;
+
+async fn replay_expired(
     attempt: &impl Attempt,
     tokens: &dyn TokenSource,
     sandbox: &SandboxId,
     swapper: &mut Swapper,
     plan: &mut BodyPlan,
     response: Response<ProxyBody>,
+    candidates: Candidates,
 ) -> Result<Replayed, ProxyError> {
-    let (expired, response) = expired(swapper, response).await;
+    let (expired, response) = expired(candidates, response).await;
     if expired.is_empty() {
         return Ok(Replayed {
             response,
@@ -63,19 +97,13 @@ pub(crate) async fn refresh_and_replay(
     })
 }
 
-/// Placeholders whose injected OAuth token `response` says expired. Reads a
-/// little of the body when a provider's rule needs a marker; the answer
-/// comes back whole either way.
-async fn expired(
-    swapper: &Swapper,
-    response: Response<ProxyBody>,
-) -> (Vec<String>, Response<ProxyBody>) {
+/// The tokens `response` may say expired, found without reading its body.
+fn expiry_candidates(swapper: &Swapper, response: &Response<ProxyBody>) -> Candidates {
     let status = response.status().as_u16();
     if !bearer_error_may_mean_expiry(response.headers()) {
-        return (Vec::new(), response);
+        return Vec::new();
     }
-    // (placeholder, signals) of OAuth tokens that sat in their slot.
-    let candidates: Vec<(String, Vec<ExpiredSignal>)> = swapper
+    swapper
         .swapped()
         .filter(|(_, r)| matches!(r.binding.kind, BindingKind::OAuth { .. }))
         .filter(|(p, r)| swapper.in_injection_slot(p, r.binding.inject.as_ref()))
@@ -90,10 +118,16 @@ async fn expired(
             (p.to_owned(), signals)
         })
         .filter(|(_, signals)| !signals.is_empty())
-        .collect();
-    if candidates.is_empty() {
-        return (Vec::new(), response);
-    }
+        .collect()
+}
+
+/// Placeholders among `candidates` whose injected OAuth token `response`
+/// says expired. Reads a little of the body when a provider's rule needs a
+/// marker; the answer comes back whole either way.
+async fn expired(
+    candidates: Candidates,
+    response: Response<ProxyBody>,
+) -> (Vec<String>, Response<ProxyBody>) {
     let unconditional: Vec<String> = candidates
         .iter()
         .filter(|(_, s)| s.iter().any(|s| s.body_contains.is_none()))

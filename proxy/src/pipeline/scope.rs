@@ -6,6 +6,8 @@
 //! insufficient_scope`, the scopes missing, and the link that asks the user
 //! for them (the vault notes the step-up, so the status says so too).
 
+use std::future::Future;
+
 use airlock_vault_client::{
     BindingKind, SandboxId, ScopeSignal, SecretString, TokenSource, MAX_SIGNAL_BODY,
 };
@@ -27,18 +29,34 @@ pub(crate) struct Insufficient {
     pub token: SecretString,
 }
 
+/// `(connection, the token, its signals for this status)` of OAuth tokens
+/// in their slot whose provider says such an answer can mean a lacking scope.
+type Candidates = Vec<(String, Insufficient, Vec<ScopeSignal>)>;
+
 /// The answer, with the step-up headers when it is an insufficient-scope
 /// answer (then also which token it was about).
-pub(crate) async fn screen_scopes(
-    tokens: &dyn TokenSource,
-    sandbox: &SandboxId,
+///
+/// Not an `async fn`: whether the answer can be one is known without
+/// waiting, and only then is the rest boxed, so an ordinary answer does not
+/// make every request's future larger.
+pub(crate) fn screen_scopes<'a>(
+    tokens: &'a dyn TokenSource,
+    sandbox: &'a SandboxId,
     swapper: &Swapper,
     response: Response<ProxyBody>,
-) -> (Option<Insufficient>, Response<ProxyBody>) {
+) -> impl Future<Output = (Option<Insufficient>, Response<ProxyBody>)> + Send + 'a {
+    let candidates = scope_candidates(swapper, &response);
+    async move {
+        if candidates.is_empty() {
+            return (None, response);
+        }
+        Box::pin(judge(tokens, sandbox, candidates, response)).await
+    }
+}
+
+fn scope_candidates(swapper: &Swapper, response: &Response<ProxyBody>) -> Candidates {
     let status = response.status().as_u16();
-    // (connection, placeholder, token, its signals for this status) of
-    // OAuth tokens in their slot.
-    let candidates: Vec<(String, Insufficient, Vec<ScopeSignal>)> = swapper
+    swapper
         .swapped()
         .filter(|(p, r)| swapper.in_injection_slot(p, r.binding.inject.as_ref()))
         .filter_map(|(p, r)| match &r.binding.kind {
@@ -59,10 +77,17 @@ pub(crate) async fn screen_scopes(
             }
             BindingKind::Static | BindingKind::AwsSigV4 | BindingKind::Hmac => None,
         })
-        .collect();
-    if candidates.is_empty() {
-        return (None, response);
-    }
+        .collect()
+}
+
+/// Reads what the signals need of the answer; on a match, notes the step-up.
+async fn judge(
+    tokens: &dyn TokenSource,
+    sandbox: &SandboxId,
+    candidates: Candidates,
+    response: Response<ProxyBody>,
+) -> (Option<Insufficient>, Response<ProxyBody>) {
+    let status = response.status().as_u16();
     let reads_body = candidates
         .iter()
         .any(|(_, _, signals)| signals.iter().any(ScopeSignal::reads_body));

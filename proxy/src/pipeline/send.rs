@@ -55,9 +55,15 @@ impl Attempt for UpstreamAttempt<'_> {
         build(self.out, swapper, plan, self.guarded, self.add_via).await
     }
 
-    async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
+    // Not `async`: the request goes to the client before the future is
+    // made, so the future does not keep room for it.
+    fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send {
         let request = metered(request, &self.request_bytes);
-        Ok(self.upstream.send(request, self.wire).await?.map(boxed))
+        let answer = self.upstream.send(request, self.wire);
+        async move { Ok(answer.await?.map(boxed)) }
     }
 }
 

@@ -63,16 +63,32 @@ pub(crate) async fn build(
     // Signed with a signing binding's placeholders (AWS SigV4)? Checked
     // first; its signature and session token then leave the request, and
     // it is signed again with the real keys once everything else is done.
-    let mut signed = verify_sigv4(out, swapper, body).await?;
+    // Each check is found without waiting and boxed when it applies: most
+    // requests are not signed, and an unboxed check would make every
+    // request's future (allocated per request) kilobytes larger.
+    let mut signed = match sigv4_form(out, swapper)? {
+        // Boxed when kept too: a verified signature is hundreds of bytes.
+        Some(form) => Some(Box::new(
+            Box::pin(verify_sigv4(form, out, swapper, body)).await?,
+        )),
+        None => None,
+    };
     // Signed with an OAuth 1.0a connection's placeholders: its `OAuth`
     // header leaves the request and is written again last, like HMAC.
-    let oauth1_signed = match signed {
+    let oauth1_signed = match &signed {
         Some(_) => None,
-        None => verify_oauth1(out, swapper, body).await?,
+        None => match oauth1_form(out, swapper)? {
+            Some(found) => Box::pin(verify_oauth1(found, out, swapper, body))
+                .await?
+                .map(Box::new),
+            None => None,
+        },
     };
     // Generic HMAC bindings of this host whose signature header it carries.
     let hmac_signed = match (&signed, &oauth1_signed) {
-        (None, None) => verify_hmac(out, swapper, body).await?,
+        (None, None) if swapper.may_have_signers() => {
+            Box::pin(verify_hmac(out, swapper, body)).await?
+        }
         _ => Vec::new(),
     };
     let mut headers = out.headers.clone();
@@ -100,7 +116,7 @@ pub(crate) async fn build(
     }
     swapper.swap_headers(&mut headers).await?;
     if let Some(verified) = signed.as_mut() {
-        return build_signed(
+        return Box::pin(build_signed(
             out,
             swapper,
             body,
@@ -108,7 +124,7 @@ pub(crate) async fn build(
             headers,
             pq.as_str().to_owned(),
             add_via,
-        )
+        ))
         .await;
     }
     let context = body_swap::context_of(&headers);
@@ -217,21 +233,28 @@ pub(crate) async fn build(
     Ok(request)
 }
 
-/// The request's SigV4 signature, checked, when its access key id is a
+/// The request's SigV4 signature form, when its access key id is a
 /// placeholder; `None` for requests not signed with one.
-async fn verify_sigv4(
-    out: &Outgoing,
-    swapper: &mut Swapper,
-    body: &mut BodyPlan,
-) -> Result<Option<Verified>, ProxyError> {
+fn sigv4_form(out: &Outgoing, swapper: &Swapper) -> Result<Option<signing::Form>, ProxyError> {
     let scanner = swapper.scanner();
     let test = signing::PlaceholderTest {
         is: |key: &str| scanner.whole(key.as_bytes()).is_some(),
         holds: |text: &[u8]| !scanner.scan(text, true).0.is_empty(),
     };
-    let Some(form) = signing::detect(&out.headers, out.path_and_query.as_str(), test)? else {
-        return Ok(None);
-    };
+    Ok(signing::detect(
+        &out.headers,
+        out.path_and_query.as_str(),
+        test,
+    )?)
+}
+
+/// The request's SigV4 signature (`form`), checked.
+async fn verify_sigv4(
+    form: signing::Form,
+    out: &Outgoing,
+    swapper: &mut Swapper,
+    body: &mut BodyPlan,
+) -> Result<Verified, ProxyError> {
     let resolved = swapper
         .resolve_signing(form.key_id(), BindingKind::AwsSigV4)
         .await?;
@@ -256,7 +279,7 @@ async fn verify_sigv4(
         headers: &out.headers,
         body,
     };
-    Ok(Some(Verified::check(form, &resolved, &view, unix_now())?))
+    Ok(Verified::check(form, &resolved, &view, unix_now())?)
 }
 
 /// The body a signature covers, when it is read whole and not compressed.
@@ -317,39 +340,48 @@ async fn verify_hmac(
     Ok(checked)
 }
 
+/// How a request may carry an OAuth 1.0a connection's placeholders.
+enum OAuth1Found {
+    /// An `OAuth` header whose `oauth_token` is a placeholder.
+    Signed(signing::oauth1::Form),
+    /// `Bearer <placeholder>`: an OAuth 1.0a binding's is signed from scratch.
+    Bearer(String),
+}
+
+/// Found without waiting: whether the request carries OAuth 1.0a placeholders.
+fn oauth1_form(out: &Outgoing, swapper: &Swapper) -> Result<Option<OAuth1Found>, ProxyError> {
+    let scanner = swapper.scanner();
+    let is = |token: &str| scanner.whole(token.as_bytes()).is_some();
+    let form = signing::oauth1::detect(&out.headers, is, |text: &[u8]| {
+        !scanner.scan(text, true).0.is_empty()
+    })?;
+    Ok(match form {
+        Some(form) => Some(OAuth1Found::Signed(form)),
+        None => signing::oauth1::detect_bearer(&out.headers, |token: &str| {
+            scanner.whole(token.as_bytes()).map(|f| f.placeholder)
+        })
+        .map(OAuth1Found::Bearer),
+    })
+}
+
 /// The request's OAuth 1.0a signature, checked with the placeholder
-/// secrets, when its `oauth_token` is a placeholder; its binding then
-/// checked like a swap (sandbox, host, rules).
+/// secrets; its binding then checked like a swap (sandbox, host, rules).
+/// A bearer placeholder of any other binding is `None`: swapped as usual.
 async fn verify_oauth1(
+    found: OAuth1Found,
     out: &Outgoing,
     swapper: &mut Swapper,
     body: &mut BodyPlan,
 ) -> Result<Option<OAuth1Signed>, ProxyError> {
-    let (form, bearer) = {
-        let scanner = swapper.scanner();
-        let is = |token: &str| scanner.whole(token.as_bytes()).is_some();
-        let form = signing::oauth1::detect(&out.headers, is, |text: &[u8]| {
-            !scanner.scan(text, true).0.is_empty()
-        })?;
-        let bearer = match form {
-            Some(_) => None,
-            None => signing::oauth1::detect_bearer(&out.headers, |token: &str| {
-                scanner.whole(token.as_bytes()).map(|f| f.placeholder)
-            }),
-        };
-        (form, bearer)
-    };
-    let Some(form) = form else {
-        // `Bearer <access token placeholder>` of an OAuth 1.0a binding:
-        // signed from scratch; any other binding's is swapped as usual.
-        let Some(placeholder) = bearer else {
-            return Ok(None);
-        };
-        if !swapper.is_oauth1(&placeholder).await {
-            return Ok(None);
+    let form = match found {
+        OAuth1Found::Signed(form) => form,
+        OAuth1Found::Bearer(placeholder) => {
+            if !swapper.is_oauth1(&placeholder).await {
+                return Ok(None);
+            }
+            let resolved = swapper.resolve_oauth1(&placeholder).await?;
+            return Ok(OAuth1Signed::from_bearer(&resolved));
         }
-        let resolved = swapper.resolve_oauth1(&placeholder).await?;
-        return Ok(OAuth1Signed::from_bearer(&resolved));
     };
     let resolved = swapper.resolve_oauth1(form.token()).await?;
     let view = OAuth1Request {

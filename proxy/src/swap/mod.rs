@@ -234,6 +234,18 @@ impl Swapper {
         self.policy.clone().unwrap_or_default()
     }
 
+    /// False only when it is known without waiting that no signing binding
+    /// (generic HMAC) serves this host: the common case skips the check.
+    pub fn may_have_signers(&mut self) -> bool {
+        if self.plaintext {
+            return false;
+        }
+        if self.policy.is_none() {
+            self.policy = self.tokens.host_policy_now(&self.sandbox, &self.host);
+        }
+        !matches!(&self.policy, Some(p) if p.signers.is_empty())
+    }
+
     /// `inject_when_absent`: a request that carries no credential at all (no
     /// `Authorization`, nothing in the binding's own header, no placeholder
     /// anywhere so far) gets the binding's placeholder in its injection
