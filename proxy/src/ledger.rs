@@ -67,6 +67,10 @@ struct SandboxLedger {
 struct LedgerState {
     /// By SHA-256 of the token: the token itself is only in `Entry`.
     entries: HashMap<[u8; 32], Entry>,
+    /// The key of the token last recorded for each placeholder: a request
+    /// finds its token known without hashing it (SHA-256 was most of the
+    /// cost of recording a known token on every request).
+    latest: HashMap<String, [u8; 32]>,
     firewall: Option<Arc<Firewall>>,
     /// Bumped at each rebuild: firewalls built from older entries are stale.
     version: u64,
@@ -99,14 +103,22 @@ fn unix_now() -> i64 {
 impl LedgerState {
     /// Adds or updates; true when the set of guarded tokens changed.
     /// `record` would change nothing: the token is guarded at least as long.
-    fn knows(&self, token: &SecretString, expires_at: Option<i64>) -> bool {
-        self.entries.get(&fingerprint(token)).is_some_and(|entry| {
-            match (entry.keep_until, expires_at) {
+    /// Looked up by the placeholder it was last recorded for: false (the
+    /// slow path, which hashes the token) when that was another token.
+    fn knows(&self, placeholder: &str, token: &SecretString, expires_at: Option<i64>) -> bool {
+        let Some(entry) = self
+            .latest
+            .get(placeholder)
+            .and_then(|k| self.entries.get(k))
+        else {
+            return false;
+        };
+        entry.token.expose_secret() == token.expose_secret()
+            && match (entry.keep_until, expires_at) {
                 (None, _) => true,
                 (Some(_), None) => false,
                 (Some(kept), Some(wanted)) => kept >= wanted,
             }
-        })
     }
 
     fn record(&mut self, placeholder: &str, token: &SecretString, expires_at: Option<i64>) -> bool {
@@ -114,6 +126,9 @@ impl LedgerState {
             return false;
         }
         let key = fingerprint(token);
+        if self.latest.get(placeholder) != Some(&key) {
+            self.latest.insert(placeholder.to_owned(), key);
+        }
         match self.entries.get_mut(&key) {
             Some(entry) => {
                 entry.keep_until = match (entry.keep_until, expires_at) {
@@ -141,6 +156,8 @@ impl LedgerState {
         let now = unix_now();
         self.entries
             .retain(|_, e| e.keep_until.is_none_or(|until| until >= now));
+        let entries = &self.entries;
+        self.latest.retain(|_, key| entries.contains_key(key));
         self.firewall = Firewall::new(self.entries.values().map(|e| firewall::Guarded {
             token: e.token.clone(),
             placeholder: e.placeholder.clone(),
@@ -413,7 +430,7 @@ impl TokenLedger {
                 .state
                 .read()
                 .expect("ledger lock")
-                .knows(&resolved.token, keep)
+                .knows(placeholder, &resolved.token, keep)
         {
             return;
         }
@@ -799,6 +816,32 @@ mod tests {
         assert_eq!(source.listed.load(std::sync::atomic::Ordering::SeqCst), 1);
         // Another sandbox has its own (here: the source lists the same).
         assert!(ledger.firewall(&SandboxId::new("other")).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_placeholders_new_token_is_never_taken_for_its_known_one() {
+        let (source, ledger, sandbox) = listed_ledger().await;
+        let version = || ledger.ledger(&sandbox).state.read().unwrap().version;
+        let listed = source.resolved(&sandbox);
+        let before = version();
+        // The listed token, used again and again: nothing rebuilt.
+        for _ in 0..3 {
+            ledger.record(&sandbox, "miosa-tok-PH", &listed);
+        }
+        assert_eq!(version(), before);
+        // A new token for the same placeholder is not taken for the old one.
+        *source.current.lock().unwrap() = "tok_NEW_0123456789abcdef".into();
+        let refreshed = source.resolved(&sandbox);
+        ledger.record(&sandbox, "miosa-tok-PH", &refreshed);
+        let after = version();
+        assert!(after > before, "the new token was recorded");
+        ledger.record(&sandbox, "miosa-tok-PH", &refreshed);
+        assert_eq!(version(), after);
+        // The old one, seen again under its placeholder, is still guarded.
+        ledger.record(&sandbox, "miosa-tok-PH", &listed);
+        let fw = ledger.firewall(&sandbox).await.expect("a firewall");
+        let out = fw.scrub(b"tok_CUR_0123456789abcdef tok_NEW_0123456789abcdef");
+        assert_eq!(out.as_ref(), b"miosa-tok-PH miosa-tok-PH");
     }
 
     #[tokio::test]
