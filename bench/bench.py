@@ -350,7 +350,7 @@ H2_HOST = f"h2.{DOMAIN}"
 
 
 def start_airlock(work, pki, binary, upstream_h2, swap_in=("header", "basic", "body"),
-                  name="airlock", scrub=True, tokens=1, rules=None, env=None):
+                  name="airlock", scrub=True, tokens=1, rules=None, env=None, wrap=(), start_secs=30):
     """airlock's upstream for bench.test is nginx's h1-only listener unless
     upstream_h2: airlock forwards an HTTP/1.1 client's Host header next to
     :authority on an h2 upstream, which nginx 1.22 refuses with 400 ("client
@@ -398,13 +398,13 @@ swap_in = {json.dumps(swap_in)}
     )
     out = open(d / "stdout.txt", "w")
     cmd = [
-        str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
+        *wrap, str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
         "--listen", f"127.0.0.1:{PORTS[name]}",
         # Ephemeral vault and metrics ports: several airlocks run side by side.
         "--vault-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
     ]
     proc = spawn(name, cmd, work, env={"AIRLOCK_LOG": "warn", **(env or {})}, stdout=out)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + start_secs
     while time.monotonic() < deadline:
         text = (d / "stdout.txt").read_text()
         if "\n\n" in text:
@@ -611,6 +611,74 @@ def allocations(work, pki, src, target_dir, upstream_h2, requests=2000):
     return out
 
 
+# ---------------------------------------------------------------- instructions per request
+
+PORTS["airlock_ir"] = 18122
+PORTS["airlock_ir_info"] = 18123
+PORTS["ceiling_ir"] = 18124
+LABELS["airlock_ir"] = "airlock (callgrind)"
+LABELS["airlock_ir_info"] = "airlock (callgrind), audit lines on (log level info)"
+LABELS["ceiling_ir"] = "ceiling (callgrind)"
+
+
+def instructions_per_request(work, pki, airlock_bin, ceiling_bin, upstream_h2, requests=2000):
+    """Issue 19: instructions each proxy executes per keep-alive request
+    (callgrind, the counters zeroed after a warm-up, one connection). They do
+    not depend on the machine's load, so small changes show where timed runs
+    spread ±20 %. airlock runs as in the timed workloads (log level warn: no
+    audit lines) and again at its default level (an audit line per request)."""
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        return {"skipped": "valgrind not installed"}
+    out = {"requests": requests, "connections": 1}
+    for name in ("airlock_ir", "airlock_ir_info", "ceiling_ir"):
+        dump = work / f"callgrind.{name}.out"
+        for old in work.glob(f"callgrind.{name}.out*"):
+            old.unlink()
+        wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", "--dump-instr=no"]
+        proc = None
+        try:
+            if name == "ceiling_ir":
+                proc = start_ceiling(work, pki, ceiling_bin, airlock_bin, upstream_h2, name=name, wrap=wrap,
+                                     start_secs=180)
+            else:
+                env = {"AIRLOCK_LOG": "info"} if name == "airlock_ir_info" else None
+                proc = start_airlock(work, pki, airlock_bin, upstream_h2, name=name, env=env, wrap=wrap,
+                                     start_secs=180)
+            peer = Peer(name, proc, pki)
+            warm = oha_cmd(peer, 1, 1)
+            warm[warm.index("-z"):warm.index("-z") + 2] = ["-n", "300"]
+            subprocess.run(warm, capture_output=True, timeout=600)
+            subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, timeout=60)
+            cmd = oha_cmd(peer, 1, 1)
+            cmd[cmd.index("-z"):cmd.index("-z") + 2] = ["-n", str(requests)]
+            p = subprocess.run(cmd, text=True, capture_output=True, timeout=1200)
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, timeout=60)
+            codes = json.loads(p.stdout).get("statusCodeDistribution") or {} if p.returncode == 0 else {}
+            if codes.get("200", codes.get(200, 0)) != requests:
+                FAILURES.append(f"{peer.label}: instruction-count run answered {codes} ({p.stderr.strip()[-200:]})")
+                continue
+            deadline = time.monotonic() + 30
+            total = None
+            while total is None and time.monotonic() < deadline:
+                dumped = work / f"callgrind.{name}.out.1"
+                m = re.search(r"^totals: (\d+)", dumped.read_text(), re.M) if dumped.exists() else None
+                total = int(m.group(1)) if m else None
+                if total is None:
+                    time.sleep(0.2)
+            if total is None:
+                out[name] = {"error": "callgrind wrote no dump"}
+                continue
+            out[name] = {"ir_per_req": total / requests, "command": shlex.join(proc.cmd)}
+            log(f"instructions {name}: {total / requests:,.0f} per request")
+        except Exception as exc:  # noqa: BLE001
+            out[name] = {"error": str(exc)[-300:]}
+            log(f"instructions {name}: {exc}")
+        finally:
+            if proc is not None:
+                proc.stop()
+    return out
+
+
 # ---------------------------------------------------------------- callgrind of the swapper
 
 
@@ -782,7 +850,7 @@ hosts = ["{API_HOST}"]
     )
     out = open(d / "stdout.txt", "w")
     cmd = [
-        str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
+        *wrap, str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
         "--listen", f"127.0.0.1:{PORTS_VAULT['airlock_vault']}",
         "--vault-listen", f"127.0.0.1:{PORTS_VAULT['vault']}",
         "--admin-listen", "127.0.0.1:0",
@@ -1017,7 +1085,7 @@ public_url = "http://127.0.0.1:{PORTS_SCALE[vault_name]}"
     )
     out = open(d / "stdout.txt", "w")
     cmd = [
-        str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
+        *wrap, str(binary), "up", "--config", str(conf), "--data-dir", str(d / "data"),
         "--listen", f"127.0.0.1:{PORTS_SCALE[name]}",
         "--vault-listen", f"127.0.0.1:{PORTS_SCALE[vault_name]}",
         "--admin-listen", "127.0.0.1:0",
@@ -1408,7 +1476,8 @@ def scaling_idle(proc, pki, pop, count, work):
     return res
 
 
-def start_ceiling(work, pki, binary, airlock_binary, upstream_h2, name="ceiling", env=None):
+def start_ceiling(work, pki, binary, airlock_binary, upstream_h2, name="ceiling", env=None, wrap=(),
+                  start_secs=60):
     """The ceiling: a bare TLS interceptor on airlock's crates (bench/ceiling),
     to the same nginx listener as airlock, setting the credential header the
     way Squid does. What airlock costs above it is airlock's own work."""
@@ -1417,7 +1486,7 @@ def start_ceiling(work, pki, binary, airlock_binary, upstream_h2, name="ceiling"
     run([str(airlock_binary), "ca", "init", "--dir", str(d / "ca"), "--force"])
     main_port = UP_PORT if upstream_h2 else PORTS["nginx_h1"]
     cmd = [
-        str(binary), "--listen", f"127.0.0.1:{PORTS[name]}", "--ca-dir", str(d / "ca"),
+        *wrap, str(binary), "--listen", f"127.0.0.1:{PORTS[name]}", "--ca-dir", str(d / "ca"),
         "--upstream-ca", f"{pki}/ca.pem",
         "--resolve", f"{H2_HOST}=127.0.0.1:{UP_PORT}",
         "--resolve", f"{DOMAIN}=127.0.0.1:{main_port}",
@@ -1425,7 +1494,7 @@ def start_ceiling(work, pki, binary, airlock_binary, upstream_h2, name="ceiling"
         "--set-header", f"authorization: Bearer {REAL}",
     ]
     proc = spawn(name, cmd, work, env=env)
-    wait_port(PORTS[name], proc)
+    wait_port(PORTS[name], proc, timeout=start_secs)
     proc.ca = d / "ca" / "ca.pem"
     proc.cmd = cmd
     return proc
@@ -1873,8 +1942,8 @@ def main():
     ap.add_argument("--out", help="where results.json, charts/ and BENCHMARKS.md go")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--workloads", help="comma list of keepalive,h2,newconn,first,transfer,idle,vault,firewall,rules,"
-                    "scaling,allocs,callgrind (default: all; --smoke leaves out allocs and callgrind, which build "
-                    "extra binaries)")
+                    "scaling,allocs,instructions,callgrind (default: all; --smoke leaves out allocs, instructions and "
+                    "callgrind: they build extra binaries or run under valgrind)")
     ap.add_argument("--scale-sandboxes", help="scaling: population sizes, growing (default 1,100,1000,10000; "
                     "smoke 1,100); each sandbox holds 10 bindings")
     ap.add_argument("--scale-tokens", help="scaling: tokens one sandbox holds, firewall on vs off "
@@ -2184,6 +2253,11 @@ def main():
             results["allocations"] = allocations(work, pki, Path(args.src),
                                                  Path(args.target_dir or REPO / "target") / "bench-alloc",
                                                  args.airlock_upstream == "h2")
+
+        if "instructions" in workloads:
+            # -- 8b. instructions per request (callgrind), airlock ÷ ceiling
+            results["instructions"] = instructions_per_request(work, pki, args.airlock, args.ceiling,
+                                                               args.airlock_upstream == "h2")
 
         if "rules" in workloads:
             # -- 7. request rules and a narrowed placeholder on the keep-alive path

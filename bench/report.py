@@ -227,6 +227,15 @@ def ceiling_targets(results, add):
     add("Allocations per keep-alive request ÷ ceiling", "≤ 1.5×", r, None if r is None else r <= 1.5,
         f"{fmt_x(r)} ({fmt_num(a, 1)} vs {fmt_num(c, 1)} per request)" if r is not None else
         (al.get("skipped") or "not measured")[:120])
+    ins = results.get("instructions") or {}
+    a = get(ins, "airlock_ir", "ir_per_req")
+    c = get(ins, "ceiling_ir", "ir_per_req")
+    r = ratio(a, c)
+    add("Instructions per keep-alive request ÷ ceiling (callgrind)", "recorded", r, None,
+        f"{fmt_x(r)} ({fmt_num(a)} vs {fmt_num(c)}); with an audit line per request (log level info): "
+        f"{fmt_num(get(ins, 'airlock_ir_info', 'ir_per_req'))}" if r is not None else
+        (ins.get("skipped") or "not measured")[:120],
+        "repeatable: compare across commits")
     rest = get(results, "rss_kib", "airlock", "rest")
     add("RSS at rest (`airlock up`)", "≤ 8 MiB", rest, None if rest is None else rest <= 8 * 1024,
         f"{fmt_mib(rest)} (ceiling {fmt_mib(get(results, 'rss_kib', 'ceiling', 'rest'))})")
