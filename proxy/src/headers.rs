@@ -19,9 +19,16 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes connection-scoped headers (RFC 9110 §7.6.1), including those the
 /// `Connection` header names. `TE: trailers` survives: it asks for trailers end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: most heads carry none of these, and
-    // removing each by name costs a hash lookup apiece.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the names first: most heads carry none of these (an
+    // answer often `Connection` alone), and removing each by name costs a
+    // hash lookup apiece, so only those present are removed.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     // Most answers say only `Connection: keep-alive` (or `close`): words
@@ -47,8 +54,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
     if keep_te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));

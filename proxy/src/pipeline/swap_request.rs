@@ -78,6 +78,12 @@ pub(crate) async fn build(
     let oauth1_signed = match &signed {
         Some(_) => None,
         None => match oauth1_form(out, swapper)? {
+            // Most requests: a bearer placeholder of a binding known not to be OAuth 1.0a.
+            Some(OAuth1Found::Bearer(placeholder))
+                if swapper.is_oauth1_now(&placeholder) == Some(false) =>
+            {
+                None
+            }
             Some(found) => Box::pin(verify_oauth1(found, out, swapper, body))
                 .await?
                 .map(Box::new),

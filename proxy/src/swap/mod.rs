@@ -419,15 +419,26 @@ impl Swapper {
 
     /// The placeholder's binding and token, asked of the source once per request.
     async fn lookup(&mut self, placeholder: &str) -> Result<usize, TokenError> {
-        if let Some(i) = self.resolved.iter().position(|(p, _)| p == placeholder) {
-            return Ok(i);
+        if let Some(found) = self.lookup_now(placeholder) {
+            return found;
         }
-        let resolved = match self.tokens.resolve_now(&self.sandbox, placeholder) {
-            Some(answer) => answer?,
-            None => self.tokens.resolve(&self.sandbox, placeholder).await?,
-        };
+        let resolved = self.tokens.resolve(&self.sandbox, placeholder).await?;
         self.resolved.push((placeholder.to_owned(), resolved));
         Ok(self.resolved.len() - 1)
+    }
+
+    /// [`Self::lookup`] when the answer is at hand; `None` when the source
+    /// must be asked and waited for.
+    fn lookup_now(&mut self, placeholder: &str) -> Option<Result<usize, TokenError>> {
+        if let Some(i) = self.resolved.iter().position(|(p, _)| p == placeholder) {
+            return Some(Ok(i));
+        }
+        let resolved = match self.tokens.resolve_now(&self.sandbox, placeholder)? {
+            Ok(resolved) => resolved,
+            Err(err) => return Some(Err(err)),
+        };
+        self.resolved.push((placeholder.to_owned(), resolved));
+        Some(Ok(self.resolved.len() - 1))
     }
 
     async fn resolve(
@@ -507,13 +518,23 @@ impl Swapper {
     /// Whether `placeholder` names an OAuth 1.0a connection's binding (an
     /// unknown or refused one is not: the usual swap says why).
     pub async fn is_oauth1(&mut self, placeholder: &str) -> bool {
-        match self.lookup(placeholder).await {
-            Ok(i) => matches!(
+        let found = self.lookup(placeholder).await;
+        self.names_oauth1(found)
+    }
+
+    /// [`Self::is_oauth1`] when the answer is at hand without waiting.
+    pub fn is_oauth1_now(&mut self, placeholder: &str) -> Option<bool> {
+        let found = self.lookup_now(placeholder)?;
+        Some(self.names_oauth1(found))
+    }
+
+    fn names_oauth1(&self, found: Result<usize, TokenError>) -> bool {
+        found.is_ok_and(|i| {
+            matches!(
                 self.resolved[i].1.signing.as_deref(),
                 Some(airlock_vault_client::SigningKeys::OAuth1(_))
-            ),
-            Err(_) => false,
-        }
+            )
+        })
     }
 
     async fn resolve_signed_with(
