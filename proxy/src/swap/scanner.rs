@@ -47,6 +47,9 @@ pub struct Scanner {
     /// The prefix in each spelling, in pattern order.
     pattern_bytes: Vec<Vec<u8>>,
     longest_pattern: usize,
+    /// The fewest bytes a placeholder takes in any spelling: shorter text
+    /// (most header names and values) is not searched at all.
+    shortest_placeholder: usize,
     spellings: Vec<Spelling>,
     prefix: String,
 }
@@ -72,6 +75,8 @@ impl Scanner {
                 .build(&patterns)
                 .expect("prefix patterns build"),
             longest_pattern: patterns.iter().map(String::len).max().unwrap_or(0),
+            shortest_placeholder: patterns.iter().map(String::len).min().unwrap_or(0)
+                + PLACEHOLDER_MIN_RANDOM_LEN,
             pattern_bytes: patterns.into_iter().map(String::into_bytes).collect(),
             spellings,
             prefix: prefix.to_owned(),
@@ -87,6 +92,9 @@ impl Scanner {
     /// second value is where the bytes that might still become a placeholder
     /// start.
     pub fn scan(&self, haystack: &[u8], complete: bool) -> (Vec<Found>, usize) {
+        if complete && haystack.len() < self.shortest_placeholder {
+            return (Vec::new(), haystack.len());
+        }
         let mut found = Vec::new();
         let mut hold_from = haystack.len();
         let mut at = 0;
@@ -147,6 +155,9 @@ impl Scanner {
     /// spelling): what [`Self::scan`] would find spanning all of it, without
     /// scanning on or collecting.
     pub fn whole(&self, text: &[u8]) -> Option<Found> {
+        if text.len() < self.shortest_placeholder {
+            return None;
+        }
         let m = self.patterns.find(text)?;
         if m.start() != 0 {
             return None;

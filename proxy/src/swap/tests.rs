@@ -49,6 +49,24 @@ fn scanner_finds_whole_placeholders_in_every_spelling() {
 }
 
 #[test]
+fn the_shortest_placeholder_is_found_and_shorter_text_is_not_searched() {
+    let scanner = Scanner::new("miosa-tok-");
+    let min = airlock_vault_client::PLACEHOLDER_MIN_RANDOM_LEN;
+    for prefix in ["miosa-tok-", "miosa%2Dtok%2D"] {
+        let shortest = format!("{prefix}{}", "a".repeat(min));
+        assert_eq!(scanner.scan(shortest.as_bytes(), true).0.len(), 1, "{shortest}");
+        assert!(scanner.whole(shortest.as_bytes()).is_some(), "{shortest}");
+        let short = &shortest[..shortest.len() - 1];
+        assert!(scanner.scan(short.as_bytes(), true).0.is_empty());
+        assert!(scanner.whole(short.as_bytes()).is_none());
+    }
+    // A stream still holds back a prefix that may go on.
+    let (found, hold) = scanner.scan(b"ab miosa-t", false);
+    assert!(found.is_empty());
+    assert_eq!(hold, 3);
+}
+
+#[test]
 fn whole_agrees_with_a_scan_that_spans_the_text() {
     let scanner = Scanner::new("miosa-tok-");
     let p = generate_placeholder("miosa-tok-");
