@@ -54,7 +54,11 @@ fn the_shortest_placeholder_is_found_and_shorter_text_is_not_searched() {
     let min = airlock_vault_client::PLACEHOLDER_MIN_RANDOM_LEN;
     for prefix in ["miosa-tok-", "miosa%2Dtok%2D"] {
         let shortest = format!("{prefix}{}", "a".repeat(min));
-        assert_eq!(scanner.scan(shortest.as_bytes(), true).0.len(), 1, "{shortest}");
+        assert_eq!(
+            scanner.scan(shortest.as_bytes(), true).0.len(),
+            1,
+            "{shortest}"
+        );
         assert!(scanner.whole(shortest.as_bytes()).is_some(), "{shortest}");
         let short = &shortest[..shortest.len() - 1];
         assert!(scanner.scan(short.as_bytes(), true).0.is_empty());
