@@ -4,8 +4,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::ProxyError;
 
+const HOP_BY_HOP_COUNT: usize = 8;
+// `strip_hop_by_hop` marks the names present as bits of a `u32`.
+const _: () = assert!(HOP_BY_HOP_COUNT <= u32::BITS as usize);
+
 /// Removed whatever `Connection` says (`TE` comes back as `trailers` when it asked for them).
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -22,7 +26,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names first: most heads carry none of these (an
     // answer often `Connection` alone), and removing each by name costs a
     // hash lookup apiece, so only those present are removed.
-    let mut present = 0u8;
+    let mut present = 0u32;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;

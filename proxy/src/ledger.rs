@@ -101,7 +101,6 @@ fn unix_now() -> i64 {
 }
 
 impl LedgerState {
-    /// Adds or updates; true when the set of guarded tokens changed.
     /// `record` would change nothing: the token is guarded at least as long.
     /// Looked up by the placeholder it was last recorded for: false (the
     /// slow path, which hashes the token) when that was another token.
@@ -121,6 +120,7 @@ impl LedgerState {
             }
     }
 
+    /// Adds or updates; true when the set of guarded tokens changed.
     fn record(&mut self, placeholder: &str, token: &SecretString, expires_at: Option<i64>) -> bool {
         if token.expose_secret().is_empty() {
             return false;
