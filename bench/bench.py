@@ -350,7 +350,8 @@ H2_HOST = f"h2.{DOMAIN}"
 
 
 def start_airlock(work, pki, binary, upstream_h2, swap_in=("header", "basic", "body"),
-                  name="airlock", scrub=True, tokens=1, rules=None, env=None, wrap=(), start_secs=30):
+                  name="airlock", scrub=True, tokens=1, rules=None, env=None, wrap=(), start_secs=30,
+                  proxy_extra=""):
     """airlock's upstream for bench.test is nginx's h1-only listener unless
     upstream_h2: airlock forwards an HTTP/1.1 client's Host header next to
     :authority on an h2 upstream, which nginx 1.22 refuses with 400 ("client
@@ -381,7 +382,7 @@ scrub_responses = {"true" if scrub else "false"}
 # The idle workload holds 10 000 connections from one sandbox.
 max_connections_per_sandbox = 20000
 max_connections = 25000
-
+{proxy_extra}
 [resolve]
 "{H2_HOST}" = "127.0.0.1:{UP_PORT}"
 "{DOMAIN}" = "127.0.0.1:{main_port}"
@@ -1950,6 +1951,8 @@ def main():
                     "(default 1,10,100,1000; smoke 1,100)")
     ap.add_argument("--airlock-upstream", choices=["h1", "h2"], default="h2",
                     help="nginx listener airlock forwards bench.test to (h2 offered, or http/1.1 only)")
+    ap.add_argument("--airlock-protocol", choices=["auto", "http1", "http2"], default="auto",
+                    help="airlock's upstream_protocol in the main peer (an A/B of the wire choice)")
     ap.add_argument("--target-dir", help="cargo target dir (for the swapcount build)")
     ap.add_argument("--conns", default="1,16,256", help="keep-alive connection counts")
     ap.add_argument("--swap-in", default="header,basic,body",
@@ -2009,6 +2012,8 @@ def main():
         if p in PEER_ORDER and not available.get(p):
             NOTES.append(f"{LABELS[p]}: not installed, skipped")
 
+    # The default `auto` is left unset, as a user's config leaves it.
+    protocol_line = "" if args.airlock_protocol == "auto" else f'upstream_protocol = "{args.airlock_protocol}"\n'
     started = datetime.datetime.now(datetime.timezone.utc)
     t_start = time.monotonic()
     log(f"mode={'smoke' if smoke else 'full'} reps={reps} duration={duration}s size={size >> 20} MiB idle={idle_n} peers={names}")
@@ -2036,7 +2041,7 @@ def main():
         procs["nginx"] = start_nginx(work, pki, size)
         starters = {
             "airlock": lambda: start_airlock(work, pki, args.airlock, args.airlock_upstream == "h2",
-                                             args.swap_in.split(",")),
+                                             args.swap_in.split(","), proxy_extra=protocol_line),
             "mitmproxy": lambda: start_mitmproxy(work, pki),
             "ceiling": lambda: start_ceiling(work, pki, args.ceiling, args.airlock,
                                              args.airlock_upstream == "h2"),
@@ -2095,6 +2100,7 @@ def main():
                     log(FAILURES[-1])
         results["interop_h2_upstream"] = interop
         results["meta"]["airlock_upstream"] = args.airlock_upstream
+        results["meta"]["airlock_protocol"] = args.airlock_protocol
         for n, peer in peers.items():
             if peer.pid:
                 results["rss_kib"][n]["rest"] = rss_kib(peer.pid)

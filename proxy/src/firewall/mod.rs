@@ -180,9 +180,10 @@ impl Firewall {
         if needles.is_empty() {
             return None;
         }
-        // A small set gets aho-corasick's own DFA and SIMD prefilter, which
-        // callgrind measured at a fraction of the probes' cost per byte; the
-        // probes keep a large set's cost from growing with its size.
+        // A small set gets aho-corasick's own DFA and SIMD prefilter: on
+        // text, callgrind counts 0.47 instructions per byte for one 40-byte
+        // token against the probes' 0.66 (1.33 against 1.22 at 21 bytes).
+        // The probes keep a large set's cost from growing with its size.
         let filter = (needles.len() > SMALL_SET)
             .then(|| GramFilter::new(needles.iter().map(Vec::as_slice)))
             .flatten();
@@ -552,14 +553,13 @@ impl Iterator for Probed<'_> {
                 }
                 self.hit = None;
             }
-            let probe = self.next_probe;
-            if !GramFilter::can_probe(self.data, probe) {
-                return None;
+            // No match starts before `resume`: the probes before it are skipped.
+            if self.next_probe < self.resume {
+                self.next_probe += (self.resume - self.next_probe).div_ceil(stride) * stride;
             }
-            self.next_probe += stride;
-            if probe >= self.resume && self.filter.hits(self.data, probe) {
-                self.hit = Some(probe);
-            }
+            let probe = self.filter.next_hit(self.data, self.next_probe)?;
+            self.next_probe = probe + stride;
+            self.hit = Some(probe);
         }
     }
 }
