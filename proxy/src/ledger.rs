@@ -36,7 +36,9 @@ const KEEP_UNKNOWN_EXPIRY: i64 = 24 * 3600;
 
 pub struct TokenLedger {
     inner: Arc<dyn TokenSource>,
-    sandboxes: DashMap<SandboxId, Arc<SandboxLedger>>,
+    /// Looked up three times a request; sandboxes do not choose their ids,
+    /// so the fast hasher (placeholders, which they choose, keep SipHash).
+    sandboxes: DashMap<SandboxId, Arc<SandboxLedger>, foldhash::fast::RandomState>,
     /// Requests made under each `uses=N` caveat, by the chain signature
     /// right after it (shared by every further narrowing). Per process.
     narrowed_uses: DashMap<[u8; 32], u32>,
@@ -65,8 +67,9 @@ struct SandboxLedger {
 
 #[derive(Default)]
 struct LedgerState {
-    /// By SHA-256 of the token: the token itself is only in `Entry`.
-    entries: HashMap<[u8; 32], Entry>,
+    /// By SHA-256 of the token: the token itself is only in `Entry`. Keys
+    /// no one can choose: the fast hasher.
+    entries: HashMap<[u8; 32], Entry, foldhash::fast::RandomState>,
     /// The key of the token last recorded for each placeholder: a request
     /// finds its token known without hashing it (SHA-256 was most of the
     /// cost of recording a known token on every request).
@@ -188,7 +191,7 @@ impl TokenLedger {
     pub fn new(inner: Arc<dyn TokenSource>) -> Self {
         Self {
             inner,
-            sandboxes: DashMap::new(),
+            sandboxes: DashMap::default(),
             narrowed_uses: DashMap::new(),
             verified: DashMap::new(),
         }

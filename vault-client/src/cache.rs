@@ -37,11 +37,16 @@ const HOT_SANDBOXES: usize = 100_000;
 /// borrowed keys, without waiting, so a cache hit allocates no key and
 /// boxes no future. The moka caches stay the source of truth (capacity,
 /// one vault call per miss); these only mirror their fresh entries.
-struct HotMap<V>(dashmap::DashMap<SandboxId, std::collections::HashMap<String, V>>);
+///
+/// Sandbox ids take the fast hasher: the sandbox does not choose its own.
+/// Placeholders and hosts, which it does choose, keep SipHash.
+struct HotMap<V>(
+    dashmap::DashMap<SandboxId, std::collections::HashMap<String, V>, foldhash::fast::RandomState>,
+);
 
 impl<V: Clone> HotMap<V> {
     fn new() -> Self {
-        Self(dashmap::DashMap::new())
+        Self(dashmap::DashMap::default())
     }
 
     fn get(&self, sandbox: &SandboxId, key: &str) -> Option<V> {
