@@ -78,6 +78,11 @@ pub async fn collect_up_to(mut body: ProxyBody, bound: usize) -> Result<Collecte
                     read.extend(first.take());
                     return Ok(Collected::Partial { read, rest: body });
                 }
+                // The last frame (HTTP/2's END_STREAM, a Content-Length
+                // reached): no poll to learn there is nothing more.
+                if http_body::Body::is_end_stream(&body) {
+                    return Ok(Collected::Whole(concat(first, read, total), None));
+                }
             }
             Err(frame) => {
                 let trailers = frame.into_trailers().ok();
@@ -259,6 +264,43 @@ pub fn streaming_passthrough(read: VecDeque<Bytes>, rest: ProxyBody) -> ProxyBod
 mod tests {
     use super::*;
     use crate::swap::Scanner;
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll};
+
+    /// One data frame, then the end of the stream, which it reports; polled
+    /// again, it fails.
+    struct EndsAfterOne(Option<Bytes>);
+
+    impl http_body::Body for EndsAfterOne {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            Poll::Ready(Some(match self.0.take() {
+                Some(data) => Ok(http_body::Frame::data(data)),
+                None => Err("polled after its end".into()),
+            }))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_none()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_says_it_ended_is_not_polled_again() {
+        let body = crate::body::boxed(EndsAfterOne(Some(Bytes::from_static(b"hello"))));
+        match collect_up_to(body, 1024).await.unwrap() {
+            Collected::Whole(data, trailers) => {
+                assert_eq!(data, "hello");
+                assert!(trailers.is_none());
+            }
+            Collected::Partial { .. } => panic!("the whole body fits"),
+        }
+    }
     use airlock_vault_client::{
         generate_placeholder, HostPattern, SandboxId, SecretString, StaticSecret, StaticSecrets,
     };
