@@ -274,6 +274,38 @@ async fn auto_moves_a_busy_upstream_to_the_wire_it_answers_faster_on() {
     ]);
 }
 
+/// `auto`, a host of large answers: its HTTP/1.1 answers its heads 30 ms
+/// later, so time to the head alone would keep the sandbox's HTTP/2; but an
+/// HTTP/2 upstream leg costs more CPU per byte, so once the host's answers
+/// are large on average and it has answered on HTTP/1.1, its requests take
+/// HTTP/1.1.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_takes_http1_to_a_host_of_large_answers() {
+    use airlock_proxy::wire_choice::{MIN_SAMPLES, WARMUP};
+    let w = world("").await;
+    let total = WARMUP + 2 * MIN_SAMPLES + 20;
+    let (env, auth) = (w.env(), format!("Authorization: Bearer {}", w.placeholder));
+    let out = blocking(move || {
+        let url = "https://api.github.test/download/1048576/30";
+        curl_many(
+            &env,
+            &["--http2", "-o", "/dev/null", "-H", &auth],
+            url,
+            total,
+        )
+    })
+    .await;
+    assert!(out.success(), "curl failed: {}", out.stderr);
+    assert_eq!(out.stdout.matches("200").count() as u64, total);
+    let versions: Vec<String> = w.api.requests().into_iter().map(|r| r.version).collect();
+    assert_eq!(versions.len() as u64, total);
+    let (warmup, rest) = versions.split_at(WARMUP as usize);
+    assert!(warmup.iter().all(|v| v == "HTTP/2.0"), "{versions:?}");
+    let settled = &rest[2 * MIN_SAMPLES as usize..];
+    assert!(settled.iter().all(|v| v == "HTTP/1.1"), "{versions:?}");
+    w.assert_no_leak(&[&out.stdout, &out.stderr]);
+}
+
 /// One curl run fetching `url` `n` times with `options`, printing each status.
 fn curl_many(
     env: &[(String, String)],

@@ -6,6 +6,7 @@ use crate::audit::{AuditRecord, Outcome};
 use crate::body::{boxed, Metered};
 use crate::error::{ProxyError, Side};
 use crate::screen::ToSandbox;
+use crate::wire_choice::AnswerSize;
 
 /// Records the refusal, writes the audit line, and builds the sandbox's answer.
 pub(crate) fn refuse(audit: &mut AuditRecord, err: ProxyError) -> ToSandbox {
@@ -25,10 +26,23 @@ pub(crate) fn refuse(audit: &mut AuditRecord, err: ProxyError) -> ToSandbox {
 
 /// Hands `answer` to the sandbox, counting its body bytes; the audit line is
 /// written when the body ends or is dropped.
-pub(crate) fn on_body_end(mut audit: AuditRecord, answer: ToSandbox) -> ToSandbox {
+pub(crate) fn on_body_end(audit: AuditRecord, answer: ToSandbox) -> ToSandbox {
+    on_body_end_sized(audit, answer, None)
+}
+
+/// [`on_body_end`], and the body's size goes to `auto`'s measurements of
+/// the upstream (a host of large answers takes HTTP/1.1).
+pub(crate) fn on_body_end_sized(
+    mut audit: AuditRecord,
+    answer: ToSandbox,
+    size: Option<AnswerSize>,
+) -> ToSandbox {
     answer.map_body(move |body| {
         boxed(Metered::with_on_drop(body, move |completed, bytes| {
             audit.response_bytes = bytes;
+            if let (Some(size), Some(version)) = (&size, audit.upstream_version) {
+                size.record(bytes, version);
+            }
             audit.emit(completed)
         }))
     })

@@ -38,7 +38,7 @@ use crate::shared::Shared;
 use crate::swap::Swapper;
 use crate::wire_choice;
 use body_plan::{plan_body, BodyPlan};
-use close::{on_body_end, refuse};
+use close::{on_body_end_sized, refuse};
 use replay::{refresh_and_replay, Replayed};
 use send::{Attempt, UpstreamAttempt};
 pub use swap_request::Outgoing;
@@ -122,6 +122,7 @@ where
             Ok(r) => r,
             Err(err) => return refuse(&mut audit, err),
         };
+        let answer_size = pick.as_ref().and_then(wire_choice::Pick::answer_size);
         if let Some(pick) = pick {
             shared.wire_choice.record(pick, sent.elapsed());
         }
@@ -205,7 +206,7 @@ where
             budget: &shared.decompression,
         };
         match crate::screen::screen(response, firewall, decoding).await {
-            Ok(answer) => on_body_end(audit, answer),
+            Ok(answer) => on_body_end_sized(audit, answer, answer_size),
             Err(err) => refuse(&mut audit, err),
         }
     }

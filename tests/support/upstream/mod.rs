@@ -196,9 +196,14 @@ async fn handle(
 
     let method = &parts.method;
     if let Some(n) = path.strip_prefix("/download/") {
-        let Ok(n) = n.parse::<u64>() else {
+        // `/download/N[/H1_MS]`: HTTP/1.1 answers its head H1_MS late.
+        let (n, h1_ms) = n.split_once('/').unwrap_or((n, "0"));
+        let (Ok(n), Ok(h1_ms)) = (n.parse::<u64>(), h1_ms.parse::<u64>()) else {
             return text(StatusCode::BAD_REQUEST, "bad length\n");
         };
+        if parts.version != hyper::Version::HTTP_2 {
+            tokio::time::sleep(Duration::from_millis(h1_ms)).await;
+        }
         return Response::builder()
             .header("content-length", n)
             .header("content-type", "application/octet-stream")
