@@ -235,12 +235,10 @@ impl AuditRecord {
     fn count(&self, outcome: Outcome) {
         let m = &self.telemetry.metrics;
         let word = outcome.as_str();
-        m.requests
-            .get_or_create(&RequestLabels {
-                mode: self.mode.as_str(),
-                outcome: word,
-            })
-            .inc();
+        m.count_request(RequestLabels {
+            mode: self.mode.as_str(),
+            outcome: word,
+        });
         m.swaps.inc_by(self.swapped.len() as u64);
         if self.refused.is_some() {
             m.refusals

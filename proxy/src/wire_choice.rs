@@ -103,9 +103,7 @@ impl Pick {
             busy: false,
         }
     }
-}
 
-impl Pick {
     /// Where the answer's body size goes once it is known (`None` for a
     /// request that is not measured).
     pub fn answer_size(&self) -> Option<AnswerSize> {
