@@ -25,7 +25,7 @@
 //! flow control, a copy more). Such a host's requests take HTTP/1.1, busy or
 //! not, once it is known to answer on it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,7 +82,7 @@ struct HostWires {
     /// Body bytes per answer, a running mean (weight 1/8).
     answer_bytes: AtomicU64,
     /// An answer came over HTTP/1.1 (so the host speaks it).
-    answered_http1: std::sync::atomic::AtomicBool,
+    answered_http1: AtomicBool,
 }
 
 /// The wire one request takes. While it lives, the request counts as
@@ -208,7 +208,7 @@ impl HostWires {
             verdict: AtomicU8::new(0),
             awaiting: AtomicU32::new(0),
             answer_bytes: AtomicU64::new(0),
-            answered_http1: Default::default(),
+            answered_http1: AtomicBool::new(false),
         }
     }
 
