@@ -11,7 +11,7 @@ use airlock_vault_client::SandboxId;
 
 use crate::error::ProxyError;
 use crate::metrics::{ReasonLabel, RequestLabels};
-use crate::telemetry::{RecentRequest, Telemetry};
+use crate::telemetry::{RecentRequest, RequestPath, Telemetry};
 
 /// Where audit lines go; select it with a tracing filter or a JSON formatter.
 pub const TARGET: &str = "airlock::audit";
@@ -136,7 +136,7 @@ pub struct AuditRecord {
     pub host: Arc<str>,
     pub port: u16,
     /// Path only: the query can hold secrets of its own.
-    pub path: String,
+    pub path: RequestPath,
     pub status: u16,
     pub outcome: Outcome,
     pub swapped: Vec<String>,
@@ -148,7 +148,11 @@ pub struct AuditRecord {
     /// The HTTP version the upstream answered on.
     pub upstream_version: Option<http::Version>,
     pub started: Instant,
-    pub request_bytes: Arc<AtomicU64>,
+    /// Request body bytes sent upstream, when known at the end (a tunnel).
+    pub request_bytes: u64,
+    /// Counted by a forwarded request's body as it streams (which can
+    /// outlive the pipeline); made only for requests with a body.
+    pub request_counter: Option<Arc<AtomicU64>>,
     /// Counted by the answer's body, which owns this record until it ends.
     pub response_bytes: u64,
     telemetry: Telemetry,
@@ -164,7 +168,7 @@ impl AuditRecord {
         method: &str,
         host: impl Into<Arc<str>>,
         port: u16,
-        path: &str,
+        path: impl Into<RequestPath>,
     ) -> Self {
         Self {
             sandbox,
@@ -173,7 +177,7 @@ impl AuditRecord {
             method: http::Method::from_bytes(method.as_bytes()).ok(),
             host: host.into(),
             port,
-            path: path.to_owned(),
+            path: path.into(),
             status: 0,
             outcome: Outcome::Ok,
             swapped: Vec::new(),
@@ -182,7 +186,8 @@ impl AuditRecord {
             upstream_time: None,
             upstream_version: None,
             started: Instant::now(),
-            request_bytes: Arc::default(),
+            request_bytes: 0,
+            request_counter: None,
             response_bytes: 0,
             telemetry: telemetry.clone(),
             span: tracing::Span::current(),
@@ -197,6 +202,13 @@ impl AuditRecord {
         } else {
             Outcome::Aborted
         }
+    }
+
+    /// Request body bytes sent upstream.
+    pub fn request_bytes(&self) -> u64 {
+        self.request_counter
+            .as_ref()
+            .map_or(self.request_bytes, |c| c.load(Ordering::Relaxed))
     }
 
     /// Writes the line, counts the metrics, feeds the console and completes
@@ -224,7 +236,7 @@ impl AuditRecord {
             refused = self.refused.as_deref().unwrap_or(""),
             upstream_ms = self.upstream_time.map(|d| d.as_secs_f64() * 1e3),
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
-            request_bytes = self.request_bytes.load(Ordering::Relaxed),
+            request_bytes = self.request_bytes(),
             response_bytes = self.response_bytes,
             "request"
         );

@@ -31,7 +31,7 @@ pub(crate) async fn handle(
         req.method().as_str(),
         host.as_str(),
         port,
-        req.uri().path(),
+        crate::telemetry::RequestPath::of(req.uri()),
     );
     if host.is_empty() {
         return refuse(

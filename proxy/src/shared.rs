@@ -122,7 +122,7 @@ impl Shared {
         method: &str,
         host: impl Into<Arc<str>>,
         port: u16,
-        path: &str,
+        path: impl Into<crate::telemetry::RequestPath>,
     ) -> AuditRecord {
         AuditRecord::new(&self.telemetry, sandbox, mode, method, host, port, path)
     }

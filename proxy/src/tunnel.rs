@@ -3,7 +3,6 @@
 //! connection), then bytes are copied both ways untouched.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -67,9 +66,7 @@ pub(crate) async fn relay<C>(
         Err(error) => Err(error),
     };
     if let Ok((up, down)) = result {
-        audit
-            .request_bytes
-            .store(up + prefix.len() as u64, Ordering::Relaxed);
+        audit.request_bytes = up + prefix.len() as u64;
         audit.response_bytes = down;
     }
     audit.emit(result.is_ok());

@@ -61,7 +61,7 @@ fn record(r: RecentRequest) -> RequestRecord {
         mode: r.mode.to_owned(),
         method: airlock_proxy::telemetry::method_str(r.method.as_ref()).to_owned(),
         host: r.host.to_string(),
-        path: r.path,
+        path: r.path.into(),
         status: r.status,
         outcome: r.outcome.to_owned(),
         swapped: r.swapped,

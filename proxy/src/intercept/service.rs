@@ -80,7 +80,7 @@ pub(super) fn route(shared: &Shared, req: Request<Incoming>, conn: &Connection) 
         req.method().as_str(),
         conn.host.clone(),
         ctx.port,
-        req.uri().path(),
+        crate::telemetry::RequestPath::of(req.uri()),
     );
     let refused = |audit: &mut AuditRecord, err| Route::Answered(refuse(audit, err));
     if let Some(err) = &ctx.refusal {

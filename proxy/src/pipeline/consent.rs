@@ -157,7 +157,7 @@ impl Hold {
             reason,
             method: crate::telemetry::method_str(audit.method.as_ref()).to_owned(),
             host: audit.host.to_string(),
-            path: audit.path.clone(),
+            path: audit.path.to_string(),
             connect_url: link.map(str::to_owned),
         };
         if let Some(hook) = &shared.settings.consent_webhook {

@@ -26,12 +26,15 @@ mod tests;
 
 use std::future::Future;
 use std::ops::Deref;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use hyper::body::Incoming;
 
 use crate::audit::AuditRecord;
 use crate::body::{boxed, DrainLimit, DrainOnDrop};
+use crate::error::ProxyError;
 use crate::headers::strip_hop_by_hop;
 use crate::screen::ToSandbox;
 use crate::shared::Shared;
@@ -65,151 +68,140 @@ where
     S: Deref<Target = Shared> + Send + Sync,
 {
     async move {
-        let shared: &Shared = &shared;
-        strip_hop_by_hop(&mut out.headers);
-        let mut plan = match plan_body(shared, &out.headers, body, &audit).await {
-            Ok(plan) => drained_when_dropped(plan),
-            Err(err) => return refuse(&mut audit, err),
-        };
-        let screening = shared.settings.scrub_responses;
-        // Every token the sandbox could obtain, not only this request's.
-        let guarded = screening && shared.ledger.firewall(&audit.sandbox).await.is_some();
-        let (start, measured) = shared
-            .settings
-            .upstream_protocol
-            .plan(&audit.host, out.version);
-        // Plain `http://` has no ALPN: both wires are HTTP/1.1.
-        let measured = measured && out.scheme == "https" && !wire_choice::pinned(&out.headers);
-        // The pick counts this request as awaiting its host's answer until it
-        // is recorded below (or dropped with a refusal); a request held for
-        // consent counts too, which at worst offers HTTP/2 a little early.
-        let pick = measured.then(|| shared.wire_choice.choose(out.authority.as_str(), start));
-        let wire = pick.as_ref().map_or(start, |p| p.wire);
-        let attempt = UpstreamAttempt {
-            upstream: &shared.upstream,
-            out: &out,
-            guarded,
-            add_via: shared.settings.add_via,
-            wire,
-            request_bytes: audit.request_bytes.clone(),
-        };
-        audit.marks = Some(swapper.marks());
-        let asked_wait = consent::asked_wait(&out.headers);
-        let built = match attempt.build(&mut swapper, &mut plan).await {
-            Ok(request) => Ok((request, None)),
-            Err(err) if consent::needs_human(&err).is_none() => Err(err),
-            // Boxed: rare, and it would make every request's future larger.
-            Err(err) => {
-                Box::pin(consent::hold_until_built(
-                    shared,
-                    &attempt,
-                    &mut swapper,
-                    &mut plan,
-                    &audit,
-                    asked_wait,
-                    err,
-                ))
-                .await
-            }
-        };
-        let (request, mut hold) = match built {
-            Ok(built) => built,
-            Err(err) => return refuse(&mut audit, err),
-        };
-        audit.swapped = swapper.swapped_ids();
-        let sent = Instant::now();
-        let response = match attempt.send(request).await {
-            Ok(r) => r,
-            Err(err) => return refuse(&mut audit, err),
-        };
-        let answer_size = pick.as_ref().and_then(wire_choice::Pick::answer_size);
-        if let Some(pick) = pick {
-            shared.wire_choice.record(pick, sent.elapsed());
-        }
-        let tokens = shared.tokens.as_ref();
-        let sandbox = audit.sandbox.clone();
-        let replayed = refresh_and_replay(
-            &attempt,
-            tokens,
-            &sandbox,
+        let request_counter = OnceLock::new();
+        let done = stages(
+            &shared,
+            &mut out,
+            body,
             &mut swapper,
-            &mut plan,
-            response,
+            &mut audit,
+            &request_counter,
         )
         .await;
-        let response = match replayed {
-            Ok(Replayed { response, outcome }) => {
-                if let Some(outcome) = outcome {
-                    audit.outcome = outcome;
-                }
-                response
-            }
-            Err(err) => return refuse(&mut audit, err),
-        };
-        let (insufficient, response) =
-            scope::screen_scopes(tokens, &sandbox, &swapper, response).await;
-        let mut response = match insufficient {
-            None => response,
-            Some(lacking) => {
-                audit.outcome = crate::audit::Outcome::InsufficientScope;
-                let stepped = consent::StepUpWait {
-                    shared,
-                    attempt: &attempt,
-                    asked: asked_wait,
-                    audit: &audit,
-                };
-                // Boxed: rare, and it would make every request's future larger.
-                let waited = Box::pin(stepped.wait_and_resend(
-                    &mut swapper,
-                    &mut plan,
-                    &mut hold,
-                    lacking,
-                    response,
-                ))
-                .await;
-                match waited {
-                    Ok((response, still_lacking)) => {
-                        if !still_lacking {
-                            audit.outcome = crate::audit::Outcome::Ok;
-                        }
-                        response
-                    }
-                    Err(err) => return refuse(&mut audit, err),
-                }
-            }
-        };
-        if let Some(h) = &hold {
-            // The agent sees a slow answer; this says why.
-            if let Ok(v) = http::HeaderValue::from_str(&h.since.elapsed().as_millis().to_string()) {
-                response.headers_mut().insert("x-airlock-held-ms", v);
-            }
-        }
-        audit.upstream_time = Some(sent.elapsed());
-        audit.upstream_version = Some(response.version());
-        audit.status = response.status().as_u16();
-        let firewall = if screening {
-            // Asked again: this request's swaps and refreshes are in it now.
-            let current = shared.ledger.firewall(&audit.sandbox).await;
-            let narrowed = swapper.narrowed_swaps();
-            if narrowed.is_empty() {
-                current
-            } else {
-                shared
-                    .ledger
-                    .firewall_for_narrowed(&audit.sandbox, &narrowed)
-            }
-        } else {
-            None
-        };
-        let decoding = crate::screen::Decoding {
-            max: shared.settings.max_decoded_body,
-            budget: &shared.decompression,
-        };
-        match crate::screen::screen(response, firewall, decoding).await {
-            Ok(answer) => on_body_end_sized(audit, answer, answer_size),
+        // Made only when there is something to note or count; shared with
+        // the request body (and its swapper's fork) that may still stream.
+        audit.marks = swapper.marks();
+        audit.request_counter = request_counter.into_inner();
+        match done {
+            Ok((answer, answer_size)) => on_body_end_sized(audit, answer, answer_size),
             Err(err) => refuse(&mut audit, err),
         }
     }
+}
+
+/// The stages from the body plan to the response firewall; the one place
+/// that refuses is the caller.
+async fn stages(
+    shared: &Shared,
+    out: &mut Outgoing,
+    body: Incoming,
+    swapper: &mut Swapper,
+    audit: &mut AuditRecord,
+    request_counter: &OnceLock<Arc<AtomicU64>>,
+) -> Result<(ToSandbox, Option<wire_choice::AnswerSize>), ProxyError> {
+    strip_hop_by_hop(&mut out.headers);
+    let mut plan = drained_when_dropped(plan_body(shared, &out.headers, body, audit).await?);
+    let out = &*out;
+    let screening = shared.settings.scrub_responses;
+    // Every token the sandbox could obtain, not only this request's.
+    let guarded = screening && shared.ledger.firewall(&audit.sandbox).await.is_some();
+    let (start, measured) = shared
+        .settings
+        .upstream_protocol
+        .plan(&audit.host, out.version);
+    // Plain `http://` has no ALPN: both wires are HTTP/1.1.
+    let measured = measured && out.scheme == "https" && !wire_choice::pinned(&out.headers);
+    // The pick counts this request as awaiting its host's answer until it
+    // is recorded below (or dropped with a refusal); a request held for
+    // consent counts too, which at worst offers HTTP/2 a little early.
+    let pick = measured.then(|| shared.wire_choice.choose(out.authority.as_str(), start));
+    let wire = pick.as_ref().map_or(start, |p| p.wire);
+    let attempt = UpstreamAttempt {
+        upstream: &shared.upstream,
+        out,
+        guarded,
+        add_via: shared.settings.add_via,
+        wire,
+        request_counter,
+    };
+    let asked_wait = consent::asked_wait(&out.headers);
+    let built = match attempt.build(swapper, &mut plan).await {
+        Ok(request) => Ok((request, None)),
+        Err(err) if consent::needs_human(&err).is_none() => Err(err),
+        // Boxed: rare, and it would make every request's future larger.
+        Err(err) => {
+            Box::pin(consent::hold_until_built(
+                shared, &attempt, swapper, &mut plan, audit, asked_wait, err,
+            ))
+            .await
+        }
+    };
+    let (request, mut hold) = built?;
+    audit.swapped = swapper.swapped_ids();
+    let sent = Instant::now();
+    let response = attempt.send(request).await?;
+    let answer_size = pick.as_ref().and_then(wire_choice::Pick::answer_size);
+    if let Some(pick) = pick {
+        shared.wire_choice.record(pick, sent.elapsed());
+    }
+    let tokens = shared.tokens.as_ref();
+    let sandbox = audit.sandbox.clone();
+    let Replayed { response, outcome } =
+        refresh_and_replay(&attempt, tokens, &sandbox, swapper, &mut plan, response).await?;
+    if let Some(outcome) = outcome {
+        audit.outcome = outcome;
+    }
+    let (insufficient, response) = scope::screen_scopes(tokens, &sandbox, swapper, response).await;
+    let mut response = match insufficient {
+        None => response,
+        Some(lacking) => {
+            audit.outcome = crate::audit::Outcome::InsufficientScope;
+            let stepped = consent::StepUpWait {
+                shared,
+                attempt: &attempt,
+                asked: asked_wait,
+                audit,
+            };
+            // Boxed: rare, and it would make every request's future larger.
+            let (response, still_lacking) = Box::pin(stepped.wait_and_resend(
+                swapper, &mut plan, &mut hold, lacking, response,
+            ))
+            .await?;
+            if !still_lacking {
+                audit.outcome = crate::audit::Outcome::Ok;
+            }
+            response
+        }
+    };
+    if let Some(h) = &hold {
+        // The agent sees a slow answer; this says why.
+        if let Ok(v) = http::HeaderValue::from_str(&h.since.elapsed().as_millis().to_string()) {
+            response.headers_mut().insert("x-airlock-held-ms", v);
+        }
+    }
+    audit.upstream_time = Some(sent.elapsed());
+    audit.upstream_version = Some(response.version());
+    audit.status = response.status().as_u16();
+    let firewall = if screening {
+        // Asked again: this request's swaps and refreshes are in it now.
+        let current = shared.ledger.firewall(&audit.sandbox).await;
+        let narrowed = swapper.narrowed_swaps();
+        if narrowed.is_empty() {
+            current
+        } else {
+            shared
+                .ledger
+                .firewall_for_narrowed(&audit.sandbox, &narrowed)
+        }
+    } else {
+        None
+    };
+    let decoding = crate::screen::Decoding {
+        max: shared.settings.max_decoded_body,
+        budget: &shared.decompression,
+    };
+    let answer = crate::screen::screen(response, firewall, decoding).await?;
+    Ok((answer, answer_size))
 }
 
 /// A body streamed once is drained when the upstream answers before reading

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::{Request, Response};
 
@@ -42,8 +42,8 @@ pub(crate) struct UpstreamAttempt<'a> {
     pub add_via: bool,
     /// HTTP/1.1 or ALPN to this upstream.
     pub wire: UpstreamWire,
-    /// The audit's `request_bytes`.
-    pub request_bytes: Arc<AtomicU64>,
+    /// The audit's `request_counter`, made when a body is sent.
+    pub request_counter: &'a OnceLock<Arc<AtomicU64>>,
 }
 
 impl Attempt for UpstreamAttempt<'_> {
@@ -61,7 +61,7 @@ impl Attempt for UpstreamAttempt<'_> {
         &self,
         request: Request<ProxyBody>,
     ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send {
-        let request = metered(request, &self.request_bytes);
+        let request = metered(request, self.request_counter);
         let answer = self.upstream.send(request, self.wire);
         async move { Ok(answer.await?.map(boxed)) }
     }
@@ -69,12 +69,19 @@ impl Attempt for UpstreamAttempt<'_> {
 
 /// Counts the body bytes handed to the upstream connection (after swapping
 /// and encoding), for this attempt only: not what was read from the client.
-fn metered(request: Request<ProxyBody>, counter: &Arc<AtomicU64>) -> Request<ProxyBody> {
-    counter.store(0, Ordering::Relaxed);
+fn metered(
+    request: Request<ProxyBody>,
+    counter: &OnceLock<Arc<AtomicU64>>,
+) -> Request<ProxyBody> {
     // Nothing to count: no wrapper (and no allocation) for a body-less request.
     if http_body::Body::is_end_stream(request.body()) {
+        if let Some(counter) = counter.get() {
+            counter.store(0, Ordering::Relaxed);
+        }
         return request;
     }
+    let counter = counter.get_or_init(Arc::default);
+    counter.store(0, Ordering::Relaxed);
     let counter = counter.clone();
     request.map(|body| boxed(Metered::new(body, counter)))
 }
@@ -89,16 +96,20 @@ mod tests {
 
     #[tokio::test]
     async fn each_attempt_counts_its_own_bytes() {
-        let counter = Arc::new(AtomicU64::new(0));
+        let counter = OnceLock::new();
+        // A body-less request makes no counter.
+        let request = metered(Request::new(crate::body::empty()), &counter);
+        assert!(http_body::Body::is_end_stream(request.body()));
+        assert!(counter.get().is_none());
         for _ in 0..2 {
             let request = Request::new(full(Bytes::from_static(b"12345")));
             let request = metered(request, &counter);
             request.into_body().collect().await.unwrap();
-            assert_eq!(counter.load(Ordering::Relaxed), 5);
+            assert_eq!(counter.get().unwrap().load(Ordering::Relaxed), 5);
         }
         // A body-less attempt counts nothing, and resets what the last one counted.
         let request = metered(Request::new(crate::body::empty()), &counter);
         assert!(http_body::Body::is_end_stream(request.body()));
-        assert_eq!(counter.load(Ordering::Relaxed), 0);
+        assert_eq!(counter.get().unwrap().load(Ordering::Relaxed), 0);
     }
 }

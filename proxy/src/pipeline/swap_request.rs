@@ -753,11 +753,12 @@ mod tests {
         )
         .await;
         assert_eq!(ok.unwrap().headers()["authorization"], "Bearer real-token");
-        let marks = swapper.marks().dry_run.lock().unwrap().clone();
+        let marks = swapper.marks().expect("marked").dry_run.lock().unwrap().clone();
         assert_eq!(marks, ["secret:GH: rule 1 (deny DELETE /**)"]);
         let (ok, swapper) = try_build(&tokens, Method::GET, "/", &[], BodyPlan::Empty).await;
         assert!(ok.is_ok());
-        assert!(swapper.marks().dry_run.lock().unwrap()[0].contains("require"));
+        let marks = swapper.marks().expect("marked");
+        assert!(marks.dry_run.lock().unwrap()[0].contains("require"));
     }
 
     #[tokio::test]

@@ -3,7 +3,6 @@
 //! Sandboxes may use HTTP/1.1 `Upgrade` or RFC 8441 extended CONNECT over
 //! HTTP/2; upstream always gets an HTTP/1.1 upgrade.
 
-use std::sync::atomic::Ordering;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -61,7 +60,7 @@ pub(crate) async fn websocket(
     let mut headers = req.headers().clone();
     // Sent upstream as an HTTP/1.1 GET upgrade, so judged as one.
     swapper.set_rule_request(RuleRequest::new(&Method::GET, target));
-    audit.marks = Some(swapper.marks());
+    audit.marks = Some(swapper.shared_marks());
     let pq = match swapper.swap_path_and_query(&pq).await {
         Ok(swapped) => swapped.unwrap_or(pq),
         Err(err) => return refuse(&mut audit, err),
@@ -175,9 +174,7 @@ pub(crate) async fn websocket(
         };
         let (up, down) = relay(TokioIo::new(client), TokioIo::new(upstream), firewall).await;
         let ok = up.is_ok() && down.is_ok();
-        audit
-            .request_bytes
-            .store(up.unwrap_or(0), Ordering::Relaxed);
+        audit.request_bytes = up.unwrap_or(0);
         audit.response_bytes = down.unwrap_or(0);
         audit.emit(ok);
     });

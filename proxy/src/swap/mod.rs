@@ -75,7 +75,8 @@ pub struct Swapper {
     sites: Vec<SwapSite>,
     /// The header being swapped, so sites can name it.
     current_header: Option<HeaderName>,
-    marks: Arc<Marks>,
+    /// Made at the first mark or fork: most requests have none to note.
+    marks: Option<Arc<Marks>>,
     /// `airlock_inert_placeholders`, when a proxy counts them.
     inert_counter: Option<Counter>,
     /// What the bindings' request rules are asked about; `None` refuses
@@ -105,7 +106,7 @@ impl Swapper {
             basic: Vec::new(),
             sites: Vec::new(),
             current_header: None,
-            marks: Arc::default(),
+            marks: None,
             inert_counter: None,
             rule_request: None,
             rules_passed: Vec::new(),
@@ -124,9 +125,20 @@ impl Swapper {
         self.rules_passed.clear();
     }
 
-    /// The audit line's marks: inert placeholders, dry-run refusals.
-    pub fn marks(&self) -> Arc<Marks> {
+    /// The audit line's marks (inert placeholders, dry-run refusals), when
+    /// there are any or a body's fork may still add some.
+    pub fn marks(&self) -> Option<Arc<Marks>> {
         self.marks.clone()
+    }
+
+    /// The marks, made now if there are none yet: for a caller that keeps
+    /// them while this swapper still adds to them.
+    pub fn shared_marks(&mut self) -> Arc<Marks> {
+        self.marks_mut().clone()
+    }
+
+    fn marks_mut(&mut self) -> &Arc<Marks> {
+        self.marks.get_or_insert_with(Arc::default)
     }
 
     /// The binding's rules, once per request. A dry-run binding's refusal is
@@ -207,7 +219,12 @@ impl Swapper {
             .collect()
     }
 
-    fn rule_refusal(&self, binding: &str, mode: RulesMode, rule: String) -> Result<(), ProxyError> {
+    fn rule_refusal(
+        &mut self,
+        binding: &str,
+        mode: RulesMode,
+        rule: String,
+    ) -> Result<(), ProxyError> {
         if mode == RulesMode::Enforce {
             return Err(ProxyError::RuleDenied {
                 binding: binding.to_owned(),
@@ -215,7 +232,7 @@ impl Swapper {
             });
         }
         tracing::warn!(binding, rule, host = %self.host, "dry run: the binding's rules would refuse this request");
-        if let Ok(mut marks) = self.marks.dry_run.lock() {
+        if let Ok(mut marks) = self.marks_mut().dry_run.lock() {
             marks.push(format!("{binding}: {rule}"));
         }
         Ok(())
@@ -332,8 +349,10 @@ impl Swapper {
         &self.scanner
     }
 
-    /// A swapper for the body that shares what this one resolved.
-    pub fn fork(&self) -> Self {
+    /// A swapper for the body that shares what this one resolved, and its
+    /// marks: the audit line shows what the body's fork notes.
+    pub fn fork(&mut self) -> Self {
+        self.marks_mut();
         Self {
             tokens: self.tokens.clone(),
             scanner: self.scanner.clone(),
@@ -635,8 +654,8 @@ impl Swapper {
         Ok(BodyAction::Swap)
     }
 
-    fn mark_inert(&self, binding: &str) {
-        if let Ok(mut marks) = self.marks.inert.lock() {
+    fn mark_inert(&mut self, binding: &str) {
+        if let Ok(mut marks) = self.marks_mut().inert.lock() {
             if !marks.iter().any(|m| m == binding) {
                 marks.push(binding.to_owned());
             }

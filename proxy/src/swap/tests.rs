@@ -291,6 +291,25 @@ async fn only_a_token_in_its_injection_slot_counts_as_evidence() {
 }
 
 #[tokio::test]
+async fn marks_are_made_only_to_note_something_and_a_fork_shares_them() {
+    let (src, p) = setup(&[SwapLocation::Header, SwapLocation::Body]);
+    let mut s = swapper(src.clone(), "api.github.com");
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, format!("Bearer {p}").parse().unwrap());
+    s.swap_headers(&mut headers).await.unwrap();
+    assert!(s.marks().is_none(), "a plain swap notes nothing");
+    // A body's fork may note something after the pipeline is done with the
+    // swapper: the fork and the swapper hold the same marks.
+    let mut fork = s.fork();
+    let shared = s.marks().expect("made for the fork");
+    let body = b"miosa-tok-NOTBOUNDNOTBOUNDNOTBOUNDNOTB";
+    fork.swap_bytes(body, SwapLocation::Body, Context::Raw)
+        .await
+        .unwrap();
+    assert_eq!(*shared.inert.lock().unwrap(), vec!["unknown"]);
+}
+
+#[tokio::test]
 async fn bodies_to_other_hosts_keep_placeholders_as_inert_text() {
     let (src, p) = setup(&[SwapLocation::Header, SwapLocation::Body]);
     let mut s = swapper(src.clone(), "api.openai.test");
@@ -303,7 +322,7 @@ async fn bodies_to_other_hosts_keep_placeholders_as_inert_text() {
     assert_eq!(out, body.as_bytes());
     assert!(s.swapped_bindings().is_empty(), "nothing was swapped");
     assert_eq!(
-        *s.marks().inert.lock().unwrap(),
+        *s.marks().expect("marked").inert.lock().unwrap(),
         vec!["secret:GITHUB_TOKEN"]
     );
     // A header to the same host is a credential position: refused.

@@ -84,7 +84,7 @@ async fn handle(shared: &Shared, mut req: Request<Incoming>, conn: &Connection) 
         req.method().as_str(),
         host.as_deref().unwrap_or("-"),
         port,
-        req.uri().path(),
+        crate::telemetry::RequestPath::of(req.uri()),
     );
     if let Some(err) = refusal {
         return refuse(&mut audit, err);
