@@ -11,7 +11,7 @@ use airlock_vault_client::SandboxId;
 
 use crate::error::ProxyError;
 use crate::metrics::{ReasonLabel, RequestLabels};
-use crate::telemetry::{RecentRequest, RequestPath, Telemetry};
+use crate::telemetry::{RecentRequest, RequestPath, Swapped, Telemetry};
 
 /// Where audit lines go; select it with a tracing filter or a JSON formatter.
 pub const TARGET: &str = "airlock::audit";
@@ -139,7 +139,7 @@ pub struct AuditRecord {
     pub path: RequestPath,
     pub status: u16,
     pub outcome: Outcome,
-    pub swapped: Vec<String>,
+    pub swapped: Swapped,
     /// Placeholders passed through a body as text (bound elsewhere), and
     /// what a dry-run binding's rules would have refused: the swapper's.
     pub marks: Option<Arc<crate::swap::Marks>>,
@@ -180,7 +180,7 @@ impl AuditRecord {
             path: path.into(),
             status: 0,
             outcome: Outcome::Ok,
-            swapped: Vec::new(),
+            swapped: Swapped::default(),
             marks: None,
             refused: None,
             upstream_time: None,
@@ -230,7 +230,7 @@ impl AuditRecord {
             path = %self.path,
             status = self.status,
             outcome = outcome.as_str(),
-            swapped = %Joined(&self.swapped, ","),
+            swapped = %Joined(self.swapped.ids(), ","),
             inert = %JoinedMarks(self.marks.as_ref().map(|m| &m.inert), ","),
             rules_dry_run = %JoinedMarks(self.marks.as_ref().map(|m| &m.dry_run), "; "),
             refused = self.refused.as_deref().unwrap_or(""),
@@ -299,11 +299,11 @@ impl AuditRecord {
 }
 
 /// A list written joined, without building the joined string first.
-struct Joined<'a>(&'a [String], &'static str);
+struct Joined<I>(I, &'static str);
 
-impl std::fmt::Display for Joined<'_> {
+impl<'a, I: Iterator<Item = &'a str> + Clone> std::fmt::Display for Joined<I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, item) in self.0.iter().enumerate() {
+        for (i, item) in self.0.clone().enumerate() {
             if i > 0 {
                 f.write_str(self.1)?;
             }
@@ -319,7 +319,7 @@ struct JoinedMarks<'a>(Option<&'a std::sync::Mutex<Vec<String>>>, &'static str);
 impl std::fmt::Display for JoinedMarks<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0.map(|m| m.lock()) {
-            Some(Ok(marks)) => Joined(&marks, self.1).fmt(f),
+            Some(Ok(marks)) => Joined(marks.iter().map(String::as_str), self.1).fmt(f),
             _ => Ok(()),
         }
     }
@@ -374,9 +374,9 @@ mod tests {
 
     #[test]
     fn lists_are_written_joined() {
-        let items = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
-        assert_eq!(Joined(&items, ",").to_string(), "a,b,c");
-        assert_eq!(Joined(&[], ",").to_string(), "");
+        let items = ["a", "b", "c"];
+        assert_eq!(Joined(items.iter().copied(), ",").to_string(), "a,b,c");
+        assert_eq!(Joined(std::iter::empty(), ",").to_string(), "");
         let marks = std::sync::Mutex::new(vec!["x: r1".to_owned(), "y: r2".to_owned()]);
         assert_eq!(JoinedMarks(Some(&marks), "; ").to_string(), "x: r1; y: r2");
         assert_eq!(JoinedMarks(None, "; ").to_string(), "");
@@ -414,11 +414,16 @@ mod tests {
         let mut audit = record(&telemetry);
         audit.status = 200;
         audit.outcome = Outcome::RefreshedReplayed;
-        audit.swapped = vec!["github".into()];
+        let github = Arc::new(crate::testing::static_binding("GITHUB", "api.github.test"));
+        audit.swapped.add(&github);
+        audit.swapped.add(&github);
         audit.emit(true);
         let recent = telemetry.recent.newest_first();
         assert_eq!(recent.len(), 1);
         assert_eq!(recent[0].outcome, "refreshed_replayed");
+        // Each binding once; the console's entry shows ids, not the bindings.
+        let entry = serde_json::to_value(&recent[0]).unwrap();
+        assert_eq!(entry["swapped"], serde_json::json!(["secret:GITHUB"]));
         let text = telemetry.metrics.render();
         assert!(
             text.contains(

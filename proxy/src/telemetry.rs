@@ -6,10 +6,45 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use airlock_vault_client::Binding;
+
 use crate::metrics::Metrics;
 
 /// How many recent requests the console can show.
 const RECENT_CAPACITY: usize = 200;
+
+/// The bindings whose tokens a request carried, each once; the audit line
+/// and the console show their ids. The bindings are shared, not their ids
+/// copied, and a request's one or two are held inline: no allocation.
+#[derive(Clone, Debug, Default)]
+pub struct Swapped(smallvec::SmallVec<[Arc<Binding>; 2]>);
+
+impl Swapped {
+    /// Adds `binding` unless a binding of the same id is here already.
+    pub fn add(&mut self, binding: &Arc<Binding>) {
+        if !self.0.iter().any(|b| b.id == binding.id) {
+            self.0.push(binding.clone());
+        }
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> + Clone {
+        self.0.iter().map(|b| b.id.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl serde::Serialize for Swapped {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.ids())
+    }
+}
 
 /// A request's path, without its query (the query can hold secrets of its
 /// own). Made from the request's URI it shares the URI's bytes: no copy per
@@ -95,7 +130,7 @@ pub struct RecentRequest {
     pub status: u16,
     /// [`crate::audit::Outcome::as_str`]: the audit line's word.
     pub outcome: &'static str,
-    pub swapped: Vec<String>,
+    pub swapped: Swapped,
     /// Body bytes the sandbox was sent.
     pub response_bytes: u64,
 }
@@ -231,7 +266,7 @@ mod tests {
             path: path.into(),
             status: 200,
             outcome: "ok",
-            swapped: Vec::new(),
+            swapped: Swapped::default(),
             response_bytes: 0,
         }
     }

@@ -64,7 +64,7 @@ fn record(r: RecentRequest) -> RequestRecord {
         path: r.path.into(),
         status: r.status,
         outcome: r.outcome.to_owned(),
-        swapped: r.swapped,
+        swapped: r.swapped.ids().map(str::to_owned).collect(),
     }
 }
 

@@ -163,10 +163,9 @@ async fn stages(
                 audit,
             };
             // Boxed: rare, and it would make every request's future larger.
-            let (response, still_lacking) = Box::pin(stepped.wait_and_resend(
-                swapper, &mut plan, &mut hold, lacking, response,
-            ))
-            .await?;
+            let (response, still_lacking) =
+                Box::pin(stepped.wait_and_resend(swapper, &mut plan, &mut hold, lacking, response))
+                    .await?;
             if !still_lacking {
                 audit.outcome = crate::audit::Outcome::Ok;
             }

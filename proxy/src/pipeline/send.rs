@@ -69,10 +69,7 @@ impl Attempt for UpstreamAttempt<'_> {
 
 /// Counts the body bytes handed to the upstream connection (after swapping
 /// and encoding), for this attempt only: not what was read from the client.
-fn metered(
-    request: Request<ProxyBody>,
-    counter: &OnceLock<Arc<AtomicU64>>,
-) -> Request<ProxyBody> {
+fn metered(request: Request<ProxyBody>, counter: &OnceLock<Arc<AtomicU64>>) -> Request<ProxyBody> {
     // Nothing to count: no wrapper (and no allocation) for a body-less request.
     if http_body::Body::is_end_stream(request.body()) {
         if let Some(counter) = counter.get() {

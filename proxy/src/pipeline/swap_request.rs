@@ -753,7 +753,13 @@ mod tests {
         )
         .await;
         assert_eq!(ok.unwrap().headers()["authorization"], "Bearer real-token");
-        let marks = swapper.marks().expect("marked").dry_run.lock().unwrap().clone();
+        let marks = swapper
+            .marks()
+            .expect("marked")
+            .dry_run
+            .lock()
+            .unwrap()
+            .clone();
         assert_eq!(marks, ["secret:GH: rule 1 (deny DELETE /**)"]);
         let (ok, swapper) = try_build(&tokens, Method::GET, "/", &[], BodyPlan::Empty).await;
         assert!(ok.is_ok());

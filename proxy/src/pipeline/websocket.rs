@@ -3,7 +3,6 @@
 //! Sandboxes may use HTTP/1.1 `Upgrade` or RFC 8441 extended CONNECT over
 //! HTTP/2; upstream always gets an HTTP/1.1 upgrade.
 
-
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use http::header::{self, HeaderValue};

@@ -385,16 +385,14 @@ impl Swapper {
         !self.resolved.is_empty()
     }
 
-    /// Ids of the bindings whose tokens this request carries, each once,
-    /// for the audit line (without the list [`Self::swapped_bindings`] builds).
-    pub fn swapped_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = Vec::with_capacity(self.resolved.len());
+    /// The bindings whose tokens this request carries, each once, for the
+    /// audit line.
+    pub fn swapped_ids(&self) -> crate::telemetry::Swapped {
+        let mut swapped = crate::telemetry::Swapped::default();
         for (_, r) in &self.resolved {
-            if !ids.iter().any(|id| *id == r.binding.id) {
-                ids.push(r.binding.id.clone());
-            }
+            swapped.add(&r.binding);
         }
-        ids
+        swapped
     }
 
     /// Bindings whose tokens this request carries, each once.
@@ -752,7 +750,7 @@ impl Swapper {
             if let Some(bytes) = swapped {
                 let mut swapped = HeaderValue::from_maybe_shared(bytes::Bytes::from(bytes))
                     .map_err(|_| ProxyError::InvalidToken {
-                        binding: self.swapped_ids().join(","),
+                        binding: self.swapped_ids().ids().collect::<Vec<_>>().join(","),
                     })?;
                 // HPACK must never index a header that carries a credential.
                 swapped.set_sensitive(true);

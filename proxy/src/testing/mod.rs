@@ -95,20 +95,7 @@ impl MockTokens {
         configure: impl FnOnce(&mut Binding),
     ) -> String {
         let placeholder = generate_placeholder(PREFIX);
-        let mut binding = Binding {
-            id: format!("secret:{name}"),
-            name: name.into(),
-            sandbox: SandboxId::default_sandbox(),
-            hosts: vec![HostPattern::parse(host).expect("a valid host pattern")],
-            swap_in: SwapLocation::defaults(),
-            kind: BindingKind::Static,
-            expired_on: Vec::new(),
-            inject: None,
-            on_foreign_body: ForeignBody::Pass,
-            rules: Default::default(),
-            narrowed: None,
-            scope_signals: Default::default(),
-        };
+        let mut binding = static_binding(name, host);
         configure(&mut binding);
         let resolved = Resolved {
             binding: Arc::new(binding),
@@ -346,5 +333,23 @@ impl TokenSource for MockTokens {
                 expires_at: None,
             })
             .collect())
+    }
+}
+
+/// A static secret's binding `secret:NAME` for `host`, as the mock source makes them.
+pub fn static_binding(name: &str, host: &str) -> Binding {
+    Binding {
+        id: format!("secret:{name}"),
+        name: name.into(),
+        sandbox: SandboxId::default_sandbox(),
+        hosts: vec![HostPattern::parse(host).expect("a valid host pattern")],
+        swap_in: SwapLocation::defaults(),
+        kind: BindingKind::Static,
+        expired_on: Vec::new(),
+        inject: None,
+        on_foreign_body: ForeignBody::Pass,
+        rules: Default::default(),
+        narrowed: None,
+        scope_signals: Default::default(),
     }
 }
