@@ -20,6 +20,7 @@ use base64::Engine;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::HeaderMap;
 use prometheus_client::metrics::counter::Counter;
+use smallvec::SmallVec;
 
 use crate::error::ProxyError;
 use crate::rules::RuleRequest;
@@ -28,7 +29,7 @@ mod scanner;
 #[cfg(test)]
 mod tests;
 
-pub use scanner::{encode_token, Context, Found, Scanner, Spelling, MAX_RANDOM_LEN};
+pub use scanner::{encode_token, Context, Finds, Found, Scanner, Spelling, MAX_RANDOM_LEN};
 
 /// Where in a request a placeholder was swapped: the evidence a later
 /// "expired" answer is judged by.
@@ -68,11 +69,12 @@ pub struct Swapper {
     host: Arc<str>,
     /// Plain-text requests may not carry placeholders at all.
     plaintext: bool,
-    resolved: Vec<(String, Resolved)>,
+    /// (placeholder, its binding and token); inline: most requests carry one.
+    resolved: SmallVec<[(String, Resolved); 1]>,
     /// Basic credentials swapped: (as sent upstream, as the sandbox wrote it),
     /// so an echo of the encoded credential can be scrubbed too.
     basic: Vec<(Vec<u8>, Vec<u8>)>,
-    sites: Vec<SwapSite>,
+    sites: SmallVec<[SwapSite; 1]>,
     /// The header being swapped, so sites can name it.
     current_header: Option<HeaderName>,
     /// Made at the first mark or fork: most requests have none to note.
@@ -102,9 +104,9 @@ impl Swapper {
             sandbox,
             host,
             plaintext: false,
-            resolved: Vec::new(),
+            resolved: SmallVec::new(),
             basic: Vec::new(),
-            sites: Vec::new(),
+            sites: SmallVec::new(),
             current_header: None,
             marks: None,
             inert_counter: None,
@@ -361,7 +363,7 @@ impl Swapper {
             plaintext: self.plaintext,
             resolved: self.resolved.clone(),
             basic: Vec::new(),
-            sites: Vec::new(),
+            sites: SmallVec::new(),
             current_header: None,
             marks: self.marks.clone(),
             inert_counter: self.inert_counter.clone(),

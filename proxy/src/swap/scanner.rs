@@ -41,6 +41,10 @@ pub struct Found {
     pub spelling: Spelling,
 }
 
+/// What one scan found: most text holds one placeholder or none, so the
+/// list is inline up to two.
+pub type Finds = smallvec::SmallVec<[Found; 2]>;
+
 /// Finds placeholder-shaped strings in any spelling.
 pub struct Scanner {
     /// What every spelling starts with (the prefix up to its first dash).
@@ -94,11 +98,11 @@ impl Scanner {
     /// that may go on), a run that reaches the end is left out, and the
     /// second value is where the bytes that might still become a placeholder
     /// start.
-    pub fn scan(&self, haystack: &[u8], complete: bool) -> (Vec<Found>, usize) {
+    pub fn scan(&self, haystack: &[u8], complete: bool) -> (Finds, usize) {
         if complete && haystack.len() < self.shortest_placeholder {
-            return (Vec::new(), haystack.len());
+            return (Finds::new(), haystack.len());
         }
-        let mut found = Vec::new();
+        let mut found = Finds::new();
         let mut hold_from = haystack.len();
         let mut at = 0;
         while let Some((start, pattern)) = self.find_prefix(haystack, at) {
