@@ -89,7 +89,7 @@ struct Entry {
     keep_until: Option<i64>,
 }
 
-fn fingerprint(token: &SecretString) -> [u8; 32] {
+fn fingerprint(token: &impl ExposeSecret<str>) -> [u8; 32] {
     ring::digest::digest(&ring::digest::SHA256, token.expose_secret().as_bytes())
         .as_ref()
         .try_into()
@@ -107,7 +107,12 @@ impl LedgerState {
     /// `record` would change nothing: the token is guarded at least as long.
     /// Looked up by the placeholder it was last recorded for: false (the
     /// slow path, which hashes the token) when that was another token.
-    fn knows(&self, placeholder: &str, token: &SecretString, expires_at: Option<i64>) -> bool {
+    fn knows(
+        &self,
+        placeholder: &str,
+        token: &impl ExposeSecret<str>,
+        expires_at: Option<i64>,
+    ) -> bool {
         let Some(entry) = self
             .latest
             .get(placeholder)
@@ -124,7 +129,12 @@ impl LedgerState {
     }
 
     /// Adds or updates; true when the set of guarded tokens changed.
-    fn record(&mut self, placeholder: &str, token: &SecretString, expires_at: Option<i64>) -> bool {
+    fn record(
+        &mut self,
+        placeholder: &str,
+        token: &impl ExposeSecret<str>,
+        expires_at: Option<i64>,
+    ) -> bool {
         if token.expose_secret().is_empty() {
             return false;
         }
@@ -145,7 +155,7 @@ impl LedgerState {
                     key,
                     Entry {
                         placeholder: placeholder.to_owned(),
-                        token: token.clone(),
+                        token: SecretString::from(token.expose_secret()),
                         keep_until: expires_at,
                     },
                 );
@@ -648,7 +658,7 @@ fn signing_secrets(placeholder: &str, resolved: &Resolved) -> Vec<(String, Secre
 #[cfg(test)]
 mod tests {
     use super::*;
-    use airlock_vault_client::{Binding, BindingKind};
+    use airlock_vault_client::{Binding, BindingKind, SharedToken};
     use std::sync::Mutex;
 
     /// A source whose current token can be changed, like a refreshed connection.
@@ -688,7 +698,7 @@ mod tests {
                     narrowed: None,
                     scope_signals: Default::default(),
                 }),
-                token: SecretString::from(self.current.lock().unwrap().clone()),
+                token: SharedToken::from(self.current.lock().unwrap().clone()),
                 expires_at: Some(unix_now() + 3600),
                 signing: None,
             }
@@ -768,7 +778,7 @@ mod tests {
         let sandbox = SandboxId::default_sandbox();
         ledger.firewall(&sandbox).await.expect("the list is read");
         let mut resolved = source.resolved(&sandbox);
-        resolved.token = SecretString::from("ASIATEMPORARYKEYID01");
+        resolved.token = SharedToken::from("ASIATEMPORARYKEYID01");
         resolved.signing = Some(Arc::new(airlock_vault_client::SigningKeys::AwsSigV4(
             airlock_vault_client::AwsSigV4Keys {
                 secret_variable: "AWS_SECRET_ACCESS_KEY".into(),
@@ -885,7 +895,7 @@ mod tests {
             airlock_vault_client::narrow("miosa-tok-", "miosa-tok-PH", &["allow=GET /**".into()])
                 .unwrap();
         let r = ledger.resolve(&sandbox, &narrowed).await.unwrap();
-        let set = [(narrowed.clone(), r.token.clone())];
+        let set = [(narrowed.clone(), r.token.to_secret_string())];
         let first = ledger.firewall_for_narrowed(&sandbox, &set).unwrap();
         let again = ledger.firewall_for_narrowed(&sandbox, &set).unwrap();
         assert!(

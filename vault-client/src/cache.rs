@@ -615,7 +615,7 @@ mod tests {
                     narrowed: None,
                     scope_signals: Default::default(),
                 }),
-                token: SecretString::from("t"),
+                token: crate::SharedToken::from("t"),
                 expires_at: Some(unix_now() + expires_in),
                 signing: None,
             })

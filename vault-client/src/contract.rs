@@ -522,7 +522,7 @@ impl From<&Resolved> for ResolvedAnswer {
                 swap_in: b.swap_in.clone(),
             },
             expires_at: r.expires_at,
-            token: r.token.clone(),
+            token: r.token.to_secret_string(),
             oauth1: match r.signing.as_deref() {
                 Some(crate::SigningKeys::OAuth1(k)) => Some(WireOAuth1 {
                     consumer_key: k.consumer_key.clone(),
@@ -616,7 +616,7 @@ impl ResolvedAnswer {
                 narrowed: None,
                 scope_signals: Arc::new(b.scope_signals),
             }),
-            token: self.token,
+            token: self.token.into(),
             expires_at: self.expires_at,
             signing,
         }
@@ -832,7 +832,7 @@ mod tests {
                 narrowed: None,
                 scope_signals: Default::default(),
             }),
-            token: SecretString::from("tok".to_owned()),
+            token: crate::SharedToken::from("tok"),
             expires_at: Some(5),
             signing: None,
         };
@@ -906,7 +906,7 @@ mod tests {
         };
         let aws = Resolved {
             binding: binding(BindingKind::AwsSigV4),
-            token: SecretString::from("AKIAREAL"),
+            token: crate::SharedToken::from("AKIAREAL"),
             expires_at: None,
             signing: Some(Arc::new(crate::SigningKeys::AwsSigV4(
                 crate::AwsSigV4Keys {
@@ -965,7 +965,7 @@ mod tests {
         .unwrap();
         let hmac = Resolved {
             binding: binding(BindingKind::Hmac),
-            token: SecretString::from("hmac-real"),
+            token: crate::SharedToken::from("hmac-real"),
             expires_at: None,
             signing: Some(Arc::new(crate::SigningKeys::Hmac(crate::HmacKeys {
                 spec: spec.clone(),

@@ -387,11 +387,54 @@ impl AbsentInjection {
     }
 }
 
+/// A real token, shared: a clone copies a pointer, not the secret, so a
+/// request's lookup makes no new copy of the token in memory. Zeroized
+/// when its last holder drops it (secrecy's `SecretBox`).
+#[derive(Clone)]
+pub struct SharedToken(Arc<SecretString>);
+
+impl SharedToken {
+    /// A copy of the secret of its own, for a place that keeps one.
+    pub fn to_secret_string(&self) -> SecretString {
+        SecretString::from(self.0.expose_secret())
+    }
+}
+
+impl ExposeSecret<str> for SharedToken {
+    fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl From<SecretString> for SharedToken {
+    fn from(secret: SecretString) -> Self {
+        Self(Arc::new(secret))
+    }
+}
+
+impl From<&str> for SharedToken {
+    fn from(secret: &str) -> Self {
+        Self::from(SecretString::from(secret))
+    }
+}
+
+impl From<String> for SharedToken {
+    fn from(secret: String) -> Self {
+        Self::from(SecretString::from(secret))
+    }
+}
+
+impl fmt::Debug for SharedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// A placeholder's binding and its current real token.
 #[derive(Clone)]
 pub struct Resolved {
     pub binding: Arc<Binding>,
-    pub token: SecretString,
+    pub token: SharedToken,
     /// When the token expires (Unix seconds); `None` for tokens that do not.
     pub expires_at: Option<i64>,
     /// The keys of a signing binding ([`BindingKind::AwsSigV4`]); `None` otherwise.
@@ -526,5 +569,27 @@ pub trait TokenSource: Send + Sync + 'static {
     /// deleted), so caches in front of this source drop what they hold.
     fn generation(&self) -> u64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod shared_token_tests {
+    use super::*;
+
+    #[test]
+    fn a_clone_shares_the_secret_and_nothing_prints_it() {
+        let token = SharedToken::from("real-secret-value");
+        let clone = token.clone();
+        assert!(std::ptr::eq(
+            token.expose_secret().as_ptr(),
+            clone.expose_secret().as_ptr()
+        ));
+        assert_eq!(format!("{token:?}"), "[redacted]");
+        let own = token.to_secret_string();
+        assert_eq!(own.expose_secret(), "real-secret-value");
+        assert!(!std::ptr::eq(
+            own.expose_secret().as_ptr(),
+            token.expose_secret().as_ptr()
+        ));
     }
 }

@@ -81,7 +81,7 @@ impl StaticSecrets {
                     s.placeholder,
                     Resolved {
                         binding: Arc::new(binding),
-                        token: s.value,
+                        token: s.value.into(),
                         expires_at: None,
                         signing: s.signing,
                     },
@@ -163,7 +163,7 @@ impl TokenSource for StaticSecrets {
             .flat_map(|(placeholder, r)| {
                 let mut guarded = vec![Guarded {
                     placeholder: placeholder.clone(),
-                    token: r.token.clone(),
+                    token: r.token.to_secret_string(),
                     expires_at: None,
                 }];
                 // A signing binding's other real keys map back to their placeholders.

@@ -180,7 +180,10 @@ async fn refresh_tokens(
         .collect();
     let mut changed = false;
     for (placeholder, old) in used {
-        match tokens.refresh(sandbox, &placeholder, &old.token).await {
+        match tokens
+            .refresh(sandbox, &placeholder, &old.token.to_secret_string())
+            .await
+        {
             Ok(fresh) => {
                 if fresh.token.expose_secret() != old.token.expose_secret() {
                     changed = true;

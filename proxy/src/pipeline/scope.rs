@@ -9,7 +9,7 @@
 use std::future::Future;
 
 use airlock_vault_client::{
-    BindingKind, SandboxId, ScopeSignal, SecretString, TokenSource, MAX_SIGNAL_BODY,
+    BindingKind, SandboxId, ScopeSignal, SharedToken, TokenSource, MAX_SIGNAL_BODY,
 };
 use http::{HeaderValue, Response};
 
@@ -26,7 +26,7 @@ pub(crate) const CONNECT_URL: &str = "x-airlock-connect-url";
 pub(crate) struct Insufficient {
     pub binding: String,
     pub placeholder: String,
-    pub token: SecretString,
+    pub token: SharedToken,
 }
 
 /// `(connection, the token, its signals for this status)` of OAuth tokens

@@ -85,7 +85,7 @@ pub fn signature_value(spec: &HmacSpec, key: &[u8], message: &[u8]) -> String {
 pub struct HmacSigned {
     binding: String,
     spec: HmacSpec,
-    real: airlock_vault_client::SecretString,
+    real: airlock_vault_client::SharedToken,
 }
 
 impl HmacSigned {

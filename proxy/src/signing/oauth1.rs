@@ -168,7 +168,7 @@ pub struct OAuth1Signed {
     realm: Option<String>,
     version: bool,
     extensions: Vec<(String, String)>,
-    token: SecretString,
+    token: airlock_vault_client::SharedToken,
     consumer_key: SecretString,
     consumer_secret: SecretString,
     token_secret: SecretString,
@@ -368,7 +368,7 @@ mod tests {
                 narrowed: None,
                 scope_signals: Default::default(),
             }),
-            token: SecretString::from("real-token"),
+            token: airlock_vault_client::SharedToken::from("real-token"),
             expires_at: None,
             signing: Some(Arc::new(SigningKeys::OAuth1(OAuth1Keys {
                 consumer_key: SecretString::from("real-ck"),

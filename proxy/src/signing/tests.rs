@@ -34,7 +34,7 @@ fn resolved(token: bool) -> Resolved {
             narrowed: None,
             scope_signals: Default::default(),
         }),
-        token: SecretString::from(REAL_KEY),
+        token: airlock_vault_client::SharedToken::from(REAL_KEY),
         expires_at: None,
         signing: Some(Arc::new(SigningKeys::AwsSigV4(AwsSigV4Keys {
             secret_variable: "AWS_SECRET_ACCESS_KEY".into(),

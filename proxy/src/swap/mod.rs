@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use airlock_vault_client::{
     Binding, BindingKind, Denial, ExposeSecret, ForeignBody, HostPolicy, Injection, NarrowError,
-    NarrowedBy, Resolved, RulesMode, SandboxId, SecretString, SwapLocation, TokenError,
-    TokenSource,
+    NarrowedBy, Resolved, RulesMode, SandboxId, SecretString, SharedToken, SwapLocation,
+    TokenError, TokenSource,
 };
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -216,7 +216,7 @@ impl Swapper {
             .iter()
             .filter_map(|(_, r)| {
                 let n = r.binding.narrowed.as_ref()?;
-                Some((n.placeholder.clone(), r.token.clone()))
+                Some((n.placeholder.clone(), r.token.to_secret_string()))
             })
             .collect()
     }
@@ -464,7 +464,7 @@ impl Swapper {
         &mut self,
         placeholder: &str,
         location: SwapLocation,
-    ) -> Result<&SecretString, ProxyError> {
+    ) -> Result<&SharedToken, ProxyError> {
         let index = self.lookup(placeholder).await?;
         let binding = &self.resolved[index].1.binding;
         if self.plaintext {

@@ -99,7 +99,7 @@ impl MockTokens {
         configure(&mut binding);
         let resolved = Resolved {
             binding: Arc::new(binding),
-            token: SecretString::from(token),
+            token: airlock_vault_client::SharedToken::from(token),
             expires_at: None,
             signing: None,
         };
@@ -275,7 +275,7 @@ impl TokenSource for MockTokens {
                 let entry = entries
                     .get_mut(placeholder)
                     .ok_or(TokenError::UnknownPlaceholder)?;
-                entry.token = SecretString::from(token);
+                entry.token = airlock_vault_client::SharedToken::from(token);
                 Ok(entry.clone())
             }
         }
@@ -329,7 +329,7 @@ impl TokenSource for MockTokens {
             .filter(|(_, r)| &r.binding.sandbox == sandbox)
             .map(|(p, r)| Guarded {
                 placeholder: p.clone(),
-                token: r.token.clone(),
+                token: r.token.to_secret_string(),
                 expires_at: None,
             })
             .collect())

@@ -267,7 +267,7 @@ async fn the_remote_client_reads_what_the_vault_writes() {
     assert_eq!(resolved.binding.id, "secret:GITHUB_TOKEN");
     assert!(resolved.binding.allows_host("api.github.com"));
     let refreshed = remote
-        .refresh(&sb, &placeholder, &resolved.token)
+        .refresh(&sb, &placeholder, &resolved.token.to_secret_string())
         .await
         .unwrap();
     assert_eq!(refreshed.token.expose_secret(), SECRET_VALUE);

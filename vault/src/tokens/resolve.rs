@@ -94,7 +94,7 @@ impl Vault {
                         narrowed: None,
                         scope_signals: Default::default(),
                     }),
-                    token,
+                    token: token.into(),
                     expires_at: None,
                     signing,
                 })
@@ -153,7 +153,7 @@ impl Vault {
                         narrowed: None,
                         scope_signals: Arc::new(provider.insufficient_scope.clone()),
                     }),
-                    token,
+                    token: token.into(),
                     expires_at,
                     signing: oauth1.map(|k| Arc::new(SigningKeys::OAuth1(k))),
                 })
@@ -240,7 +240,7 @@ impl Vault {
             }
             out.push(Guarded {
                 placeholder: b.placeholder,
-                token: resolved.token,
+                token: resolved.token.to_secret_string(),
                 expires_at: resolved.expires_at,
             });
         }
