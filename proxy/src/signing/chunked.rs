@@ -345,7 +345,7 @@ pub fn resign_stream(read: VecDeque<Bytes>, rest: ProxyBody, resigner: ChunkResi
             }
         }
     });
-    StreamBody::new(stream).boxed_unsync()
+    crate::body::boxed(StreamBody::new(stream))
 }
 
 #[cfg(test)]
