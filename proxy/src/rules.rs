@@ -18,6 +18,7 @@ const MAX_GRAPHQL_TOKENS: usize = 100_000;
 /// What the rules of this request's bindings are asked about. Built once per
 /// request; the GraphQL operations are read at most once, and only when a
 /// GraphQL rule's method and path match.
+#[derive(Clone)]
 pub struct RuleRequest {
     method: Method,
     /// Shared with the request's URI, not copied.

@@ -83,7 +83,7 @@ pub struct Swapper {
     inert_counter: Option<Counter>,
     /// What the bindings' request rules are asked about; `None` refuses
     /// every binding that has rules (a path that forgot to say is closed).
-    rule_request: Option<Arc<RuleRequest>>,
+    rule_request: Option<RuleRequest>,
     /// Bindings whose rules already passed for this request.
     rules_passed: Vec<String>,
     /// The sandbox's host policy, once asked.
@@ -123,7 +123,7 @@ impl Swapper {
     }
 
     pub fn set_rule_request(&mut self, request: RuleRequest) {
-        self.rule_request = Some(Arc::new(request));
+        self.rule_request = Some(request);
         self.rules_passed.clear();
     }
 
