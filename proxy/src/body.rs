@@ -8,36 +8,21 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
-use hyper::body::Incoming;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every body the proxy sends or forwards. Streams; never buffers whole.
-/// The shapes nearly every request takes (nothing, bytes at hand, a peer's
-/// body as hyper reads it) are held as they are; anything else is boxed.
-/// Two allocations a request fewer than boxing every body.
-pub struct ProxyBody(Kind);
-
-enum Kind {
-    Empty,
-    /// `None` once sent.
-    Full(Option<Bytes>),
-    Incoming(Incoming),
-    Boxed(UnsyncBoxBody<Bytes, BoxError>),
-}
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: Bytes) -> ProxyBody {
-    ProxyBody(Kind::Full((!bytes.is_empty()).then_some(bytes)))
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn empty() -> ProxyBody {
-    ProxyBody(Kind::Empty)
-}
-
-/// A body as hyper reads it from the sandbox or an upstream.
-pub fn incoming(body: Incoming) -> ProxyBody {
-    ProxyBody(Kind::Incoming(body))
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
 pub fn boxed<B>(body: B) -> ProxyBody
@@ -45,62 +30,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    ProxyBody(Kind::Boxed(body.map_err(Into::into).boxed_unsync()))
-}
-
-impl Default for ProxyBody {
-    fn default() -> Self {
-        empty()
-    }
-}
-
-impl std::fmt::Debug for ProxyBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match &self.0 {
-            Kind::Empty => "empty",
-            Kind::Full(_) => "full",
-            Kind::Incoming(_) => "incoming",
-            Kind::Boxed(_) => "boxed",
-        };
-        f.debug_tuple("ProxyBody").field(&kind).finish()
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().0 {
-            Kind::Empty => Poll::Ready(None),
-            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Incoming(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map(|frame| frame.map(|f| f.map_err(Into::into))),
-            Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.0 {
-            Kind::Empty => true,
-            Kind::Full(data) => data.is_none(),
-            Kind::Incoming(body) => body.is_end_stream(),
-            Kind::Boxed(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.0 {
-            Kind::Empty => SizeHint::with_exact(0),
-            Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Kind::Incoming(body) => body.size_hint(),
-            Kind::Boxed(body) => body.size_hint(),
-        }
-    }
+    body.map_err(Into::into).boxed_unsync()
 }
 
 /// Counts the data bytes that pass through, into a shared counter (a
@@ -254,7 +184,7 @@ impl Drop for DrainOnDrop {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let rest = std::mem::take(&mut self.inner);
+        let rest = std::mem::replace(&mut self.inner, empty());
         runtime.spawn(drain(rest, self.limit));
     }
 }
@@ -296,28 +226,6 @@ pub fn with_trailers(data: Bytes, trailers: Option<http::HeaderMap>) -> ProxyBod
 mod tests {
     use super::*;
     use tokio::sync::mpsc;
-
-    #[tokio::test]
-    async fn bytes_at_hand_are_one_frame_with_an_exact_size() {
-        let mut body = full(Bytes::from_static(b"hello"));
-        assert!(!body.is_end_stream());
-        assert_eq!(body.size_hint().exact(), Some(5));
-        let frame = body.frame().await.unwrap().unwrap();
-        assert_eq!(frame.into_data().unwrap(), "hello");
-        assert!(body.is_end_stream());
-        assert!(body.frame().await.is_none());
-        // No bytes is no frame at all, like an empty body.
-        for mut nothing in [full(Bytes::new()), empty(), ProxyBody::default()] {
-            assert!(nothing.is_end_stream());
-            assert_eq!(nothing.size_hint().exact(), Some(0));
-            assert!(nothing.frame().await.is_none());
-        }
-        // Anything else is boxed and read through.
-        let boxed_body = boxed(with_trailers(Bytes::from_static(b"x"), None));
-        assert_eq!(format!("{boxed_body:?}"), "ProxyBody(\"boxed\")");
-        let whole = boxed_body.collect().await.unwrap().to_bytes();
-        assert_eq!(whole, "x");
-    }
 
     /// A body fed by a channel of capacity 1: the sender only gets far when
     /// someone reads.

@@ -247,7 +247,7 @@ pub fn streaming(
     let stream = futures_util::stream::unfold(state, |mut state| async move {
         state.step().await.map(|frame| (frame, state))
     });
-    crate::body::boxed(StreamBody::new(stream))
+    StreamBody::new(stream).boxed_unsync()
 }
 
 /// `read` then `rest`, unchanged.
@@ -257,7 +257,7 @@ pub fn streaming_passthrough(read: VecDeque<Bytes>, rest: ProxyBody) -> ProxyBod
     let tail = futures_util::stream::unfold(rest, |mut rest| async move {
         rest.frame().await.map(|f| (f, rest))
     });
-    crate::body::boxed(StreamBody::new(futures_util::StreamExt::chain(head, tail)))
+    StreamBody::new(futures_util::StreamExt::chain(head, tail)).boxed_unsync()
 }
 
 #[cfg(test)]
@@ -339,7 +339,7 @@ mod tests {
         let frames = chunks
             .into_iter()
             .map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from(c))));
-        crate::body::boxed(StreamBody::new(futures_util::stream::iter(frames)))
+        StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
     }
 
     async fn run_stream(

@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap};
 use hyper::body::Incoming;
 
 use crate::audit::{AuditRecord, Mode};
-use crate::body::{boxed, incoming, ProxyBody};
+use crate::body::{boxed, ProxyBody};
 use crate::body_swap::{self, Collected, StreamMode};
 use crate::compression::{self, Encoding};
 use crate::error::ProxyError;
@@ -76,7 +76,7 @@ pub(crate) async fn plan_body(
     if http_body::Body::is_end_stream(&body) {
         return Ok(BodyPlan::Empty);
     }
-    plan(shared, headers, incoming(body), audit).await
+    plan(shared, headers, boxed(body), audit).await
 }
 
 async fn plan(

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use http::{Request, Response};
 
-use crate::body::{boxed, incoming, Metered, ProxyBody};
+use crate::body::{boxed, Metered, ProxyBody};
 use crate::error::ProxyError;
 use crate::pipeline::body_plan::BodyPlan;
 use crate::pipeline::swap_request::{build, Outgoing};
@@ -63,7 +63,7 @@ impl Attempt for UpstreamAttempt<'_> {
     ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send {
         let request = metered(request, self.request_counter);
         let answer = self.upstream.send(request, self.wire);
-        async move { Ok(answer.await?.map(incoming)) }
+        async move { Ok(answer.await?.map(boxed)) }
     }
 }
 

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::audit::{AuditRecord, Mode, Outcome};
-use crate::body::{empty, incoming};
+use crate::body::{boxed, empty};
 use crate::error::ProxyError;
 use crate::headers::strip_hop_by_hop;
 use crate::pipeline::close::{on_body_end, refuse};
@@ -130,7 +130,7 @@ pub(crate) async fn websocket(
             max: shared.settings.max_decoded_body,
             budget: &shared.decompression,
         };
-        let screened = crate::screen::screen(response.map(incoming), firewall, decoding).await;
+        let screened = crate::screen::screen(response.map(boxed), firewall, decoding).await;
         return match screened {
             Ok(answer) => on_body_end(audit, answer),
             Err(err) => refuse(&mut audit, err),

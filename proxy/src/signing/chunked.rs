@@ -345,7 +345,7 @@ pub fn resign_stream(read: VecDeque<Bytes>, rest: ProxyBody, resigner: ChunkResi
             }
         }
     });
-    crate::body::boxed(StreamBody::new(stream))
+    StreamBody::new(stream).boxed_unsync()
 }
 
 #[cfg(test)]

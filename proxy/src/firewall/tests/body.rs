@@ -8,7 +8,7 @@ fn channel_body() -> (
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    (tx, crate::body::boxed(StreamBody::new(stream)))
+    (tx, StreamBody::new(stream).boxed_unsync())
 }
 
 #[tokio::test]

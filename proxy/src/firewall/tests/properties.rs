@@ -200,7 +200,7 @@ proptest! {
         let frames = split(&body, &cuts, bytewise)
             .into_iter()
             .map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from(c))));
-        let inner = crate::body::boxed(StreamBody::new(futures_util::stream::iter(frames)));
+        let inner = StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let out = rt.block_on(fw.clone().body(inner).collect()).unwrap().to_bytes();
         prop_assert_eq!(&out[..], &whole[..]);
