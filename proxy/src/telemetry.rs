@@ -48,8 +48,9 @@ impl serde::Serialize for Swapped {
 
 /// A request's path, without its query (the query can hold secrets of its
 /// own). Made from the request's URI it shares the URI's bytes: no copy per
-/// request for the audit line and the console's entry.
-#[derive(Clone, Debug)]
+/// request for the audit line and the console's entry. Every way out of it
+/// (`as_str`, `Display`, `Debug`, serde) gives the path alone.
+#[derive(Clone)]
 pub enum RequestPath {
     Uri(http::uri::PathAndQuery),
     Text(String),
@@ -96,6 +97,12 @@ impl From<RequestPath> for String {
             RequestPath::Uri(pq) => pq.path().to_owned(),
             RequestPath::Text(text) => text,
         }
+    }
+}
+
+impl std::fmt::Debug for RequestPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -303,6 +310,7 @@ mod tests {
         let path = RequestPath::from(&pq);
         assert_eq!(path.as_str(), "/repos/x");
         assert_eq!(path.to_string(), "/repos/x");
+        assert_eq!(format!("{path:?}"), "\"/repos/x\"");
         assert_eq!(serde_json::to_value(&path).unwrap(), "/repos/x");
         assert_eq!(String::from(path), "/repos/x");
         assert_eq!(RequestPath::from("/y"), "/y");
