@@ -85,12 +85,6 @@ impl From<&str> for RequestPath {
     }
 }
 
-impl From<&http::uri::PathAndQuery> for RequestPath {
-    fn from(pq: &http::uri::PathAndQuery) -> Self {
-        Self::Uri(pq.clone())
-    }
-}
-
 impl From<RequestPath> for String {
     fn from(path: RequestPath) -> Self {
         match path {
@@ -306,8 +300,12 @@ mod tests {
 
     #[test]
     fn a_path_from_the_uri_leaves_the_query_out() {
-        let pq = http::uri::PathAndQuery::from_static("/repos/x?token=abc");
-        let path = RequestPath::from(&pq);
+        let uri: http::Uri = "https://api.test/repos/x?token=abc".parse().unwrap();
+        let path = RequestPath::of(&uri);
+        assert!(
+            matches!(path, RequestPath::Uri(_)),
+            "shares the URI's bytes"
+        );
         assert_eq!(path.as_str(), "/repos/x");
         assert_eq!(path.to_string(), "/repos/x");
         assert_eq!(format!("{path:?}"), "\"/repos/x\"");
