@@ -153,7 +153,8 @@ fuzz_target!(|data: &[u8]| {
         }))
         .collect();
     assert_eq!(
-        whole, stepped,
+        whole.as_slice(),
+        stepped.as_slice(),
         "stream step at {hold} differs from one scan"
     );
 });
