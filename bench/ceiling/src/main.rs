@@ -32,6 +32,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 type Upstream = Client<hyper_rustls::HttpsConnector<HttpConnector<Resolve>>, Incoming>;
@@ -197,8 +198,15 @@ fn main() {
         let listener = TcpListener::bind(args.listen)
             .await
             .unwrap_or_else(|e| usage(&format!("cannot listen on {}: {e}", args.listen)));
+        // SIGTERM ends the process by returning from `main`: a build made to
+        // collect a profile (PGO) writes it at a normal exit only.
+        let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = terminate.recv() => return,
+            };
+            let Ok((stream, _)) = accepted else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
