@@ -1934,6 +1934,7 @@ def main():
     ap.add_argument("--airlock", help="path to the release airlock binary (bench/run passes it)")
     ap.add_argument("--ceiling", help="path to the release ceiling binary (bench/run builds bench/ceiling)")
     ap.add_argument("--smoke", action="store_true", help="1 run of ~1 s each, small sizes")
+    ap.add_argument("--build", default="release", help="how both binaries were built (for the report)")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--duration", type=float, help="seconds per oha measurement")
     ap.add_argument("--size-mib", type=int, help="download/upload size")
@@ -2030,6 +2031,7 @@ def main():
             "started_utc": started.isoformat(timespec="seconds"),
             "reps": reps, "duration_s": duration, "transfer_bytes": size, "idle_connections": idle_n,
             "machine": machine_info(), "versions": versions(args.airlock, args.airlock_commit),
+            "build": args.build,
             "peers": [LABELS[n] for n in names], "ports": PORTS,
             "loadavg_start": open("/proc/loadavg").read().split()[:3],
         },

@@ -733,6 +733,8 @@ def markdown(results, chart_files, report_dir, charts_abs):
       f"open-files limit {mi['nofile_limit']} (a hard limit here: no process may hold more than that many sockets).")
     for k, v in m["versions"].items():
         w(f"- {k}: `{v}`")
+    if m.get("build"):
+        w(f"- airlock and the ceiling built alike: {m['build']}.")
     w("- Everything runs on loopback on the same 2 cores: client, proxy and upstream compete for CPU, "
       "as in the reference figures.")
     if m.get("loadavg_start"):
