@@ -3,7 +3,10 @@ workload for airlock and the ceiling, each instrumented binary writing its
 counts to its own file at exit. Keep-alive GETs at 1 and 16 connections,
 a connection per request, HTTP/2 on the client side, and downloads and
 uploads (a placeholder every 64 KiB), on an HTTP/2 and an HTTP/1.1
-upstream: every path the bench measures, so none is laid out as cold code.
+upstream; for airlock also a vault-backed token (a 401 that refreshes it,
+then cache hits). Paths it does not run (signing, WebSocket, consent, the
+shared gateway's sandbox credentials) are laid out as cold code: correct,
+and possibly slower than in a plain build.
 
   bench/pgo_train.py --airlock BIN --ceiling BIN --profiles DIR --work DIR
 """
@@ -36,6 +39,32 @@ def oha(peer, conns, requests, **opts):
     codes = json.loads(p.stdout).get("statusCodeDistribution") if p.returncode == 0 else None
     if not codes or set(codes) != {"200"}:
         raise SystemExit(f"pgo_train: {peer.name} answered {codes or p.stderr[-300:]}")
+
+
+def train_vault(work, pki, airlock, upstream_h2):
+    """airlock with its vault: a machine account's token from the mock
+    provider, its first answer a 401 that refreshes it, then cache hits: the
+    path an OAuth-connected account's requests take."""
+    mock = B.MockOAuth(pki)
+    proc = None
+    try:
+        proc = B.start_airlock_vault(work, pki, airlock, upstream_h2)
+        status, body = B.vault_api(proc, "POST", "/v1/machine-accounts", {
+            "name": "pgo-bot", "provider": "benchoauth", "client_id": B.OAUTH_CLIENT[0],
+            "client_secret": B.OAUTH_CLIENT[1], "scopes": ["read"],
+        })
+        if status != 201:
+            raise SystemExit(f"pgo_train: machine account: {status} {body[:200]}")
+        peer = B.Peer("pgo_train", proc, pki, host=B.API_HOST)
+        peer.port = B.PORTS_VAULT["airlock_vault"]
+        peer.proxy = f"http://127.0.0.1:{peer.port}"
+        peer.auth = f"Bearer {proc.vault_placeholder}"
+        for conns, requests, opts in GETS[:2]:
+            oha(peer, conns, requests, **opts)
+    finally:
+        if proc is not None:
+            proc.stop()
+        mock.stop()
 
 
 def main():
@@ -77,6 +106,15 @@ def main():
                     # A clean exit (SIGTERM) writes the counts.
                     proc.stop()
                 B.log(f"pgo_train: {name}, {'h2' if upstream_h2 else 'HTTP/1.1'} upstream: trained")
+            if name == "airlock":
+                # The vault's airlock takes its environment: profiled alike.
+                untrained = os.environ["LLVM_PROFILE_FILE"]
+                os.environ.update(env)
+                try:
+                    train_vault(work, pki, args.airlock, True)
+                finally:
+                    os.environ["LLVM_PROFILE_FILE"] = untrained
+                B.log("pgo_train: airlock with its vault: trained")
     finally:
         nginx.stop()
         shutil.rmtree(nginx.shm, ignore_errors=True)

@@ -1298,10 +1298,12 @@ def egress_lock_runnable():
 
 def check_shell():
     scripts = [DEPLOY / "check", DEPLOY / "container-e2e", DEPLOY / "docker-engine", DEPLOY / "base-images",
-               ROOT / ".ci" / "minbase", *sorted((ROOT / "examples").glob("*.sh"))]
+               ROOT / ".ci" / "minbase", ROOT / "bench" / "run", ROOT / "bench" / "pgo", ROOT / "fuzz" / "run-ci",
+               *sorted((ROOT / "examples").glob("*.sh"))]
     if have("shellcheck"):
         p = run_tool(["shellcheck", *map(str, scripts)])
-        R.check("shellcheck deploy/check, container-e2e, docker-engine, base-images, .ci/minbase, examples/*.sh", [] if p.returncode == 0 else [tool_output(p)])
+        R.check("shellcheck deploy/check, container-e2e, docker-engine, base-images, .ci/minbase, bench/run, bench/pgo, "
+                "fuzz/run-ci, examples/*.sh", [] if p.returncode == 0 else [tool_output(p)])
     else:
         problems = []
         for s in scripts:
