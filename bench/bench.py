@@ -585,13 +585,11 @@ def allocations(work, pki, src, target_dir, upstream_h2, requests=2000):
                 FAILURES.append(f"{peer.label}: a swapped GET did not reach nginx intact: {detail}")
                 return out
             # Warm: pools, caches, leaves, buffers.
-            warm = oha_cmd(peer, 1, 1)
-            warm[warm.index("-z"):warm.index("-z") + 2] = ["-n", "300"]
+            warm = oha_cmd(peer, 1, 1, requests=300)
             subprocess.run(warm, capture_output=True, timeout=120)
             time.sleep(0.3)
             a0, r0, b0 = read_alloc_counts(counts)
-            cmd = oha_cmd(peer, 1, 1)
-            cmd[cmd.index("-z"):cmd.index("-z") + 2] = ["-n", str(requests)]
+            cmd = oha_cmd(peer, 1, 1, requests=requests)
             p = subprocess.run(cmd, text=True, capture_output=True, timeout=300)
             time.sleep(0.3)
             a1, r1, b1 = read_alloc_counts(counts)
@@ -646,12 +644,10 @@ def instructions_per_request(work, pki, airlock_bin, ceiling_bin, upstream_h2, r
                 proc = start_airlock(work, pki, airlock_bin, upstream_h2, name=name, env=env, wrap=wrap,
                                      start_secs=180)
             peer = Peer(name, proc, pki)
-            warm = oha_cmd(peer, 1, 1)
-            warm[warm.index("-z"):warm.index("-z") + 2] = ["-n", "300"]
+            warm = oha_cmd(peer, 1, 1, requests=300)
             subprocess.run(warm, capture_output=True, timeout=600)
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, timeout=60)
-            cmd = oha_cmd(peer, 1, 1)
-            cmd[cmd.index("-z"):cmd.index("-z") + 2] = ["-n", str(requests)]
+            cmd = oha_cmd(peer, 1, 1, requests=requests)
             p = subprocess.run(cmd, text=True, capture_output=True, timeout=1200)
             subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, timeout=60)
             codes = json.loads(p.stdout).get("statusCodeDistribution") or {} if p.returncode == 0 else {}
@@ -806,7 +802,7 @@ class MockOAuth:
         self.server.server_close()
 
 
-def start_airlock_vault(work, pki, binary, upstream_h2):
+def start_airlock_vault(work, pki, binary, upstream_h2, env=None):
     """airlock with its vault: a provider whose token endpoint is MockOAuth, a
     machine account (client credentials), and a static secret on the same
     host for comparison."""
@@ -856,7 +852,8 @@ hosts = ["{API_HOST}"]
         "--vault-listen", f"127.0.0.1:{PORTS_VAULT['vault']}",
         "--admin-listen", "127.0.0.1:0",
     ]
-    proc = spawn("airlock_vault", cmd, work, env={"AIRLOCK_LOG": os.environ.get("BENCH_VAULT_LOG", "warn")}, stdout=out)
+    proc = spawn("airlock_vault", cmd, work, env={"AIRLOCK_LOG": os.environ.get("BENCH_VAULT_LOG", "warn"), **(env or {})},
+                 stdout=out)
     deadline = time.monotonic() + 60
     text = ""
     while time.monotonic() < deadline:
@@ -1608,9 +1605,11 @@ def url(host=HOST, path="/"):
     return f"https://{host}:{UP_PORT}{path}"
 
 
-def oha_cmd(peer, conns, duration, h2=False, keepalive=True, streams=1):
+def oha_cmd(peer, conns, duration, h2=False, keepalive=True, streams=1, requests=None):
+    """oha for `duration` seconds, or for a count of `requests` when given."""
     cmd = [
-        "oha", "--no-tui", "--output-format", "json", "-z", f"{duration}s",
+        "oha", "--no-tui", "--output-format", "json",
+        *(["-n", str(requests)] if requests else ["-z", f"{duration}s"]),
         "-c", str(conns), "-w",
         "--cacert", str(peer.ca),
         "-H", f"Authorization: {peer.auth}",

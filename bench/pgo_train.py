@@ -32,23 +32,21 @@ TRANSFER_BYTES = 32 << 20
 
 
 def oha(peer, conns, requests, **opts):
-    cmd = B.oha_cmd(peer, conns, 1, **opts)
-    at = cmd.index("-z")
-    cmd[at:at + 2] = ["-n", str(requests)]
+    cmd = B.oha_cmd(peer, conns, 1, requests=requests, **opts)
     p = subprocess.run(cmd, text=True, capture_output=True, timeout=600)
     codes = json.loads(p.stdout).get("statusCodeDistribution") if p.returncode == 0 else None
     if not codes or set(codes) != {"200"}:
         raise SystemExit(f"pgo_train: {peer.name} answered {codes or p.stderr[-300:]}")
 
 
-def train_vault(work, pki, airlock, upstream_h2):
+def train_vault(work, pki, airlock, upstream_h2, env):
     """airlock with its vault: a machine account's token from the mock
     provider, its first answer a 401 that refreshes it, then cache hits: the
     path an OAuth-connected account's requests take."""
     mock = B.MockOAuth(pki)
     proc = None
     try:
-        proc = B.start_airlock_vault(work, pki, airlock, upstream_h2)
+        proc = B.start_airlock_vault(work, pki, airlock, upstream_h2, env=env)
         status, body = B.vault_api(proc, "POST", "/v1/machine-accounts", {
             "name": "pgo-bot", "provider": "benchoauth", "client_id": B.OAUTH_CLIENT[0],
             "client_secret": B.OAUTH_CLIENT[1], "scopes": ["read"],
@@ -107,13 +105,7 @@ def main():
                     proc.stop()
                 B.log(f"pgo_train: {name}, {'h2' if upstream_h2 else 'HTTP/1.1'} upstream: trained")
             if name == "airlock":
-                # The vault's airlock takes its environment: profiled alike.
-                untrained = os.environ["LLVM_PROFILE_FILE"]
-                os.environ.update(env)
-                try:
-                    train_vault(work, pki, args.airlock, True)
-                finally:
-                    os.environ["LLVM_PROFILE_FILE"] = untrained
+                train_vault(work, pki, args.airlock, True, env)
                 B.log("pgo_train: airlock with its vault: trained")
     finally:
         nginx.stop()
