@@ -49,14 +49,32 @@ fn leaks(out: &[u8], tokens: &[&str]) -> Option<String> {
 }
 
 #[test]
-fn probes_are_used_only_for_many_spellings_all_long_enough() {
-    // One token: aho-corasick's prefiltered DFA is cheaper than probes.
-    assert!(one().filter.is_none() && one().small.is_some());
+fn probes_are_used_whenever_every_spelling_is_long_enough() {
+    // One token, and a few: probes are cheaper than aho-corasick's Teddy,
+    // and 65 to 100 spellings are past Teddy's reach (its DFA alone scans
+    // at a twentieth of the probes' speed).
+    assert!(one().filter.is_some() && one().small.is_none());
+    let eight: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            (
+                format!("tok_{i}_{}", "Qw3rTy".repeat(6)),
+                format!("{PLACEHOLDER}{i}"),
+            )
+        })
+        .collect();
+    let eight = firewall(
+        &eight
+            .iter()
+            .map(|(t, p)| (t.as_str(), p.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    assert!((65..=SMALL_SET).contains(&eight.pattern_count()));
+    assert!(eight.filter.is_some() && eight.small.is_none());
     let (_, _, thousand) = thousand();
     assert!(thousand.filter.is_some() && thousand.small.is_none());
     // A 12-byte token: probes 5 bytes apart would cost more than they save.
     let short = firewall(&[("abcdefghijkl", PLACEHOLDER)]);
-    assert!(short.filter.is_none());
+    assert!(short.filter.is_none() && short.small.is_some());
     assert_eq!(
         short.scrub(b"x abcdefghijkl y").as_ref(),
         format!("x {PLACEHOLDER} y").as_bytes()
