@@ -15,10 +15,18 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 use crate::body::{full, ProxyBody};
+
+mod striped;
+
+pub use striped::StripedHistogram;
+
+/// A counter that every request adds to: one slot per thread
+/// ([`striped`]), so two cores counting do not fight over a cache line.
+pub type HotCounter = Counter<u64, striped::StripedU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -40,20 +48,21 @@ pub struct WireLabel {
 
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
+    pub requests: Family<RequestLabels, HotCounter>,
     /// `requests{mode="intercept",outcome="ok"}`, most requests' count,
     /// kept once made: counting it takes no lock (see [`Self::count_request`]).
-    requests_intercept_ok: std::sync::OnceLock<Counter>,
-    pub swaps: Counter,
+    requests_intercept_ok: std::sync::OnceLock<HotCounter>,
+    pub swaps: HotCounter,
     pub refusals: Family<ReasonLabel, Counter>,
     pub inert_placeholders: Counter,
     pub refreshes: Family<ReasonLabel, Counter>,
     pub connection_errors: Family<ReasonLabel, Counter>,
-    pub upstream_latency: Histogram,
+    /// Observed once per request, without a lock.
+    pub upstream_latency: StripedHistogram,
     /// Answers by the HTTP version the upstream spoke: the family's two
     /// counters, made once so a request takes no lock to count.
-    pub upstream_answers_http1: Counter,
-    pub upstream_answers_h2: Counter,
+    pub upstream_answers_http1: HotCounter,
+    pub upstream_answers_h2: HotCounter,
     /// Upstreams `auto` has measured, by the wire that answers them faster.
     pub upstream_faster_wire: Family<WireLabel, Gauge>,
     pub open_connections: Gauge,
@@ -98,13 +107,13 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("airlock");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::<RequestLabels, HotCounter>::default();
         registry.register(
             "requests",
             "Requests and tunnels by mode and outcome",
             requests.clone(),
         );
-        let swaps = Counter::default();
+        let swaps = HotCounter::default();
         registry.register(
             "placeholder_swaps",
             "Requests in which placeholders were swapped for tokens (per binding)",
@@ -134,13 +143,13 @@ impl Metrics {
             "Client connections ended by a limit or a protocol error, by reason",
             connection_errors.clone(),
         );
-        let upstream_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let upstream_latency = StripedHistogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "upstream_latency_seconds",
             "Time to the upstream's response head",
             upstream_latency.clone(),
         );
-        let upstream_answers = Family::<WireLabel, Counter>::default();
+        let upstream_answers = Family::<WireLabel, HotCounter>::default();
         registry.register(
             "upstream_answers",
             "Upstream answers by the HTTP version they came on (http1, h2)",
