@@ -5,10 +5,11 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use airlock_vault_client::Binding;
 
-use crate::metrics::Metrics;
+use crate::metrics::{stripe, Metrics, STRIPES};
 
 /// How many recent requests the console can show.
 const RECENT_CAPACITY: usize = 200;
@@ -149,23 +150,51 @@ fn serialize_method<S: serde::Serializer>(
 }
 
 /// The last [`RECENT_CAPACITY`] finished requests. Cheap to clone; clones
-/// share the feed.
-#[derive(Clone, Default)]
-pub struct RecentRequests(Arc<Mutex<VecDeque<RecentRequest>>>);
+/// share the feed. Every request adds to it, so each thread adds to a shard
+/// of its own ([`stripe`]): no lock or cache line is shared between threads
+/// counting at once. Reading merges the shards by when each entry came.
+#[derive(Clone)]
+pub struct RecentRequests(Arc<[RecentShard]>);
+
+/// A shard's entries, oldest first, each with when it was added.
+#[derive(Default)]
+#[repr(align(128))]
+struct RecentShard(Mutex<VecDeque<(Instant, RecentRequest)>>);
+
+impl Default for RecentRequests {
+    fn default() -> Self {
+        Self((0..STRIPES).map(|_| RecentShard::default()).collect())
+    }
+}
 
 impl RecentRequests {
     pub fn push(&self, entry: RecentRequest) {
-        let mut recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() == RECENT_CAPACITY {
-            recent.pop_front();
-        }
-        recent.push_back(entry);
+        let now = Instant::now();
+        let mut shard = self.0[stripe()].0.lock().unwrap_or_else(|e| e.into_inner());
+        // Each shard keeps as many as the feed shows: the newest may all
+        // have come through one thread.
+        let evicted = (shard.len() == RECENT_CAPACITY)
+            .then(|| shard.pop_front())
+            .flatten();
+        shard.push_back((now, entry));
+        drop(shard);
+        drop(evicted);
     }
 
     /// The most recent requests, newest first.
     pub fn newest_first(&self) -> Vec<RecentRequest> {
-        let recent = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        recent.iter().rev().cloned().collect()
+        let mut all: Vec<(Instant, RecentRequest)> = Vec::new();
+        for shard in self.0.iter() {
+            let shard = shard.0.lock().unwrap_or_else(|e| e.into_inner());
+            all.extend(shard.iter().cloned());
+        }
+        // Stable: a shard's entries that came at the same instant keep their order.
+        all.sort_by_key(|(at, _)| *at);
+        all.into_iter()
+            .rev()
+            .take(RECENT_CAPACITY)
+            .map(|(_, entry)| entry)
+            .collect()
     }
 }
 
@@ -312,6 +341,34 @@ mod tests {
         assert_eq!(serde_json::to_value(&path).unwrap(), "/repos/x");
         assert_eq!(String::from(path), "/repos/x");
         assert_eq!(RequestPath::from("/y"), "/y");
+    }
+
+    #[test]
+    fn entries_from_many_threads_merge_newest_first() {
+        let recent = RecentRequests::default();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let recent = &recent;
+                s.spawn(move || {
+                    for i in 0..RECENT_CAPACITY {
+                        recent.push(entry(&format!("/{t}/{i}")));
+                    }
+                });
+            }
+        });
+        recent.push(entry("/last"));
+        let seen = recent.newest_first();
+        assert_eq!(seen.len(), RECENT_CAPACITY);
+        assert_eq!(seen[0].path, "/last");
+        // Each thread's own entries stay in the order it added them.
+        for t in 0..4 {
+            let mine: Vec<usize> = seen
+                .iter()
+                .filter_map(|e| e.path.as_str().strip_prefix(&format!("/{t}/")))
+                .map(|i| i.parse().unwrap())
+                .collect();
+            assert!(mine.windows(2).all(|w| w[0] > w[1]), "{mine:?}");
+        }
     }
 
     #[test]

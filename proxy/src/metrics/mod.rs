@@ -22,7 +22,7 @@ use crate::body::{full, ProxyBody};
 
 mod striped;
 
-pub use striped::StripedHistogram;
+pub use striped::{stripe, StripedHistogram, STRIPES};
 
 /// A counter that every request adds to: one slot per thread
 /// ([`striped`]), so two cores counting do not fight over a cache line.
