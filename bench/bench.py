@@ -446,7 +446,8 @@ def firewall_cost(work, pki, binary, upstream_h2, reps, duration, size):
     out = {"variants": {}, "commands": {}}
     try:
         for name, (on, tokens) in FIREWALL_VARIANTS.items():
-            procs[name] = start_airlock(work, pki, binary, upstream_h2, name=name, scrub=on, tokens=tokens)
+            procs[name] = start_airlock(work, pki, binary, upstream_h2, name=name, scrub=on, tokens=tokens,
+                                        proxy_extra=FIREWALL_WIRE)
             peers[name] = Peer(name, procs[name], pki)
             ok, detail = sanity(peers[name])
             if not ok:
@@ -1052,7 +1053,14 @@ SCALE_PER_SANDBOX = 10  # bindings per sandbox on the population axis
 SCALE_MEASURED = 4  # sandboxes the keep-alive clients speak as, spread over the population
 
 
-def start_airlock_shared(work, pki, binary, upstream_h2, name, vault_name, scrub=True):
+# The firewall rows compare airlocks that differ only in the firewall: with
+# `auto`, each picks its upstream wire from its own timings, and a download
+# on HTTP/2 costs ~0.45 s/GB more than on HTTP/1.1, which swamped the
+# firewall's few per cent (last runs: +59 %, -35 %, +52 %).
+FIREWALL_WIRE = 'upstream_protocol = "http1"'
+
+
+def start_airlock_shared(work, pki, binary, upstream_h2, name, vault_name, scrub=True, proxy_extra=""):
     """`airlock up` as a shared gateway: every client names its sandbox in
     Proxy-Authorization; sandboxes and secrets come from the admin API."""
     d = work / name
@@ -1072,7 +1080,7 @@ max_connections = 12000
 # tokens and builds its firewall); hyper closes a keep-alive connection that
 # sends no request head within this, so the first ones would be gone.
 header_read_timeout_secs = 600
-
+{proxy_extra}
 [resolve]
 "{DOMAIN}" = "127.0.0.1:{main_port}"
 "*.{DOMAIN}" = "127.0.0.1:{main_port}"
@@ -1269,7 +1277,8 @@ def scaling_firewall(work, pki, binary, upstream_h2, reps, duration, size, token
     procs, peers = {}, {}
     try:
         for name, vault_name, scrub in (("fw_scale_on", "vault_fw_on", True), ("fw_scale_off", "vault_fw_off", False)):
-            procs[name] = start_airlock_shared(work, pki, binary, upstream_h2, name, vault_name, scrub)
+            procs[name] = start_airlock_shared(work, pki, binary, upstream_h2, name, vault_name, scrub,
+                                               proxy_extra=FIREWALL_WIRE)
             pop = Population(procs[name], prefix="fw")
             t0 = time.monotonic()
             tenant = pop.tenant(0, max(token_counts))

@@ -311,7 +311,8 @@ def scaling_targets(results, add):
         add(f"Firewall cost on {'keep-alive' if kind == 'keepalive' else 'download'} vs firewall off "
             f"({unit}), by tokens the sandbox holds", f"≤ {SCALE_FW_COST:.0%}",
             max(costs) if costs else None, None if not costs or len(costs) < len(rows) else max(costs) <= SCALE_FW_COST,
-            shown or "not measured", "shared gateway, `scrub_responses = false` as the baseline")
+            shown or "not measured",
+            "shared gateway, `scrub_responses = false` as the baseline; both on an HTTP/1.1 upstream")
     idle = pop.get("idle") or {}
     n = idle.get("asked") or idle.get("count")
     if n:
@@ -388,7 +389,8 @@ def scaling_section(sc, w):
           "`scrub_responses = false`. The firewall guards every token the sandbox could obtain in every "
           "spelling, so its pattern set grows with the count. Keep-alive GETs (16 connections) and a "
           f"{fmt_mib((v[next(iter(v))]['download']['runs'] or [{}])[0].get('bytes', 0) / 1024)} download, "
-          "interleaved; ratios are on ÷ off at the same count.")
+          "interleaved, both gateways on an HTTP/1.1 upstream (`upstream_protocol = \"http1\"`: the firewall "
+          "the only difference); ratios are on ÷ off at the same count.")
         w("")
         w("| tokens | firewall | keep-alive req/s | p50 | CPU µs/req | download MB/s | CPU s/GB |")
         w("|---|---|---|---|---|---|---|")
@@ -627,7 +629,8 @@ def firewall_section(fw, w):
     w("The same build started four times, each with its own listener: `scrub_responses = false`, and the "
       "firewall on while the sandbox holds 1, 10 and 100 tokens (every token is guarded in every spelling: "
       "raw, JSON, percent, base64/base64url at each alignment, hex). Keep-alive GETs with the placeholder, "
-      "and the large download, interleaved round-robin. Ratios are against the firewall off.")
+      "and the large download, interleaved round-robin, every variant on an HTTP/1.1 upstream "
+      "(`upstream_protocol = \"http1\"`: the firewall the only difference). Ratios are against the firewall off.")
     w("")
     off = variants.get("fw_off") or {}
     w("| variant | keep-alive 1 conn: req/s | p50 | CPU µs/req | keep-alive 16 conns: req/s | CPU µs/req "
