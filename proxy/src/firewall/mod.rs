@@ -522,17 +522,14 @@ struct Probed<'h> {
 }
 
 impl Probed<'_> {
-    /// The leftmost-longest match in `data[span]`.
+    /// The leftmost-longest match in `data[span]`, by the walker's NFA (a
+    /// probed firewall builds no `small` automaton: the windows are short).
     fn search(&self, span: std::ops::Range<usize>) -> Option<Match> {
         let input = aho_corasick::Input::new(self.data).range(span);
-        match &self.firewall.small {
-            Some(ac) => ac.find(input),
-            None => self
-                .firewall
-                .walker
-                .try_find(&input)
-                .expect("unanchored searches are supported"),
-        }
+        self.firewall
+            .walker
+            .try_find(&input)
+            .expect("unanchored searches are supported")
     }
 }
 

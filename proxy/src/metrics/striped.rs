@@ -5,7 +5,7 @@
 //! between cores on each request, and `prometheus_client`'s histogram takes a
 //! write lock per observation. Here each thread adds to one of [`STRIPES`]
 //! slots; a scrape sums them. Totals are exact; a scrape racing a request may
-//! see it in the count and not yet in a bucket.
+//! see it in a bucket and not yet in the count.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
