@@ -19,11 +19,14 @@
 //! - hex, lower and upper case.
 //!
 //! Matching is leftmost-longest over all spellings of all tokens, as one
-//! Aho-Corasick pass would find them. When every spelling is at least 15
-//! bytes (tokens are longer), a gram probe every few bytes ([`prefilter`])
-//! decides where the automaton runs, so the cost per byte does not grow with
-//! the token count; otherwise up to [`SMALL_SET`] spellings get
-//! aho-corasick's own prefiltered DFA, and more its NFA. Each match is replaced by the placeholder in the same
+//! Aho-Corasick pass would find them. Spellings of at least [`PROBED_LEN`]
+//! bytes (real tokens are longer) are found by a gram probe every few bytes
+//! ([`prefilter`]) deciding where the automaton runs, so the cost per byte
+//! does not grow with the token count. Shorter spellings (a short password
+//! for Basic auth, say) are found by aho-corasick's own prefiltered search
+//! over them alone, and wake the automaton too. When every spelling is
+//! short, up to [`SMALL_SET`] spellings get aho-corasick's prefiltered DFA
+//! over all, and more its NFA. Each match is replaced by the placeholder in the same
 //! spelling (same JSON/percent habit, same base64 alphabet and alignment, same
 //! hex case). Streaming output is byte for byte the whole-buffer output
 //! ([`Firewall::scrub`] of the concatenated input; property-tested). A
@@ -114,11 +117,19 @@ const SMALL_SET: usize = 100;
 /// JSON strings and URLs.
 const MASK_CHOICES: &[u8] = b"*#~!|^";
 
+/// Spellings this long or longer are probed: shorter ones would make the
+/// probes too close together to save anything.
+pub const PROBED_LEN: usize = prefilter::PROBED_LEN;
+
 /// Immutable, built once per token set and shared in an `Arc`.
 pub struct Firewall {
-    /// Where the automaton must look; `None` when some spelling is short.
+    /// Where the automaton must look for the long spellings; `None` when
+    /// every spelling is short.
     filter: Option<GramFilter>,
-    /// Leftmost-longest search over every spelling, for small sets.
+    /// Beside the probes: where a short spelling starts (leftmost first),
+    /// `None` when every spelling is long.
+    short_starts: Option<AhoCorasick>,
+    /// Leftmost-longest search over every spelling, for small unprobed sets.
     small: Option<AhoCorasick>,
     /// Anchored walks (does a tail begin some spelling?), and the search for large sets.
     walker: contiguous::NFA,
@@ -157,6 +168,17 @@ impl fmt::Debug for Firewall {
 impl Firewall {
     /// `None` when there is nothing to guard (no non-empty token).
     pub fn new(guarded: impl IntoIterator<Item = Guarded>) -> Option<Firewall> {
+        Self::build(guarded, true)
+    }
+
+    /// The same set searched by the automaton alone: the reference the
+    /// probed search is tested against.
+    #[cfg(test)]
+    fn unprobed(guarded: impl IntoIterator<Item = Guarded>) -> Option<Firewall> {
+        Self::build(guarded, false)
+    }
+
+    fn build(guarded: impl IntoIterator<Item = Guarded>, probes: bool) -> Option<Firewall> {
         let mut seen = std::collections::HashSet::new();
         let mut needles: Vec<Vec<u8>> = Vec::new();
         let mut replacements = Vec::new();
@@ -180,15 +202,32 @@ impl Firewall {
         if needles.is_empty() {
             return None;
         }
-        // Probes wherever every spelling is long enough, whatever the set's
-        // size. Timed on 16 MiB (zeros, text, hex, JSON): one 40-byte token
-        // 0.026 ns a byte probed against 0.072 with aho-corasick's Teddy,
-        // and 7 to 10 such tokens (65 to 100 spellings, past Teddy's 64)
-        // 0.026 against 1.65 with its DFA alone.
-        let filter = GramFilter::new(needles.iter().map(Vec::as_slice));
+        // Probes for the long spellings, whatever the set's size. Timed on
+        // 16 MiB (zeros, text, hex, JSON): one 40-byte token 0.026 ns a byte
+        // probed against 0.072 with aho-corasick's Teddy, and 7 to 10 such
+        // tokens (65 to 100 spellings, past Teddy's 64) 0.026 against 1.65
+        // with its DFA alone.
+        let is_long = |n: &&Vec<u8>| n.len() >= PROBED_LEN;
+        let filter = probes
+            .then(|| GramFilter::new(needles.iter().filter(is_long).map(Vec::as_slice)))
+            .flatten();
+        // The short ones, found apart: a short password beside the tokens
+        // no longer turns the probes off for all of them.
+        let short_starts = filter
+            .is_some()
+            .then(|| {
+                let short: Vec<&Vec<u8>> = needles.iter().filter(|n| !is_long(n)).collect();
+                (!short.is_empty()).then(|| {
+                    AhoCorasick::builder()
+                        .match_kind(MatchKind::LeftmostFirst)
+                        .build(short)
+                        .expect("token patterns build")
+                })
+            })
+            .flatten();
         // Probed, the automaton only reads short windows: the NFA suffices.
-        // Unprobed (a short spelling), a small set gets aho-corasick's DFA
-        // and prefilter; a large one the NFA, whose memory stays small.
+        // Unprobed (every spelling short), a small set gets aho-corasick's
+        // DFA and prefilter; a large one the NFA, whose memory stays small.
         let small = (filter.is_none() && needles.len() <= SMALL_SET).then(|| {
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
@@ -238,6 +277,7 @@ impl Firewall {
         let shortest_name = name_needles.iter().map(Vec::len).min().unwrap_or(1);
         Some(Firewall {
             filter,
+            short_starts,
             small,
             walker,
             names,
@@ -272,6 +312,10 @@ impl Firewall {
     /// Heap bytes held by the automata.
     pub fn memory_usage(&self) -> usize {
         self.filter.as_ref().map_or(0, GramFilter::memory_usage)
+            + self
+                .short_starts
+                .as_ref()
+                .map_or(0, AhoCorasick::memory_usage)
             + self.small.as_ref().map_or(0, AhoCorasick::memory_usage)
             + self.walker.memory_usage()
             + self.names.memory_usage()
@@ -291,6 +335,9 @@ impl Firewall {
                 filter,
                 data,
                 next_probe: 0,
+                probe_hit: None,
+                short_from: 0,
+                short_hit: None,
                 hit: None,
                 resume: 0,
             }),
@@ -509,13 +556,24 @@ impl Iterator for Matches<'_> {
     }
 }
 
-/// The automaton run only around probes the [`GramFilter`] lets through.
+/// The automaton run only around candidates: probes the [`GramFilter`] lets
+/// through, and starts of short spellings. A long spelling starting at `p`
+/// has a probe hit in `p..p + stride`, a short one is a candidate at `p`:
+/// so every match starts at most `stride - 1` bytes before some candidate,
+/// and candidates are taken in order.
 struct Probed<'h> {
     firewall: &'h Firewall,
     filter: &'h GramFilter,
     data: &'h [u8],
+    /// The next probe position not yet looked at.
     next_probe: usize,
-    /// A probe that hit, while matches may still start at or before it.
+    /// The next probe that hit, not yet taken (`Some(None)`: none left).
+    probe_hit: Option<Option<usize>>,
+    /// Where the next search for a short spelling starts.
+    short_from: usize,
+    /// The next start of a short spelling, not yet taken (`Some(None)`: none left).
+    short_hit: Option<Option<usize>>,
+    /// A candidate taken, while matches may still start at or before it.
     hit: Option<usize>,
     /// Where the last match ended: no match starts before it.
     resume: usize,
@@ -533,31 +591,86 @@ impl Probed<'_> {
     }
 }
 
+impl Probed<'_> {
+    /// The next probe hit at or after `resume`.
+    fn probe_hit(&mut self) -> Option<usize> {
+        let stride = self.filter.stride();
+        if let Some(Some(hit)) = self.probe_hit {
+            if hit >= self.resume {
+                return Some(hit);
+            }
+        }
+        if self.probe_hit == Some(None) {
+            return None;
+        }
+        // No match starts before `resume`: the probes before it are skipped.
+        if self.next_probe < self.resume {
+            self.next_probe += (self.resume - self.next_probe).div_ceil(stride) * stride;
+        }
+        let hit = self.filter.next_hit(self.data, self.next_probe);
+        if let Some(hit) = hit {
+            self.next_probe = hit + stride;
+        }
+        self.probe_hit = Some(hit);
+        hit
+    }
+
+    /// The next start of a short spelling at or after `resume`.
+    fn short_hit(&mut self) -> Option<usize> {
+        let short = self.firewall.short_starts.as_ref()?;
+        if let Some(Some(hit)) = self.short_hit {
+            if hit >= self.resume {
+                return Some(hit);
+            }
+        }
+        if self.short_hit == Some(None) {
+            return None;
+        }
+        let from = self.short_from.max(self.resume);
+        let hit = (from < self.data.len())
+            .then(|| short.find(aho_corasick::Input::new(self.data).range(from..)))
+            .flatten()
+            .map(|m| m.start());
+        if let Some(hit) = hit {
+            self.short_from = hit + 1;
+        }
+        self.short_hit = Some(hit);
+        hit
+    }
+}
+
 impl Iterator for Probed<'_> {
     type Item = Match;
 
     fn next(&mut self) -> Option<Match> {
         let stride = self.filter.stride();
         loop {
-            if let Some(probe) = self.hit {
-                let from = self.resume.max((probe + 1).saturating_sub(stride));
-                if from <= probe {
-                    // A spelling starting at or before the probe ends within `longest` of it.
-                    let end = self.data.len().min(probe + self.firewall.longest);
-                    if let Some(m) = self.search(from..end).filter(|m| m.start() <= probe) {
+            if let Some(candidate) = self.hit {
+                let from = self.resume.max((candidate + 1).saturating_sub(stride));
+                if from <= candidate {
+                    // A spelling starting at or before the candidate ends within `longest` of it.
+                    let end = self.data.len().min(candidate + self.firewall.longest);
+                    if let Some(m) = self.search(from..end).filter(|m| m.start() <= candidate) {
                         self.resume = m.end();
                         return Some(m);
                     }
                 }
                 self.hit = None;
             }
-            // No match starts before `resume`: the probes before it are skipped.
-            if self.next_probe < self.resume {
-                self.next_probe += (self.resume - self.next_probe).div_ceil(stride) * stride;
+            // The earlier of the two kinds of candidate; each is taken once.
+            let candidate = match (self.probe_hit(), self.short_hit()) {
+                (None, None) => return None,
+                (Some(probe), None) => probe,
+                (None, Some(short)) => short,
+                (Some(probe), Some(short)) => probe.min(short),
+            };
+            if self.probe_hit == Some(Some(candidate)) {
+                self.probe_hit = None;
             }
-            let probe = self.filter.next_hit(self.data, self.next_probe)?;
-            self.next_probe = probe + stride;
-            self.hit = Some(probe);
+            if self.short_hit == Some(Some(candidate)) {
+                self.short_hit = None;
+            }
+            self.hit = Some(candidate);
         }
     }
 }

@@ -37,6 +37,10 @@ fn find(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Every spelling, searched for without the firewall's automaton.
+fn hex_of(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 fn leaks(out: &[u8], tokens: &[&str]) -> Option<String> {
     for token in tokens {
         for (spelling, from, _) in patterns::spellings(token, "x") {
@@ -49,7 +53,7 @@ fn leaks(out: &[u8], tokens: &[&str]) -> Option<String> {
 }
 
 #[test]
-fn probes_are_used_whenever_every_spelling_is_long_enough() {
+fn probes_are_used_for_every_spelling_long_enough() {
     // One token, and a few: probes are cheaper than aho-corasick's Teddy,
     // and 65 to 100 spellings are past Teddy's reach (its DFA alone scans
     // at a twentieth of the probes' speed).
@@ -72,11 +76,31 @@ fn probes_are_used_whenever_every_spelling_is_long_enough() {
     assert!(eight.filter.is_some() && eight.small.is_none());
     let (_, _, thousand) = thousand();
     assert!(thousand.filter.is_some() && thousand.small.is_none());
-    // A 12-byte token: probes 5 bytes apart would cost more than they save.
+    // A 12-byte token: probes 5 bytes apart would cost more than they
+    // save, so its short spellings are searched for apart, and its long
+    // ones (hex, most base64) probed.
     let short = firewall(&[("abcdefghijkl", PLACEHOLDER)]);
-    assert!(short.filter.is_none() && short.small.is_some());
+    assert!(short.filter.is_some() && short.short_starts.is_some() && short.small.is_none());
     assert_eq!(
-        short.scrub(b"x abcdefghijkl y").as_ref(),
+        short
+            .scrub(b"x abcdefghijkl y 6162636465666768696a6b6c")
+            .as_ref(),
+        format!("x {PLACEHOLDER} y {}", hex_of(PLACEHOLDER)).as_bytes()
+    );
+    // Beside long tokens, a short one leaves their probes on.
+    let mixed = firewall(&[("abcdefghijkl", PLACEHOLDER), (TOKEN, "miosa-tok-other")]);
+    assert!(mixed.filter.is_some() && mixed.short_starts.is_some());
+    assert_eq!(
+        mixed
+            .scrub(format!("{TOKEN}abcdefghijkl{TOKEN}").as_bytes())
+            .as_ref(),
+        format!("miosa-tok-other{PLACEHOLDER}miosa-tok-other").as_bytes()
+    );
+    // Every spelling short: aho-corasick's own search over all of them.
+    let tiny = firewall(&[("abcdef", PLACEHOLDER)]);
+    assert!(tiny.filter.is_none() && tiny.short_starts.is_none() && tiny.small.is_some());
+    assert_eq!(
+        tiny.scrub(b"x abcdef y").as_ref(),
         format!("x {PLACEHOLDER} y").as_bytes()
     );
     // Probed, a token at the very start and the very end is still found.
@@ -589,7 +613,27 @@ fn measure() {
         "build 1000 tokens: {build:?}, {} KiB",
         big.memory_usage() / 1024
     );
-    for (name, fw) in [("1 token", &one), ("1000 tokens", &big)] {
+    // Ten tokens and a 12-byte password: its short spellings searched
+    // apart beside the probes, against the automaton alone (as before).
+    let with_password = || {
+        (0..10)
+            .map(|i| Guarded {
+                token: SecretString::from(format!("tok_{i}_{}", "Qw3rTy".repeat(6))),
+                placeholder: format!("{PLACEHOLDER}{i}"),
+            })
+            .chain(std::iter::once(Guarded {
+                token: SecretString::from("hunter2pass!"),
+                placeholder: "miosa-tok-pw".into(),
+            }))
+    };
+    let mixed = Arc::new(Firewall::new(with_password()).unwrap());
+    let mixed_unprobed = Arc::new(Firewall::unprobed(with_password()).unwrap());
+    for (name, fw) in [
+        ("1 token", &one),
+        ("1000 tokens", &big),
+        ("10 tokens + password, probed", &mixed),
+        ("10 tokens + password, unprobed", &mixed_unprobed),
+    ] {
         let t = Instant::now();
         let out = fw.scrub(&text);
         assert!(matches!(out, Cow::Borrowed(_)));

@@ -2,26 +2,33 @@
 
 use super::*;
 
-const PT_TOKENS: [&str; 3] = [
+const PT_TOKENS: [&str; 5] = [
     "ghp_Ab1+Cd2/Ef3=Gh4_Ij5.Kl6-Mn7",
     "sk-proj-QRSTUVWXYZ0123456789",
     "ya29.a0Af\"H\\/tok\u{e9}n",
+    // Guarded only in the `short` sets: too short to probe, and the second
+    // is where the first token begins (leftmost-longest must pick the token).
+    "tok_short1",
+    "ghp_Ab1+Cd2",
 ];
-const PT_PLACEHOLDERS: [&str; 3] = [
+const PT_PLACEHOLDERS: [&str; 5] = [
     "miosa-tok-PLACEHOLDERone0000000",
     "miosa-tok-two",
     "miosa-tok-THREE3333333333333333333333333",
+    "miosa-tok-short",
+    "miosa-tok-PREFIX0000",
 ];
 
-/// The three tokens alone, or among 150 decoys; with one more token of 10
-/// bytes (`short`), too short for probes, so the automaton searches whole
-/// buffers. Every set is probed unless `short`; a short set of at most
-/// `SMALL_SET` spellings gets its own DFA.
+/// The three long tokens alone, or among 150 decoys; with the two short ones
+/// too (`short`), whose short spellings are found beside the probes.
+/// `probed` or not: unprobed, the automaton searches whole buffers (a set of
+/// at most `SMALL_SET` spellings with its own DFA), the reference.
 /// Built once each.
-fn pt_firewall(large: bool, short: bool) -> Arc<Firewall> {
-    static BUILT: std::sync::OnceLock<[Arc<Firewall>; 4]> = std::sync::OnceLock::new();
-    let build = |decoys: usize, short: bool| {
-        let mut pairs: Vec<(String, String)> = (0..3)
+fn pt_firewall(large: bool, short: bool, probed: bool) -> Arc<Firewall> {
+    static BUILT: std::sync::OnceLock<Vec<Arc<Firewall>>> = std::sync::OnceLock::new();
+    let build = |decoys: usize, short: bool, probed: bool| {
+        let guarded = if short { 5 } else { 3 };
+        let mut pairs: Vec<(String, String)> = (0..guarded)
             .map(|i| (PT_TOKENS[i].to_owned(), PT_PLACEHOLDERS[i].to_owned()))
             .collect();
         pairs.extend((0..decoys).map(|i| {
@@ -30,27 +37,35 @@ fn pt_firewall(large: bool, short: bool) -> Arc<Firewall> {
                 format!("miosa-tok-decoy{i:03}"),
             )
         }));
-        if short {
-            pairs.push(("tok_short1".to_owned(), "miosa-tok-short".to_owned()));
-        }
-        let fw = Firewall::new(pairs.into_iter().map(|(t, p)| Guarded {
+        let guarded = pairs.into_iter().map(|(t, p)| Guarded {
             token: SecretString::from(t),
             placeholder: p,
-        }))
+        });
+        let fw = if probed {
+            Firewall::new(guarded)
+        } else {
+            Firewall::unprobed(guarded)
+        }
         .unwrap();
-        assert_eq!(fw.filter.is_none(), short);
-        assert_eq!(fw.small.is_some(), short && fw.pattern_count() <= SMALL_SET);
+        assert_eq!(fw.filter.is_some(), probed);
+        assert_eq!(fw.short_starts.is_some(), probed && short);
+        assert_eq!(
+            fw.small.is_some(),
+            !probed && fw.pattern_count() <= SMALL_SET
+        );
         Arc::new(fw)
     };
     let all = BUILT.get_or_init(|| {
-        [
-            build(0, false),
-            build(150, false),
-            build(0, true),
-            build(150, true),
-        ]
+        (0..8)
+            .map(|i| build(if i & 1 == 1 { 150 } else { 0 }, i & 2 != 0, i & 4 != 0))
+            .collect()
     });
-    all[usize::from(large) + 2 * usize::from(short)].clone()
+    all[usize::from(large) + 2 * usize::from(short) + 4 * usize::from(probed)].clone()
+}
+
+/// The tokens `pt_firewall(_, short, _)` guards.
+fn pt_guarded(short: bool) -> &'static [&'static str] {
+    &PT_TOKENS[..if short { 5 } else { 3 }]
 }
 
 /// One insertion: a token in some spelling, or a mere prefix of one.
@@ -67,7 +82,7 @@ struct Insert {
 fn insert_strategy(max_pos: usize) -> impl Strategy<Value = Insert> {
     (
         0..max_pos,
-        0usize..3,
+        0usize..PT_TOKENS.len(),
         0u8..8,
         any::<usize>(),
         proptest::collection::vec(any::<u8>(), 0..4),
@@ -152,18 +167,19 @@ fn filler() -> impl Strategy<Value = Vec<u8>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// The probes only decide where the automaton looks: the matches are
-    /// those of the automaton's own search over the whole buffer.
+    /// The probes (and the short spellings' own search) only decide where
+    /// the automaton looks: the matches are those of the automaton's own
+    /// search over the whole buffer.
     #[test]
     fn probed_search_equals_the_automatons_own(
         filler in filler(),
         inserts in proptest::collection::vec(insert_strategy(300), 0..8),
         large in any::<bool>(),
+        short in any::<bool>(),
     ) {
-        let fw = pt_firewall(large, false);
         let body = build_body(&filler, &inserts);
-        let probed: Vec<Match> = fw.find_iter(&body).collect();
-        let whole: Vec<Match> = fw.find_iter_unprobed(&body).collect();
+        let probed: Vec<Match> = pt_firewall(large, short, true).find_iter(&body).collect();
+        let whole: Vec<Match> = pt_firewall(large, short, false).find_iter(&body).collect();
         prop_assert_eq!(probed, whole);
     }
 
@@ -175,11 +191,12 @@ proptest! {
         bytewise in any::<bool>(),
         large in any::<bool>(),
         short in any::<bool>(),
+        probed in any::<bool>(),
     ) {
-        let fw = pt_firewall(large, short);
+        let fw = pt_firewall(large, short, probed);
         let body = build_body(&filler, &inserts);
         let whole = fw.scrub(&body).into_owned();
-        prop_assert_eq!(leaks(&whole, &PT_TOKENS), None);
+        prop_assert_eq!(leaks(&whole, pt_guarded(short)), None);
         prop_assert!(!fw.contains(&whole));
 
         let mut hold = Holdback::new();
@@ -213,8 +230,9 @@ proptest! {
         bytewise in any::<bool>(),
         large in any::<bool>(),
         short in any::<bool>(),
+        probed in any::<bool>(),
     ) {
-        let fw = pt_firewall(large, short);
+        let fw = pt_firewall(large, short, probed);
         let mask = masked.then_some([0x12, 0x34, 0x56, 0x78]);
         let mut wire = Vec::new();
         let mut expected: Vec<(u8, Vec<u8>)> = Vec::new();
@@ -265,7 +283,7 @@ proptest! {
         prop_assert!(current.is_none());
         prop_assert_eq!(&got, &expected);
         for (_, payload) in &got {
-            prop_assert_eq!(leaks(payload, &PT_TOKENS), None);
+            prop_assert_eq!(leaks(payload, pt_guarded(short)), None);
         }
     }
 }
