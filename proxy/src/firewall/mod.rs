@@ -77,7 +77,7 @@ use aho_corasick::nfa::contiguous;
 use aho_corasick::{AhoCorasick, Anchored, Match, MatchKind};
 use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use prefilter::{GramFilter, StartFilter};
+use prefilter::{GramFilter, StartFilter, PROBED_LEN};
 use secrecy::{ExposeSecret, SecretString};
 
 pub use patterns::Spelling;
@@ -116,10 +116,6 @@ const SMALL_SET: usize = 100;
 /// Mask bytes in order of preference: printable, valid in header values,
 /// JSON strings and URLs.
 const MASK_CHOICES: &[u8] = b"*#~!|^";
-
-/// Spellings this long or longer are probed: shorter ones would make the
-/// probes too close together to save anything.
-pub const PROBED_LEN: usize = prefilter::PROBED_LEN;
 
 /// Immutable, built once per token set and shared in an `Arc`.
 pub struct Firewall {
@@ -589,19 +585,14 @@ impl Probed<'_> {
             .try_find(&input)
             .expect("unanchored searches are supported")
     }
-}
 
-impl Probed<'_> {
     /// The next probe hit at or after `resume`.
     fn probe_hit(&mut self) -> Option<usize> {
         let stride = self.filter.stride();
-        if let Some(Some(hit)) = self.probe_hit {
-            if hit >= self.resume {
-                return Some(hit);
-            }
-        }
-        if self.probe_hit == Some(None) {
-            return None;
+        match self.probe_hit {
+            Some(Some(hit)) if hit >= self.resume => return Some(hit),
+            Some(None) => return None,
+            _ => {}
         }
         // No match starts before `resume`: the probes before it are skipped.
         if self.next_probe < self.resume {
@@ -618,13 +609,10 @@ impl Probed<'_> {
     /// The next start of a short spelling at or after `resume`.
     fn short_hit(&mut self) -> Option<usize> {
         let short = self.firewall.short_starts.as_ref()?;
-        if let Some(Some(hit)) = self.short_hit {
-            if hit >= self.resume {
-                return Some(hit);
-            }
-        }
-        if self.short_hit == Some(None) {
-            return None;
+        match self.short_hit {
+            Some(Some(hit)) if hit >= self.resume => return Some(hit),
+            Some(None) => return None,
+            _ => {}
         }
         let from = self.short_from.max(self.resume);
         let hit = (from < self.data.len())

@@ -15,7 +15,8 @@
 const GRAM: usize = 8;
 /// Below this stride the probes save too little: the automaton searches alone.
 const MIN_STRIDE: usize = 8;
-/// The shortest spelling probes are kept for.
+/// The shortest spelling probed: shorter ones would put the probes too
+/// close together to save anything.
 pub(super) const PROBED_LEN: usize = GRAM + MIN_STRIDE - 1;
 /// Table bits per kept gram. With two bits set per gram, about one probe in
 /// 270 of data that holds no spelling wakes the automaton.
