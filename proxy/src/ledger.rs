@@ -61,6 +61,10 @@ struct SandboxLedger {
     /// Firewalls for requests made with narrowed placeholders, by the
     /// placeholders (sorted); built for one `LedgerState::version`.
     narrowed_firewalls: std::sync::Mutex<(u64, NarrowedFirewalls)>,
+    /// One firewall build at a time, done outside `state`'s lock: building
+    /// for 1 000 tokens takes ~0.4 s, and requests whose tokens the current
+    /// firewall guards keep going meanwhile.
+    building: std::sync::Mutex<()>,
     /// One load from the source at a time.
     loading: tokio::sync::Mutex<()>,
 }
@@ -75,8 +79,11 @@ struct LedgerState {
     /// cost of recording a known token on every request).
     latest: HashMap<String, [u8; 32]>,
     firewall: Option<Arc<Firewall>>,
-    /// Bumped at each rebuild: firewalls built from older entries are stale.
+    /// Bumped whenever `entries` changes: firewalls built from older entries
+    /// are stale.
     version: u64,
+    /// The `version` whose entries `firewall` was built from.
+    built: u64,
     /// When the source's list was last read, and at which generation.
     loaded: Option<(Instant, u64)>,
 }
@@ -87,6 +94,9 @@ struct Entry {
     /// Unix seconds after which the token is no longer guarded; `None` while
     /// the source lists it as current with no expiry.
     keep_until: Option<i64>,
+    /// The `version` that added it: the firewall guards it once `built`
+    /// reaches this.
+    since: u64,
 }
 
 fn fingerprint(token: &impl ExposeSecret<str>) -> [u8; 32] {
@@ -104,9 +114,10 @@ fn unix_now() -> i64 {
 }
 
 impl LedgerState {
-    /// `record` would change nothing: the token is guarded at least as long.
-    /// Looked up by the placeholder it was last recorded for: false (the
-    /// slow path, which hashes the token) when that was another token.
+    /// `record` would change nothing and the firewall already guards the
+    /// token, at least as long. Looked up by the placeholder it was last
+    /// recorded for: false (the slow path, which hashes the token) when that
+    /// was another token.
     fn knows(
         &self,
         placeholder: &str,
@@ -120,7 +131,8 @@ impl LedgerState {
         else {
             return false;
         };
-        entry.token.expose_secret() == token.expose_secret()
+        entry.since <= self.built
+            && entry.token.expose_secret() == token.expose_secret()
             && match (entry.keep_until, expires_at) {
                 (None, _) => true,
                 (Some(_), None) => false,
@@ -151,12 +163,14 @@ impl LedgerState {
                 false
             }
             None => {
+                self.version += 1;
                 self.entries.insert(
                     key,
                     Entry {
                         placeholder: placeholder.to_owned(),
                         token: SecretString::from(token.expose_secret()),
                         keep_until: expires_at,
+                        since: self.version,
                     },
                 );
                 true
@@ -164,44 +178,49 @@ impl LedgerState {
         }
     }
 
-    fn rebuild(&mut self) {
-        self.drop_expired();
-        self.build_firewall();
+    /// The token is recorded but the firewall in place was built before it.
+    fn awaits_build(&self, token: &impl ExposeSecret<str>) -> bool {
+        self.entries
+            .get(&fingerprint(token))
+            .is_some_and(|e| e.since > self.built)
     }
 
-    /// After a reload: a new firewall only when the set of tokens changed
-    /// (`listed_new`, or some entry expired). Building one for 1 000 tokens
-    /// takes ~0.4 s of CPU, and a sandbox's list is read every
-    /// [`RELOAD_EVERY`].
-    fn rebuild_if_changed(&mut self, listed_new: bool) {
-        if self.drop_expired() || listed_new {
-            self.build_firewall();
-        }
-    }
-
-    /// True when some entry was past its `keep_until`.
-    fn drop_expired(&mut self) -> bool {
+    /// Drops the entries past their `keep_until`.
+    fn drop_expired(&mut self) {
         let now = unix_now();
         let before = self.entries.len();
         self.entries
             .retain(|_, e| e.keep_until.is_none_or(|until| until >= now));
         let entries = &self.entries;
         self.latest.retain(|_, key| entries.contains_key(key));
-        self.entries.len() != before
+        if self.entries.len() != before {
+            self.version += 1;
+        }
     }
 
-    fn build_firewall(&mut self) {
-        self.version += 1;
-        self.firewall = Firewall::new(self.entries.values().map(|e| firewall::Guarded {
-            token: e.token.clone(),
-            placeholder: e.placeholder.clone(),
-        }))
-        .map(Arc::new);
+    /// What a firewall for the current entries is built from, with their
+    /// version; `None` when `firewall` is that firewall already.
+    fn unbuilt(&self) -> Option<(u64, Vec<firewall::Guarded>)> {
+        (self.built != self.version).then(|| (self.version, self.guarded(&HashMap::new())))
+    }
+
+    /// Every entry as the firewall guards it; a token in `replaced` comes
+    /// back as the placeholder given there.
+    fn guarded(&self, replaced: &HashMap<[u8; 32], &str>) -> Vec<firewall::Guarded> {
+        self.entries
+            .iter()
+            .map(|(key, e)| firewall::Guarded {
+                token: e.token.clone(),
+                placeholder: replaced
+                    .get(key)
+                    .map_or_else(|| e.placeholder.clone(), |p| (*p).to_owned()),
+            })
+            .collect()
     }
 
     /// A fresh list from the source: entries it no longer lists become
     /// previous tokens, guarded until they expire.
-    fn merge_current(&mut self, current: &[Guarded]) -> bool {
+    fn merge_current(&mut self, current: &[Guarded]) {
         let listed: std::collections::HashSet<[u8; 32]> =
             current.iter().map(|g| fingerprint(&g.token)).collect();
         let now = unix_now();
@@ -210,11 +229,26 @@ impl LedgerState {
                 entry.keep_until = Some(now + KEEP_UNKNOWN_EXPIRY);
             }
         }
-        let mut changed = false;
         for g in current {
-            changed |= self.record(&g.placeholder, &g.token, g.expires_at);
+            self.record(&g.placeholder, &g.token, g.expires_at);
         }
-        changed
+    }
+}
+
+impl SandboxLedger {
+    /// Brings `state.firewall` up to the current entries, building it
+    /// without holding `state`'s lock; returns once a firewall that guards
+    /// every entry recorded before the call is in place.
+    fn bring_firewall_up_to_date(&self) {
+        let _one = self.building.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((version, guarded)) = self.state.read().expect("ledger lock").unbuilt() else {
+            return;
+        };
+        let firewall = Firewall::new(guarded).map(Arc::new);
+        let mut state = self.state.write().expect("ledger lock");
+        // Builds are one at a time: nothing newer was put in meanwhile.
+        state.firewall = firewall;
+        state.built = version;
     }
 }
 
@@ -405,11 +439,15 @@ impl TokenLedger {
         narrowed: &[(String, SecretString)],
     ) -> Option<Arc<Firewall>> {
         let ledger = self.ledger(sandbox);
-        let state = ledger.state.read().expect("ledger lock");
         let mut key: Vec<String> = narrowed.iter().map(|(p, _)| p.clone()).collect();
         key.sort_unstable();
         key.dedup();
-        {
+        let replaced: HashMap<[u8; 32], &str> = narrowed
+            .iter()
+            .map(|(placeholder, token)| (fingerprint(token), placeholder.as_str()))
+            .collect();
+        let (version, guarded) = {
+            let state = ledger.state.read().expect("ledger lock");
             let cached = ledger
                 .narrowed_firewalls
                 .lock()
@@ -419,26 +457,19 @@ impl TokenLedger {
                     return Some(firewall.clone());
                 }
             }
-        }
-        let replaced: HashMap<[u8; 32], &str> = narrowed
-            .iter()
-            .map(|(placeholder, token)| (fingerprint(token), placeholder.as_str()))
-            .collect();
-        let firewall = Firewall::new(state.entries.iter().map(|(key, e)| {
-            firewall::Guarded {
-                token: e.token.clone(),
-                placeholder: replaced
-                    .get(key)
-                    .map_or_else(|| e.placeholder.clone(), |p| (*p).to_owned()),
-            }
-        }))
-        .map(Arc::new)?;
+            (state.version, state.guarded(&replaced))
+        };
+        // Built outside the lock, like the sandbox's own firewall.
+        let firewall = Firewall::new(guarded).map(Arc::new)?;
         let mut cached = ledger
             .narrowed_firewalls
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if cached.0 != state.version || cached.1.len() >= MAX_NARROWED_FIREWALLS {
-            *cached = (state.version, HashMap::new());
+        if cached.0 > version {
+            return Some(firewall);
+        }
+        if cached.0 != version || cached.1.len() >= MAX_NARROWED_FIREWALLS {
+            *cached = (version, HashMap::new());
         }
         cached.1.insert(key, firewall.clone());
         Some(firewall)
@@ -468,15 +499,27 @@ impl TokenLedger {
         {
             return;
         }
-        let mut state = ledger.state.write().expect("ledger lock");
-        let mut changed = state.record(placeholder, &resolved.token, keep);
-        // A signing binding's other real keys: guarded from the first request
-        // that uses them, not only once the source's list is read again.
-        for (ph, key) in signing_secrets(placeholder, resolved) {
-            changed |= state.record(&ph, &key, keep);
-        }
-        if changed {
-            state.rebuild();
+        let awaits_build = {
+            let mut state = ledger.state.write().expect("ledger lock");
+            let mut changed = state.record(placeholder, &resolved.token, keep);
+            // A signing binding's other real keys: guarded from the first
+            // request that uses them, not only once the source's list is
+            // read again.
+            let others = signing_secrets(placeholder, resolved);
+            for (ph, key) in &others {
+                changed |= state.record(ph, key, keep);
+            }
+            if changed {
+                state.drop_expired();
+            }
+            state.awaits_build(&resolved.token)
+                || others.iter().any(|(_, key)| state.awaits_build(key))
+        };
+        // The token leaves once a firewall guards it: this waits for a build
+        // under way (perhaps another request's), and only a request whose
+        // token is not guarded yet does.
+        if awaits_build {
+            ledger.bring_firewall_up_to_date();
         }
     }
 
@@ -522,22 +565,26 @@ impl TokenLedger {
         };
         let generation = self.inner.generation();
         let listed = self.inner.guarded(sandbox).await;
-        let mut state = ledger.state.write().expect("ledger lock");
-        let mut listed_new = false;
-        match listed {
-            Ok(current) => {
-                listed_new = state.merge_current(&current);
-                state.loaded = Some((Instant::now(), generation));
-            }
-            Err(error) => {
-                // Keep guarding what is known; ask again on the next request.
-                tracing::warn!(%sandbox, %error, "could not list the sandbox's tokens for the response firewall");
-                if state.loaded.is_none() {
-                    state.loaded = Some((Instant::now() - RELOAD_EVERY, generation));
+        {
+            let mut state = ledger.state.write().expect("ledger lock");
+            match listed {
+                Ok(current) => {
+                    state.merge_current(&current);
+                    state.loaded = Some((Instant::now(), generation));
+                }
+                Err(error) => {
+                    // Keep guarding what is known; ask again on the next request.
+                    tracing::warn!(%sandbox, %error, "could not list the sandbox's tokens for the response firewall");
+                    if state.loaded.is_none() {
+                        state.loaded = Some((Instant::now() - RELOAD_EVERY, generation));
+                    }
                 }
             }
+            state.drop_expired();
         }
-        state.rebuild_if_changed(listed_new);
+        // A build is CPU for up to a second: off the async workers.
+        let building = ledger.clone();
+        let _ = tokio::task::spawn_blocking(move || building.bring_firewall_up_to_date()).await;
     }
 }
 
@@ -868,6 +915,44 @@ mod tests {
         *source.current.lock().unwrap() = "tok_NEW_0123456789abcdef".into();
         ledger.load(&sandbox, true).await;
         assert!(version() > before);
+        let fw = ledger.firewall(&sandbox).await.expect("a firewall");
+        assert_eq!(
+            fw.scrub(b"tok_CUR_0123456789abcdef tok_NEW_0123456789abcdef")
+                .as_ref(),
+            b"miosa-tok-PH miosa-tok-PH"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // The lock held across awaits stands for a build under way.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_firewall_being_built_holds_back_only_the_request_whose_token_it_adds() {
+        let (source, ledger, sandbox) = listed_ledger().await;
+        let first = ledger.firewall(&sandbox).await.expect("a firewall");
+        let listed = source.resolved(&sandbox);
+        *source.current.lock().unwrap() = "tok_NEW_0123456789abcdef".into();
+        let refreshed = source.resolved(&sandbox);
+        // A build under way (as one for 1 000 tokens takes ~0.4 s).
+        let sandbox_ledger = ledger.ledger(&sandbox);
+        let build = sandbox_ledger.building.lock().unwrap();
+        let recording = std::thread::spawn({
+            let (ledger, sandbox) = (ledger.clone(), sandbox.clone());
+            move || ledger.record(&sandbox, "miosa-tok-PH", &refreshed)
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sandbox_ledger.state.read().unwrap().entries.len() < 2 {
+            assert!(Instant::now() < deadline, "the new token was not recorded");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Requests with tokens the current firewall guards go on with it ...
+        ledger.record(&sandbox, "miosa-tok-PH", &listed);
+        let current = ledger.firewall(&sandbox).await.expect("a firewall");
+        assert!(Arc::ptr_eq(&first, &current));
+        // ... the one with the new token waits until a firewall guards it.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!recording.is_finished(), "the new token left unguarded");
+        drop(build);
+        recording.join().unwrap();
         let fw = ledger.firewall(&sandbox).await.expect("a firewall");
         assert_eq!(
             fw.scrub(b"tok_CUR_0123456789abcdef tok_NEW_0123456789abcdef")
