@@ -611,6 +611,70 @@ mod tests {
         }
     }
 
+    /// The firewall's list of a sandbox's secrets (read in one query) holds
+    /// its own tenant's value of a name two tenants use, and nothing once
+    /// the sandbox is deleted.
+    #[tokio::test]
+    async fn a_sandbox_guards_its_own_tenants_secrets_and_nothing_once_deleted() {
+        let (sqlite, _dir) = acme_vault(9, VaultSettings::default()).await;
+        let mut vaults = vec![sqlite];
+        if let Some(url) = postgres_for("vault guarded secrets").await {
+            vaults.push(acme_vault_at(&url, 9, VaultSettings::default()).await);
+        }
+        for v in vaults {
+            for (tenant, value) in [("red", "red-value-0123"), ("blue", "blue-value-0123")] {
+                for name in ["API_KEY", "OTHER_KEY"] {
+                    let value = SecretString::from(format!("{value}-{name}"));
+                    v.add_secret(tenant, name, value, vec!["a.test".into()], None)
+                        .await
+                        .unwrap();
+                }
+            }
+            let names = ["API_KEY".to_owned(), "OTHER_KEY".to_owned()];
+            let guarded = |sandbox: &'static str| {
+                let v = &v;
+                async move {
+                    let mut tokens: Vec<String> = v
+                        .guarded_tokens(&SandboxId::new(sandbox))
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|g| g.token.expose_secret().to_owned())
+                        .collect();
+                    tokens.sort();
+                    tokens
+                }
+            };
+            for (sandbox, tenant) in [("sb-red", "red"), ("sb-blue", "blue")] {
+                v.create_sandbox(crate::NewSandbox {
+                    tenant: tenant.into(),
+                    workspace: None,
+                    user: None,
+                    providers: Vec::new(),
+                    secrets: names.to_vec(),
+                    id: Some(sandbox.into()),
+                    rules: Default::default(),
+                    consent_wait_secs: None,
+                    environment: crate::DEFAULT_ENVIRONMENT.into(),
+                    connections: Vec::new(),
+                })
+                .await
+                .unwrap();
+            }
+            assert_eq!(
+                guarded("sb-red").await,
+                ["red-value-0123-API_KEY", "red-value-0123-OTHER_KEY"]
+            );
+            assert_eq!(
+                guarded("sb-blue").await,
+                ["blue-value-0123-API_KEY", "blue-value-0123-OTHER_KEY"]
+            );
+            v.delete_sandbox("sb-blue").await.unwrap();
+            assert!(guarded("sb-blue").await.is_empty());
+            assert_eq!(guarded("sb-red").await.len(), 2);
+        }
+    }
+
     /// Key rotation re-wraps a signing secret's every sealed key; after it
     /// the old master key is not needed to sign.
     #[tokio::test]

@@ -88,6 +88,26 @@ impl Store {
             .transpose()
     }
 
+    /// Every secret `sandbox_id` holds a placeholder for, with that
+    /// placeholder: one query for what would be three a binding.
+    pub async fn secrets_bound_to(
+        &self,
+        sandbox_id: &str,
+    ) -> Result<Vec<(String, SecretRow)>, VaultError> {
+        let rows = sqlx::query(
+            "SELECT b.placeholder AS bound_placeholder, s.* FROM bindings b \
+             JOIN sandboxes x ON x.id = b.sandbox_id \
+             JOIN secrets s ON s.tenant = x.tenant AND s.name = b.target \
+             WHERE b.sandbox_id = $1 AND b.target_kind = 'secret' ORDER BY b.env_name",
+        )
+        .bind(sandbox_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("bound_placeholder")?, secret_from(r)?)))
+            .collect()
+    }
+
     /// Sandboxes of `tenant` holding a placeholder for the secret `name`.
     pub async fn sandboxes_with_secret(
         &self,

@@ -56,12 +56,8 @@ impl Vault {
                     .ok_or_else(|| TokenError::Revoked {
                         binding: binding_id.clone(),
                     })?;
-                let token = self
-                    .keyring
-                    .open("secrets.value", &secret.id, &secret.value)
-                    .map_err(unavailable)?;
-                let signing = self
-                    .secret_signing_keys(&secret, placeholder)
+                let (token, signing) = self
+                    .secret_keys(&secret, placeholder)
                     .map_err(|e| TokenError::Unavailable(format!("{binding_id}: {e}")))?;
                 let swap_in = secret
                     .swap_in
@@ -161,6 +157,18 @@ impl Vault {
         }
     }
 
+    /// A secret's token, and its other keys when it signs.
+    fn secret_keys(
+        &self,
+        secret: &crate::store::SecretRow,
+        placeholder: &str,
+    ) -> Result<(SecretString, Option<Arc<SigningKeys>>), VaultError> {
+        let token = self
+            .keyring
+            .open("secrets.value", &secret.id, &secret.value)?;
+        Ok((token, self.secret_signing_keys(secret, placeholder)?))
+    }
+
     /// An OAuth 1.0a connection's consumer key and secret (its app's client
     /// id and secret) and token secret.
     async fn oauth1_keys(&self, connection: &ConnectionRow) -> Result<OAuth1Keys, VaultError> {
@@ -196,7 +204,18 @@ impl Vault {
     /// obtain those either.
     pub async fn guarded_tokens(&self, sandbox: &SandboxId) -> Result<Vec<Guarded>, VaultError> {
         let mut out = Vec::new();
+        // Secrets in one query: a sandbox may hold a thousand, and its list
+        // is read again every half minute while it is used.
+        for (placeholder, secret) in self.store.secrets_bound_to(sandbox.as_str()).await? {
+            let Ok((token, signing)) = self.secret_keys(&secret, &placeholder) else {
+                continue;
+            };
+            push_guarded(&mut out, placeholder, token, None, signing.as_deref());
+        }
         for b in self.store.bindings_of(sandbox.as_str()).await? {
+            if b.target_kind != BindingTarget::Provider {
+                continue;
+            }
             let Ok(resolved) = self.resolve_inner(sandbox, &b.placeholder, None).await else {
                 continue;
             };
@@ -209,40 +228,13 @@ impl Vault {
                     });
                 }
             }
-            // A vault AWS secret's other real keys map back to their placeholders.
-            if let Some(SigningKeys::AwsSigV4(k)) = resolved.signing.as_deref() {
-                out.push(Guarded {
-                    placeholder: k.placeholder_secret.expose_secret().to_owned(),
-                    token: k.secret_access_key.clone(),
-                    expires_at: None,
-                });
-                if let Some(t) = &k.session_token {
-                    out.push(Guarded {
-                        placeholder: t.placeholder.clone(),
-                        token: t.token.clone(),
-                        expires_at: None,
-                    });
-                }
-            }
-            if let Some(SigningKeys::OAuth1(k)) = resolved.signing.as_deref() {
-                let p = airlock_vault_client::oauth1::placeholders(&b.placeholder);
-                for (placeholder, token) in [
-                    (p.consumer_key, &k.consumer_key),
-                    (p.consumer_secret, &k.consumer_secret),
-                    (p.token_secret, &k.token_secret),
-                ] {
-                    out.push(Guarded {
-                        placeholder,
-                        token: token.clone(),
-                        expires_at: None,
-                    });
-                }
-            }
-            out.push(Guarded {
-                placeholder: b.placeholder,
-                token: resolved.token.to_secret_string(),
-                expires_at: resolved.expires_at,
-            });
+            push_guarded(
+                &mut out,
+                b.placeholder,
+                resolved.token.to_secret_string(),
+                resolved.expires_at,
+                resolved.signing.as_deref(),
+            );
         }
         Ok(out)
     }
@@ -428,6 +420,53 @@ pub(crate) fn binding_rules(row: &BindingRow, provider: Option<&Provider>) -> Ar
         },
     };
     Arc::new(RequestRules::compile(&spec).unwrap_or_else(|_| RequestRules::deny_all()))
+}
+
+/// A binding's token for the response firewall, and a signing binding's
+/// other real keys, each mapped back to its own placeholder.
+fn push_guarded(
+    out: &mut Vec<Guarded>,
+    placeholder: String,
+    token: SecretString,
+    expires_at: Option<i64>,
+    signing: Option<&SigningKeys>,
+) {
+    match signing {
+        Some(SigningKeys::AwsSigV4(k)) => {
+            out.push(Guarded {
+                placeholder: k.placeholder_secret.expose_secret().to_owned(),
+                token: k.secret_access_key.clone(),
+                expires_at: None,
+            });
+            if let Some(t) = &k.session_token {
+                out.push(Guarded {
+                    placeholder: t.placeholder.clone(),
+                    token: t.token.clone(),
+                    expires_at: None,
+                });
+            }
+        }
+        Some(SigningKeys::OAuth1(k)) => {
+            let p = airlock_vault_client::oauth1::placeholders(&placeholder);
+            for (placeholder, token) in [
+                (p.consumer_key, &k.consumer_key),
+                (p.consumer_secret, &k.consumer_secret),
+                (p.token_secret, &k.token_secret),
+            ] {
+                out.push(Guarded {
+                    placeholder,
+                    token: token.clone(),
+                    expires_at: None,
+                });
+            }
+        }
+        _ => {}
+    }
+    out.push(Guarded {
+        placeholder,
+        token,
+        expires_at,
+    });
 }
 
 #[async_trait::async_trait]
