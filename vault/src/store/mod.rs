@@ -238,7 +238,9 @@ impl Store {
         let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(15));
         if backend == Backend::Sqlite {
             // One writer at a time anyway; WAL lets readers go on meanwhile.
-            options = options.max_connections(4).after_connect(|conn, _| {
+            // A connection in this process cannot have gone away: no ping
+            // (a round trip to its worker thread) before every query.
+            options = options.max_connections(4).test_before_acquire(false).after_connect(|conn, _| {
                 Box::pin(async move {
                     use sqlx::Executor;
                     conn.execute("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=15000; PRAGMA foreign_keys=ON;")

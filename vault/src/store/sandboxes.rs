@@ -190,6 +190,21 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+
+    /// The sandbox's bindings of one kind.
+    pub async fn bindings_of_kind(
+        &self,
+        sandbox_id: &str,
+        kind: BindingTarget,
+    ) -> Result<Vec<BindingRow>, VaultError> {
+        Ok(sqlx::query_as::<_, BindingRow>(
+            "SELECT * FROM bindings WHERE sandbox_id = $1 AND target_kind = $2 ORDER BY env_name",
+        )
+        .bind(sandbox_id)
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await?)
+    }
 }
 
 /// Inserts bindings; with `skip_taken`, one reusing a sandbox's variable name is skipped.

@@ -212,10 +212,11 @@ impl Vault {
             };
             push_guarded(&mut out, placeholder, token, None, signing.as_deref());
         }
-        for b in self.store.bindings_of(sandbox.as_str()).await? {
-            if b.target_kind != BindingTarget::Provider {
-                continue;
-            }
+        let providers = self
+            .store
+            .bindings_of_kind(sandbox.as_str(), BindingTarget::Provider)
+            .await?;
+        for b in providers {
             let Ok(resolved) = self.resolve_inner(sandbox, &b.placeholder, None).await else {
                 continue;
             };
