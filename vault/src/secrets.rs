@@ -613,7 +613,7 @@ mod tests {
 
     /// The firewall's list of a sandbox's secrets (read in one query) holds
     /// its own tenant's value of a name two tenants use, and nothing once
-    /// the sandbox is deleted.
+    /// the sandbox is deleted; its bound hosts are its own tenant's too.
     #[tokio::test]
     async fn a_sandbox_guards_its_own_tenants_secrets_and_nothing_once_deleted() {
         let (sqlite, _dir) = acme_vault(9, VaultSettings::default()).await;
@@ -622,10 +622,13 @@ mod tests {
             vaults.push(acme_vault_at(&url, 9, VaultSettings::default()).await);
         }
         for v in vaults {
-            for (tenant, value) in [("red", "red-value-0123"), ("blue", "blue-value-0123")] {
+            for (tenant, value, host) in [
+                ("red", "red-value-0123", "red.test"),
+                ("blue", "blue-value-0123", "blue.test"),
+            ] {
                 for name in ["API_KEY", "OTHER_KEY"] {
                     let value = SecretString::from(format!("{value}-{name}"));
-                    v.add_secret(tenant, name, value, vec!["a.test".into()], None)
+                    v.add_secret(tenant, name, value, vec![host.into()], None)
                         .await
                         .unwrap();
                 }
@@ -669,6 +672,10 @@ mod tests {
                 guarded("sb-blue").await,
                 ["blue-value-0123-API_KEY", "blue-value-0123-OTHER_KEY"]
             );
+            // The hosts the sandbox is bound to come from the same query.
+            let red = SandboxId::new("sb-red");
+            assert!(TokenSource::is_bound_host(&*v, &red, "red.test").await);
+            assert!(!TokenSource::is_bound_host(&*v, &red, "blue.test").await);
             v.delete_sandbox("sb-blue").await.unwrap();
             assert!(guarded("sb-blue").await.is_empty());
             assert_eq!(guarded("sb-red").await.len(), 2);

@@ -1,11 +1,11 @@
 //! Static secrets kept in the vault, with the hosts that may receive them.
 
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
 use airlock_vault_client::SecretKind;
 
-use super::{now, Store};
+use super::{now, BindingRow, Store};
 use crate::crypto::Sealed;
 use crate::error::VaultError;
 
@@ -88,14 +88,17 @@ impl Store {
             .transpose()
     }
 
-    /// Every secret `sandbox_id` holds a placeholder for, with that
-    /// placeholder: one query for what would be three a binding.
+    /// Every secret `sandbox_id` holds a placeholder for, with its binding:
+    /// one query for what would be three a binding.
     pub async fn secrets_bound_to(
         &self,
         sandbox_id: &str,
-    ) -> Result<Vec<(String, SecretRow)>, VaultError> {
+    ) -> Result<Vec<(BindingRow, SecretRow)>, VaultError> {
+        // Columns named one by one: the two tables must not shadow each other.
         let rows = sqlx::query(
-            "SELECT b.placeholder AS bound_placeholder, s.* FROM bindings b \
+            "SELECT b.placeholder, b.sandbox_id, b.env_name, b.target_kind, b.target, b.rules, \
+             b.connection_name, s.id, s.tenant, s.name, s.value, s.hosts, s.swap_in, s.kind, \
+             s.signing, s.secret_access_key, s.session_token FROM bindings b \
              JOIN sandboxes x ON x.id = b.sandbox_id \
              JOIN secrets s ON s.tenant = x.tenant AND s.name = b.target \
              WHERE b.sandbox_id = $1 AND b.target_kind = 'secret' ORDER BY b.env_name",
@@ -104,7 +107,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("bound_placeholder")?, secret_from(r)?)))
+            .map(|r| Ok((BindingRow::from_row(r)?, secret_from(r)?)))
             .collect()
     }
 

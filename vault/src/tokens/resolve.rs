@@ -206,11 +206,17 @@ impl Vault {
         let mut out = Vec::new();
         // Secrets in one query: a sandbox may hold a thousand, and its list
         // is read again every half minute while it is used.
-        for (placeholder, secret) in self.store.secrets_bound_to(sandbox.as_str()).await? {
-            let Ok((token, signing)) = self.secret_keys(&secret, &placeholder) else {
+        for (binding, secret) in self.store.secrets_bound_to(sandbox.as_str()).await? {
+            let Ok((token, signing)) = self.secret_keys(&secret, &binding.placeholder) else {
                 continue;
             };
-            push_guarded(&mut out, placeholder, token, None, signing.as_deref());
+            push_guarded(
+                &mut out,
+                binding.placeholder,
+                token,
+                None,
+                signing.as_deref(),
+            );
         }
         let providers = self
             .store
@@ -321,25 +327,33 @@ impl Vault {
         let Some(owner) = self.store.sandbox(sandbox).await? else {
             return Ok(Vec::new());
         };
+        // By variable name, as the bindings are listed. Secrets in one query:
+        // asked every 30 s per host a sandbox uses, of up to a thousand.
         let mut out = Vec::new();
-        for b in self.store.bindings_of(sandbox).await? {
+        for (b, s) in self.store.secrets_bound_to(sandbox).await? {
+            out.push((
+                b.env_name.clone(),
+                BindingShape {
+                    id: b.id(),
+                    hosts: s
+                        .hosts
+                        .iter()
+                        .filter_map(|h| HostPattern::parse(h).ok())
+                        .collect(),
+                    swaps_in_body: s.swap_in.iter().any(|l| l == SwapLocation::Body.as_str()),
+                    rules: binding_rules(&b, None),
+                    inject_absent: None,
+                    signer: (s.kind == SecretKind::Hmac).then(|| b.placeholder.clone()),
+                },
+            ));
+        }
+        let providers = self
+            .store
+            .bindings_of_kind(sandbox, BindingTarget::Provider)
+            .await?;
+        for b in providers {
             let id = b.id();
-            if b.target_kind == BindingTarget::Secret {
-                if let Some(s) = self.store.secret(&owner.tenant, &b.target).await? {
-                    out.push(BindingShape {
-                        id,
-                        hosts: s
-                            .hosts
-                            .iter()
-                            .filter_map(|h| HostPattern::parse(h).ok())
-                            .collect(),
-                        swaps_in_body: s.swap_in.iter().any(|l| l == SwapLocation::Body.as_str()),
-                        rules: binding_rules(&b, None),
-                        inject_absent: None,
-                        signer: (s.kind == SecretKind::Hmac).then(|| b.placeholder.clone()),
-                    });
-                }
-            } else if let Ok(p) = self.provider(&b.target) {
+            if let Ok(p) = self.provider(&b.target) {
                 // The binding's own say first, else its provider's.
                 let inject = own_inject_when_absent(&b).unwrap_or(p.inject_when_absent);
                 let inject_absent = inject.then(|| AbsentInjection {
@@ -355,17 +369,21 @@ impl Vault {
                     },
                     None => p.host_patterns(),
                 };
-                out.push(BindingShape {
-                    id,
-                    hosts,
-                    swaps_in_body: p.swap_in.contains(&SwapLocation::Body),
-                    rules: binding_rules(&b, Some(&p)),
-                    inject_absent,
-                    signer: None,
-                });
+                out.push((
+                    b.env_name.clone(),
+                    BindingShape {
+                        id,
+                        hosts,
+                        swaps_in_body: p.swap_in.contains(&SwapLocation::Body),
+                        rules: binding_rules(&b, Some(&p)),
+                        inject_absent,
+                        signer: None,
+                    },
+                ));
             }
         }
-        Ok(out)
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out.into_iter().map(|(_, shape)| shape).collect())
     }
 }
 
