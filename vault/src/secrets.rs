@@ -473,15 +473,21 @@ mod tests {
         }
     }
 
+    /// A vault on SQLite, and one on PostgreSQL when there is one.
+    async fn on_both_stores(what: &str) -> (Vec<Arc<Vault>>, tempfile::TempDir) {
+        let (sqlite, dir) = acme_vault(9, VaultSettings::default()).await;
+        let mut vaults = vec![sqlite];
+        if let Some(url) = postgres_for(what).await {
+            vaults.push(acme_vault_at(&url, 9, VaultSettings::default()).await);
+        }
+        (vaults, dir)
+    }
+
     /// Stored sealed on SQLite and PostgreSQL, resolved with their keys, the
     /// sandbox given placeholders only, every real key guarded.
     #[tokio::test]
     async fn signing_secrets_round_trip_through_the_store_and_resolve_with_their_keys() {
-        let (sqlite, _dir) = acme_vault(9, VaultSettings::default()).await;
-        let mut vaults = vec![sqlite];
-        if let Some(url) = postgres_for("vault signing secrets").await {
-            vaults.push(acme_vault_at(&url, 9, VaultSettings::default()).await);
-        }
+        let (vaults, _dir) = on_both_stores("vault signing secrets").await;
         for v in vaults {
             v.put_secret(aws("AWS_ACCESS_KEY_ID")).await.unwrap();
             v.put_secret(hmac("HMAC_SECRET")).await.unwrap();
@@ -616,11 +622,7 @@ mod tests {
     /// the sandbox is deleted; its bound hosts are its own tenant's too.
     #[tokio::test]
     async fn a_sandbox_guards_its_own_tenants_secrets_and_nothing_once_deleted() {
-        let (sqlite, _dir) = acme_vault(9, VaultSettings::default()).await;
-        let mut vaults = vec![sqlite];
-        if let Some(url) = postgres_for("vault guarded secrets").await {
-            vaults.push(acme_vault_at(&url, 9, VaultSettings::default()).await);
-        }
+        let (vaults, _dir) = on_both_stores("vault guarded secrets").await;
         for v in vaults {
             for (tenant, value, host) in [
                 ("red", "red-value-0123", "red.test"),
