@@ -488,6 +488,27 @@ impl TokenLedger {
 
     /// Records a token the proxy is about to use for `sandbox`.
     pub fn record(&self, sandbox: &SandboxId, placeholder: &str, resolved: &Resolved) {
+        if let Some((ledger, _)) = self.note(sandbox, placeholder, resolved) {
+            ledger.bring_firewall_up_to_date();
+        }
+    }
+
+    /// [`Self::record`] for an async caller: a long list's build waits on a
+    /// blocking thread, not on the caller's worker.
+    async fn record_async(&self, sandbox: &SandboxId, placeholder: &str, resolved: &Resolved) {
+        if let Some((ledger, tokens)) = self.note(sandbox, placeholder, resolved) {
+            build_firewall(ledger, tokens).await;
+        }
+    }
+
+    /// Records the token; the sandbox's ledger and its token count when the
+    /// token may leave only once a firewall that guards it is built.
+    fn note(
+        &self,
+        sandbox: &SandboxId,
+        placeholder: &str,
+        resolved: &Resolved,
+    ) -> Option<(Arc<SandboxLedger>, usize)> {
         let ledger = self.ledger(sandbox);
         // A token that expires is still guarded a while after: clocks differ.
         let keep = resolved.expires_at.map(|e| e + 300);
@@ -501,7 +522,7 @@ impl TokenLedger {
                 .expect("ledger lock")
                 .knows(placeholder, &resolved.token, keep)
         {
-            return;
+            return None;
         }
         let awaits_build = {
             let mut state = ledger.state.write().expect("ledger lock");
@@ -516,15 +537,14 @@ impl TokenLedger {
             if changed {
                 state.drop_expired();
             }
-            state.awaits_build(&resolved.token)
-                || others.iter().any(|(_, key)| state.awaits_build(key))
+            let awaits = state.awaits_build(&resolved.token)
+                || others.iter().any(|(_, key)| state.awaits_build(key));
+            awaits.then_some(state.entries.len())
         };
-        // The token leaves once a firewall guards it: this waits for a build
-        // under way (perhaps another request's), and only a request whose
-        // token is not guarded yet does.
-        if awaits_build {
-            ledger.bring_firewall_up_to_date();
-        }
+        // The token leaves once a firewall guards it: the caller waits for a
+        // build under way (perhaps another request's), and only a request
+        // whose token is not guarded yet does.
+        awaits_build.map(|tokens| (ledger, tokens))
     }
 
     /// The firewall for everything `sandbox` could obtain; `None` when it
@@ -587,15 +607,9 @@ impl TokenLedger {
             state.drop_expired();
             state.entries.len()
         };
-        // A build for many tokens is CPU for up to a second: off the async
-        // workers. A small one costs less than the hand-off (and a gateway
-        // loading thousands of sandboxes at once would start as many threads).
-        if tokens > BUILD_INLINE_UP_TO {
-            let building = ledger.clone();
-            let _ = tokio::task::spawn_blocking(move || building.bring_firewall_up_to_date()).await;
-        } else {
-            ledger.bring_firewall_up_to_date();
-        }
+        // Built while `_loading` is held: a caller waiting for this load
+        // gets the firewall it built.
+        build_firewall(ledger.clone(), tokens).await;
     }
 }
 
@@ -642,7 +656,7 @@ impl TokenSource for TokenLedger {
             }
             other => other?,
         };
-        self.record(sandbox, placeholder, &resolved);
+        self.record_async(sandbox, placeholder, &resolved).await;
         Ok(resolved)
     }
 
@@ -688,7 +702,7 @@ impl TokenSource for TokenLedger {
             }
             other => other?,
         };
-        self.record(sandbox, placeholder, &resolved);
+        self.record_async(sandbox, placeholder, &resolved).await;
         Ok(resolved)
     }
 
@@ -703,6 +717,18 @@ impl TokenSource for TokenLedger {
 
     fn generation(&self) -> u64 {
         self.inner.generation()
+    }
+}
+
+/// Brings the sandbox's firewall up to date. A build for many tokens is CPU
+/// for up to a second: off the async workers. A small one costs less than
+/// the hand-off (and a gateway loading thousands of sandboxes at once would
+/// start as many threads).
+async fn build_firewall(ledger: Arc<SandboxLedger>, tokens: usize) {
+    if tokens > BUILD_INLINE_UP_TO {
+        let _ = tokio::task::spawn_blocking(move || ledger.bring_firewall_up_to_date()).await;
+    } else {
+        ledger.bring_firewall_up_to_date();
     }
 }
 
@@ -991,7 +1017,7 @@ mod tests {
             listed: Default::default(),
             extra: BUILD_INLINE_UP_TO * 2,
         });
-        let ledger = Arc::new(TokenLedger::new(source));
+        let ledger = Arc::new(TokenLedger::new(source.clone()));
         let sandbox = SandboxId::default_sandbox();
         let fw = ledger.firewall(&sandbox).await.expect("a firewall");
         assert_eq!(fw.token_count(), BUILD_INLINE_UP_TO * 2 + 1);
@@ -1000,6 +1026,17 @@ mod tests {
         assert_eq!(
             fw.scrub(echo.as_bytes()).as_ref(),
             format!("miosa-tok-PH miosa-tok-OTHER{last}").as_bytes()
+        );
+        // A refresh's new token: built off the worker too, guarded on return.
+        *source.current.lock().unwrap() = "tok_NEW_0123456789abcdef".into();
+        ledger
+            .refresh(&sandbox, "miosa-tok-PH", &SecretString::from("x"))
+            .await
+            .unwrap();
+        let fw = ledger.firewall(&sandbox).await.expect("a firewall");
+        assert_eq!(
+            fw.scrub(b"tok_NEW_0123456789abcdef").as_ref(),
+            b"miosa-tok-PH"
         );
     }
 
