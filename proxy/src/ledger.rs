@@ -788,6 +788,16 @@ mod tests {
         (source, ledger, sandbox)
     }
 
+    /// The sandbox's firewall guards both the first and the new token.
+    async fn guards_current_and_new(ledger: &Arc<TokenLedger>, sandbox: &SandboxId) {
+        let fw = ledger.firewall(sandbox).await.expect("a firewall");
+        assert_eq!(
+            fw.scrub(b"tok_CUR_0123456789abcdef tok_NEW_0123456789abcdef")
+                .as_ref(),
+            b"miosa-tok-PH miosa-tok-PH"
+        );
+    }
+
     impl Rotating {
         fn resolved(&self, sandbox: &SandboxId) -> Resolved {
             Resolved {
@@ -964,12 +974,7 @@ mod tests {
         *source.current.lock().unwrap() = "tok_NEW_0123456789abcdef".into();
         ledger.load(&sandbox, true).await;
         assert!(version() > before);
-        let fw = ledger.firewall(&sandbox).await.expect("a firewall");
-        assert_eq!(
-            fw.scrub(b"tok_CUR_0123456789abcdef tok_NEW_0123456789abcdef")
-                .as_ref(),
-            b"miosa-tok-PH miosa-tok-PH"
-        );
+        guards_current_and_new(&ledger, &sandbox).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1002,12 +1007,7 @@ mod tests {
         assert!(!recording.is_finished(), "the new token left unguarded");
         drop(build);
         recording.join().unwrap();
-        let fw = ledger.firewall(&sandbox).await.expect("a firewall");
-        assert_eq!(
-            fw.scrub(b"tok_CUR_0123456789abcdef tok_NEW_0123456789abcdef")
-                .as_ref(),
-            b"miosa-tok-PH miosa-tok-PH"
-        );
+        guards_current_and_new(&ledger, &sandbox).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
