@@ -624,15 +624,23 @@ impl TokenSource for TokenLedger {
         sandbox: &SandboxId,
         placeholder: &str,
     ) -> Option<Result<Resolved, TokenError>> {
-        let answer = match self.inner.resolve_now(sandbox, placeholder)? {
+        let (answer, narrowed) = match self.inner.resolve_now(sandbox, placeholder)? {
             // Perhaps narrowed (else `resolve` says it is unknown).
             Err(TokenError::UnknownPlaceholder) => {
-                self.resolve_narrowed_now(sandbox, placeholder)?
+                (self.resolve_narrowed_now(sandbox, placeholder)?, true)
             }
-            other => other,
+            other => (other, false),
         };
         if let Ok(resolved) = &answer {
-            self.record(sandbox, placeholder, resolved);
+            if let Some((ledger, tokens)) = self.note(sandbox, placeholder, resolved) {
+                // A long list's build is not waited for on this worker: the
+                // async path waits for it on a blocking thread. (A narrowed
+                // answer has counted its use already: built here.)
+                if tokens > BUILD_INLINE_UP_TO && !narrowed {
+                    return None;
+                }
+                ledger.bring_firewall_up_to_date();
+            }
         }
         Some(answer)
     }
@@ -773,6 +781,8 @@ mod tests {
         listed: std::sync::atomic::AtomicUsize,
         /// Tokens of other bindings its list holds beside the current one.
         extra: usize,
+        /// Answers `resolve_now` too, as a cache does.
+        at_once: bool,
     }
 
     /// A ledger over a `Rotating` source whose list it has read once.
@@ -781,6 +791,7 @@ mod tests {
             current: Mutex::new("tok_CUR_0123456789abcdef".into()),
             listed: Default::default(),
             extra: 0,
+            at_once: false,
         });
         let ledger = Arc::new(TokenLedger::new(source.clone()));
         let sandbox = SandboxId::default_sandbox();
@@ -828,6 +839,13 @@ mod tests {
     impl TokenSource for Rotating {
         fn placeholder_prefix(&self) -> &str {
             "miosa-tok-"
+        }
+        fn resolve_now(
+            &self,
+            sandbox: &SandboxId,
+            placeholder: &str,
+        ) -> Option<Result<Resolved, TokenError>> {
+            (self.at_once && placeholder == "miosa-tok-PH").then(|| Ok(self.resolved(sandbox)))
         }
         async fn resolve(
             &self,
@@ -886,6 +904,7 @@ mod tests {
             current: Mutex::new("tok_0123456789abcdef".into()),
             listed: Default::default(),
             extra: 0,
+            at_once: false,
         });
         let ledger = TokenLedger::new(source);
         let sandbox = SandboxId::default_sandbox();
@@ -900,6 +919,7 @@ mod tests {
             current: Mutex::new("tok_0123456789abcdef".into()),
             listed: Default::default(),
             extra: 0,
+            at_once: false,
         });
         let ledger = Arc::new(TokenLedger::new(source.clone()));
         let sandbox = SandboxId::default_sandbox();
@@ -935,6 +955,7 @@ mod tests {
             current: Mutex::new("tok_OLD_0123456789abcdef".into()),
             listed: Default::default(),
             extra: 0,
+            at_once: false,
         });
         let ledger = Arc::new(TokenLedger::new(source.clone()));
         let sandbox = SandboxId::default_sandbox();
@@ -1016,6 +1037,7 @@ mod tests {
             current: Mutex::new("tok_CUR_0123456789abcdef".into()),
             listed: Default::default(),
             extra: BUILD_INLINE_UP_TO * 2,
+            at_once: true,
         });
         let ledger = Arc::new(TokenLedger::new(source.clone()));
         let sandbox = SandboxId::default_sandbox();
@@ -1033,10 +1055,25 @@ mod tests {
             .refresh(&sandbox, "miosa-tok-PH", &SecretString::from("x"))
             .await
             .unwrap();
+        guards_current_and_new(&ledger, &sandbox).await;
+        // A new token answered at once (a cache's): not built on this
+        // worker; the answer waits for the async path, which builds off it.
+        *source.current.lock().unwrap() = "tok_NXT_0123456789abcdef".into();
+        assert!(ledger.resolve_now(&sandbox, "miosa-tok-PH").is_none());
+        let resolved = ledger.resolve(&sandbox, "miosa-tok-PH").await.unwrap();
+        assert_eq!(resolved.token.expose_secret(), "tok_NXT_0123456789abcdef");
         let fw = ledger.firewall(&sandbox).await.expect("a firewall");
         assert_eq!(
-            fw.scrub(b"tok_NEW_0123456789abcdef").as_ref(),
+            fw.scrub(b"tok_NXT_0123456789abcdef").as_ref(),
             b"miosa-tok-PH"
+        );
+        // Built: the next answer at once comes at once.
+        let now = ledger
+            .resolve_now(&sandbox, "miosa-tok-PH")
+            .expect("at once");
+        assert_eq!(
+            now.unwrap().token.expose_secret(),
+            "tok_NXT_0123456789abcdef"
         );
     }
 
@@ -1128,6 +1165,7 @@ mod tests {
             current: Mutex::new("tok_CUR_0123456789abcdef".into()),
             listed: Default::default(),
             extra: 0,
+            at_once: false,
         });
         let cached = Arc::new(airlock_vault_client::CachedTokenSource::new(source));
         let ledger = Arc::new(TokenLedger::new(cached));
