@@ -577,6 +577,15 @@ impl TokenLedger {
         state.firewall.clone()
     }
 
+    /// The firewall `sandbox` has now, without asking whether its list is
+    /// fresh: for a request that asked [`Self::firewall`] already (the tokens
+    /// it recorded since are in it: recording waits for their build).
+    pub fn current_firewall(&self, sandbox: &SandboxId) -> Option<Arc<Firewall>> {
+        let ledger = self.sandboxes.get(sandbox)?;
+        let state = ledger.state.read().expect("ledger lock");
+        state.firewall.clone()
+    }
+
     /// Reads the source's list. With `wait`, a load already under way is
     /// waited for (its result is what the caller needs).
     async fn load(&self, sandbox: &SandboxId, wait: bool) {

@@ -182,8 +182,9 @@ async fn stages(
     audit.upstream_version = Some(response.version());
     audit.status = response.status().as_u16();
     let firewall = if screening {
-        // Asked again: this request's swaps and refreshes are in it now.
-        let current = shared.ledger.firewall(&audit.sandbox).await;
+        // Read again: this request's swaps and refreshes are in it now (its
+        // freshness was seen to before the request went).
+        let current = shared.ledger.current_firewall(&audit.sandbox);
         let narrowed = swapper.narrowed_swaps();
         if narrowed.is_empty() {
             current
