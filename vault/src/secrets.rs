@@ -619,7 +619,8 @@ mod tests {
 
     /// The firewall's list of a sandbox's secrets (read in one query) holds
     /// its own tenant's value of a name two tenants use, and nothing once
-    /// the sandbox is deleted; its bound hosts are its own tenant's too.
+    /// the sandbox is deleted; its bound hosts are its own tenant's too, and
+    /// a secret it cannot read is left out, not the whole list.
     #[tokio::test]
     async fn a_sandbox_guards_its_own_tenants_secrets_and_nothing_once_deleted() {
         let (vaults, _dir) = on_both_stores("vault guarded secrets").await;
@@ -674,6 +675,19 @@ mod tests {
                 guarded("sb-blue").await,
                 ["blue-value-0123-API_KEY", "blue-value-0123-OTHER_KEY"]
             );
+            // A secret of a kind this vault does not know (a newer
+            // replica's) is left out; the rest of the list still comes.
+            sqlx::query("UPDATE secrets SET kind = 'from_the_future' WHERE tenant = 'red' AND name = 'OTHER_KEY'")
+                .execute(v.store.pool_for_tests())
+                .await
+                .unwrap();
+            assert_eq!(guarded("sb-red").await, ["red-value-0123-API_KEY"]);
+            sqlx::query(
+                "UPDATE secrets SET kind = 'static' WHERE tenant = 'red' AND name = 'OTHER_KEY'",
+            )
+            .execute(v.store.pool_for_tests())
+            .await
+            .unwrap();
             // The hosts the sandbox is bound to come from the same query.
             let red = SandboxId::new("sb-red");
             assert!(TokenSource::is_bound_host(&*v, &red, "red.test").await);

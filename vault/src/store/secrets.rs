@@ -89,11 +89,13 @@ impl Store {
     }
 
     /// Every secret `sandbox_id` holds a placeholder for, with its binding:
-    /// one query for what would be three a binding.
+    /// one query for what would be three a binding. A secret this vault
+    /// cannot read (a newer one's kind) comes as its own error, so a caller
+    /// may skip it and keep the rest.
     pub async fn secrets_bound_to(
         &self,
         sandbox_id: &str,
-    ) -> Result<Vec<(BindingRow, SecretRow)>, VaultError> {
+    ) -> Result<Vec<(BindingRow, Result<SecretRow, VaultError>)>, VaultError> {
         // Columns named one by one: the two tables must not shadow each other.
         let rows = sqlx::query(
             "SELECT b.placeholder, b.sandbox_id, b.env_name, b.target_kind, b.target, b.rules, \
@@ -107,7 +109,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((BindingRow::from_row(r)?, secret_from(r)?)))
+            .map(|r| Ok((BindingRow::from_row(r)?, secret_from(r))))
             .collect()
     }
 

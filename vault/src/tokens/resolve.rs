@@ -207,7 +207,9 @@ impl Vault {
         // Secrets in one query: a sandbox may hold a thousand, and its list
         // is read again every half minute while it is used.
         for (binding, secret) in self.store.secrets_bound_to(sandbox.as_str()).await? {
-            let Ok((token, signing)) = self.secret_keys(&secret, &binding.placeholder) else {
+            let Ok((token, signing)) =
+                secret.and_then(|s| self.secret_keys(&s, &binding.placeholder))
+            else {
                 continue;
             };
             push_guarded(
@@ -331,6 +333,7 @@ impl Vault {
         // asked every 30 s per host a sandbox uses, of up to a thousand.
         let mut out = Vec::new();
         for (b, s) in self.store.secrets_bound_to(sandbox).await? {
+            let s = s?;
             out.push((
                 b.env_name.clone(),
                 BindingShape {
