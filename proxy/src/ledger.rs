@@ -486,15 +486,18 @@ impl TokenLedger {
         self.sandboxes.entry(sandbox.clone()).or_default().clone()
     }
 
-    /// Records a token the proxy is about to use for `sandbox`.
-    pub fn record(&self, sandbox: &SandboxId, placeholder: &str, resolved: &Resolved) {
+    /// [`Self::record_async`] waiting on the caller's thread, whatever the
+    /// list's length (tests drive the ledger from plain threads).
+    #[cfg(test)]
+    fn record(&self, sandbox: &SandboxId, placeholder: &str, resolved: &Resolved) {
         if let Some((ledger, _)) = self.note(sandbox, placeholder, resolved) {
             ledger.bring_firewall_up_to_date();
         }
     }
 
-    /// [`Self::record`] for an async caller: a long list's build waits on a
-    /// blocking thread, not on the caller's worker.
+    /// Records a token the proxy is about to use for `sandbox`; returns once
+    /// a firewall guards it (a long list's build waits on a blocking thread,
+    /// not on the caller's worker).
     async fn record_async(&self, sandbox: &SandboxId, placeholder: &str, resolved: &Resolved) {
         if let Some((ledger, tokens)) = self.note(sandbox, placeholder, resolved) {
             build_firewall(ledger, tokens).await;
