@@ -362,7 +362,11 @@ impl TokenSource for CachedTokenSource {
 /// A source that can be replaced while the proxy runs (config reload on
 /// SIGHUP); requests in flight keep the one they started with.
 pub struct Swappable {
-    current: std::sync::RwLock<Arc<dyn TokenSource>>,
+    // Read on every request (the generation), replaced on SIGHUP: an
+    // `ArcSwap` read writes nothing other threads share, where a lock's read
+    // and an `Arc` clone each wrote the same line from every worker. Boxed
+    // twice because `ArcSwap` holds thin pointers only.
+    current: arc_swap::ArcSwap<Arc<dyn TokenSource>>,
     swaps: std::sync::atomic::AtomicU64,
     prefix: String,
 }
@@ -371,20 +375,22 @@ impl Swappable {
     pub fn new(initial: Arc<dyn TokenSource>) -> Self {
         Self {
             prefix: initial.placeholder_prefix().to_owned(),
-            current: std::sync::RwLock::new(initial),
+            current: arc_swap::ArcSwap::from_pointee(initial),
             swaps: Default::default(),
         }
     }
 
     /// Replaces the source; caches in front of this one drop what they hold.
     pub fn replace(&self, next: Arc<dyn TokenSource>) {
-        *self.current.write().expect("source lock") = next;
+        self.current.store(Arc::new(next));
         self.swaps
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The source for a call that awaits: owned, since a borrowed guard
+    /// must not be held across an await.
     fn get(&self) -> Arc<dyn TokenSource> {
-        self.current.read().expect("source lock").clone()
+        Arc::clone(&self.current.load())
     }
 }
 
@@ -445,7 +451,8 @@ impl TokenSource for Swappable {
     }
 
     fn generation(&self) -> u64 {
-        self.get()
+        self.current
+            .load()
             .generation()
             .wrapping_add(self.swaps.load(std::sync::atomic::Ordering::Relaxed) << 32)
     }
@@ -660,6 +667,45 @@ mod tests {
         fn generation(&self) -> u64 {
             self.generation.load(Ordering::SeqCst)
         }
+    }
+
+    #[tokio::test]
+    async fn a_replaced_source_answers_and_the_cache_in_front_forgets_the_old_one() {
+        let old = Arc::new(Counting {
+            generation: AtomicU64::new(7),
+            ..Counting::default()
+        });
+        let swappable = Arc::new(Swappable::new(old.clone()));
+        let cache = CachedTokenSource::new(swappable.clone());
+        let sandbox = SandboxId::default_sandbox();
+        cache.resolve(&sandbox, "p").await.unwrap();
+        assert!(cache.resolve_now(&sandbox, "p").is_some());
+        let before = swappable.generation();
+
+        // The new source has the same generation number: the swap alone
+        // must change what the cache sees.
+        let new = Arc::new(Counting {
+            generation: AtomicU64::new(7),
+            ..Counting::default()
+        });
+        new.answer.store(2, Ordering::SeqCst);
+        swappable.replace(new.clone());
+        assert_ne!(swappable.generation(), before);
+        assert!(
+            cache.resolve_now(&sandbox, "p").is_none(),
+            "old answer dropped"
+        );
+        assert!(matches!(
+            cache.resolve(&sandbox, "p").await,
+            Err(TokenError::Revoked { .. })
+        ));
+        assert_eq!(old.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(new.calls.load(Ordering::SeqCst), 1);
+
+        // The new source's own changes still show through.
+        let after = swappable.generation();
+        new.generation.fetch_add(1, Ordering::SeqCst);
+        assert_ne!(swappable.generation(), after);
     }
 
     #[tokio::test]
