@@ -1459,9 +1459,11 @@ def scaling_idle(proc, pki, pop, count, work):
     import resource
 
     asked = count
-    # airlock caps its connections at (open-files limit − 64) / 2 (each may
-    # hold an upstream one); the probe needs one more.
-    fit = (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64) // 2 - 8
+    # airlock's client connections fit in its descriptor budget (open-files
+    # limit − 320) less a sixteenth kept for upstream connections
+    # (proxy/src/limits.rs, `Descriptors`); the probe needs one more.
+    budget = max(resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 320, 2)
+    fit = budget - min(max(budget // 16, 64), budget // 2) - 8
     count = min(count, fit)
     cmd[cmd.index("--count") + 1] = str(count)
     time.sleep(1.0)

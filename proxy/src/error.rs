@@ -104,6 +104,10 @@ pub enum ProxyError {
     TooManyConnections { sandbox: String, limit: usize },
     #[error("the proxy already holds {limit} connections; retry in {retry_after} s")]
     ProxyBusy { limit: usize, retry_after: u64 },
+    #[error(
+        "the proxy holds all {limit} sockets its open-files limit allows; retry in {retry_after} s"
+    )]
+    OutOfDescriptors { limit: usize, retry_after: u64 },
     #[error("compressed request bodies being decoded already use the proxy's {budget}-byte budget; retry in {retry_after} s")]
     DecompressionBudget { budget: usize, retry_after: u64 },
     #[error("the request body sent nothing for {} s", .after.as_secs())]
@@ -178,7 +182,7 @@ impl ProxyError {
             | Self::UpstreamTls { .. }
             | Self::Timeout(_)
             | Self::Upstream(_) => Side::Upstream,
-            Self::Internal(_) => Side::Internal,
+            Self::Internal(_) | Self::OutOfDescriptors { .. } => Side::Internal,
         }
     }
 
@@ -191,6 +195,7 @@ impl ProxyError {
             Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::ProxyBusy { .. }
+            | Self::OutOfDescriptors { .. }
             | Self::DecompressionBudget { .. }
             | Self::TooManyHeld { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::ConsentNeeded { error, .. } => Self::Token(error.clone()).status(),
@@ -272,6 +277,7 @@ impl ProxyError {
             Self::TooManyAuthFailures { .. } => "auth_rate_limited",
             Self::TooManyConnections { .. } => "too_many_connections",
             Self::ProxyBusy { .. } => "proxy_busy",
+            Self::OutOfDescriptors { .. } => "out_of_descriptors",
             Self::DecompressionBudget { .. } => "decompression_budget",
             Self::BodyReadTimeout { .. } => "body_read_timeout",
             Self::BodyNotSwappable => "body_not_swappable",
@@ -300,6 +306,7 @@ impl ProxyError {
         }
         if let Self::TooManyAuthFailures { retry_after }
         | Self::ProxyBusy { retry_after, .. }
+        | Self::OutOfDescriptors { retry_after, .. }
         | Self::DecompressionBudget { retry_after, .. } = self
         {
             builder = builder.header(header::RETRY_AFTER, *retry_after);
@@ -365,6 +372,10 @@ impl From<&DialError> for ProxyError {
             DialError::Dns { .. } | DialError::NoAddress { .. } => Self::Dns(msg),
             DialError::Connect { .. } => Self::Connect(msg),
             DialError::Timeout { .. } => Self::Timeout(msg),
+            DialError::OutOfDescriptors { limit, .. } => Self::OutOfDescriptors {
+                limit: *limit,
+                retry_after: 1,
+            },
         }
     }
 }

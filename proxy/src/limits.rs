@@ -63,6 +63,7 @@ pub struct ConnectionSlots {
 }
 
 /// Held while a connection is open; frees its slot when dropped.
+#[derive(Debug)]
 pub struct Slot(Arc<AtomicUsize>);
 
 impl Drop for Slot {
@@ -102,10 +103,86 @@ fn parse_open_files_limit(limits: &str) -> Option<u64> {
         .ok()
 }
 
-/// Client connections that fit in `open_files`: each may hold an upstream
-/// connection too, and listeners, logs and the vault need a few.
-pub fn connections_that_fit(open_files: u64) -> usize {
-    (open_files.saturating_sub(64) / 2).max(1) as usize
+/// Connections over `max_connections` that are answered `503` at once (each
+/// holds its descriptor for a few seconds); more are closed unanswered.
+pub const BUSY_ANSWERS: usize = 256;
+
+/// Descriptors outside the connection budget: listeners, logs, the
+/// database, the vault's own HTTP clients (64), and the busy answers.
+const RESERVED_DESCRIPTORS: u64 = 64 + BUSY_ANSWERS as u64;
+
+/// The sockets the proxy holds for connections, client and upstream sides
+/// together, as one budget under the open-files limit (nginx's
+/// `worker_connections`). A client connection costs one descriptor; an
+/// upstream connection costs one for as long as it exists, and pooled ones
+/// are shared between client connections, so an idle intercepted connection
+/// holds one, not two. Client connections stop short of the whole budget,
+/// leaving headroom for the upstream connections of requests in flight; a
+/// dial past the whole budget is refused with a clear answer instead of
+/// failing with `EMFILE` in whatever part of the process asks next.
+pub struct Descriptors {
+    used: Arc<AtomicUsize>,
+    limit: usize,
+    clients_up_to: usize,
+}
+
+impl Descriptors {
+    /// The budget for a process allowed `open_files` descriptors (`None`:
+    /// unknown or unlimited).
+    pub fn for_open_files(open_files: Option<u64>) -> Self {
+        let Some(open_files) = open_files else {
+            return Self::unlimited();
+        };
+        let limit = open_files.saturating_sub(RESERVED_DESCRIPTORS).max(2) as usize;
+        // A sixteenth for upstream connections, at least 64 of them, never
+        // more than half.
+        let headroom = (limit / 16).max(64).min(limit / 2);
+        Self {
+            used: Arc::default(),
+            limit,
+            clients_up_to: limit - headroom,
+        }
+    }
+
+    pub fn unlimited() -> Self {
+        Self {
+            used: Arc::default(),
+            limit: usize::MAX,
+            clients_up_to: usize::MAX,
+        }
+    }
+
+    /// A descriptor for a client connection, unless only the upstream
+    /// headroom is left.
+    pub fn client(&self) -> Option<Slot> {
+        take_slot(self.used.clone(), self.clients_up_to)
+    }
+
+    /// A descriptor for an upstream connection, unless the budget is spent.
+    pub fn upstream(&self) -> Option<Slot> {
+        take_slot(self.used.clone(), self.limit)
+    }
+
+    /// The most client connections that can be open at once.
+    pub fn clients_up_to(&self) -> usize {
+        self.clients_up_to
+    }
+
+    /// The whole budget.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// A client connection let in: its place under `max_connections` and its
+/// descriptor, both given back when the connection ends.
+pub struct Admitted {
+    _connection: Slot,
+    _descriptor: Slot,
 }
 
 /// Every client connection the proxy holds, whatever the sandbox.
@@ -117,6 +194,17 @@ pub struct GlobalSlots {
 impl GlobalSlots {
     pub fn acquire(&self, limit: usize) -> Option<Slot> {
         take_slot(self.open.clone(), limit)
+    }
+
+    /// A place under `limit` and a client descriptor from `descriptors`, or
+    /// neither.
+    pub fn admit(&self, limit: usize, descriptors: &Descriptors) -> Option<Admitted> {
+        let connection = self.acquire(limit)?;
+        let descriptor = descriptors.client()?;
+        Some(Admitted {
+            _connection: connection,
+            _descriptor: descriptor,
+        })
     }
 
     pub fn open(&self) -> usize {
@@ -379,11 +467,57 @@ mod tests {
         let unlimited =
             "Max open files            unlimited            unlimited            files\n";
         assert_eq!(parse_open_files_limit(unlimited), None);
-        assert_eq!(connections_that_fit(1024), 480);
-        assert_eq!(connections_that_fit(10), 1);
         if cfg!(target_os = "linux") {
             assert!(open_files_limit().is_some());
         }
+    }
+
+    #[test]
+    fn descriptors_count_both_sides_and_keep_headroom_for_upstreams() {
+        let small = Descriptors::for_open_files(Some(1024));
+        assert_eq!((small.limit(), small.clients_up_to()), (704, 640));
+        let here = Descriptors::for_open_files(Some(20_000));
+        assert_eq!((here.limit(), here.clients_up_to()), (19_680, 18_450));
+        assert!(here.clients_up_to() >= 10_000, "10 000 idle clients fit");
+        let tiny = Descriptors::for_open_files(Some(10));
+        assert_eq!((tiny.limit(), tiny.clients_up_to()), (2, 1));
+        let unlimited = Descriptors::for_open_files(None);
+        assert_eq!(unlimited.clients_up_to(), usize::MAX);
+
+        // Clients stop at the headroom; upstream connections may use it,
+        // and nothing more; a descriptor given back is taken again.
+        let clients: Vec<_> = (0..640)
+            .map(|_| small.client().expect("a client"))
+            .collect();
+        assert!(small.client().is_none(), "clients stop short of the budget");
+        let upstreams: Vec<_> = (0..64)
+            .map(|_| small.upstream().expect("headroom"))
+            .collect();
+        assert!(small.upstream().is_none(), "the budget is spent");
+        assert_eq!(small.in_use(), 704);
+        drop(upstreams);
+        assert!(
+            small.client().is_none(),
+            "an upstream's descriptor is not a client's"
+        );
+        drop(clients);
+        assert_eq!(small.in_use(), 0);
+        assert!(small.client().is_some());
+
+        // Admission takes both a place and a descriptor, or neither.
+        let global = GlobalSlots::default();
+        let admitted = global.admit(1, &tiny).expect("admitted");
+        assert!(
+            global.admit(2, &tiny).is_none(),
+            "no client descriptor left"
+        );
+        assert_eq!(
+            global.open(),
+            1,
+            "the place taken for the refused one is back"
+        );
+        drop(admitted);
+        assert_eq!((global.open(), tiny.in_use()), (0, 0));
     }
 
     #[test]

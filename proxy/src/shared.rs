@@ -13,7 +13,7 @@ use crate::audit::{AuditRecord, Mode};
 use crate::egress::Dialer;
 use crate::error::ProxyError;
 use crate::ledger::TokenLedger;
-use crate::limits::{AuthFailures, Budget, ConnectionSlots, GlobalSlots};
+use crate::limits::{AuthFailures, Budget, ConnectionSlots, Descriptors, GlobalSlots};
 use crate::settings::ProxySettings;
 use crate::swap::{Scanner, Swapper};
 use crate::telemetry::Telemetry;
@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub all_connections: GlobalSlots,
     /// Connections over `max_connections` still being told so.
     pub busy_connections: GlobalSlots,
+    /// Sockets, client and upstream, under the open-files limit.
+    pub descriptors: Arc<Descriptors>,
     pub decompression: Budget,
     pub telemetry: Telemetry,
     /// Places for requests held for consent (`max_held_requests`).
@@ -54,18 +56,18 @@ impl Shared {
         local_addr: SocketAddr,
         telemetry: Telemetry,
     ) -> Self {
-        // Past the fd limit, accept fails for everyone; the cap answers 503 first.
-        if let Some(fit) =
-            crate::limits::open_files_limit().map(crate::limits::connections_that_fit)
-        {
-            if settings.max_connections > fit {
-                tracing::warn!(
-                    configured = settings.max_connections,
-                    effective = fit,
-                    "max_connections lowered to fit the open-files limit (raise it with ulimit -n or LimitNOFILE)"
-                );
-                settings.max_connections = fit;
-            }
+        // Past the fd limit, accept and dials fail for everyone; the budget
+        // answers 503 first.
+        let descriptors = Arc::new(Descriptors::for_open_files(
+            crate::limits::open_files_limit(),
+        ));
+        if settings.max_connections > descriptors.clients_up_to() {
+            tracing::warn!(
+                configured = settings.max_connections,
+                effective = descriptors.clients_up_to(),
+                "max_connections lowered to fit the open-files limit (raise it with ulimit -n or LimitNOFILE)"
+            );
+            settings.max_connections = descriptors.clients_up_to();
         }
         let dialer = Arc::new(
             Dialer::new(
@@ -75,7 +77,8 @@ impl Shared {
             )
             .with_own_addr(local_addr)
             .with_own_addrs(settings.own_addrs.iter().copied())
-            .with_lists(settings.egress.clone()),
+            .with_lists(settings.egress.clone())
+            .with_descriptors(descriptors.clone()),
         );
         let (roots, system_roots) = root_store(&settings.upstream_ca);
         tracing::debug!(
@@ -108,6 +111,7 @@ impl Shared {
             connections: ConnectionSlots::default(),
             all_connections: GlobalSlots::default(),
             busy_connections: GlobalSlots::default(),
+            descriptors,
             telemetry,
             held: Arc::new(tokio::sync::Semaphore::new(settings_held)),
             wire_choice,

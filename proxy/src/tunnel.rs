@@ -8,10 +8,10 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::audit::{AuditRecord, Mode};
 use crate::body::empty;
+use crate::egress::UpstreamStream;
 use crate::limits::Slot;
 use crate::pipeline::close::refuse;
 use crate::screen::ToSandbox;
@@ -48,7 +48,7 @@ pub(crate) async fn open(
 /// line is written when the tunnel ends.
 pub(crate) async fn relay<C>(
     mut client: C,
-    mut upstream: TcpStream,
+    mut upstream: UpstreamStream,
     prefix: &[u8],
     mut audit: AuditRecord,
 ) where

@@ -17,7 +17,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::CertificateDer;
 
 use crate::body::ProxyBody;
-use crate::egress::{DialError, Dialer};
+use crate::egress::{DialError, Dialer, UpstreamStream};
 use crate::error::ProxyError;
 use crate::settings::UpstreamWire;
 
@@ -69,14 +69,14 @@ const SINK_AFTER_CLOSE_BYTES: u64 = 1024 * 1024;
 /// body write error and would never read it. Reads go on as before: the
 /// answer, then EOF, which ends the connection.
 pub struct EarlyAnswerTcp {
-    inner: tokio::net::TcpStream,
+    inner: UpstreamStream,
     sink_limit: u64,
     closed: Option<(std::io::ErrorKind, u64)>,
 }
 
 impl EarlyAnswerTcp {
     /// `sink_limit`: how many bytes to drop after the close (0: none).
-    pub fn new(inner: tokio::net::TcpStream, sink_limit: u64) -> Self {
+    pub fn new(inner: UpstreamStream, sink_limit: u64) -> Self {
         Self {
             inner,
             sink_limit,
@@ -115,7 +115,7 @@ impl EarlyAnswerTcp {
         if sunk >= self.sink_limit {
             return Poll::Ready(Err(kind.into()));
         }
-        ready!(self.inner.poll_read_ready(cx))?;
+        ready!(self.inner.get_ref().poll_read_ready(cx))?;
         self.closed = Some((kind, sunk + len as u64));
         Poll::Ready(Ok(len))
     }
@@ -178,7 +178,7 @@ impl tokio::io::AsyncWrite for EarlyAnswerTcp {
 
 impl hyper_util::client::legacy::connect::Connection for EarlyAnswerTcp {
     fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.inner.connected()
+        self.inner.get_ref().connected()
     }
 }
 
@@ -392,7 +392,7 @@ mod early_answer_tests {
     async fn an_answer_sent_before_a_close_can_still_be_read_after_write_errors() {
         let (addr, peer) = answering_peer().await;
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut io = EarlyAnswerTcp::new(tcp, SINK_AFTER_CLOSE_BYTES);
+        let mut io = EarlyAnswerTcp::new(UpstreamStream::uncounted(tcp), SINK_AFTER_CLOSE_BYTES);
         // More than the peer reads: it closes with some unread.
         io.write_all(&[b'h'; 32]).await.unwrap();
         peer.await.unwrap();
@@ -431,12 +431,10 @@ mod early_answer_tests {
 
     #[tokio::test]
     async fn other_write_errors_are_not_hidden() {
-        let mut io = EarlyAnswerTcp::new(
-            tokio::net::TcpStream::connect(answering_peer().await.0)
-                .await
-                .unwrap(),
-            SINK_AFTER_CLOSE_BYTES,
-        );
+        let tcp = tokio::net::TcpStream::connect(answering_peer().await.0)
+            .await
+            .unwrap();
+        let mut io = EarlyAnswerTcp::new(UpstreamStream::uncounted(tcp), SINK_AFTER_CLOSE_BYTES);
         let err = std::io::Error::from(std::io::ErrorKind::TimedOut);
         assert!(io.settle(&Err(err), 10).is_none());
         assert!(io.closed.is_none());
@@ -447,7 +445,7 @@ mod early_answer_tests {
         let tcp = tokio::net::TcpStream::connect(answering_peer().await.0)
             .await
             .unwrap();
-        let mut io = EarlyAnswerTcp::new(tcp, 0);
+        let mut io = EarlyAnswerTcp::new(UpstreamStream::uncounted(tcp), 0);
         let err = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
         let settled = io.settle(&Err(err), 10).expect("settled");
         assert_eq!(settled.unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);

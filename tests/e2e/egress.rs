@@ -412,6 +412,59 @@ async fn connections_over_max_connections_get_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_connection_costs_one_descriptor_of_the_open_files_limit() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    // 1 024 open files: 704 for connections (320 reserved), clients up to
+    // 640 of them; counted as two descriptors each, only 480 would fit.
+    let airlock = Airlock::start_with_open_files(&config(&ca, &upstream, "", ""), 1024);
+    assert_serving(&airlock).await;
+    let proxy = airlock.proxy_addr();
+    const TOTAL: usize = 700;
+    let mut held = Vec::new();
+    for _ in 0..TOTAL {
+        held.push(tokio::net::TcpStream::connect(proxy).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each asks for something refused on the spot (no dial): the admitted
+    // ones get the egress refusal, the ones past the budget `503`.
+    let mut answers = tokio::task::JoinSet::new();
+    for mut stream in held {
+        answers.spawn(async move {
+            stream
+                .write_all(b"CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254:443\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            tunnel::read_to_close(&mut stream).await
+        });
+    }
+    let (mut busy, mut refused, mut other) = (0, 0, Vec::new());
+    while let Some(answer) = answers.join_next().await {
+        let answer = answer.unwrap().to_ascii_lowercase();
+        if answer.starts_with("http/1.1 503") && answer.contains("x-airlock-error: proxy_busy") {
+            assert!(answer.contains("retry-after: 1"), "{answer}");
+            busy += 1;
+        } else if answer.starts_with("http/1.1 403") {
+            refused += 1;
+        } else if other.len() < 3 {
+            other.push(answer);
+        }
+    }
+    // The pooled upstream connection of the first request holds its own
+    // descriptor, so a few fewer than 640 clients may be in.
+    assert!(
+        (630..=640).contains(&refused) && busy + refused == TOTAL,
+        "admitted {refused}, busy {busy}, other {other:?}"
+    );
+    let logs = airlock.logs();
+    assert!(logs.contains("max_connections lowered"), "{logs}");
+    assert!(logs.contains("640"), "{logs}");
+    assert!(!logs.contains("Too many open files"), "{logs}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_serving(&airlock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_gzip_bombs_share_one_decompression_budget() {
     // An upstream that accepts and never answers: each request holds its
     // decoded body until response_timeout, so the bombs overlap.

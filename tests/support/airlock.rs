@@ -99,6 +99,7 @@ impl Airlock {
             &[],
             None,
             [listen, vault_listen, admin_listen],
+            None,
         )
     }
 
@@ -115,6 +116,20 @@ impl Airlock {
             extra_env,
             data_dir,
             [listen, "127.0.0.1:0", "127.0.0.1:0"],
+            None,
+        )
+    }
+
+    /// `airlock up` allowed only `open_files` descriptors (run under
+    /// util-linux's `prlimit`, which sets the limit and becomes airlock).
+    pub fn start_with_open_files(config: &str, open_files: u64) -> Airlock {
+        Self::start_addrs(
+            "up",
+            config,
+            &[],
+            None,
+            ["127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"],
+            Some(open_files),
         )
     }
 
@@ -124,6 +139,7 @@ impl Airlock {
         extra_env: &[(&str, &str)],
         data_dir: Option<PathBuf>,
         [listen, vault_listen, admin_listen]: [&str; 3],
+        open_files: Option<u64>,
     ) -> Airlock {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("airlock.toml");
@@ -131,7 +147,17 @@ impl Airlock {
         let data_dir = data_dir.unwrap_or_else(|| dir.path().join("data"));
         let log_path = dir.path().join("airlock.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let mut cmd = Command::new(binary());
+        let mut cmd = match open_files {
+            Some(n) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit
+                    .arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(binary());
+                prlimit
+            }
+            None => Command::new(binary()),
+        };
         cmd.args([subcommand, "--config"])
             .arg(&config_path)
             .arg("--data-dir")

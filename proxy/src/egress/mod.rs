@@ -7,14 +7,19 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_vault_client::{normalize_host, HostPattern, HostPatternError};
 use tokio::net::TcpStream;
 
 mod classify;
+mod stream;
 #[cfg(test)]
 mod tests;
+
+use crate::limits::Descriptors;
+pub use stream::UpstreamStream;
 
 use classify::{canonical, is_localhost_name};
 pub use classify::{classify, host_literal, AddrClass, HostLiteral};
@@ -110,6 +115,10 @@ pub enum DialError {
     OwnListener { host: String, addr: SocketAddr },
     #[error("{host} is answered by airlock itself and is never dialled")]
     Reserved { host: String },
+    #[error(
+        "no connection to {host}: the proxy holds all {limit} sockets its open-files limit allows"
+    )]
+    OutOfDescriptors { host: String, limit: usize },
 }
 
 /// The operator's lists, checked before the default address guard.
@@ -141,6 +150,8 @@ pub struct Dialer {
     lists: EgressLists,
     /// Checked DNS answers by (name, port).
     answers: moka::sync::Cache<(String, u16), std::sync::Arc<[SocketAddr]>>,
+    /// Every upstream connection takes a descriptor from this budget.
+    descriptors: Arc<Descriptors>,
 }
 
 impl fmt::Debug for Dialer {
@@ -168,7 +179,14 @@ impl Dialer {
                 .max_capacity(10_000)
                 .time_to_live(ANSWER_TTL)
                 .build(),
+            descriptors: Arc::new(Descriptors::unlimited()),
         }
+    }
+
+    /// Counts upstream connections in `descriptors` (the client side's too).
+    pub fn with_descriptors(mut self, descriptors: Arc<Descriptors>) -> Self {
+        self.descriptors = descriptors;
+        self
     }
 
     pub fn with_lists(mut self, lists: EgressLists) -> Self {
@@ -333,7 +351,7 @@ impl Dialer {
     }
 
     /// Connects to the first reachable allowed address of `host:port`.
-    pub async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, DialError> {
+    pub async fn dial(&self, host: &str, port: u16) -> Result<UpstreamStream, DialError> {
         let addrs = self.resolve(host, port).await?;
         self.dial_checked(host, &addrs).await
     }
@@ -343,13 +361,20 @@ impl Dialer {
         &self,
         host: &str,
         addrs: &[SocketAddr],
-    ) -> Result<TcpStream, DialError> {
+    ) -> Result<UpstreamStream, DialError> {
+        let descriptor =
+            self.descriptors
+                .upstream()
+                .ok_or_else(|| DialError::OutOfDescriptors {
+                    host: host.to_owned(),
+                    limit: self.descriptors.limit(),
+                })?;
         let mut last_err = None;
         for &addr in addrs {
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    return Ok(stream);
+                    return Ok(UpstreamStream::new(stream, Some(descriptor)));
                 }
                 Ok(Err(source)) => {
                     last_err = Some(DialError::Connect {

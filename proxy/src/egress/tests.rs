@@ -263,3 +263,71 @@ async fn airlock_internal_is_never_resolved_even_when_an_override_names_it() {
         assert!(dialer.dial(host, 80).await.is_err());
     }
 }
+
+#[tokio::test]
+async fn a_dial_takes_a_descriptor_until_its_connection_closes_and_none_past_the_budget() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let overrides = ResolveOverrides::new([(
+        "api.budget.test",
+        OverrideTarget {
+            ip: target.ip(),
+            port: Some(target.port()),
+        },
+    )])
+    .unwrap();
+    // 330 open files: a budget of 10, 5 of them for clients.
+    let descriptors = Arc::new(Descriptors::for_open_files(Some(330)));
+    assert_eq!((descriptors.limit(), descriptors.clients_up_to()), (10, 5));
+    let dialer =
+        Dialer::new(overrides, true, Duration::from_secs(1)).with_descriptors(descriptors.clone());
+    let clients: Vec<_> = (0..5).map(|_| descriptors.client().unwrap()).collect();
+    let mut upstreams = Vec::new();
+    for _ in 0..5 {
+        upstreams.push(dialer.dial("api.budget.test", 443).await.expect("headroom"));
+    }
+    assert_eq!(descriptors.in_use(), 10);
+    let err = dialer.dial("api.budget.test", 443).await.unwrap_err();
+    assert!(
+        matches!(err, DialError::OutOfDescriptors { limit: 10, .. }),
+        "{err}"
+    );
+    let answer = crate::error::ProxyError::from(&err);
+    assert_eq!(answer.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.code(), "out_of_descriptors");
+    let response = answer.to_response();
+    assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
+    assert!(
+        response.headers().get(http::header::CONNECTION).is_none(),
+        "the client's connection stays usable"
+    );
+    // A refused dial took nothing; a closed connection gives its descriptor back.
+    assert_eq!(descriptors.in_use(), 10);
+    drop(upstreams.pop());
+    assert_eq!(descriptors.in_use(), 9);
+    let again = dialer
+        .dial("api.budget.test", 443)
+        .await
+        .expect("a descriptor again");
+    assert!(again.get_ref().peer_addr().is_ok());
+    drop((again, upstreams, clients));
+    assert_eq!(descriptors.in_use(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_dial_gives_its_descriptor_back() {
+    // A port nothing listens on: bind, note the port, close.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let descriptors = Arc::new(Descriptors::for_open_files(Some(330)));
+    let dialer = Dialer::new(ResolveOverrides::default(), true, Duration::from_secs(1))
+        .with_descriptors(descriptors.clone());
+    let err = dialer
+        .dial_checked("closed.test", &[closed])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DialError::Connect { .. }), "{err}");
+    assert_eq!(descriptors.in_use(), 0);
+}

@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::audit::Mode;
 use crate::error::ProxyError;
-use crate::limits::Slot;
+use crate::limits::{Admitted, Slot, BUSY_ANSWERS};
 use crate::metrics::ConnectionGuard;
 use crate::pipeline::close::refuse;
 use crate::screen::ToSandbox;
@@ -29,8 +29,6 @@ use crate::shared::Shared;
 /// How long a connection over `max_connections` may take to send the head
 /// of the request that gets its 503.
 const BUSY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections over `max_connections` that get a `503` at once; more are closed unanswered.
-const MAX_BUSY_ANSWERS: usize = 256;
 
 /// Plain-HTTP requests hold a per-sandbox slot for as long as their
 /// connection is open (tunnels take their own).
@@ -65,7 +63,7 @@ pub(crate) async fn accept_loop<F, Fut>(
     serve_one: F,
 ) -> std::io::Result<()>
 where
-    F: Fn(Arc<Shared>, TcpStream, SocketAddr, Slot) -> Fut,
+    F: Fn(Arc<Shared>, TcpStream, SocketAddr, Admitted) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     loop {
@@ -80,12 +78,12 @@ where
         };
         let span = tracing::debug_span!("conn", %peer);
         let limit = shared.settings.max_connections;
-        match shared.all_connections.acquire(limit) {
+        match shared.all_connections.admit(limit, &shared.descriptors) {
             Some(slot) => {
                 tokio::spawn(serve_one(shared.clone(), stream, peer, slot).instrument(span));
             }
             None if over_limit == OverLimit::Close => drop(stream),
-            None => match shared.busy_connections.acquire(MAX_BUSY_ANSWERS) {
+            None => match shared.busy_connections.acquire(BUSY_ANSWERS) {
                 // Told why, within bounds; past them, closed at once.
                 Some(slot) => {
                     tokio::spawn(
@@ -127,7 +125,7 @@ async fn serve_busy(shared: Arc<Shared>, stream: TcpStream, peer: IpAddr, _slot:
     tracing::debug!(%peer, "connection refused: proxy at max_connections");
 }
 
-async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: IpAddr, _slot: Slot) {
+async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: IpAddr, _slot: Admitted) {
     let _open = ConnectionGuard::open(&shared.telemetry.metrics);
     let _ = stream.set_nodelay(true);
     let held: Arc<HeldSlots> = Arc::default();

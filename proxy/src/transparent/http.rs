@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use super::{destination, sandbox_for, Redirected};
 use crate::audit::Mode;
 use crate::error::ProxyError;
-use crate::limits::Slot;
+use crate::limits::{Admitted, Slot};
 use crate::metrics::ConnectionGuard;
 use crate::parse::host_for_uri;
 use crate::pipeline::close::refuse;
@@ -27,7 +27,7 @@ pub(super) async fn serve_connection(
     shared: Arc<Shared>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    _global_slot: Slot,
+    _global_slot: Admitted,
 ) {
     let _open = ConnectionGuard::open(&shared.telemetry.metrics);
     let _ = stream.set_nodelay(true);

@@ -16,7 +16,7 @@ use super::{destination, sandbox_for, Redirected};
 use crate::audit::{Mode, Outcome};
 use crate::error::ProxyError;
 use crate::intercept::InterceptCtx;
-use crate::limits::Slot;
+use crate::limits::{Admitted, Slot};
 use crate::metrics::ConnectionGuard;
 use crate::rewind::Rewind;
 use crate::shared::Shared;
@@ -29,7 +29,7 @@ pub(super) async fn serve_connection(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    _global_slot: Slot,
+    _global_slot: Admitted,
 ) {
     let _open = ConnectionGuard::open(&shared.telemetry.metrics);
     let _ = stream.set_nodelay(true);
