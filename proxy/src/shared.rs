@@ -61,6 +61,7 @@ impl Shared {
         let descriptors = Arc::new(Descriptors::for_open_files(
             crate::limits::open_files_limit(),
         ));
+        telemetry.metrics.watch_descriptors(descriptors.clone());
         if settings.max_connections > descriptors.clients_up_to() {
             tracing::warn!(
                 configured = settings.max_connections,

@@ -426,6 +426,19 @@ async fn an_idle_client_connection_costs_one_descriptor_of_the_open_files_limit(
         held.push(tokio::net::TcpStream::connect(proxy).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The budget and what is held of it are where operators look.
+    let url = format!("{}/metrics", airlock.metrics_url());
+    let metrics = blocking(move || curl(&[], &["-s", &url]).stdout).await;
+    assert!(
+        metrics.contains("airlock_descriptor_budget 704"),
+        "{metrics}"
+    );
+    let open = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("airlock_open_descriptors "))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .expect("open descriptors reported");
+    assert!((630..=704).contains(&open), "{open} descriptors open");
     // Each asks for something refused on the spot (no dial): the admitted
     // ones get the egress refusal, the ones past the budget `503`.
     let mut answers = tokio::task::JoinSet::new();

@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 use crate::body::{full, ProxyBody};
+use crate::limits::Descriptors;
 
 mod striped;
 
@@ -66,6 +67,11 @@ pub struct Metrics {
     /// Upstreams `auto` has measured, by the wire that answers them faster.
     pub upstream_faster_wire: Family<WireLabel, Gauge>,
     pub open_connections: Gauge,
+    /// Sockets of the descriptor budget in use, and the budget, read from
+    /// the proxy's [`Descriptors`] at scrape time.
+    open_descriptors: Gauge,
+    descriptor_budget: Gauge,
+    descriptors: std::sync::OnceLock<Arc<Descriptors>>,
     pub certificates_minted: Gauge,
     pub token_cache_hits: Gauge,
     pub token_cache_misses: Gauge,
@@ -173,6 +179,18 @@ impl Metrics {
             "Client connections open now",
             open_connections.clone(),
         );
+        let open_descriptors = Gauge::default();
+        registry.register(
+            "open_descriptors",
+            "Sockets the proxy holds for connections now, client and upstream sides",
+            open_descriptors.clone(),
+        );
+        let descriptor_budget = Gauge::default();
+        registry.register(
+            "descriptor_budget",
+            "Sockets the open-files limit allows the proxy's connections (0: no limit known)",
+            descriptor_budget.clone(),
+        );
         let certificates_minted = Gauge::default();
         registry.register(
             "certificates_minted",
@@ -232,10 +250,27 @@ impl Metrics {
             upstream_answers_h2,
             upstream_faster_wire,
             open_connections,
+            open_descriptors,
+            descriptor_budget,
+            descriptors: std::sync::OnceLock::new(),
             certificates_minted,
             token_cache_hits,
             token_cache_misses,
             vault_refreshes,
+        }
+    }
+
+    /// Reports `descriptors` from now on (the proxy's budget; set once).
+    pub fn watch_descriptors(&self, descriptors: Arc<Descriptors>) {
+        let _ = self.descriptors.set(descriptors);
+    }
+
+    fn sample_descriptors(&self) {
+        if let Some(d) = self.descriptors.get() {
+            self.open_descriptors
+                .set(i64::try_from(d.in_use()).unwrap_or(i64::MAX));
+            self.descriptor_budget
+                .set(i64::try_from(d.limit()).unwrap_or(0));
         }
     }
 
@@ -339,6 +374,7 @@ fn admin_response(
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => {
             apply_samples(metrics, sampler);
+            metrics.sample_descriptors();
             (
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -363,6 +399,23 @@ fn admin_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_descriptor_budget_is_read_at_scrape_time() {
+        let m = Metrics::new();
+        m.sample_descriptors();
+        assert!(m.render().contains("airlock_descriptor_budget 0"));
+        let d = Arc::new(Descriptors::for_open_files(Some(1024)));
+        m.watch_descriptors(d.clone());
+        let held = (d.client().unwrap(), d.upstream().unwrap());
+        m.sample_descriptors();
+        let text = m.render();
+        assert!(text.contains("airlock_open_descriptors 2"), "{text}");
+        assert!(text.contains("airlock_descriptor_budget 704"), "{text}");
+        drop(held);
+        m.sample_descriptors();
+        assert!(m.render().contains("airlock_open_descriptors 0"));
+    }
 
     #[test]
     fn the_common_request_count_is_shown_only_once_counted_and_counts_with_the_rest() {
