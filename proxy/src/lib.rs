@@ -21,6 +21,7 @@ pub mod egress;
 pub mod error;
 pub mod firewall;
 pub mod headers;
+mod held_stream;
 mod http_server;
 mod intercept;
 mod internal;

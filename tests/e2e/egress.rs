@@ -478,6 +478,112 @@ async fn an_idle_client_connection_costs_one_descriptor_of_the_open_files_limit(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_past_the_descriptor_budget_is_answered_503_not_emfile() {
+    // An upstream that accepts and never answers: every request holds its
+    // upstream connection until response_timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    let cfg = config(
+        &ca,
+        &upstream,
+        // HTTP/1.1 only: with ALPN, concurrent requests to a new host wait
+        // for its first connection instead of dialling their own.
+        "response_timeout_secs = 5\nupstream_protocol = \"http1\"",
+        &format!("\"slow.egress.test\" = \"127.0.0.1:{silent_port}\""),
+    );
+    // 700 open files: a budget of 380, clients up to 316 of it.
+    let airlock = Airlock::start_with_open_files(&cfg, 700);
+    let proxy = airlock.proxy_addr();
+    let mut idle = Vec::new();
+    for _ in 0..230 {
+        idle.push(tokio::net::TcpStream::connect(proxy).await.unwrap());
+    }
+    // 80 more clients (310 in all, every one admitted), then each asks
+    // for the silent upstream over plain HTTP: 70 descriptors are left for
+    // their upstream connections.
+    let mut active = Vec::new();
+    for _ in 0..80 {
+        active.push(tokio::net::TcpStream::connect(proxy).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut requests = tokio::task::JoinSet::new();
+    for mut stream in active {
+        requests.spawn(async move {
+            stream
+                .write_all(b"GET http://slow.egress.test/held HTTP/1.1\r\nHost: slow.egress.test\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            tunnel::read_to_close(&mut stream).await.to_ascii_lowercase()
+        });
+    }
+    let (mut out_of_descriptors, mut timed_out, mut other) = (0, 0, Vec::new());
+    while let Some(head) = requests.join_next().await {
+        let head = head.unwrap();
+        if head.starts_with("http/1.1 503") && head.contains("x-airlock-error: out_of_descriptors")
+        {
+            assert!(head.contains("retry-after: 1"), "{head}");
+            assert!(head.contains("open-files limit"), "{head}");
+            out_of_descriptors += 1;
+        } else if head.starts_with("http/1.1 504") {
+            timed_out += 1;
+        } else if other.len() < 3 {
+            other.push(head);
+        }
+    }
+    // 10 when all 310 clients are in when the dials start; fewer if the
+    // accept loop still had some to admit.
+    assert!(
+        (1..=10).contains(&out_of_descriptors) && out_of_descriptors + timed_out == 80,
+        "out of descriptors {out_of_descriptors}, timed out {timed_out}, other {other:?}"
+    );
+    let logs = airlock.logs();
+    assert!(!logs.contains("Too many open files"), "{logs}");
+    drop(idle);
+    hold.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_serving(&airlock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_its_connect_still_counts_against_max_connections() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    let airlock = Airlock::start(&config(&ca, &upstream, "max_connections = 5", ""));
+    let proxy = airlock.proxy_addr();
+    // Five connections past their `200`: the HTTP server has handed each
+    // socket to the interception, which waits for the ClientHello.
+    let mut tunnels = Vec::new();
+    for _ in 0..5 {
+        let (status, head, stream) = tunnel::connect(proxy, &format!("{API}:443")).await;
+        assert_eq!(status, 200, "{head}");
+        tunnels.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    extra
+        .write_all(format!("GET http://{API}/x HTTP/1.1\r\nHost: {API}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = tunnel::read_to_close(&mut extra).await.to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("x-airlock-error: proxy_busy"), "{answer}");
+    let url = format!("{}/metrics", airlock.metrics_url());
+    let metrics = blocking(move || curl(&[], &["-s", &url]).stdout).await;
+    assert!(metrics.contains("airlock_open_connections 5"), "{metrics}");
+    drop(tunnels);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_serving(&airlock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_gzip_bombs_share_one_decompression_budget() {
     // An upstream that accepts and never answers: each request holds its
     // decoded body until response_timeout, so the bombs overlap.

@@ -14,12 +14,23 @@ use airlock_vault_client::{normalize_host, HostPattern, HostPatternError};
 use tokio::net::TcpStream;
 
 mod classify;
-mod stream;
 #[cfg(test)]
 mod tests;
 
-use crate::limits::Descriptors;
-pub use stream::UpstreamStream;
+use crate::held_stream::HeldStream;
+use crate::limits::{Descriptors, Slot};
+
+/// What the dialler hands out: an upstream socket holding its descriptor in
+/// the budget until it is closed, in the pool or out of it.
+pub type UpstreamStream = HeldStream<Option<Slot>>;
+
+impl UpstreamStream {
+    /// A socket the budget does not count (tests that dial by hand).
+    #[cfg(test)]
+    pub(crate) fn uncounted(stream: TcpStream) -> Self {
+        Self::new(stream, None)
+    }
+}
 
 use classify::{canonical, is_localhost_name};
 pub use classify::{classify, host_literal, AddrClass, HostLiteral};

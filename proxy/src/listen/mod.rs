@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::audit::Mode;
 use crate::error::ProxyError;
+use crate::held_stream::HeldStream;
 use crate::limits::{Admitted, Slot, BUSY_ANSWERS};
 use crate::metrics::ConnectionGuard;
 use crate::pipeline::close::refuse;
@@ -125,9 +126,13 @@ async fn serve_busy(shared: Arc<Shared>, stream: TcpStream, peer: IpAddr, _slot:
     tracing::debug!(%peer, "connection refused: proxy at max_connections");
 }
 
-async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: IpAddr, _slot: Admitted) {
-    let _open = ConnectionGuard::open(&shared.telemetry.metrics);
+async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: IpAddr, admitted: Admitted) {
     let _ = stream.set_nodelay(true);
+    // After a CONNECT the server hands the socket to the tunnel or the
+    // interception and returns: the connection's place, descriptor and
+    // gauge go with the socket, not with this function.
+    let open = ConnectionGuard::open(&shared.telemetry.metrics);
+    let stream = HeldStream::new(stream, (admitted, open));
     let held: Arc<HeldSlots> = Arc::default();
     let for_service = shared.clone();
     let service = service_fn(move |req| {

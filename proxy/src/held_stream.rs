@@ -1,5 +1,7 @@
-//! What the dialler hands out: an upstream socket that holds its descriptor
-//! in the proxy's budget until it is closed.
+//! A socket that carries what its connection holds (a descriptor in the
+//! budget, a place under `max_connections`) for exactly as long as the
+//! socket lives, wherever it is handed: into the upstream pool, or from the
+//! HTTP server to a tunnel or interception after a CONNECT.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -7,28 +9,19 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::limits::Slot;
-
-/// An upstream TCP connection and its descriptor in the budget (given back
-/// when the connection is dropped, in the pool or out of it).
+/// A TCP connection and `G`, dropped with it.
 #[derive(Debug)]
-pub struct UpstreamStream {
+pub struct HeldStream<G> {
     stream: TcpStream,
-    _descriptor: Option<Slot>,
+    _held: G,
 }
 
-impl UpstreamStream {
-    pub(crate) fn new(stream: TcpStream, descriptor: Option<Slot>) -> Self {
+impl<G> HeldStream<G> {
+    pub(crate) fn new(stream: TcpStream, held: G) -> Self {
         Self {
             stream,
-            _descriptor: descriptor,
+            _held: held,
         }
-    }
-
-    /// A socket the budget does not count (tests that dial by hand).
-    #[cfg(test)]
-    pub(crate) fn uncounted(stream: TcpStream) -> Self {
-        Self::new(stream, None)
     }
 
     pub fn get_ref(&self) -> &TcpStream {
@@ -36,7 +29,7 @@ impl UpstreamStream {
     }
 }
 
-impl AsyncRead for UpstreamStream {
+impl<G: Unpin> AsyncRead for HeldStream<G> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -46,7 +39,7 @@ impl AsyncRead for UpstreamStream {
     }
 }
 
-impl AsyncWrite for UpstreamStream {
+impl<G: Unpin> AsyncWrite for HeldStream<G> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
