@@ -24,6 +24,57 @@ fn config(ca: &TestCa, upstream: &Upstream, proxy_extra: &str, resolve_extra: &s
     )
 }
 
+/// Answers counted by status and `x-airlock-error` code ("503 proxy_busy");
+/// every 503 must carry `Retry-After: 1`.
+#[derive(Debug, Default)]
+struct Tally(std::collections::BTreeMap<String, usize>);
+
+impl Tally {
+    fn get(&self, key: &str) -> usize {
+        self.0.get(key).copied().unwrap_or(0)
+    }
+}
+
+/// Sends `request` on every stream at once and tallies the answers.
+async fn ask_each(streams: Vec<tokio::net::TcpStream>, request: &'static [u8]) -> Tally {
+    let mut answers = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        answers.spawn(async move {
+            stream.write_all(request).await.unwrap();
+            tunnel::read_to_close(&mut stream).await
+        });
+    }
+    let mut tally = Tally::default();
+    while let Some(answer) = answers.join_next().await {
+        let answer = answer.unwrap().to_ascii_lowercase();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("none")
+            .to_owned();
+        let code = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("x-airlock-error: "))
+            .unwrap_or("-")
+            .trim()
+            .to_owned();
+        if status == "503" {
+            assert!(answer.contains("retry-after: 1"), "{answer}");
+        }
+        if code == "out_of_descriptors" {
+            assert!(answer.contains("open-files limit"), "{answer}");
+        }
+        *tally.0.entry(format!("{status} {code}")).or_default() += 1;
+    }
+    tally
+}
+
+/// The metrics endpoint's text.
+async fn scrape(airlock: &Airlock) -> String {
+    let url = format!("{}/metrics", airlock.metrics_url());
+    blocking(move || curl(&[], &["-s", &url]).stdout).await
+}
+
 /// The proxy still answers a correct request.
 async fn assert_serving(airlock: &Airlock) {
     let env = airlock.env.clone();
@@ -427,8 +478,7 @@ async fn an_idle_client_connection_costs_one_descriptor_of_the_open_files_limit(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The budget and what is held of it are where operators look.
-    let url = format!("{}/metrics", airlock.metrics_url());
-    let metrics = blocking(move || curl(&[], &["-s", &url]).stdout).await;
+    let metrics = scrape(&airlock).await;
     assert!(
         metrics.contains("airlock_descriptor_budget 704"),
         "{metrics}"
@@ -441,33 +491,14 @@ async fn an_idle_client_connection_costs_one_descriptor_of_the_open_files_limit(
     assert!((630..=704).contains(&open), "{open} descriptors open");
     // Each asks for something refused on the spot (no dial): the admitted
     // ones get the egress refusal, the ones past the budget `503`.
-    let mut answers = tokio::task::JoinSet::new();
-    for mut stream in held {
-        answers.spawn(async move {
-            stream
-                .write_all(b"CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254:443\r\nConnection: close\r\n\r\n")
-                .await
-                .unwrap();
-            tunnel::read_to_close(&mut stream).await
-        });
-    }
-    let (mut busy, mut refused, mut other) = (0, 0, Vec::new());
-    while let Some(answer) = answers.join_next().await {
-        let answer = answer.unwrap().to_ascii_lowercase();
-        if answer.starts_with("http/1.1 503") && answer.contains("x-airlock-error: proxy_busy") {
-            assert!(answer.contains("retry-after: 1"), "{answer}");
-            busy += 1;
-        } else if answer.starts_with("http/1.1 403") {
-            refused += 1;
-        } else if other.len() < 3 {
-            other.push(answer);
-        }
-    }
+    let connect = b"CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254:443\r\nConnection: close\r\n\r\n";
+    let tally = ask_each(held, connect).await;
+    let (busy, refused) = (tally.get("503 proxy_busy"), tally.get("403 egress_denied"));
     // The pooled upstream connection of the first request holds its own
     // descriptor, so a few fewer than 640 clients may be in.
     assert!(
         (630..=640).contains(&refused) && busy + refused == TOTAL,
-        "admitted {refused}, busy {busy}, other {other:?}"
+        "{tally:?}"
     );
     let logs = airlock.logs();
     assert!(logs.contains("max_connections lowered"), "{logs}");
@@ -481,14 +512,7 @@ async fn an_idle_client_connection_costs_one_descriptor_of_the_open_files_limit(
 async fn a_dial_past_the_descriptor_budget_is_answered_503_not_emfile() {
     // An upstream that accepts and never answers: every request holds its
     // upstream connection until response_timeout.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    let hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let (silent_port, hold) = crate::support::silent_listener().await;
     let ca = TestCa::new();
     let upstream = Upstream::start(&ca, &[API]).await;
     let cfg = config(
@@ -514,35 +538,15 @@ async fn a_dial_past_the_descriptor_budget_is_answered_503_not_emfile() {
         active.push(tokio::net::TcpStream::connect(proxy).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut requests = tokio::task::JoinSet::new();
-    for mut stream in active {
-        requests.spawn(async move {
-            stream
-                .write_all(b"GET http://slow.egress.test/held HTTP/1.1\r\nHost: slow.egress.test\r\nConnection: close\r\n\r\n")
-                .await
-                .unwrap();
-            tunnel::read_to_close(&mut stream).await.to_ascii_lowercase()
-        });
-    }
-    let (mut out_of_descriptors, mut timed_out, mut other) = (0, 0, Vec::new());
-    while let Some(head) = requests.join_next().await {
-        let head = head.unwrap();
-        if head.starts_with("http/1.1 503") && head.contains("x-airlock-error: out_of_descriptors")
-        {
-            assert!(head.contains("retry-after: 1"), "{head}");
-            assert!(head.contains("open-files limit"), "{head}");
-            out_of_descriptors += 1;
-        } else if head.starts_with("http/1.1 504") {
-            timed_out += 1;
-        } else if other.len() < 3 {
-            other.push(head);
-        }
-    }
+    let get = b"GET http://slow.egress.test/held HTTP/1.1\r\nHost: slow.egress.test\r\nConnection: close\r\n\r\n";
+    let tally = ask_each(active, get).await;
+    let out_of_descriptors = tally.get("503 out_of_descriptors");
+    let timed_out = tally.get("504 upstream_timeout");
     // 10 when all 310 clients are in when the dials start; fewer if the
     // accept loop still had some to admit.
     assert!(
         (1..=10).contains(&out_of_descriptors) && out_of_descriptors + timed_out == 80,
-        "out of descriptors {out_of_descriptors}, timed out {timed_out}, other {other:?}"
+        "{tally:?}"
     );
     let logs = airlock.logs();
     assert!(!logs.contains("Too many open files"), "{logs}");
@@ -575,8 +579,7 @@ async fn a_connection_past_its_connect_still_counts_against_max_connections() {
     let answer = tunnel::read_to_close(&mut extra).await.to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 503"), "{answer}");
     assert!(answer.contains("x-airlock-error: proxy_busy"), "{answer}");
-    let url = format!("{}/metrics", airlock.metrics_url());
-    let metrics = blocking(move || curl(&[], &["-s", &url]).stdout).await;
+    let metrics = scrape(&airlock).await;
     assert!(metrics.contains("airlock_open_connections 5"), "{metrics}");
     drop(tunnels);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -587,14 +590,7 @@ async fn a_connection_past_its_connect_still_counts_against_max_connections() {
 async fn concurrent_gzip_bombs_share_one_decompression_budget() {
     // An upstream that accepts and never answers: each request holds its
     // decoded body until response_timeout, so the bombs overlap.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    let hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let (silent_port, hold) = crate::support::silent_listener().await;
     let ca = TestCa::new();
     let upstream = Upstream::start(&ca, &[API]).await;
     let mib = 1024 * 1024;

@@ -189,14 +189,7 @@ async fn bad_input_gets_a_clear_error_and_the_proxy_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_failure_and_upstream_timeout_are_named() {
     // A listener that accepts and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    let hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let (silent_port, hold) = crate::support::silent_listener().await;
     let ca = TestCa::new();
     let cfg = config(
         &ca,

@@ -61,6 +61,20 @@ pub fn browser_present(what: &str) -> bool {
 
 /// Runs a blocking client (curl, git, python) off the runtime's threads, so
 /// the servers of the same test keep answering.
+/// A TCP listener on 127.0.0.1 that accepts and never answers: its port,
+/// and the task holding what it accepted (abort it to close them).
+pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    (port, hold)
+}
+
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f)
         .await
