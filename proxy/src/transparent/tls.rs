@@ -15,6 +15,7 @@ use tracing::Instrument;
 use super::{destination, sandbox_for, Redirected};
 use crate::audit::{Mode, Outcome};
 use crate::error::ProxyError;
+use crate::held_stream::HeldStream;
 use crate::intercept::InterceptCtx;
 use crate::limits::{Admitted, Slot};
 use crate::metrics::ConnectionGuard;
@@ -29,9 +30,11 @@ pub(super) async fn serve_connection(
     shared: Arc<Shared>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    _global_slot: Admitted,
+    admitted: Admitted,
 ) {
-    let _open = ConnectionGuard::open(&shared.telemetry.metrics);
+    // Carried by the socket once it is handed on: a WebSocket inside an
+    // intercepted connection outlives this function.
+    let open = ConnectionGuard::open(&shared.telemetry.metrics);
     let _ = stream.set_nodelay(true);
     let redirected = Redirected::of(&stream, crate::internal::TLS_PORT);
     let local = stream.local_addr().ok();
@@ -107,12 +110,11 @@ pub(super) async fn serve_connection(
         };
         match judged {
             Judged::Refuse(err) => {
-                let io = Rewind::new(prefix, stream);
+                let io = Rewind::new(prefix, HeldStream::new(stream, (admitted, open)));
                 crate::intercept::serve(shared.clone(), io, ctx(audit_sandbox, Some(err))).await;
             }
             Judged::Intercept { sandbox, slot } => {
-                let _slot = slot;
-                let io = Rewind::new(prefix, stream);
+                let io = Rewind::new(prefix, HeldStream::new(stream, (admitted, open, slot)));
                 crate::intercept::serve(shared.clone(), io, ctx(sandbox, None)).await;
             }
             Judged::Tunnel {
@@ -120,7 +122,8 @@ pub(super) async fn serve_connection(
                 slot,
                 addrs,
             } => {
-                let _slot = slot;
+                // The relay runs here, to the end of the connection.
+                let _held = (admitted, open, slot);
                 let mut audit = shared.audit(sandbox, Mode::Tunnel, "-", host.as_str(), port, "");
                 match shared.dialer.dial_checked(&host, &addrs).await {
                     Ok(upstream) => crate::tunnel::relay(stream, upstream, &prefix, audit).await,
