@@ -1616,10 +1616,11 @@ def url(host=HOST, path="/"):
     return f"https://{host}:{UP_PORT}{path}"
 
 
-def oha_cmd(peer, conns, duration, h2=False, keepalive=True, streams=1, requests=None):
-    """oha for `duration` seconds, or for a count of `requests` when given."""
+def oha_cmd(peer, conns, duration, h2=False, keepalive=True, streams=1, requests=None, wrap=()):
+    """oha for `duration` seconds, or for a count of `requests` when given;
+    `wrap` goes before it (`taskset -c 1`)."""
     cmd = [
-        "oha", "--no-tui", "--output-format", "json",
+        *wrap, "oha", "--no-tui", "--output-format", "json",
         *(["-n", str(requests)] if requests else ["-z", f"{duration}s"]),
         "-c", str(conns), "-w",
         "--cacert", str(peer.ca),

@@ -11,6 +11,7 @@ with one tokio worker each. Prints one line per run and the medians.
         --airlock target/bench-release/pgo/airlock --ceiling target/bench-release/pgo/ceiling
 """
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -33,19 +34,14 @@ def nginx_pids():
 def measure(peers, reps, duration, pinned, label):
     """{name: [(req/s, CPU µs a request)]} over `reps` alternating rounds."""
     out = {name: [] for name in peers}
+    every = f"0-{os.cpu_count() - 1}"
+    wrap = ("taskset", "-c", "1") if pinned else ()
     for _ in range(reps):
         for name, peer in peers.items():
-            pin(peer.pid, "0" if pinned else "0-63")
+            pin(peer.pid, "0" if pinned else every)
             for n in nginx_pids():
-                pin(n, "1" if pinned else "0-63")
-            wrap = ["taskset", "-c", "1"] if pinned else []
-            cmd = wrap + bench.oha_cmd(peer, 16, duration)
-            original = bench.oha_cmd
-            bench.oha_cmd = lambda *a, **k: cmd
-            try:
-                r = bench.run_oha(peer, 16, duration)
-            finally:
-                bench.oha_cmd = original
+                pin(n, "1" if pinned else every)
+            r = bench.run_oha(peer, 16, duration, wrap=wrap)
             if r.get("failed") or r.get("error"):
                 raise SystemExit(f"{name}: {r.get('failed') or r.get('error')}")
             out[name].append((r["rps"], r["cpu_us_per_req"]))

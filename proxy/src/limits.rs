@@ -185,8 +185,9 @@ pub struct Admitted {
     _descriptor: Slot,
 }
 
-/// Every client connection the proxy holds, whatever the sandbox.
-#[derive(Default)]
+/// Every client connection the proxy holds, whatever the sandbox. A clone
+/// counts the same connections (the metrics endpoint reads one).
+#[derive(Default, Clone)]
 pub struct GlobalSlots {
     open: Arc<AtomicUsize>,
 }

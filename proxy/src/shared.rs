@@ -61,7 +61,10 @@ impl Shared {
         let descriptors = Arc::new(Descriptors::for_open_files(
             crate::limits::open_files_limit(),
         ));
-        telemetry.metrics.watch_descriptors(descriptors.clone());
+        let all_connections = GlobalSlots::default();
+        telemetry
+            .metrics
+            .watch_connections(all_connections.clone(), descriptors.clone());
         if settings.max_connections > descriptors.clients_up_to() {
             tracing::warn!(
                 configured = settings.max_connections,
@@ -110,7 +113,7 @@ impl Shared {
             scanner,
             tls_configs: crate::tls::LeafConfigs::new(crate::tls::interception_template()),
             connections: ConnectionSlots::default(),
-            all_connections: GlobalSlots::default(),
+            all_connections,
             busy_connections: GlobalSlots::default(),
             descriptors,
             telemetry,

@@ -22,7 +22,6 @@ use crate::audit::Mode;
 use crate::error::ProxyError;
 use crate::held_stream::HeldStream;
 use crate::limits::{Admitted, Slot, BUSY_ANSWERS};
-use crate::metrics::ConnectionGuard;
 use crate::pipeline::close::refuse;
 use crate::screen::ToSandbox;
 use crate::shared::Shared;
@@ -80,8 +79,8 @@ where
         let span = tracing::debug_span!("conn", %peer);
         let limit = shared.settings.max_connections;
         match shared.all_connections.admit(limit, &shared.descriptors) {
-            Some(slot) => {
-                tokio::spawn(serve_one(shared.clone(), stream, peer, slot).instrument(span));
+            Some(admitted) => {
+                tokio::spawn(serve_one(shared.clone(), stream, peer, admitted).instrument(span));
             }
             None if over_limit == OverLimit::Close => drop(stream),
             None => match shared.busy_connections.acquire(BUSY_ANSWERS) {
@@ -129,10 +128,9 @@ async fn serve_busy(shared: Arc<Shared>, stream: TcpStream, peer: IpAddr, _slot:
 async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: IpAddr, admitted: Admitted) {
     let _ = stream.set_nodelay(true);
     // After a CONNECT the server hands the socket to the tunnel or the
-    // interception and returns: the connection's place, descriptor and
-    // gauge go with the socket, not with this function.
-    let open = ConnectionGuard::open(&shared.telemetry.metrics);
-    let stream = HeldStream::new(stream, (admitted, open));
+    // interception and returns: the connection's place and descriptor go
+    // with the socket, not with this function.
+    let stream = HeldStream::new(stream, admitted);
     let held: Arc<HeldSlots> = Arc::default();
     let for_service = shared.clone();
     let service = service_fn(move |req| {

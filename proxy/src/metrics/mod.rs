@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
 
 use crate::body::{full, ProxyBody};
-use crate::limits::Descriptors;
+use crate::limits::{Descriptors, GlobalSlots};
 
 mod striped;
 
@@ -66,12 +66,12 @@ pub struct Metrics {
     pub upstream_answers_h2: HotCounter,
     /// Upstreams `auto` has measured, by the wire that answers them faster.
     pub upstream_faster_wire: Family<WireLabel, Gauge>,
-    pub open_connections: Gauge,
-    /// Sockets of the descriptor budget in use, and the budget, read from
-    /// the proxy's [`Descriptors`] at scrape time.
+    /// Client connections, descriptors in use and the budget, read from
+    /// the proxy's admissions and [`Descriptors`] at scrape time.
+    open_connections: Gauge,
     open_descriptors: Gauge,
     descriptor_budget: Gauge,
-    descriptors: std::sync::OnceLock<Arc<Descriptors>>,
+    connections: std::sync::OnceLock<(GlobalSlots, Arc<Descriptors>)>,
     pub certificates_minted: Gauge,
     pub token_cache_hits: Gauge,
     pub token_cache_misses: Gauge,
@@ -252,7 +252,7 @@ impl Metrics {
             open_connections,
             open_descriptors,
             descriptor_budget,
-            descriptors: std::sync::OnceLock::new(),
+            connections: std::sync::OnceLock::new(),
             certificates_minted,
             token_cache_hits,
             token_cache_misses,
@@ -260,13 +260,16 @@ impl Metrics {
         }
     }
 
-    /// Reports `descriptors` from now on (the proxy's budget; set once).
-    pub fn watch_descriptors(&self, descriptors: Arc<Descriptors>) {
-        let _ = self.descriptors.set(descriptors);
+    /// Reports the proxy's admitted `clients` and its `descriptors` from
+    /// now on (set once).
+    pub fn watch_connections(&self, clients: GlobalSlots, descriptors: Arc<Descriptors>) {
+        let _ = self.connections.set((clients, descriptors));
     }
 
-    fn sample_descriptors(&self) {
-        if let Some(d) = self.descriptors.get() {
+    fn sample_connections(&self) {
+        if let Some((clients, d)) = self.connections.get() {
+            self.open_connections
+                .set(i64::try_from(clients.open()).unwrap_or(i64::MAX));
             self.open_descriptors
                 .set(i64::try_from(d.in_use()).unwrap_or(i64::MAX));
             self.descriptor_budget
@@ -301,22 +304,6 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
-    }
-}
-
-/// Counts an open client connection until dropped.
-pub struct ConnectionGuard(Gauge);
-
-impl ConnectionGuard {
-    pub fn open(metrics: &Metrics) -> Self {
-        metrics.open_connections.inc();
-        Self(metrics.open_connections.clone())
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
@@ -374,7 +361,7 @@ fn admin_response(
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => {
             apply_samples(metrics, sampler);
-            metrics.sample_descriptors();
+            metrics.sample_connections();
             (
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -401,20 +388,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_descriptor_budget_is_read_at_scrape_time() {
+    fn connections_and_the_descriptor_budget_are_read_at_scrape_time() {
         let m = Metrics::new();
-        m.sample_descriptors();
+        m.sample_connections();
         assert!(m.render().contains("airlock_descriptor_budget 0"));
         let d = Arc::new(Descriptors::for_open_files(Some(1024)));
-        m.watch_descriptors(d.clone());
-        let held = (d.client().unwrap(), d.upstream().unwrap());
-        m.sample_descriptors();
+        let clients = GlobalSlots::default();
+        m.watch_connections(clients.clone(), d.clone());
+        let held = (clients.admit(10, &d).unwrap(), d.upstream().unwrap());
+        m.sample_connections();
         let text = m.render();
+        assert!(text.contains("airlock_open_connections 1"), "{text}");
         assert!(text.contains("airlock_open_descriptors 2"), "{text}");
         assert!(text.contains("airlock_descriptor_budget 704"), "{text}");
         drop(held);
-        m.sample_descriptors();
+        m.sample_connections();
         assert!(m.render().contains("airlock_open_descriptors 0"));
+        assert!(m.render().contains("airlock_open_connections 0"));
     }
 
     #[test]

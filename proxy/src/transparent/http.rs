@@ -17,7 +17,6 @@ use super::{destination, sandbox_for, Redirected};
 use crate::audit::Mode;
 use crate::error::ProxyError;
 use crate::limits::{Admitted, Slot};
-use crate::metrics::ConnectionGuard;
 use crate::parse::host_for_uri;
 use crate::pipeline::close::refuse;
 use crate::screen::ToSandbox;
@@ -29,7 +28,6 @@ pub(super) async fn serve_connection(
     peer: SocketAddr,
     _global_slot: Admitted,
 ) {
-    let _open = ConnectionGuard::open(&shared.telemetry.metrics);
     let _ = stream.set_nodelay(true);
     let conn = Arc::new(Connection {
         redirected: Redirected::of(&stream, crate::internal::PLAIN_PORT),

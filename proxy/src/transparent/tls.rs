@@ -18,7 +18,6 @@ use crate::error::ProxyError;
 use crate::held_stream::HeldStream;
 use crate::intercept::InterceptCtx;
 use crate::limits::{Admitted, Slot};
-use crate::metrics::ConnectionGuard;
 use crate::rewind::Rewind;
 use crate::shared::Shared;
 use crate::tls::HANDSHAKE_RECORD;
@@ -32,9 +31,6 @@ pub(super) async fn serve_connection(
     peer: SocketAddr,
     admitted: Admitted,
 ) {
-    // Carried by the socket once it is handed on: a WebSocket inside an
-    // intercepted connection outlives this function.
-    let open = ConnectionGuard::open(&shared.telemetry.metrics);
     let _ = stream.set_nodelay(true);
     let redirected = Redirected::of(&stream, crate::internal::TLS_PORT);
     let local = stream.local_addr().ok();
@@ -110,11 +106,13 @@ pub(super) async fn serve_connection(
         };
         match judged {
             Judged::Refuse(err) => {
-                let io = Rewind::new(prefix, HeldStream::new(stream, (admitted, open)));
+                let io = Rewind::new(prefix, HeldStream::new(stream, admitted));
                 crate::intercept::serve(shared.clone(), io, ctx(audit_sandbox, Some(err))).await;
             }
             Judged::Intercept { sandbox, slot } => {
-                let io = Rewind::new(prefix, HeldStream::new(stream, (admitted, open, slot)));
+                // Carried by the socket: a WebSocket inside the
+                // interception outlives this function.
+                let io = Rewind::new(prefix, HeldStream::new(stream, (admitted, slot)));
                 crate::intercept::serve(shared.clone(), io, ctx(sandbox, None)).await;
             }
             Judged::Tunnel {
@@ -123,7 +121,7 @@ pub(super) async fn serve_connection(
                 addrs,
             } => {
                 // The relay runs here, to the end of the connection.
-                let _held = (admitted, open, slot);
+                let _held = (admitted, slot);
                 let mut audit = shared.audit(sandbox, Mode::Tunnel, "-", host.as_str(), port, "");
                 match shared.dialer.dial_checked(&host, &addrs).await {
                     Ok(upstream) => crate::tunnel::relay(stream, upstream, &prefix, audit).await,
