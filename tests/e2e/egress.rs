@@ -52,11 +52,8 @@ async fn ask_each(streams: Vec<tokio::net::TcpStream>, request: &'static [u8]) -
             .nth(1)
             .unwrap_or("none")
             .to_owned();
-        let code = answer
-            .lines()
-            .find_map(|l| l.strip_prefix("x-airlock-error: "))
+        let code = crate::support::airlock_error(&answer)
             .unwrap_or("-")
-            .trim()
             .to_owned();
         if status == "503" {
             assert!(answer.contains("retry-after: 1"), "{answer}");
@@ -67,12 +64,6 @@ async fn ask_each(streams: Vec<tokio::net::TcpStream>, request: &'static [u8]) -
         *tally.0.entry(format!("{status} {code}")).or_default() += 1;
     }
     tally
-}
-
-/// The metrics endpoint's text.
-async fn scrape(airlock: &Airlock) -> String {
-    let url = format!("{}/metrics", airlock.metrics_url());
-    blocking(move || curl(&[], &["-s", &url]).stdout).await
 }
 
 /// The proxy still answers a correct request.
@@ -478,7 +469,7 @@ async fn an_idle_client_connection_costs_one_descriptor_of_the_open_files_limit(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The budget and what is held of it are where operators look.
-    let metrics = scrape(&airlock).await;
+    let metrics = airlock.scrape_metrics().await.stdout;
     assert!(
         metrics.contains("airlock_descriptor_budget 704"),
         "{metrics}"
@@ -579,7 +570,7 @@ async fn a_connection_past_its_connect_still_counts_against_max_connections() {
     let answer = tunnel::read_to_close(&mut extra).await.to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 503"), "{answer}");
     assert!(answer.contains("x-airlock-error: proxy_busy"), "{answer}");
-    let metrics = scrape(&airlock).await;
+    let metrics = airlock.scrape_metrics().await.stdout;
     assert!(metrics.contains("airlock_open_connections 5"), "{metrics}");
     drop(tunnels);
     tokio::time::sleep(Duration::from_millis(300)).await;

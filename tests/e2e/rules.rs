@@ -75,12 +75,7 @@ impl World {
         })
         .await;
         let (rest, status) = out.stdout.rsplit_once('\n').unwrap_or(("", "0"));
-        let error = rest
-            .lines()
-            .find_map(|l| l.strip_prefix("x-airlock-error: "))
-            .unwrap_or("")
-            .trim()
-            .to_owned();
+        let error = crate::support::airlock_error(rest).unwrap_or("").to_owned();
         let body = rest.split("\r\n\r\n").last().unwrap_or("").to_owned();
         Answer {
             status: status.trim().parse().unwrap_or(0),

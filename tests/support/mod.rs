@@ -61,6 +61,15 @@ pub fn browser_present(what: &str) -> bool {
 
 /// Runs a blocking client (curl, git, python) off the runtime's threads, so
 /// the servers of the same test keep answering.
+/// The `x-airlock-error` code in a response head (any case of the name).
+pub fn airlock_error(head: &str) -> Option<&str> {
+    head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("x-airlock-error")
+            .then(|| value.trim())
+    })
+}
+
 /// A TCP listener on 127.0.0.1 that accepts and never answers: its port,
 /// and the task holding what it accepted (abort it to close them).
 pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
