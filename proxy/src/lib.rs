@@ -71,17 +71,24 @@ pub struct Proxy {
 
 impl Proxy {
     /// `local_addr` is the bound listener's address: the proxy never dials
-    /// itself. Finished requests are reported to `telemetry`.
+    /// itself. Finished requests are reported to `telemetry`. Its sockets
+    /// come out of `descriptors` ([`limits::Descriptors::for_process`]).
     pub fn new(
         settings: ProxySettings,
         tokens: Arc<dyn TokenSource>,
         leaves: Arc<LeafCache>,
         local_addr: SocketAddr,
         telemetry: Telemetry,
+        descriptors: Arc<limits::Descriptors>,
     ) -> Self {
         Self {
             shared: Arc::new(shared::Shared::new(
-                settings, tokens, leaves, local_addr, telemetry,
+                settings,
+                tokens,
+                leaves,
+                local_addr,
+                telemetry,
+                descriptors,
             )),
         }
     }

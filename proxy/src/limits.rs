@@ -108,7 +108,8 @@ fn parse_open_files_limit(limits: &str) -> Option<u64> {
 pub const BUSY_ANSWERS: usize = 256;
 
 /// Descriptors outside the connection budget: listeners, logs, the
-/// database, the vault's own HTTP clients (64), and the busy answers.
+/// database, the vault's outbound HTTP clients (64), and the busy answers.
+/// (The vault API's connections take theirs from the budget.)
 const RESERVED_DESCRIPTORS: u64 = 64 + BUSY_ANSWERS as u64;
 
 /// The sockets the proxy holds for connections, client and upstream sides
@@ -142,6 +143,11 @@ impl Descriptors {
             limit,
             clients_up_to: limit - headroom,
         }
+    }
+
+    /// The budget under this process's open-files limit.
+    pub fn for_process() -> Self {
+        Self::for_open_files(open_files_limit())
     }
 
     pub fn unlimited() -> Self {

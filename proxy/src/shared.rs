@@ -48,19 +48,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// `local_addr` is the bound listener's address: the proxy never dials itself.
+    /// `local_addr` is the bound listener's address: the proxy never dials
+    /// itself. `descriptors` is the process's budget (past the fd limit,
+    /// accepts and dials fail for everyone; the budget answers 503 first),
+    /// shared with the vault's API in `airlock up`.
     pub fn new(
         mut settings: ProxySettings,
         tokens: Arc<dyn TokenSource>,
         leaves: Arc<LeafCache>,
         local_addr: SocketAddr,
         telemetry: Telemetry,
+        descriptors: Arc<Descriptors>,
     ) -> Self {
-        // Past the fd limit, accept and dials fail for everyone; the budget
-        // answers 503 first.
-        let descriptors = Arc::new(Descriptors::for_open_files(
-            crate::limits::open_files_limit(),
-        ));
         let all_connections = GlobalSlots::default();
         telemetry
             .metrics

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_certs::LeafCache;
+use airlock_proxy::limits::Descriptors;
 use airlock_proxy::Proxy;
 use airlock_vault::Vault;
 use airlock_vault_client::{CachedTokenSource, Layered, RemoteVault, Swappable, TokenSource};
@@ -28,6 +29,10 @@ use crate::config::{Effective, Flags, Loaded};
 use crate::error::Listener;
 use crate::sandbox_env::{self, EnvFormat};
 use crate::Error;
+
+/// A vault API connection that sends no request head for this long is
+/// closed (remote proxies keep idle connections 30 s).
+const VAULT_API_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Which servers run in this process.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -81,6 +86,7 @@ pub fn serve(options: RunOptions, mode: Mode) -> Result<(), Error> {
         effective,
         prepared,
         telemetry: airlock_proxy::Telemetry::default(),
+        descriptors: Arc::new(Descriptors::for_process()),
     };
     let result = runtime.block_on(app.run());
     logging::shutdown();
@@ -95,6 +101,9 @@ struct App {
     prepared: Prepared,
     /// The proxy's metrics and recent requests, read by the console and `/metrics`.
     telemetry: airlock_proxy::Telemetry,
+    /// Sockets under the open-files limit: the proxy's, client and upstream,
+    /// and the vault API's connections.
+    descriptors: Arc<Descriptors>,
 }
 
 /// The listeners a mode opens, bound before anything is served so port 0
@@ -340,8 +349,14 @@ impl App {
             state = state.with_config_secrets(self.config_secrets_feed(static_secrets));
         }
         tracing::info!(target: crate::LOG_TARGET, listen = %addr, public_url = %loaded.config.vault.public_url(addr), "vault listening");
+        let descriptors = self.descriptors.clone();
+        let limits = airlock_vault::api::Limits {
+            max_connections: loaded.config.vault.max_connections(),
+            idle_timeout: VAULT_API_IDLE,
+            admit: move || descriptors.client(),
+        };
         tasks.spawn(async move {
-            airlock_vault::api::serve(listener, state)
+            airlock_vault::api::serve(listener, state, limits)
                 .await
                 .map_err(|source| Error::Stopped {
                     listener: Listener::Vault,
@@ -420,7 +435,14 @@ impl App {
             settings.own_addrs.extend(listener.local_addr().ok());
         }
         let addr = listeners.addr;
-        let proxy = Proxy::new(settings, cache, leaves, addr, self.telemetry.clone());
+        let proxy = Proxy::new(
+            settings,
+            cache,
+            leaves,
+            addr,
+            self.telemetry.clone(),
+            self.descriptors.clone(),
+        );
         tracing::info!(target: crate::LOG_TARGET, listen = %addr, "proxy listening");
         for (listener, which) in transparent {
             let proxy = proxy.clone();

@@ -90,6 +90,11 @@ impl VaultSection {
         }
     }
 
+    /// API connections the vault holds open at once.
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.unwrap_or(256).max(1)
+    }
+
     /// How often the background refresher passes.
     pub fn refresh_interval(&self) -> Duration {
         Duration::from_secs(self.refresh_interval_secs.unwrap_or(30).max(1))

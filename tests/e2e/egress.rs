@@ -577,6 +577,89 @@ async fn a_connection_past_its_connect_still_counts_against_max_connections() {
     assert_serving(&airlock).await;
 }
 
+/// The number after `name ` in a metrics scrape.
+fn metric(metrics: &str, name: &str) -> usize {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_api_takes_its_connections_from_the_budget_and_stops_at_its_max() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    let cfg = format!(
+        "{}\n[vault]\nmax_connections = 5\n",
+        config(&ca, &upstream, "", "")
+    );
+    let airlock = Airlock::start_with_open_files(&cfg, 1024);
+    assert_serving(&airlock).await;
+    let vault = airlock
+        .vault_url()
+        .trim_start_matches("http://")
+        .parse::<std::net::SocketAddr>()
+        .unwrap();
+    let before = metric(
+        &airlock.scrape_metrics().await.stdout,
+        "airlock_open_descriptors",
+    );
+    const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: vault\r\n\r\n";
+    // Five kept-alive connections, each answered once: all five admitted.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut stream = tokio::net::TcpStream::connect(vault).await.unwrap();
+        stream.write_all(HEALTH).await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+            .await
+            .unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        held.push(stream);
+    }
+    let during = metric(
+        &airlock.scrape_metrics().await.stdout,
+        "airlock_open_descriptors",
+    );
+    assert!(during >= before + 5, "{before} -> {during} descriptors");
+    // The sixth is told why and closed, with a code a remote proxy reads
+    // as a vault it cannot reach for a moment.
+    let mut sixth = tokio::net::TcpStream::connect(vault).await.unwrap();
+    sixth.write_all(HEALTH).await.unwrap();
+    let answer = tunnel::read_to_close(&mut sixth).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(
+        answer.contains("vault_busy") && answer.contains("\"code\":\"unavailable\""),
+        "{answer}"
+    );
+    // The proxy is not affected, and the places come back.
+    assert_serving(&airlock).await;
+    drop(held);
+    let url = format!("{}/healthz", airlock.vault_url());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = url.clone();
+        let out =
+            blocking(move || curl(&[], &["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]))
+                .await;
+        if out.stdout == "200" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", out.stdout);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = metric(
+        &airlock.scrape_metrics().await.stdout,
+        "airlock_open_descriptors",
+    );
+    assert!(after < during, "{during} -> {after} descriptors");
+    assert!(airlock
+        .logs()
+        .contains("vault API: max_connections reached"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_gzip_bombs_share_one_decompression_budget() {
     // An upstream that accepts and never answers: each request holds its

@@ -57,7 +57,12 @@ impl RemoteVault {
             base: base_url.trim_end_matches('/').to_owned(),
             service_token,
             prefix: prefix.to_owned(),
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            // Idle connections are dropped before the vault closes them (60 s),
+            // so a request never goes out on one the vault is closing.
+            client: Client::builder(TokioExecutor::new())
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
             generation: Arc::new(AtomicU64::new(1)),
         }
     }

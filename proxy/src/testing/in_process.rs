@@ -97,6 +97,7 @@ impl InProcess {
             leaves,
             proxy_addr,
             telemetry.clone(),
+            Arc::new(crate::limits::Descriptors::for_process()),
         ));
         tokio::spawn(crate::listen::serve(shared, listener));
 

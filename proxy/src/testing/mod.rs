@@ -35,6 +35,7 @@ pub(crate) fn shared(
         leaves,
         "127.0.0.1:9".parse().unwrap(),
         crate::Telemetry::default(),
+        Arc::new(crate::limits::Descriptors::for_process()),
     )
 }
 

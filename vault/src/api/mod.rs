@@ -10,6 +10,7 @@ mod callback;
 mod console;
 mod errors;
 mod html;
+mod listener;
 mod service;
 mod state;
 #[cfg(test)]
@@ -21,6 +22,7 @@ use axum::Router;
 
 pub use console::{ConfigSecretView, ConfigSecrets, RecentRequests};
 pub use errors::{status, ApiError, ApiJson};
+pub use listener::Limits;
 pub use state::ApiState;
 
 /// Largest request body the API reads.
@@ -41,7 +43,15 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+/// Serves the API on `listener`, within `limits`, until the listener fails.
+pub async fn serve<A, T>(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    limits: Limits<A>,
+) -> std::io::Result<()>
+where
+    A: Fn() -> Option<T> + Send + 'static,
+    T: Send + 'static,
+{
+    listener::serve_limited(listener, router(state), limits).await
 }

@@ -45,7 +45,12 @@ impl Api {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(listener, state));
+        let limits = super::Limits {
+            max_connections: 64,
+            idle_timeout: std::time::Duration::from_secs(30),
+            admit: || Some(()),
+        };
+        tokio::spawn(serve(listener, state, limits));
         Self {
             base,
             vault,
