@@ -181,7 +181,8 @@ pub struct VaultSection {
     /// A failed revocation is retried after this long, doubling up to `revoke_retry_max_secs`.
     pub revoke_retry_secs: Option<u64>,
     pub revoke_retry_max_secs: Option<u64>,
-    /// API connections open at once (default 256); one more gets 503.
+    /// API connections open at once (default 1024: a fleet's proxies each
+    /// hold a change stream and a few pooled ones); one more gets 503.
     pub max_connections: Option<usize>,
     /// The sidecar sandbox's environment (`airlock up`, `airlock env`): it
     /// resolves that environment's connections only (default `default`).

@@ -92,7 +92,7 @@ impl VaultSection {
 
     /// API connections the vault holds open at once.
     pub fn max_connections(&self) -> usize {
-        self.max_connections.unwrap_or(256).max(1)
+        self.max_connections.unwrap_or(1024).max(1)
     }
 
     /// How often the background refresher passes.
