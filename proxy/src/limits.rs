@@ -108,8 +108,9 @@ fn parse_open_files_limit(limits: &str) -> Option<u64> {
 pub const BUSY_ANSWERS: usize = 256;
 
 /// Descriptors outside the connection budget: listeners, logs, the
-/// database, the vault's outbound HTTP clients (64), and the busy answers.
-/// (The vault API's connections take theirs from the budget.)
+/// database, the vault's outbound HTTP clients and the admin endpoint's
+/// connections (`metrics::ADMIN_CONNECTIONS`), 64 in all, and the busy
+/// answers. (The vault API's connections take theirs from the budget.)
 const RESERVED_DESCRIPTORS: u64 = 64 + BUSY_ANSWERS as u64;
 
 /// The sockets the proxy holds for connections, client and upstream sides

@@ -661,6 +661,39 @@ async fn the_vault_api_takes_its_connections_from_the_budget_and_stops_at_its_ma
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_the_metrics_port_past_the_open_files_limit_do_not_stop_airlock() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    // 400 open files: a budget of 80. Before, the metrics port took every
+    // connection until accept failed with EMFILE, which ended the process.
+    let mut airlock = Airlock::start_with_open_files(&config(&ca, &upstream, "", ""), 400);
+    assert_serving(&airlock).await;
+    let admin = airlock
+        .metrics_url()
+        .trim_start_matches("http://")
+        .parse::<std::net::SocketAddr>()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..500 {
+        match tokio::net::TcpStream::connect(admin).await {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(airlock.is_running(), "{}", airlock.logs());
+    assert_serving(&airlock).await;
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = airlock.scrape_metrics().await.stdout;
+    assert!(
+        metrics.contains("airlock_descriptor_budget 80"),
+        "{metrics}"
+    );
+    assert!(airlock.is_running());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_gzip_bombs_share_one_decompression_budget() {
     // An upstream that accepts and never answers: each request holds its
     // decoded body until response_timeout, so the bombs overlap.

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -329,15 +330,45 @@ fn apply_samples(metrics: &Metrics, sampler: &Sampler) {
     }
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until the listener fails.
+/// Scrapers and probes connected at once; more are closed unanswered. Their
+/// descriptors are part of the fixed reserve outside the proxy's budget
+/// (`limits::RESERVED_DESCRIPTORS`), so this port cannot starve the proxy.
+pub const ADMIN_CONNECTIONS: usize = 16;
+/// A request head must come within this (idle keep-alive time included).
+const ADMIN_IDLE: Duration = Duration::from_secs(30);
+
+/// Serves `/metrics`, `/healthz` and `/readyz`: at most [`ADMIN_CONNECTIONS`]
+/// at once, each closed when idle, so clients of this port can neither use
+/// up the process's descriptors nor, by an accept error, stop the process.
 pub async fn serve_admin(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     sampler: Sampler,
 ) -> std::io::Result<()> {
+    serve_admin_within(listener, metrics, sampler, ADMIN_IDLE).await
+}
+
+async fn serve_admin_within(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    sampler: Sampler,
+    idle: Duration,
+) -> std::io::Result<()> {
     let sampler = Arc::new(sampler);
+    let open = GlobalSlots::default();
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors and the like: back off, keep serving.
+                tracing::warn!(%error, "admin endpoint: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(admitted) = open.acquire(ADMIN_CONNECTIONS) else {
+            continue;
+        };
         let sampler = sampler.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
@@ -347,8 +378,11 @@ pub async fn serve_admin(
                 async move { Ok::<_, Infallible>(admin_response(&req, &metrics, &sampler)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(idle)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop(admitted);
         });
     }
 }
@@ -386,6 +420,86 @@ fn admin_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The admin endpoint on a loopback port.
+    async fn admin(idle: Duration) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sampler: Sampler = Box::new(Vec::new);
+        tokio::spawn(serve_admin_within(
+            listener,
+            Arc::new(Metrics::new()),
+            sampler,
+            idle,
+        ));
+        addr
+    }
+
+    /// `/healthz` on a new connection kept open; its answer's first line.
+    async fn probe(addr: std::net::SocketAddr) -> (tokio::net::TcpStream, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: admin\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("answered or closed in time")
+            .unwrap_or(0);
+        let head = String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        (stream, head)
+    }
+
+    #[tokio::test]
+    async fn admin_connections_past_the_cap_are_closed_unanswered() {
+        let addr = admin(Duration::from_secs(30)).await;
+        let mut held = Vec::new();
+        for _ in 0..ADMIN_CONNECTIONS {
+            let (stream, head) = probe(addr).await;
+            assert_eq!(head, "HTTP/1.1 200 OK");
+            held.push(stream);
+        }
+        let (_, head) = probe(addr).await;
+        assert_eq!(head, "");
+        drop(held.pop());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let (stream, head) = probe(addr).await;
+            if head == "HTTP/1.1 200 OK" {
+                held.push(stream);
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the place came back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_admin_connection_is_closed_and_gives_its_place_back() {
+        let addr = admin(Duration::from_millis(300)).await;
+        let mut held = Vec::new();
+        for _ in 0..ADMIN_CONNECTIONS {
+            let (stream, head) = probe(addr).await;
+            assert_eq!(head, "HTTP/1.1 200 OK");
+            held.push(stream);
+        }
+        for stream in &mut held {
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+                .await
+                .expect("closed when idle")
+                .unwrap();
+        }
+        // Closed by the endpoint, so the places are free though the
+        // client still holds its sockets.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(probe(addr).await.1, "HTTP/1.1 200 OK");
+    }
 
     #[test]
     fn connections_and_the_descriptor_budget_are_read_at_scrape_time() {
