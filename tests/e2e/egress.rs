@@ -474,10 +474,7 @@ async fn an_idle_client_connection_costs_one_descriptor_of_the_open_files_limit(
         metrics.contains("airlock_descriptor_budget 704"),
         "{metrics}"
     );
-    let open = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("airlock_open_descriptors "))
-        .and_then(|v| v.trim().parse::<usize>().ok())
+    let open = crate::support::metric(&metrics, "airlock_open_descriptors")
         .expect("open descriptors reported");
     assert!((630..=704).contains(&open), "{open} descriptors open");
     // Each asks for something refused on the spot (no dial): the admitted
@@ -577,13 +574,10 @@ async fn a_connection_past_its_connect_still_counts_against_max_connections() {
     assert_serving(&airlock).await;
 }
 
-/// The number after `name ` in a metrics scrape.
-fn metric(metrics: &str, name: &str) -> usize {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+/// `airlock_open_descriptors` in a scrape of `airlock`'s metrics.
+async fn open_descriptors(airlock: &Airlock) -> u64 {
+    let metrics = airlock.scrape_metrics().await.stdout;
+    crate::support::metric(&metrics, "airlock_open_descriptors").expect(&metrics)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,10 +595,7 @@ async fn the_vault_api_takes_its_connections_from_the_budget_and_stops_at_its_ma
         .trim_start_matches("http://")
         .parse::<std::net::SocketAddr>()
         .unwrap();
-    let before = metric(
-        &airlock.scrape_metrics().await.stdout,
-        "airlock_open_descriptors",
-    );
+    let before = open_descriptors(&airlock).await;
     const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: vault\r\n\r\n";
     // Five kept-alive connections, each answered once: all five admitted.
     let mut held = Vec::new();
@@ -618,10 +609,7 @@ async fn the_vault_api_takes_its_connections_from_the_budget_and_stops_at_its_ma
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
         held.push(stream);
     }
-    let during = metric(
-        &airlock.scrape_metrics().await.stdout,
-        "airlock_open_descriptors",
-    );
+    let during = open_descriptors(&airlock).await;
     assert!(during >= before + 5, "{before} -> {during} descriptors");
     // The sixth is told why and closed, with a code a remote proxy reads
     // as a vault it cannot reach for a moment.
@@ -650,10 +638,7 @@ async fn the_vault_api_takes_its_connections_from_the_budget_and_stops_at_its_ma
         assert!(std::time::Instant::now() < deadline, "{}", out.stdout);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let after = metric(
-        &airlock.scrape_metrics().await.stdout,
-        "airlock_open_descriptors",
-    );
+    let after = open_descriptors(&airlock).await;
     assert!(after < during, "{during} -> {after} descriptors");
     assert!(airlock
         .logs()

@@ -173,7 +173,7 @@ async fn curl_swaps_the_bearer_placeholder_over_http1_and_http2() {
 }
 
 /// `auto`: an upstream with traffic gets the wire it answers faster on. This
-/// one's HTTP/2 is 20 ms slower: after the warm-up on the sandbox's own
+/// one's HTTP/2 is 300 ms slower: after the warm-up on the sandbox's own
 /// HTTP/2 and the learning requests, an HTTP/2 client's requests reach it
 /// over HTTP/1.1. Requests sent while 4 others await their answers offer
 /// HTTP/2 all the same (that their times are not recorded is a unit test:
@@ -184,18 +184,24 @@ async fn auto_moves_a_busy_upstream_to_the_wire_it_answers_faster_on() {
     let w = world("").await;
     let total = WARMUP + 2 * MIN_SAMPLES + 20;
     let (env, auth) = (w.env(), format!("Authorization: Bearer {}", w.placeholder));
-    let out = blocking(move || {
-        let url = "https://api.github.test/slow-h2/20";
-        curl_many(&env, &["--http2", "-H", &auth], url, total)
+    let runs = blocking(move || {
+        let options = ["--http2", "-H", &auth];
+        // The warm-up is not measured: answered at once, to keep the test short.
+        let warmup = curl_many(&env, &options, "https://api.github.test/slow-h2/0", WARMUP);
+        // HTTP/2 answers 300 ms late: HTTP/1.1 wins unless its running mean
+        // reaches 270 ms (the margin), its first answer, on a new upstream
+        // connection, weighing most. Six busy loops beside the test made
+        // that mean 25-30 ms, past the 18 ms a 20 ms delay allowed.
+        let url = "https://api.github.test/slow-h2/300";
+        let measured = curl_many(&env, &options, url, total - WARMUP);
+        [warmup, measured]
     })
     .await;
-    assert!(out.success(), "curl failed: {}", out.stderr);
-    assert_eq!(
-        out.stdout.matches("200").count() as u64,
-        total,
-        "{}",
-        out.stdout
-    );
+    for run in &runs {
+        assert!(run.success(), "curl failed: {}", run.stderr);
+    }
+    let answers = runs.iter().map(|r| r.stdout.matches("200").count());
+    assert_eq!(answers.sum::<usize>() as u64, total, "{runs:?}");
     let versions: Vec<String> = w.api.requests().into_iter().map(|r| r.version).collect();
     assert_eq!(versions.len() as u64, total);
     let (warmup, rest) = versions.split_at(WARMUP as usize);
@@ -215,7 +221,6 @@ async fn auto_moves_a_busy_upstream_to_the_wire_it_answers_faster_on() {
     );
     // And the metrics endpoint shows the wire each answer came on, and how
     // many upstreams are measured faster on which wire.
-    let url = format!("{}/metrics", w.airlock.metrics_url());
     let value = |metrics: &str, name: &str| -> u64 {
         metrics
             .lines()
@@ -228,8 +233,7 @@ async fn auto_moves_a_busy_upstream_to_the_wire_it_answers_faster_on() {
     // after curl has read it: asked again for a while.
     let mut metrics = String::new();
     for _ in 0..50 {
-        let u = url.clone();
-        metrics = blocking(move || curl(&[], &["-s", &u]).stdout).await;
+        metrics = w.airlock.scrape_metrics().await.stdout;
         if value(&metrics, h1_answers) + value(&metrics, h2_answers) == total {
             break;
         }
@@ -244,15 +248,16 @@ async fn auto_moves_a_busy_upstream_to_the_wire_it_answers_faster_on() {
     let on_h1 = versions.iter().filter(|v| *v == "HTTP/1.1").count() as u64;
     assert_eq!((h1, h2), (on_h1, total - on_h1), "{metrics}");
 
-    // Busy: 12 requests at once on one HTTP/2 connection, each taking 300 ms
+    // Busy: 12 requests at once on one HTTP/2 connection, each taking 1 s
     // over HTTP/1.1 and 20 ms over HTTP/2. The first few keep the verdict's
-    // HTTP/1.1; those sent while BUSY await their heads offer HTTP/2.
+    // HTTP/1.1; those sent while BUSY await their heads offer HTTP/2 (a
+    // loaded machine has that second to send them).
     use airlock_proxy::wire_choice::BUSY;
     let burst = 12u64;
     let (env, auth) = (w.env(), format!("Authorization: Bearer {}", w.placeholder));
     let burst_out = blocking(move || {
         let options = ["--http2", "--parallel", "--parallel-max", "12", "-H", &auth];
-        let url = "https://api.github.test/slow-h2/20/300";
+        let url = "https://api.github.test/slow-h2/20/1000";
         curl_many(&env, &options, url, burst)
     })
     .await;
@@ -267,8 +272,10 @@ async fn auto_moves_a_busy_upstream_to_the_wire_it_answers_faster_on() {
         "{burst_versions:?}"
     );
     w.assert_no_leak(&[
-        &out.stdout,
-        &out.stderr,
+        &runs[0].stdout,
+        &runs[0].stderr,
+        &runs[1].stdout,
+        &runs[1].stderr,
         &burst_out.stdout,
         &burst_out.stderr,
     ]);

@@ -5,11 +5,19 @@
 //! same pipeline: swap, binding checks, plain-HTTP refusal, audit.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 use crate::support::clients::Output;
-use crate::support::{assert_not_leaked, blocking, netns, real_secret, Airlock, TestCa, Upstream};
+use crate::support::upstream::{read_ws_frame, write_ws_frame_masked};
+use crate::support::{
+    assert_not_leaked, blocking, netns, real_secret, tunnel, Airlock, TestCa, Upstream,
+};
 
 const BOUND: &str = "api.transparent.test";
 const PLAIN: &str = "plain.transparent.test";
@@ -90,6 +98,123 @@ impl Drop for Rules {
             .args(&remove)
             .output();
     }
+}
+
+/// Inside a sandbox: each connection to the Unix socket `argv[1]` is
+/// relayed to `argv[2]:443`, so it leaves from the sandbox and is
+/// redirected; stops when its stdin closes.
+const RELAY: &str = r#"
+import socket, sys, threading
+path, host = sys.argv[1], sys.argv[2]
+def pipe(src, dst):
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+def serve():
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(16)
+    print("ready", flush=True)
+    while True:
+        client, _ = server.accept()
+        try:
+            upstream = socket.create_connection((host, 443), timeout=10)
+            upstream.settimeout(None)
+        except OSError:
+            client.close()
+            continue
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+threading.Thread(target=serve, daemon=True).start()
+sys.stdin.read()
+"#;
+
+/// [`RELAY`] running in a sandbox: the test's own TLS clients reach the
+/// sandbox's network through it (a Unix socket is in no network namespace).
+struct Relay {
+    child: std::process::Child,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    async fn start(sandbox: &netns::SandboxNamespace, host: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.sock");
+        let socket = path.to_str().unwrap();
+        let mut child = sandbox.spawn("python3", &["-c", RELAY, socket, host], &[]);
+        let stdout = child.stdout.take().unwrap();
+        let ready = blocking(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            line
+        })
+        .await;
+        assert_eq!(ready, "ready\n", "the relay did not start");
+        Self {
+            child,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// A WebSocket to the upstream's echo route through the relay, as far
+    /// as its `101`; else what stopped it.
+    async fn websocket(&self, tls: &TlsConnector) -> Result<TlsStream<UnixStream>, String> {
+        let open = async {
+            let stream = UnixStream::connect(&self.path)
+                .await
+                .map_err(|e| format!("relay: {e}"))?;
+            let mut ws = tls
+                .connect(ServerName::try_from(BOUND).unwrap(), stream)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            let handshake = format!(
+                "GET /ws HTTP/1.1\r\nHost: {BOUND}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            );
+            ws.write_all(handshake.as_bytes())
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            let head = tunnel::read_head(&mut ws).await;
+            if !head.starts_with("HTTP/1.1 101") {
+                return Err(format!("no upgrade: {head:?}"));
+            }
+            Ok(ws)
+        };
+        tokio::time::timeout(Duration::from_secs(10), open)
+            .await
+            .unwrap_or_else(|_| Err("no answer in 10 s".into()))
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `message` on `ws` and reads it back.
+async fn echo(ws: &mut TlsStream<UnixStream>, message: &str) {
+    write_ws_frame_masked(ws, 0x1, message.as_bytes(), Some([1, 2, 3, 4]))
+        .await
+        .unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(5), read_ws_frame(ws))
+        .await
+        .expect("no echo in 5 s");
+    assert_eq!(frame, Some((0x1, message.as_bytes().to_vec())));
+}
+
+/// `airlock_open_connections` in a metrics scrape.
+fn open_connections(metrics: &str) -> Option<u64> {
+    crate::support::metric(metrics, "airlock_open_connections")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,6 +390,103 @@ async fn clients_that_ignore_proxy_settings_are_redirected_through_the_same_pipe
         .chain([logs.as_str()])
         .collect();
     assert_not_leaked(&real, &texts);
+}
+
+/// A WebSocket inside an intercepted redirected connection is relayed after
+/// the HTTP server has let go of the socket: it keeps the connection's place
+/// under `max_connections` (and in the gauge) until it closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_on_the_transparent_listener_hold_their_place_under_max_connections() {
+    const MAX: u64 = 3;
+    let has_iptables = Command::new("iptables").arg("-V").output().is_ok();
+    if !netns::available() || !has_iptables {
+        crate::support::skip("the transparent-mode test needs root, iproute2 and iptables");
+        return;
+    }
+    let sandbox = netns::SandboxNamespace::create("tw", 233);
+    sandbox.route_all_via_host();
+    sandbox.set_hosts(&[(BOUND_ADDR, BOUND)]);
+
+    let ca = TestCa::new();
+    let bound = Upstream::start(&ca, &[BOUND]).await;
+    let tls_port = free_port(&sandbox.host_ip);
+    let cfg = format!(
+        "[proxy]\nintercept = \"all\"\nmax_connections = {MAX}\nupstream_ca = [{ca:?}]\n\
+         [resolve]\n\"{BOUND}\" = \"127.0.0.1:{bound_port}\"\n\
+         [transparent]\nlisten = \"{ip}:{tls_port}\"\n\
+         [transparent.addresses]\n\"{BOUND}\" = [\"{BOUND_ADDR}\"]\n",
+        ca = ca.cert_pem_path().display().to_string(),
+        bound_port = bound.port(),
+        ip = sandbox.host_ip,
+    );
+    let airlock = Airlock::start(&cfg);
+    let _rules = Rules::apply(vec![
+        "transparent".into(),
+        "rules".into(),
+        "--mode".into(),
+        "gateway".into(),
+        "--interface".into(),
+        sandbox.host_if.clone(),
+        "--tls-port".into(),
+        tls_port.to_string(),
+        "--chain".into(),
+        format!("AL_TW_{}", std::process::id()),
+    ]);
+    let relay = Relay::start(&sandbox, BOUND).await;
+    let tls = TlsConnector::from(tunnel::tls_config(&airlock.ca_path(), &[b"http/1.1"]));
+
+    let mut held = Vec::new();
+    for i in 0..MAX {
+        let mut ws = relay
+            .websocket(&tls)
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket {i}: {e}"));
+        echo(&mut ws, "opened").await;
+        held.push(ws);
+    }
+    // Over the limit the TLS listener closes the connection unanswered (a
+    // redirected client could not read a 503).
+    match relay.websocket(&tls).await {
+        Ok(_) => panic!("a connection past max_connections = {MAX} was served"),
+        Err(e) => assert!(e.starts_with("TLS: "), "{e}"),
+    }
+    let metrics = airlock.scrape_metrics().await.stdout;
+    assert_eq!(open_connections(&metrics), Some(MAX), "{metrics}");
+    for ws in &mut held {
+        echo(ws, "still relayed").await;
+    }
+
+    for mut ws in held {
+        write_ws_frame_masked(&mut ws, 0x8, &[], Some([1, 2, 3, 4]))
+            .await
+            .unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(5), read_ws_frame(&mut ws)).await;
+        assert_eq!(frame.ok().flatten(), Some((0x8, Vec::new())), "close");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = airlock.scrape_metrics().await.stdout;
+        if open_connections(&metrics) == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "closed WebSockets still counted: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut again = relay
+        .websocket(&tls)
+        .await
+        .unwrap_or_else(|e| panic!("once they closed: {e}"));
+    echo(&mut again, "admitted again").await;
+    let handshakes = bound.requests();
+    let handshakes = handshakes.iter().filter(|r| r.path_and_query == "/ws");
+    assert_eq!(
+        handshakes.count() as u64,
+        MAX + 1,
+        "the refused connection reached nothing"
+    );
 }
 
 /// Without a redirect (a DNS answer naming airlock; here curl's

@@ -59,8 +59,6 @@ pub fn browser_present(what: &str) -> bool {
     chromium && playwright
 }
 
-/// Runs a blocking client (curl, git, python) off the runtime's threads, so
-/// the servers of the same test keep answering.
 /// The `x-airlock-error` code in a response head (any case of the name).
 pub fn airlock_error(head: &str) -> Option<&str> {
     head.lines().find_map(|l| {
@@ -84,6 +82,15 @@ pub async fn silent_listener() -> (u16, tokio::task::JoinHandle<()>) {
     (port, hold)
 }
 
+/// The value of the sample `name` (no labels) in a metrics scrape.
+pub fn metric(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Runs a blocking client (curl, git, python) off the runtime's threads, so
+/// the servers of the same test keep answering.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f)
         .await

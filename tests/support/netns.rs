@@ -106,20 +106,45 @@ impl SandboxNamespace {
         timeout_secs: u32,
     ) -> Output {
         let limit = timeout_secs.to_string();
+        let out = self
+            .command(&["timeout", &limit, program], args, env)
+            .output()
+            .expect("ip netns exec");
+        Output {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts `program ARGS…` inside the namespace with exactly `env` (and
+    /// PATH), its stdin and stdout piped, and returns without waiting: the
+    /// caller ends it. (`ip netns exec` becomes the program, so its id is
+    /// the program's.)
+    pub fn spawn(
+        &self,
+        program: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> std::process::Child {
+        self.command(&[program], args, env)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("ip netns exec")
+    }
+
+    fn command(&self, program: &[&str], args: &[&str], env: &[(String, String)]) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, "timeout", &limit, program])
+        cmd.args(["netns", "exec", &self.name])
+            .args(program)
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().expect("ip netns exec");
-        Output {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd
     }
 }
 

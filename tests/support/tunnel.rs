@@ -27,7 +27,7 @@ pub async fn connect(proxy: SocketAddr, target: &str) -> (u16, String, TcpStream
 }
 
 /// Reads an HTTP response head byte by byte (so nothing after it is consumed).
-pub async fn read_head(stream: &mut TcpStream) -> String {
+pub async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
