@@ -98,7 +98,8 @@ def setting(label, work, pki, args, pinned=False, env=None, profiles=None):
     nginx = bench.start_nginx(work, pki, 64 << 20)
     procs = [nginx]
     try:
-        air = bench.start_airlock(work, pki, args.airlock, True, env=env)
+        air_env = {**(env or {}), **dict(kv.split("=", 1) for kv in args.airlock_env)}
+        air = bench.start_airlock(work, pki, args.airlock, True, env=air_env or None)
         procs.append(air)
         ceil = bench.start_ceiling(work, pki, args.ceiling, args.airlock, True, env=env)
         procs.append(ceil)
@@ -127,6 +128,8 @@ def main():
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--work", default="/tmp/airlock-pin-cores")
     ap.add_argument("--perf", metavar="DIR", help="also profile each proxy free and pinned; perf.data files go here")
+    ap.add_argument("--airlock-env", action="append", default=[], metavar="K=V",
+                    help="an environment variable for airlock only (repeatable)")
     ap.add_argument("--settings", default="free,pinned,one worker",
                     help="comma-separated: free, pinned, one worker")
     args = ap.parse_args()

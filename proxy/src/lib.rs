@@ -47,6 +47,7 @@ mod transparent;
 mod tunnel;
 pub mod upstream;
 pub mod wire_choice;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -55,6 +55,9 @@ pub struct ProxySettings {
     pub max_connections_per_sandbox: usize,
     /// Client connections the whole proxy holds open at once; more get `503`.
     pub max_connections: usize,
+    /// Single-threaded runtimes client connections are served on, one per
+    /// core (`0`: on the runtime that runs the listener, as a library does).
+    pub workers: usize,
     /// A request body that sends nothing for this long is abandoned (`408`, connection closed).
     pub body_read_timeout: Duration,
     /// Sum of decoded compressed request bodies held at once, process-wide; more get `503`.
@@ -206,6 +209,7 @@ impl Default for ProxySettings {
             scrub_responses: true,
             max_connections_per_sandbox: 1024,
             max_connections: 4096,
+            workers: 0,
             body_read_timeout: Duration::from_secs(30),
             decompression_budget: 128 * 1024 * 1024,
             own_addrs: Vec::new(),

@@ -26,7 +26,11 @@ pub(crate) struct Shared {
     pub ledger: Arc<TokenLedger>,
     pub leaves: Arc<LeafCache>,
     pub dialer: Arc<Dialer>,
-    pub upstream: Upstream,
+    /// One pooled client per worker (the first off the workers), so a
+    /// worker's requests use upstream connections driven on its own thread.
+    upstreams: Box<[Upstream]>,
+    /// The per-core runtimes client connections are served on (`workers`).
+    pub workers: Option<crate::workers::Workers>,
     pub scanner: Arc<Scanner>,
     /// The interception template cloned once per host's leaf; the clones
     /// share the session cache and ticketer.
@@ -89,12 +93,27 @@ impl Shared {
             extra_roots = settings.upstream_ca.len(),
             "upstream trust loaded"
         );
-        let upstream = Upstream::new(
-            dialer.clone(),
-            client_tls_config(roots),
-            settings.response_timeout,
-            settings.upstream_idle_timeout,
-        );
+        let workers = match settings.workers {
+            0 => None,
+            n => match crate::workers::Workers::start(n) {
+                Ok(workers) => Some(workers),
+                Err(error) => {
+                    tracing::warn!(%error, "could not start the proxy's workers: serving on the shared runtime");
+                    None
+                }
+            },
+        };
+        let tls = client_tls_config(roots);
+        let upstreams = (0..workers.as_ref().map_or(1, |w| w.len()))
+            .map(|_| {
+                Upstream::new(
+                    dialer.clone(),
+                    tls.clone(),
+                    settings.response_timeout,
+                    settings.upstream_idle_timeout,
+                )
+            })
+            .collect();
         let scanner = Arc::new(Scanner::new(tokens.placeholder_prefix()));
         let ledger = Arc::new(TokenLedger::new(tokens));
         let settings_held = settings.max_held_requests;
@@ -108,7 +127,8 @@ impl Shared {
             ledger,
             leaves,
             dialer,
-            upstream,
+            upstreams,
+            workers,
             scanner,
             tls_configs: crate::tls::LeafConfigs::new(crate::tls::interception_template()),
             connections: ConnectionSlots::default(),
@@ -119,6 +139,12 @@ impl Shared {
             held: Arc::new(tokio::sync::Semaphore::new(settings_held)),
             wire_choice,
         }
+    }
+
+    /// The pooled upstream client of this thread's worker.
+    pub fn upstream(&self) -> &Upstream {
+        let i = crate::workers::current().unwrap_or(0);
+        &self.upstreams[i % self.upstreams.len()]
     }
 
     /// A new request's record, reporting to this proxy's telemetry.

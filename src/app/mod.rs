@@ -435,6 +435,7 @@ impl App {
             settings.own_addrs.extend(listener.local_addr().ok());
         }
         let addr = listeners.addr;
+        let workers = settings.workers;
         let proxy = Proxy::new(
             settings,
             cache,
@@ -443,7 +444,7 @@ impl App {
             self.telemetry.clone(),
             self.descriptors.clone(),
         );
-        tracing::info!(target: crate::LOG_TARGET, listen = %addr, "proxy listening");
+        tracing::info!(target: crate::LOG_TARGET, listen = %addr, workers, "proxy listening");
         for (listener, which) in transparent {
             let proxy = proxy.clone();
             let at = listener.local_addr().map_err(Error::LocalAddr)?;

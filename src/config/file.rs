@@ -117,6 +117,8 @@ pub struct ProxySection {
     pub max_connections_per_sandbox: Option<usize>,
     /// Client connections the whole proxy holds open at once; more get 503.
     pub max_connections: Option<usize>,
+    /// Per-core runtimes connections are served on (default: the cores; 0: one shared runtime).
+    pub workers: Option<usize>,
     /// Seconds a request body may send nothing before it is abandoned (408).
     pub body_read_timeout_secs: Option<u64>,
     /// Decoded compressed request bodies held at once, process-wide; more get 503.

@@ -301,6 +301,7 @@ fn apply_scalars(p: &ProxySection, s: &mut ProxySettings) {
         p.max_connections_per_sandbox,
     );
     at_least_one(&mut s.max_connections, p.max_connections);
+    s.workers = p.workers.unwrap_or_else(default_workers);
     at_least_one(&mut s.auth_failures_per_minute, p.auth_failures_per_minute);
     if let Some(v) = p.consent_wait_secs {
         s.consent_wait = Duration::from_secs(v);
@@ -309,6 +310,12 @@ fn apply_scalars(p: &ProxySection, s: &mut ProxySettings) {
         s.max_consent_wait = Duration::from_secs(v);
     }
     at_least_one(&mut s.max_held_requests, p.max_held_requests);
+}
+
+/// One worker per core this process may run on (cgroup quota and affinity
+/// included).
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `upstream_protocol` and the hosts that differ from it; a host named in
@@ -471,6 +478,20 @@ mod tests {
         assert_eq!(c.settings.connect_timeout, d.connect_timeout);
         assert_eq!(c.settings.max_connections, d.max_connections);
         assert_eq!(c.settings.scrub_responses, d.scrub_responses);
+        // Unlike the library's default (0: the caller's runtime), a
+        // configured proxy serves on one worker per core.
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(c.settings.workers, cores);
+    }
+
+    #[test]
+    fn workers_are_read_and_zero_means_the_shared_runtime() {
+        let mut errors = Vec::new();
+        for (value, workers) in [(0, 0), (3, 3)] {
+            let l = load(&format!("[proxy]\nworkers = {value}\n"));
+            assert_eq!(l.proxy_config(&mut errors).settings.workers, workers);
+        }
+        assert!(errors.is_empty(), "{errors:?}");
     }
 
     #[test]

@@ -215,7 +215,7 @@ fn announce(shared: &Shared, hook: ConsentWebhook, entry: &HeldRequest) {
     let body = serde_json::json!({ "event": "consent_needed", "request": entry }).to_string();
     let timestamp = unix_now().to_string();
     let signature = webhook_signature(&hook, &timestamp, &body);
-    let upstream = shared.upstream.clone();
+    let upstream = shared.upstream().clone();
     let metrics = shared.telemetry.metrics.clone();
     tokio::spawn(async move {
         let request = http::Request::post(hook.url.clone())

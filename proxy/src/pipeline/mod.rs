@@ -117,7 +117,7 @@ async fn stages(
     let pick = measured.then(|| shared.wire_choice.choose(out.authority.as_str(), start));
     let wire = pick.as_ref().map_or(start, |p| p.wire);
     let attempt = UpstreamAttempt {
-        upstream: &shared.upstream,
+        upstream: shared.upstream(),
         out,
         guarded,
         add_via: shared.settings.add_via,

@@ -232,3 +232,55 @@ async fn an_upstream_that_fails_verification_fails_the_request() {
     assert!(proxy.seen().is_empty());
     assert_eq!(proxy.outcomes(1).await, ["upstream_tls"]);
 }
+
+#[tokio::test]
+async fn on_per_core_workers_every_connection_is_swapped_refreshed_and_screened() {
+    let tokens = MockTokens::new();
+    let p = tokens.oauth("github", HOST, "old-token");
+    tokens.on_refresh(&p, Ok("new-token"));
+    // Echoes the token it got; answers 401 to the old one.
+    let proxy = InProcess::start_with(
+        tokens.clone(),
+        handler(|req| {
+            let got = bearer(&req);
+            if got == "Bearer old-token" {
+                return answer(401, "expired".into());
+            }
+            answer(200, format!("you sent {got}"))
+        }),
+        |s| s.workers = 2,
+    )
+    .await;
+    // Each send is a connection of its own: they take the workers in turn.
+    for _ in 0..4 {
+        let (status, _, body) = proxy
+            .send(request("/user", "authorization", &format!("Bearer {p}")))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            body,
+            format!("you sent Bearer {p}"),
+            "screened on the way back"
+        );
+    }
+    assert_eq!(
+        tokens.refreshes().len(),
+        1,
+        "one refresh, whichever worker saw the 401"
+    );
+    let seen: Vec<_> = proxy
+        .seen()
+        .iter()
+        .map(|s| s.headers["authorization"].clone())
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "Bearer old-token",
+            "Bearer new-token",
+            "Bearer new-token",
+            "Bearer new-token",
+            "Bearer new-token"
+        ]
+    );
+}

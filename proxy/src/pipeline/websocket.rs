@@ -108,7 +108,7 @@ pub(crate) async fn websocket(
     *upstream_req.uri_mut() = uri;
     *upstream_req.version_mut() = Version::HTTP_11;
     *upstream_req.headers_mut() = headers;
-    let mut response = match shared.upstream.send_upgrade(upstream_req).await {
+    let mut response = match shared.upstream().send_upgrade(upstream_req).await {
         Ok(r) => r,
         Err(err) => return refuse(&mut audit, err),
     };
