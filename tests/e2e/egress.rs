@@ -622,6 +622,19 @@ async fn the_vault_api_takes_its_connections_from_the_budget_and_stops_at_its_ma
         answer.contains("vault_busy") && answer.contains("\"code\":\"unavailable\""),
         "{answer}"
     );
+    // More refusals at once are logged once, not one line each.
+    for _ in 0..5 {
+        let mut more = tokio::net::TcpStream::connect(vault).await.unwrap();
+        more.write_all(HEALTH).await.unwrap();
+        assert!(tunnel::read_to_close(&mut more)
+            .await
+            .starts_with("HTTP/1.1 503"));
+    }
+    let warned = airlock
+        .logs()
+        .matches("vault API: max_connections reached")
+        .count();
+    assert_eq!(warned, 1, "{}", airlock.logs());
     // The proxy is not affected, and the places come back.
     assert_serving(&airlock).await;
     drop(held);
@@ -640,9 +653,6 @@ async fn the_vault_api_takes_its_connections_from_the_budget_and_stops_at_its_ma
     }
     let after = open_descriptors(&airlock).await;
     assert!(after < during, "{during} -> {after} descriptors");
-    assert!(airlock
-        .logs()
-        .contains("vault API: max_connections reached"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,8 @@ use tokio::sync::Semaphore;
 
 /// Refusals written at once; past this, more are closed unanswered.
 const BUSY_ANSWERS: usize = 16;
+/// Refusals are logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 /// How long writing one refusal may take.
 const BUSY_WRITE: Duration = Duration::from_secs(1);
 
@@ -65,6 +67,7 @@ where
 {
     let places = Arc::new(Semaphore::new(limits.max_connections));
     let busy = Arc::new(Semaphore::new(BUSY_ANSWERS));
+    let mut last_warned: Option<std::time::Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -90,7 +93,17 @@ where
                     drop(held);
                 });
             }
-            None => refuse(stream, &busy),
+            None => {
+                // Once per WARN_EVERY at most: a flood must not become one.
+                if last_warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                    last_warned = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "vault API: max_connections reached or no descriptor left, connections refused"
+                    );
+                }
+                refuse(stream, &busy);
+            }
         }
     }
 }
@@ -114,7 +127,6 @@ fn refuse(mut stream: TcpStream, busy: &Arc<Semaphore>) {
     let Ok(answering) = busy.clone().try_acquire_owned() else {
         return;
     };
-    tracing::warn!("vault API: max_connections reached, connection refused");
     tokio::spawn(async move {
         let _ = tokio::time::timeout(BUSY_WRITE, async {
             stream.write_all(&busy_answer()).await?;
