@@ -74,6 +74,26 @@ fn free_port(ip: &str) -> u16 {
 struct Rules(Vec<String>);
 
 impl Rules {
+    /// Gateway-mode redirects of `sandbox`'s TLS (and, given, plain HTTP)
+    /// traffic to airlock, in a chain named `chain` and this process's id.
+    fn gateway(
+        sandbox: &netns::SandboxNamespace,
+        tls_port: u16,
+        http_port: Option<u16>,
+        chain: &str,
+    ) -> Self {
+        let mut args: Vec<String> = ["transparent", "rules", "--mode", "gateway", "--interface"]
+            .map(String::from)
+            .to_vec();
+        args.push(sandbox.host_if.clone());
+        args.extend(["--tls-port".into(), tls_port.to_string()]);
+        if let Some(port) = http_port {
+            args.extend(["--http-port".into(), port.to_string()]);
+        }
+        args.extend(["--chain".into(), format!("{chain}_{}", std::process::id())]);
+        Self::apply(args)
+    }
+
     fn apply(args: Vec<String>) -> Self {
         let mut apply = args.clone();
         apply.push("--apply".into());
@@ -244,20 +264,7 @@ async fn clients_that_ignore_proxy_settings_are_redirected_through_the_same_pipe
         ip = sandbox.host_ip,
     );
     let airlock = Airlock::start(&cfg);
-    let _rules = Rules::apply(vec![
-        "transparent".into(),
-        "rules".into(),
-        "--mode".into(),
-        "gateway".into(),
-        "--interface".into(),
-        sandbox.host_if.clone(),
-        "--tls-port".into(),
-        tls_port.to_string(),
-        "--http-port".into(),
-        http_port.to_string(),
-        "--chain".into(),
-        format!("AL_TP_{}", std::process::id()),
-    ]);
+    let _rules = Rules::gateway(&sandbox, tls_port, Some(http_port), "AL_TP");
 
     let placeholder = airlock.var("API_TOKEN");
     let ca_pem = airlock.ca_path().display().to_string();
@@ -420,18 +427,7 @@ async fn websockets_on_the_transparent_listener_hold_their_place_under_max_conne
         ip = sandbox.host_ip,
     );
     let airlock = Airlock::start(&cfg);
-    let _rules = Rules::apply(vec![
-        "transparent".into(),
-        "rules".into(),
-        "--mode".into(),
-        "gateway".into(),
-        "--interface".into(),
-        sandbox.host_if.clone(),
-        "--tls-port".into(),
-        tls_port.to_string(),
-        "--chain".into(),
-        format!("AL_TW_{}", std::process::id()),
-    ]);
+    let _rules = Rules::gateway(&sandbox, tls_port, None, "AL_TW");
     let relay = Relay::start(&sandbox, BOUND).await;
     let tls = TlsConnector::from(tunnel::tls_config(&airlock.ca_path(), &[b"http/1.1"]));
 
