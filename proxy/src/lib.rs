@@ -94,6 +94,11 @@ impl Proxy {
         }
     }
 
+    /// The per-core runtimes connections are served on (0: the caller's).
+    pub fn workers(&self) -> usize {
+        self.shared.workers.as_ref().map_or(0, |w| w.len())
+    }
+
     /// Accepts connections until the listener fails.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         listen::serve(self.shared, listener).await

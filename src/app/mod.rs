@@ -435,7 +435,6 @@ impl App {
             settings.own_addrs.extend(listener.local_addr().ok());
         }
         let addr = listeners.addr;
-        let workers = settings.workers;
         let proxy = Proxy::new(
             settings,
             cache,
@@ -444,6 +443,8 @@ impl App {
             self.telemetry.clone(),
             self.descriptors.clone(),
         );
+        // The workers started, not those asked for (a warning says why).
+        let workers = proxy.workers();
         tracing::info!(target: crate::LOG_TARGET, listen = %addr, workers, "proxy listening");
         for (listener, which) in transparent {
             let proxy = proxy.clone();

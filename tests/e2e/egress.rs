@@ -689,6 +689,32 @@ async fn connections_to_the_metrics_port_past_the_open_files_limit_do_not_stop_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_serves_on_one_worker_per_core_or_on_the_shared_runtime_with_zero() {
+    let ca = TestCa::new();
+    let upstream = Upstream::start(&ca, &[API]).await;
+    let cores = std::thread::available_parallelism().unwrap().get();
+    for (extra, workers) in [("", cores), ("workers = 0", 0), ("workers = 3", 3)] {
+        let airlock = Airlock::start(&config(&ca, &upstream, extra, ""));
+        // Several connections, so every worker serves one.
+        for _ in 0..4 {
+            assert_serving(&airlock).await;
+        }
+        let logs = airlock.logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("proxy listening"))
+            .expect("proxy listening line");
+        assert!(line.contains(&format!("workers={workers}")), "{line}");
+        let threads = std::fs::read_dir(format!("/proc/{}/task", airlock.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("airlock-w"))
+            .count();
+        assert_eq!(threads, workers, "{extra:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_gzip_bombs_share_one_decompression_budget() {
     // An upstream that accepts and never answers: each request holds its
     // decoded body until response_timeout, so the bombs overlap.
