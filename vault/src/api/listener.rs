@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
@@ -130,7 +130,13 @@ fn refuse(mut stream: TcpStream, busy: &Arc<Semaphore>) {
     tokio::spawn(async move {
         let _ = tokio::time::timeout(BUSY_WRITE, async {
             stream.write_all(&busy_answer()).await?;
-            stream.shutdown().await
+            stream.shutdown().await?;
+            // Read what the client sent until it closes: closing with its
+            // request unread would reset the connection, and the client
+            // could lose the answer.
+            let mut sink = [0u8; 1024];
+            while stream.read(&mut sink).await? > 0 {}
+            std::io::Result::Ok(())
         })
         .await;
         drop(answering);
