@@ -455,15 +455,21 @@ mod tests {
         (stream, head)
     }
 
-    #[tokio::test]
-    async fn admin_connections_past_the_cap_are_closed_unanswered() {
-        let addr = admin(Duration::from_secs(30)).await;
+    /// Every place taken by a connection that was answered and kept open.
+    async fn fill(addr: std::net::SocketAddr) -> Vec<tokio::net::TcpStream> {
         let mut held = Vec::new();
         for _ in 0..ADMIN_CONNECTIONS {
             let (stream, head) = probe(addr).await;
             assert_eq!(head, "HTTP/1.1 200 OK");
             held.push(stream);
         }
+        held
+    }
+
+    #[tokio::test]
+    async fn admin_connections_past_the_cap_are_closed_unanswered() {
+        let addr = admin(Duration::from_secs(30)).await;
+        let mut held = fill(addr).await;
         let (_, head) = probe(addr).await;
         assert_eq!(head, "");
         drop(held.pop());
@@ -482,12 +488,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_admin_connection_is_closed_and_gives_its_place_back() {
         let addr = admin(Duration::from_millis(300)).await;
-        let mut held = Vec::new();
-        for _ in 0..ADMIN_CONNECTIONS {
-            let (stream, head) = probe(addr).await;
-            assert_eq!(head, "HTTP/1.1 200 OK");
-            held.push(stream);
-        }
+        let mut held = fill(addr).await;
         for stream in &mut held {
             let mut rest = Vec::new();
             tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
