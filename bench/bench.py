@@ -1300,8 +1300,12 @@ def scaling_firewall(work, pki, binary, upstream_h2, reps, duration, size, token
                 "firewall": key[0] == "fw_scale_on", "tokens": key[1],
                 "keepalive_c16": {"runs": []}, "download": {"runs": []}}
         for r in range(reps):
+            # On and off in turn, the first of the pair alternating by round:
+            # the report reads the cost from each round's pair (on ÷ off,
+            # back to back), so drift over the run cancels out.
+            pair = ("fw_scale_on", "fw_scale_off") if r % 2 == 0 else ("fw_scale_off", "fw_scale_on")
             for n in token_counts:
-                for name in ("fw_scale_on", "fw_scale_off"):
+                for name in pair:
                     peer = peers[(name, n)]
                     v = out["variants"][f"{name}_{n}"]
                     res = run_oha(peer, 16, duration)
@@ -2289,8 +2293,9 @@ def main():
             points = [int(x) for x in (args.scale_sandboxes or ("1,100" if smoke else "1,100,1000,10000")).split(",")]
             tokens = [int(x) for x in (args.scale_tokens or ("1,100" if smoke else "1,10,100,1000")).split(",")]
             wl["scaling"] = {
-                "firewall": scaling_firewall(work, pki, args.airlock, args.airlock_upstream == "h2", scale_reps,
-                                             duration, size, tokens),
+                # An even count of rounds: each gateway goes first as often.
+                "firewall": scaling_firewall(work, pki, args.airlock, args.airlock_upstream == "h2",
+                                             1 if smoke else 4, duration, size, tokens),
                 "population": scaling_population(work, pki, args.airlock, args.airlock_upstream == "h2",
                                                  scale_reps, duration, points, idle_n),
             }

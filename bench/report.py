@@ -275,6 +275,18 @@ def scaling_slopes(pop):
     return out
 
 
+def paired_ratio(on, off, field):
+    """The median over rounds of on ÷ off, each round's two runs measured back
+    to back (bench.scaling_firewall); the ratio of the medians when the
+    rounds cannot be paired (an older results.json)."""
+    pairs = [(a.get(field), b.get(field)) for a, b in zip(on.get("runs") or [], off.get("runs") or [])
+             if not a.get("failed") and not b.get("failed")]
+    ratios = [a / b for a, b in pairs if a is not None and b]
+    if ratios and len(ratios) == len(on.get("runs") or []) == len(off.get("runs") or []):
+        return statistics.median(ratios)
+    return ratio(med(on.get(field)), med(off.get(field)))
+
+
 def scaling_fw_costs(fw, kind):
     """[(tokens, on ÷ off − 1 of CPU, on ÷ off of throughput)] for keep-alive or download."""
     v = fw.get("variants") or {}
@@ -283,8 +295,8 @@ def scaling_fw_costs(fw, kind):
     rows = []
     for n in fw.get("tokens") or []:
         on, off = v.get(f"fw_scale_on_{n}", {}).get(key, {}), v.get(f"fw_scale_off_{n}", {}).get(key, {})
-        c = ratio(med(on.get(cpu)), med(off.get(cpu)))
-        r = ratio(med(on.get(rate)), med(off.get(rate)))
+        c = paired_ratio(on, off, cpu)
+        r = paired_ratio(on, off, rate)
         rows.append((n, None if c is None else c - 1, r))
     return rows
 
@@ -312,7 +324,8 @@ def scaling_targets(results, add):
             f"({unit}), by tokens the sandbox holds", f"≤ {SCALE_FW_COST:.0%}",
             max(costs) if costs else None, None if not costs or len(costs) < len(rows) else max(costs) <= SCALE_FW_COST,
             shown or "not measured",
-            "shared gateway, `scrub_responses = false` as the baseline; both on an HTTP/1.1 upstream")
+            "shared gateway, `scrub_responses = false` as the baseline; both on an HTTP/1.1 upstream; "
+            "median of the rounds' back-to-back pairs")
     idle = pop.get("idle") or {}
     n = idle.get("asked") or idle.get("count")
     if n:
@@ -390,7 +403,9 @@ def scaling_section(sc, w):
           "spelling, so its pattern set grows with the count. Keep-alive GETs (16 connections) and a "
           f"{fmt_mib((v[next(iter(v))]['download']['runs'] or [{}])[0].get('bytes', 0) / 1024)} download, "
           "interleaved, both gateways on an HTTP/1.1 upstream (`upstream_protocol = \"http1\"`: the firewall "
-          "the only difference); ratios are on ÷ off at the same count.")
+          "the only difference). On and off run back to back in each round, the first of the pair "
+          "alternating; the cost in the targets is the median over rounds of each pair's on ÷ off, "
+          "the ratios in the table are of the medians.")
         w("")
         w("| tokens | firewall | keep-alive req/s | p50 | CPU µs/req | download MB/s | CPU s/GB |")
         w("|---|---|---|---|---|---|---|")
