@@ -62,18 +62,37 @@ pub struct RunOptions {
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(None)
+}
+
+/// A runtime of `threads` workers, or one per core.
+fn runtime_with(threads: Option<usize>) -> Result<tokio::runtime::Runtime, Error> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads);
+    }
+    builder
         .enable_all()
         .thread_name("airlock")
         .build()
         .map_err(Error::Runtime)
 }
 
+/// Threads for the main runtime when the proxy serves its clients on
+/// `proxy_workers` runtimes of its own: what is left there (the accept loop,
+/// the vault, the admin endpoint, background tasks) is a small share, so one
+/// thread per four workers instead of one per core, which would mostly idle,
+/// each with its stack and allocator arena. `None` (one per core) when the
+/// main runtime serves the proxy's clients too.
+fn main_runtime_threads(mode: Mode, proxy_workers: usize) -> Option<usize> {
+    (mode.runs_proxy() && proxy_workers > 0).then(|| proxy_workers.div_ceil(4))
+}
+
 /// Runs `mode` until a server stops or a shutdown signal arrives.
 pub fn serve(options: RunOptions, mode: Mode) -> Result<(), Error> {
     let loaded = Loaded::read(options.config.as_deref())?;
     let effective = loaded.effective(&options.flags);
-    let runtime = runtime()?;
+    let runtime = runtime_with(main_runtime_threads(mode, loaded.proxy_workers()))?;
     {
         let _entered = runtime.enter();
         logging::init(&effective);
@@ -445,7 +464,15 @@ impl App {
         );
         // The workers started, not those asked for (a warning says why).
         let workers = proxy.workers();
-        tracing::info!(target: crate::LOG_TARGET, listen = %addr, workers, "proxy listening");
+        // The rest: accept loop, vault, admin endpoint (`main_runtime_threads`).
+        let main_threads = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(
+            target: crate::LOG_TARGET,
+            listen = %addr,
+            workers,
+            main_threads,
+            "proxy listening"
+        );
         for (listener, which) in transparent {
             let proxy = proxy.clone();
             let at = listener.local_addr().map_err(Error::LocalAddr)?;
@@ -539,5 +566,21 @@ async fn wait(
             tracing::info!(target: crate::LOG_TARGET, "shutting down");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_main_runtime_keeps_a_thread_per_four_workers_or_one_per_core_without_them() {
+        for (workers, threads) in [(1, 1), (2, 1), (4, 1), (5, 2), (64, 16)] {
+            assert_eq!(main_runtime_threads(Mode::Up, workers), Some(threads));
+            assert_eq!(main_runtime_threads(Mode::Proxy, workers), Some(threads));
+        }
+        // Clients on the main runtime, or no proxy at all: one per core.
+        assert_eq!(main_runtime_threads(Mode::Up, 0), None);
+        assert_eq!(main_runtime_threads(Mode::Vault, 8), None);
     }
 }

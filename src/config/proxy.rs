@@ -78,11 +78,17 @@ static WEBHOOK_SECRET_KEYS: SourceKeys = SourceKeys {
 };
 
 impl Loaded {
+    /// `[proxy] workers` as the proxy will read it: the core count unless set.
+    pub fn proxy_workers(&self) -> usize {
+        self.config.proxy.workers.unwrap_or_else(default_workers)
+    }
+
     /// `[proxy]` and `[resolve]`; problems go to `errors`, each once.
     pub(super) fn proxy_config(&self, errors: &mut Vec<String>) -> ProxyConfig {
         let p = &self.config.proxy;
         let mut settings = ProxySettings::default();
         apply_scalars(p, &mut settings);
+        settings.workers = self.proxy_workers();
         if settings.allowed_ports.is_empty() {
             errors.push("proxy.allowed_ports is empty: no request could succeed".into());
         }
@@ -301,7 +307,6 @@ fn apply_scalars(p: &ProxySection, s: &mut ProxySettings) {
         p.max_connections_per_sandbox,
     );
     at_least_one(&mut s.max_connections, p.max_connections);
-    s.workers = p.workers.unwrap_or_else(default_workers);
     at_least_one(&mut s.auth_failures_per_minute, p.auth_failures_per_minute);
     if let Some(v) = p.consent_wait_secs {
         s.consent_wait = Duration::from_secs(v);

@@ -705,6 +705,17 @@ async fn the_proxy_serves_on_one_worker_per_core_or_on_the_shared_runtime_with_z
             .find(|l| l.contains("proxy listening"))
             .expect("proxy listening line");
         assert!(line.contains(&format!("workers={workers}")), "{line}");
+        // The main runtime keeps a thread per four workers, or one per core
+        // when it serves the clients itself.
+        let main_threads = if workers == 0 {
+            cores
+        } else {
+            workers.div_ceil(4)
+        };
+        assert!(
+            line.contains(&format!("main_threads={main_threads}")),
+            "{line}"
+        );
         let threads = std::fs::read_dir(format!("/proc/{}/task", airlock.pid()))
             .unwrap()
             .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
