@@ -280,7 +280,7 @@ def paired_ratio(on, off, field):
     to back (bench.scaling_firewall); the ratio of the medians when the
     rounds cannot be paired (an older results.json)."""
     pairs = [(a.get(field), b.get(field)) for a, b in zip(on.get("runs") or [], off.get("runs") or [])
-             if not a.get("failed") and not b.get("failed")]
+             if good_runs([a, b]) == [a, b]]
     ratios = [a / b for a, b in pairs if a is not None and b]
     if ratios and len(ratios) == len(on.get("runs") or []) == len(off.get("runs") or []):
         return statistics.median(ratios)
