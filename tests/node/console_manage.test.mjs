@@ -52,8 +52,10 @@ const refused = async (name, submit, expected) => {
 };
 // Submits a connect form; the flow runs in the popup, which closes; the console reloads.
 const connectThrough = async (submit) => {
-  const [popup] = await Promise.all([page.waitForEvent("popup"), submit()]);
+  // Waited for from before the submit: on a fast flow the console reloads
+  // before the click's promise settles, and a load is not replayed.
   const reloaded = page.waitForEvent("load", { timeout: 30000 });
+  const [popup] = await Promise.all([page.waitForEvent("popup"), submit()]);
   // It may have closed already: its close event is not replayed.
   if (!popup.isClosed()) await popup.waitForEvent("close", { timeout: 30000 });
   await reloaded;
