@@ -487,7 +487,18 @@ impl Firewall {
     /// `data.len()`. Only the last `longest - 1` positions can be one.
     pub(crate) fn first_open(&self, data: &[u8], from: usize) -> usize {
         let len = data.len();
-        let start = from.max(len.saturating_sub(self.longest - 1));
+        let mut start = from.max(len.saturating_sub(self.longest - 1));
+        // Eight positions a turn, one branch: in most tails no byte begins a
+        // spelling, and the tail is up to six times a token's length.
+        while let Some(eight) = data.get(start..start + 8) {
+            if eight
+                .iter()
+                .fold(false, |any, &b| any | self.first_bytes[usize::from(b)])
+            {
+                break;
+            }
+            start += 8;
+        }
         (start..len)
             .find(|&i| {
                 let tail = &data[i..];

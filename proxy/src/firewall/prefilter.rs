@@ -103,10 +103,16 @@ impl GramFilter {
     #[inline]
     pub(super) fn next_hit(&self, data: &[u8], mut probe: usize) -> Option<usize> {
         let bits = &*self.bits;
+        // The table's length is a power of two: masking the word index
+        // (a no-op, the shift already bounds it) spares a bounds check a probe.
+        let words = bits.len().checked_sub(1)?;
         let last = data.len().checked_sub(GRAM)?;
         while probe <= last {
             let gram = gram_at(data, probe);
-            if is_set(bits, self.bit(gram, 0)) && is_set(bits, self.bit(gram, 1)) {
+            let first = self.bit(gram, 0);
+            if bits[(first / 64) & words] & (1 << (first % 64)) != 0
+                && is_set(bits, self.bit(gram, 1))
+            {
                 return Some(probe);
             }
             probe += self.stride;
