@@ -1299,35 +1299,74 @@ def scaling_firewall(work, pki, binary, upstream_h2, reps, duration, size, token
             out["variants"][f"{key[0]}_{key[1]}"] = {
                 "firewall": key[0] == "fw_scale_on", "tokens": key[1],
                 "keepalive_c16": {"runs": []}, "download": {"runs": []}}
+        # Each round measures on and off twice, in the order A B B A (the
+        # first alternating by round), each window half the duration, and
+        # reads the round's cost from the two sums: a drift of the machine
+        # that is linear over the round cancels out of it (one gateway alone
+        # drifted 25 % within a minute here, more than the cost measured).
+        window = max(1.0, duration / 2)
         for r in range(reps):
-            # On and off in turn, the first of the pair alternating by round:
-            # the report reads the cost from each round's pair (on ÷ off,
-            # back to back), so drift over the run cancels out.
-            pair = ("fw_scale_on", "fw_scale_off") if r % 2 == 0 else ("fw_scale_off", "fw_scale_on")
+            first, second = ("fw_scale_on", "fw_scale_off") if r % 2 == 0 else ("fw_scale_off", "fw_scale_on")
             for n in token_counts:
-                for name in pair:
+                windows = {name: {"keepalive": [], "download": []} for name in (first, second)}
+                for name in (first, second, second, first):
                     peer = peers[(name, n)]
-                    v = out["variants"][f"{name}_{n}"]
-                    res = run_oha(peer, 16, duration)
+                    res = run_oha(peer, 16, window)
                     res.pop("cmd", None)
-                    v["keepalive_c16"]["runs"].append(res)
+                    windows[name]["keepalive"].append(res)
                     if res.get("failed") or res.get("error"):
                         FAILURES.append(f"{peer.label}, {n} tokens, keep-alive: {res.get('failed') or res.get('error')}")
                     res = transfer(peer, "download", size, None)
                     res.pop("cmd", None)
-                    v["download"]["runs"].append(res)
+                    windows[name]["download"].append(res)
                     if res.get("failed"):
                         FAILURES.append(f"{peer.label}, {n} tokens, download: {res['failed']}")
+                for name, w in windows.items():
+                    v = out["variants"][f"{name}_{n}"]
+                    ka, dl = merge_oha_windows(w["keepalive"]), merge_transfers(w["download"])
+                    v["keepalive_c16"]["runs"].append(ka)
+                    v["download"]["runs"].append(dl)
                     log(f"scaling firewall rep {r + 1} {name} {n} tokens: "
-                        f"{v['keepalive_c16']['runs'][-1].get('rps') or 0:.0f} req/s, "
-                        f"{v['keepalive_c16']['runs'][-1].get('cpu_us_per_req') or 0:.0f} us CPU/req, "
-                        f"{res.get('mb_s') or 0:.0f} MB/s, {res.get('cpu_s_per_gb') or 0:.2f} s/GB")
+                        f"{ka.get('rps') or 0:.0f} req/s, {ka.get('cpu_us_per_req') or 0:.1f} us CPU/req, "
+                        f"{dl.get('mb_s') or 0:.0f} MB/s, {dl.get('cpu_s_per_gb') or 0:.3f} s/GB")
     except Exception as exc:  # noqa: BLE001
         FAILURES.append(f"scaling firewall: {type(exc).__name__}: {exc}")
         log(FAILURES[-1])
     finally:
         for p in procs.values():
             p.stop()
+    return out
+
+
+def merge_oha_windows(runs):
+    """One figure from several oha windows on one gateway: CPU a request
+    from the sums; the windows kept as they were."""
+    ok = [r for r in runs if not r.get("failed") and not r.get("error")]
+    out = {"windows": runs}
+    if len(ok) != len(runs):
+        out["failed"] = "; ".join(r.get("failed") or r.get("error") for r in runs if r not in ok)
+        return out
+    responses = sum(r["responses"] for r in ok)
+    cpu = sum(r["proxy_cpu_s"] for r in ok)
+    out.update(responses=responses, proxy_cpu_s=cpu, rps=statistics.fmean(r["rps"] for r in ok),
+               p50_us=statistics.median(r["p50_us"] for r in ok), load1=max(r["load1"] for r in ok))
+    if responses:
+        out["cpu_us_per_req"] = cpu / responses * 1e6
+    return out
+
+
+def merge_transfers(runs):
+    """One figure from several transfers through one gateway, from the sums."""
+    ok = [r for r in runs if not r.get("failed")]
+    out = {"transfers": runs}
+    if len(ok) != len(runs):
+        out["failed"] = "; ".join(r["failed"] for r in runs if r not in ok)
+        return out
+    moved = sum(r["bytes"] for r in ok)
+    secs = sum(r["seconds"] for r in ok)
+    cpu = sum(r["proxy_cpu_s"] for r in ok)
+    out.update(bytes=moved, seconds=secs, mb_s=moved / secs / 1e6, proxy_cpu_s=cpu,
+               cpu_s_per_gb=cpu / (moved / 1e9) if moved else None)
     return out
 
 
@@ -1625,7 +1664,7 @@ def oha_cmd(peer, conns, duration, h2=False, keepalive=True, streams=1, requests
     `wrap` goes before it (`taskset -c 1`)."""
     cmd = [
         *wrap, "oha", "--no-tui", "--output-format", "json",
-        *(["-n", str(requests)] if requests else ["-z", f"{duration}s"]),
+        *(["-n", str(requests)] if requests else ["-z", f"{round(duration * 1000)}ms"]),
         "-c", str(conns), "-w",
         "--cacert", str(peer.ca),
         "-H", f"Authorization: {peer.auth}",
@@ -2295,7 +2334,7 @@ def main():
             wl["scaling"] = {
                 # An even count of rounds: each gateway goes first as often.
                 "firewall": scaling_firewall(work, pki, args.airlock, args.airlock_upstream == "h2",
-                                             1 if smoke else 4, duration, size, tokens),
+                                             1 if smoke else 6, duration, size, tokens),
                 "population": scaling_population(work, pki, args.airlock, args.airlock_upstream == "h2",
                                                  scale_reps, duration, points, idle_n),
             }

@@ -287,6 +287,13 @@ def paired_ratio(on, off, field):
     return ratio(med(on.get(field)), med(off.get(field)))
 
 
+def one_download_bytes(variants):
+    """The size of one download of the firewall workload (a round's figure
+    may sum two of them)."""
+    run = ((variants[next(iter(variants))].get("download") or {}).get("runs") or [{}])[0]
+    return ((run.get("transfers") or [run])[0]).get("bytes", 0)
+
+
 def scaling_fw_costs(fw, kind):
     """[(tokens, on ÷ off − 1 of CPU, on ÷ off of throughput)] for keep-alive or download."""
     v = fw.get("variants") or {}
@@ -325,7 +332,7 @@ def scaling_targets(results, add):
             max(costs) if costs else None, None if not costs or len(costs) < len(rows) else max(costs) <= SCALE_FW_COST,
             shown or "not measured",
             "shared gateway, `scrub_responses = false` as the baseline; both on an HTTP/1.1 upstream; "
-            "median of the rounds' back-to-back pairs")
+            "median over rounds of each round's on ÷ off (A B B A)")
     idle = pop.get("idle") or {}
     n = idle.get("asked") or idle.get("count")
     if n:
@@ -401,10 +408,12 @@ def scaling_section(sc, w):
           f"with {fmt_num(fw.get('secrets'))} secrets; one sandbox per token count, binding that many), one with "
           "`scrub_responses = false`. The firewall guards every token the sandbox could obtain in every "
           "spelling, so its pattern set grows with the count. Keep-alive GETs (16 connections) and a "
-          f"{fmt_mib((v[next(iter(v))]['download']['runs'] or [{}])[0].get('bytes', 0) / 1024)} download, "
+          f"{fmt_mib(one_download_bytes(v) / 1024)} download, "
           "interleaved, both gateways on an HTTP/1.1 upstream (`upstream_protocol = \"http1\"`: the firewall "
-          "the only difference). On and off run back to back in each round, the first of the pair "
-          "alternating; the cost in the targets is the median over rounds of each pair's on ÷ off, "
+          "the only difference). Each round measures on and off twice, in the order A B B A (the first "
+          "alternating by round; keep-alive windows of half the duration), and a side's figure for the "
+          "round comes from the sums of its two windows, so a drift of the machine that is linear over the "
+          "round cancels out; the cost in the targets is the median over rounds of each round's on ÷ off, "
           "the ratios in the table are of the medians.")
         w("")
         w("| tokens | firewall | keep-alive req/s | p50 | CPU µs/req | download MB/s | CPU s/GB |")
