@@ -81,7 +81,7 @@ use prefilter::{GramFilter, StartFilter, PROBED_LEN};
 use secrecy::{ExposeSecret, SecretString};
 
 pub use patterns::Spelling;
-pub use stream::{FirewallBody, Holdback};
+pub use stream::{FirewallBody, Holdback, Pieces};
 pub use websocket::{WsScrubber, WsViolation};
 
 /// One secret the sandbox must never see, and what it sees instead.

@@ -8,9 +8,14 @@ use aho_corasick::Match;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use smallvec::SmallVec;
 
 use super::Firewall;
 use crate::body::{BoxError, ProxyBody};
+
+/// What one push releases, in order: slices of the chunk wherever nothing
+/// was replaced, so a large chunk is not copied to join it to a few held bytes.
+pub type Pieces = SmallVec<[Bytes; 4]>;
 
 /// The unsettled tail of one stream, in two stages. The input not yet
 /// settled: the longest suffix that is a proper prefix of some spelling,
@@ -36,27 +41,56 @@ impl Holdback {
     }
 
     /// Scrubs `chunk` as the continuation of the stream and returns what can
-    /// go now. A chunk with nothing to replace and nothing held before it is
-    /// returned as a slice of itself, without copying.
+    /// go now, joined. [`push_pieces`](Self::push_pieces) is the same
+    /// without joining.
     pub fn push(&mut self, fw: &Firewall, chunk: Bytes) -> Bytes {
+        let mut out = Pieces::new();
+        self.push_pieces(fw, chunk, &mut out);
+        join(out)
+    }
+
+    /// Scrubs `chunk` as the continuation of the stream and appends what can
+    /// go now to `out`. Where nothing is replaced the output is slices of
+    /// `chunk`: only the bytes that join it to what was held before are copied.
+    pub fn push_pieces(&mut self, fw: &Firewall, mut chunk: Bytes, out: &mut Pieces) {
         if !self.held.is_empty() {
-            self.held.extend_from_slice(&chunk);
-            return self.drain(fw, false);
+            // What is held and the chunk's first `longest - 1` bytes settle
+            // all that was held: what stays open is shorter than a spelling.
+            // From where that settled, the chunk is searched as a stream of
+            // its own, in place.
+            let held = self.held.len();
+            let seam = (fw.longest_pattern() - 1).min(chunk.len());
+            self.held.extend_from_slice(&chunk[..seam]);
+            if seam == chunk.len() {
+                return self.drain(fw, false, out);
+            }
+            self.matches.clear();
+            let settled = fw.settle(&self.held, false, &mut self.matches);
+            debug_assert!(settled >= held, "the seam settles what was held");
+            let ready = self.held.split_to(settled);
+            self.held.clear();
+            let (scrubbed, replaced) = self.scrubbed(fw, ready);
+            // The rest of the chunk follows: a replacement may still come.
+            self.release(fw, scrubbed, replaced, false, true, out);
+            chunk = chunk.slice(settled - held..);
         }
         self.matches.clear();
         let settled = fw.settle(&chunk, false, &mut self.matches);
         self.held.extend_from_slice(&chunk[settled..]);
+        let more = !self.held.is_empty();
         if self.matches.is_empty() {
-            return self.release(fw, chunk.slice(..settled), false, false);
+            return self.release(fw, chunk.slice(..settled), false, false, more, out);
         }
-        let mut out = BytesMut::with_capacity(settled + 64);
-        fw.write_scrubbed(&chunk[..settled], &self.matches, &mut out);
-        self.release(fw, out.freeze(), true, false)
+        let mut scrubbed = BytesMut::with_capacity(settled + 64);
+        fw.write_scrubbed(&chunk[..settled], &self.matches, &mut scrubbed);
+        self.release(fw, scrubbed.freeze(), true, false, more, out);
     }
 
     /// The stream ended: everything held is settled.
     pub fn finish(&mut self, fw: &Firewall) -> Bytes {
-        self.drain(fw, true)
+        let mut out = Pieces::new();
+        self.drain(fw, true, &mut out);
+        join(out)
     }
 
     /// Like [`push`](Self::push) (or [`finish`](Self::finish) after `chunk`
@@ -75,38 +109,82 @@ impl Holdback {
             fw.write_scrubbed(&ready, &self.matches, out);
         }
         let replaced = !self.matches.is_empty();
-        if self.unreleased.is_empty() && !replaced && (complete || self.held.is_empty()) {
+        let more = !self.held.is_empty();
+        if self.unreleased.is_empty() && !replaced && (complete || !more) {
             return;
         }
         let scrubbed = out.split_off(start).freeze();
-        out.extend_from_slice(&self.release(fw, scrubbed, replaced, complete));
+        let mut pieces = Pieces::new();
+        self.release(fw, scrubbed, replaced, complete, more, &mut pieces);
+        for piece in pieces {
+            out.extend_from_slice(&piece);
+        }
     }
 
-    fn drain(&mut self, fw: &Firewall, complete: bool) -> Bytes {
+    fn drain(&mut self, fw: &Firewall, complete: bool, out: &mut Pieces) {
         self.matches.clear();
         let settled = fw.settle(&self.held, complete, &mut self.matches);
         let ready = self.held.split_to(settled);
+        let more = !self.held.is_empty();
+        let (scrubbed, replaced) = self.scrubbed(fw, ready);
+        self.release(fw, scrubbed, replaced, complete, more, out);
+    }
+
+    /// `ready` with `self.matches` replaced, and whether any was.
+    fn scrubbed(&self, fw: &Firewall, ready: BytesMut) -> (Bytes, bool) {
         if self.matches.is_empty() {
-            return self.release(fw, ready.freeze(), false, complete);
+            return (ready.freeze(), false);
         }
         let mut out = BytesMut::with_capacity(ready.len() + 64);
         fw.write_scrubbed(&ready, &self.matches, &mut out);
-        self.release(fw, out.freeze(), true, complete)
+        (out.freeze(), true)
     }
 
     /// The second stage: `scrubbed` is the next settled output, `replaced`
-    /// whether it holds a replacement. Output with no replacement in or
-    /// before it needs no second search: the first stage found every
-    /// spelling there. Only its tail may be completed by a replacement still
-    /// to come, and only when the first stage holds input back.
-    fn release(&mut self, fw: &Firewall, scrubbed: Bytes, replaced: bool, complete: bool) -> Bytes {
+    /// whether it holds a replacement, `more` whether the first stage holds
+    /// input back (a replacement may come right after this output). Output
+    /// with no replacement in or before it needs no second search: the first
+    /// stage found every spelling there. Only its tail may be completed by a
+    /// replacement still to come, and only when the first stage holds input
+    /// back.
+    fn release(
+        &mut self,
+        fw: &Firewall,
+        scrubbed: Bytes,
+        replaced: bool,
+        complete: bool,
+        more: bool,
+        out: &mut Pieces,
+    ) {
         if self.unreleased.is_empty() && !replaced {
-            if complete || self.held.is_empty() {
-                return scrubbed;
+            if complete || !more {
+                out.push(scrubbed);
+                return;
             }
             let open = fw.first_open(&scrubbed, 0);
             self.unreleased.extend_from_slice(&scrubbed[open..]);
-            return scrubbed.slice(..open);
+            out.push(scrubbed.slice(..open));
+            return;
+        }
+        let seam = fw.longest_pattern() - 1;
+        if !replaced && scrubbed.len() > seam {
+            // A spelling a replacement before `scrubbed` completed ends
+            // within its first `longest - 1` bytes; past what that settles,
+            // `scrubbed` is clean output as above, released in place.
+            let unreleased = self.unreleased.len();
+            self.unreleased.extend_from_slice(&scrubbed[..seam]);
+            self.matches.clear();
+            let settled = fw.settle(&self.unreleased, false, &mut self.matches);
+            debug_assert!(
+                settled >= unreleased,
+                "the seam settles what was unreleased"
+            );
+            let mut ready = self.unreleased.split_to(settled);
+            self.unreleased.clear();
+            fw.mask(&mut ready, &self.matches);
+            out.push(ready.freeze());
+            let rest = scrubbed.slice(settled - unreleased..);
+            return self.release(fw, rest, false, complete, more, out);
         }
         self.unreleased.extend_from_slice(&scrubbed);
         self.matches.clear();
@@ -116,7 +194,22 @@ impl Holdback {
         fw.mask(&mut ready, &self.matches);
         debug_assert!(self.held.len() < fw.longest_pattern());
         debug_assert!(self.unreleased.len() < fw.longest_pattern());
-        ready.freeze()
+        out.push(ready.freeze());
+    }
+}
+
+/// The pieces as one buffer: copied only when there are several.
+fn join(mut pieces: Pieces) -> Bytes {
+    match pieces.len() {
+        0 => Bytes::new(),
+        1 => pieces.pop().expect("one piece"),
+        _ => {
+            let mut joined = BytesMut::with_capacity(pieces.iter().map(Bytes::len).sum());
+            for piece in &pieces {
+                joined.extend_from_slice(piece);
+            }
+            joined.freeze()
+        }
     }
 }
 
@@ -127,6 +220,8 @@ pub struct FirewallBody {
     inner: ProxyBody,
     fw: Arc<Firewall>,
     hold: Holdback,
+    /// Released and not yet sent, in reverse order (the next one last).
+    ready: Pieces,
     trailers: Option<HeaderMap>,
     done: bool,
 }
@@ -137,6 +232,7 @@ impl FirewallBody {
             inner,
             fw,
             hold: Holdback::new(),
+            ready: Pieces::new(),
             trailers: None,
             done: false,
         }
@@ -153,19 +249,25 @@ impl Body for FirewallBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
+            while let Some(piece) = this.ready.pop() {
+                if !piece.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(piece))));
+                }
+            }
             if this.done {
                 return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
             }
-            let ready = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            let mut released = Pieces::new();
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => this.hold.push(&this.fw, data),
+                    Ok(data) => this.hold.push_pieces(&this.fw, data, &mut released),
                     Err(frame) => {
                         if let Ok(mut trailers) = frame.into_trailers() {
                             this.fw.scrub_headers(&mut trailers);
                             this.trailers = Some(trailers);
                         }
                         this.done = true;
-                        this.hold.finish(&this.fw)
+                        released.push(this.hold.finish(&this.fw));
                     }
                 },
                 Some(Err(err)) => {
@@ -175,16 +277,18 @@ impl Body for FirewallBody {
                 }
                 None => {
                     this.done = true;
-                    this.hold.finish(&this.fw)
+                    released.push(this.hold.finish(&this.fw));
                 }
-            };
-            if !ready.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(ready))));
             }
+            released.reverse();
+            this.ready = released;
         }
     }
 
     fn is_end_stream(&self) -> bool {
+        if !self.ready.iter().all(Bytes::is_empty) {
+            return false;
+        }
         if self.done {
             return self.trailers.is_none();
         }

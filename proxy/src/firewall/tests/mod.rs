@@ -422,6 +422,71 @@ fn an_innocent_tail_is_not_held_and_is_not_copied() {
     assert_eq!(out, Bytes::from(format!("{PLACEHOLDER}\n\n")));
 }
 
+/// After a held tail, only the bytes that join it to the next chunk are
+/// copied: the rest of a large chunk goes on as a slice of itself, in both
+/// stages, and a token across the join is still caught.
+#[test]
+fn a_large_chunk_after_a_held_tail_goes_on_in_place() {
+    let fw = one();
+    let join = fw.longest_pattern() - 1;
+    let in_chunk = |piece: &Bytes, chunk: &Bytes| chunk.as_ptr_range().contains(&piece.as_ptr());
+
+    // The token completed across the join: replaced, the rest in place.
+    let mut hold = Holdback::new();
+    assert_eq!(
+        &hold.push(&fw, Bytes::from_static(b"data: ghp_SeC"))[..],
+        b"data: "
+    );
+    let mut rest = b"rEt+To/Ken=0123456789abc, then ".to_vec();
+    rest.extend(std::iter::repeat_n(b'.', 4096));
+    let chunk = Bytes::from(rest);
+    let mut out = Pieces::new();
+    hold.push_pieces(&fw, chunk.clone(), &mut out);
+    let joined: Vec<u8> = out.iter().flat_map(|p| p.iter().copied()).collect();
+    let want = [format!("{PLACEHOLDER}, then ").as_bytes(), &[b'.'; 4096]].concat();
+    assert_eq!(joined, want);
+    let last = out.last().expect("pieces");
+    assert!(
+        in_chunk(last, &chunk) && last.len() > 4096 - join,
+        "{}",
+        last.len()
+    );
+    assert_eq!(hold.held_len(), 0);
+
+    // A near-token runs over the join and the output before it ends in a
+    // prefix of the token: both stages hold something, and still only the
+    // join is copied.
+    let mut hold = Holdback::new();
+    assert_eq!(
+        &hold.push(&fw, Bytes::from_static(b"data: g"))[..],
+        b"data: "
+    );
+    let near = b"ghp_SeCrEt+To/Ken=0123456789abX";
+    let at = join - 10;
+    let mut rest = vec![b'.'; at - 2];
+    rest.extend_from_slice(b"gh");
+    rest.extend_from_slice(near);
+    rest.extend(std::iter::repeat_n(b'.', 4096));
+    let chunk = Bytes::from(rest);
+    let mut out = Pieces::new();
+    hold.push_pieces(&fw, chunk.clone(), &mut out);
+    let joined: Vec<u8> = out.iter().flat_map(|p| p.iter().copied()).collect();
+    assert_eq!(joined, [&b"g"[..], &chunk].concat());
+    let last = out.last().expect("pieces");
+    assert!(
+        in_chunk(last, &chunk) && last.len() > 4096 - join,
+        "{}",
+        last.len()
+    );
+    let copied: usize = out
+        .iter()
+        .filter(|p| !in_chunk(p, &chunk))
+        .map(Bytes::len)
+        .sum();
+    assert!(copied <= 1 + 2 * join, "{copied} bytes copied");
+    assert_eq!(hold.held_len(), 0);
+}
+
 #[test]
 fn headers_values_names_and_sensitivity() {
     let fw = one();
@@ -685,9 +750,9 @@ fn measure() {
             let mut hold = Holdback::new();
             let mut n = 0;
             for at in (0..src.len()).step_by(16 * 1024) {
-                n += hold
-                    .push(fw, src.slice(at..(at + 16 * 1024).min(src.len())))
-                    .len();
+                let mut out = Pieces::new();
+                hold.push_pieces(fw, src.slice(at..(at + 16 * 1024).min(src.len())), &mut out);
+                n += out.iter().map(Bytes::len).sum::<usize>();
             }
             n += hold.finish(fw).len();
             assert_eq!(n, text.len());

@@ -218,6 +218,33 @@ proptest! {
         prop_assert_eq!(&out[..], &whole[..]);
     }
 
+    /// A few chunks longer than the longest spelling, so a held tail is
+    /// joined to a large chunk whose rest is searched in place: the pieces
+    /// released equal the whole scrub.
+    #[test]
+    fn large_chunks_after_held_tails_equal_whole_scrub(
+        filler in filler(),
+        inserts in proptest::collection::vec(insert_strategy(1200), 1..8),
+        cuts in proptest::collection::vec(any::<usize>(), 1..5),
+        large in any::<bool>(),
+        short in any::<bool>(),
+        probed in any::<bool>(),
+    ) {
+        let fw = pt_firewall(large, short, probed);
+        let body = build_body(&filler.repeat(4), &inserts);
+        let whole = fw.scrub(&body).into_owned();
+        let mut hold = Holdback::new();
+        let mut streamed = Vec::new();
+        for chunk in split(&body, &cuts, false) {
+            let mut out = Pieces::new();
+            hold.push_pieces(&fw, Bytes::from(chunk), &mut out);
+            out.iter().for_each(|piece| streamed.extend_from_slice(piece));
+            prop_assert!(hold.held_len() < 2 * fw.longest_pattern());
+        }
+        streamed.extend_from_slice(&hold.finish(&fw));
+        prop_assert_eq!(&streamed, &whole);
+    }
+
     #[test]
     fn websocket_messages_equal_whole_scrub_whatever_the_framing(
         messages in proptest::collection::vec(
