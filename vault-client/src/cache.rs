@@ -91,7 +91,8 @@ pub struct CachedTokenSource {
     /// cannot be reached.
     authenticated: moka::future::Cache<(String, [u8; 32]), SandboxId>,
     hosts: moka::future::Cache<(SandboxId, String), (bool, u64)>,
-    policies: moka::future::Cache<(SandboxId, String), (HostPolicy, u64)>,
+    /// (policy, generation, when it was asked).
+    policies: moka::future::Cache<(SandboxId, String), (HostPolicy, u64, Instant)>,
     hot_tokens: HotMap<Entry>,
     /// (policy, generation, when it was asked).
     hot_policies: HotMap<(HostPolicy, u64, Instant)>,
@@ -266,9 +267,15 @@ impl TokenSource for CachedTokenSource {
             if gen == generation {
                 return bound;
             }
+            self.hosts.invalidate(&key).await;
         }
-        let bound = self.inner.is_bound_host(sandbox, host).await;
-        self.hosts.insert(key, (bound, generation)).await;
+        // Concurrent misses share one vault call, as for tokens.
+        let (bound, _) = self
+            .hosts
+            .get_with_by_ref(&key, async {
+                (self.inner.is_bound_host(sandbox, host).await, generation)
+            })
+            .await;
         bound
     }
 
@@ -281,18 +288,27 @@ impl TokenSource for CachedTokenSource {
         // Asked on every request to a bound host: cached like `is_bound_host`.
         let key = (sandbox.clone(), host.to_owned());
         let generation = self.inner.generation();
-        if let Some((policy, gen)) = self.policies.get(&key).await {
+        if let Some((policy, gen, _)) = self.policies.get(&key).await {
             if gen == generation {
                 return policy;
             }
+            self.policies.invalidate(&key).await;
         }
-        let asked = Instant::now();
-        let policy = self.inner.host_policy(sandbox, host).await;
-        self.policies
-            .insert(key, (policy.clone(), generation))
+        // Concurrent misses share one vault call: when a policy's age runs
+        // out, every request in flight to the host would otherwise ask the
+        // vault, which reads all of the sandbox's bindings for each.
+        let (policy, gen, asked) = self
+            .policies
+            .get_with_by_ref(&key, async {
+                let asked = Instant::now();
+                let policy = self.inner.host_policy(sandbox, host).await;
+                (policy, generation, asked)
+            })
             .await;
-        self.hot_policies
-            .put(sandbox, host, (policy.clone(), generation, asked));
+        if gen == generation {
+            self.hot_policies
+                .put(sandbox, host, (policy.clone(), gen, asked));
+        }
         policy
     }
 
@@ -575,6 +591,8 @@ mod tests {
         answer: AtomicUsize,
         /// Seconds the token it gives has left (0: 3600).
         expires_in: std::sync::atomic::AtomicI64,
+        /// Calls of `is_bound_host` and `host_policy`.
+        host_calls: AtomicUsize,
     }
 
     #[async_trait::async_trait]
@@ -628,9 +646,13 @@ mod tests {
             })
         }
         async fn is_bound_host(&self, _: &SandboxId, _: &str) -> bool {
+            self.host_calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
             true
         }
         async fn host_policy(&self, _: &SandboxId, _: &str) -> HostPolicy {
+            self.host_calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
             HostPolicy::default()
         }
 
@@ -795,6 +817,47 @@ mod tests {
             3,
             "unknown placeholders are cached briefly"
         );
+    }
+
+    #[tokio::test]
+    async fn concurrent_host_misses_share_one_vault_call() {
+        let inner = Arc::new(Counting {
+            generation: AtomicU64::new(1),
+            ..Counting::default()
+        });
+        let cache = Arc::new(CachedTokenSource::new(inner.clone()));
+        let sandbox = SandboxId::default_sandbox();
+        let burst = |policy: bool| {
+            let tasks: Vec<_> = (0..50)
+                .map(|_| {
+                    let (cache, sandbox) = (cache.clone(), sandbox.clone());
+                    tokio::spawn(async move {
+                        if policy {
+                            cache.host_policy(&sandbox, "api.test").await;
+                        } else {
+                            assert!(cache.is_bound_host(&sandbox, "api.test").await);
+                        }
+                    })
+                })
+                .collect::<Vec<_>>();
+            async move {
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            }
+        };
+        burst(true).await;
+        assert_eq!(inner.host_calls.load(Ordering::SeqCst), 1, "policy");
+        assert!(cache.host_policy_now(&sandbox, "api.test").is_some());
+        burst(false).await;
+        assert_eq!(inner.host_calls.load(Ordering::SeqCst), 2, "bound host");
+        // A change in the vault: asked again, once.
+        inner.generation.fetch_add(1, Ordering::SeqCst);
+        assert!(cache.host_policy_now(&sandbox, "api.test").is_none());
+        burst(true).await;
+        burst(false).await;
+        assert_eq!(inner.host_calls.load(Ordering::SeqCst), 4);
+        assert!(cache.host_policy_now(&sandbox, "api.test").is_some());
     }
 
     #[tokio::test]
