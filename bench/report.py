@@ -160,6 +160,7 @@ def targets(results):
         None if per is None else per <= 24, f"{fmt_num(per, 1)} KiB ({fmt_num(n)} held)")
     ceiling_targets(results, add)
     scaling_targets(results, add)
+    counted_fw_targets(results, add)
     tp = wl.get("token_path") or {}
     v50 = med(get(tp, "throughput", "c1", "vault", "p50_us"))
     s50 = med(get(tp, "throughput", "c1", "static", "p50_us"))
@@ -308,6 +309,36 @@ def scaling_fw_costs(fw, kind):
     return rows
 
 
+def counted_fw_costs(fc):
+    """{"keepalive"|"download": [(tokens, on ÷ off − 1)]} from the counted
+    firewall workload, each side's least window."""
+    v = fc.get("variants") or {}
+    out = {}
+    for kind, field in (("keepalive", "ir_per_req"), ("download", "ir_per_byte")):
+        rows = []
+        for n in fc.get("tokens") or []:
+            on = (v.get(f"fw_scale_on_{n}") or {}).get(field) or []
+            off = (v.get(f"fw_scale_off_{n}") or {}).get(field) or []
+            rows.append((n, min(on) / min(off) - 1 if on and off else None))
+        out[kind] = rows
+    return out
+
+
+def counted_fw_targets(results, add):
+    counted = counted_fw_costs(results.get("firewall_counted") or {})
+    for kind, unit in (("keepalive", "instructions/request, 1 conn"), ("download", "instructions/byte")):
+        rows = counted.get(kind) or []
+        costs = [c for _, c in rows if c is not None]
+        if not rows:
+            continue
+        add(f"Firewall cost on {'keep-alive' if kind == 'keepalive' else 'download'} vs firewall off, counted "
+            f"({unit}), by tokens the sandbox holds", f"≤ {SCALE_FW_COST:.0%}",
+            max(costs) if costs else None, None if len(costs) < len(rows) else max(costs) <= SCALE_FW_COST,
+            "; ".join(f"{fmt_num(n)}: {'?' if c is None else f'{c:+.1%}'}" for n, c in rows),
+            "the same two gateways under callgrind: the process's instructions, the least of "
+            f"{(results.get('firewall_counted') or {}).get('windows', 3)} windows; the kernel's work not counted")
+
+
 def scaling_targets(results, add):
     sc = get(results, "workloads", "scaling") or {}
     if not sc:
@@ -343,12 +374,13 @@ def scaling_targets(results, add):
             "one GET each with its sandbox's placeholder" + (f"; {idle['capped']}" if idle.get("capped") else ""))
 
 
-def scaling_section(sc, w):
+def scaling_section(sc, w, results_counted=None):
     w("## 9. How cost grows with work (issue 19): a shared gateway")
     w("")
     if not sc:
         w("Not measured in this run.")
         w("")
+        counted_fw_section(results_counted, w)
         return
     pop = sc.get("population") or {}
     pts = pop.get("points") or []
@@ -436,6 +468,7 @@ def scaling_section(sc, w):
                   f"{cell('keepalive_c16', 'cpu_us_per_req', lambda q: f'{q:.0f}')} | "
                   f"{cell('download', 'mb_s')} | {cell('download', 'cpu_s_per_gb', lambda q: f'{q:.2f}')} |")
         w("")
+    counted_fw_section(results_counted, w)
     idle = pop.get("idle") or {}
     if idle:
         probe = idle.get("probe") or {}
@@ -448,6 +481,37 @@ def scaling_section(sc, w):
           f"({fmt_num(idle.get('kib_per_conn'), 1)} KiB per connection, its sandbox's first request included)."
           + (f" Asked for {fmt_num(idle.get('asked'))}: {idle['capped']}." if idle.get("capped") else ""))
         w("")
+
+
+def counted_fw_section(fc, w):
+    v = (fc or {}).get("variants") or {}
+    if not v:
+        if (fc or {}).get("skipped"):
+            w(f"**The firewall's cost, counted:** not measured ({fc['skipped']}).")
+            w("")
+        return
+    w(f"**The firewall's cost, counted.** The same two gateways (populated alike, then started again under "
+      f"callgrind on the same data): instructions the process runs per keep-alive request (one connection, "
+      f"{fmt_num(fc.get('requests'))} requests a window) and per byte of a "
+      f"{fmt_mib((fc.get('download_bytes') or 0) / 1024)} download (a range of nginx's zeros), the least of "
+      f"{fc.get('windows', 3)} windows each: what a gateway does per span of wall time (the ledger's list and "
+      "the host policy read again every 30 s) falls into some windows, and under valgrind's slowdown into far "
+      "more of them than per request of real traffic. Counts do not move with the machine's load, where the "
+      "timed pairs above spread by tens of percent; the kernel's work (the same on and off) is not in them.")
+    w("")
+    w("| tokens | keep-alive: off | on | cost | download, a byte: off | on | cost |")
+    w("|---|---|---|---|---|---|---|")
+    costs = counted_fw_costs(fc)
+    for (n, ka), (_, dl) in zip(costs["keepalive"], costs["download"]):
+        on, off = v.get(f"fw_scale_on_{n}") or {}, v.get(f"fw_scale_off_{n}") or {}
+
+        def least(x, field, digits):
+            return fmt_num(min(x[field]), digits) if x.get(field) else "–"
+
+        w(f"| {fmt_num(n)} | {least(off, 'ir_per_req', 0)} | {least(on, 'ir_per_req', 0)} | "
+          f"{'–' if ka is None else f'{ka:+.1%}'} | {least(off, 'ir_per_byte', 3)} | "
+          f"{least(on, 'ir_per_byte', 3)} | {'–' if dl is None else f'{dl:+.1%}'} |")
+    w("")
 
 
 # ---------------------------------------------------------------- formatting
@@ -1025,7 +1089,7 @@ def markdown(results, chart_files, report_dir, charts_abs):
         w("")
     firewall_section(wl.get("firewall") or {}, w)
     rules_section(wl.get("rules") or {}, w)
-    scaling_section(wl.get("scaling") or {}, w)
+    scaling_section(wl.get("scaling") or {}, w, results.get("firewall_counted"))
     cg = results.get("callgrind") or {}
     w("## callgrind: the body swapper on a fixed body")
     w("")
