@@ -49,6 +49,9 @@ pub(super) struct GramFilter {
     bits: Box<[u64]>,
     shift: u32,
     stride: usize,
+    /// A gram the filter lets through at most one bit of: where a probe's
+    /// search starts from, as the last gram refused by its second bit.
+    refused: u64,
 }
 
 impl GramFilter {
@@ -80,13 +83,25 @@ impl GramFilter {
             bits: vec![0u64; bit_count / 64].into_boxed_slice(),
             shift: 64 - bit_count.trailing_zeros(),
             stride,
+            refused: 0,
         };
         for gram in grams {
             for bit in filter.bits_of(gram) {
                 filter.bits[bit / 64] |= 1 << (bit % 64);
             }
         }
+        // At most one gram in 256 or so passes both bits: one of the first
+        // few does not.
+        filter.refused = (0..)
+            .find(|&gram| !filter.passes(gram))
+            .expect("a filter with unset bits");
         Some(filter)
+    }
+
+    fn passes(&self, gram: u64) -> bool {
+        self.bits_of(gram)
+            .iter()
+            .all(|&bit| is_set(&self.bits, bit))
     }
 
     /// Distance between probes; every occurrence starts at most `stride - 1`
@@ -107,13 +122,20 @@ impl GramFilter {
         // (a no-op, the shift already bounds it) spares a bounds check a probe.
         let words = bits.len().checked_sub(1)?;
         let last = data.len().checked_sub(GRAM)?;
+        // Data that repeats itself (zeros above all: sparse files, padding)
+        // gives one gram at every probe. When that gram's first bit is set
+        // (some kept gram set it: one token set in sixteen), the second is
+        // computed at every probe, doubling the scan; remembered as refused,
+        // it costs one compare, and only where the first bit lets it through.
+        let mut refused = self.refused;
         while probe <= last {
             let gram = gram_at(data, probe);
             let first = self.bit(gram, 0);
-            if bits[(first / 64) & words] & (1 << (first % 64)) != 0
-                && is_set(bits, self.bit(gram, 1))
-            {
-                return Some(probe);
+            if bits[(first / 64) & words] & (1 << (first % 64)) != 0 && gram != refused {
+                if is_set(bits, self.bit(gram, 1)) {
+                    return Some(probe);
+                }
+                refused = gram;
             }
             probe += self.stride;
         }
@@ -220,6 +242,68 @@ mod tests {
             );
             // Probing resumes one stride on and finds nothing more.
             assert_eq!(filter.next_hit(&data, hit + stride), None);
+        }
+    }
+
+    /// The gram whose first hash is the product 1: table bit 0, the bit
+    /// eight zero bytes test first.
+    fn gram_on_the_zero_bit() -> [u8; GRAM] {
+        // The multiplier's inverse modulo 2^64 (Newton's iteration).
+        let m = MULTIPLIERS[0];
+        let mut inverse = m;
+        for _ in 0..6 {
+            inverse = inverse.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(inverse)));
+        }
+        assert_eq!(m.wrapping_mul(inverse), 1);
+        inverse.to_le_bytes()
+    }
+
+    #[test]
+    fn zeros_after_a_kept_gram_set_their_first_bit_are_refused_and_hits_still_found() {
+        let mut needle = gram_on_the_zero_bit().to_vec();
+        needle.extend_from_slice(b"-and-the-rest-of-a-token");
+        let mut filter = GramFilter::new([needle.as_slice()]).unwrap();
+        let [zero_first, zero_second] = filter.bits_of(0);
+        assert_eq!(zero_first, 0);
+        assert!(is_set(&filter.bits, zero_first), "the case under test");
+        assert!(!is_set(&filter.bits, zero_second));
+        // Zeros refused from the start (the filter's own starting point),
+        // and refused on the way (another starting point).
+        assert!(!filter.passes(u64::MAX));
+        for start in [filter.refused, u64::MAX] {
+            filter.refused = start;
+            zeros_refused_and_hits_found(&filter, &needle);
+        }
+    }
+
+    fn zeros_refused_and_hits_found(filter: &GramFilter, needle: &[u8]) {
+        let stride = filter.stride();
+        let naive = |data: &[u8], mut probe: usize| {
+            while probe + GRAM <= data.len() {
+                if filter.passes(gram_at(data, probe)) {
+                    return Some(probe);
+                }
+                probe += stride;
+            }
+            None
+        };
+        assert_eq!(filter.next_hit(&vec![0u8; 1 << 20], 0), None);
+        // The needle after any run of zeros, then zeros again: found where
+        // probing one gram at a time finds it, and nothing after it.
+        for at in 0..4 * stride {
+            let mut data = vec![0u8; at];
+            data.extend_from_slice(needle);
+            data.resize(data.len() + 3 * stride, 0);
+            for from in 0..2 * stride {
+                let hit = filter.next_hit(&data, from);
+                assert_eq!(hit, naive(&data, from), "needle at {at}, from {from}");
+                if let Some(hit) = hit {
+                    assert_eq!(
+                        filter.next_hit(&data, hit + stride),
+                        naive(&data, hit + stride)
+                    );
+                }
+            }
         }
     }
 
