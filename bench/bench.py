@@ -2449,7 +2449,8 @@ def main():
             # -- 9b. the firewall's cost by the tokens a sandbox holds, counted (callgrind)
             tokens = [int(x) for x in (args.scale_tokens or ("1,100" if smoke else "1,10,100,1000")).split(",")]
             results["firewall_counted"] = scaling_firewall_counted(work, pki, args.airlock,
-                                                                   args.airlock_upstream == "h2", tokens)
+                                                                   args.airlock_upstream == "h2", tokens,
+                                                                   mib=min(32, size >> 20))
 
         if "callgrind" in workloads:
             results["callgrind"] = callgrind_swapper(work, args.target_dir or Path(args.airlock).parent.parent,
