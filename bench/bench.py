@@ -621,6 +621,18 @@ LABELS["airlock_ir_info"] = "airlock (callgrind), audit lines on (log level info
 LABELS["ceiling_ir"] = "ceiling (callgrind)"
 
 
+def callgrind_total(dump, wait_s=30):
+    """The `totals:` of a callgrind dump, waited for (callgrind_control -d
+    returns before the file is written); None when none came."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        m = re.search(r"^totals: (\d+)", dump.read_text(), re.M) if dump.exists() else None
+        if m:
+            return int(m.group(1))
+        time.sleep(0.2)
+    return None
+
+
 def instructions_per_request(work, pki, airlock_bin, ceiling_bin, upstream_h2, requests=2000):
     """Issue 19: instructions each proxy executes per keep-alive request
     (callgrind, the counters zeroed after a warm-up, one connection). They do
@@ -655,14 +667,7 @@ def instructions_per_request(work, pki, airlock_bin, ceiling_bin, upstream_h2, r
             if codes.get("200", codes.get(200, 0)) != requests:
                 FAILURES.append(f"{peer.label}: instruction-count run answered {codes} ({p.stderr.strip()[-200:]})")
                 continue
-            deadline = time.monotonic() + 30
-            total = None
-            while total is None and time.monotonic() < deadline:
-                dumped = work / f"callgrind.{name}.out.1"
-                m = re.search(r"^totals: (\d+)", dumped.read_text(), re.M) if dumped.exists() else None
-                total = int(m.group(1)) if m else None
-                if total is None:
-                    time.sleep(0.2)
+            total = callgrind_total(work / f"callgrind.{name}.out.1")
             if total is None:
                 out[name] = {"error": "callgrind wrote no dump"}
                 continue
@@ -1431,13 +1436,10 @@ def scaling_firewall_counted(work, pki, binary, upstream_h2, token_counts, reque
                 subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, timeout=60)
                 dumps += 1
                 part = dump.with_name(f"{dump.name}.{dumps}")
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    m = re.search(r"^totals: (\d+)", part.read_text(), re.M) if part.exists() else None
-                    if m:
-                        return p, int(m.group(1))
-                    time.sleep(0.2)
-                raise RuntimeError(f"callgrind wrote no dump {part.name}")
+                total = callgrind_total(part)
+                if total is None:
+                    raise RuntimeError(f"callgrind wrote no dump {part.name}")
+                return p, total
 
             for n in token_counts:
                 peer = sandbox_peer(proc, pki, made[n], name)
@@ -2431,25 +2433,24 @@ def main():
             # -- 7. request rules and a narrowed placeholder on the keep-alive path
             wl["rules"] = rules_cost(work, pki, args.airlock, args.airlock_upstream == "h2", reps, duration)
 
+        scale_tokens = [int(x) for x in (args.scale_tokens or ("1,100" if smoke else "1,10,100,1000")).split(",")]
         if "scaling" in workloads:
             # -- 9. how cost grows with work: a shared gateway's population,
             # the tokens a sandbox holds (firewall on vs off), idle connections
             scale_reps = min(reps, 3)
             points = [int(x) for x in (args.scale_sandboxes or ("1,100" if smoke else "1,100,1000,10000")).split(",")]
-            tokens = [int(x) for x in (args.scale_tokens or ("1,100" if smoke else "1,10,100,1000")).split(",")]
             wl["scaling"] = {
                 # An even count of rounds: each gateway goes first as often.
                 "firewall": scaling_firewall(work, pki, args.airlock, args.airlock_upstream == "h2",
-                                             1 if smoke else 6, duration, size, tokens),
+                                             1 if smoke else 6, duration, size, scale_tokens),
                 "population": scaling_population(work, pki, args.airlock, args.airlock_upstream == "h2",
                                                  scale_reps, duration, points, idle_n),
             }
 
         if "fwcount" in workloads:
             # -- 9b. the firewall's cost by the tokens a sandbox holds, counted (callgrind)
-            tokens = [int(x) for x in (args.scale_tokens or ("1,100" if smoke else "1,10,100,1000")).split(",")]
             results["firewall_counted"] = scaling_firewall_counted(work, pki, args.airlock,
-                                                                   args.airlock_upstream == "h2", tokens,
+                                                                   args.airlock_upstream == "h2", scale_tokens,
                                                                    mib=min(32, size >> 20))
 
         if "callgrind" in workloads:
