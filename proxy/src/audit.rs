@@ -62,6 +62,9 @@ pub enum Outcome {
     Refused(&'static str),
     /// An expired-token answer, a refresh, and the request sent again.
     RefreshedReplayed,
+    /// The upstream closed the connection before answering; the request
+    /// was sent again and answered.
+    Resent,
     /// Refreshed, but the body was not kept: the sandbox gets the 401.
     RefreshedNotReplayed,
     /// An expired-token answer whose token the vault did not change.
@@ -86,6 +89,7 @@ impl Outcome {
             Self::Aborted => "aborted",
             Self::Refused(code) => code,
             Self::RefreshedReplayed => "refreshed_replayed",
+            Self::Resent => "resent",
             Self::RefreshedNotReplayed => "refreshed_not_replayed",
             Self::ExpiredTokenNotRefreshed => "expired_token_not_refreshed",
             Self::InsufficientScope => "insufficient_scope",
@@ -347,6 +351,7 @@ mod tests {
             (Outcome::Ok, "ok"),
             (Outcome::Aborted, "aborted"),
             (Outcome::RefreshedReplayed, "refreshed_replayed"),
+            (Outcome::Resent, "resent"),
             (Outcome::RefreshedNotReplayed, "refreshed_not_replayed"),
             (
                 Outcome::ExpiredTokenNotRefreshed,

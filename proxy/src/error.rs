@@ -98,6 +98,16 @@ pub enum ProxyError {
     Timeout(String),
     #[error("upstream error: {0}")]
     Upstream(String),
+    /// The upstream closed (or reset) the connection before any of its
+    /// answer came, as a pooled keep-alive connection can be closed just as
+    /// a request goes out.
+    #[error("upstream error: {host} closed the connection before answering ({detail})")]
+    UpstreamClosed {
+        host: String,
+        /// Whether the upstream may have acted on the request.
+        after: ClosedAfter,
+        detail: String,
+    },
     #[error("too many failed proxy authentications from this address; retry in {retry_after} s")]
     TooManyAuthFailures { retry_after: u64 },
     #[error("sandbox {sandbox} already has {limit} connections open")]
@@ -126,6 +136,17 @@ pub enum ProxyError {
     Signing(#[from] crate::signing::SigningError),
     #[error("internal proxy error: {0}")]
     Internal(String),
+}
+
+/// What an upstream that closed a connection before answering had of the
+/// request: whether sending it again could make it act twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedAfter {
+    /// It said it did not act on it (an HTTP/2 `REFUSED_STREAM`, or a
+    /// `GOAWAY` naming an earlier stream as its last).
+    Unprocessed,
+    /// It was sent: whether the upstream acted on it is not known.
+    Sent,
 }
 
 impl ProxyError {
@@ -181,7 +202,8 @@ impl ProxyError {
             | Self::Connect(_)
             | Self::UpstreamTls { .. }
             | Self::Timeout(_)
-            | Self::Upstream(_) => Side::Upstream,
+            | Self::Upstream(_)
+            | Self::UpstreamClosed { .. } => Side::Upstream,
             Self::Internal(_) | Self::OutOfDescriptors { .. } => Side::Internal,
         }
     }
@@ -231,9 +253,11 @@ impl ProxyError {
             }
             Self::Token(TokenError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Dns(_) | Self::Connect(_) | Self::UpstreamTls { .. } | Self::Upstream(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::Dns(_)
+            | Self::Connect(_)
+            | Self::UpstreamTls { .. }
+            | Self::Upstream(_)
+            | Self::UpstreamClosed { .. } => StatusCode::BAD_GATEWAY,
             Self::InvalidToken { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -271,7 +295,8 @@ impl ProxyError {
             Self::Connect(_) => "upstream_connect",
             Self::UpstreamTls { .. } => "upstream_tls",
             Self::Timeout(_) => "upstream_timeout",
-            Self::Upstream(_) => "upstream_error",
+            // The same code as any other upstream failure: it is one.
+            Self::Upstream(_) | Self::UpstreamClosed { .. } => "upstream_error",
             Self::BodyTooLarge(_) => "body_too_large",
             Self::HeadTooLarge { .. } => "header_too_large",
             Self::TooManyAuthFailures { .. } => "auth_rate_limited",

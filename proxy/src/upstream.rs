@@ -18,7 +18,7 @@ use rustls_pki_types::CertificateDer;
 
 use crate::body::ProxyBody;
 use crate::egress::{DialError, Dialer, UpstreamStream};
-use crate::error::ProxyError;
+use crate::error::{ClosedAfter, ProxyError};
 use crate::settings::UpstreamWire;
 
 /// Connector service for the pooled client: every connection goes through the dialler.
@@ -352,9 +352,58 @@ fn classify_client_error(host: &str, err: &hyper_util::client::legacy::Error) ->
     }
     if err.is_connect() {
         ProxyError::Connect(format!("{host}: {err}"))
+    } else if let Some(after) = closed_before_answering(err) {
+        ProxyError::UpstreamClosed {
+            host: host.to_owned(),
+            after,
+            detail: error_chain(err),
+        }
     } else {
         ProxyError::Upstream(format!("{host}: {}", error_chain(err)))
     }
+}
+
+/// Whether `err` says the connection closed before any of the answer came,
+/// and what the upstream had of the request then.
+fn closed_before_answering(err: &(dyn StdError + 'static)) -> Option<ClosedAfter> {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            // RFC 9113 8.7: a refused stream, or one above a GOAWAY's last,
+            // was not processed and can be sent again whatever its method.
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote())
+            {
+                return Some(ClosedAfter::Unprocessed);
+            }
+        }
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            // The request's own body failed (the sandbox's upload ended
+            // early): below it are the sandbox's errors, not the upstream's.
+            if hyper.is_user() {
+                return None;
+            }
+            // HTTP/1.1: end of stream where the answer's head should be.
+            if hyper.is_incomplete_message() {
+                return Some(ClosedAfter::Sent);
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            ) {
+                return Some(ClosedAfter::Sent);
+            }
+            if let Some(inner) = io.get_ref() {
+                current = Some(inner);
+                continue;
+            }
+        }
+        current = e.source();
+    }
+    None
 }
 
 fn error_chain(err: &dyn StdError) -> String {
@@ -449,5 +498,162 @@ mod early_answer_tests {
         let err = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
         let settled = io.settle(&Err(err), 10).expect("settled");
         assert_eq!(settled.unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
+    }
+}
+
+#[cfg(test)]
+mod closed_tests {
+    //! What a real hyper-util client's errors say when a peer closes.
+    use super::*;
+    use crate::body::{boxed, full};
+    use bytes::Bytes;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A peer that reads one request head, then does `then` with the socket.
+    async fn peer(then: fn(tokio::net::TcpStream)) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            then(tcp);
+        });
+        addr
+    }
+
+    async fn error_from(addr: std::net::SocketAddr, body: ProxyBody) -> ProxyError {
+        let client: Client<HttpConnector, ProxyBody> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let request = Request::post(format!("http://{addr}/x"))
+            .body(body)
+            .unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+            .await
+            .expect("the client gave up in time")
+            .expect_err("the peer never answered");
+        classify_client_error("api.example.test", &err)
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_closes_after_reading_the_request_closed_it_after_it_was_sent() {
+        let addr = peer(drop).await;
+        let err = error_from(addr, full(Bytes::new())).await;
+        assert!(
+            matches!(
+                err,
+                ProxyError::UpstreamClosed {
+                    after: ClosedAfter::Sent,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.status(), http::StatusCode::BAD_GATEWAY);
+        assert_eq!(err.code(), "upstream_error");
+        assert!(
+            err.to_string().starts_with(
+                "upstream error: api.example.test closed the connection before answering ("
+            ),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_resets_the_connection_closed_it_after_it_was_sent() {
+        let addr = peer(|tcp| {
+            // Linger 0: the close is a reset, not a FIN.
+            socket2::SockRef::from(&tcp)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(tcp);
+        })
+        .await;
+        let err = error_from(addr, full(Bytes::new())).await;
+        assert!(
+            matches!(
+                err,
+                ProxyError::UpstreamClosed {
+                    after: ClosedAfter::Sent,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_answers_garbage_did_not_close() {
+        let addr = peer(|mut tcp| {
+            tokio::spawn(async move {
+                let _ = tcp.write_all(b"HELLO THERE\r\n\r\n").await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        })
+        .await;
+        let err = error_from(addr, full(Bytes::new())).await;
+        assert!(matches!(err, ProxyError::Upstream(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_body_that_fails_is_not_the_upstream_closing() {
+        // The body's own error, as the sandbox's upload cut short gives.
+        let cut: crate::body::BoxError =
+            std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into();
+        let failing = http_body_util::StreamBody::new(futures_util::stream::iter([
+            Ok(hyper::body::Frame::data(Bytes::from_static(b"part"))),
+            Err(cut),
+        ]));
+        let addr = peer(|tcp| {
+            tokio::spawn(async move {
+                let _tcp = tcp;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        })
+        .await;
+        let err = error_from(addr, boxed(failing)).await;
+        assert!(!matches!(err, ProxyError::UpstreamClosed { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn an_http2_stream_the_peer_refused_was_not_processed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::handshake(tcp).await.unwrap();
+            while let Some(Ok((_, mut respond))) = connection.accept().await {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+            }
+        });
+        let client: Client<HttpConnector, ProxyBody> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(HttpConnector::new());
+        let request = Request::get(format!("http://{addr}/x"))
+            .body(full(Bytes::new()))
+            .unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+            .await
+            .unwrap()
+            .unwrap_err();
+        let err = classify_client_error("api.example.test", &err);
+        assert!(
+            matches!(
+                err,
+                ProxyError::UpstreamClosed {
+                    after: ClosedAfter::Unprocessed,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

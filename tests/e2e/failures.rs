@@ -223,3 +223,131 @@ async fn dns_failure_and_upstream_timeout_are_named() {
     );
     hold.abort();
 }
+
+/// An HTTPS origin that answers the first request of each connection
+/// (keep-alive) and closes the connection, unanswered, when the next one
+/// arrives on it: the race a pooled connection meets when a server's
+/// keep-alive timeout fires as a request goes out. Returns the port and the
+/// request lines it read, with the connection each came on.
+async fn closes_kept_alive_connections(
+    ca: &TestCa,
+    name: &str,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>) {
+    use tokio::io::AsyncReadExt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&[name], &[b"http/1.1"]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    tokio::spawn(async move {
+        for conn in 0usize.. {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                for nth in 0..2 {
+                    // Bodiless requests: a head ends each.
+                    let end = loop {
+                        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head: Vec<u8> = got.drain(..end).collect();
+                    let line = String::from_utf8_lossy(&head)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    seen.lock().unwrap().push((conn, line));
+                    if nth == 0 {
+                        let answer =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nanswer {conn}\n");
+                        if tls.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // Dropped: closed, the second request unanswered.
+            });
+        }
+    });
+    (port, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_whose_pooled_connection_the_upstream_closed_is_sent_again_a_post_is_not() {
+    let ca = TestCa::new();
+    let (port, log) = closes_kept_alive_connections(&ca, "closing.test").await;
+    let real = real_secret("closing");
+    let cfg = config(
+        &ca,
+        &[("closing.test", port)],
+        "",
+        &github_secret(&real, &["closing.test"]),
+    );
+    let airlock = Airlock::start(&cfg);
+    let env = airlock.env.clone();
+    let auth = format!("Authorization: Bearer {}", airlock.var("GITHUB_TOKEN"));
+    let url = "https://closing.test/items";
+    // One curl, two requests on one connection to airlock (so on one of its
+    // workers, whose pool keeps the upstream connection): the second goes
+    // on the pooled upstream connection, which closes on it.
+    let (e, a) = (env.clone(), auth.clone());
+    let gets = blocking(move || curl(&e, &["-sf", "-H", &a, url, url])).await;
+    assert_eq!(gets.stdout, "answer 0\nanswer 1\n", "{gets:?}");
+    let lines = || log.lock().unwrap().clone();
+    let get_line = "GET /items HTTP/1.1".to_owned();
+    assert_eq!(
+        lines(),
+        [
+            (0, get_line.clone()),
+            (0, get_line.clone()),
+            (1, get_line.clone())
+        ]
+    );
+    airlock.wait_for_log("outcome=\"resent\"");
+
+    // A POST without an Idempotency-Key is not sent twice: the 502 names the
+    // close. A GET first, so the POST goes on a pooled connection.
+    let (e, a) = (env.clone(), auth.clone());
+    let posted = blocking(move || {
+        curl(
+            &e,
+            &[
+                "-si", "-H", &a, url, "--next", "-si", "-X", "POST", "-H", &a, url,
+            ],
+        )
+    })
+    .await;
+    let (_, post_answer) = posted
+        .stdout
+        .split_once("answer ")
+        .expect("the GET was answered");
+    assert!(post_answer.contains(" 502"), "{}", posted.stdout);
+    assert!(
+        post_answer.contains("x-airlock-error: upstream_error"),
+        "{}",
+        posted.stdout
+    );
+    assert!(
+        post_answer.contains("closing.test closed the connection before answering"),
+        "{}",
+        posted.stdout
+    );
+    let seen = lines();
+    let posts = seen.iter().filter(|(_, l)| l.starts_with("POST ")).count();
+    assert_eq!(posts, 1, "the POST went once: {seen:?}");
+    assert!(seen.last().unwrap().1.starts_with("POST "), "{seen:?}");
+    let logs = airlock.wait_for_log("upstream_error");
+    assert_not_leaked(&real, &[&gets.stdout, &posted.stdout, &logs]);
+}

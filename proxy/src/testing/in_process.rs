@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
 
 use crate::body::ProxyBody;
 use crate::egress::{OverrideTarget, ResolveOverrides};
@@ -72,7 +73,20 @@ impl InProcess {
         let upstream_ca = CertificateAuthority::generate("test upstream CA").unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let upstream_addr = serve_upstream(&upstream_ca, handler, seen.clone()).await;
+        let mut proxy = Self::start_at(tokens, &upstream_ca, upstream_addr, configure).await;
+        proxy.seen = seen;
+        proxy
+    }
 
+    /// A proxy in front of an upstream the test serves itself on
+    /// `upstream_addr`, its leaf for [`HOST`] from `upstream_ca` (see
+    /// [`serve_raw_upstream`]); `seen` stays empty.
+    pub async fn start_at(
+        tokens: Arc<dyn TokenSource>,
+        upstream_ca: &CertificateAuthority,
+        upstream_addr: SocketAddr,
+        configure: impl FnOnce(&mut ProxySettings),
+    ) -> Self {
         let interception_ca = Arc::new(CertificateAuthority::generate("test airlock CA").unwrap());
         let mut settings = ProxySettings {
             upstream_ca: vec![upstream_ca.cert_der()],
@@ -113,7 +127,7 @@ impl InProcess {
         sandbox_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Self {
             telemetry,
-            seen,
+            seen: Arc::default(),
             proxy_addr,
             sandbox_tls: Arc::new(sandbox_tls),
         }
@@ -232,11 +246,38 @@ pub(crate) fn request(path: &str, header: &str, value: &str) -> Request<Full<Byt
         .unwrap()
 }
 
-async fn serve_upstream(
+/// What a raw upstream does with each TLS connection (the connection's
+/// number, counted from 0, and the stream).
+pub(crate) type RawConnection = Arc<
+    dyn Fn(usize, TlsStream<TcpStream>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+>;
+
+/// An upstream for [`HOST`] that hands each TLS connection (HTTP/1.1) to
+/// `on_connection`, for what a well-behaved HTTP server would never do.
+pub(crate) async fn serve_raw_upstream(
     ca: &CertificateAuthority,
-    handler: Handler,
-    seen: Arc<Mutex<Vec<Seen>>>,
+    on_connection: RawConnection,
 ) -> SocketAddr {
+    let acceptor = upstream_acceptor(ca);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for number in 0.. {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, on_connection) = (acceptor.clone(), on_connection.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    on_connection(number, tls).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn upstream_acceptor(ca: &CertificateAuthority) -> tokio_rustls::TlsAcceptor {
     let leaf = Arc::new(ca.mint_leaf(HOST).unwrap());
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -246,7 +287,15 @@ async fn serve_upstream(
     .with_no_client_auth()
     .with_cert_resolver(Arc::new(FixedCert(leaf)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+async fn serve_upstream(
+    ca: &CertificateAuthority,
+    handler: Handler,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> SocketAddr {
+    let acceptor = upstream_acceptor(ca);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
