@@ -190,6 +190,17 @@ impl Descriptors {
 pub struct Admitted {
     _connection: Slot,
     _descriptor: Slot,
+    /// Counted among its worker's connections, when served on one.
+    _worker: Option<Slot>,
+}
+
+impl Admitted {
+    /// Counted in `live` (its worker's connections) until the connection ends.
+    pub fn on_worker(mut self, live: Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::AcqRel);
+        self._worker = Some(Slot(live));
+        self
+    }
 }
 
 /// Every client connection the proxy holds, whatever the sandbox. A clone
@@ -212,6 +223,7 @@ impl GlobalSlots {
         Some(Admitted {
             _connection: connection,
             _descriptor: descriptor,
+            _worker: None,
         })
     }
 

@@ -80,11 +80,12 @@ where
         let limit = shared.settings.max_connections;
         match shared.all_connections.admit(limit, &shared.descriptors) {
             Some(admitted) => {
-                let serve =
-                    |stream| serve_one(shared.clone(), stream, peer, admitted).instrument(span);
+                let serve = |stream, admitted| {
+                    serve_one(shared.clone(), stream, peer, admitted).instrument(span)
+                };
                 match &shared.workers {
-                    Some(workers) => workers.spawn(stream, serve),
-                    None => drop(tokio::spawn(serve(stream))),
+                    Some(workers) => workers.spawn(stream, admitted, serve),
+                    None => drop(tokio::spawn(serve(stream, admitted))),
                 }
             }
             None if over_limit == OverLimit::Close => drop(stream),
