@@ -363,10 +363,19 @@ fn classify_client_error(host: &str, err: &hyper_util::client::legacy::Error) ->
     }
 }
 
+/// The peer closed or reset the connection (`UnexpectedEof`: TLS without
+/// its `close_notify`).
+fn is_closing(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        kind,
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
+}
+
 /// Whether `err` says the connection closed before any of the answer came,
 /// and what the upstream had of the request then.
 fn closed_before_answering(err: &(dyn StdError + 'static)) -> Option<ClosedAfter> {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     let mut current = Some(err);
     while let Some(e) = current {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
@@ -390,10 +399,7 @@ fn closed_before_answering(err: &(dyn StdError + 'static)) -> Option<ClosedAfter
             }
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-            ) {
+            if is_closing(io.kind()) {
                 return Some(ClosedAfter::Sent);
             }
             if let Some(inner) = io.get_ref() {
@@ -621,6 +627,43 @@ mod closed_tests {
         .await;
         let err = error_from(addr, boxed(failing)).await;
         assert!(!matches!(err, ProxyError::UpstreamClosed { .. }), "{err:?}");
+    }
+
+    /// hyper hands on h2's I/O errors as its own (`Io`, a broken pipe).
+    #[tokio::test]
+    async fn an_http2_connection_that_ends_under_a_stream_closed_it_after_it_was_sent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::handshake(tcp).await.unwrap();
+            if let Some(Ok((_, respond))) = connection.accept().await {
+                // Gone without a GOAWAY, the stream unanswered.
+                drop(connection);
+                drop(respond);
+            }
+        });
+        let client: Client<HttpConnector, ProxyBody> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(HttpConnector::new());
+        let request = Request::get(format!("http://{addr}/x"))
+            .body(full(Bytes::new()))
+            .unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+            .await
+            .unwrap()
+            .unwrap_err();
+        let err = classify_client_error("api.example.test", &err);
+        assert!(
+            matches!(
+                err,
+                ProxyError::UpstreamClosed {
+                    after: ClosedAfter::Sent,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
