@@ -96,7 +96,10 @@ impl Shared {
         let workers = match settings.workers {
             0 => None,
             n => match crate::workers::Workers::start(n) {
-                Ok(workers) => Some(workers),
+                Ok(workers) => {
+                    telemetry.metrics.watch_workers(workers.live_counts());
+                    Some(workers)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "could not start the proxy's workers: serving on the shared runtime");
                     None

@@ -117,6 +117,11 @@ impl Workers {
             .unwrap_or(start)
     }
 
+    /// Each worker's count of the connections it serves (for the metrics).
+    pub fn live_counts(&self) -> Vec<Arc<AtomicUsize>> {
+        self.live.clone()
+    }
+
     /// The connections each worker serves now.
     #[cfg(test)]
     fn live(&self) -> Vec<usize> {

@@ -4,6 +4,7 @@
 //! by whoever assembles the process and handed to the proxy and the endpoint.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,12 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// A proxy worker (`[proxy] workers`), by its number.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabel {
+    pub worker: usize,
+}
+
 /// The upstream wire: `http1` or `h2` for what answered, `http1` or `alpn`
 /// for what `upstream_protocol = "auto"` measured faster.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -73,6 +80,9 @@ pub struct Metrics {
     open_descriptors: Gauge,
     descriptor_budget: Gauge,
     connections: std::sync::OnceLock<(GlobalSlots, Arc<Descriptors>)>,
+    /// Client connections each worker serves, read at scrape time.
+    worker_connections: Family<WorkerLabel, Gauge>,
+    workers: std::sync::OnceLock<Vec<Arc<AtomicUsize>>>,
     pub certificates_minted: Gauge,
     pub token_cache_hits: Gauge,
     pub token_cache_misses: Gauge,
@@ -192,6 +202,12 @@ impl Metrics {
             "Sockets the open-files limit allows the proxy's connections (0: no limit known)",
             descriptor_budget.clone(),
         );
+        let worker_connections = Family::<WorkerLabel, Gauge>::default();
+        registry.register(
+            "worker_connections",
+            "Client connections each proxy worker serves now (a new one goes to the worker serving the fewest)",
+            worker_connections.clone(),
+        );
         let certificates_minted = Gauge::default();
         registry.register(
             "certificates_minted",
@@ -254,6 +270,8 @@ impl Metrics {
             open_descriptors,
             descriptor_budget,
             connections: std::sync::OnceLock::new(),
+            worker_connections,
+            workers: std::sync::OnceLock::new(),
             certificates_minted,
             token_cache_hits,
             token_cache_misses,
@@ -267,7 +285,18 @@ impl Metrics {
         let _ = self.connections.set((clients, descriptors));
     }
 
+    /// Reports the connections each worker serves from now on (set once).
+    pub fn watch_workers(&self, live: Vec<Arc<AtomicUsize>>) {
+        let _ = self.workers.set(live);
+    }
+
     fn sample_connections(&self) {
+        for (worker, live) in self.workers.get().into_iter().flatten().enumerate() {
+            let open = i64::try_from(live.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+            self.worker_connections
+                .get_or_create(&WorkerLabel { worker })
+                .set(open);
+        }
         if let Some((clients, d)) = self.connections.get() {
             self.open_connections
                 .set(i64::try_from(clients.open()).unwrap_or(i64::MAX));
@@ -520,6 +549,26 @@ mod tests {
         m.sample_connections();
         assert!(m.render().contains("airlock_open_descriptors 0"));
         assert!(m.render().contains("airlock_open_connections 0"));
+    }
+
+    #[test]
+    fn each_worker_s_connections_are_read_at_scrape_time() {
+        let m = Metrics::new();
+        m.sample_connections();
+        assert!(!m.render().contains("airlock_worker_connections{"));
+        let live: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
+        m.watch_workers(live.clone());
+        live[1].store(3, Ordering::Relaxed);
+        m.sample_connections();
+        let text = m.render();
+        assert!(
+            text.contains("airlock_worker_connections{worker=\"0\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("airlock_worker_connections{worker=\"1\"} 3"),
+            "{text}"
+        );
     }
 
     #[test]
