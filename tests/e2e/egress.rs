@@ -569,6 +569,19 @@ async fn a_connection_past_its_connect_still_counts_against_max_connections() {
     assert!(answer.contains("x-airlock-error: proxy_busy"), "{answer}");
     let metrics = airlock.scrape_metrics().await.stdout;
     assert!(metrics.contains("airlock_open_connections 5"), "{metrics}");
+    // Each worker holds its share: the one serving the fewest took each.
+    let per_worker: Vec<u64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("airlock_worker_connections{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    assert!(!per_worker.is_empty(), "{metrics}");
+    assert_eq!(per_worker.iter().sum::<u64>(), 5, "{metrics}");
+    let (most, least) = (per_worker.iter().max(), per_worker.iter().min());
+    assert!(
+        most.zip(least).is_some_and(|(m, l)| m - l <= 1),
+        "{metrics}"
+    );
     drop(tunnels);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_serving(&airlock).await;
