@@ -629,18 +629,30 @@ mod closed_tests {
         assert!(!matches!(err, ProxyError::UpstreamClosed { .. }), "{err:?}");
     }
 
-    /// hyper hands on h2's I/O errors as its own (`Io`, a broken pipe).
-    #[tokio::test]
-    async fn an_http2_connection_that_ends_under_a_stream_closed_it_after_it_was_sent() {
+    /// How an HTTP/2 peer treats the first stream it accepts.
+    enum H2Peer {
+        Refuses,
+        /// Gone without a GOAWAY, the stream unanswered.
+        Vanishes,
+    }
+
+    /// What a GET from an HTTP/2 client is refused with by `peer`.
+    async fn h2_error_from(peer: H2Peer) -> ProxyError {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
             let mut connection = h2::server::handshake(tcp).await.unwrap();
-            if let Some(Ok((_, respond))) = connection.accept().await {
-                // Gone without a GOAWAY, the stream unanswered.
-                drop(connection);
-                drop(respond);
+            let Some(Ok((_, mut respond))) = connection.accept().await else {
+                return;
+            };
+            match peer {
+                H2Peer::Refuses => {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    // Driven on, so the reset goes out.
+                    while connection.accept().await.is_some() {}
+                }
+                H2Peer::Vanishes => drop((connection, respond)),
             }
         });
         let client: Client<HttpConnector, ProxyBody> = Client::builder(TokioExecutor::new())
@@ -653,7 +665,13 @@ mod closed_tests {
             .await
             .unwrap()
             .unwrap_err();
-        let err = classify_client_error("api.example.test", &err);
+        classify_client_error("api.example.test", &err)
+    }
+
+    /// hyper hands on h2's I/O errors as its own (`Io`, a broken pipe).
+    #[tokio::test]
+    async fn an_http2_connection_that_ends_under_a_stream_closed_it_after_it_was_sent() {
+        let err = h2_error_from(H2Peer::Vanishes).await;
         assert!(
             matches!(
                 err,
@@ -668,26 +686,7 @@ mod closed_tests {
 
     #[tokio::test]
     async fn an_http2_stream_the_peer_refused_was_not_processed() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut connection = h2::server::handshake(tcp).await.unwrap();
-            while let Some(Ok((_, mut respond))) = connection.accept().await {
-                respond.send_reset(h2::Reason::REFUSED_STREAM);
-            }
-        });
-        let client: Client<HttpConnector, ProxyBody> = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(HttpConnector::new());
-        let request = Request::get(format!("http://{addr}/x"))
-            .body(full(Bytes::new()))
-            .unwrap();
-        let err = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-            .await
-            .unwrap()
-            .unwrap_err();
-        let err = classify_client_error("api.example.test", &err);
+        let err = h2_error_from(H2Peer::Refuses).await;
         assert!(
             matches!(
                 err,
