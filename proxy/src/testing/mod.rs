@@ -1,9 +1,10 @@
 //! Test seam: a scripted [`TokenSource`] whose bindings, tokens and refresh
 //! answers a test sets, and which records every refresh it was asked for;
-//! and [`in_process`], a whole proxy in this process over a loopback TLS
-//! upstream.
+//! [`in_process`], a whole proxy in this process over a loopback TLS
+//! upstream; and [`scripted`], a scripted send stage.
 
 pub(crate) mod in_process;
+pub(crate) mod scripted;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

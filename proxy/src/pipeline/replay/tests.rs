@@ -1,75 +1,15 @@
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use airlock_vault_client::{ExpiredSignal, Injection, SandboxId, TokenError};
 use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode};
+use http::{HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 
 use super::*;
-use crate::body::{empty, full};
+use crate::body::full;
 use crate::swap::Scanner;
+use crate::testing::scripted::Scripted;
 use crate::testing::{MockTokens, PREFIX};
-
-/// A scripted upstream: each send answers the next response and records the
-/// `Authorization` header it was sent.
-struct Scripted {
-    headers: HeaderMap,
-    answers: Mutex<VecDeque<Response<ProxyBody>>>,
-    sent: Mutex<Vec<String>>,
-}
-
-impl Scripted {
-    fn new(header: &str, value: String, answers: Vec<Response<ProxyBody>>) -> Self {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::HeaderName::from_bytes(header.as_bytes()).unwrap(),
-            HeaderValue::from_str(&value).unwrap(),
-        );
-        Self {
-            headers,
-            answers: Mutex::new(answers.into()),
-            sent: Mutex::default(),
-        }
-    }
-
-    fn sent(&self) -> Vec<String> {
-        self.sent.lock().unwrap().clone()
-    }
-}
-
-impl Attempt for Scripted {
-    async fn build(
-        &self,
-        swapper: &mut Swapper,
-        plan: &mut BodyPlan,
-    ) -> Result<Request<ProxyBody>, ProxyError> {
-        if matches!(plan, BodyPlan::Spent) {
-            return Err(ProxyError::Internal("request body already sent".into()));
-        }
-        let mut headers = self.headers.clone();
-        swapper.swap_headers(&mut headers).await?;
-        let mut request = Request::new(empty());
-        *request.headers_mut() = headers;
-        Ok(request)
-    }
-
-    async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
-        let seen = request
-            .headers()
-            .values()
-            .next()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        self.sent.lock().unwrap().push(seen);
-        Ok(self
-            .answers
-            .lock()
-            .unwrap()
-            .pop_front()
-            .expect("the test scripted enough answers"))
-    }
-}
 
 fn answer(status: u16, body: &'static str) -> Response<ProxyBody> {
     let mut response = Response::new(full(Bytes::from_static(body.as_bytes())));

@@ -8,6 +8,7 @@ use http::{HeaderValue, Request, StatusCode};
 use super::*;
 use crate::body::{empty, full};
 use crate::swap::Scanner;
+use crate::testing::scripted::Scripted;
 use crate::testing::{MockTokens, PREFIX};
 
 fn closed(after: ClosedAfter) -> ProxyError {
@@ -92,46 +93,6 @@ fn other_failures_are_never_sent_again() {
     }
 }
 
-/// A scripted upstream: each send takes the next scripted result and
-/// records the `Authorization` header it was sent.
-struct Scripted {
-    /// Sent as `Authorization: Bearer <placeholder>`.
-    placeholder: String,
-    results: Mutex<VecDeque<Result<Response<ProxyBody>, ProxyError>>>,
-    sent: Mutex<Vec<String>>,
-}
-
-impl Attempt for Scripted {
-    async fn build(
-        &self,
-        swapper: &mut Swapper,
-        plan: &mut BodyPlan,
-    ) -> Result<Request<ProxyBody>, ProxyError> {
-        assert!(plan.replayable(), "built again from a kept body only");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {}", self.placeholder)).unwrap(),
-        );
-        swapper.swap_headers(&mut headers).await?;
-        let mut request = Request::new(empty());
-        *request.headers_mut() = headers;
-        Ok(request)
-    }
-
-    async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>, ProxyError> {
-        let auth = request.headers()[http::header::AUTHORIZATION]
-            .to_str()
-            .unwrap();
-        self.sent.lock().unwrap().push(auth.to_owned());
-        self.results
-            .lock()
-            .unwrap()
-            .pop_front()
-            .expect("scripted enough")
-    }
-}
-
 #[tokio::test]
 async fn the_second_send_carries_the_real_token_again_and_its_answer_is_the_sandbox_s() {
     let tokens = MockTokens::new();
@@ -144,19 +105,20 @@ async fn the_second_send_carries_the_real_token_again_and_its_answer_is_the_sand
     );
     let mut ok = Response::new(full(Bytes::from_static(b"fine")));
     *ok.status_mut() = StatusCode::OK;
-    let attempt = Scripted {
-        placeholder: p,
-        results: Mutex::new(VecDeque::from([Err(closed(ClosedAfter::Sent)), Ok(ok)])),
-        sent: Mutex::default(),
-    };
+    let attempt = Scripted::with_results(
+        "authorization",
+        format!("Bearer {p}"),
+        vec![Err(closed(ClosedAfter::Sent)), Ok(ok)],
+    );
     let mut plan = BodyPlan::Empty;
     let first = attempt.build(&mut swapper, &mut plan).await.unwrap();
     let err = attempt.send(first).await.unwrap_err();
     assert!(Resend::of(&Method::GET, &HeaderMap::new(), &plan).allows(&err));
     let response = again(&attempt, &mut swapper, &mut plan, err).await.unwrap();
+    assert!(plan.replayable(), "built again from a kept body only");
     assert_eq!(response.status(), 200);
     assert_eq!(
-        *attempt.sent.lock().unwrap(),
+        attempt.sent(),
         ["Bearer real-secret-123", "Bearer real-secret-123"]
     );
 }
