@@ -32,8 +32,17 @@ const MAX_BITS: usize = 1 << 28;
 /// of hex or random data wake the automaton in vain (one 40-byte token:
 /// 0.035 → 0.027 ns a byte on hex, timed).
 const ROOMY_BITS: usize = 1 << 17;
-/// Two odd multipliers: each product's top bits index the table.
-const MULTIPLIERS: [u64; 2] = [0x9E37_79B9_7F4A_7C15, 0xC2B2_AE3D_27D4_EB4F];
+/// Pairs of odd multipliers, one for each hash: each product's top bits
+/// index the table. The first pair that leaves table bit 0 unset is kept
+/// (see [`GramFilter::new`]); each pair leaves it unset for about fifteen
+/// token sets in sixteen.
+const MULTIPLIERS: [[u64; 2]; 5] = [
+    [0x9E37_79B9_7F4A_7C15, 0xC2B2_AE3D_27D4_EB4F],
+    [0x1656_67B1_9E37_79F9, 0x85EB_CA77_C2B2_AE63],
+    [0x27D4_EB2F_1656_67C5, 0xFF51_AFD7_ED55_8CCD],
+    [0xC4CE_B9FE_1A85_EC53, 0xBF58_476D_1CE4_E5B9],
+    [0x94D0_49BB_1331_11EB, 0xD6E8_FEB8_6659_FD93],
+];
 /// XORed into a gram before the second multiply. Without it the gram of
 /// eight zero bytes (sparse files, padding, binary data) gives bit 0 under
 /// both multipliers: one bit, not two, so a zeroed download woke the
@@ -50,6 +59,7 @@ const SALTS: [u64; 2] = [0, 0x1319_8A2E_0370_7344];
 /// random data (9.3 against 5.1 GB/s).
 pub(super) struct GramFilter {
     bits: Box<[u64]>,
+    multipliers: [u64; 2],
     shift: u32,
     stride: usize,
     /// A gram the filter lets through at most one bit of: where a probe's
@@ -82,13 +92,35 @@ impl GramFilter {
         let bit_count = sized(BITS_PER_GRAM)
             .max(sized(4 * BITS_PER_GRAM).min(ROOMY_BITS))
             .clamp(MIN_BITS, MAX_BITS);
+        // Eight zero bytes (sparse files, padding: the commonest data that
+        // repeats itself) give the product 0 under any multiplier, so their
+        // first bit is table bit 0. Left unset, a zeroed download never
+        // leaves the scan's round loop; set by a kept gram, it is searched
+        // one probe at a time (a gram refused at every probe).
+        let mut filter = Self::with_multipliers(&grams, bit_count, stride, MULTIPLIERS[0]);
+        for multipliers in &MULTIPLIERS[1..] {
+            if !is_set(&filter.bits, 0) {
+                break;
+            }
+            filter = Self::with_multipliers(&grams, bit_count, stride, *multipliers);
+        }
+        Some(filter)
+    }
+
+    fn with_multipliers(
+        grams: &[u64],
+        bit_count: usize,
+        stride: usize,
+        multipliers: [u64; 2],
+    ) -> Self {
         let mut filter = GramFilter {
             bits: vec![0u64; bit_count / 64].into_boxed_slice(),
+            multipliers,
             shift: 64 - bit_count.trailing_zeros(),
             stride,
             refused: 0,
         };
-        for gram in grams {
+        for &gram in grams {
             for bit in filter.bits_of(gram) {
                 filter.bits[bit / 64] |= 1 << (bit % 64);
             }
@@ -98,7 +130,7 @@ impl GramFilter {
         filter.refused = (0..)
             .find(|&gram| !filter.passes(gram))
             .expect("a filter with unset bits");
-        Some(filter)
+        filter
     }
 
     fn passes(&self, gram: u64) -> bool {
@@ -179,7 +211,7 @@ impl GramFilter {
         // (a no-op, the shift already bounds it) spares a bounds check a probe.
         let words = bits.len().checked_sub(1)?;
         let stride = self.stride;
-        let round = stride.checked_mul(ROUND)?;
+        let round = stride.saturating_mul(ROUND);
         let last_round = data.len().checked_sub(round);
         while last_round.is_some_and(|last_round| probe <= last_round) {
             let chunk = &data[probe..probe + round];
@@ -215,7 +247,7 @@ impl GramFilter {
     /// The table bit the `hash`th hash gives `gram`: the product's top bits.
     #[inline]
     fn bit(&self, gram: u64, hash: usize) -> usize {
-        ((gram ^ SALTS[hash]).wrapping_mul(MULTIPLIERS[hash]) >> self.shift) as usize
+        ((gram ^ SALTS[hash]).wrapping_mul(self.multipliers[hash]) >> self.shift) as usize
     }
 
     pub(super) fn memory_usage(&self) -> usize {
@@ -314,7 +346,7 @@ mod tests {
     /// eight zero bytes test first.
     fn gram_on_the_zero_bit() -> [u8; GRAM] {
         // The multiplier's inverse modulo 2^64 (Newton's iteration).
-        let m = MULTIPLIERS[0];
+        let m = MULTIPLIERS[0][0];
         let mut inverse = m;
         for _ in 0..6 {
             inverse = inverse.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(inverse)));
@@ -323,11 +355,34 @@ mod tests {
         inverse.to_le_bytes()
     }
 
-    #[test]
-    fn zeros_after_a_kept_gram_set_their_first_bit_are_refused_and_hits_still_found() {
+    /// A needle whose first gram's first hash under the first multipliers
+    /// is table bit 0, the bit eight zero bytes test first.
+    fn needle_on_the_zero_bit() -> Vec<u8> {
         let mut needle = gram_on_the_zero_bit().to_vec();
         needle.extend_from_slice(b"-and-the-rest-of-a-token");
-        let mut filter = GramFilter::new([needle.as_slice()]).unwrap();
+        needle
+    }
+
+    #[test]
+    fn the_multipliers_chosen_leave_the_zero_bit_unset_and_hits_found() {
+        let needle = needle_on_the_zero_bit();
+        let filter = GramFilter::new([needle.as_slice()]).unwrap();
+        assert_ne!(filter.multipliers, MULTIPLIERS[0]);
+        assert!(!is_set(&filter.bits, 0));
+        assert!(!is_set(&filter.bits, filter.bit(0, 0)));
+        zeros_refused_and_hits_found(&filter, &needle);
+    }
+
+    #[test]
+    fn zeros_after_a_kept_gram_set_their_first_bit_are_refused_and_hits_still_found() {
+        // The filter the first multipliers give, as when every pair sets
+        // bit 0.
+        let needle = needle_on_the_zero_bit();
+        let chosen = GramFilter::new([needle.as_slice()]).unwrap();
+        let stride = chosen.stride();
+        let grams: Vec<u64> = (0..stride).map(|offset| gram_at(&needle, offset)).collect();
+        let mut filter =
+            GramFilter::with_multipliers(&grams, chosen.bits.len() * 64, stride, MULTIPLIERS[0]);
         let [zero_first, zero_second] = filter.bits_of(0);
         assert_eq!(zero_first, 0);
         assert!(is_set(&filter.bits, zero_first), "the case under test");
