@@ -204,7 +204,9 @@ impl GramFilter {
     /// and all read before any is tested, so that no probe's check waits
     /// behind an earlier probe's exit (10 instructions a probe and 8 a
     /// round, against 14 a probe one at a time: callgrind, 8 MiB of zeros).
-    #[inline]
+    /// Not inlined: inlined into the automaton's search, whose state fills
+    /// the registers, a probe took 11 to 12 (the whole build's, counted).
+    #[inline(never)]
     fn next_first(&self, data: &[u8], mut probe: usize) -> Option<usize> {
         let bits = &*self.bits;
         // The table's length is a power of two: masking the word index
