@@ -213,17 +213,30 @@ impl GramFilter {
         // (a no-op, the shift already bounds it) spares a bounds check a probe.
         let words = bits.len().checked_sub(1)?;
         let stride = self.stride;
-        let round = stride.saturating_mul(ROUND);
-        let last_round = data.len().checked_sub(round);
-        while last_round.is_some_and(|last_round| probe <= last_round) {
-            let chunk = &data[probe..probe + round];
-            let grams: [u64; ROUND] = std::array::from_fn(|k| gram_at(chunk, k * stride));
-            for (k, gram) in grams.into_iter().enumerate() {
-                if self.first_bit_set(bits, words, gram) {
-                    return Some(probe + k * stride);
+        // Facts the optimizer proves probes' bounds checks from (a stride
+        // of at least a gram, a round that does not overflow), so that they
+        // need not be hoisted out of the loop: a profile-guided build left
+        // them in it, 3 to 4 instructions a probe. Both hold for every
+        // filter [`new`](Self::new) builds; without them, the one-probe
+        // loop below searches alone.
+        let rounds = if stride >= GRAM {
+            stride
+                .checked_mul(ROUND)
+                .and_then(|round| Some((round, data.len().checked_sub(round)?)))
+        } else {
+            None
+        };
+        if let Some((round, last_round)) = rounds {
+            while probe <= last_round {
+                let chunk = &data[probe..probe + round];
+                let grams: [u64; ROUND] = std::array::from_fn(|k| gram_at(chunk, k * stride));
+                for (k, gram) in grams.into_iter().enumerate() {
+                    if self.first_bit_set(bits, words, gram) {
+                        return Some(probe + k * stride);
+                    }
                 }
+                probe += round;
             }
-            probe += round;
         }
         let last = data.len().checked_sub(GRAM)?;
         while probe <= last {
