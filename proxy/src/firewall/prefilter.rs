@@ -202,8 +202,9 @@ impl GramFilter {
     /// set: the loop a download spends its time in. [`ROUND`] probes a
     /// round, read from one slice so that only the round is bounds-checked,
     /// and all read before any is tested, so that no probe's check waits
-    /// behind an earlier probe's exit (10 instructions a probe and 8 a
-    /// round, against 14 a probe one at a time: callgrind, 8 MiB of zeros).
+    /// behind an earlier probe's exit (about 10 instructions a probe, with
+    /// the loop's count, compare and jump once a round, against 14 a probe
+    /// one at a time: callgrind, 8 MiB of zeros).
     /// Not inlined: inlined into the automaton's search, whose state fills
     /// the registers, a probe took 11 to 12 (the whole build's, counted).
     #[inline(never)]
@@ -213,31 +214,27 @@ impl GramFilter {
         // (a no-op, the shift already bounds it) spares a bounds check a probe.
         let words = bits.len().checked_sub(1)?;
         let stride = self.stride;
-        // Facts the optimizer proves each probe's length check from (a
-        // stride of at least a gram, a round that does not overflow), so
-        // that it need not be hoisted out of the loop: a profile-guided
-        // build left it in. The check that a probe's offset lies within
-        // the round is still hoisted, or, in a profile-guided build, not
-        // (about 2 instructions a probe). Both facts hold for every filter
-        // [`new`](Self::new) builds; without them, the one-probe loop below
-        // searches alone.
-        let rounds = if stride >= GRAM {
-            stride
-                .checked_mul(ROUND)
-                .and_then(|round| Some((round, data.len().checked_sub(round)?)))
-        } else {
-            None
-        };
-        if let Some((round, last_round)) = rounds {
-            while probe <= last_round {
-                let chunk = &data[probe..probe + round];
-                let grams: [u64; ROUND] = std::array::from_fn(|k| gram_at(chunk, k * stride));
-                for (k, gram) in grams.into_iter().enumerate() {
-                    if self.first_bit_set(bits, words, gram) {
-                        return Some(probe + k * stride);
+        // Facts from which the optimizer proves every probe's bounds check,
+        // so that none is left in the loop (a profile-guided build kept
+        // some that a plain one hoisted): a stride of at least a gram, and
+        // one that fits 32 bits, so that no `k * stride` of a round
+        // overflows. Every filter [`new`](Self::new) builds has both;
+        // without them, the one-probe loop below searches alone.
+        let narrow = u32::try_from(stride).ok().filter(|_| stride >= GRAM);
+        if let Some(narrow) = narrow {
+            let stride = narrow as usize;
+            let round = stride * ROUND;
+            if let Some(last_round) = data.len().checked_sub(round) {
+                while probe <= last_round {
+                    let chunk = &data[probe..probe + round];
+                    let grams: [u64; ROUND] = std::array::from_fn(|k| gram_at(chunk, k * stride));
+                    for (k, gram) in grams.into_iter().enumerate() {
+                        if self.first_bit_set(bits, words, gram) {
+                            return Some(probe + k * stride);
+                        }
                     }
+                    probe += round;
                 }
-                probe += round;
             }
         }
         let last = data.len().checked_sub(GRAM)?;
