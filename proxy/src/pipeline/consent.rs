@@ -20,6 +20,7 @@ use crate::audit::AuditRecord;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::pipeline::body_plan::BodyPlan;
+use crate::pipeline::resend;
 use crate::pipeline::scope::{screen_scopes, Insufficient, CONNECT_URL};
 use crate::pipeline::send::{Attempt, UpstreamAttempt};
 use crate::settings::ConsentWebhook;
@@ -399,7 +400,9 @@ impl StepUpWait<'_> {
             };
             swapper.replace_token(&lacking.placeholder, fresh);
             let request = self.attempt.build(swapper, plan).await?;
-            let answer = self.attempt.send(request).await?;
+            let answer = resend::send(self.attempt, swapper, plan, request)
+                .await?
+                .response;
             let (again, answer) = screen_scopes(tokens, sandbox, swapper, answer).await;
             response = answer;
             match again {

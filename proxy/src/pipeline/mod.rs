@@ -4,7 +4,8 @@
 //! 2. [`swap_request`]: placeholders in URL, headers, Basic, body, trailers
 //!    swapped for tokens (or refused);
 //! 3. [`send`]: the pooled upstream client; [`resend`]: once more when the
-//!    upstream closed the connection before answering;
+//!    upstream closed the connection before answering (every send: the
+//!    first, the replay, the step-up's);
 //! 4. [`replay`]: on an expired-token answer, refresh and replay once;
 //!    [`scope`]: an insufficient-scope answer gets the step-up headers;
 //! 5. [`crate::screen`]: the response firewall, the only way an upstream
@@ -45,7 +46,6 @@ use crate::wire_choice;
 use body_plan::{plan_body, BodyPlan};
 use close::{on_body_end_sized, refuse};
 use replay::{refresh_and_replay, Replayed};
-use resend::Resend;
 use send::{Attempt, UpstreamAttempt};
 pub use swap_request::Outgoing;
 
@@ -141,17 +141,12 @@ async fn stages(
     };
     let (request, mut hold) = built?;
     audit.swapped = swapper.swapped_ids();
-    let resend = Resend::of(request.method(), request.headers(), &plan);
     let sent = Instant::now();
-    let response = match attempt.send(request).await {
-        Err(err) if resend.allows(&err) => {
-            // Boxed: rare, and it would make every request's future larger.
-            let response = Box::pin(resend::again(&attempt, swapper, &mut plan, err)).await?;
-            audit.outcome = crate::audit::Outcome::Resent;
-            response
-        }
-        answer => answer?,
-    };
+    let resend::Sent { response, resent } =
+        resend::send(&attempt, swapper, &mut plan, request).await?;
+    if resent {
+        audit.outcome = crate::audit::Outcome::Resent;
+    }
     let answer_size = pick.as_ref().and_then(wire_choice::Pick::answer_size);
     if let Some(pick) = pick {
         shared.wire_choice.record(pick, sent.elapsed());

@@ -18,6 +18,7 @@ use crate::body::{with_trailers, ProxyBody};
 use crate::body_swap::{self, Collected};
 use crate::error::ProxyError;
 use crate::pipeline::body_plan::BodyPlan;
+use crate::pipeline::resend;
 use crate::pipeline::send::Attempt;
 use crate::swap::Swapper;
 
@@ -84,8 +85,9 @@ async fn replay_expired(
         false => Outcome::ExpiredTokenNotRefreshed,
         true if plan.replayable() => {
             let replay = attempt.build(swapper, plan).await?;
+            let sent = resend::send(attempt, swapper, plan, replay).await?;
             return Ok(Replayed {
-                response: attempt.send(replay).await?,
+                response: sent.response,
                 outcome: Some(Outcome::RefreshedReplayed),
             });
         }

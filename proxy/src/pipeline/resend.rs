@@ -9,8 +9,13 @@
 //! or any request the upstream said it did not process (RFC 9113 8.7). And
 //! only when the body was kept ([`BodyPlan::replayable`]): a streamed body
 //! is gone once sent. Once: a second close is the sandbox's 502.
+//!
+//! Every send of the pipeline goes through [`send`]: the first, the replay
+//! after a refresh, and the resend after a step-up. The later two follow a
+//! wait (a refresh, a human) on a pooled connection the upstream may have
+//! closed meanwhile, so they meet the race more often than the first.
 
-use http::{HeaderMap, Method, Response};
+use http::{HeaderMap, Method, Request, Response};
 
 use crate::body::ProxyBody;
 use crate::error::{ClosedAfter, ProxyError};
@@ -68,10 +73,43 @@ fn has_idempotency_key(headers: &HeaderMap) -> bool {
     headers.contains_key("idempotency-key") || headers.contains_key("x-idempotency-key")
 }
 
+/// What [`send`] got: the answer, and whether it took a second send.
+pub(crate) struct Sent {
+    pub response: Response<ProxyBody>,
+    pub resent: bool,
+}
+
+/// Sends `request` (built by `attempt` from `plan`); when the upstream
+/// closed the connection before answering and the request may be sent
+/// twice ([`Resend`]), builds it again from the kept body and sends it once
+/// more.
+pub(crate) async fn send(
+    attempt: &impl Attempt,
+    swapper: &mut Swapper,
+    plan: &mut BodyPlan,
+    request: Request<ProxyBody>,
+) -> Result<Sent, ProxyError> {
+    let resend = Resend::of(request.method(), request.headers(), plan);
+    match attempt.send(request).await {
+        Err(err) if resend.allows(&err) => {
+            // Boxed: rare, and it would make every request's future larger.
+            let response = Box::pin(again(attempt, swapper, plan, err)).await?;
+            Ok(Sent {
+                response,
+                resent: true,
+            })
+        }
+        answer => Ok(Sent {
+            response: answer?,
+            resent: false,
+        }),
+    }
+}
+
 /// The request built again from the kept body (with the swapper's current
 /// tokens) and sent once more, after `first` (the first send's error, which
 /// [`Resend::allows`]).
-pub(crate) async fn again(
+async fn again(
     attempt: &impl Attempt,
     swapper: &mut Swapper,
     plan: &mut BodyPlan,

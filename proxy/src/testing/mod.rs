@@ -130,6 +130,13 @@ impl MockTokens {
         placeholder
     }
 
+    /// `placeholder` resolves to `token` from now on (a human reconnected).
+    pub fn set_token(&self, placeholder: &str, token: &str) {
+        let mut entries = self.entries.lock().unwrap();
+        let entry = entries.get_mut(placeholder).expect("a known placeholder");
+        entry.token = airlock_vault_client::SharedToken::from(token);
+    }
+
     /// The next refresh of `placeholder` answers this.
     pub fn on_refresh(&self, placeholder: &str, answer: Result<&str, TokenError>) {
         self.refresh_to

@@ -112,15 +112,44 @@ async fn the_second_send_carries_the_real_token_again_and_its_answer_is_the_sand
     );
     let mut plan = BodyPlan::Empty;
     let first = attempt.build(&mut swapper, &mut plan).await.unwrap();
-    let err = attempt.send(first).await.unwrap_err();
-    assert!(Resend::of(&Method::GET, &HeaderMap::new(), &plan).allows(&err));
-    let response = again(&attempt, &mut swapper, &mut plan, err).await.unwrap();
+    let sent = send(&attempt, &mut swapper, &mut plan, first)
+        .await
+        .unwrap();
+    assert!(sent.resent);
     assert!(plan.replayable(), "built again from a kept body only");
-    assert_eq!(response.status(), 200);
+    assert_eq!(sent.response.status(), 200);
     assert_eq!(
         attempt.sent(),
         ["Bearer real-secret-123", "Bearer real-secret-123"]
     );
+}
+
+#[tokio::test]
+async fn a_second_close_is_the_error_and_nothing_is_sent_a_third_time() {
+    let tokens = MockTokens::new();
+    let p = tokens.secret("KEY", "api.example.test", "real-secret-123");
+    let mut swapper = Swapper::new(
+        tokens.clone(),
+        Arc::new(Scanner::new(PREFIX)),
+        SandboxId::default_sandbox(),
+        "api.example.test",
+    );
+    let attempt = Scripted::with_results(
+        "authorization",
+        format!("Bearer {p}"),
+        vec![
+            Err(closed(ClosedAfter::Sent)),
+            Err(closed(ClosedAfter::Unprocessed)),
+        ],
+    );
+    let mut plan = BodyPlan::Empty;
+    let first = attempt.build(&mut swapper, &mut plan).await.unwrap();
+    let Err(err) = send(&attempt, &mut swapper, &mut plan, first).await else {
+        panic!("a second close is an error");
+    };
+    assert!(matches!(err, ProxyError::UpstreamClosed { .. }), "{err}");
+    assert!(!err.to_string().contains("real-secret"), "{err}");
+    assert_eq!(attempt.sent().len(), 2);
 }
 
 mod through_the_proxy {
@@ -145,29 +174,42 @@ mod through_the_proxy {
         ca: &CertificateAuthority,
         answered: usize,
     ) -> (std::net::SocketAddr, Log) {
+        scripted_upstream(ca, move |connection, nth| {
+            (nth < answered).then(|| {
+                let body = format!("answer {connection}.{nth}");
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            })
+        })
+        .await
+    }
+
+    /// Each connection's `nth` request gets `answer(connection, nth)`, the
+    /// whole answer as written; `None` closes the connection, unanswered.
+    async fn scripted_upstream(
+        ca: &CertificateAuthority,
+        answer: impl Fn(usize, usize) -> Option<String> + Send + Sync + 'static,
+    ) -> (std::net::SocketAddr, Log) {
         let log: Log = Arc::default();
         let seen = log.clone();
+        let answer = Arc::new(answer);
         let addr = serve_raw_upstream(
             ca,
             Arc::new(move |number, mut tls| {
                 let seen = seen.clone();
+                let answer = answer.clone();
                 Box::pin(async move {
                     for nth in 0.. {
                         let Some((line, auth)) = read_request(&mut tls).await else {
                             return;
                         };
                         seen.lock().unwrap().push((number, line, auth));
-                        if nth >= answered {
+                        let Some(written) = answer(number, nth) else {
                             return; // closed, unanswered
-                        }
-                        let body = format!("answer {number}.{nth}");
-                        let head =
-                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                        if tls
-                            .write_all(format!("{head}{body}").as_bytes())
-                            .await
-                            .is_err()
-                        {
+                        };
+                        if tls.write_all(written.as_bytes()).await.is_err() {
                             return;
                         }
                     }
@@ -323,5 +365,81 @@ mod through_the_proxy {
         assert_eq!(status, 502);
         assert_eq!(headers["x-airlock-error"], "upstream_error");
         assert_eq!(log.lock().unwrap().len(), 2, "the streamed PUT went once");
+    }
+
+    /// An upstream whose first connection answers its first request with
+    /// `first` and closes on the second; later connections answer 200.
+    async fn answers_then_closes(
+        ca: &CertificateAuthority,
+        first: &'static str,
+    ) -> (std::net::SocketAddr, Log) {
+        scripted_upstream(ca, move |connection, nth| match (connection, nth) {
+            (0, 0) => Some(first.to_owned()),
+            (0, _) => None,
+            _ => Some("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_owned()),
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_replay_after_a_refresh_on_a_connection_the_upstream_closed_is_sent_again() {
+        let tokens = MockTokens::new();
+        let p = tokens.oauth("github", HOST, "old-token");
+        tokens.on_refresh(&p, Ok("new-token"));
+        let ca = CertificateAuthority::generate("test upstream CA").unwrap();
+        let expired = "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n";
+        let (addr, log) = answers_then_closes(&ca, expired).await;
+        let proxy = InProcess::start_at(tokens.clone(), &ca, addr, |_| {}).await;
+        let (status, _, body) = proxy.send(to_upstream("GET", &p, None)).await;
+        assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+        let get = || "GET /items/1".to_owned();
+        // The replay went on the pooled connection, which closed on it.
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                (0, get(), "Bearer old-token".into()),
+                (0, get(), "Bearer new-token".into()),
+                (1, get(), "Bearer new-token".into()),
+            ]
+        );
+        assert_eq!(tokens.refreshes().len(), 1, "refreshed once");
+        assert_eq!(proxy.outcomes(1).await, ["refreshed_replayed"]);
+    }
+
+    #[tokio::test]
+    async fn a_resend_after_a_step_up_on_a_connection_the_upstream_closed_is_sent_again() {
+        let tokens = MockTokens::new();
+        let p = tokens.oauth("github", HOST, "narrow-token");
+        let ca = CertificateAuthority::generate("test upstream CA").unwrap();
+        let lacking = "HTTP/1.1 403 Forbidden\r\nwww-authenticate: Bearer error=\"insufficient_scope\", scope=\"repo\"\r\ncontent-length: 0\r\n\r\n";
+        let (addr, log) = answers_then_closes(&ca, lacking).await;
+        let proxy = InProcess::start_at(tokens.clone(), &ca, addr, |s| {
+            s.consent_wait = Duration::from_secs(10);
+        })
+        .await;
+        // The human grants the scope while the request is held.
+        let granted = {
+            let (tokens, p) = (tokens.clone(), p.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokens.set_token(&p, "wide-token");
+            })
+        };
+        let (status, headers, body) = proxy.send(to_upstream("GET", &p, None)).await;
+        granted.await.unwrap();
+        assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+        assert!(headers.contains_key("x-airlock-held-ms"), "{headers:?}");
+        let get = || "GET /items/1".to_owned();
+        // The resend went on the pooled connection, which closed on it.
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                (0, get(), "Bearer narrow-token".into()),
+                (0, get(), "Bearer wide-token".into()),
+                (1, get(), "Bearer wide-token".into()),
+            ]
+        );
+        assert_eq!(tokens.step_ups().len(), 1, "{:?}", tokens.step_ups());
+        assert_eq!(proxy.outcomes(1).await, ["ok"]);
     }
 }
