@@ -93,16 +93,22 @@ fn other_failures_are_never_sent_again() {
     }
 }
 
-#[tokio::test]
-async fn the_second_send_carries_the_real_token_again_and_its_answer_is_the_sandbox_s() {
+/// A swapper over one static secret, `real-secret-123`; and its placeholder.
+fn swapper_with_a_secret() -> (Swapper, String) {
     let tokens = MockTokens::new();
     let p = tokens.secret("KEY", "api.example.test", "real-secret-123");
-    let mut swapper = Swapper::new(
-        tokens.clone(),
+    let swapper = Swapper::new(
+        tokens,
         Arc::new(Scanner::new(PREFIX)),
         SandboxId::default_sandbox(),
         "api.example.test",
     );
+    (swapper, p)
+}
+
+#[tokio::test]
+async fn the_second_send_carries_the_real_token_again_and_its_answer_is_the_sandbox_s() {
+    let (mut swapper, p) = swapper_with_a_secret();
     let mut ok = Response::new(full(Bytes::from_static(b"fine")));
     *ok.status_mut() = StatusCode::OK;
     let attempt = Scripted::with_results(
@@ -126,14 +132,7 @@ async fn the_second_send_carries_the_real_token_again_and_its_answer_is_the_sand
 
 #[tokio::test]
 async fn a_second_close_is_the_error_and_nothing_is_sent_a_third_time() {
-    let tokens = MockTokens::new();
-    let p = tokens.secret("KEY", "api.example.test", "real-secret-123");
-    let mut swapper = Swapper::new(
-        tokens.clone(),
-        Arc::new(Scanner::new(PREFIX)),
-        SandboxId::default_sandbox(),
-        "api.example.test",
-    );
+    let (mut swapper, p) = swapper_with_a_secret();
     let attempt = Scripted::with_results(
         "authorization",
         format!("Bearer {p}"),
