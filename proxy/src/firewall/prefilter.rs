@@ -55,8 +55,9 @@ const SALTS: [u64; 2] = [0, 0x1319_8A2E_0370_7344];
 /// A Bloom filter of the grams, two bits per gram: it may wake the automaton
 /// in vain, never miss a gram it was given. A probe is one load, one
 /// multiply and one bit test (a second of each only where the first bit is
-/// set) in a table smaller than a hash set of the grams: with 1 000 tokens, half its memory and 1.8× its throughput on
-/// random data (9.3 against 5.1 GB/s).
+/// set) in a table smaller than a hash set of the grams: with 1 000 tokens,
+/// half its memory and 1.8× its throughput on random data (9.3 against
+/// 5.1 GB/s).
 pub(super) struct GramFilter {
     bits: Box<[u64]>,
     multipliers: [u64; 2],

@@ -380,6 +380,20 @@ mod through_the_proxy {
         .await
     }
 
+    /// The upstream saw the GET with `first`, then with `then` on the
+    /// pooled connection (which closed on it), then with `then` on a new one.
+    fn sent_again_on_a_new_connection(log: &Log, first: &str, then: &str) {
+        let get = || "GET /items/1".to_owned();
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                (0, get(), format!("Bearer {first}")),
+                (0, get(), format!("Bearer {then}")),
+                (1, get(), format!("Bearer {then}")),
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn a_replay_after_a_refresh_on_a_connection_the_upstream_closed_is_sent_again() {
         let tokens = MockTokens::new();
@@ -391,16 +405,7 @@ mod through_the_proxy {
         let proxy = InProcess::start_at(tokens.clone(), &ca, addr, |_| {}).await;
         let (status, _, body) = proxy.send(to_upstream("GET", &p, None)).await;
         assert_eq!((status, &body[..]), (200, &b"ok"[..]));
-        let get = || "GET /items/1".to_owned();
-        // The replay went on the pooled connection, which closed on it.
-        assert_eq!(
-            *log.lock().unwrap(),
-            [
-                (0, get(), "Bearer old-token".into()),
-                (0, get(), "Bearer new-token".into()),
-                (1, get(), "Bearer new-token".into()),
-            ]
-        );
+        sent_again_on_a_new_connection(&log, "old-token", "new-token");
         assert_eq!(tokens.refreshes().len(), 1, "refreshed once");
         assert_eq!(proxy.outcomes(1).await, ["refreshed_replayed"]);
     }
@@ -428,16 +433,7 @@ mod through_the_proxy {
         granted.await.unwrap();
         assert_eq!((status, &body[..]), (200, &b"ok"[..]));
         assert!(headers.contains_key("x-airlock-held-ms"), "{headers:?}");
-        let get = || "GET /items/1".to_owned();
-        // The resend went on the pooled connection, which closed on it.
-        assert_eq!(
-            *log.lock().unwrap(),
-            [
-                (0, get(), "Bearer narrow-token".into()),
-                (0, get(), "Bearer wide-token".into()),
-                (1, get(), "Bearer wide-token".into()),
-            ]
-        );
+        sent_again_on_a_new_connection(&log, "narrow-token", "wide-token");
         assert_eq!(tokens.step_ups().len(), 1, "{:?}", tokens.step_ups());
         assert_eq!(proxy.outcomes(1).await, ["ok"]);
     }
