@@ -61,7 +61,8 @@ const SALTS: [u64; 2] = [0, 0x1319_8A2E_0370_7344];
 pub(super) struct GramFilter {
     bits: Box<[u64]>,
     multipliers: [u64; 2],
-    shift: u32,
+    /// 64 less log2 of the table's words: the product's bits that index a word.
+    word_shift: u32,
     stride: usize,
     /// A gram the filter lets through at most one bit of: where a probe's
     /// search starts from, as the last gram refused by its second bit.
@@ -117,7 +118,7 @@ impl GramFilter {
         let mut filter = GramFilter {
             bits: vec![0u64; bit_count / 64].into_boxed_slice(),
             multipliers,
-            shift: 64 - bit_count.trailing_zeros(),
+            word_shift: 64 - (bit_count / 64).trailing_zeros(),
             stride,
             refused: 0,
         };
@@ -148,29 +149,117 @@ impl GramFilter {
 
     /// The first of `probe`, `probe + stride`, … whose gram may be kept
     /// (a spelling could start up to `stride - 1` bytes before it), or
-    /// `None` when the data ends first. A download spends its time in
-    /// [`next_first`](Self::next_first); the second bit is read only for
-    /// the few probes the first lets through.
-    #[inline]
-    pub(super) fn next_hit(&self, data: &[u8], mut probe: usize) -> Option<usize> {
+    /// `None` when the data ends first. A download spends its time here.
+    pub(super) fn next_hit(&self, data: &[u8], probe: usize) -> Option<usize> {
+        // The scan is built once per table size, so that the word's shift
+        // is a constant and the table's length a type: no mask, no bounds
+        // check and no shift count in a register a probe.
+        macro_rules! by_table_size {
+            ($($log:literal)*) => {
+                match self.bits.len().trailing_zeros() {
+                    $($log => {
+                        if let Ok(bits) = <&[u64; 1 << $log]>::try_from(&*self.bits) {
+                            return self.scan(bits, data, probe);
+                        }
+                    })*
+                    _ => {}
+                }
+            };
+        }
+        const _: () = assert!(MIN_BITS == 64 << 6 && MAX_BITS == 64 << 22);
+        by_table_size!(6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22);
+        debug_assert!(false, "a table of {} words has a scan", self.bits.len());
+        self.next_hit_refusing(data, probe, self.refused)
+    }
+
+    /// [`next_hit`](Self::next_hit) over a table of `WORDS` words. Probes
+    /// go [`ROUND`] a round, read from one slice so that only the round is
+    /// bounds-checked, the loop's count, compare and jump once for all. A
+    /// probe is a `mul` from memory, a shift, a load, a bit test and a
+    /// branch: 66 instructions a round of eight (81 with a 64-bit product's
+    /// top bits for both word and place, and the shift count in a
+    /// register). A probe whose first bit is set leaves the round for its
+    /// second bit only; one the second refuses goes on from the next probe,
+    /// not back through the caller (with many tokens, one probe in 18).
+    /// Not inlined: inlined into the automaton's search, whose state fills
+    /// the registers, a probe took 11 to 12 (the whole build's, counted).
+    #[inline(never)]
+    fn scan<const WORDS: usize>(
+        &self,
+        bits: &[u64; WORDS],
+        data: &[u8],
+        mut probe: usize,
+    ) -> Option<usize> {
+        let word_shift = 64 - WORDS.trailing_zeros();
+        debug_assert_eq!(word_shift, self.word_shift);
+        let multiplier = self.multipliers[0];
+        // As [`bit`](Self::bit) gives the first bit (whose salt is 0); the
+        // word is below `WORDS` whatever the product.
+        let first_bit_set = |gram: u64| {
+            let product = u128::from(gram) * u128::from(multiplier);
+            let word = bits[((product as u64) >> word_shift) as usize];
+            (word >> ((product >> 64) as u64 & 63)) & 1 != 0
+        };
         let mut refused = self.refused;
-        loop {
-            probe = self.next_first(data, probe)?;
+        // Where a probe whose first bit is set leads: `Ok` the hit (or
+        // none), `Err` the probe to go on from.
+        let mut second = |probe: usize| {
+            std::hint::cold_path();
             let gram = gram_at(data, probe);
             if gram == refused {
                 // The same gram refused twice in a row: data that repeats
                 // itself (zeros above all: sparse files, padding) gives it
-                // at every probe. Leaving the round loop at each would
-                // double the scan; the loop that remembers it does not.
-                std::hint::cold_path();
-                return self.next_hit_refusing(data, probe, refused);
+                // at every probe. Leaving the round at each would double
+                // the scan; the loop that remembers it does not.
+                return Ok(self.next_hit_refusing(data, probe, refused));
             }
-            if is_set(&self.bits, self.bit(gram, 1)) {
-                return Some(probe);
+            if is_set(bits, self.bit(gram, 1)) {
+                return Ok(Some(probe));
             }
             refused = gram;
-            probe += self.stride;
+            Err(probe + self.stride)
+        };
+        let stride = self.stride;
+        // Facts from which the optimizer proves every probe's bounds check,
+        // so that none is left in the loop (a profile-guided build kept
+        // some that a plain one hoisted): a stride of at least a gram, and
+        // one that fits 32 bits, so that no `k * stride` of a round
+        // overflows. Every filter [`new`](Self::new) builds has both;
+        // without them, the one-probe loop below searches alone.
+        let narrow = u32::try_from(stride).ok().filter(|_| stride >= GRAM);
+        if let Some(narrow) = narrow {
+            let stride = narrow as usize;
+            let round = stride * ROUND;
+            if let Some(last_round) = data.len().checked_sub(round) {
+                while probe <= last_round {
+                    let chunk = &data[probe..probe + round];
+                    let grams: [u64; ROUND] = std::array::from_fn(|k| gram_at(chunk, k * stride));
+                    if !grams.into_iter().any(first_bit_set) {
+                        probe += round;
+                        continue;
+                    }
+                    // Which probe, found again: carried out of the round,
+                    // its number cost an instruction at every probe.
+                    let k = grams.into_iter().position(first_bit_set).unwrap_or(0);
+                    match second(probe + k * stride) {
+                        Ok(hit) => return hit,
+                        Err(next) => probe = next,
+                    }
+                }
+            }
         }
+        let last = data.len().checked_sub(GRAM)?;
+        while probe <= last {
+            if !first_bit_set(gram_at(data, probe)) {
+                probe += stride;
+                continue;
+            }
+            match second(probe) {
+                Ok(hit) => return hit,
+                Err(next) => probe = next,
+            }
+        }
+        None
     }
 
     /// [`next_hit`](Self::next_hit) one probe at a time, a gram whose first
@@ -199,58 +288,11 @@ impl GramFilter {
         None
     }
 
-    /// The first of `probe`, `probe + stride`, … whose gram's first bit is
-    /// set: the loop a download spends its time in. [`ROUND`] probes a
-    /// round, read from one slice so that only the round is bounds-checked,
-    /// and all read before any is tested, so that no probe's check waits
-    /// behind an earlier probe's exit (about 10 instructions a probe, with
-    /// the loop's count, compare and jump once a round, against 14 a probe
-    /// one at a time: callgrind, 8 MiB of zeros).
-    /// Not inlined: inlined into the automaton's search, whose state fills
-    /// the registers, a probe took 11 to 12 (the whole build's, counted).
-    #[inline(never)]
-    fn next_first(&self, data: &[u8], mut probe: usize) -> Option<usize> {
-        let bits = &*self.bits;
-        // The table's length is a power of two: masking the word index
-        // (a no-op, the shift already bounds it) spares a bounds check a probe.
-        let words = bits.len().checked_sub(1)?;
-        let stride = self.stride;
-        // Facts from which the optimizer proves every probe's bounds check,
-        // so that none is left in the loop (a profile-guided build kept
-        // some that a plain one hoisted): a stride of at least a gram, and
-        // one that fits 32 bits, so that no `k * stride` of a round
-        // overflows. Every filter [`new`](Self::new) builds has both;
-        // without them, the one-probe loop below searches alone.
-        let narrow = u32::try_from(stride).ok().filter(|_| stride >= GRAM);
-        if let Some(narrow) = narrow {
-            let stride = narrow as usize;
-            let round = stride * ROUND;
-            if let Some(last_round) = data.len().checked_sub(round) {
-                while probe <= last_round {
-                    let chunk = &data[probe..probe + round];
-                    let grams: [u64; ROUND] = std::array::from_fn(|k| gram_at(chunk, k * stride));
-                    for (k, gram) in grams.into_iter().enumerate() {
-                        if self.first_bit_set(bits, words, gram) {
-                            return Some(probe + k * stride);
-                        }
-                    }
-                    probe += round;
-                }
-            }
-        }
-        let last = data.len().checked_sub(GRAM)?;
-        while probe <= last {
-            if self.first_bit_set(bits, words, gram_at(data, probe)) {
-                return Some(probe);
-            }
-            probe += stride;
-        }
-        None
-    }
-
     #[inline]
     fn first_bit_set(&self, bits: &[u64], words: usize, gram: u64) -> bool {
         let first = self.bit(gram, 0);
+        // Masking the word index (a no-op, the shift already bounds it)
+        // spares a bounds check a probe.
         (bits[(first / 64) & words] >> (first % 64)) & 1 != 0
     }
 
@@ -259,10 +301,17 @@ impl GramFilter {
         [self.bit(gram, 0), self.bit(gram, 1)]
     }
 
-    /// The table bit the `hash`th hash gives `gram`: the product's top bits.
+    /// The table bit the `hash`th hash gives `gram`, from the 128-bit
+    /// product: its word the low half's top bits, its place in the word the
+    /// high half's low bits. Both depend on every bit of the gram, and a
+    /// probe takes them from one `mul` with one shift (the top bits of a
+    /// 64-bit product alone took three instructions more).
     #[inline]
     fn bit(&self, gram: u64, hash: usize) -> usize {
-        ((gram ^ SALTS[hash]).wrapping_mul(self.multipliers[hash]) >> self.shift) as usize
+        let product = u128::from(gram ^ SALTS[hash]) * u128::from(self.multipliers[hash]);
+        let word = (product as u64) >> self.word_shift;
+        let place = (product >> 64) as u64 & 63;
+        (word << 6 | place) as usize
     }
 
     pub(super) fn memory_usage(&self) -> usize {
@@ -357,8 +406,8 @@ mod tests {
         }
     }
 
-    /// The gram whose first hash is the product 1: table bit 0, the bit
-    /// eight zero bytes test first.
+    /// A gram whose first hash under the first multipliers is table bit 0,
+    /// the bit eight zero bytes test first, at every table size.
     fn gram_on_the_zero_bit() -> [u8; GRAM] {
         // The multiplier's inverse modulo 2^64 (Newton's iteration).
         let m = MULTIPLIERS[0][0];
@@ -367,7 +416,13 @@ mod tests {
             inverse = inverse.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(inverse)));
         }
         assert_eq!(m.wrapping_mul(inverse), 1);
-        inverse.to_le_bytes()
+        // `t × inverse` has the product's low half `t`: word 0 at every
+        // size for a small `t`; about one in 64 has place 0 in the word.
+        (1..1u64 << 16)
+            .map(|t| t.wrapping_mul(inverse))
+            .find(|&gram| (u128::from(gram) * u128::from(m)) >> 64 & 63 == 0)
+            .expect("a gram on bit 0")
+            .to_le_bytes()
     }
 
     /// A needle whose first gram's first hash under the first multipliers
@@ -483,6 +538,81 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_table_size_finds_what_probing_one_gram_at_a_time_finds() {
+        let stride = NEEDLE.len() + 1 - GRAM;
+        let grams: Vec<u64> = (0..stride).map(|offset| gram_at(NEEDLE, offset)).collect();
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut noise: Vec<u8> = (0..4 * ROUND * stride)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        for at in [5, 2 * ROUND * stride + 3, noise.len() - NEEDLE.len()] {
+            noise[at..at + NEEDLE.len()].copy_from_slice(NEEDLE);
+        }
+        let mut bit_count = MIN_BITS;
+        while bit_count <= MAX_BITS {
+            for multipliers in MULTIPLIERS {
+                let filter = GramFilter::with_multipliers(&grams, bit_count, stride, multipliers);
+                let mut from = 0;
+                loop {
+                    let hit = filter.next_hit(&noise, from);
+                    assert_eq!(
+                        hit,
+                        probing_one_gram_at_a_time(&filter, &noise, from),
+                        "{bit_count} table bits, from {from}"
+                    );
+                    let Some(hit) = hit else { break };
+                    from = hit + stride;
+                }
+            }
+            bit_count *= 2;
+        }
+    }
+
+    #[test]
+    fn probes_refused_by_their_second_bit_inside_a_round_go_on_from_the_next() {
+        // A table about one sixteenth full: many probes of random data pass
+        // the first bit in vain, in every place of a round.
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let needles: Vec<Vec<u8>> = (0..3_000)
+            .map(|_| (0..24).map(|_| random() as u8).collect())
+            .collect();
+        let filter = GramFilter::new(needles.iter().map(Vec::as_slice)).unwrap();
+        let stride = filter.stride();
+        let mut data: Vec<u8> = (0..64 * ROUND * stride).map(|_| random() as u8).collect();
+        let at = 17 * ROUND * stride + 5;
+        data[at..at + needles[7].len()].copy_from_slice(&needles[7]);
+        let (words, bits) = (filter.bits.len() - 1, &*filter.bits);
+        let in_vain = (0..=data.len() - GRAM)
+            .step_by(stride)
+            .map(|probe| gram_at(&data, probe))
+            .filter(|&gram| filter.first_bit_set(bits, words, gram) && !filter.passes(gram))
+            .count();
+        assert!(in_vain > 20, "{in_vain} probes pass the first bit in vain");
+        for from in 0..2 * stride {
+            let mut from = from;
+            let mut hits = 0;
+            while let Some(hit) = filter.next_hit(&data, from) {
+                assert_eq!(Some(hit), probing_one_gram_at_a_time(&filter, &data, from));
+                hits += 1;
+                from = hit + stride;
+            }
+            assert_eq!(None, probing_one_gram_at_a_time(&filter, &data, from));
+            assert!(hits >= 1, "the needle is found");
         }
     }
 
