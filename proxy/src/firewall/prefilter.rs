@@ -220,22 +220,22 @@ impl GramFilter {
             Err(probe + self.stride)
         };
         let stride = self.stride;
-        // Facts from which the optimizer proves every probe's bounds check,
-        // so that none is left in the loop (a profile-guided build kept
-        // some that a plain one hoisted): a stride of at least a gram, and
-        // one that fits 32 bits, so that no `k * stride` of a round
-        // overflows. Every filter [`new`](Self::new) builds has both;
-        // without them, the one-probe loop below searches alone.
-        let narrow = u32::try_from(stride).ok().filter(|_| stride >= GRAM);
-        if let Some(narrow) = narrow {
+        // A round reads its probes from one slice that ends where its last
+        // gram does. With a stride that fits 32 bits no `k * stride` of a
+        // round overflows, so every probe's bounds check follows from the
+        // slice's length whatever the stride, and none is left in the loop
+        // (a profile-guided build kept in it those that needed a stride of
+        // at least a gram). Every filter [`new`](Self::new) builds has such
+        // a stride; without one, the one-probe loop below searches alone.
+        if let Ok(narrow) = u32::try_from(stride) {
             let stride = narrow as usize;
-            let round = stride * ROUND;
-            if let Some(last_round) = data.len().checked_sub(round) {
+            let span = stride * (ROUND - 1) + GRAM;
+            if let Some(last_round) = data.len().checked_sub(span) {
                 while probe <= last_round {
-                    let chunk = &data[probe..probe + round];
+                    let chunk = &data[probe..probe + span];
                     let grams: [u64; ROUND] = std::array::from_fn(|k| gram_at(chunk, k * stride));
                     if !grams.into_iter().any(first_bit_set) {
-                        probe += round;
+                        probe += stride * ROUND;
                         continue;
                     }
                     // Which probe, found again: carried out of the round,
