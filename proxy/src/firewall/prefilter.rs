@@ -467,6 +467,16 @@ mod tests {
         }
     }
 
+    /// A repeatable stream of pseudo-random words (xorshift64).
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     /// The reference: every probe's two bits, one probe after another.
     fn probing_one_gram_at_a_time(
         filter: &GramFilter,
@@ -487,14 +497,9 @@ mod tests {
         let filter = GramFilter::new([NEEDLE]).unwrap();
         let stride = filter.stride();
         // Letters from a xorshift: some probes pass the first bit in vain.
-        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut random = xorshift(0x2545_F491_4F6C_DD1D);
         let noise: Vec<u8> = (0..3 * ROUND * stride + 2 * GRAM)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                b'a' + (state % 26) as u8
-            })
+            .map(|_| b'a' + (random() % 26) as u8)
             .collect();
         assert_eq!(filter.next_hit(&noise, 0), None);
         let froms = [
@@ -546,15 +551,8 @@ mod tests {
     fn every_table_size_finds_what_probing_one_gram_at_a_time_finds() {
         let stride = NEEDLE.len() + 1 - GRAM;
         let grams: Vec<u64> = (0..stride).map(|offset| gram_at(NEEDLE, offset)).collect();
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut noise: Vec<u8> = (0..4 * ROUND * stride)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let mut random = xorshift(0x9E37_79B9_7F4A_7C15);
+        let mut noise: Vec<u8> = (0..4 * ROUND * stride).map(|_| random() as u8).collect();
         for at in [5, 2 * ROUND * stride + 3, noise.len() - NEEDLE.len()] {
             noise[at..at + NEEDLE.len()].copy_from_slice(NEEDLE);
         }
@@ -582,13 +580,7 @@ mod tests {
     fn probes_refused_by_their_second_bit_inside_a_round_go_on_from_the_next() {
         // A table about one sixteenth full: many probes of random data pass
         // the first bit in vain, in every place of a round.
-        let mut state = 0x2545_F491_4F6C_DD1D_u64;
-        let mut random = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut random = xorshift(0x2545_F491_4F6C_DD1D);
         let needles: Vec<Vec<u8>> = (0..3_000)
             .map(|_| (0..24).map(|_| random() as u8).collect())
             .collect();
