@@ -242,15 +242,15 @@ impl GramFilter {
                             .first_chunk()
                             .expect("a round's grams inside its slice")
                     });
-                    let first_bit_set =
+                    let passes_first =
                         |gram: &&[u8; GRAM]| first_bit_set(u64::from_le_bytes(**gram));
-                    if !grams.iter().any(first_bit_set) {
+                    if !grams.iter().any(passes_first) {
                         probe += stride * ROUND;
                         continue;
                     }
                     // Which probe, found again: carried out of the round,
                     // its number cost an instruction at every probe.
-                    let k = grams.iter().position(first_bit_set).unwrap_or(0);
+                    let k = grams.iter().position(passes_first).unwrap_or(0);
                     match second(probe + k * stride) {
                         Ok(hit) => return hit,
                         Err(next) => probe = next,
